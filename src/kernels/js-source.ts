@@ -1,0 +1,102 @@
+import { emitBody, javascript } from '../expr/emit.js';
+import type { Scalar } from '../expr/expr.js';
+import { loopInvariantNodes, StepGraphs } from './graphs.js';
+
+export type KernelKind = 'cost' | 'trajectory' | 'grad';
+
+/**
+ * Every generated CPU kernel has this signature so one worker protocol runs
+ * them all. Layouts (row-major): U [M][T][m], W [M][T][k], C [M];
+ * trajectory: A = states [M][T+1][n]; grad: A = dJ/dU [M][T][m], S = scratch [(T+1) n].
+ */
+export type CpuKernel = (
+  U: Float64Array, X0: Float64Array, UP: Float64Array, R: Float64Array, W: Float64Array,
+  C: Float64Array, A: Float64Array, S: Float64Array, s0: number, s1: number,
+) => void;
+
+const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
+const lets = (names: string[], init: (i: number) => string) =>
+  names.length ? `let ${names.map((nm, i) => `${nm} = ${init(i)}`).join(', ')};` : '';
+const assignAll = (names: string[], values: string[], tmp: string) =>
+  names.length
+    ? `const ${names.map((_, i) => `${tmp}${i} = ${values[i]}`).join(', ')}; ${names.map((nm, i) => `${nm} = ${tmp}${i};`).join(' ')}`
+    : '';
+
+/** JavaScript source of one rollout kernel (an expression evaluating to a CpuKernel). */
+export function jsKernelSource(graphs: StepGraphs, kind: KernelKind): string {
+  const { model, noise } = graphs;
+  const { stateDim: n, controlDim: m, noiseDim: k, horizon: T } = model;
+  const kw = noise ? k : 0;
+  const xs = list('x', n);
+  const us = list('u', m);
+  const ps = list('p', m);
+  const ws = list('w', kw);
+  const as = list('a', n);
+
+  const outputs: Scalar[] = [graphs.next, graphs.stage, graphs.terminal].flat();
+  if (kind === 'grad') outputs.push(...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev, ...graphs.gradTerminal);
+  const hoisted = loopInvariantNodes(outputs);
+  const prologue = emitBody(hoisted, javascript);
+  const declared = new Set(hoisted.map((h) => h.id));
+
+  const fwd = emitBody([...graphs.next, graphs.stage], javascript, declared);
+  const term = emitBody([graphs.terminal, ...(kind === 'grad' ? graphs.gradTerminal : [])], javascript, declared);
+  const nextRefs = fwd.refs.slice(0, n);
+  const stageRef = fwd.refs[n];
+
+  const load = (names: string[], arr: string, base: string) => names.map((nm, i) => `${nm} = ${arr}[${base} + ${i}];`).join(' ');
+  const store = (names: string[], arr: string, base: string) => names.map((nm, i) => `${arr}[${base} + ${i}] = ${nm};`).join(' ');
+
+  const lines: string[] = [];
+  lines.push('(function (U, X0, UP, R, W, C, A, S, s0, s1) {', '"use strict";');
+  lines.push(n ? `const ${list('r', n).map((r, i) => `${r} = R[${i}]`).join(', ')};` : '');
+  lines.push(...prologue.code);
+  lines.push('for (let s = s0; s < s1; s++) {');
+  lines.push(lets(xs, (i) => `X0[${i}]`), lets(ps, (i) => `UP[${i}]`), lets(us, () => '0'), lets(ws, () => '0'));
+  if (kind === 'grad') lines.push(lets(as, () => '0'));
+  lines.push(`let acc = 0; let o = s * ${T * m}; let ow = s * ${T * kw};`);
+  if (kind === 'trajectory') lines.push(`let ox = s * ${(T + 1) * n};`);
+  lines.push(`for (let t = 0; t < ${T}; t++, o += ${m}, ow += ${kw}) {`);
+  if (kind === 'grad') lines.push(store(xs, 'S', `t * ${n}`));
+  if (kind === 'trajectory') lines.push(store(xs, 'A', 'ox'), `ox += ${n};`);
+  lines.push(load(us, 'U', 'o'), load(ws, 'W', 'ow'));
+  lines.push(...fwd.code);
+  lines.push(`acc += ${stageRef};`);
+  lines.push(assignAll(xs, nextRefs, 'nx'));
+  lines.push(ps.map((pn, i) => `${pn} = ${us[i]};`).join(' '));
+  lines.push('}');
+  if (kind === 'trajectory') lines.push(store(xs, 'A', 'ox'));
+  lines.push('{', ...term.code, `C[s] = acc + ${term.refs[0]};`);
+  if (kind === 'grad') lines.push(as.map((an, i) => `${an} = ${term.refs[1 + i]};`).join(' '));
+  lines.push('}');
+
+  if (kind === 'grad') {
+    // Reverse sweep: a holds dJ/dx_{t+1}; q holds dl_{t+1}/du_t, owed to u_t.
+    const qs = list('q', m);
+    const back = emitBody([...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev], javascript, declared);
+    const gx = back.refs.slice(0, n);
+    const gu = back.refs.slice(n, n + m);
+    const gp = back.refs.slice(n + m);
+    lines.push(lets(qs, () => '0'));
+    lines.push(`for (let t = ${T - 1}; t >= 0; t--) {`);
+    lines.push(`const ou = s * ${T * m} + t * ${m};`, `const owt = s * ${T * kw} + t * ${kw};`);
+    lines.push(load(xs, 'S', `t * ${n}`), load(us, 'U', 'ou'), load(ws, 'W', 'owt'));
+    if (m) lines.push(`if (t > 0) { ${load(ps, 'U', `ou - ${m}`)} } else { ${load(ps, 'UP', '0')} }`);
+    lines.push(...back.code);
+    lines.push(us.map((_, j) => `A[ou + ${j}] = ${gu[j]} + ${qs[j]};`).join(' '));
+    lines.push(assignAll(qs, gp, 'nq'));
+    lines.push(assignAll(as, gx, 'na'));
+    lines.push('}');
+  }
+  lines.push('}', '})');
+  return lines.filter((l) => l !== '').join('\n');
+}
+
+export function compileJsKernel(graphs: StepGraphs, kind: KernelKind): CpuKernel {
+  return compileKernelSource(jsKernelSource(graphs, kind));
+}
+
+export function compileKernelSource(source: string): CpuKernel {
+  // The source is generated from our own expression graphs, never from user text.
+  return (0, eval)(source) as CpuKernel;
+}

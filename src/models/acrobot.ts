@@ -1,0 +1,95 @@
+import { add, clamp, cos, mul, neg, rk4, Scalar, sin, solveSpd, sq, sub, weightedSquaredError } from '../expr/expr.js';
+import { defineModel, ParamValues } from './model.js';
+
+type AcrobotParam = 'm1' | 'm2' | 'l1' | 'lc1' | 'lc2' | 'I1' | 'I2' | 'b1' | 'b2' | 'g' | 'umax' | 'wAngle' | 'wRate' | 'wControl' | 'terminalScale';
+
+/**
+ * Spong acrobot (parameters as in Drake's acrobot), RK4. State
+ * [q1, q2, dq1, dq2]: q1 = 0 hangs down, q2 is the elbow angle relative to
+ * link 1. Torque on the elbow only, torque = umax * clip(u, -1, 1), umax = 20 N m
+ * (about twice the static torque needed to hold link 2 horizontal).
+ *
+ * Cost (quadratic in the raw angles, no wrapping):
+ *   stage    wAngle ((q1 - r1)^2 + (q2 - r2)^2) + wRate (dq1^2 + dq2^2) + wControl u^2
+ *   terminal terminalScale * the same state terms.
+ */
+export const acrobot = defineModel<AcrobotParam>({
+  name: 'acrobot',
+  summary: 'Spong acrobot swing-up, elbow torque only, RK4 (q1=0 hangs down)',
+  stateNames: ['q1', 'q2', 'dq1', 'dq2'],
+  controlNames: ['u'],
+  params: {
+    m1: { value: 1, doc: 'link 1 mass [kg]', min: 1e-6 },
+    m2: { value: 1, doc: 'link 2 mass [kg]', min: 1e-6 },
+    l1: { value: 1, doc: 'link 1 length [m]', min: 1e-6 },
+    lc1: { value: 0.5, doc: 'link 1 centre of mass from shoulder [m]', min: 0 },
+    lc2: { value: 1, doc: 'link 2 centre of mass from elbow [m]', min: 0 },
+    I1: { value: 0.083, doc: 'link 1 inertia about its centre of mass [kg m^2]', min: 0 },
+    I2: { value: 0.33, doc: 'link 2 inertia about its centre of mass [kg m^2]', min: 0 },
+    b1: { value: 0.1, doc: 'shoulder viscous damping [N m s]', min: 0 },
+    b2: { value: 0.1, doc: 'elbow viscous damping [N m s]', min: 0 },
+    g: { value: 9.81, doc: 'gravity [m/s^2]', min: 0 },
+    umax: { value: 20, doc: 'elbow torque at |u| = 1 [N m]', min: 0 },
+    wAngle: { value: 1, doc: 'stage weight on squared angle error', min: 0 },
+    wRate: { value: 0.1, doc: 'stage weight on squared joint rates', min: 0 },
+    wControl: { value: 0.1, doc: 'stage weight on u^2', min: 0 },
+    terminalScale: { value: 100, doc: 'terminal weight relative to the stage state weights', min: 0 },
+    dtS: { value: 0.025, doc: 'time step [s]', min: 1e-6 },
+    horizon: { value: 200, doc: 'planning horizon [steps]', min: 1, integer: true },
+  },
+  x0: [0, 0, 0, 0],
+  goal: [Math.PI, 0, 0, 0],
+  controlLimits: { lower: [-1], upper: [1] },
+  step(x, [u], _w, p) {
+    const torque = mul(p.umax, clamp(u, -1, 1));
+    return rk4((s) => acrobotDerivative(s, torque, p), x, p.dtS);
+  },
+  stageCost(x, [u], _uPrev, ref, p) {
+    return add(stateCost(x, ref, p), mul(p.wControl, sq(u)));
+  },
+  terminalCost(x, ref, p) {
+    return mul(p.terminalScale, stateCost(x, ref, p));
+  },
+});
+
+function stateCost(x: Scalar[], ref: Scalar[], p: ParamValues<AcrobotParam>): Scalar {
+  return weightedSquaredError(x, ref, [p.wAngle, p.wAngle, p.wRate, p.wRate]);
+}
+
+/** Continuous-time manipulator equations M(q) ddq + C(q, dq) dq = tau_g(q) + B u - b dq. */
+function acrobotDerivative([q1, q2, dq1, dq2]: Scalar[], torque: Scalar, p: ParamValues<AcrobotParam>): Scalar[] {
+  const i1 = p.I1 + p.m1 * p.lc1 * p.lc1; // about the shoulder
+  const i2 = p.I2 + p.m2 * p.lc2 * p.lc2; // about the elbow
+  const c2 = cos(q2);
+  const s1 = sin(q1);
+  const s2 = sin(q2);
+  const s12 = sin(add(q1, q2));
+  const k = p.m2 * p.l1 * p.lc2;
+  const m01 = add(i2, mul(k, c2));
+  const mass = [
+    [add(i1 + i2 + p.m2 * p.l1 * p.l1, mul(2 * k, c2)), m01],
+    [m01, i2],
+  ];
+  // Coriolis/centrifugal bias C(q, dq) dq
+  const bias0 = mul(neg(mul(k, s2)), add(mul(2, mul(dq1, dq2)), sq(dq2)));
+  const bias1 = mul(mul(k, s2), sq(dq1));
+  const gravity0 = neg(add(mul((p.m1 * p.lc1 + p.m2 * p.l1) * p.g, s1), mul(p.m2 * p.g * p.lc2, s12)));
+  const gravity1 = neg(mul(p.m2 * p.g * p.lc2, s12));
+  const rhs = [
+    sub(sub(gravity0, bias0), mul(p.b1, dq1)),
+    sub(add(sub(gravity1, bias1), torque), mul(p.b2, dq2)),
+  ];
+  const [ddq1, ddq2] = solveSpd(mass, rhs);
+  return [dq1, dq2, ddq1, ddq2];
+}
+
+/** Total mechanical energy (for tests and telemetry). */
+export function acrobotEnergy([q1, q2, dq1, dq2]: number[], p: Record<string, number>): number {
+  const i1 = p.I1 + p.m1 * p.lc1 * p.lc1;
+  const i2 = p.I2 + p.m2 * p.lc2 * p.lc2;
+  const k = p.m2 * p.l1 * p.lc2;
+  const kinetic = 0.5 * (i1 + i2 + p.m2 * p.l1 * p.l1 + 2 * k * Math.cos(q2)) * dq1 * dq1
+    + (i2 + k * Math.cos(q2)) * dq1 * dq2 + 0.5 * i2 * dq2 * dq2;
+  const potential = -p.m1 * p.g * p.lc1 * Math.cos(q1) - p.m2 * p.g * (p.l1 * Math.cos(q1) + p.lc2 * Math.cos(q1 + q2));
+  return kinetic + potential;
+}

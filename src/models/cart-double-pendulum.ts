@@ -1,0 +1,90 @@
+import { add, clamp, cos, mul, rk4, Scalar, sin, solveSpd, sq, sub, weightedSquaredError } from '../expr/expr.js';
+import { defineModel, ParamValues } from './model.js';
+
+type CartParam = 'mc' | 'm1' | 'm2' | 'l1' | 'l2' | 'bc' | 'bj' | 'g' | 'umax' | 'wPos' | 'wAngle' | 'wRate' | 'wControl' | 'terminalScale';
+
+/**
+ * Double pendulum on a cart: point masses m1, m2 at the ends of massless
+ * rods l1, l2 on a cart of mass mc, RK4. State [x, th1, th2, dx, dth1, dth2]
+ * with absolute link angles, 0 hanging down; goal both links upright.
+ * Force on the cart = umax * clip(u, -1, 1).
+ */
+export const cartDoublePendulum = defineModel<CartParam>({
+  name: 'cart-double-pendulum',
+  summary: 'double pendulum on a cart swing-up, cart force, RK4 (angles absolute, 0 hangs down)',
+  stateNames: ['x', 'th1', 'th2', 'dx', 'dth1', 'dth2'],
+  controlNames: ['u'],
+  params: {
+    mc: { value: 1, doc: 'cart mass [kg]', min: 1e-6 },
+    m1: { value: 0.5, doc: 'first bob mass [kg]', min: 1e-6 },
+    m2: { value: 0.5, doc: 'second bob mass [kg]', min: 1e-6 },
+    l1: { value: 0.5, doc: 'first rod length [m]', min: 1e-6 },
+    l2: { value: 0.5, doc: 'second rod length [m]', min: 1e-6 },
+    bc: { value: 0.1, doc: 'cart viscous friction [N s/m]', min: 0 },
+    bj: { value: 0.01, doc: 'viscous damping on each link\'s absolute rate [N m s]', min: 0 },
+    g: { value: 9.81, doc: 'gravity [m/s^2]', min: 0 },
+    umax: { value: 30, doc: 'cart force at |u| = 1 [N]', min: 0 },
+    wPos: { value: 1, doc: 'stage weight on squared cart position error', min: 0 },
+    wAngle: { value: 1, doc: 'stage weight on squared link angle errors', min: 0 },
+    wRate: { value: 0.05, doc: 'stage weight on squared velocities', min: 0 },
+    wControl: { value: 0.1, doc: 'stage weight on u^2', min: 0 },
+    terminalScale: { value: 100, doc: 'terminal weight relative to the stage state weights', min: 0 },
+    dtS: { value: 0.06, doc: 'time step [s]', min: 1e-6 },
+    horizon: { value: 100, doc: 'planning horizon [steps]', min: 1, integer: true },
+  },
+  x0: [0, 0, 0, 0, 0, 0],
+  goal: [0, Math.PI, Math.PI, 0, 0, 0],
+  controlLimits: { lower: [-1], upper: [1] },
+  step(x, [u], _w, p) {
+    const force = mul(p.umax, clamp(u, -1, 1));
+    return rk4((s) => cartDerivative(s, force, p), x, p.dtS);
+  },
+  stageCost(x, [u], _uPrev, ref, p) {
+    return add(stateCost(x, ref, p), mul(p.wControl, sq(u)));
+  },
+  terminalCost(x, ref, p) {
+    return mul(p.terminalScale, stateCost(x, ref, p));
+  },
+});
+
+function stateCost(x: Scalar[], ref: Scalar[], p: ParamValues<CartParam>): Scalar {
+  return weightedSquaredError(x, ref, [p.wPos, p.wAngle, p.wAngle, p.wRate, p.wRate, p.wRate]);
+}
+
+/** Lagrangian equations of motion M(q) ddq = rhs(q, dq, F). */
+function cartDerivative([, th1, th2, dx, dth1, dth2]: Scalar[], force: Scalar, p: ParamValues<CartParam>): Scalar[] {
+  const m12 = p.m1 + p.m2;
+  const c1 = cos(th1);
+  const c2 = cos(th2);
+  const s1 = sin(th1);
+  const s2 = sin(th2);
+  const d = sub(th1, th2);
+  const c12 = cos(d);
+  const s12 = sin(d);
+  const a01 = mul(m12 * p.l1, c1);
+  const a02 = mul(p.m2 * p.l2, c2);
+  const a12 = mul(p.m2 * p.l1 * p.l2, c12);
+  const mass = [
+    [p.mc + m12, a01, a02],
+    [a01, m12 * p.l1 * p.l1, a12],
+    [a02, a12, p.m2 * p.l2 * p.l2],
+  ];
+  const rhs = [
+    sub(add(force, add(mul(mul(m12 * p.l1, s1), sq(dth1)), mul(mul(p.m2 * p.l2, s2), sq(dth2)))), mul(p.bc, dx)),
+    sub(sub(mul(-m12 * p.g * p.l1, s1), mul(mul(p.m2 * p.l1 * p.l2, s12), sq(dth2))), mul(p.bj, dth1)),
+    sub(add(mul(-p.m2 * p.g * p.l2, s2), mul(mul(p.m2 * p.l1 * p.l2, s12), sq(dth1))), mul(p.bj, dth2)),
+  ];
+  const [ddx, ddth1, ddth2] = solveSpd(mass, rhs);
+  return [dx, dth1, dth2, ddx, ddth1, ddth2];
+}
+
+/** Total mechanical energy (for tests and telemetry). */
+export function cartDoublePendulumEnergy([, th1, th2, dx, dth1, dth2]: number[], p: Record<string, number>): number {
+  const v1x = dx + p.l1 * Math.cos(th1) * dth1;
+  const v1y = p.l1 * Math.sin(th1) * dth1;
+  const v2x = v1x + p.l2 * Math.cos(th2) * dth2;
+  const v2y = v1y + p.l2 * Math.sin(th2) * dth2;
+  const kinetic = 0.5 * (p.mc * dx * dx + p.m1 * (v1x * v1x + v1y * v1y) + p.m2 * (v2x * v2x + v2y * v2y));
+  const potential = -p.m1 * p.g * p.l1 * Math.cos(th1) - p.m2 * p.g * (p.l1 * Math.cos(th1) + p.l2 * Math.cos(th2));
+  return kinetic + potential;
+}

@@ -1,0 +1,29 @@
+import { add, mul, sq, sub } from '../expr/expr.js';
+import { defineModel } from './model.js';
+
+/**
+ * Linear-quadratic double integrator: exact answers exist for everything, so
+ * samplers and gradients are checked against closed forms on it.
+ */
+export const doubleIntegrator = defineModel({
+  name: 'double-integrator',
+  summary: 'linear-quadratic double integrator (closed-form reference problem)',
+  stateNames: ['p', 'v'],
+  controlNames: ['u'],
+  params: {
+    dtS: { value: 0.1, doc: 'time step [s]', min: 1e-6 },
+    horizon: { value: 20, doc: 'planning horizon [steps]', min: 1, integer: true },
+  },
+  x0: [1, 0],
+  goal: [0, 0],
+  controlLimits: { lower: [-Infinity], upper: [Infinity] },
+  step([p, v], [u], _w, { dtS }) {
+    return [add(p, mul(dtS, v)), add(v, mul(dtS, u))];
+  },
+  stageCost([p, v], [u], _uPrev, [rp, rv]) {
+    return add(add(sq(sub(p, rp)), mul(0.1, sq(sub(v, rv)))), mul(0.01, sq(u)));
+  },
+  terminalCost([p, v], [rp, rv]) {
+    return mul(10, add(sq(sub(p, rp)), sq(sub(v, rv))));
+  },
+});

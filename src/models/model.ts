@@ -1,0 +1,97 @@
+import type { Scalar } from '../expr/expr.js';
+
+/** A documented, range-checked model parameter. */
+export interface ParamSpec {
+  value: number;
+  doc: string;
+  min?: number;
+  max?: number;
+  integer?: boolean;
+}
+
+export type ParamValues<K extends string> = Readonly<Record<K | 'dtS' | 'horizon', number>>;
+
+/**
+ * One self-contained plant and task: dynamics, costs and defaults, written
+ * once. CPU and GPU kernels and their exact gradients are generated from it.
+ *
+ * Costs see the reference `ref` (the goal, settable at run time without
+ * recompiling) and the previous control `uPrev` (u_{-1} is supplied by the
+ * caller, so smoothness terms connect to the last applied command).
+ */
+export interface ModelDefinition<K extends string = string> {
+  name: string;
+  summary: string;
+  stateNames: readonly string[];
+  controlNames: readonly string[];
+  /** Per-step exogenous noise inputs (e.g. Gumbel noise); zero unless a caller supplies them. */
+  noiseDim?: number;
+  /** Physical and cost parameters; `dtS` and `horizon` are always present. */
+  params: Readonly<Record<K, ParamSpec>> & { dtS: ParamSpec; horizon: ParamSpec };
+  x0: readonly number[];
+  goal: readonly number[];
+  controlLimits: { lower: readonly number[]; upper: readonly number[] };
+  step(x: Scalar[], u: Scalar[], w: Scalar[], p: ParamValues<K>): Scalar[];
+  stageCost(x: Scalar[], u: Scalar[], uPrev: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
+  terminalCost(x: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
+}
+
+/** A model definition with its parameters resolved (defaults plus overrides). */
+export interface Model {
+  readonly def: ModelDefinition;
+  readonly name: string;
+  readonly stateDim: number;
+  readonly controlDim: number;
+  readonly noiseDim: number;
+  readonly horizon: number;
+  readonly dtS: number;
+  readonly params: Readonly<Record<string, number>>;
+  readonly x0: readonly number[];
+  readonly goal: readonly number[];
+  readonly controlLimits: { lower: readonly number[]; upper: readonly number[] };
+}
+
+export function defineModel<K extends string>(def: ModelDefinition<K>): ModelDefinition<K> {
+  const n = def.stateNames.length;
+  const m = def.controlNames.length;
+  if (def.x0.length !== n || def.goal.length !== n) throw new Error(`${def.name}: x0 and goal need ${n} entries`);
+  if (def.controlLimits.lower.length !== m || def.controlLimits.upper.length !== m) {
+    throw new Error(`${def.name}: control limits need ${m} entries`);
+  }
+  return def;
+}
+
+/** Resolves parameter overrides, rejecting unknown keys and out-of-range values with a clear message. */
+export function resolveModel(def: ModelDefinition, overrides: Readonly<Record<string, number>> = {}): Model {
+  const params: Record<string, number> = {};
+  const specs = def.params as Record<string, ParamSpec>;
+  for (const [key, spec] of Object.entries(specs)) params[key] = spec.value;
+  for (const [key, value] of Object.entries(overrides)) {
+    const spec = specs[key];
+    if (!spec) {
+      throw new Error(`unknown parameter '${key}' for system '${def.name}' (known: ${Object.keys(specs).join(', ')})`);
+    }
+    checkParam(`${def.name}.${key}`, spec, value);
+    params[key] = value;
+  }
+  return {
+    def,
+    name: def.name,
+    stateDim: def.stateNames.length,
+    controlDim: def.controlNames.length,
+    noiseDim: def.noiseDim ?? 0,
+    horizon: params.horizon,
+    dtS: params.dtS,
+    params,
+    x0: def.x0,
+    goal: def.goal,
+    controlLimits: def.controlLimits,
+  };
+}
+
+export function checkParam(label: string, spec: ParamSpec, value: number): void {
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw new Error(`${label} must be a finite number, got ${value}`);
+  if (spec.integer && !Number.isInteger(value)) throw new Error(`${label} must be an integer, got ${value}`);
+  if (spec.min !== undefined && value < spec.min) throw new Error(`${label} must be >= ${spec.min}, got ${value}`);
+  if (spec.max !== undefined && value > spec.max) throw new Error(`${label} must be <= ${spec.max}, got ${value}`);
+}

@@ -1,0 +1,51 @@
+import { add, asin, clamp, cos, div, mul, Scalar, sin, sq, sub } from '../expr/expr.js';
+import { defineModel } from './model.js';
+
+/**
+ * Torque-limited pendulum, discrete variational (SO(2)) integrator, as in the
+ * certifiable trajectory optimisation pendulum the TSMC paper follows.
+ * State [theta, phi]: theta = 0 hangs down; phi is the angle increment over
+ * one step (angular velocity is phi / dtS). Control u is dimensionless:
+ * torque = umax * clip(u, -1, 1).
+ */
+export const pendulum = defineModel({
+  name: 'pendulum',
+  summary: 'variational-integrator pendulum swing-up (theta=0 hangs down; omega = phi/dtS)',
+  stateNames: ['theta', 'phi'],
+  controlNames: ['u'],
+  params: {
+    m: { value: 1, doc: 'bob mass [kg]', min: 1e-6 },
+    l: { value: 1, doc: 'rod length [m]', min: 1e-6 },
+    b: { value: 0.1, doc: 'viscous damping [N m s]', min: 0 },
+    g: { value: 9.8, doc: 'gravity [m/s^2]', min: 0 },
+    umax: { value: 5, doc: 'torque at |u| = 1 [N m]', min: 0 },
+    dtS: { value: 0.1, doc: 'time step [s]', min: 1e-6 },
+    horizon: { value: 30, doc: 'planning horizon [steps]', min: 1, integer: true },
+  },
+  x0: [0.1, 0],
+  goal: [Math.PI, 0],
+  controlLimits: { lower: [-1], upper: [1] },
+  step([theta, phi], [u], _w, p) {
+    const inertiaOverDt = (p.m * p.l * p.l) / p.dtS;
+    const thetaNext = add(theta, phi);
+    const torque = mul(p.dtS * p.umax, clamp(u, -1, 1));
+    const numerator = add(sub(mul(inertiaOverDt, sin(phi)), mul(p.dtS * p.m * p.g * p.l, sin(thetaNext))), torque);
+    const sinPhiNext = div(numerator, inertiaOverDt + p.b);
+    return [thetaNext, asin(clamp(sinPhiNext, -1, 1))];
+  },
+  stageCost(x, [u], _uPrev, ref) {
+    return add(sq(u), stateCost(x, ref));
+  },
+  terminalCost(x, ref) {
+    return stateCost(x, ref);
+  },
+});
+
+/** Chordal distance on SO(2) for theta and phi; with ref = [pi, 0] this is
+ * (cos th + 1)^2 + sin^2 th + (cos phi - 1)^2 + sin^2 phi exactly. */
+function stateCost([theta, phi]: Scalar[], [rTheta, rPhi]: Scalar[]): Scalar {
+  return add(
+    add(sq(sub(cos(theta), cos(rTheta))), sq(sub(sin(theta), sin(rTheta)))),
+    add(sq(sub(cos(phi), cos(rPhi))), sq(sub(sin(phi), sin(rPhi)))),
+  );
+}
