@@ -54,10 +54,13 @@ export function gradient(out: Scalar, wrt: readonly Expr[]): Scalar[] {
         push(a, mul(g, b));
         push(b, mul(g, a));
         break;
-      case 'div':
-        push(a, div(g, b));
-        push(b, neg(mul(g, div(n, b))));
+      case 'div': {
+        // one reciprocal shared by both partials: divisions cost several multiplies
+        const inv = div(1, b);
+        push(a, mul(g, inv));
+        push(b, neg(mul(mul(g, n), inv)));
         break;
+      }
       case 'neg':
         push(a, neg(g));
         break;

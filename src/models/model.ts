@@ -34,6 +34,8 @@ export interface ModelDefinition<K extends string = string> {
   step(x: Scalar[], u: Scalar[], w: Scalar[], p: ParamValues<K>): Scalar[];
   stageCost(x: Scalar[], u: Scalar[], uPrev: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
   terminalCost(x: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
+  /** The state as a person reads it (default: stateNames). */
+  readout?(x: readonly number[], p: ParamValues<K>): Record<string, number>;
 }
 
 /** A model definition with its parameters resolved (defaults plus overrides). */
@@ -94,4 +96,10 @@ export function checkParam(label: string, spec: ParamSpec, value: number): void 
   if (spec.integer && !Number.isInteger(value)) throw new Error(`${label} must be an integer, got ${value}`);
   if (spec.min !== undefined && value < spec.min) throw new Error(`${label} must be >= ${spec.min}, got ${value}`);
   if (spec.max !== undefined && value > spec.max) throw new Error(`${label} must be <= ${spec.max}, got ${value}`);
+}
+
+/** The state as a person reads it, e.g. the pendulum's phi shown as omega = phi / dtS. */
+export function readout(model: Model, x: readonly number[]): Record<string, number> {
+  if (model.def.readout) return model.def.readout(x, model.params as ParamValues<string>);
+  return Object.fromEntries(model.def.stateNames.map((name, i) => [name, x[i]]));
 }

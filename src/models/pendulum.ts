@@ -39,6 +39,7 @@ export const pendulum = defineModel({
   terminalCost(x, ref) {
     return stateCost(x, ref);
   },
+  readout: ([theta, phi], p) => ({ theta, omega: phi / p.dtS }),
 });
 
 /** Chordal distance on SO(2) for theta and phi; with ref = [pi, 0] this is

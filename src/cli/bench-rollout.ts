@@ -1,0 +1,74 @@
+import { availableParallelism } from 'node:os';
+import { CpuBackend, RolloutBackend, WebGpuBackend } from '../kernels/index.js';
+import { sharedZeros } from '../kernels/pool.js';
+import { Rng } from '../random.js';
+import { Command, JSON_OPTION, parseInteger, parseNumber, printJson, stringOpt, table } from './command.js';
+import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
+
+interface Timing { batches: number; msPerBatch: number; stepsPerS: number }
+
+async function time(run: () => Promise<unknown>, seconds: number): Promise<Timing & { steps?: number }> {
+  await run(); // warm-up: compiles kernels, wakes workers
+  await run();
+  let batches = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000 || batches < 3) {
+    await run();
+    batches++;
+  }
+  const ms = (performance.now() - t0) / batches;
+  return { batches, msPerBatch: ms, stepsPerS: 0 };
+}
+
+export const benchRolloutCommand: Command = {
+  name: 'bench rollout',
+  summary: 'Measure rollout throughput (rollout steps per second) for cost only and for cost plus exact gradient.',
+  usage: 'bench rollout --system NAME [--samples M] [--backend cpu|webgpu] [--threads N] [--seconds S] [--json]',
+  options: {
+    system: SYSTEM_OPTION,
+    samples: { type: 'string', description: 'control sequences per batch (default 4096)', valueName: 'M' },
+    backend: BACKEND_OPTION,
+    threads: { type: 'string', description: 'CPU threads including the caller (default: all cores)', valueName: 'N' },
+    seconds: { type: 'string', description: 'measuring time per kernel (default 2)', valueName: 'S' },
+    set: SET_OPTION,
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const { model } = modelFromOptions(values);
+    const kind = backendFromOptions(values);
+    const samplesText = stringOpt(values, 'samples');
+    const samples = samplesText === undefined ? 4096 : parseInteger('--samples', samplesText, 1);
+    const threadsText = stringOpt(values, 'threads');
+    const threads = threadsText === undefined ? availableParallelism() : parseInteger('--threads', threadsText, 1);
+    const secondsText = stringOpt(values, 'seconds');
+    const seconds = secondsText === undefined ? 2 : parseNumber('--seconds', secondsText);
+    const backend: RolloutBackend = kind === 'cpu' ? new CpuBackend(model, { threads }) : await WebGpuBackend.create(model);
+    const controls = sharedZeros(samples * model.horizon * model.controlDim);
+    new Rng(1).fillNormal(controls, 0.3);
+    const steps = samples * model.horizon;
+    const measure = async (run: () => Promise<unknown>) => {
+      const t = await time(run, seconds);
+      return { ...t, stepsPerS: steps / (t.msPerBatch / 1000) };
+    };
+    const forward = await measure(() => backend.cost({ controls }));
+    const gradient = await measure(() => backend.costGrad({ controls }));
+    const result = {
+      system: model.name,
+      backend: kind,
+      device: backend instanceof WebGpuBackend ? backend.adapterName : `cpu x${threads} threads`,
+      threads: kind === 'cpu' ? threads : undefined,
+      samples,
+      horizon: model.horizon,
+      forward,
+      gradient,
+      gradientOverForward: gradient.msPerBatch / forward.msPerBatch,
+    };
+    if (values.json) return printJson(result);
+    console.log(`${model.name}: ${samples} samples x ${model.horizon} steps on ${result.device}`);
+    console.log(table([
+      ['cost', forward.stepsPerS / 1e6, forward.msPerBatch, forward.batches],
+      ['cost+gradient', gradient.stepsPerS / 1e6, gradient.msPerBatch, gradient.batches],
+    ], ['kernel', 'M steps/s', 'ms/batch', 'batches']));
+    console.log(`gradient / forward time: ${result.gradientOverForward.toFixed(2)}x`);
+  },
+};

@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+import { benchRolloutCommand } from './bench-rollout.js';
+import { Command, helpText, parseCommandArgs, UsageError } from './command.js';
+import { rolloutCommand } from './rollout.js';
+import { systemsCommand } from './systems.js';
+
+const COMMANDS: Command[] = [systemsCommand, rolloutCommand, benchRolloutCommand];
+
+function overview(): string {
+  return [
+    'usage: tempered-mpc COMMAND [options]   (tempered-mpc COMMAND --help for details)',
+    '',
+    'commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(16)} ${c.summary}`),
+  ].join('\n');
+}
+
+/** Finds the longest command name matching the leading words (e.g. "bench rollout"). */
+function findCommand(argv: string[]): { cmd: Command; rest: string[] } | undefined {
+  for (const words of [2, 1]) {
+    const name = argv.slice(0, words).join(' ');
+    const cmd = COMMANDS.find((c) => c.name === name);
+    if (cmd) return { cmd, rest: argv.slice(words) };
+  }
+  return undefined;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    console.log(overview());
+    return 0;
+  }
+  const found = findCommand(argv);
+  if (!found) {
+    const group = COMMANDS.filter((c) => c.name.startsWith(`${argv[0]} `)).map((c) => c.name);
+    const hint = group.length ? `; try: ${group.join(', ')}` : '';
+    console.error(`tempered-mpc: error: unknown command '${argv.slice(0, group.length ? 2 : 1).join(' ')}'${hint} (see tempered-mpc --help)`);
+    return 2;
+  }
+  const { cmd, rest } = found;
+  try {
+    const { values, positionals } = parseCommandArgs(cmd, rest);
+    if (values.help) {
+      console.log(helpText(cmd));
+      return 0;
+    }
+    await cmd.run(values, positionals);
+    return 0;
+  } catch (e) {
+    const usage = e instanceof UsageError;
+    const message = (e as Error).message ?? String(e);
+    console.error(`tempered-mpc ${cmd.name}: error: ${message.split('\n')[0]}`);
+    if (!usage && process.env.TEMPERED_MPC_DEBUG) console.error((e as Error).stack);
+    return usage ? 2 : 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,56 @@
+import { MODELS } from '../models/index.js';
+import { resolveModel } from '../models/model.js';
+import { Command, formatNumber, JSON_OPTION, printJson, table, UsageError } from './command.js';
+
+/** Limits as JSON: unbounded sides are null. */
+const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
+
+export function describeSystems() {
+  return [...MODELS.values()].map((def) => {
+    const model = resolveModel(def);
+    return {
+      name: def.name,
+      summary: def.summary,
+      stateDim: model.stateDim,
+      controlDim: model.controlDim,
+      stateNames: def.stateNames,
+      controlNames: def.controlNames,
+      dt: model.dtS,
+      horizon: model.horizon,
+      x0: model.x0,
+      goal: model.goal,
+      controlLimits: { lower: model.controlLimits.lower.map(finiteOrNull), upper: model.controlLimits.upper.map(finiteOrNull) },
+      params: Object.fromEntries(Object.entries(def.params).map(([k, spec]) => [k, { ...spec }])),
+    };
+  });
+}
+
+export const systemsCommand: Command = {
+  name: 'systems',
+  summary: 'List the built-in systems with their dimensions, defaults and documented parameters (null limit = unbounded).',
+  usage: 'systems [NAME] [--json]',
+  options: { json: JSON_OPTION },
+  maxPositionals: 1,
+  async run(values, positionals) {
+    let systems = describeSystems();
+    if (positionals[0]) {
+      systems = systems.filter((s) => s.name === positionals[0]);
+      if (!systems.length) throw new UsageError(`unknown system '${positionals[0]}' (known: ${[...MODELS.keys()].join(', ')})`);
+    }
+    if (values.json) return printJson({ systems });
+    const detailed = positionals.length === 1;
+    if (!detailed) {
+      console.log(table(systems.map((s) => [s.name, s.stateDim, s.controlDim, s.dt, s.horizon, s.summary]),
+        ['system', 'n', 'm', 'dt[s]', 'T', 'summary']));
+      console.log('\nDetails and parameters: tempered-mpc systems NAME');
+      return;
+    }
+    for (const s of systems) {
+      console.log(`${s.name}: ${s.summary}`);
+      console.log(`  state   [${s.stateNames.join(', ')}]  x0 = [${s.x0.join(', ')}]  goal = [${s.goal.map((g) => +g.toFixed(6)).join(', ')}]`);
+      console.log(`  control [${s.controlNames.join(', ')}]  limits ${s.controlLimits.lower.map((lo, i) => `[${lo ?? '-inf'}, ${s.controlLimits.upper[i] ?? 'inf'}]`).join(' ')}`);
+      console.log(`  parameters (override with --set key=value):`);
+      console.log(table(Object.entries(s.params).map(([k, p]) => [`    ${k}`, p.value, `${p.min === undefined ? '' : formatNumber(p.min)}..${p.max === undefined ? '' : formatNumber(p.max)}`, p.doc]), ['    key', 'default', 'range', 'meaning']));
+    }
+  },
+};
