@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { CpuBackend } from '../src/kernels/cpu.js';
+import { WebGpuBackend } from '../src/kernels/webgpu.js';
+import { MODELS } from '../src/models/index.js';
+import { Rng } from '../src/random.js';
+import { cpu, model, testControls } from './helpers.js';
+
+describe('CPU worker pool', () => {
+  it('gives bit-identical results on 1 and 2 threads for a large batch', () => {
+    const m = model('acrobot');
+    const U = testControls(m, 300, 11);
+    const one = cpu(m, 1).costGradSync({ controls: U });
+    const two = new CpuBackend(m, { threads: 2 }).costGradSync({ controls: U });
+    assert.deepEqual(two.cost, one.cost);
+    assert.deepEqual(two.grad, one.grad);
+  });
+
+  it('rejects batches of the wrong shape with a message naming the problem', () => {
+    const m = model('pendulum');
+    assert.throws(() => cpu(m).costSync({ controls: new Float64Array(31) }), /controls has 31 values, expected a positive multiple of horizon\*controlDim = 30\*1/);
+    assert.throws(() => cpu(m).costSync({ controls: new Float64Array(30), x0: [1] }), /x0 has 1 entries, expected 2/);
+    assert.throws(() => cpu(m).costSync({ controls: new Float64Array(30), noise: new Float64Array(30) }), /takes no noise/);
+  });
+});
+
+/** WebGPU must be present where CI asks for it (TEMPERED_MPC_REQUIRE_WEBGPU=1); elsewhere a missing adapter skips. */
+describe('WebGPU kernels (f32) against the f64 CPU kernels', function () {
+  let available = true;
+  before(async function () {
+    try {
+      await WebGpuBackend.create(model('pendulum'));
+    } catch (e) {
+      if (process.env.TEMPERED_MPC_REQUIRE_WEBGPU === '1') throw e;
+      available = false;
+      console.log(`      skipping WebGPU tests: ${(e as Error).message}`);
+    }
+  });
+
+  for (const name of MODELS.keys()) {
+    it(`${name}: cost (per sample) and gradient (max-norm) match to 1e-3 relative`, async function () {
+      if (!available) this.skip();
+      const m = model(name);
+      const U = testControls(m, 5, 21);
+      const noise = m.noiseDim ? new Rng(5).fillNormal(new Float64Array(5 * m.horizon * m.noiseDim), 0.3) : undefined;
+      const gpu = await WebGpuBackend.create(m);
+      const ref = cpu(m).costGradSync({ controls: U, noise });
+      const got = await gpu.costGrad({ controls: U, noise });
+      const cost = await gpu.cost({ controls: U, noise });
+      for (let s = 0; s < 5; s++) {
+        const rel = Math.abs(got.cost[s] - ref.cost[s]) / Math.abs(ref.cost[s]);
+        assert.ok(rel < 1e-3, `sample ${s} cost ${got.cost[s]} vs ${ref.cost[s]}`);
+        assert.ok(Math.abs(cost[s] - ref.cost[s]) / Math.abs(ref.cost[s]) < 1e-3);
+      }
+      // Relative error of each sample's gradient vector in the max-norm.
+      const per = m.horizon * m.controlDim;
+      for (let s = 0; s < 5; s++) {
+        let diff = 0;
+        let size = 0;
+        for (let i = s * per; i < (s + 1) * per; i++) {
+          diff = Math.max(diff, Math.abs(got.grad[i] - ref.grad[i]));
+          size = Math.max(size, Math.abs(ref.grad[i]));
+        }
+        assert.ok(diff / size < 1e-3, `sample ${s}: gradient error ${diff} against |g| ${size}`);
+      }
+      const traj = await gpu.trajectories({ controls: U, noise });
+      const refTraj = cpu(m).trajectoriesSync({ controls: U, noise });
+      const stateError = Math.max(0, ...traj.states.map((v, i) => Math.abs(v - refTraj.states[i])));
+      const stateSize = Math.max(1, ...refTraj.states.map(Math.abs));
+      assert.ok(stateError / stateSize < 1e-3, `trajectory error ${stateError} against |x| ${stateSize}`);
+    });
+  }
+});

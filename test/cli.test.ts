@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpu, model } from './helpers.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+function cli(args: string[], input?: string) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { input, encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:')).join('\n') };
+}
+
+describe('CLI', () => {
+  it('systems --json lists every model with its dimensions and defaults', () => {
+    const r = cli(['systems', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const { systems } = JSON.parse(r.stdout);
+    const names = systems.map((s: { name: string }) => s.name);
+    assert.deepEqual(names.sort(), ['acrobot', 'cart-double-pendulum', 'double-integrator', 'pendulum', 'pusher-slider', 'shekel']);
+    const pendulum = systems.find((s: { name: string }) => s.name === 'pendulum');
+    assert.equal(pendulum.stateDim, 2);
+    assert.equal(pendulum.dt, 0.1);
+    assert.equal(pendulum.horizon, 30);
+    assert.deepEqual(pendulum.x0, [0.1, 0]);
+    assert.deepEqual(pendulum.controlLimits, { lower: [-1], upper: [1] });
+    const di = systems.find((s: { name: string }) => s.name === 'double-integrator');
+    assert.deepEqual(di.controlLimits, { lower: [null], upper: [null] }, 'unbounded limits are null in JSON');
+  });
+
+  it('rollout --json returns states, controls, cost and gradient consistent with the library', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tmpc-'));
+    const file = join(dir, 'u.json');
+    const controls = Array.from({ length: 30 }, (_, t) => [0.5 * Math.sin(0.2 * t)]);
+    writeFileSync(file, JSON.stringify(controls));
+    const r = cli(['rollout', '--system', 'pendulum', '--controls', file, '--x0', '0.2,0', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.states.length, 31);
+    assert.equal(out.controls.length, 30);
+    assert.equal(out.grad.length, 30);
+    assert.deepEqual(out.states[0], [0.2, 0]);
+    const ref = cpu(model('pendulum')).costGradSync({ controls: Float64Array.from(controls.flat()), x0: [0.2, 0] });
+    assert.equal(out.cost, ref.cost[0]);
+    assert.deepEqual(out.grad.flat(), Array.from(ref.grad));
+  });
+
+  it('rollout reads controls from stdin and applies --set overrides', () => {
+    const zeros = JSON.stringify(Array.from({ length: 20 }, () => [0]));
+    const a = JSON.parse(cli(['rollout', '--system', 'double-integrator', '--x0', '0,1', '--controls', '-', '--json'], zeros).stdout);
+    const b = JSON.parse(cli(['rollout', '--system', 'double-integrator', '--x0', '0,1', '--set', 'dtS=0.2', '--json']).stdout);
+    assert.equal(a.states.length, 21);
+    assert.ok(Math.abs(a.states[20][0] - 2) < 1e-12, 'coasts 20 steps x 0.1 s at 1 m/s');
+    assert.ok(Math.abs(b.states[20][0] - 4) < 1e-12, 'dtS=0.2 doubles the distance');
+  });
+
+  const bad: [string, string[], RegExp, string?][] = [
+    ['unknown system', ['rollout', '--system', 'segway'], /unknown system 'segway'/],
+    ['unknown backend', ['rollout', '--system', 'pendulum', '--backend', 'tpu'], /unknown backend 'tpu'/],
+    ['wrong x0 dimension', ['rollout', '--system', 'acrobot', '--x0', '1,2'], /--x0 needs 4 comma-separated numbers, got 2/],
+    ['NaN in x0', ['rollout', '--system', 'pendulum', '--x0', '0,NaN'], /--x0\[1\] must be a finite number/],
+    ['Inf in x0', ['rollout', '--system', 'pendulum', '--x0', 'Infinity,0'], /--x0\[0\] must be a finite number/],
+    ['malformed JSON', ['rollout', '--system', 'pendulum', '--controls', '-'], /malformed JSON/, '[[0.1], [0.2'],
+    ['wrong number of rows', ['rollout', '--system', 'pendulum', '--controls', '-'], /has 2 rows, expected 30/, '[[0.1],[0.2]]'],
+    ['wrong row width', ['rollout', '--system', 'pusher-slider', '--controls', '-'], /row 0 must hold 4 numbers/, JSON.stringify(Array(200).fill([1, 2]))],
+    ['null in controls', ['rollout', '--system', 'pendulum', '--controls', '-'], /row 3 entry 0 is not a finite number/, JSON.stringify([[0], [0], [0], [null], ...Array(26).fill([0])])],
+    ['unknown parameter', ['rollout', '--system', 'pendulum', '--set', 'mass=2'], /unknown parameter 'mass'/],
+    ['out-of-range parameter', ['rollout', '--system', 'pendulum', '--set', 'dtS=-0.1'], /pendulum.dtS must be >= /],
+    ['non-integer horizon', ['rollout', '--system', 'pendulum', '--set', 'horizon=2.5'], /must be an integer/],
+    ['unknown option', ['rollout', '--system', 'pendulum', '--fast'], /Unknown option '--fast'/],
+    ['unknown command', ['fly'], /unknown command 'fly'/],
+    ['seed on a deterministic system', ['rollout', '--system', 'pendulum', '--seed', '3'], /no stochastic inputs/],
+    ['bad sample count', ['bench', 'rollout', '--system', 'pendulum', '--samples', '0'], /--samples must be an integer >= 1/],
+  ];
+  for (const [what, args, message, input] of bad) {
+    it(`rejects ${what} with one clear line and exit code 2`, () => {
+      const r = cli(args, input ?? '');
+      assert.equal(r.code, 2, r.stdout);
+      assert.match(r.stderr, message);
+      assert.equal(r.stderr.split('\n').length, 1, r.stderr);
+    });
+  }
+
+  it('every command answers --help', () => {
+    for (const c of [['systems'], ['rollout'], ['bench', 'rollout']]) {
+      const r = cli([...c, '--help']);
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, /^usage: tempered-mpc /);
+    }
+  });
+
+  it('bench rollout --json reports throughput for cost and gradient kernels', () => {
+    const r = cli(['bench', 'rollout', '--system', 'pendulum', '--samples', '256', '--threads', '2', '--seconds', '0.05', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.threads, 2);
+    assert.ok(out.forward.stepsPerS > 0 && out.gradient.stepsPerS > 0);
+    assert.ok(out.gradient.msPerBatch > 0);
+  });
+});
