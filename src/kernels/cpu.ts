@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { Model } from '../models/model.js';
 import { CostGrad, normalizeRequest, NormalizedRequest, RolloutBackend, RolloutRequest, Trajectories } from './backend.js';
 import { buildStepGraphs, StepGraphs } from './graphs.js';
-import { jsKernelSource, KernelKind } from './js-source.js';
+import { jsKernelSource, jsScratchLength, KernelKind } from './js-source.js';
 import { shared, sharedZeros, WorkerPool } from './pool.js';
 
 // Below this many rollout steps a batch runs on the calling thread: waking workers would cost more.
@@ -49,8 +49,7 @@ export class CpuBackend implements RolloutBackend {
         g = buildStepGraphs(this.model, noise);
         this.graphs.set(noise, g);
       }
-      const scratch = kind === 'grad' ? (this.model.horizon + 1) * this.model.stateDim : 0;
-      this.pool.register(key, jsKernelSource(g, kind), scratch);
+      this.pool.register(key, jsKernelSource(g, kind), jsScratchLength(g, kind));
       this.keys.add(key);
     }
     return key;

@@ -75,3 +75,21 @@ export function loopInvariantNodes(outputs: readonly Scalar[]): Expr[] {
 export function readsInput(outputs: readonly Scalar[], prefix: string): boolean {
   return reachable(outputs).some((n) => n.op === 'input' && n.name.startsWith(prefix));
 }
+
+/**
+ * The forward intermediates the backward step reads directly: nodes computed
+ * in the forward step that are operands of backward-only nodes (or are
+ * backward outputs themselves). Storing them per step during the forward
+ * sweep spares the backward sweep from recomputing the step.
+ */
+export function tapeNodes(forward: readonly Scalar[], backward: readonly Scalar[], hoisted: ReadonlySet<number>): Expr[] {
+  const inForward = new Set(reachable(forward).map((e) => e.id));
+  const isTaped = (e: Expr) => inForward.has(e.id) && e.op !== 'const' && e.op !== 'input' && !hoisted.has(e.id);
+  const tape = new Map<number, Expr>();
+  for (const n of reachable(backward)) {
+    if (inForward.has(n.id)) continue;
+    for (const a of n.args) if (isTaped(a)) tape.set(a.id, a);
+  }
+  for (const out of backward) if (typeof out !== 'number' && isTaped(out)) tape.set(out.id, out);
+  return [...tape.values()].sort((a, b) => a.id - b.id);
+}

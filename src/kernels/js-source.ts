@@ -1,13 +1,14 @@
 import { emitBody, javascript } from '../expr/emit.js';
 import type { Scalar } from '../expr/expr.js';
-import { loopInvariantNodes, StepGraphs } from './graphs.js';
+import { loopInvariantNodes, StepGraphs, tapeNodes } from './graphs.js';
 
 export type KernelKind = 'cost' | 'trajectory' | 'grad';
 
 /**
  * Every generated CPU kernel has this signature so one worker protocol runs
  * them all. Layouts (row-major): U [M][T][m], W [M][T][k], C [M];
- * trajectory: A = states [M][T+1][n]; grad: A = dJ/dU [M][T][m], S = scratch [(T+1) n].
+ * trajectory: A = states [M][T+1][n]; grad: A = dJ/dU [M][T][m], S = scratch
+ * [(T+1) n + T tapeLength] (states, then the per-step tape).
  */
 export type CpuKernel = (
   U: Float64Array, X0: Float64Array, UP: Float64Array, R: Float64Array, W: Float64Array,
@@ -40,6 +41,9 @@ export function jsKernelSource(graphs: StepGraphs, kind: KernelKind): string {
   const declared = new Set(hoisted.map((h) => h.id));
 
   const fwd = emitBody([...graphs.next, graphs.stage], javascript, declared);
+  const backOutputs = [...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev];
+  const tape = kind === 'grad' ? tapeNodes([...graphs.next, graphs.stage], backOutputs, declared) : [];
+  const tapeBase = (T + 1) * n;
   const term = emitBody([graphs.terminal, ...(kind === 'grad' ? graphs.gradTerminal : [])], javascript, declared);
   const nextRefs = fwd.refs.slice(0, n);
   const stageRef = fwd.refs[n];
@@ -61,6 +65,7 @@ export function jsKernelSource(graphs: StepGraphs, kind: KernelKind): string {
   if (kind === 'trajectory') lines.push(store(xs, 'A', 'ox'), `ox += ${n};`);
   lines.push(load(us, 'U', 'o'), load(ws, 'W', 'ow'));
   lines.push(...fwd.code);
+  if (tape.length) lines.push(`{ const tb = ${tapeBase} + t * ${tape.length}; ${tape.map((e, j) => `S[tb + ${j}] = v${e.id};`).join(' ')} }`);
   lines.push(`acc += ${stageRef};`);
   lines.push(assignAll(xs, nextRefs, 'nx'));
   lines.push(ps.map((pn, i) => `${pn} = ${us[i]};`).join(' '));
@@ -73,7 +78,7 @@ export function jsKernelSource(graphs: StepGraphs, kind: KernelKind): string {
   if (kind === 'grad') {
     // Reverse sweep: a holds dJ/dx_{t+1}; q holds dl_{t+1}/du_t, owed to u_t.
     const qs = list('q', m);
-    const back = emitBody([...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev], javascript, declared);
+    const back = emitBody(backOutputs, javascript, new Set([...declared, ...tape.map((e) => e.id)]));
     const gx = back.refs.slice(0, n);
     const gu = back.refs.slice(n, n + m);
     const gp = back.refs.slice(n + m);
@@ -82,6 +87,7 @@ export function jsKernelSource(graphs: StepGraphs, kind: KernelKind): string {
     lines.push(`const ou = s * ${T * m} + t * ${m};`, `const owt = s * ${T * kw} + t * ${kw};`);
     lines.push(load(xs, 'S', `t * ${n}`), load(us, 'U', 'ou'), load(ws, 'W', 'owt'));
     if (m) lines.push(`if (t > 0) { ${load(ps, 'U', `ou - ${m}`)} } else { ${load(ps, 'UP', '0')} }`);
+    if (tape.length) lines.push(`const tb = ${tapeBase} + t * ${tape.length};`, tape.map((e, j) => `const v${e.id} = S[tb + ${j}];`).join(' '));
     lines.push(...back.code);
     lines.push(us.map((_, j) => `A[ou + ${j}] = ${gu[j]} + ${qs[j]};`).join(' '));
     lines.push(assignAll(qs, gp, 'nq'));
@@ -99,4 +105,13 @@ export function compileJsKernel(graphs: StepGraphs, kind: KernelKind): CpuKernel
 export function compileKernelSource(source: string): CpuKernel {
   // The source is generated from our own expression graphs, never from user text.
   return (0, eval)(source) as CpuKernel;
+}
+
+/** Scratch doubles a thread needs for one sample of this kernel. */
+export function jsScratchLength(graphs: StepGraphs, kind: KernelKind): number {
+  if (kind !== 'grad') return 0;
+  const { stateDim: n, horizon: T } = graphs.model;
+  const forward = [...graphs.next, graphs.stage];
+  const declared = new Set(loopInvariantNodes([forward, graphs.terminal, graphs.gradX, graphs.gradU, graphs.gradPrev, graphs.gradTerminal].flat()).map((h) => h.id));
+  return (T + 1) * n + T * tapeNodes(forward, [...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev], declared).length;
 }
