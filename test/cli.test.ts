@@ -66,7 +66,7 @@ describe('CLI', () => {
     ['wrong number of rows', ['rollout', '--system', 'pendulum', '--controls', '-'], /has 2 rows, expected 30/, '[[0.1],[0.2]]'],
     ['wrong row width', ['rollout', '--system', 'pusher-slider', '--controls', '-'], /row 0 must hold 4 numbers/, JSON.stringify(Array(200).fill([1, 2]))],
     ['null in controls', ['rollout', '--system', 'pendulum', '--controls', '-'], /row 3 entry 0 is not a finite number/, JSON.stringify([[0], [0], [0], [null], ...Array(26).fill([0])])],
-    ['unknown parameter', ['rollout', '--system', 'pendulum', '--set', 'mass=2'], /unknown parameter 'mass'/],
+    ['unknown parameter', ['rollout', '--system', 'pendulum', '--set', 'mass=2'], /unknown pendulum parameter 'mass'/],
     ['out-of-range parameter', ['rollout', '--system', 'pendulum', '--set', 'dtS=-0.1'], /pendulum.dtS must be >= /],
     ['non-integer horizon', ['rollout', '--system', 'pendulum', '--set', 'horizon=2.5'], /must be an integer/],
     ['unknown option', ['rollout', '--system', 'pendulum', '--fast'], /Unknown option '--fast'/],

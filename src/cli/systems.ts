@@ -1,6 +1,7 @@
 import { MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
-import { Command, formatNumber, JSON_OPTION, printJson, table, UsageError } from './command.js';
+import { rangeText } from '../params.js';
+import { Command, JSON_OPTION, printJson, table, UsageError } from './command.js';
 
 /** Limits as JSON: unbounded sides are null. */
 const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
@@ -50,7 +51,7 @@ export const systemsCommand: Command = {
       console.log(`  state   [${s.stateNames.join(', ')}]  x0 = [${s.x0.join(', ')}]  goal = [${s.goal.map((g) => +g.toFixed(6)).join(', ')}]`);
       console.log(`  control [${s.controlNames.join(', ')}]  limits ${s.controlLimits.lower.map((lo, i) => `[${lo ?? '-inf'}, ${s.controlLimits.upper[i] ?? 'inf'}]`).join(' ')}`);
       console.log(`  parameters (override with --set key=value):`);
-      console.log(table(Object.entries(s.params).map(([k, p]) => [`    ${k}`, p.value, `${p.min === undefined ? '' : formatNumber(p.min)}..${p.max === undefined ? '' : formatNumber(p.max)}`, p.doc]), ['    key', 'default', 'range', 'meaning']));
+      console.log(table(Object.entries(s.params).map(([k, p]) => [`    ${k}`, p.default, rangeText(p), p.doc]), ['    key', 'default', 'range', 'meaning']));
     }
   },
 };

@@ -1,4 +1,5 @@
 import { add, mul, sq, sub } from '../expr/expr.js';
+import { num } from '../params.js';
 import { defineModel } from './model.js';
 
 /**
@@ -11,8 +12,8 @@ export const doubleIntegrator = defineModel({
   stateNames: ['p', 'v'],
   controlNames: ['u'],
   params: {
-    dtS: { value: 0.1, doc: 'time step [s]', min: 1e-6 },
-    horizon: { value: 20, doc: 'planning horizon [steps]', min: 1, integer: true },
+    dtS: num(0.1, 'time step [s]', { min: 1e-6 }),
+    horizon: num(20, 'planning horizon [steps]', { min: 1, integer: true }),
   },
   x0: [1, 0],
   goal: [0, 0],

@@ -1,13 +1,5 @@
 import type { Scalar } from '../expr/expr.js';
-
-/** A documented, range-checked model parameter. */
-export interface ParamSpec {
-  value: number;
-  doc: string;
-  min?: number;
-  max?: number;
-  integer?: boolean;
-}
+import { NumberParam, resolveParams } from '../params.js';
 
 export type ParamValues<K extends string> = Readonly<Record<K | 'dtS' | 'horizon', number>>;
 
@@ -27,16 +19,19 @@ export interface ModelDefinition<K extends string = string> {
   /** Per-step exogenous noise inputs (e.g. Gumbel noise); zero unless a caller supplies them. */
   noiseDim?: number;
   /** Physical and cost parameters; `dtS` and `horizon` are always present. */
-  params: Readonly<Record<K, ParamSpec>> & { dtS: ParamSpec; horizon: ParamSpec };
+  params: Readonly<Record<K, NumberParam>> & { dtS: NumberParam; horizon: NumberParam };
   x0: readonly number[];
   goal: readonly number[];
-  controlLimits: { lower: readonly number[]; upper: readonly number[] };
+  /** Box limits on the control, fixed or derived from the parameters. */
+  controlLimits: ControlLimits | ((p: ParamValues<K>) => ControlLimits);
   step(x: Scalar[], u: Scalar[], w: Scalar[], p: ParamValues<K>): Scalar[];
   stageCost(x: Scalar[], u: Scalar[], uPrev: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
   terminalCost(x: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
   /** The state as a person reads it (default: stateNames). */
   readout?(x: readonly number[], p: ParamValues<K>): Record<string, number>;
 }
+
+export interface ControlLimits { lower: readonly number[]; upper: readonly number[] }
 
 /** A model definition with its parameters resolved (defaults plus overrides). */
 export interface Model {
@@ -50,32 +45,19 @@ export interface Model {
   readonly params: Readonly<Record<string, number>>;
   readonly x0: readonly number[];
   readonly goal: readonly number[];
-  readonly controlLimits: { lower: readonly number[]; upper: readonly number[] };
+  readonly controlLimits: ControlLimits;
 }
 
 export function defineModel<K extends string>(def: ModelDefinition<K>): ModelDefinition<K> {
   const n = def.stateNames.length;
   const m = def.controlNames.length;
   if (def.x0.length !== n || def.goal.length !== n) throw new Error(`${def.name}: x0 and goal need ${n} entries`);
-  if (def.controlLimits.lower.length !== m || def.controlLimits.upper.length !== m) {
-    throw new Error(`${def.name}: control limits need ${m} entries`);
-  }
   return def;
 }
 
 /** Resolves parameter overrides, rejecting unknown keys and out-of-range values with a clear message. */
-export function resolveModel(def: ModelDefinition, overrides: Readonly<Record<string, number>> = {}): Model {
-  const params: Record<string, number> = {};
-  const specs = def.params as Record<string, ParamSpec>;
-  for (const [key, spec] of Object.entries(specs)) params[key] = spec.value;
-  for (const [key, value] of Object.entries(overrides)) {
-    const spec = specs[key];
-    if (!spec) {
-      throw new Error(`unknown parameter '${key}' for system '${def.name}' (known: ${Object.keys(specs).join(', ')})`);
-    }
-    checkParam(`${def.name}.${key}`, spec, value);
-    params[key] = value;
-  }
+export function resolveModel(def: ModelDefinition, overrides: Readonly<Record<string, unknown>> = {}): Model {
+  const params = resolveParams(def.name, def.params as Readonly<Record<string, NumberParam>>, overrides) as Record<string, number>;
   return {
     def,
     name: def.name,
@@ -87,15 +69,15 @@ export function resolveModel(def: ModelDefinition, overrides: Readonly<Record<st
     params,
     x0: def.x0,
     goal: def.goal,
-    controlLimits: def.controlLimits,
+    controlLimits: limitsOf(def, params),
   };
 }
 
-export function checkParam(label: string, spec: ParamSpec, value: number): void {
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new Error(`${label} must be a finite number, got ${value}`);
-  if (spec.integer && !Number.isInteger(value)) throw new Error(`${label} must be an integer, got ${value}`);
-  if (spec.min !== undefined && value < spec.min) throw new Error(`${label} must be >= ${spec.min}, got ${value}`);
-  if (spec.max !== undefined && value > spec.max) throw new Error(`${label} must be <= ${spec.max}, got ${value}`);
+function limitsOf(def: ModelDefinition, params: Record<string, number>): ControlLimits {
+  const limits = typeof def.controlLimits === 'function' ? def.controlLimits(params as ParamValues<string>) : def.controlLimits;
+  const m = def.controlNames.length;
+  if (limits.lower.length !== m || limits.upper.length !== m) throw new Error(`${def.name}: control limits need ${m} entries`);
+  return limits;
 }
 
 /** The state as a person reads it, e.g. the pendulum's phi shown as omega = phi / dtS. */

@@ -1,4 +1,5 @@
 import { add, asin, clamp, cos, div, mul, Scalar, sin, sq, sub } from '../expr/expr.js';
+import { num } from '../params.js';
 import { defineModel } from './model.js';
 
 /**
@@ -14,13 +15,13 @@ export const pendulum = defineModel({
   stateNames: ['theta', 'phi'],
   controlNames: ['u'],
   params: {
-    m: { value: 1, doc: 'bob mass [kg]', min: 1e-6 },
-    l: { value: 1, doc: 'rod length [m]', min: 1e-6 },
-    b: { value: 0.1, doc: 'viscous damping [N m s]', min: 0 },
-    g: { value: 9.8, doc: 'gravity [m/s^2]', min: 0 },
-    umax: { value: 5, doc: 'torque at |u| = 1 [N m]', min: 0 },
-    dtS: { value: 0.1, doc: 'time step [s]', min: 1e-6 },
-    horizon: { value: 30, doc: 'planning horizon [steps]', min: 1, integer: true },
+    m: num(1, 'bob mass [kg]', { min: 1e-6 }),
+    l: num(1, 'rod length [m]', { min: 1e-6 }),
+    b: num(0.1, 'viscous damping [N m s]', { min: 0 }),
+    g: num(9.8, 'gravity [m/s^2]', { min: 0 }),
+    umax: num(5, 'torque at |u| = 1 [N m]', { min: 0 }),
+    dtS: num(0.1, 'time step [s]', { min: 1e-6 }),
+    horizon: num(30, 'planning horizon [steps]', { min: 1, integer: true }),
   },
   x0: [0.1, 0],
   goal: [Math.PI, 0],

@@ -1,4 +1,5 @@
 import { add, clamp, cos, div, min, mul, Scalar, sin, softmax, sq, sub, sum, weightedSquaredError } from '../expr/expr.js';
+import { num } from '../params.js';
 import { defineModel, ParamValues } from './model.js';
 
 type PusherParam = 'side' | 'umax' | 'smax' | 'edgeTemperature' | 'wPos' | 'wAngle' | 'terminalScale' | 'wSwitch';
@@ -30,20 +31,20 @@ export const pusherSlider = defineModel<PusherParam>({
   controlNames: ['e', 's', 'vx', 'vy'],
   noiseDim: 4,
   params: {
-    side: { value: 0.09, doc: 'square slider side length [m]', min: 1e-4 },
-    umax: { value: 0.1, doc: 'pusher speed limit per axis [m/s]', min: 0 },
-    smax: { value: 0.8, doc: 'contact-location limit along an edge (1 = corner)', min: 0, max: 1 },
-    edgeTemperature: { value: 0.1, doc: 'softmax temperature of the relaxed edge choice', min: 1e-4 },
-    wPos: { value: 10, doc: 'stage weight on squared position error [1/m^2]', min: 0 },
-    wAngle: { value: 1, doc: 'stage weight on squared orientation error [1/rad^2]', min: 0 },
-    terminalScale: { value: 100, doc: 'terminal weight relative to the stage pose weights', min: 0 },
-    wSwitch: { value: 0.1, doc: 'weight on squared change of edge weights between steps', min: 0 },
-    dtS: { value: 0.05, doc: 'time step [s]', min: 1e-6 },
-    horizon: { value: 200, doc: 'planning horizon [steps]', min: 1, integer: true },
+    side: num(0.09, 'square slider side length [m]', { min: 1e-4 }),
+    umax: num(0.1, 'pusher speed limit per axis [m/s]', { min: 0 }),
+    smax: num(0.8, 'contact-location limit along an edge (1 = corner)', { min: 0, max: 1 }),
+    edgeTemperature: num(0.1, 'softmax temperature of the relaxed edge choice', { min: 1e-4 }),
+    wPos: num(10, 'stage weight on squared position error [1/m^2]', { min: 0 }),
+    wAngle: num(1, 'stage weight on squared orientation error [1/rad^2]', { min: 0 }),
+    terminalScale: num(100, 'terminal weight relative to the stage pose weights', { min: 0 }),
+    wSwitch: num(0.1, 'weight on squared change of edge weights between steps', { min: 0 }),
+    dtS: num(0.05, 'time step [s]', { min: 1e-6 }),
+    horizon: num(200, 'planning horizon [steps]', { min: 1, integer: true }),
   },
   x0: [0, 0, 0],
   goal: [0.3, 0.2, Math.PI / 4],
-  controlLimits: { lower: [1, -0.8, -0.1, -0.1], upper: [4, 0.8, 0.1, 0.1] },
+  controlLimits: (p) => ({ lower: [1, -p.smax, -p.umax, -p.umax], upper: [4, p.smax, p.umax, p.umax] }),
   step([bx, by, alpha], [e, s, vx, vy], gumbel, p) {
     const weights = edgeWeights(e, gumbel, p);
     const half = p.side / 2;

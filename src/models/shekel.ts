@@ -1,4 +1,5 @@
 import { add, div, neg, sq, sub, sum } from '../expr/expr.js';
+import { num } from '../params.js';
 import { defineModel } from './model.js';
 
 const CENTRES: readonly (readonly [number, number])[] = [[2, 2], [-2, 2], [0, -2.5]];
@@ -16,8 +17,8 @@ export const shekel = defineModel({
   stateNames: [],
   controlNames: ['theta1', 'theta2'],
   params: {
-    dtS: { value: 1, doc: 'unused (no dynamics)', min: 1e-6 },
-    horizon: { value: 1, doc: 'fixed at 1: theta is one control', min: 1, max: 1, integer: true },
+    dtS: num(1, 'unused (no dynamics)', { min: 1e-6 }),
+    horizon: num(1, 'fixed at 1: theta is one control', { min: 1, max: 1, integer: true }),
   },
   x0: [],
   goal: [],
