@@ -1,6 +1,6 @@
 import { add, clamp, cos, mul, neg, rk4, Scalar, sin, solveSpd, sq, sub, weightedSquaredError } from '../expr/expr.js';
 import { num } from '../params.js';
-import { defineModel, ParamValues } from './model.js';
+import { angleError, defineModel, ParamValues } from './model.js';
 
 type AcrobotParam = 'm1' | 'm2' | 'l1' | 'lc1' | 'lc2' | 'I1' | 'I2' | 'b1' | 'b2' | 'g' | 'umax' | 'wAngle' | 'wRate' | 'wControl' | 'terminalScale';
 
@@ -41,6 +41,12 @@ export const acrobot = defineModel<AcrobotParam>({
   x0: [0, 0, 0, 0],
   goal: [Math.PI, 0, 0, 0],
   controlLimits: { lower: [-1], upper: [1] },
+  goalRegion: {
+    doc: 'both links within 0.2 rad of the goal angles and joint rates below 1 rad/s, held 2 s',
+    holdS: 2,
+    contains: ([q1, q2, dq1, dq2], [r1, r2]) =>
+      Math.abs(angleError(q1, r1)) < 0.2 && Math.abs(angleError(q2, r2)) < 0.2 && Math.abs(dq1) < 1 && Math.abs(dq2) < 1,
+  },
   step(x, [u], _w, p) {
     const torque = mul(p.umax, clamp(u, -1, 1));
     return rk4((s) => acrobotDerivative(s, torque, p), x, p.dtS);

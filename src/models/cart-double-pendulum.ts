@@ -1,6 +1,6 @@
 import { add, clamp, cos, mul, rk4, Scalar, sin, solveSpd, sq, sub, weightedSquaredError } from '../expr/expr.js';
 import { num } from '../params.js';
-import { defineModel, ParamValues } from './model.js';
+import { angleError, defineModel, ParamValues } from './model.js';
 
 type CartParam = 'mc' | 'm1' | 'm2' | 'l1' | 'l2' | 'bc' | 'bj' | 'g' | 'umax' | 'wPos' | 'wAngle' | 'wRate' | 'wControl' | 'terminalScale';
 
@@ -36,6 +36,13 @@ export const cartDoublePendulum = defineModel<CartParam>({
   x0: [0, 0, 0, 0, 0, 0],
   goal: [0, Math.PI, Math.PI, 0, 0, 0],
   controlLimits: { lower: [-1], upper: [1] },
+  goalRegion: {
+    doc: 'both links within 0.2 rad of upright, cart within 0.5 m of the goal, all rates below 1 (m|rad)/s, held 2 s',
+    holdS: 2,
+    contains: ([x, th1, th2, dx, dth1, dth2], [rx, r1, r2]) =>
+      Math.abs(angleError(th1, r1)) < 0.2 && Math.abs(angleError(th2, r2)) < 0.2 && Math.abs(x - rx) < 0.5
+      && Math.abs(dx) < 1 && Math.abs(dth1) < 1 && Math.abs(dth2) < 1,
+  },
   step(x, [u], _w, p) {
     const force = mul(p.umax, clamp(u, -1, 1));
     return rk4((s) => cartDerivative(s, force, p), x, p.dtS);

@@ -18,6 +18,11 @@ export const doubleIntegrator = defineModel({
   x0: [1, 0],
   goal: [0, 0],
   controlLimits: { lower: [-Infinity], upper: [Infinity] },
+  goalRegion: {
+    doc: '|p - p_goal| < 0.05 and |v - v_goal| < 0.05, held 1 s',
+    holdS: 1,
+    contains: ([p, v], [rp, rv]) => Math.abs(p - rp) < 0.05 && Math.abs(v - rv) < 0.05,
+  },
   step([p, v], [u], _w, { dtS }) {
     return [add(p, mul(dtS, v)), add(v, mul(dtS, u))];
   },

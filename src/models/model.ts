@@ -27,8 +27,27 @@ export interface ModelDefinition<K extends string = string> {
   step(x: Scalar[], u: Scalar[], w: Scalar[], p: ParamValues<K>): Scalar[];
   stageCost(x: Scalar[], u: Scalar[], uPrev: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
   terminalCost(x: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
+  /** Where the task counts as achieved, and for how long it must be held (controller runs). */
+  goalRegion?: GoalRegion<K>;
   /** The state as a person reads it (default: stateNames). */
   readout?(x: readonly number[], p: ParamValues<K>): Record<string, number>;
+}
+
+export interface GoalRegion<K extends string = string> {
+  doc: string;
+  holdS: number;
+  contains(x: readonly number[], ref: readonly number[], p: ParamValues<K>): boolean;
+}
+
+/** Angle difference wrapped to (-pi, pi]. */
+export function angleError(a: number, b: number): number {
+  const d = (a - b) % (2 * Math.PI);
+  return d > Math.PI ? d - 2 * Math.PI : d <= -Math.PI ? d + 2 * Math.PI : d;
+}
+
+/** Is x in the model's documented goal region around ref? (undefined: the model has none) */
+export function inGoalRegion(model: Model, x: readonly number[], ref: readonly number[] = model.goal): boolean | undefined {
+  return model.def.goalRegion?.contains(x, ref, model.params as ParamValues<string>);
 }
 
 export interface ControlLimits { lower: readonly number[]; upper: readonly number[] }

@@ -1,6 +1,6 @@
 import { add, asin, clamp, cos, div, mul, Scalar, sin, sq, sub } from '../expr/expr.js';
 import { num } from '../params.js';
-import { defineModel } from './model.js';
+import { angleError, defineModel } from './model.js';
 
 /**
  * Torque-limited pendulum, discrete variational (SO(2)) integrator, as in the
@@ -39,6 +39,11 @@ export const pendulum = defineModel({
   },
   terminalCost(x, ref) {
     return stateCost(x, ref);
+  },
+  goalRegion: {
+    doc: '|theta - pi| < 0.1 rad and |omega| < 0.5 rad/s, held 5 s',
+    holdS: 5,
+    contains: ([theta, phi], [rTheta], p) => Math.abs(angleError(theta, rTheta)) < 0.1 && Math.abs(phi / p.dtS) < 0.5,
   },
   readout: ([theta, phi], p) => ({ theta, omega: phi / p.dtS }),
 });

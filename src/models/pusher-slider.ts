@@ -1,6 +1,6 @@
 import { add, clamp, cos, div, min, mul, Scalar, sin, softmax, sq, sub, sum, weightedSquaredError } from '../expr/expr.js';
 import { num } from '../params.js';
-import { defineModel, ParamValues } from './model.js';
+import { angleError, defineModel, ParamValues } from './model.js';
 
 type PusherParam = 'side' | 'umax' | 'smax' | 'edgeTemperature' | 'wPos' | 'wAngle' | 'terminalScale' | 'wSwitch';
 
@@ -45,6 +45,11 @@ export const pusherSlider = defineModel<PusherParam>({
   x0: [0, 0, 0],
   goal: [0.3, 0.2, Math.PI / 4],
   controlLimits: (p) => ({ lower: [1, -p.smax, -p.umax, -p.umax], upper: [4, p.smax, p.umax, p.umax] }),
+  goalRegion: {
+    doc: 'slider centre within 2 cm of the goal and orientation within 0.1 rad, held 1 s',
+    holdS: 1,
+    contains: ([bx, by, alpha], [gx, gy, ga]) => Math.hypot(bx - gx, by - gy) < 0.02 && Math.abs(angleError(alpha, ga)) < 0.1,
+  },
   step([bx, by, alpha], [e, s, vx, vy], gumbel, p) {
     const weights = edgeWeights(e, gumbel, p);
     const half = p.side / 2;

@@ -1,0 +1,156 @@
+import type { RolloutBackend } from '../kernels/backend.js';
+import type { Model } from '../models/model.js';
+import type { Rng } from '../random.js';
+import type { Evaluation, Target } from '../samplers/target.js';
+
+/**
+ * Samplers work in normalised control coordinates z: u = center + scale * z,
+ * with center and scale the midpoint and half-width of each bounded control
+ * (0 and 1 for unbounded ones). Step sizes and prior widths then mean the
+ * same thing for a torque in [-1, 1] and a pusher speed in [-0.1, 0.1] m/s.
+ */
+export interface ControlScaling {
+  center: Float64Array;
+  scale: Float64Array;
+}
+
+export function controlScaling(model: Model): ControlScaling {
+  const { lower, upper } = model.controlLimits;
+  const bounded = (j: number) => Number.isFinite(lower[j]) && Number.isFinite(upper[j]);
+  return {
+    center: Float64Array.from(lower, (lo, j) => (bounded(j) ? (lo + upper[j]) / 2 : 0)),
+    scale: Float64Array.from(lower, (lo, j) => (bounded(j) ? (upper[j] - lo) / 2 : 1)),
+  };
+}
+
+export function toControls(z: Float64Array, s: ControlScaling): Float64Array {
+  const m = s.center.length;
+  return Float64Array.from(z, (v, k) => s.center[k % m] + s.scale[k % m] * v);
+}
+
+export function toNormalised(u: ArrayLike<number>, s: ControlScaling): Float64Array {
+  const m = s.center.length;
+  return Float64Array.from(u, (v, k) => (v - s.center[k % m]) / s.scale[k % m]);
+}
+
+export type PriorKind = 'ar1' | 'gaussian';
+
+/**
+ * Prior over normalised control sequences (T steps of m controls).
+ * ar1: z = mean + v, v_t = gamma v_{t-1} + eps_t, eps_t ~ N(0, sigma^2 I), v_{-1} = 0
+ * (the TSMC paper's smoothness prior); gaussian: v ~ N(0, sigma^2 I).
+ */
+export class ControlPrior {
+  readonly mean: Float64Array;
+
+  constructor(
+    readonly horizon: number,
+    readonly controlDim: number,
+    readonly kind: PriorKind,
+    readonly sigma: number,
+    readonly gamma: number,
+    mean?: Float64Array,
+  ) {
+    const d = horizon * controlDim;
+    if (mean && mean.length !== d) throw new Error(`prior mean has ${mean.length} values, expected ${d}`);
+    this.mean = mean ?? new Float64Array(d);
+  }
+
+  get dim(): number {
+    return this.horizon * this.controlDim;
+  }
+
+  sample(rng: Rng, count: number): Float64Array {
+    const { dim, controlDim: m, mean } = this;
+    const gamma = this.kind === 'ar1' ? this.gamma : 0;
+    const out = new Float64Array(count * dim);
+    for (let i = 0; i < count; i++) {
+      for (let k = 0; k < dim; k++) {
+        const prev = k >= m ? out[i * dim + k - m] - mean[k - m] : 0;
+        out[i * dim + k] = mean[k] + gamma * prev + this.sigma * rng.normal();
+      }
+    }
+    return out;
+  }
+
+  /** U0 = -log p0 up to a constant, and its gradient, for each of `count` sequences. */
+  evaluate(z: Float64Array, count: number, value: Float64Array, grad: Float64Array): void {
+    const { dim, controlDim: m, mean } = this;
+    const gamma = this.kind === 'ar1' ? this.gamma : 0;
+    const inv = 1 / (this.sigma * this.sigma);
+    const e = new Float64Array(dim);
+    for (let i = 0; i < count; i++) {
+      const o = i * dim;
+      let u = 0;
+      for (let k = 0; k < dim; k++) {
+        const v = z[o + k] - mean[k];
+        const prev = k >= m ? z[o + k - m] - mean[k - m] : 0;
+        e[k] = v - gamma * prev;
+        u += e[k] * e[k];
+      }
+      value[i] = 0.5 * inv * u;
+      for (let k = 0; k < dim; k++) grad[o + k] = inv * (e[k] - (k + m < dim ? gamma * e[k + m] : 0));
+    }
+  }
+}
+
+export interface RolloutContext {
+  x0?: ArrayLike<number>;
+  uPrev?: ArrayLike<number>;
+  reference?: ArrayLike<number>;
+}
+
+/** The Boltzmann-tilted trajectory-optimisation target: E(z) = J(u(z)), prior p0 over z. */
+export class TrajectoryTarget implements Target {
+  readonly dim: number;
+  readonly scaling: ControlScaling;
+  /** energy evaluations whose result was NaN or infinite */
+  nonFinite = 0;
+
+  constructor(
+    readonly backend: RolloutBackend,
+    readonly prior: ControlPrior,
+    readonly lambda: number,
+    readonly context: RolloutContext = {},
+  ) {
+    const { model } = backend;
+    this.dim = model.horizon * model.controlDim;
+    if (prior.dim !== this.dim) throw new Error(`prior dimension ${prior.dim} does not match the system's ${this.dim}`);
+    this.scaling = controlScaling(model);
+  }
+
+  async evaluate(z: Float64Array, count: number): Promise<Evaluation> {
+    const { cost, grad } = await this.backend.costGrad({ ...this.context, controls: toControls(z.subarray(0, count * this.dim), this.scaling) });
+    const m = this.scaling.scale.length;
+    const energy = new Float64Array(count);
+    const energyGrad = new Float64Array(count * this.dim);
+    for (let i = 0; i < count; i++) {
+      const e = cost[i];
+      if (!Number.isFinite(e)) {
+        // A NaN or infinite cost is an infinitely bad trajectory, never a number to average.
+        energy[i] = Infinity;
+        this.nonFinite++;
+        continue;
+      }
+      energy[i] = e;
+      for (let k = i * this.dim; k < (i + 1) * this.dim; k++) {
+        const g = grad[k] * this.scaling.scale[k % m];
+        energyGrad[k] = Number.isFinite(g) ? g : 0;
+      }
+    }
+    const prior = new Float64Array(count);
+    const priorGrad = new Float64Array(count * this.dim);
+    this.prior.evaluate(z, count, prior, priorGrad);
+    return { energy, energyGrad, prior, priorGrad };
+  }
+
+  /** Costs only (no gradient), for sampling-only planners. */
+  async energies(z: Float64Array, count: number): Promise<Float64Array> {
+    const cost = await this.backend.cost({ ...this.context, controls: toControls(z.subarray(0, count * this.dim), this.scaling) });
+    return cost.map((c) => {
+      if (Number.isFinite(c)) return c;
+      this.nonFinite++;
+      return Infinity;
+    });
+  }
+}

@@ -1,0 +1,73 @@
+import { choice, num } from '../params.js';
+import type { Rng } from '../random.js';
+import { hmcKernel } from '../samplers/hmc.js';
+import { malaKernel } from '../samplers/mala.js';
+import { nutsKernel } from '../samplers/nuts.js';
+import type { ResamplingScheme } from '../samplers/resampling.js';
+import { temperedSmc, TemperedState } from '../samplers/tempering.js';
+import type { MoveKernel, Target } from '../samplers/target.js';
+
+/** Parameters shared by every sampling planner (declared once, composed below). */
+export const SAMPLING_PARAMS = {
+  particles: num(100, 'number of particles N', { min: 2, integer: true }),
+  lambda: num(0.1, 'temperature lambda of the Boltzmann tilt p0 exp(-E/lambda)', { min: 0, exclusive: true }),
+  prior: choice('ar1', ['ar1', 'gaussian'] as const, 'prior over normalised control sequences'),
+  priorGamma: num(0.9, 'AR(1) prior coefficient gamma', { min: 0, max: 0.999 }),
+  priorSigma: num(0.3, 'prior noise sigma (normalised control units)', { min: 0, exclusive: true }),
+} as const;
+
+export const MOVE_PARAMS = {
+  kernel: choice('nuts', ['nuts', 'hmc'] as const, 'rejuvenation kernel: NUTS (the paper\'s choice) or fixed-length HMC'),
+  stepSize: num(0.2, 'leapfrog step size epsilon (normalised control units)', { min: 0, exclusive: true }),
+  leapfrogSteps: num(10, 'HMC leapfrog steps L per move', { min: 1, integer: true }),
+  maxTreeDepth: num(5, 'NUTS maximum tree depth (at most 2^depth - 1 leapfrog steps per move)', { min: 1, max: 12, integer: true }),
+} as const;
+
+export const TSMC_PARAMS = {
+  ...SAMPLING_PARAMS,
+  ...MOVE_PARAMS,
+  rho: num(0.8, 'target ESS fraction after each reweighting', { min: 0, max: 1, exclusive: true }),
+  movesPerLevel: num(2, 'rejuvenation moves per tempering level', { min: 0, integer: true }),
+  resampling: choice('systematic', ['systematic', 'multinomial'] as const, 'resampling scheme'),
+  maxLevels: num(1000, 'safety cap on tempering levels', { min: 1, integer: true }),
+} as const;
+
+/** Table S-I of the TSMC paper, per system (step sizes are in normalised units here). */
+export const TSMC_SYSTEM_DEFAULTS: Readonly<Record<string, Readonly<Record<string, number | string>>>> = {
+  pendulum: { lambda: 0.1, stepSize: 0.2 },
+  acrobot: { lambda: 0.1, stepSize: 0.02 },
+  'pusher-slider': { lambda: 0.2, stepSize: 0.01 },
+  shekel: { lambda: 0.1, stepSize: 0.3, prior: 'gaussian', priorSigma: 1 },
+};
+
+export interface MoveParams {
+  kernel: 'nuts' | 'hmc' | 'mala';
+  stepSize: number;
+  leapfrogSteps: number;
+  maxTreeDepth: number;
+}
+
+export function moveKernel(p: MoveParams): MoveKernel {
+  switch (p.kernel) {
+    case 'nuts': return nutsKernel({ stepSize: p.stepSize, maxTreeDepth: p.maxTreeDepth });
+    case 'hmc': return hmcKernel({ stepSize: p.stepSize, leapfrogSteps: p.leapfrogSteps });
+    case 'mala': return malaKernel({ stepSize: p.stepSize });
+  }
+}
+
+export interface TsmcParams extends MoveParams {
+  rho: number;
+  movesPerLevel: number;
+  resampling: ResamplingScheme;
+  maxLevels: number;
+}
+
+/** TSMC on any target, from given initial particles (prior samples, or carried-over particles when warm-starting). */
+export async function runTsmc(
+  rng: Rng, target: Target, initial: Float64Array, p: TsmcParams, onLevel?: (s: TemperedState) => void,
+): Promise<TemperedState> {
+  const smc = temperedSmc(target, moveKernel(p), {
+    rho: p.rho, resampling: p.resampling, movesPerLevel: p.movesPerLevel, maxLevels: p.maxLevels,
+  });
+  return smc.run(rng, initial, onLevel);
+}

@@ -1,0 +1,59 @@
+import type { Rng } from '../random.js';
+import { copyParticle, emptyState, MoveKernel, ParticleState, potential, potentialGrad, Target } from './target.js';
+
+export interface HmcParams {
+  stepSize: number;
+  leapfrogSteps: number;
+}
+
+/**
+ * Hamiltonian Monte Carlo with identity mass, leapfrog integration and a
+ * Metropolis correction (TSMC paper eqs. 16-17), run on all particles in
+ * lockstep so every leapfrog step is one batched gradient evaluation.
+ */
+export function hmcKernel({ stepSize: eps, leapfrogSteps: L }: HmcParams): MoveKernel {
+  return {
+    name: 'hmc',
+    async step(rng: Rng, target: Target, s: ParticleState, beta: number) {
+      const { dim, lambda } = target;
+      const n = s.count;
+      const r = rng.fillNormal(new Float64Array(n * dim));
+      const h0 = new Float64Array(n);
+      for (let i = 0; i < n; i++) h0[i] = potential(s, i, beta, lambda) + 0.5 * sqNorm(r, i * dim, dim);
+      const q = s.positions.slice();
+      const g = new Float64Array(n * dim);
+      for (let i = 0; i < n; i++) potentialGrad(s, i, dim, beta, lambda, g, i * dim);
+      let ev = s as ParticleState;
+      for (let l = 0; l < L; l++) {
+        for (let k = 0; k < q.length; k++) {
+          r[k] -= 0.5 * eps * g[k];
+          q[k] += eps * r[k];
+        }
+        ev = { count: n, positions: q.slice(), ...(await target.evaluate(q, n)) };
+        for (let i = 0; i < n; i++) potentialGrad(ev, i, dim, beta, lambda, g, i * dim);
+        for (let k = 0; k < q.length; k++) r[k] -= 0.5 * eps * g[k];
+      }
+      const out = emptyState(n, dim);
+      let accProb = 0;
+      let moved = 0;
+      let divergent = 0;
+      for (let i = 0; i < n; i++) {
+        const h1 = potential(ev, i, beta, lambda) + 0.5 * sqNorm(r, i * dim, dim);
+        const logRatio = h0[i] - h1;
+        if (!(Number.isFinite(h1)) || -logRatio > 1000) divergent++;
+        const a = Number.isNaN(logRatio) ? 0 : Math.min(1, Math.exp(logRatio));
+        accProb += a;
+        const take = rng.uniform() < a;
+        if (take) moved++;
+        copyParticle(take ? ev : s, i, out, i, dim);
+      }
+      return { state: out, info: { acceptance: accProb / n, accepted: moved / n, divergent: divergent / n, gradientEvaluations: L } };
+    },
+  };
+}
+
+export function sqNorm(v: Float64Array, offset: number, dim: number): number {
+  let s = 0;
+  for (let j = 0; j < dim; j++) s += v[offset + j] * v[offset + j];
+  return s;
+}

@@ -1,0 +1,116 @@
+import type { Rng } from '../random.js';
+import { resample, ResamplingScheme } from './resampling.js';
+import { ess, logSumExp, normalise, quantile } from './stats.js';
+import { copyParticle, emptyState, initParticles, MoveInfo, MoveKernel, ParticleState, Target } from './target.js';
+
+export interface TemperingParams {
+  /** target ESS fraction after each reweighting, in (0, 1) */
+  rho: number;
+  resampling: ResamplingScheme;
+  movesPerLevel: number;
+  /** safety cap on the number of tempering levels */
+  maxLevels: number;
+}
+
+export interface LevelInfo {
+  beta: number;
+  /** ESS after reweighting, before resampling */
+  ess: number;
+  acceptance: number;
+  divergent: number;
+  gradientEvaluations: number;
+  energyMin: number;
+  energyMedian: number;
+  energyMax: number;
+  /** particles whose energy was NaN or infinite (treated as infinite cost) */
+  nonFinite: number;
+}
+
+export interface TemperedState {
+  particles: ParticleState;
+  beta: number;
+  logZ: number;
+  levels: LevelInfo[];
+}
+
+/**
+ * Tempered SMC (TSMC paper §II): from prior samples at beta = 0, repeatedly
+ * choose the next beta by bisection so the ESS after reweighting is rho N,
+ * accumulate the normalising-constant estimate, resample, and rejuvenate with
+ * a move kernel that leaves the current tempered target invariant.
+ */
+export function temperedSmc(target: Target, kernel: MoveKernel, params: TemperingParams) {
+  return {
+    async init(positions: Float64Array): Promise<TemperedState> {
+      const particles = await initParticles(target, positions);
+      return { particles, beta: 0, logZ: 0, levels: [] };
+    },
+
+    /** One level: reweight to the next beta, resample, move. */
+    async step(rng: Rng, state: TemperedState): Promise<TemperedState> {
+      const { particles, beta } = state;
+      const n = particles.count;
+      const energy = particles.energy;
+      const nonFinite = energy.reduce((c, e) => c + (Number.isFinite(e) ? 0 : 1), 0);
+      if (nonFinite === n) throw new Error('every particle has a non-finite energy (NaN or infinite cost); cannot reweight');
+      const lambda = target.lambda;
+      const incr = (delta: number) => Float64Array.from(energy, (e) => (Number.isFinite(e) ? (-delta / lambda) * e : -Infinity));
+      const next = nextBeta(beta, (delta) => ess(incr(delta)), params.rho * n);
+      const logIncr = incr(next - beta);
+      // particles are equally weighted on entry (resampled every level): log Z_k/Z_{k-1} = log mean exp(incr)
+      const logZ = state.logZ + logSumExp(logIncr) - Math.log(n);
+      const essAfter = ess(logIncr);
+      const ancestors = resample(rng, normalise(logIncr), params.resampling, n);
+      let moved = emptyState(n, target.dim);
+      ancestors.forEach((a, i) => copyParticle(particles, a, moved, i, target.dim));
+      const infos: MoveInfo[] = [];
+      for (let k = 0; k < params.movesPerLevel; k++) {
+        const r = await kernel.step(rng, target, moved, next);
+        moved = r.state;
+        infos.push(r.info);
+      }
+      const mean = (f: (i: MoveInfo) => number) => (infos.length ? infos.reduce((s, i) => s + f(i), 0) / infos.length : 0);
+      const e = moved.energy;
+      const level: LevelInfo = {
+        beta: next,
+        ess: essAfter,
+        acceptance: mean((i) => i.acceptance),
+        divergent: mean((i) => i.divergent),
+        gradientEvaluations: infos.reduce((s, i) => s + i.gradientEvaluations, 0),
+        energyMin: Math.min(...e),
+        energyMedian: quantile(e, 0.5),
+        energyMax: Math.max(...e),
+        nonFinite,
+      };
+      return { particles: moved, beta: next, logZ, levels: [...state.levels, level] };
+    },
+
+    /** Runs levels until beta reaches 1. */
+    async run(rng: Rng, positions: Float64Array, onLevel?: (s: TemperedState) => void): Promise<TemperedState> {
+      let s = await this.init(positions);
+      while (s.beta < 1) {
+        if (s.levels.length >= params.maxLevels) {
+          throw new Error(`tempering did not reach beta = 1 within maxLevels = ${params.maxLevels} (beta = ${s.beta.toExponential(3)}); raise lambda or maxLevels`);
+        }
+        s = await this.step(rng, s);
+        onLevel?.(s);
+      }
+      return s;
+    },
+  };
+}
+
+/** Largest beta' in (beta, 1] whose ESS is at least the target, by bisection on the increment. */
+export function nextBeta(beta: number, essOf: (delta: number) => number, targetEss: number): number {
+  const room = 1 - beta;
+  if (essOf(room) >= targetEss) return 1;
+  let lo = 0;
+  let hi = room;
+  for (let it = 0; it < 60; it++) {
+    const mid = 0.5 * (lo + hi);
+    if (essOf(mid) >= targetEss) lo = mid;
+    else hi = mid;
+  }
+  // Guarantee progress even when a single particle dominates at any positive increment.
+  return beta + Math.max(lo, room * 1e-12, Number.EPSILON * Math.max(beta, 1e-300));
+}
