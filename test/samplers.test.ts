@@ -42,7 +42,7 @@ describe('tempered SMC is exact on a Gaussian target (double integrator, AR(1) p
       const p = gaussianProblem(1);
       const rng = new Rng(42);
       const s = await runTsmc(rng, p.target, p.prior.sample(rng, 1000), {
-        kernel, stepSize: 0.1, leapfrogSteps: 10, maxTreeDepth: 6, rho: 0.8, movesPerLevel: 2, resampling: 'systematic', maxLevels: 100,
+        kernel, stepSize: 0.1, leapfrogSteps: 10, maxTreeDepth: 6, rho: 0.8, targetAcceptance: 0, movesPerLevel: 2, resampling: 'systematic', maxLevels: 100,
       });
       assert.equal(s.beta, 1);
       assertMatches(p, s.particles.positions, `TSMC/${kernel}`);
@@ -132,7 +132,7 @@ describe('non-finite energies', () => {
     const target = new TrajectoryTarget(flaky, prior, 1);
     const rng = new Rng(5);
     const s = await runTsmc(rng, target, prior.sample(rng, 400), {
-      kernel: 'hmc', stepSize: 0.1, leapfrogSteps: 5, maxTreeDepth: 4, rho: 0.8, movesPerLevel: 1, resampling: 'systematic', maxLevels: 100,
+      kernel: 'hmc', stepSize: 0.1, leapfrogSteps: 5, maxTreeDepth: 4, rho: 0.8, targetAcceptance: 0.75, movesPerLevel: 1, resampling: 'systematic', maxLevels: 100,
     });
     assert.ok(s.levels[0].nonFinite > 0, 'the first level saw NaN energies');
     assert.ok(target.nonFinite > 0);

@@ -80,14 +80,13 @@ export function parseVector(label: string, text: string, length: number): number
   return parts.map((p, i) => parseNumber(`${label}[${i}]`, p));
 }
 
-/** --set key=value pairs into a record of numbers. */
-export function parseOverrides(pairs: string[] | undefined): Record<string, number> {
-  const out: Record<string, number> = {};
+/** --set key=value pairs; values stay text until the parameter's schema checks them. */
+export function parseOverrides(pairs: string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
   for (const pair of pairs ?? []) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new UsageError(`--set expects key=value, got '${pair}'`);
-    const key = pair.slice(0, eq).trim();
-    out[key] = parseNumber(`--set ${key}`, pair.slice(eq + 1));
+    out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
   }
   return out;
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { benchRolloutCommand } from './bench-rollout.js';
+import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs, UsageError } from './command.js';
 import { rolloutCommand } from './rollout.js';
+import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 
-const COMMANDS: Command[] = [systemsCommand, rolloutCommand, benchRolloutCommand];
+const COMMANDS: Command[] = [systemsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand];
 
 function overview(): string {
   return [
@@ -54,6 +56,12 @@ export async function main(argv: string[]): Promise<number> {
     return usage ? 2 : 1;
   }
 }
+
+// A closed pipe (e.g. `| head`) ends output quietly instead of crashing.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
 
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createBackend, parseBackend } from '../kernels/index.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, readout, resolveModel } from '../models/model.js';
+import { rows } from '../arrays.js';
 import { Rng } from '../random.js';
 import {
   Command, JSON_OPTION, parseInteger, parseOverrides, parseVector, printJson, requireString, stringOpt, table, UsageError,
@@ -12,10 +13,10 @@ export const BACKEND_OPTION = { type: 'string', description: 'cpu (f64, all core
 export const SET_OPTION = { type: 'string', description: 'override a documented parameter', multiple: true, valueName: 'key=value' } as const;
 
 /** Resolves --system and --set into a model, turning lookup errors into usage errors. */
-export function modelFromOptions(values: Record<string, unknown>, extraKeys: ReadonlySet<string> = new Set()): { model: Model; rest: Record<string, number> } {
+export function modelFromOptions(values: Record<string, unknown>, extraKeys: ReadonlySet<string> = new Set()): { model: Model; rest: Record<string, unknown> } {
   const overrides = parseOverrides(values.set as string[] | undefined);
-  const modelOverrides: Record<string, number> = {};
-  const rest: Record<string, number> = {};
+  const modelOverrides: Record<string, string> = {};
+  const rest: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(overrides)) (extraKeys.has(k) ? rest : modelOverrides)[k] = v;
   try {
     return { model: resolveModel(modelDefinition(requireString(values, 'system')), modelOverrides), rest };
@@ -65,9 +66,6 @@ function readControls(spec: string, model: Model): Float64Array {
   }
   return parseControls(text, model, source);
 }
-
-export const rows = (flat: ArrayLike<number>, width: number): number[][] =>
-  Array.from({ length: width ? flat.length / width : 0 }, (_, i) => Array.from(flat).slice(i * width, (i + 1) * width));
 
 export const rolloutCommand: Command = {
   name: 'rollout',

@@ -25,12 +25,16 @@ export function controlScaling(model: Model): ControlScaling {
 
 export function toControls(z: Float64Array, s: ControlScaling): Float64Array {
   const m = s.center.length;
-  return Float64Array.from(z, (v, k) => s.center[k % m] + s.scale[k % m] * v);
+  const out = new Float64Array(z.length);
+  for (let k = 0; k < z.length; k += m) for (let j = 0; j < m; j++) out[k + j] = s.center[j] + s.scale[j] * z[k + j];
+  return out;
 }
 
 export function toNormalised(u: ArrayLike<number>, s: ControlScaling): Float64Array {
   const m = s.center.length;
-  return Float64Array.from(u, (v, k) => (v - s.center[k % m]) / s.scale[k % m]);
+  const out = new Float64Array(u.length);
+  for (let k = 0; k < u.length; k += m) for (let j = 0; j < m; j++) out[k + j] = (u[k + j] - s.center[j]) / s.scale[j];
+  return out;
 }
 
 export type PriorKind = 'ar1' | 'gaussian';
@@ -133,9 +137,12 @@ export class TrajectoryTarget implements Target {
         continue;
       }
       energy[i] = e;
-      for (let k = i * this.dim; k < (i + 1) * this.dim; k++) {
-        const g = grad[k] * this.scaling.scale[k % m];
-        energyGrad[k] = Number.isFinite(g) ? g : 0;
+      const { scale } = this.scaling;
+      for (let k = i * this.dim; k < (i + 1) * this.dim; k += m) {
+        for (let j = 0; j < m; j++) {
+          const g = grad[k + j] * scale[j];
+          energyGrad[k + j] = g === g && g !== Infinity && g !== -Infinity ? g : 0;
+        }
       }
     }
     const prior = new Float64Array(count);

@@ -27,6 +27,7 @@ export const TSMC_PARAMS = {
   ...SAMPLING_PARAMS,
   ...MOVE_PARAMS,
   rho: num(0.8, 'target ESS fraction after each reweighting', { min: 0, max: 1, exclusive: true }),
+  targetAcceptance: num(0.75, 'adapt the step size between moves towards this acceptance (0 = keep stepSize fixed)', { min: 0, max: 0.99 }),
   movesPerLevel: num(2, 'rejuvenation moves per tempering level', { min: 0, integer: true }),
   resampling: choice('systematic', ['systematic', 'multinomial'] as const, 'resampling scheme'),
   maxLevels: num(1000, 'safety cap on tempering levels', { min: 1, integer: true }),
@@ -57,6 +58,7 @@ export function moveKernel(p: MoveParams): MoveKernel {
 
 export interface TsmcParams extends MoveParams {
   rho: number;
+  targetAcceptance: number;
   movesPerLevel: number;
   resampling: ResamplingScheme;
   maxLevels: number;
@@ -66,8 +68,9 @@ export interface TsmcParams extends MoveParams {
 export async function runTsmc(
   rng: Rng, target: Target, initial: Float64Array, p: TsmcParams, onLevel?: (s: TemperedState) => void,
 ): Promise<TemperedState> {
-  const smc = temperedSmc(target, moveKernel(p), {
+  const smc = temperedSmc(target, (stepSize) => moveKernel({ ...p, stepSize }), {
     rho: p.rho, resampling: p.resampling, movesPerLevel: p.movesPerLevel, maxLevels: p.maxLevels,
+    stepSize: p.stepSize, targetAcceptance: p.targetAcceptance,
   });
   return smc.run(rng, initial, onLevel);
 }

@@ -10,10 +10,21 @@ export interface TemperingParams {
   movesPerLevel: number;
   /** safety cap on the number of tempering levels */
   maxLevels: number;
+  /** initial step size handed to the kernel factory */
+  stepSize: number;
+  /**
+   * Adapt the step size between moves towards this mean acceptance (0 = fixed).
+   * The population's acceptance at the previous move sets the next step, the
+   * usual adaptive-SMC practice: targets sharpen by orders of magnitude
+   * between beta = 0 and 1, and no fixed step suits them all.
+   */
+  targetAcceptance: number;
 }
 
 export interface LevelInfo {
   beta: number;
+  /** step size used by this level's last move */
+  stepSize: number;
   /** ESS after reweighting, before resampling */
   ess: number;
   acceptance: number;
@@ -29,6 +40,7 @@ export interface LevelInfo {
 export interface TemperedState {
   particles: ParticleState;
   beta: number;
+  stepSize: number;
   logZ: number;
   levels: LevelInfo[];
 }
@@ -39,11 +51,11 @@ export interface TemperedState {
  * accumulate the normalising-constant estimate, resample, and rejuvenate with
  * a move kernel that leaves the current tempered target invariant.
  */
-export function temperedSmc(target: Target, kernel: MoveKernel, params: TemperingParams) {
+export function temperedSmc(target: Target, kernelFor: (stepSize: number) => MoveKernel, params: TemperingParams) {
   return {
     async init(positions: Float64Array): Promise<TemperedState> {
       const particles = await initParticles(target, positions);
-      return { particles, beta: 0, logZ: 0, levels: [] };
+      return { particles, beta: 0, stepSize: params.stepSize, logZ: 0, levels: [] };
     },
 
     /** One level: reweight to the next beta, resample, move. */
@@ -64,15 +76,20 @@ export function temperedSmc(target: Target, kernel: MoveKernel, params: Temperin
       let moved = emptyState(n, target.dim);
       ancestors.forEach((a, i) => copyParticle(particles, a, moved, i, target.dim));
       const infos: MoveInfo[] = [];
+      let stepSize = state.stepSize;
+      let used = stepSize;
       for (let k = 0; k < params.movesPerLevel; k++) {
-        const r = await kernel.step(rng, target, moved, next);
+        used = stepSize;
+        const r = await kernelFor(stepSize).step(rng, target, moved, next);
         moved = r.state;
         infos.push(r.info);
+        if (params.targetAcceptance > 0) stepSize *= Math.exp(Math.max(-2, Math.min(1, 2 * (r.info.acceptance - params.targetAcceptance))));
       }
       const mean = (f: (i: MoveInfo) => number) => (infos.length ? infos.reduce((s, i) => s + f(i), 0) / infos.length : 0);
       const e = moved.energy;
       const level: LevelInfo = {
         beta: next,
+        stepSize: used,
         ess: essAfter,
         acceptance: mean((i) => i.acceptance),
         divergent: mean((i) => i.divergent),
@@ -82,7 +99,7 @@ export function temperedSmc(target: Target, kernel: MoveKernel, params: Temperin
         energyMax: Math.max(...e),
         nonFinite,
       };
-      return { particles: moved, beta: next, logZ, levels: [...state.levels, level] };
+      return { particles: moved, beta: next, stepSize, logZ, levels: [...state.levels, level] };
     },
 
     /** Runs levels until beta reaches 1. */

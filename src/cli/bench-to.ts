@@ -1,0 +1,114 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createBackend } from '../kernels/index.js';
+import { readout } from '../models/model.js';
+import { PlannerName, PLANNER_NAMES, resolvePlannerParams, solve, SOLVE_SCHEMAS, SolveResult } from '../planners/solve.js';
+import { boxPlot, lineChart, Panel } from '../plot/svg.js';
+import { quantile } from '../samplers/stats.js';
+import { Command, JSON_OPTION, parseInteger, printJson, stringOpt, table, UsageError } from './command.js';
+import { progressBar } from './progress.js';
+import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
+
+const METHOD_LABEL: Record<PlannerName, string> = {
+  tsmc: 'TSMC', nuts: 'Parallel-NUTS', mala: 'Parallel-MALA', mppi: 'Parallel-MPPI', gradient: 'Multi-start Adam',
+};
+
+export function timestamp(): string {
+  return new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '');
+}
+
+export const benchToCommand: Command = {
+  name: 'bench to',
+  summary: 'Trajectory-optimisation benchmark (TSMC paper §V): TSMC and every baseline from the same initial particles; table, box plots of final costs and best trajectories.',
+  usage: 'bench to --system NAME [--methods tsmc,nuts,...] [--particles N] [--seed K] [--backend cpu|webgpu] [--set key=value] [--out DIR] [--json]',
+  options: {
+    system: SYSTEM_OPTION,
+    methods: { type: 'string', description: `comma-separated subset of ${PLANNER_NAMES.join(',')} (default all)`, valueName: 'LIST' },
+    particles: { type: 'string', description: 'particles per method (default 100)', valueName: 'N' },
+    seed: { type: 'string', description: 'seed of the shared initial particles (default 0)', valueName: 'K' },
+    backend: BACKEND_OPTION,
+    set: { ...SET_OPTION, description: 'override a system parameter, or a planner parameter for every method that has it' },
+    out: { type: 'string', description: 'output folder (default runs/bench-to-SYSTEM-TIME)', valueName: 'DIR' },
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const plannerKeys = new Set(PLANNER_NAMES.flatMap((p) => Object.keys(SOLVE_SCHEMAS[p])));
+    const { model, rest } = modelFromOptions(values, plannerKeys);
+    const methodsText = stringOpt(values, 'methods');
+    const methods = (methodsText ? methodsText.split(',').map((s) => s.trim()) : PLANNER_NAMES) as PlannerName[];
+    for (const m of methods) if (!(PLANNER_NAMES as string[]).includes(m)) throw new UsageError(`unknown method '${m}' (known: ${PLANNER_NAMES.join(', ')})`);
+    const particlesText = stringOpt(values, 'particles');
+    if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
+    const seedText = stringOpt(values, 'seed');
+    const seed = seedText === undefined ? 0 : parseInteger('--seed', seedText, 0);
+    const paramsFor = (m: PlannerName) => {
+      const own = Object.fromEntries(Object.entries(rest).filter(([k]) => k in SOLVE_SCHEMAS[m]));
+      try {
+        return resolvePlannerParams(m, model.name, own);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+    };
+    const allParams = Object.fromEntries(methods.map((m) => [m, paramsFor(m)]));
+    const backend = await createBackend(model, backendFromOptions(values));
+    const out = stringOpt(values, 'out') ?? join('runs', `bench-to-${model.name}-${timestamp()}`);
+
+    const results: SolveResult[] = [];
+    for (const m of methods) {
+      const bar = progressBar(METHOD_LABEL[m].padEnd(16), !values.json);
+      results.push(await solve(backend, { planner: m, params: allParams[m], seed, onProgress: (f, note) => bar.update(f, note) }));
+      bar.done();
+    }
+    const summary = results.map((r) => ({
+      method: r.planner,
+      label: METHOD_LABEL[r.planner],
+      best: r.bestCost,
+      median: quantile(r.costs, 0.5),
+      p90: quantile(r.costs, 0.9),
+      goalReached: r.goalReached,
+      wallS: r.wallMs / 1000,
+      rollouts: r.diagnostics.rollouts,
+      finalState: r.bestStates[r.bestStates.length - 1] ?? [],
+    }));
+
+    mkdirSync(out, { recursive: true });
+    const spread = Math.max(...summary.map((s) => s.p90)) / Math.max(1e-9, Math.min(...summary.map((s) => s.best)));
+    writeFileSync(join(out, 'costs.svg'), boxPlot(
+      `${model.name}: final particle costs (N=${results[0]?.particles}, seed ${seed})`, 'trajectory cost',
+      results.map((r) => ({ name: METHOD_LABEL[r.planner], values: r.costs, note: `${(r.wallMs / 1000).toFixed(1)} s` })),
+      spread > 20 && Math.min(...summary.map((s) => s.best)) > 0,
+    ));
+    writeFileSync(join(out, 'trajectories.svg'), trajectoryChart(model, results));
+    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ system: model.name, seed, backend: backend.kind, summary, results }, null, 1)}\n`);
+    if (values.json) return printJson({ system: model.name, seed, backend: backend.kind, out, summary });
+    console.log(`${model.name}: ${results[0]?.particles} particles per method, seed ${seed}, ${backend.kind} backend`);
+    console.log(table(summary.map((s) => [s.label, s.best, s.median, s.p90, String(s.goalReached ?? 'n/a'), s.wallS]),
+      ['method', 'best', 'median', 'p90', 'goal', 'wall[s]']));
+    console.log(`\nwrote ${join(out, 'costs.svg')}, ${join(out, 'trajectories.svg')}, ${join(out, 'results.json')}`);
+  },
+};
+
+/** Best trajectory of each method: every state quantity over time (plus the path, for planar systems). */
+function trajectoryChart(model: import('../models/model.js').Model, results: SolveResult[]): string {
+  const time = Array.from({ length: model.horizon + 1 }, (_, t) => t * model.dtS);
+  const readouts = results.map((r) => r.bestStates.map((x) => readout(model, x)));
+  const names = Object.keys(readouts[0]?.[0] ?? {});
+  const panels: Panel[] = names.map((name) => ({
+    title: name,
+    xLabel: 'time [s]',
+    series: [
+      ...results.map((r, i) => ({ name: METHOD_LABEL[r.planner], x: time, y: readouts[i].map((o) => o[name]) })),
+      { name: 'goal', x: [0, time[time.length - 1]], y: [readout(model, [...model.goal])[name], readout(model, [...model.goal])[name]], color: '#000000', dashed: true },
+    ],
+  }));
+  if (model.name === 'pusher-slider') {
+    panels.unshift({
+      title: 'slider path (bx, by) [m]',
+      series: [
+        ...results.map((r) => ({ name: METHOD_LABEL[r.planner], x: r.bestStates.map((x) => x[0]), y: r.bestStates.map((x) => x[1]) })),
+        { name: 'start/goal', x: [model.x0[0], model.goal[0]], y: [model.x0[1], model.goal[1]], color: '#000000', dashed: true },
+      ],
+    });
+  }
+  return lineChart(`${model.name}: best trajectory of each method`, panels, 1, 760, 190);
+}

@@ -1,0 +1,117 @@
+import { num } from '../params.js';
+import type { Rng } from '../random.js';
+
+export const MPPI_PARAMS = {
+  samples: num(512, 'rollouts per iteration per nominal (M)', { min: 2, integer: true }),
+  iterations: num(6, 'MPPI iterations per plan (J)', { min: 1, integer: true }),
+  elites: num(64, 'top-K elite samples used in the update (0 = all)', { min: 0, integer: true }),
+  temperature: num(1, 'MPPI temperature beta of the elite weights exp(-(J - J_min)/beta)', { min: 0, exclusive: true }),
+  sigmaMin: num(0.05, 'lower clamp of the per-step sampling std (normalised units)', { min: 0 }),
+  sigmaMax: num(2, 'initial std and upper clamp (normalised units)', { min: 0, exclusive: true }),
+} as const;
+
+export interface MppiParams {
+  samples: number;
+  iterations: number;
+  elites: number;
+  temperature: number;
+  sigmaMin: number;
+  sigmaMax: number;
+  /** false: fixed sigma = sigmaMax (the TSMC paper's Parallel-MPPI baseline) */
+  adaptSigma: boolean;
+}
+
+/** Extra proposal sequences mixed into each iteration's samples (e.g. from a learned policy prior). */
+export type ProposalHook = (rng: Rng, nominal: Float64Array, count: number) => Float64Array;
+
+export interface MppiResult {
+  /** final means, P x d */
+  means: Float64Array;
+  sigmas: Float64Array;
+  /** best sample seen for each nominal and its cost */
+  best: Float64Array;
+  bestCost: Float64Array;
+  /** the final mean's cost for each nominal */
+  meanCost: Float64Array;
+  rollouts: number;
+}
+
+/**
+ * MPPI in the PO-MPC form (eq. 11) over P independent nominal sequences at
+ * once, so one batched rollout call serves them all: each iteration samples
+ * M sequences a = mean + sigma * eps per nominal, keeps the top-K, weights
+ * them by exp(-(J - J_min)/temperature), and moves the mean by the weighted
+ * noise; sigma_t becomes the weighted noise spread, clamped to
+ * [sigmaMin, sigmaMax]. Positions are normalised controls, clipped to
+ * [-1, 1] on `bounded` coordinates.
+ */
+export async function mppi(
+  rng: Rng,
+  cost: (z: Float64Array, count: number) => Promise<Float64Array>,
+  initialMeans: Float64Array,
+  dim: number,
+  bounded: (k: number) => boolean,
+  p: MppiParams,
+  proposals?: { hook: ProposalHook; count: number },
+): Promise<MppiResult> {
+  const P = initialMeans.length / dim;
+  const M = p.samples;
+  const K = p.elites > 0 ? Math.min(p.elites, M) : M;
+  const means = initialMeans.slice();
+  const sigmas = new Float64Array(P * dim).fill(p.sigmaMax);
+  const best = initialMeans.slice();
+  const bestCost = new Float64Array(P).fill(Infinity);
+  const clip = (k: number, v: number) => (bounded(k % dim) ? Math.min(1, Math.max(-1, v)) : v);
+  const z = new Float64Array(P * M * dim);
+  let rollouts = 0;
+  for (let it = 0; it < p.iterations; it++) {
+    for (let q = 0; q < P; q++) {
+      const extra = proposals ? proposals.hook(rng, means.subarray(q * dim, (q + 1) * dim), Math.min(proposals.count, M)) : undefined;
+      const fromPolicy = extra ? extra.length / dim : 0;
+      for (let i = 0; i < M; i++) {
+        const o = (q * M + i) * dim;
+        for (let k = 0; k < dim; k++) {
+          const v = i < fromPolicy ? extra![i * dim + k] : means[q * dim + k] + sigmas[q * dim + k] * rng.normal();
+          z[o + k] = clip(k, v);
+        }
+      }
+    }
+    const J = await cost(z, P * M);
+    rollouts += P * M;
+    for (let q = 0; q < P; q++) {
+      const order = Array.from({ length: M }, (_, i) => i).sort((a, b) => finite(J[q * M + a]) - finite(J[q * M + b]));
+      const elite = order.slice(0, K);
+      const jMin = finite(J[q * M + elite[0]]);
+      if (jMin < bestCost[q]) {
+        bestCost[q] = jMin;
+        best.set(z.subarray((q * M + elite[0]) * dim, (q * M + elite[0] + 1) * dim), q * dim);
+      }
+      if (!Number.isFinite(jMin)) continue; // nothing usable this iteration: keep the mean
+      const w = elite.map((i) => Math.exp(-(finite(J[q * M + i]) - jMin) / p.temperature));
+      const wSum = w.reduce((a, b) => a + b, 0);
+      for (let k = 0; k < dim; k++) {
+        const mk = means[q * dim + k];
+        let shift = 0;
+        let spread = 0;
+        elite.forEach((i, e) => {
+          const eps = z[(q * M + i) * dim + k] - mk;
+          shift += w[e] * eps;
+          spread += w[e] * eps * eps;
+        });
+        means[q * dim + k] = clip(k, mk + shift / wSum);
+        if (p.adaptSigma) sigmas[q * dim + k] = Math.min(p.sigmaMax, Math.max(p.sigmaMin, Math.sqrt(spread / wSum)));
+      }
+    }
+  }
+  const meanCost = (await cost(means, P)).map(finite);
+  rollouts += P;
+  for (let q = 0; q < P; q++) {
+    if (meanCost[q] < bestCost[q]) {
+      bestCost[q] = meanCost[q];
+      best.set(means.subarray(q * dim, (q + 1) * dim), q * dim);
+    }
+  }
+  return { means, sigmas, best, bestCost, meanCost, rollouts };
+}
+
+const finite = (v: number) => (Number.isFinite(v) ? v : Infinity);

@@ -1,0 +1,247 @@
+import type { RolloutBackend } from '../kernels/backend.js';
+import { inGoalRegion, Model } from '../models/model.js';
+import { num, ParamsOf, resolveParams, Schema } from '../params.js';
+import { Rng } from '../random.js';
+import type { LevelInfo } from '../samplers/tempering.js';
+import { initParticles, MoveInfo } from '../samplers/target.js';
+import { mppi } from './mppi.js';
+import { rows } from '../arrays.js';
+import { ControlPrior, RolloutContext, toControls, TrajectoryTarget } from './problem.js';
+import { MOVE_PARAMS, moveKernel, runTsmc, SAMPLING_PARAMS, TSMC_PARAMS, TSMC_SYSTEM_DEFAULTS } from './tsmc.js';
+
+/** Trajectory optimisers: TSMC and the TSMC paper's baselines (§V), all started from the same prior particles. */
+export const SOLVE_SCHEMAS = {
+  tsmc: TSMC_PARAMS,
+  mppi: {
+    ...SAMPLING_PARAMS,
+    iterations: num(64, 'MPPI planning steps per particle', { min: 1, integer: true }),
+    samples: num(64, 'perturbations per particle and step', { min: 2, integer: true }),
+    sigma: num(0.3, 'perturbation std (normalised control units)', { min: 0, exclusive: true }),
+  },
+  mala: {
+    ...SAMPLING_PARAMS,
+    steps: num(5000, 'MALA steps per particle (100x the NUTS baseline\'s steps, as in the paper)', { min: 1, integer: true }),
+    stepSize: num(0.02, 'initial Langevin step size (normalised control units)', { min: 0, exclusive: true }),
+    targetAcceptance: num(0.57, 'step size adapted towards this acceptance during the first half of the steps (0 = fixed)', { min: 0, max: 0.99 }),
+  },
+  nuts: {
+    ...SAMPLING_PARAMS,
+    ...MOVE_PARAMS,
+    steps: num(50, 'NUTS (or HMC) moves per particle, targeting p* directly', { min: 1, integer: true }),
+    targetAcceptance: num(0.75, 'step size adapted towards this acceptance during the first half of the steps (0 = fixed)', { min: 0, max: 0.99 }),
+  },
+  gradient: {
+    ...SAMPLING_PARAMS,
+    steps: num(300, 'projected Adam iterations per start', { min: 1, integer: true }),
+    learningRate: num(0.05, 'Adam learning rate (normalised control units)', { min: 0, exclusive: true }),
+  },
+} as const satisfies Record<string, Schema>;
+
+export type PlannerName = keyof typeof SOLVE_SCHEMAS;
+export const PLANNER_NAMES = Object.keys(SOLVE_SCHEMAS) as PlannerName[];
+
+export function parsePlanner(name: string): PlannerName {
+  if (!(PLANNER_NAMES as string[]).includes(name)) throw new Error(`unknown planner '${name}' (known: ${PLANNER_NAMES.join(', ')})`);
+  return name as PlannerName;
+}
+
+/** Defaults for a planner on a system: the schema's, then the system's (Table S-I), then the caller's overrides. */
+export function resolvePlannerParams<P extends PlannerName>(planner: P, system: string, overrides: Record<string, unknown> = {}) {
+  const schema = SOLVE_SCHEMAS[planner] as Schema;
+  const systemDefaults = Object.fromEntries(Object.entries(TSMC_SYSTEM_DEFAULTS[system] ?? {}).filter(([k]) => k in schema));
+  return resolveParams(planner, schema, overrides, systemDefaults) as ParamsOf<(typeof SOLVE_SCHEMAS)[P]>;
+}
+
+export interface SolveDiagnostics {
+  levels: Pick<LevelInfo, 'beta' | 'stepSize' | 'ess' | 'acceptance' | 'energyMin' | 'energyMedian' | 'energyMax' | 'nonFinite' | 'divergent' | 'gradientEvaluations'>[];
+  logZ: number | null;
+  /** mean acceptance of the MCMC baselines' final moves */
+  acceptance?: number;
+  rollouts: number;
+  nonFiniteEnergies: number;
+}
+
+export interface SolveResult {
+  system: string;
+  planner: PlannerName;
+  backend: string;
+  particles: number;
+  seed: number;
+  wallMs: number;
+  bestCost: number;
+  goalReached: boolean | null;
+  costs: number[];
+  samples: number[][];
+  bestControls: number[][];
+  bestStates: number[][];
+  diagnostics: SolveDiagnostics;
+  params: Record<string, number | string>;
+}
+
+export interface SolveOptions {
+  planner: PlannerName;
+  params: Record<string, number | string>;
+  seed: number;
+  context?: RolloutContext;
+  /** called after each tempering level or iteration with a fraction done and a short note */
+  onProgress?: (fraction: number, note: string) => void;
+}
+
+/** The initial particles every method starts from: draws from the prior with the run's seed. */
+export function initialParticles(model: Model, params: Record<string, number | string>, seed: number) {
+  const prior = new ControlPrior(model.horizon, model.controlDim, params.prior as 'ar1' | 'gaussian', params.priorSigma as number, params.priorGamma as number);
+  const rng = new Rng(seed);
+  return { prior, rng, positions: prior.sample(rng, params.particles as number) };
+}
+
+export async function solve(backend: RolloutBackend, opts: SolveOptions): Promise<SolveResult> {
+  const { model } = backend;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- values were checked against the planner's schema
+  const p = opts.params as Record<string, any>;
+  const { prior, rng, positions } = initialParticles(model, p, opts.seed);
+  const target = new TrajectoryTarget(backend, prior, p.lambda, opts.context);
+  const dim = target.dim;
+  const N = p.particles;
+  const bounded = boundedCoordinates(model);
+  const progress = opts.onProgress ?? (() => undefined);
+  const t0 = performance.now();
+  let finalZ: Float64Array;
+  let finalE: Float64Array;
+  const diagnostics: SolveDiagnostics = { levels: [], logZ: null, rollouts: 0, nonFiniteEnergies: 0 };
+  let rollouts = 0;
+  const countingCost = async (z: Float64Array, n: number) => {
+    rollouts += n;
+    return target.energies(z, n);
+  };
+
+  switch (opts.planner) {
+    case 'tsmc': {
+      const s = await runTsmc(rng, target, positions, {
+        kernel: p.kernel as 'nuts' | 'hmc', stepSize: p.stepSize, leapfrogSteps: p.leapfrogSteps, maxTreeDepth: p.maxTreeDepth,
+        rho: p.rho, targetAcceptance: p.targetAcceptance, movesPerLevel: p.movesPerLevel,
+        resampling: p.resampling as 'systematic' | 'multinomial', maxLevels: p.maxLevels,
+      }, (st) => progress(st.beta, `level ${st.levels.length}, beta ${st.beta.toExponential(2)}`));
+      finalZ = s.particles.positions;
+      finalE = s.particles.energy;
+      diagnostics.levels = s.levels;
+      diagnostics.logZ = s.logZ;
+      rollouts = s.levels.reduce((a, l) => a + l.gradientEvaluations, 0) * N;
+      break;
+    }
+    case 'mppi': {
+      const r = await mppi(rng, countingCost, positions, dim, bounded, {
+        samples: p.samples, iterations: p.iterations, elites: 0, temperature: p.lambda,
+        sigmaMin: p.sigma, sigmaMax: p.sigma, adaptSigma: false,
+      });
+      finalZ = r.best;
+      finalE = r.bestCost;
+      break;
+    }
+    case 'mala':
+    case 'nuts': {
+      const kernelAt = (stepSize: number) => moveKernel(opts.planner === 'mala'
+        ? { kernel: 'mala', stepSize, leapfrogSteps: 1, maxTreeDepth: 1 }
+        : { kernel: p.kernel as 'nuts' | 'hmc', stepSize, leapfrogSteps: p.leapfrogSteps, maxTreeDepth: p.maxTreeDepth });
+      let state = await initParticles(target, positions);
+      let last: MoveInfo | undefined;
+      let evals = 0;
+      let stepSize = p.stepSize;
+      for (let k = 0; k < p.steps; k++) {
+        const r = await kernelAt(stepSize).step(rng, target, state, 1);
+        state = r.state;
+        last = r.info;
+        evals += r.info.gradientEvaluations;
+        // warm-up: adapt the step size over the first half, then keep it fixed
+        if (p.targetAcceptance > 0 && k < p.steps / 2) stepSize *= Math.exp(Math.max(-2, Math.min(1, 2 * (r.info.acceptance - p.targetAcceptance))));
+        if (k % Math.max(1, Math.floor(p.steps / 50)) === 0) progress(k / p.steps, `step ${k}/${p.steps}`);
+      }
+      finalZ = state.positions;
+      finalE = state.energy;
+      diagnostics.acceptance = last?.acceptance;
+      rollouts = evals * N;
+      break;
+    }
+    case 'gradient': {
+      const r = await adam(target, positions, N, bounded, p.steps, p.learningRate, (f) => progress(f, 'adam'));
+      finalZ = r.z;
+      finalE = r.energy;
+      rollouts = p.steps * N;
+      break;
+    }
+  }
+  const wallMs = performance.now() - t0;
+  diagnostics.rollouts = rollouts;
+  diagnostics.nonFiniteEnergies = target.nonFinite;
+
+  const controls = toControls(finalZ, target.scaling);
+  let bestIndex = 0;
+  for (let i = 1; i < N; i++) if (finalE[i] < finalE[bestIndex]) bestIndex = i;
+  const bestControls = controls.slice(bestIndex * dim, (bestIndex + 1) * dim);
+  const { states } = await backend.trajectories({ ...opts.context, controls: bestControls });
+  const n = model.stateDim;
+  const bestStates = rows(states, n);
+  const reference = opts.context?.reference ? Array.from(opts.context.reference) : [...model.goal];
+  const goal = n ? inGoalRegion(model, bestStates[model.horizon], reference) : undefined;
+  return {
+    system: model.name,
+    planner: opts.planner,
+    backend: backend.kind,
+    particles: N,
+    seed: opts.seed,
+    wallMs,
+    bestCost: finalE[bestIndex],
+    goalReached: goal ?? null,
+    costs: Array.from(finalE),
+    samples: rows(controls, dim),
+    bestControls: rows(bestControls, model.controlDim),
+    bestStates,
+    diagnostics,
+    params: opts.params,
+  };
+}
+
+export function boundedCoordinates(model: Model): (k: number) => boolean {
+  const m = model.controlDim;
+  const { lower, upper } = model.controlLimits;
+  return (k) => Number.isFinite(lower[k % m]) && Number.isFinite(upper[k % m]);
+}
+
+/** Projected Adam on the trajectory cost from every start at once (the multi-start gradient baseline). */
+async function adam(
+  target: TrajectoryTarget, start: Float64Array, count: number, bounded: (k: number) => boolean,
+  steps: number, lr: number, progress: (f: number) => void,
+) {
+  const dim = target.dim;
+  const z = start.slice();
+  const m1 = new Float64Array(z.length);
+  const m2 = new Float64Array(z.length);
+  const [b1, b2, eps] = [0.9, 0.999, 1e-8];
+  const best = z.slice();
+  const bestE = new Float64Array(count).fill(Infinity);
+  for (let t = 1; t <= steps; t++) {
+    const { energy, energyGrad } = await target.evaluate(z, count);
+    for (let i = 0; i < count; i++) {
+      if (energy[i] < bestE[i]) {
+        bestE[i] = energy[i];
+        best.set(z.subarray(i * dim, (i + 1) * dim), i * dim);
+      }
+    }
+    for (let k = 0; k < z.length; k++) {
+      const g = energyGrad[k];
+      m1[k] = b1 * m1[k] + (1 - b1) * g;
+      m2[k] = b2 * m2[k] + (1 - b2) * g * g;
+      const step = (lr * (m1[k] / (1 - b1 ** t))) / (Math.sqrt(m2[k] / (1 - b2 ** t)) + eps);
+      const v = z[k] - step;
+      z[k] = bounded(k % dim) ? Math.min(1, Math.max(-1, v)) : v;
+    }
+    if (t % Math.max(1, Math.floor(steps / 50)) === 0) progress(t / steps);
+  }
+  const final = await target.energies(z, count);
+  for (let i = 0; i < count; i++) {
+    if (final[i] < bestE[i]) {
+      bestE[i] = final[i];
+      best.set(z.subarray(i * dim, (i + 1) * dim), i * dim);
+    }
+  }
+  return { z: best, energy: bestE };
+}
