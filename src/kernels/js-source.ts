@@ -115,3 +115,22 @@ export function jsScratchLength(graphs: StepGraphs, kind: KernelKind): number {
   const declared = new Set(loopInvariantNodes([forward, graphs.terminal, graphs.gradX, graphs.gradU, graphs.gradPrev, graphs.gradTerminal].flat()).map((h) => h.id));
   return (T + 1) * n + T * tapeNodes(forward, [...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev], declared).length;
 }
+
+/** One plant step for one sample, x' = f(x, u, w), for simulators: `(x, u, w) => x'`. */
+export type StepFunction = (x: readonly number[], u: readonly number[], w: readonly number[]) => number[];
+
+export function compileStepFunction(graphs: StepGraphs): StepFunction {
+  const { stateDim: n, controlDim: m, noiseDim: k } = graphs.model;
+  const body = emitBody(graphs.next, javascript);
+  const source = [
+    '(function (X, U, W) {',
+    '"use strict";',
+    ...list('x', n).map((x, i) => `const ${x} = X[${i}];`),
+    ...list('u', m).map((u, i) => `const ${u} = U[${i}];`),
+    ...(graphs.noise ? list('w', k).map((w, i) => `const ${w} = W[${i}];`) : []),
+    ...body.code,
+    `return [${body.refs.join(', ')}];`,
+    '})',
+  ].join('\n');
+  return (0, eval)(source) as StepFunction;
+}

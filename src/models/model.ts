@@ -29,8 +29,16 @@ export interface ModelDefinition<K extends string = string> {
   terminalCost(x: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
   /** Where the task counts as achieved, and for how long it must be held (controller runs). */
   goalRegion?: GoalRegion<K>;
-  /** The state as a person reads it (default: stateNames). */
-  readout?(x: readonly number[], p: ParamValues<K>): Record<string, number>;
+  /**
+   * The state in physical units, as sensors report it and people read it, when
+   * the model's own state differs (the pendulum's phi is an angle per step;
+   * physically it is omega = phi / dtS). Default: the model state itself.
+   */
+  physical?: {
+    names: readonly string[];
+    toPhysical(x: readonly number[], p: ParamValues<K>): number[];
+    fromPhysical(y: readonly number[], p: ParamValues<K>): number[];
+  };
 }
 
 export interface GoalRegion<K extends string = string> {
@@ -99,8 +107,20 @@ function limitsOf(def: ModelDefinition, params: Record<string, number>): Control
   return limits;
 }
 
+export function physicalNames(model: Model): readonly string[] {
+  return model.def.physical?.names ?? model.def.stateNames;
+}
+
+export function toPhysical(model: Model, x: readonly number[]): number[] {
+  return model.def.physical ? model.def.physical.toPhysical(x, model.params as ParamValues<string>) : [...x];
+}
+
+export function fromPhysical(model: Model, y: readonly number[]): number[] {
+  return model.def.physical ? model.def.physical.fromPhysical(y, model.params as ParamValues<string>) : [...y];
+}
+
 /** The state as a person reads it, e.g. the pendulum's phi shown as omega = phi / dtS. */
 export function readout(model: Model, x: readonly number[]): Record<string, number> {
-  if (model.def.readout) return model.def.readout(x, model.params as ParamValues<string>);
-  return Object.fromEntries(model.def.stateNames.map((name, i) => [name, x[i]]));
+  const y = toPhysical(model, x);
+  return Object.fromEntries(physicalNames(model).map((name, i) => [name, y[i]]));
 }

@@ -45,7 +45,11 @@ export const pendulum = defineModel({
     holdS: 5,
     contains: ([theta, phi], [rTheta], p) => Math.abs(angleError(theta, rTheta)) < 0.1 && Math.abs(phi / p.dtS) < 0.5,
   },
-  readout: ([theta, phi], p) => ({ theta, omega: phi / p.dtS }),
+  physical: {
+    names: ['theta', 'omega'],
+    toPhysical: ([theta, phi], p) => [theta, phi / p.dtS],
+    fromPhysical: ([theta, omega], p) => [theta, omega * p.dtS],
+  },
 });
 
 /** Chordal distance on SO(2) for theta and phi; with ref = [pi, 0] this is

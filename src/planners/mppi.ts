@@ -1,4 +1,4 @@
-import { num } from '../params.js';
+import { choice, num } from '../params.js';
 import type { Rng } from '../random.js';
 
 export const MPPI_PARAMS = {
@@ -8,6 +8,8 @@ export const MPPI_PARAMS = {
   temperature: num(1, 'MPPI temperature beta of the elite weights exp(-(J - J_min)/beta)', { min: 0, exclusive: true }),
   sigmaMin: num(0.05, 'lower clamp of the per-step sampling std (normalised units)', { min: 0 }),
   sigmaMax: num(2, 'initial std and upper clamp (normalised units)', { min: 0, exclusive: true }),
+  sigmaWarmStart: choice('max', ['max', 'carry'] as const, 'per-step std at a new tick: reset to sigmaMax (PO-MPC) or carried over from the last tick (shifted, x1.5)'),
+  noiseCorrelation: num(0, 'AR(1) correlation of the sampling noise along the horizon (0 = white, as in PO-MPC)', { min: 0, max: 0.999 }),
 } as const;
 
 export interface MppiParams {
@@ -19,6 +21,14 @@ export interface MppiParams {
   sigmaMax: number;
   /** false: fixed sigma = sigmaMax (the TSMC paper's Parallel-MPPI baseline) */
   adaptSigma: boolean;
+  /** AR(1) correlation of the noise along time, with unit marginal variance */
+  noiseCorrelation: number;
+}
+
+/** Unit-variance noise along a horizon: white, or AR(1)-correlated per control channel. */
+function fillNoise(rng: Rng, out: Float64Array, m: number, rho: number): void {
+  const innovation = Math.sqrt(1 - rho * rho);
+  for (let k = 0; k < out.length; k++) out[k] = k < m || rho === 0 ? rng.normal() : rho * out[k - m] + innovation * rng.normal();
 }
 
 /** Extra proposal sequences mixed into each iteration's samples (e.g. from a learned policy prior). */
@@ -34,6 +44,7 @@ export interface MppiResult {
   /** the final mean's cost for each nominal */
   meanCost: Float64Array;
   rollouts: number;
+  iterations: number;
 }
 
 /**
@@ -50,30 +61,41 @@ export async function mppi(
   cost: (z: Float64Array, count: number) => Promise<Float64Array>,
   initialMeans: Float64Array,
   dim: number,
+  controlDim: number,
   bounded: (k: number) => boolean,
   p: MppiParams,
   proposals?: { hook: ProposalHook; count: number },
+  /** performance.now() time after which no further iteration starts (at least one always runs) */
+  deadline?: number,
+  /** initial per-step std (default sigmaMax everywhere) */
+  initialSigmas?: Float64Array,
 ): Promise<MppiResult> {
   const P = initialMeans.length / dim;
   const M = p.samples;
   const K = p.elites > 0 ? Math.min(p.elites, M) : M;
   const means = initialMeans.slice();
-  const sigmas = new Float64Array(P * dim).fill(p.sigmaMax);
+  const sigmas = initialSigmas ? initialSigmas.slice() : new Float64Array(P * dim).fill(p.sigmaMax);
   const best = initialMeans.slice();
   const bestCost = new Float64Array(P).fill(Infinity);
   const clip = (k: number, v: number) => (bounded(k % dim) ? Math.min(1, Math.max(-1, v)) : v);
   const z = new Float64Array(P * M * dim);
+  const eps = new Float64Array(dim);
   let rollouts = 0;
+  let iterations = 0;
   for (let it = 0; it < p.iterations; it++) {
+    if (deadline !== undefined && it > 0 && performance.now() >= deadline) break;
+    iterations++;
     for (let q = 0; q < P; q++) {
       const extra = proposals ? proposals.hook(rng, means.subarray(q * dim, (q + 1) * dim), Math.min(proposals.count, M)) : undefined;
       const fromPolicy = extra ? extra.length / dim : 0;
       for (let i = 0; i < M; i++) {
         const o = (q * M + i) * dim;
-        for (let k = 0; k < dim; k++) {
-          const v = i < fromPolicy ? extra![i * dim + k] : means[q * dim + k] + sigmas[q * dim + k] * rng.normal();
-          z[o + k] = clip(k, v);
+        if (i < fromPolicy) {
+          for (let k = 0; k < dim; k++) z[o + k] = clip(k, extra![i * dim + k]);
+          continue;
         }
+        fillNoise(rng, eps, controlDim, p.noiseCorrelation);
+        for (let k = 0; k < dim; k++) z[o + k] = clip(k, means[q * dim + k] + sigmas[q * dim + k] * eps[k]);
       }
     }
     const J = await cost(z, P * M);
@@ -94,9 +116,9 @@ export async function mppi(
         let shift = 0;
         let spread = 0;
         elite.forEach((i, e) => {
-          const eps = z[(q * M + i) * dim + k] - mk;
-          shift += w[e] * eps;
-          spread += w[e] * eps * eps;
+          const d = z[(q * M + i) * dim + k] - mk;
+          shift += w[e] * d;
+          spread += w[e] * d * d;
         });
         means[q * dim + k] = clip(k, mk + shift / wSum);
         if (p.adaptSigma) sigmas[q * dim + k] = Math.min(p.sigmaMax, Math.max(p.sigmaMin, Math.sqrt(spread / wSum)));
@@ -111,7 +133,7 @@ export async function mppi(
       best.set(means.subarray(q * dim, (q + 1) * dim), q * dim);
     }
   }
-  return { means, sigmas, best, bestCost, meanCost, rollouts };
+  return { means, sigmas, best, bestCost, meanCost, rollouts, iterations };
 }
 
 const finite = (v: number) => (Number.isFinite(v) ? v : Infinity);

@@ -129,9 +129,9 @@ export async function solve(backend: RolloutBackend, opts: SolveOptions): Promis
       break;
     }
     case 'mppi': {
-      const r = await mppi(rng, countingCost, positions, dim, bounded, {
+      const r = await mppi(rng, countingCost, positions, dim, model.controlDim, bounded, {
         samples: p.samples, iterations: p.iterations, elites: 0, temperature: p.lambda,
-        sigmaMin: p.sigma, sigmaMax: p.sigma, adaptSigma: false,
+        sigmaMin: p.sigma, sigmaMax: p.sigma, adaptSigma: false, noiseCorrelation: 0,
       });
       finalZ = r.best;
       finalE = r.bestCost;

@@ -102,11 +102,17 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number) => Mov
       return { particles: moved, beta: next, stepSize, logZ, levels: [...state.levels, level] };
     },
 
-    /** Runs levels until beta reaches 1. */
-    async run(rng: Rng, positions: Float64Array, onLevel?: (s: TemperedState) => void): Promise<TemperedState> {
+    /**
+     * Runs levels until beta reaches 1. With `deadline` (a performance.now()
+     * time) it is an anytime sampler: it stops after the level that crosses
+     * the deadline and returns the particles of the beta reached.
+     */
+    async run(rng: Rng, positions: Float64Array, onLevel?: (s: TemperedState) => void, deadline?: number): Promise<TemperedState> {
       let s = await this.init(positions);
       while (s.beta < 1) {
+        if (deadline !== undefined && s.levels.length > 0 && performance.now() >= deadline) return s;
         if (s.levels.length >= params.maxLevels) {
+          if (deadline !== undefined) return s;
           throw new Error(`tempering did not reach beta = 1 within maxLevels = ${params.maxLevels} (beta = ${s.beta.toExponential(3)}); raise lambda or maxLevels`);
         }
         s = await this.step(rng, s);

@@ -1,0 +1,98 @@
+import { buildStepGraphs } from '../src/kernels/graphs.js';
+import { compileStepFunction, StepFunction } from '../src/kernels/js-source.js';
+import { fromPhysical, Model, ModelDefinition, resolveModel, toPhysical } from '../src/models/model.js';
+import { num, ParamsOf, resolveParams } from '../src/params.js';
+import { Rng } from '../src/random.js';
+
+/** Simulator parameters, declared once (ROS parameters, YAML, --set sim.KEY). */
+export const SIM_PARAMS = {
+  substeps: num(10, 'integration steps per control period; the simulator never shares the planner\'s step', { min: 1, integer: true }),
+  processNoise: num(0, 'white process noise: std added to each physical state per sqrt(second)', { min: 0 }),
+  measurementNoise: num(0, 'std of the noise on each published physical state', { min: 0 }),
+  massScale: num(1, 'multiplies every mass parameter of the plant (model mismatch, e.g. 1.1 = +10%)', { min: 0, exclusive: true }),
+  impulseAtS: num(-1, 'time of a disturbance impulse [s] (negative: none)'),
+  impulseState: num(1, 'index of the physical state the impulse kicks', { min: 0, integer: true }),
+  impulseSize: num(0, 'size of the kick, in that state\'s physical units', {}),
+} as const;
+
+export type SimParams = ParamsOf<typeof SIM_PARAMS>;
+
+export function resolveSimParams(overrides: Record<string, unknown> = {}): SimParams {
+  return resolveParams('sim', SIM_PARAMS, overrides);
+}
+
+/** Parameters that are masses (scaled by massScale). */
+const MASS_PARAM = /^(m|mc|m1|m2)$/;
+
+/**
+ * The plant that stands in for the robot: the model of the same name,
+ * integrated at a finer step than the planner uses, with optional process and
+ * measurement noise, mass mismatch and a disturbance impulse. Its state
+ * interface is physical (e.g. the pendulum's omega in rad/s), like a sensor's.
+ */
+export class Simulator {
+  readonly plant: Model;
+  private readonly step: StepFunction;
+  private readonly rng: Rng;
+  private x: number[];
+  private kicked = false;
+  timeS = 0;
+
+  constructor(
+    def: ModelDefinition,
+    readonly controlPeriodS: number,
+    readonly params: SimParams,
+    seed: number,
+    modelOverrides: Record<string, unknown> = {},
+    initialPhysical?: readonly number[],
+  ) {
+    if (!(controlPeriodS > 0)) throw new Error(`control period must be positive, got ${controlPeriodS}`);
+    const nominal = resolveModel(def, modelOverrides);
+    const scaled: Record<string, unknown> = { ...modelOverrides, dtS: controlPeriodS / params.substeps };
+    for (const [k, v] of Object.entries(nominal.params)) if (MASS_PARAM.test(k)) scaled[k] = v * params.massScale;
+    this.plant = resolveModel(def, scaled);
+    this.step = compileStepFunction(buildStepGraphs(this.plant, false));
+    this.rng = new Rng(seed);
+    const start = initialPhysical ?? toPhysical(resolveModel(def, modelOverrides), [...def.x0]);
+    if (start.length !== this.plant.stateDim || !start.every(Number.isFinite)) {
+      throw new Error(`initial state must be ${this.plant.stateDim} finite numbers, got [${start.join(', ')}]`);
+    }
+    this.x = fromPhysical(this.plant, start);
+  }
+
+  /** True physical state. */
+  get state(): number[] {
+    return toPhysical(this.plant, this.x);
+  }
+
+  /** What a sensor reports: the physical state plus measurement noise. */
+  measure(): number[] {
+    const s = this.params.measurementNoise;
+    return this.state.map((v) => (s > 0 ? v + s * this.rng.normal() : v));
+  }
+
+  /** Holds control u for durationS, integrating substeps of the plant. */
+  advance(u: readonly number[], durationS = this.controlPeriodS): void {
+    if (u.length !== this.plant.controlDim || !u.every(Number.isFinite)) {
+      throw new Error(`control must be ${this.plant.controlDim} finite numbers, got [${u.join(', ')}]`);
+    }
+    const dt = this.plant.dtS;
+    const steps = Math.max(1, Math.round(durationS / dt));
+    const noise = new Array<number>(this.plant.noiseDim).fill(0);
+    const { processNoise, impulseAtS, impulseState, impulseSize } = this.params;
+    for (let i = 0; i < steps; i++) {
+      this.x = this.step(this.x, u, noise);
+      this.timeS += dt;
+      if (processNoise > 0 || (!this.kicked && impulseAtS >= 0 && this.timeS >= impulseAtS)) {
+        const y = toPhysical(this.plant, this.x);
+        if (processNoise > 0) for (let j = 0; j < y.length; j++) y[j] += processNoise * Math.sqrt(dt) * this.rng.normal();
+        if (!this.kicked && impulseAtS >= 0 && this.timeS >= impulseAtS) {
+          if (impulseState >= y.length) throw new Error(`sim.impulseState ${impulseState} is not a state index (0..${y.length - 1})`);
+          y[impulseState] += impulseSize;
+          this.kicked = true;
+        }
+        this.x = fromPhysical(this.plant, y);
+      }
+    }
+  }
+}

@@ -1,0 +1,190 @@
+import { fromPhysical, Model } from '../models/model.js';
+import { choice, num } from '../params.js';
+import { Rng } from '../random.js';
+import type { PlanResult, RecedingPlanner } from './receding.js';
+
+/** Controller parameters, declared once (ROS parameters, YAML files, --set). */
+export const CONTROLLER_PARAMS = {
+  planner: choice('tsmc', ['tsmc', 'mppi'] as const, 'planner run every tick'),
+  rateHz: num(0, 'control rate [Hz] (0 = 1 / the model\'s dtS)', { min: 0 }),
+  budgetMs: num(0, 'planning budget per tick [ms] (0 = 80% of the period); enforced in real time, not in lockstep', { min: 0 }),
+  staleTimeoutS: num(0.5, 'no fresh state for this long: publish the safe command and flag it', { min: 0, exclusive: true }),
+  backend: choice('cpu', ['cpu', 'webgpu'] as const, 'rollout kernels: cpu (f64, all cores) or webgpu (f32)'),
+  threads: num(0, 'CPU threads for the cpu backend (0 = all cores)', { min: 0, integer: true }),
+} as const;
+
+export type TickMode =
+  | 'ok' // planned in time
+  | 'late' // planning overran: the previous plan's next action was used
+  | 'fallback' // the planner failed: previous plan or safe command
+  | 'stale' // no fresh state: safe command
+  | 'waiting'; // no state yet: safe command
+
+export interface TickResult {
+  timeS: number;
+  control: number[];
+  /** plan as horizon rows of physical controls (null when none) */
+  plan: number[][] | null;
+  mode: TickMode;
+  reason: string;
+  solveMs: number;
+  cost: number;
+  info: Record<string, number>;
+}
+
+export interface ControllerCounters {
+  ticks: number;
+  deadlineMisses: number;
+  plannerErrors: number;
+  rejectedStates: number;
+  staleTicks: number;
+}
+
+export interface ControllerOptions {
+  periodS: number;
+  budgetMs: number;
+  staleTimeoutS: number;
+  /** enforce the budget (real time); lockstep runs plan to completion */
+  enforceDeadline: boolean;
+  seed: number;
+  /** published when the controller cannot plan (default zeros, clamped to the limits) */
+  safeCommand?: readonly number[];
+}
+
+/**
+ * The receding-horizon controller, free of any transport: timestamped state
+ * in, a control and the plan out, every tick. ROS and the embedded loop are
+ * two thin doors into this one class.
+ *
+ * Guarantees: every published control is finite and within the limits; a
+ * state with the wrong size or a NaN/Inf is rejected with a reason; with no
+ * fresh state within the timeout the safe command is published and flagged;
+ * a planner exception never escapes a tick.
+ */
+export class Controller {
+  readonly counters: ControllerCounters = { ticks: 0, deadlineMisses: 0, plannerErrors: 0, rejectedStates: 0, staleTicks: 0 };
+  lastRejection = '';
+  private state: { x: number[]; stampS: number } | undefined;
+  private reference: number[];
+  private previous: { plan: Float64Array; ageTicks: number } | undefined;
+  private uPrev: number[];
+  private readonly rng: Rng;
+  readonly safeCommand: number[];
+
+  constructor(readonly model: Model, readonly planner: RecedingPlanner, readonly options: ControllerOptions) {
+    this.reference = [...model.goal];
+    this.rng = new Rng(options.seed);
+    const safe = options.safeCommand ?? new Array<number>(model.controlDim).fill(0);
+    if (safe.length !== model.controlDim) throw new Error(`safe command needs ${model.controlDim} values`);
+    this.safeCommand = this.clamp(safe.map((v) => (Number.isFinite(v) ? v : 0)));
+    this.uPrev = [...this.safeCommand];
+  }
+
+  /** Accepts a physical state measurement; returns a reason when it is rejected. */
+  onState(y: readonly number[], stampS: number): string | undefined {
+    const reason = checkVector('state', y, this.model.stateDim) ?? (Number.isFinite(stampS) ? undefined : `state stamp is not finite (${stampS})`);
+    if (reason) {
+      this.counters.rejectedStates++;
+      this.lastRejection = reason;
+      return reason;
+    }
+    this.state = { x: fromPhysical(this.model, y), stampS };
+    return undefined;
+  }
+
+  /** Sets the goal/reference state (physical units) at run time. */
+  setReference(ref: readonly number[]): string | undefined {
+    const reason = checkVector('reference', ref, this.model.stateDim);
+    if (reason) return reason;
+    this.reference = fromPhysical(this.model, ref);
+    return undefined;
+  }
+
+  get currentReference(): readonly number[] {
+    return this.reference;
+  }
+
+  async tick(nowS: number): Promise<TickResult> {
+    this.counters.ticks++;
+    const base = { timeS: nowS, solveMs: 0, cost: NaN, info: {} };
+    if (!this.state) return this.emit({ ...base, control: this.safeCommand, plan: null, mode: 'waiting', reason: 'no state received yet' });
+    const age = nowS - this.state.stampS;
+    if (age > this.options.staleTimeoutS) {
+      this.counters.staleTicks++;
+      this.previous = undefined;
+      return this.emit({
+        ...base, control: this.safeCommand, plan: null, mode: 'stale',
+        reason: `no fresh state for ${age.toFixed(3)} s (timeout ${this.options.staleTimeoutS} s)`,
+      });
+    }
+    const start = performance.now();
+    const deadline = start + this.options.budgetMs;
+    let result: PlanResult;
+    try {
+      result = await this.planner.plan(this.rng, {
+        x0: this.state.x, uPrev: this.uPrev, reference: this.reference,
+        deadline: this.options.enforceDeadline ? deadline : undefined,
+      });
+      const bad = [...result.controls].findIndex((v) => !Number.isFinite(v));
+      if (bad >= 0) throw new Error(`planner returned a non-finite control at index ${bad}`);
+    } catch (e) {
+      this.counters.plannerErrors++;
+      this.planner.reset();
+      return this.fallback(base, 'fallback', `planner error: ${(e as Error).message}`, performance.now() - start);
+    }
+    const solveMs = performance.now() - start;
+    if (this.options.enforceDeadline && solveMs > this.options.budgetMs) {
+      this.counters.deadlineMisses++;
+      // The new plan still warm-starts the next tick through the planner's own state.
+      return this.fallback({ ...base, cost: result.cost, info: result.info }, 'late',
+        `planning took ${solveMs.toFixed(1)} ms, over the ${this.options.budgetMs.toFixed(1)} ms budget`, solveMs);
+    }
+    this.previous = { plan: result.controls, ageTicks: 0 };
+    const m = this.model.controlDim;
+    return this.emit({
+      ...base, solveMs, cost: result.cost, info: result.info, mode: 'ok', reason: '',
+      control: Array.from(result.controls.subarray(0, m)), plan: planRows(result.controls, m),
+    });
+  }
+
+  /** The previous plan's next action if there is one, else the safe command. */
+  private fallback(base: Omit<TickResult, 'control' | 'plan' | 'mode' | 'reason'>, mode: TickMode, reason: string, solveMs: number): TickResult {
+    const m = this.model.controlDim;
+    const prev = this.previous;
+    if (prev && (prev.ageTicks + 1) * m < prev.plan.length) {
+      prev.ageTicks++;
+      const control = Array.from(prev.plan.subarray(prev.ageTicks * m, (prev.ageTicks + 1) * m));
+      return this.emit({ ...base, solveMs, control, plan: planRows(prev.plan.subarray(prev.ageTicks * m), m), mode, reason: `${reason}; using the previous plan` });
+    }
+    return this.emit({ ...base, solveMs, control: this.safeCommand, plan: null, mode, reason: `${reason}; no previous plan, safe command` });
+  }
+
+  /** Last line of defence: the control leaving is finite and within limits. */
+  private emit(r: TickResult): TickResult {
+    let control = this.clamp(r.control);
+    if (!control.every(Number.isFinite)) {
+      control = this.safeCommand;
+      r = { ...r, mode: 'fallback', reason: `${r.reason} non-finite control replaced by the safe command`.trim() };
+    }
+    this.uPrev = control;
+    return { ...r, control };
+  }
+
+  private clamp(u: readonly number[]): number[] {
+    const { lower, upper } = this.model.controlLimits;
+    return u.map((v, j) => Math.min(upper[j], Math.max(lower[j], v)));
+  }
+}
+
+function planRows(flat: Float64Array, m: number): number[][] {
+  return Array.from({ length: flat.length / m }, (_, t) => Array.from(flat.subarray(t * m, (t + 1) * m)));
+}
+
+/** A reason when v is not `length` finite numbers. */
+export function checkVector(label: string, v: readonly unknown[], length: number): string | undefined {
+  if (!Array.isArray(v) && !ArrayBuffer.isView(v)) return `${label} is not an array`;
+  if (v.length !== length) return `${label} has ${v.length} values, expected ${length}`;
+  const bad = Array.from(v).findIndex((x) => typeof x !== 'number' || !Number.isFinite(x));
+  if (bad >= 0) return `${label}[${bad}] is not a finite number (${String(v[bad])})`;
+  return undefined;
+}

@@ -1,0 +1,160 @@
+import type { RolloutBackend } from '../kernels/backend.js';
+import type { Model } from '../models/model.js';
+import { num, ParamsOf } from '../params.js';
+import type { Rng } from '../random.js';
+import { MPPI_PARAMS, mppi, ProposalHook } from '../planners/mppi.js';
+import { ControlPrior, controlScaling, toControls, TrajectoryTarget } from '../planners/problem.js';
+import { boundedCoordinates } from '../planners/solve.js';
+import { runTsmc, TSMC_PARAMS } from '../planners/tsmc.js';
+
+/** What a receding-horizon planner is asked each tick (planner state units). */
+export interface PlanRequest {
+  x0: readonly number[];
+  uPrev: readonly number[];
+  reference: readonly number[];
+  /** performance.now() time by which the plan should be ready */
+  deadline?: number;
+}
+
+export interface PlanResult {
+  /** horizon x controlDim physical controls; the first row is applied now */
+  controls: Float64Array;
+  cost: number;
+  /** planner-specific numbers for status and logs */
+  info: Record<string, number>;
+}
+
+/** One planner interface, many planners (mjpc style); the controller is independent of which. */
+export interface RecedingPlanner {
+  readonly name: 'tsmc' | 'mppi';
+  plan(rng: Rng, req: PlanRequest): Promise<PlanResult>;
+  /** forget the warm start (e.g. after a long outage) */
+  reset(): void;
+}
+
+/** z shifted one step earlier; the last step is held. */
+export function shiftSequence(z: Float64Array, m: number): Float64Array {
+  const out = new Float64Array(z.length);
+  out.set(z.subarray(m));
+  out.set(z.subarray(z.length - m), z.length - m);
+  return out;
+}
+
+export const MPC_MPPI_PARAMS = MPPI_PARAMS;
+
+/**
+ * PO-MPC-style MPPI (eq. 11): warm-started from the 1-step-shifted mean
+ * (zero, i.e. the centre of the limits, at the first tick), sigma reset to
+ * sigmaMax every tick, J iterations of M samples and K elites; the final
+ * mean's first action is applied. An optional proposal hook mixes in
+ * sequences from a policy (learned priors).
+ */
+export class MppiPlanner implements RecedingPlanner {
+  readonly name = 'mppi';
+  private mean: Float64Array | undefined;
+  private sigma: Float64Array | undefined;
+  private readonly scaling;
+  private readonly dim: number;
+
+  constructor(
+    readonly model: Model,
+    readonly backend: RolloutBackend,
+    readonly params: ParamsOf<typeof MPPI_PARAMS>,
+    readonly proposals?: { hook: ProposalHook; count: number },
+  ) {
+    this.scaling = controlScaling(model);
+    this.dim = model.horizon * model.controlDim;
+  }
+
+  reset(): void {
+    this.mean = undefined;
+    this.sigma = undefined;
+  }
+
+  async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
+    const init = this.mean ? shiftSequence(this.mean, this.model.controlDim) : new Float64Array(this.dim);
+    const context = { x0: req.x0, uPrev: req.uPrev, reference: req.reference };
+    const cost = async (z: Float64Array, n: number) => {
+      const c = await this.backend.cost({ ...context, controls: toControls(z.subarray(0, n * this.dim), this.scaling) });
+      return c;
+    };
+    const p = this.params;
+    const sigma0 = p.sigmaWarmStart === 'carry' && this.sigma
+      ? shiftSequence(this.sigma, this.model.controlDim).map((s) => Math.min(p.sigmaMax, Math.max(p.sigmaMin, 1.5 * s)))
+      : undefined;
+    const r = await mppi(rng, cost, init, this.dim, this.model.controlDim, boundedCoordinates(this.model), { ...p, adaptSigma: true }, this.proposals, req.deadline, sigma0);
+    this.mean = r.means;
+    this.sigma = r.sigmas;
+    const useMean = r.meanCost[0] <= r.bestCost[0];
+    return {
+      controls: toControls(useMean ? r.means : r.best, this.scaling),
+      cost: Math.min(r.meanCost[0], r.bestCost[0]),
+      info: { iterations: r.iterations, rollouts: r.rollouts },
+    };
+  }
+}
+
+export const MPC_TSMC_PARAMS = {
+  ...TSMC_PARAMS,
+  warmSigma: num(0.3, 'prior std around the shifted plan on warm ticks (normalised units)', { min: 0, exclusive: true }),
+  freshFraction: num(0.25, 'fraction of particles redrawn from the prior each warm tick (the rest are carried over, shifted)', { min: 0, max: 1 }),
+} as const;
+
+/**
+ * TSMC in receding horizon. The first tick is a cold solve from the AR(1)
+ * prior. Later ticks centre the prior on the shifted best plan and start
+ * from the previous particles, shifted one step (plus a fraction of fresh
+ * prior draws for exploration); they begin close to the target, so few
+ * tempering levels are needed. Under a deadline tempering stops early and
+ * the best particle so far is used.
+ */
+export class TsmcPlanner implements RecedingPlanner {
+  readonly name = 'tsmc';
+  private particles: Float64Array | undefined;
+  private best: Float64Array | undefined;
+  private readonly scaling;
+  private readonly dim: number;
+
+  constructor(readonly model: Model, readonly backend: RolloutBackend, readonly params: ParamsOf<typeof MPC_TSMC_PARAMS>) {
+    this.scaling = controlScaling(model);
+    this.dim = model.horizon * model.controlDim;
+  }
+
+  reset(): void {
+    this.particles = undefined;
+    this.best = undefined;
+  }
+
+  async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
+    const p = this.params;
+    const m = this.model.controlDim;
+    const N = p.particles;
+    const warm = this.best !== undefined && this.particles !== undefined;
+    const prior = new ControlPrior(this.model.horizon, m, p.prior, warm ? p.warmSigma : p.priorSigma, p.priorGamma,
+      warm ? shiftSequence(this.best!, m) : undefined);
+    let initial: Float64Array;
+    if (warm) {
+      initial = new Float64Array(N * this.dim);
+      const fresh = prior.sample(rng, N);
+      const carried = Math.round(N * (1 - p.freshFraction));
+      for (let i = 0; i < N; i++) {
+        const row = i < carried ? shiftSequence(this.particles!.subarray(i * this.dim, (i + 1) * this.dim), m) : fresh.subarray(i * this.dim, (i + 1) * this.dim);
+        initial.set(row, i * this.dim);
+      }
+    } else {
+      initial = prior.sample(rng, N);
+    }
+    const target = new TrajectoryTarget(this.backend, prior, p.lambda, { x0: req.x0, uPrev: req.uPrev, reference: req.reference });
+    const s = await runTsmc(rng, target, initial, p, undefined, req.deadline);
+    let bestIndex = 0;
+    for (let i = 1; i < N; i++) if (s.particles.energy[i] < s.particles.energy[bestIndex]) bestIndex = i;
+    const best = s.particles.positions.slice(bestIndex * this.dim, (bestIndex + 1) * this.dim);
+    this.particles = s.particles.positions;
+    this.best = best;
+    return {
+      controls: toControls(best, this.scaling),
+      cost: s.particles.energy[bestIndex],
+      info: { levels: s.levels.length, beta: s.beta, logZ: s.logZ, acceptance: s.levels.at(-1)?.acceptance ?? 0 },
+    };
+  }
+}

@@ -1,0 +1,86 @@
+import { availableParallelism } from 'node:os';
+import { CONTROLLER_PARAMS, Controller } from '../controller/controller.js';
+import { MPC_MPPI_PARAMS, MPC_TSMC_PARAMS, MppiPlanner, RecedingPlanner, TsmcPlanner } from '../controller/receding.js';
+import { createBackend } from '../kernels/index.js';
+import type { RolloutBackend } from '../kernels/backend.js';
+import { modelDefinition } from '../models/index.js';
+import { Model, resolveModel } from '../models/model.js';
+import { ParamsOf, resolveParams, Schema } from '../params.js';
+import { resolveSimParams, SimParams, Simulator } from '../../sim/simulator.js';
+
+/**
+ * MPC defaults per system: sampling budgets sized for real time on a small
+ * CPU (the papers' N=100 solves are offline). Every value can be overridden.
+ */
+export const MPC_SYSTEM_DEFAULTS: Readonly<Record<string, { tsmc?: Record<string, unknown>; mppi?: Record<string, unknown> }>> = {
+  pendulum: { tsmc: { lambda: 0.1, stepSize: 0.2, particles: 64 }, mppi: { samples: 256, iterations: 4 } },
+  acrobot: { tsmc: { lambda: 0.1, stepSize: 0.02, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
+  'cart-double-pendulum': { tsmc: { lambda: 0.1, stepSize: 0.05, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
+  'pusher-slider': { tsmc: { lambda: 0.2, stepSize: 0.01, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
+  'double-integrator': { tsmc: { particles: 64 }, mppi: { samples: 128, iterations: 3 } },
+};
+
+export const MPC_PLANNER_SCHEMAS = { tsmc: MPC_TSMC_PARAMS, mppi: MPC_MPPI_PARAMS } as const;
+
+/** All parameters of a run, grouped by who owns them; keys in YAML and --set are `group.key` (or bare for the controller). */
+export interface RunParams {
+  system: string;
+  controller: ParamsOf<typeof CONTROLLER_PARAMS>;
+  planner: Record<string, unknown>;
+  model: Record<string, unknown>;
+  sim: SimParams;
+}
+
+/**
+ * Splits flat parameters into their owners. Accepted keys: controller keys
+ * bare (rateHz), `tsmc.KEY` / `mppi.KEY`, `model.KEY` and `sim.KEY`.
+ */
+export function resolveRunParams(system: string, flat: Record<string, unknown>): RunParams {
+  const groups: Record<string, Record<string, unknown>> = { controller: {}, tsmc: {}, mppi: {}, model: {}, sim: {} };
+  for (const [key, value] of Object.entries(flat)) {
+    const dot = key.indexOf('.');
+    const group = dot < 0 ? 'controller' : key.slice(0, dot);
+    if (!(group in groups)) throw new Error(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., model., sim.)`);
+    groups[group][dot < 0 ? key : key.slice(dot + 1)] = value;
+  }
+  const controller = resolveParams('controller', CONTROLLER_PARAMS, groups.controller);
+  const name = controller.planner;
+  const schema = MPC_PLANNER_SCHEMAS[name] as Schema;
+  const planner = resolveParams(name, schema, groups[name], MPC_SYSTEM_DEFAULTS[system]?.[name] ?? {});
+  // the other planner's keys are checked too, so a typo never passes silently
+  const other = name === 'tsmc' ? 'mppi' : 'tsmc';
+  resolveParams(other, MPC_PLANNER_SCHEMAS[other] as Schema, groups[other]);
+  const model = resolveModel(modelDefinition(system), groups.model).params;
+  void model;
+  return { system, controller, planner, model: groups.model, sim: resolveSimParams(groups.sim) };
+}
+
+export interface Assembly {
+  model: Model;
+  backend: RolloutBackend;
+  planner: RecedingPlanner;
+  controller: Controller;
+  sim: Simulator;
+  rateHz: number;
+  periodS: number;
+  budgetMs: number;
+}
+
+export async function assemble(params: RunParams, opts: { seed: number; lockstep: boolean; x0?: readonly number[] }): Promise<Assembly> {
+  const def = modelDefinition(params.system);
+  const model = resolveModel(def, params.model);
+  const c = params.controller;
+  const threads = c.threads > 0 ? c.threads : availableParallelism();
+  const backend = await createBackend(model, c.backend, { threads });
+  const planner: RecedingPlanner = c.planner === 'tsmc'
+    ? new TsmcPlanner(model, backend, params.planner as ParamsOf<typeof MPC_TSMC_PARAMS>)
+    : new MppiPlanner(model, backend, params.planner as ParamsOf<typeof MPC_MPPI_PARAMS>);
+  const rateHz = c.rateHz > 0 ? c.rateHz : 1 / model.dtS;
+  const periodS = 1 / rateHz;
+  const budgetMs = c.budgetMs > 0 ? c.budgetMs : 0.8 * periodS * 1000;
+  const controller = new Controller(model, planner, {
+    periodS, budgetMs, staleTimeoutS: c.staleTimeoutS, enforceDeadline: !opts.lockstep, seed: opts.seed,
+  });
+  const sim = new Simulator(def, periodS, params.sim, opts.seed + 1, params.model, opts.x0);
+  return { model, backend, planner, controller, sim, rateHz, periodS, budgetMs };
+}
