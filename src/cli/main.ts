@@ -3,10 +3,11 @@ import { benchRolloutCommand } from './bench-rollout.js';
 import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs, UsageError } from './command.js';
 import { rolloutCommand } from './rollout.js';
+import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 
-const COMMANDS: Command[] = [systemsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand];
 
 function overview(): string {
   return [

@@ -104,6 +104,17 @@ export class Controller {
     return this.reference;
   }
 
+  /**
+   * Plans once from the current state without a deadline, so the first real
+   * tick starts warm (a node does this before it reports ready).
+   */
+  async prepare(): Promise<void> {
+    if (!this.state) throw new Error('prepare() needs a state first');
+    const r = await this.planner.plan(this.rng, { x0: this.state.x, uPrev: this.uPrev, reference: this.reference });
+    // the warm-up plan is not applied; the planner keeps it as its warm start
+    void r;
+  }
+
   async tick(nowS: number): Promise<TickResult> {
     this.counters.ticks++;
     const base = { timeS: nowS, solveMs: 0, cost: NaN, info: {} };

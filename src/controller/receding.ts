@@ -98,6 +98,7 @@ export const MPC_TSMC_PARAMS = {
   ...TSMC_PARAMS,
   warmSigma: num(0.3, 'prior std around the shifted plan on warm ticks (normalised units)', { min: 0, exclusive: true }),
   freshFraction: num(0.25, 'fraction of particles redrawn from the prior each warm tick (the rest are carried over, shifted)', { min: 0, max: 1 }),
+  warmStartBeta: num(0, 'warm ticks take the carried particles as draws at this beta and temper from there (0 = from the prior)', { min: 0, max: 0.99 }),
 } as const;
 
 /**
@@ -145,7 +146,7 @@ export class TsmcPlanner implements RecedingPlanner {
       initial = prior.sample(rng, N);
     }
     const target = new TrajectoryTarget(this.backend, prior, p.lambda, { x0: req.x0, uPrev: req.uPrev, reference: req.reference });
-    const s = await runTsmc(rng, target, initial, p, undefined, req.deadline);
+    const s = await runTsmc(rng, target, initial, p, undefined, req.deadline, warm ? p.warmStartBeta : 0);
     let bestIndex = 0;
     for (let i = 1; i < N; i++) if (s.particles.energy[i] < s.particles.energy[bestIndex]) bestIndex = i;
     const best = s.particles.positions.slice(bestIndex * this.dim, (bestIndex + 1) * this.dim);

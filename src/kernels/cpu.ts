@@ -6,7 +6,7 @@ import { jsKernelSource, jsScratchLength, KernelKind } from './js-source.js';
 import { shared, sharedZeros, WorkerPool } from './pool.js';
 
 // Below this many rollout steps a batch runs on the calling thread: waking workers would cost more.
-const PARALLEL_MIN_STEPS = 2048;
+const PARALLEL_MIN_STEPS = 1024;
 
 const pools = new Map<number, WorkerPool>();
 

@@ -82,8 +82,10 @@ export async function mppi(
   const eps = new Float64Array(dim);
   let rollouts = 0;
   let iterations = 0;
+  let iterationMs = 0;
   for (let it = 0; it < p.iterations; it++) {
-    if (deadline !== undefined && it > 0 && performance.now() >= deadline) break;
+    if (deadline !== undefined && it > 0 && performance.now() + iterationMs >= deadline) break;
+    const t0 = performance.now();
     iterations++;
     for (let q = 0; q < P; q++) {
       const extra = proposals ? proposals.hook(rng, means.subarray(q * dim, (q + 1) * dim), Math.min(proposals.count, M)) : undefined;
@@ -92,6 +94,11 @@ export async function mppi(
         const o = (q * M + i) * dim;
         if (i < fromPolicy) {
           for (let k = 0; k < dim; k++) z[o + k] = clip(k, extra![i * dim + k]);
+          continue;
+        }
+        if (i === fromPolicy && p.adaptSigma) {
+          // the current mean itself competes, so an iteration never discards a good warm start
+          for (let k = 0; k < dim; k++) z[o + k] = means[q * dim + k];
           continue;
         }
         fillNoise(rng, eps, controlDim, p.noiseCorrelation);
@@ -124,6 +131,7 @@ export async function mppi(
         if (p.adaptSigma) sigmas[q * dim + k] = Math.min(p.sigmaMax, Math.max(p.sigmaMin, Math.sqrt(spread / wSum)));
       }
     }
+    iterationMs = performance.now() - t0;
   }
   const meanCost = (await cost(means, P)).map(finite);
   rollouts += P;

@@ -45,6 +45,8 @@ export async function runLoop(sim: Simulator, controller: Controller, model: Mod
   const periodS = 1 / opts.rateHz;
   const ticks = Math.max(1, Math.round(opts.durationS * opts.rateHz));
   const records: TickRecord[] = [];
+  controller.onState(sim.measure(), 0);
+  await controller.prepare();
   const wallStart = performance.now();
   for (let k = 0; k < ticks; k++) {
     const timeS = k * periodS;

@@ -53,9 +53,10 @@ export interface TemperedState {
  */
 export function temperedSmc(target: Target, kernelFor: (stepSize: number) => MoveKernel, params: TemperingParams) {
   return {
-    async init(positions: Float64Array): Promise<TemperedState> {
+    /** Particles taken as draws from the tempered target at startBeta (0: the prior). */
+    async init(positions: Float64Array, startBeta = 0): Promise<TemperedState> {
       const particles = await initParticles(target, positions);
-      return { particles, beta: 0, stepSize: params.stepSize, logZ: 0, levels: [] };
+      return { particles, beta: startBeta, stepSize: params.stepSize, logZ: 0, levels: [] };
     },
 
     /** One level: reweight to the next beta, resample, move. */
@@ -107,15 +108,19 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number) => Mov
      * time) it is an anytime sampler: it stops after the level that crosses
      * the deadline and returns the particles of the beta reached.
      */
-    async run(rng: Rng, positions: Float64Array, onLevel?: (s: TemperedState) => void, deadline?: number): Promise<TemperedState> {
-      let s = await this.init(positions);
+    async run(rng: Rng, positions: Float64Array, onLevel?: (s: TemperedState) => void, deadline?: number, startBeta = 0): Promise<TemperedState> {
+      let s = await this.init(positions, startBeta);
+      let levelMs = 0;
       while (s.beta < 1) {
-        if (deadline !== undefined && s.levels.length > 0 && performance.now() >= deadline) return s;
+        // stop when the next level, judged by the last one, would end past the deadline
+        if (deadline !== undefined && s.levels.length > 0 && performance.now() + levelMs >= deadline) return s;
+        const t0 = performance.now();
         if (s.levels.length >= params.maxLevels) {
           if (deadline !== undefined) return s;
           throw new Error(`tempering did not reach beta = 1 within maxLevels = ${params.maxLevels} (beta = ${s.beta.toExponential(3)}); raise lambda or maxLevels`);
         }
         s = await this.step(rng, s);
+        levelMs = performance.now() - t0;
         onLevel?.(s);
       }
       return s;

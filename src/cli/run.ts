@@ -1,0 +1,122 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { physicalNames, toPhysical } from '../models/model.js';
+import { runLoop, TickRecord } from '../run/loop.js';
+import { readParamsFile } from '../run/params-file.js';
+import { runChart } from '../run/plot.js';
+import { assemble, resolveRunParams } from '../run/setup.js';
+import { McapLog } from '../telemetry/mcap-log.js';
+import { stamp } from '../telemetry/msg-schema.js';
+import { timestamp } from './bench-to.js';
+import { Command, JSON_OPTION, parseInteger, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
+import { progressBar } from './progress.js';
+import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
+import { modelDefinition } from '../models/index.js';
+
+export const runCommand: Command = {
+  name: 'run',
+  summary: 'Run the controller against the bundled simulator, embedded (no ROS): progress, summary, and an MCAP log, summary.json and a plot in --out.',
+  usage: 'run --system NAME [--planner tsmc|mppi] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--out DIR] [--json]',
+  options: {
+    system: SYSTEM_OPTION,
+    planner: { type: 'string', description: 'tsmc or mppi (default: the parameter file\'s, else tsmc)', valueName: 'NAME' },
+    duration: { type: 'string', description: 'simulated seconds (default 15)', valueName: 'SEC' },
+    rate: { type: 'string', description: 'control rate in Hz (default 1/dt of the system)', valueName: 'HZ' },
+    params: { type: 'string', description: 'ROS 2 parameter YAML (the files in launch/config)', valueName: 'FILE' },
+    set: { ...SET_OPTION, description: 'override a parameter: controller keys bare, tsmc.KEY, mppi.KEY, model.KEY, sim.KEY' },
+    x0: { type: 'string', description: 'initial physical state of the simulated plant (default: the system\'s x0)', valueName: 'a,b,...' },
+    seed: { type: 'string', description: 'random seed of planner and simulator noise (default 0)', valueName: 'K' },
+    lockstep: { type: 'boolean', description: 'deterministic: the simulator waits for every plan; no deadlines' },
+    out: { type: 'string', description: 'output folder (default runs/TIMESTAMP)', valueName: 'DIR' },
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const system = requireString(values, 'system');
+    let def;
+    try {
+      def = modelDefinition(system);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const paramsPath = stringOpt(values, 'params');
+    const flat: Record<string, unknown> = {};
+    try {
+      if (paramsPath) Object.assign(flat, readParamsFile(paramsPath));
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    if (flat.system !== undefined && flat.system !== system) {
+      throw new UsageError(`parameter file is for system '${String(flat.system)}', not '${system}'`);
+    }
+    delete flat.system;
+    Object.assign(flat, parseOverrides(values.set as string[] | undefined));
+    const planner = stringOpt(values, 'planner');
+    if (planner !== undefined) flat.planner = planner;
+    const rate = stringOpt(values, 'rate');
+    if (rate !== undefined) flat.rateHz = parseNumber('--rate', rate);
+    const durationText = stringOpt(values, 'duration');
+    const durationS = durationText === undefined ? 15 : parseNumber('--duration', durationText);
+    if (!(durationS > 0)) throw new UsageError(`--duration must be positive, got ${durationS}`);
+    const seedText = stringOpt(values, 'seed');
+    const seed = seedText === undefined ? 0 : parseInteger('--seed', seedText, 0);
+    const x0Text = stringOpt(values, 'x0');
+    const x0 = x0Text === undefined ? undefined : parseVector('--x0', x0Text, def.stateNames.length);
+    let params;
+    try {
+      params = resolveRunParams(system, flat);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const lockstep = Boolean(values.lockstep);
+    const a = await assemble(params, { seed, lockstep, x0 });
+    const out = stringOpt(values, 'out') ?? join('runs', timestamp());
+    mkdirSync(out, { recursive: true });
+    const log = await McapLog.create(join(out, 'run.mcap'));
+    const names = physicalNames(a.model);
+    const controlNames = [...a.model.def.controlNames];
+    const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
+    const onTick = async (r: TickRecord, k: number, total: number) => {
+      const st = stamp(r.timeS);
+      const c = a.controller.counters;
+      log.write('/tempered_mpc/state', r.timeS, { stamp: st, names, values: r.state });
+      log.write('/tempered_mpc/measured_state', r.timeS, { stamp: st, names, values: r.measured });
+      log.write('/tempered_mpc/control', r.timeS, { stamp: st, names: controlNames, values: r.tick.control });
+      log.write('/tempered_mpc/plan', r.timeS, {
+        stamp: st, dt: a.model.dtS, control_dim: a.model.controlDim, controls: r.tick.plan?.flat() ?? [], cost: finiteOr(r.tick.cost, -1),
+      });
+      log.write('/tempered_mpc/status', r.timeS, {
+        stamp: st, planner: params.controller.planner, mode: r.tick.mode, reason: r.tick.reason, solve_ms: r.tick.solveMs,
+        cost: finiteOr(r.tick.cost, -1), ticks: c.ticks, deadline_misses: c.deadlineMisses, planner_errors: c.plannerErrors,
+        rejected_states: c.rejectedStates, stale_ticks: c.staleTicks,
+      });
+      bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
+    };
+    const { records, summary } = await runLoop(a.sim, a.controller, a.model, { durationS, rateHz: a.rateHz, lockstep, onTick });
+    bar.done();
+    await log.close();
+    const result = {
+      success: summary.success,
+      timeToGoalS: summary.timeToGoalS,
+      finalError: summary.finalError,
+      solveMs: summary.solveMs,
+      deadlineMisses: summary.deadlineMisses,
+      ticks: summary.ticks,
+      out,
+    };
+    writeFileSync(join(out, 'summary.json'), `${JSON.stringify({ ...result, system, planner: params.controller.planner, seed, lockstep, summary, params }, null, 1)}\n`);
+    writeFileSync(join(out, 'run.svg'), runChart(a.model, records, summary, `${system} / ${params.controller.planner}${lockstep ? ' (lockstep)' : ''}`, a.budgetMs, a.controller.currentReference));
+    a.backend.dispose();
+    if (values.json) return printJson(result);
+    const final = toPhysical(a.model, [...a.controller.currentReference]);
+    console.log(`${system} with ${params.controller.planner} at ${a.rateHz.toFixed(1)} Hz for ${durationS} s${lockstep ? ' (lockstep)' : ''}, seed ${seed}`);
+    console.log(`  goal: ${summary.goal}  (reference ${names.map((n, i) => `${n}=${+final[i].toFixed(4)}`).join(', ')})`);
+    console.log(`  ${summary.success ? `SUCCESS: goal reached at ${summary.timeToGoalS!.toFixed(2)} s and held ${summary.holdS} s` : 'FAILED: goal not reached and held'}; final error ${summary.finalError.toFixed(4)}`);
+    console.log(`  solve ms p50 ${summary.solveMs.p50.toFixed(1)}, p99 ${summary.solveMs.p99.toFixed(1)}, max ${summary.solveMs.max.toFixed(1)} (budget ${a.budgetMs.toFixed(1)}); deadline misses ${summary.deadlineMisses}/${summary.ticks}`);
+    if (summary.plannerErrors || summary.staleTicks || summary.rejectedStates) {
+      console.log(`  planner errors ${summary.plannerErrors}, stale ticks ${summary.staleTicks}, rejected states ${summary.rejectedStates}`);
+    }
+    console.log(`  wrote ${join(out, 'run.mcap')} (Foxglove), ${join(out, 'summary.json')}, ${join(out, 'run.svg')}`);
+  },
+};
+
+const finiteOr = (v: number, fallback: number) => (Number.isFinite(v) ? v : fallback);

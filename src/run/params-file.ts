@@ -1,0 +1,49 @@
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+
+/** Node names in ROS 2 parameter files (launch/ uses the same files). */
+export const CONTROLLER_NODE = 'tempered_mpc_controller';
+export const SIMULATOR_NODE = 'tempered_mpc_simulator';
+
+/**
+ * Reads a ROS 2 parameter YAML (`<node>: ros__parameters: {...}`) into flat
+ * keys: the controller's as they are (nested maps joined with '.'), the
+ * simulator's under `sim.`. `/**` (all nodes) applies to both.
+ */
+export function readParamsFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new Error(`parameter file '${path}': cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (e) {
+    throw new Error(`parameter file '${path}': malformed YAML (${(e as Error).message.split('\n')[0]})`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new Error(`parameter file '${path}': expected a map of node names`);
+  const out: Record<string, unknown> = {};
+  for (const [node, body] of Object.entries(doc as Record<string, unknown>)) {
+    const name = node.replace(/^\//, '');
+    const params = (body as Record<string, unknown> | null)?.ros__parameters;
+    if (params === undefined || typeof params !== 'object' || params === null || Array.isArray(params)) {
+      throw new Error(`parameter file '${path}': node '${node}' needs a 'ros__parameters' map`);
+    }
+    const prefix = name === SIMULATOR_NODE ? 'sim.' : name === CONTROLLER_NODE || name === '**' ? '' : undefined;
+    if (prefix === undefined) throw new Error(`parameter file '${path}': unknown node '${node}' (expected ${CONTROLLER_NODE} or ${SIMULATOR_NODE})`);
+    flatten(params as Record<string, unknown>, prefix, out, path);
+  }
+  return out;
+}
+
+function flatten(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>, path: string): void {
+  for (const [k, v] of Object.entries(obj)) {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) flatten(v as Record<string, unknown>, `${prefix}${k}.`, out, path);
+    else if (Array.isArray(v)) out[`${prefix}${k}`] = v;
+    else if (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean') out[`${prefix}${k}`] = v;
+    else throw new Error(`parameter file '${path}': '${prefix}${k}' has an unsupported value`);
+  }
+}
