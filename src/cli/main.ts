@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { benchRolloutCommand } from './bench-rollout.js';
+import { benchMpcCommand } from './bench-mpc.js';
 import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs, UsageError } from './command.js';
 import { rolloutCommand } from './rollout.js';
@@ -7,7 +8,7 @@ import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand];
 
 function overview(): string {
   return [

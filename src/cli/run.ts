@@ -45,10 +45,6 @@ export const runCommand: Command = {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    if (flat.system !== undefined && flat.system !== system) {
-      throw new UsageError(`parameter file is for system '${String(flat.system)}', not '${system}'`);
-    }
-    delete flat.system;
     Object.assign(flat, parseOverrides(values.set as string[] | undefined));
     const planner = stringOpt(values, 'planner');
     if (planner !== undefined) flat.planner = planner;

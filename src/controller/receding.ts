@@ -5,6 +5,7 @@ import type { Rng } from '../random.js';
 import { MPPI_PARAMS, mppi, ProposalHook } from '../planners/mppi.js';
 import { ControlPrior, controlScaling, toControls, TrajectoryTarget } from '../planners/problem.js';
 import { boundedCoordinates } from '../planners/solve.js';
+import { projectedAdam } from '../planners/gradient.js';
 import { runTsmc, TSMC_PARAMS } from '../planners/tsmc.js';
 
 /** What a receding-horizon planner is asked each tick (planner state units). */
@@ -99,6 +100,8 @@ export const MPC_TSMC_PARAMS = {
   warmSigma: num(0.3, 'prior std around the shifted plan on warm ticks (normalised units)', { min: 0, exclusive: true }),
   freshFraction: num(0.25, 'fraction of particles redrawn from the prior each warm tick (the rest are carried over, shifted)', { min: 0, max: 1 }),
   warmStartBeta: num(0, 'warm ticks take the carried particles as draws at this beta and temper from there (0 = from the prior)', { min: 0, max: 0.99 }),
+  polishSteps: num(20, 'projected Adam steps on the best particle before it is applied: a controller wants the optimum, a posterior sample sits ~d lambda/2 above it (0 = off)', { min: 0, integer: true }),
+  polishRate: num(0.02, 'Adam learning rate of the polish (normalised control units)', { min: 0, exclusive: true }),
 } as const;
 
 /**
@@ -149,12 +152,18 @@ export class TsmcPlanner implements RecedingPlanner {
     const s = await runTsmc(rng, target, initial, p, undefined, req.deadline, warm ? p.warmStartBeta : 0);
     let bestIndex = 0;
     for (let i = 1; i < N; i++) if (s.particles.energy[i] < s.particles.energy[bestIndex]) bestIndex = i;
-    const best = s.particles.positions.slice(bestIndex * this.dim, (bestIndex + 1) * this.dim);
+    let best = s.particles.positions.slice(bestIndex * this.dim, (bestIndex + 1) * this.dim);
+    let bestCost = s.particles.energy[bestIndex];
+    if (p.polishSteps > 0 && (req.deadline === undefined || performance.now() < req.deadline)) {
+      const polished = await projectedAdam(target, best, 1, boundedCoordinates(this.model), p.polishSteps, p.polishRate);
+      best = polished.z;
+      bestCost = polished.energy[0];
+    }
     this.particles = s.particles.positions;
     this.best = best;
     return {
       controls: toControls(best, this.scaling),
-      cost: s.particles.energy[bestIndex],
+      cost: bestCost,
       info: { levels: s.levels.length, beta: s.beta, logZ: s.logZ, acceptance: s.levels.at(-1)?.acceptance ?? 0 },
     };
   }

@@ -47,9 +47,13 @@ export const pendulum = defineModel({
   },
   physical: {
     names: ['theta', 'omega'],
-    toPhysical: ([theta, phi], p) => [theta, phi / p.dtS],
-    fromPhysical: ([theta, omega], p) => [theta, omega * p.dtS],
+    // phi is the increment to the next step's angle; predicting it to second
+    // order under gravity and damping (free motion) matches a physical
+    // (theta, omega) far better than omega * dtS at this coarse step.
+    toPhysical: ([theta, phi], p) => [theta, (phi + gravityTerm(theta, p)) / dampedStep(p)],
+    fromPhysical: ([theta, omega], p) => [theta, omega * dampedStep(p) - gravityTerm(theta, p)],
   },
+
 });
 
 /** Chordal distance on SO(2) for theta and phi; with ref = [pi, 0] this is
@@ -59,4 +63,14 @@ function stateCost([theta, phi]: Scalar[], [rTheta, rPhi]: Scalar[]): Scalar {
     add(sq(sub(cos(theta), cos(rTheta))), sq(sub(sin(theta), sin(rTheta)))),
     add(sq(sub(cos(phi), cos(rPhi))), sq(sub(sin(phi), sin(rPhi)))),
   );
+}
+
+/** (dt^2 / 2) (g / l) sin(theta): gravity's share of one step's angle increment. */
+function gravityTerm(theta: number, p: { g: number; l: number; dtS: number }): number {
+  return 0.5 * p.dtS * p.dtS * (p.g / p.l) * Math.sin(theta);
+}
+
+/** dt (1 - b dt / (2 m l^2)): the increment per unit of angular velocity under damping. */
+function dampedStep(p: { b: number; m: number; l: number; dtS: number }): number {
+  return p.dtS * (1 - (p.b * p.dtS) / (2 * p.m * p.l * p.l));
 }

@@ -6,6 +6,7 @@ import type { LevelInfo } from '../samplers/tempering.js';
 import { initParticles, MoveInfo } from '../samplers/target.js';
 import { mppi } from './mppi.js';
 import { rows } from '../arrays.js';
+import { projectedAdam } from './gradient.js';
 import { ControlPrior, RolloutContext, toControls, TrajectoryTarget } from './problem.js';
 import { MOVE_PARAMS, moveKernel, runTsmc, SAMPLING_PARAMS, TSMC_PARAMS, TSMC_SYSTEM_DEFAULTS } from './tsmc.js';
 
@@ -162,7 +163,7 @@ export async function solve(backend: RolloutBackend, opts: SolveOptions): Promis
       break;
     }
     case 'gradient': {
-      const r = await adam(target, positions, N, bounded, p.steps, p.learningRate, (f) => progress(f, 'adam'));
+      const r = await projectedAdam(target, positions, N, bounded, p.steps, p.learningRate, (f) => progress(f, 'adam'));
       finalZ = r.z;
       finalE = r.energy;
       rollouts = p.steps * N;
@@ -206,42 +207,3 @@ export function boundedCoordinates(model: Model): (k: number) => boolean {
   return (k) => Number.isFinite(lower[k % m]) && Number.isFinite(upper[k % m]);
 }
 
-/** Projected Adam on the trajectory cost from every start at once (the multi-start gradient baseline). */
-async function adam(
-  target: TrajectoryTarget, start: Float64Array, count: number, bounded: (k: number) => boolean,
-  steps: number, lr: number, progress: (f: number) => void,
-) {
-  const dim = target.dim;
-  const z = start.slice();
-  const m1 = new Float64Array(z.length);
-  const m2 = new Float64Array(z.length);
-  const [b1, b2, eps] = [0.9, 0.999, 1e-8];
-  const best = z.slice();
-  const bestE = new Float64Array(count).fill(Infinity);
-  for (let t = 1; t <= steps; t++) {
-    const { energy, energyGrad } = await target.evaluate(z, count);
-    for (let i = 0; i < count; i++) {
-      if (energy[i] < bestE[i]) {
-        bestE[i] = energy[i];
-        best.set(z.subarray(i * dim, (i + 1) * dim), i * dim);
-      }
-    }
-    for (let k = 0; k < z.length; k++) {
-      const g = energyGrad[k];
-      m1[k] = b1 * m1[k] + (1 - b1) * g;
-      m2[k] = b2 * m2[k] + (1 - b2) * g * g;
-      const step = (lr * (m1[k] / (1 - b1 ** t))) / (Math.sqrt(m2[k] / (1 - b2 ** t)) + eps);
-      const v = z[k] - step;
-      z[k] = bounded(k % dim) ? Math.min(1, Math.max(-1, v)) : v;
-    }
-    if (t % Math.max(1, Math.floor(steps / 50)) === 0) progress(t / steps);
-  }
-  const final = await target.energies(z, count);
-  for (let i = 0; i < count; i++) {
-    if (final[i] < bestE[i]) {
-      bestE[i] = final[i];
-      best.set(z.subarray(i * dim, (i + 1) * dim), i * dim);
-    }
-  }
-  return { z: best, energy: bestE };
-}

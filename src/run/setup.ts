@@ -40,8 +40,12 @@ export interface RunParams {
  * bare (rateHz), `tsmc.KEY` / `mppi.KEY`, `model.KEY` and `sim.KEY`.
  */
 export function resolveRunParams(system: string, flat: Record<string, unknown>): RunParams {
+  if (flat.system !== undefined && flat.system !== system) {
+    throw new Error(`the parameters are for system '${String(flat.system)}', not '${system}'`);
+  }
   const groups: Record<string, Record<string, unknown>> = { controller: {}, tsmc: {}, mppi: {}, model: {}, sim: {} };
   for (const [key, value] of Object.entries(flat)) {
+    if (key === 'system') continue;
     const dot = key.indexOf('.');
     const group = dot < 0 ? 'controller' : key.slice(0, dot);
     if (!(group in groups)) throw new Error(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., model., sim.)`);

@@ -1,0 +1,91 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { modelDefinition } from '../models/index.js';
+import { runLoop } from '../run/loop.js';
+import { readParamsFile } from '../run/params-file.js';
+import { assemble, resolveRunParams } from '../run/setup.js';
+import { quantile } from '../samplers/stats.js';
+import { timestamp } from './bench-to.js';
+import { Command, JSON_OPTION, parseInteger, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, table, UsageError } from './command.js';
+import { progressBar } from './progress.js';
+import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
+
+export const benchMpcCommand: Command = {
+  name: 'bench mpc',
+  summary: 'Closed-loop benchmark: the embedded run over many seeds; success rate, time to goal, final error, solve-time percentiles and deadline misses.',
+  usage: 'bench mpc --system NAME [--planner tsmc|mppi] [--seeds N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--lockstep] [--out DIR] [--json]',
+  options: {
+    system: SYSTEM_OPTION,
+    planner: { type: 'string', description: 'tsmc or mppi', valueName: 'NAME' },
+    seeds: { type: 'string', description: 'number of seeds, 0..N-1 (default 20)', valueName: 'N' },
+    duration: { type: 'string', description: 'simulated seconds per run (default 15)', valueName: 'SEC' },
+    params: { type: 'string', description: 'ROS 2 parameter YAML', valueName: 'FILE' },
+    set: SET_OPTION,
+    x0: { type: 'string', description: 'initial physical state (default: the system\'s x0)', valueName: 'a,b,...' },
+    lockstep: { type: 'boolean', description: 'deterministic runs without deadlines' },
+    out: { type: 'string', description: 'where to write results.json (default runs/bench-mpc-SYSTEM-TIME)', valueName: 'DIR' },
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const system = requireString(values, 'system');
+    let def;
+    try {
+      def = modelDefinition(system);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const flat: Record<string, unknown> = {};
+    const paramsPath = stringOpt(values, 'params');
+    try {
+      if (paramsPath) Object.assign(flat, readParamsFile(paramsPath));
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    Object.assign(flat, parseOverrides(values.set as string[] | undefined));
+    const planner = stringOpt(values, 'planner');
+    if (planner !== undefined) flat.planner = planner;
+    let params;
+    try {
+      params = resolveRunParams(system, flat);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const seedsText = stringOpt(values, 'seeds');
+    const seeds = seedsText === undefined ? 20 : parseInteger('--seeds', seedsText, 1);
+    const durationText = stringOpt(values, 'duration');
+    const durationS = durationText === undefined ? 15 : parseNumber('--duration', durationText);
+    const x0Text = stringOpt(values, 'x0');
+    const x0 = x0Text === undefined ? undefined : parseVector('--x0', x0Text, def.stateNames.length);
+    const lockstep = Boolean(values.lockstep);
+    const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
+    const runs = [];
+    for (let seed = 0; seed < seeds; seed++) {
+      const a = await assemble(params, { seed, lockstep, x0 });
+      const { summary } = await runLoop(a.sim, a.controller, a.model, {
+        durationS, rateHz: a.rateHz, lockstep,
+        onTick: (_r, k, total) => bar.update((seed + (k + 1) / total) / seeds, `seed ${seed}`),
+      });
+      a.backend.dispose();
+      runs.push({ seed, ...summary });
+    }
+    bar.done();
+    const ok = runs.filter((r) => r.success);
+    const ttg = ok.map((r) => r.timeToGoalS!);
+    const result = {
+      system, planner: params.controller.planner, lockstep, seeds, durationS,
+      successes: ok.length,
+      timeToGoalS: { median: quantile(ttg, 0.5), max: ttg.length ? Math.max(...ttg) : null },
+      solveMs: { p50: quantile(runs.map((r) => r.solveMs.p50), 0.5), p99: Math.max(...runs.map((r) => r.solveMs.p99)), max: Math.max(...runs.map((r) => r.solveMs.max)) },
+      deadlineMisses: runs.reduce((s, r) => s + r.deadlineMisses, 0),
+      runs,
+    };
+    const out = stringOpt(values, 'out') ?? join('runs', `bench-mpc-${system}-${timestamp()}`);
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'results.json'), `${JSON.stringify({ ...result, params }, null, 1)}\n`);
+    if (values.json) return printJson({ ...result, out });
+    console.log(table(runs.map((r) => [r.seed, String(r.success), r.timeToGoalS ?? '-', r.finalError, r.solveMs.p50, r.solveMs.p99, r.deadlineMisses]),
+      ['seed', 'success', 'goal at [s]', 'final error', 'solve p50', 'solve p99', 'misses']));
+    console.log(`\n${result.planner} on ${system}${lockstep ? ' (lockstep)' : ''}: ${ok.length}/${seeds} successes; time to goal median ${result.timeToGoalS.median.toFixed(2)} s, max ${result.timeToGoalS.max?.toFixed(2) ?? '-'} s; solve p99 (worst run) ${result.solveMs.p99.toFixed(1)} ms; deadline misses ${result.deadlineMisses}`);
+    console.log(`wrote ${join(out, 'results.json')}`);
+  },
+};

@@ -1,0 +1,41 @@
+import type { TrajectoryTarget } from './problem.js';
+
+/** Projected Adam on the trajectory cost from every start at once (the multi-start gradient baseline). */
+export async function projectedAdam(
+  target: TrajectoryTarget, start: Float64Array, count: number, bounded: (k: number) => boolean,
+  steps: number, lr: number, progress: (f: number) => void = () => undefined,
+) {
+  const dim = target.dim;
+  const z = start.slice();
+  const m1 = new Float64Array(z.length);
+  const m2 = new Float64Array(z.length);
+  const [b1, b2, eps] = [0.9, 0.999, 1e-8];
+  const best = z.slice();
+  const bestE = new Float64Array(count).fill(Infinity);
+  for (let t = 1; t <= steps; t++) {
+    const { energy, energyGrad } = await target.evaluate(z, count);
+    for (let i = 0; i < count; i++) {
+      if (energy[i] < bestE[i]) {
+        bestE[i] = energy[i];
+        best.set(z.subarray(i * dim, (i + 1) * dim), i * dim);
+      }
+    }
+    for (let k = 0; k < z.length; k++) {
+      const g = energyGrad[k];
+      m1[k] = b1 * m1[k] + (1 - b1) * g;
+      m2[k] = b2 * m2[k] + (1 - b2) * g * g;
+      const step = (lr * (m1[k] / (1 - b1 ** t))) / (Math.sqrt(m2[k] / (1 - b2 ** t)) + eps);
+      const v = z[k] - step;
+      z[k] = bounded(k % dim) ? Math.min(1, Math.max(-1, v)) : v;
+    }
+    if (t % Math.max(1, Math.floor(steps / 50)) === 0) progress(t / steps);
+  }
+  const final = await target.energies(z, count);
+  for (let i = 0; i < count; i++) {
+    if (final[i] < bestE[i]) {
+      bestE[i] = final[i];
+      best.set(z.subarray(i * dim, (i + 1) * dim), i * dim);
+    }
+  }
+  return { z: best, energy: bestE };
+}

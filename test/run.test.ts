@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { McapStreamReader } from '@mcap/core';
+import { runLoop } from '../src/run/loop.js';
+import { readParamsFile } from '../src/run/params-file.js';
+import { assemble, resolveRunParams } from '../src/run/setup.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const CONFIG = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
+
+async function pendulumRun(planner: 'tsmc' | 'mppi', seed: number, extra: Record<string, unknown> = {}, durationS = 12) {
+  const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner, ...extra });
+  const a = await assemble(params, { seed, lockstep: true, x0: [0, 0] });
+  return runLoop(a.sim, a.controller, a.model, { durationS, rateHz: a.rateHz, lockstep: true });
+}
+
+describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy plant)', () => {
+  for (const planner of ['mppi', 'tsmc'] as const) {
+    it(`${planner} swings up within 5 s and holds the goal region for 5 s`, async () => {
+      const { summary, records } = await pendulumRun(planner, 3);
+      assert.ok(summary.success, JSON.stringify(summary));
+      assert.ok(summary.timeToGoalS! <= 5, `time to goal ${summary.timeToGoalS}`);
+      assert.equal(summary.plannerErrors, 0);
+      for (const r of records) assert.ok(r.tick.control.every(Number.isFinite));
+    });
+  }
+
+  it('is deterministic in lockstep: same seed, same run', async () => {
+    const a = await pendulumRun('mppi', 5, {}, 2);
+    const b = await pendulumRun('mppi', 5, {}, 2);
+    assert.deepEqual(a.records.map((r) => r.tick.control), b.records.map((r) => r.tick.control));
+  });
+
+  it('survives a sensor outage: safe command during it, control again after', async () => {
+    const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner: 'mppi' });
+    const a = await assemble(params, { seed: 1, lockstep: true, x0: [0.2, 0] });
+    const { records, summary } = await runLoop(a.sim, a.controller, a.model, {
+      durationS: 3, rateHz: 10, lockstep: true,
+      // no measurements from 1.0 s to 2.0 s, then NaN readings for 0.3 s
+      measurementFilter: (t, y) => (t >= 1 && t < 2 ? undefined : t >= 2 && t < 2.3 ? [NaN, NaN] : y),
+    });
+    const modeAt = (t: number) => records.find((r) => Math.abs(r.timeS - t) < 1e-9)!.tick.mode;
+    assert.equal(modeAt(1.4), 'ok', 'within the 0.5 s timeout');
+    assert.equal(modeAt(1.6), 'stale');
+    assert.deepEqual(records.find((r) => Math.abs(r.timeS - 1.6) < 1e-9)!.tick.control, [0]);
+    assert.equal(modeAt(2.2), 'stale', 'NaN readings are rejected, so the state stays stale');
+    assert.equal(modeAt(2.5), 'ok', 'recovered');
+    assert.equal(summary.rejectedStates, 3);
+    for (const r of records) assert.ok(r.tick.control.every(Number.isFinite));
+  });
+});
+
+describe('run command', () => {
+  it('writes an MCAP log that reads back message for message, a summary and a plot', () => {
+    const out = mkdtempSync(join(tmpdir(), 'tmpc-run-'));
+    const r = spawnSync(process.execPath, [CLI, 'run', '--system', 'pendulum', '--planner', 'mppi', '--params', CONFIG,
+      '--duration', '1', '--lockstep', '--x0', '0,0', '--set', 'mppi.samples=128', '--out', out, '--json'], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const result = JSON.parse(r.stdout);
+    assert.equal(result.ticks, 10);
+    assert.equal(result.out, out);
+    const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+    assert.equal(summary.ticks, 10);
+    assert.match(readFileSync(join(out, 'run.svg'), 'utf8'), /<svg[^>]*>/);
+
+    const reader = new McapStreamReader();
+    reader.append(readFileSync(join(out, 'run.mcap')));
+    const channels = new Map<number, string>();
+    const schemas = new Map<number, string>();
+    const messages = new Map<string, unknown[]>();
+    for (let rec = reader.nextRecord(); rec; rec = reader.nextRecord()) {
+      if (rec.type === 'Schema') schemas.set(rec.id, rec.name);
+      if (rec.type === 'Channel') channels.set(rec.id, rec.topic);
+      if (rec.type === 'Message') {
+        const topic = channels.get(rec.channelId)!;
+        messages.set(topic, [...(messages.get(topic) ?? []), JSON.parse(new TextDecoder().decode(rec.data))]);
+      }
+    }
+    assert.ok(reader.done(), 'the file ends with a valid footer');
+    assert.deepEqual([...schemas.values()].sort(), ['tempered_mpc/msg/ControlCommand', 'tempered_mpc/msg/Plan', 'tempered_mpc/msg/PlannerStatus', 'tempered_mpc/msg/SystemState']);
+    for (const topic of ['/tempered_mpc/state', '/tempered_mpc/measured_state', '/tempered_mpc/control', '/tempered_mpc/plan', '/tempered_mpc/status']) {
+      assert.equal(messages.get(topic)?.length, 10, topic);
+    }
+    const state = messages.get('/tempered_mpc/state')![0] as { names: string[]; values: number[]; stamp: { sec: number } };
+    assert.deepEqual(state.names, ['theta', 'omega']);
+    assert.deepEqual(state.values, [0, 0]);
+    const plan = messages.get('/tempered_mpc/plan')![3] as { controls: number[]; control_dim: number };
+    assert.equal(plan.controls.length, 30);
+    const status = messages.get('/tempered_mpc/status')!.at(-1) as { mode: string; ticks: number };
+    assert.equal(status.mode, 'ok');
+    assert.equal(status.ticks, 10);
+    // every published command is the first row of the plan published with it
+    const controls = messages.get('/tempered_mpc/control')! as { values: number[] }[];
+    const plans = messages.get('/tempered_mpc/plan')! as { controls: number[] }[];
+    controls.forEach((c, i) => assert.equal(c.values[0], plans[i].controls[0]));
+  });
+
+  it('rejects a malformed parameter file and unknown parameters with one clear line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tmpc-yaml-'));
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'tempered_mpc_controller:\n  ros__parameters:\n    planner: [tsmc\n');
+    const cases: [string[], RegExp][] = [
+      [['--params', bad], /malformed YAML/],
+      [['--params', join(dir, 'missing.yaml')], /cannot read \(ENOENT\)/],
+      [['--set', 'tsmc.lamda=0.1'], /unknown tsmc parameter 'lamda'/],
+      [['--set', 'tsmc.lambda=-1'], /tsmc.lambda must be > 0/],
+      [['--set', 'tsmc.rho=1'], /tsmc.rho must be < 1/],
+      [['--set', 'tsmc.particles=1'], /tsmc.particles must be >= 2/],
+      [['--set', 'foo.bar=1'], /unknown parameter group in 'foo.bar'/],
+      [['--planner', 'ilqr'], /controller.planner must be one of tsmc, mppi/],
+      [['--x0', '0'], /--x0 needs 2 comma-separated numbers/],
+    ];
+    for (const [args, message] of cases) {
+      const r = spawnSync(process.execPath, [CLI, 'run', '--system', 'pendulum', '--duration', '0.1', '--lockstep', ...args], { encoding: 'utf8' });
+      assert.equal(r.status, 2, `${args.join(' ')}: ${r.stdout}`);
+      const lines = r.stderr.split('\n').filter((l) => l && !l.startsWith('Warning'));
+      assert.equal(lines.length, 1, r.stderr);
+      assert.match(lines[0], message);
+    }
+  });
+});
