@@ -14,6 +14,10 @@ export interface ControlScaling {
   scale: Float64Array;
 }
 
+export function isIdentityScaling(s: ControlScaling): boolean {
+  return s.center.every((c) => c === 0) && s.scale.every((v) => v === 1);
+}
+
 export function controlScaling(model: Model): ControlScaling {
   const { lower, upper } = model.controlLimits;
   const bounded = (j: number) => Number.isFinite(lower[j]) && Number.isFinite(upper[j]);
@@ -108,6 +112,7 @@ export interface RolloutContext {
 export class TrajectoryTarget implements Target {
   readonly dim: number;
   readonly scaling: ControlScaling;
+  private readonly identity: boolean;
   /** energy evaluations whose result was NaN or infinite */
   nonFinite = 0;
 
@@ -121,29 +126,33 @@ export class TrajectoryTarget implements Target {
     this.dim = model.horizon * model.controlDim;
     if (prior.dim !== this.dim) throw new Error(`prior dimension ${prior.dim} does not match the system's ${this.dim}`);
     this.scaling = controlScaling(model);
+    this.identity = isIdentityScaling(this.scaling);
+  }
+
+  private controls(z: Float64Array, count: number): Float64Array {
+    const zs = z.subarray(0, count * this.dim);
+    return this.identity ? zs : toControls(zs, this.scaling);
   }
 
   async evaluate(z: Float64Array, count: number): Promise<Evaluation> {
-    const { cost, grad } = await this.backend.costGrad({ ...this.context, controls: toControls(z.subarray(0, count * this.dim), this.scaling) });
-    const m = this.scaling.scale.length;
+    const { cost, grad } = await this.backend.costGrad({ x0: this.context.x0, uPrev: this.context.uPrev, reference: this.context.reference, controls: this.controls(z, count) });
+    const { dim } = this;
+    const { scale } = this.scaling;
+    const m = scale.length;
     const energy = new Float64Array(count);
-    const energyGrad = new Float64Array(count * this.dim);
+    const energyGrad = new Float64Array(count * dim);
     for (let i = 0; i < count; i++) {
       const e = cost[i];
       if (!Number.isFinite(e)) {
-        // A NaN or infinite cost is an infinitely bad trajectory, never a number to average.
+        // A NaN or infinite cost is an infinitely bad trajectory, never a number to average; its gradient stays zero.
         energy[i] = Infinity;
         this.nonFinite++;
         continue;
       }
       energy[i] = e;
-      const { scale } = this.scaling;
-      for (let k = i * this.dim; k < (i + 1) * this.dim; k += m) {
-        for (let j = 0; j < m; j++) {
-          const g = grad[k + j] * scale[j];
-          energyGrad[k + j] = g === g && g !== Infinity && g !== -Infinity ? g : 0;
-        }
-      }
+      const o = i * dim;
+      energyGrad.set(grad.subarray(o, o + dim), o);
+      if (!this.identity) for (let k = o; k < o + dim; k += m) for (let j = 0; j < m; j++) energyGrad[k + j] *= scale[j];
     }
     const prior = new Float64Array(count);
     const priorGrad = new Float64Array(count * this.dim);
@@ -153,7 +162,7 @@ export class TrajectoryTarget implements Target {
 
   /** Costs only (no gradient), for sampling-only planners. */
   async energies(z: Float64Array, count: number): Promise<Float64Array> {
-    const cost = await this.backend.cost({ ...this.context, controls: toControls(z.subarray(0, count * this.dim), this.scaling) });
+    const cost = await this.backend.cost({ x0: this.context.x0, uPrev: this.context.uPrev, reference: this.context.reference, controls: this.controls(z, count) });
     return cost.map((c) => {
       if (Number.isFinite(c)) return c;
       this.nonFinite++;

@@ -17,7 +17,7 @@ import { resolveSimParams, SimParams, Simulator } from '../../sim/simulator.js';
 const PENDULUM_MPPI = { samples: 1024, iterations: 8, temperature: 0.01, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' };
 
 export const MPC_SYSTEM_DEFAULTS: Readonly<Record<string, { tsmc?: Record<string, unknown>; mppi?: Record<string, unknown> }>> = {
-  pendulum: { tsmc: { lambda: 0.1, stepSize: 0.2, particles: 64 }, mppi: PENDULUM_MPPI },
+  pendulum: { tsmc: { lambda: 0.1, stepSize: 0.2, particles: 64, targetAcceptance: 0.75 }, mppi: PENDULUM_MPPI },
   acrobot: { tsmc: { lambda: 0.1, stepSize: 0.02, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
   'cart-double-pendulum': { tsmc: { lambda: 0.1, stepSize: 0.05, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
   'pusher-slider': { tsmc: { lambda: 0.2, stepSize: 0.01, particles: 64 }, mppi: { samples: 512, iterations: 4 } },

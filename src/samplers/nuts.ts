@@ -45,9 +45,11 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
       const leaf = new Int32Array(n);
       const dir = Int8Array.from({ length: n }, () => (rng.uniform() < 0.5 ? -1 : 1));
       const active = new Uint8Array(n).fill(D > 0 ? 1 : 0);
-      const proposal = emptyState(n, dim);
-      const subProposal = emptyState(n, dim);
-      for (let i = 0; i < n; i++) copyParticle(s, i, proposal, i, dim);
+      // Candidate proposals keep only their position; gradients are recomputed once at the end.
+      const proposal = s.positions.slice();
+      const subProposal = new Float64Array(n * dim);
+      const moved = new Uint8Array(n);
+      const subMoved = new Uint8Array(n);
       const accSum = new Float64Array(n);
       const leaves = new Int32Array(n);
       const divergent = new Uint8Array(n);
@@ -62,6 +64,7 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
         gC.set(g.subarray(o, o + dim), o);
         leaf[i] = 0;
         subLogW[i] = -Infinity;
+        subMoved[i] = 0;
         subRSum.fill(0, o, o + dim);
       };
       for (let i = 0; i < n; i++) if (active[i]) startSubtree(i);
@@ -82,13 +85,22 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
           }
         });
         const ev: Evaluation = await target.evaluate(batch, m);
-        const leafState: ParticleState = { count: m, positions: batch, ...ev };
         idx.forEach((i, b) => {
           const o = i * dim;
           const e = dir[i] * eps;
-          potentialGrad(ev, b, dim, beta, lambda, gC, o);
-          for (let j = 0; j < dim; j++) rC[o + j] -= 0.5 * e * gC[o + j];
-          const h = potential(ev, b, beta, lambda) + 0.5 * sqNorm(rC, o, dim);
+          // one fused pass: new gradient, second momentum half step, kinetic energy
+          const k = beta / lambda;
+          const gE = ev.energyGrad;
+          const gP = ev.priorGrad;
+          let kinetic = 0;
+          for (let j = 0; j < dim; j++) {
+            const g = (k === 0 ? 0 : k * gE[b * dim + j]) + gP[b * dim + j];
+            gC[o + j] = g;
+            const r = rC[o + j] - 0.5 * e * g;
+            rC[o + j] = r;
+            kinetic += r * r;
+          }
+          const h = potential(ev, b, beta, lambda) + 0.5 * kinetic;
           const logW = h0[i] - h;
           leaves[i]++;
           accSum[i] += Number.isNaN(logW) ? 0 : Math.min(1, Math.exp(logW));
@@ -99,7 +111,10 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
           }
           // multinomial sampling within the subtree
           subLogW[i] = logAddExp(subLogW[i], logW);
-          if (rng.uniform() < Math.exp(logW - subLogW[i])) copyParticle(leafState, b, subProposal, i, dim);
+          if (rng.uniform() < Math.exp(logW - subLogW[i])) {
+            subProposal.set(batch.subarray(b * dim, (b + 1) * dim), o);
+            subMoved[i] = 1;
+          }
           for (let j = 0; j < dim; j++) subRSum[o + j] += rC[o + j];
           // U-turn checks inside the subtree via momentum checkpoints
           const n1 = leaf[i];
@@ -110,7 +125,7 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
           } else {
             for (let k = ckMax; k >= ckMin; k--) {
               const c = (i * D + k) * dim;
-              if (isTurning(rCk, c, rC, o, (j) => subRSum[o + j] - rSumCk[c + j] + rCk[c + j], dim)) {
+              if (isSubtreeTurning(rCk, rSumCk, c, rC, subRSum, o, dim)) {
                 active[i] = 0;
                 return;
               }
@@ -119,7 +134,10 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
           leaf[i] = n1 + 1;
           if (leaf[i] < 1 << depth[i]) return;
           // Subtree complete: biased progressive sampling, then merge.
-          if (rng.uniform() < Math.exp(subLogW[i] - treeLogW[i])) copyParticle(subProposal, i, proposal, i, dim);
+          if (rng.uniform() < Math.exp(subLogW[i] - treeLogW[i])) {
+            proposal.set(subProposal.subarray(o, o + dim), o);
+            moved[i] = subMoved[i];
+          }
           treeLogW[i] = logAddExp(treeLogW[i], subLogW[i]);
           for (let j = 0; j < dim; j++) treeRSum[o + j] += subRSum[o + j];
           const [q, r, g] = dir[i] > 0 ? [qR, rR, gR] : [qL, rL, gL];
@@ -127,7 +145,7 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
           r.set(rC.subarray(o, o + dim), o);
           g.set(gC.subarray(o, o + dim), o);
           depth[i]++;
-          if (depth[i] >= D || isTurning(rL, o, rR, o, (j) => treeRSum[o + j], dim)) {
+          if (depth[i] >= D || isTurning(rL, rR, treeRSum, o, dim)) {
             active[i] = 0;
             return;
           }
@@ -135,19 +153,34 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
         });
       }
 
-      let moved = 0;
+      let movedCount = 0;
       let acc = 0;
       let div = 0;
       let evals = 0;
+      const changed: number[] = [];
       for (let i = 0; i < n; i++) {
-        if (proposal.positions[i * dim] !== s.positions[i * dim] || proposal.energy[i] !== s.energy[i]) moved++;
+        if (moved[i]) {
+          movedCount++;
+          changed.push(i);
+        }
         acc += leaves[i] ? accSum[i] / leaves[i] : 0;
         div += divergent[i];
         evals += leaves[i];
       }
+      // One batched evaluation restores the gradients of the particles that moved.
+      const state = emptyState(n, dim);
+      for (let i = 0; i < n; i++) if (!moved[i]) copyParticle(s, i, state, i, dim);
+      if (changed.length) {
+        const q = new Float64Array(changed.length * dim);
+        changed.forEach((i, b) => q.set(proposal.subarray(i * dim, (i + 1) * dim), b * dim));
+        const fresh: ParticleState = { count: changed.length, positions: q, ...(await target.evaluate(q, changed.length)) };
+        changed.forEach((i, b) => copyParticle(fresh, b, state, i, dim));
+        evals += changed.length / n;
+      }
+      const moved_ = movedCount;
       return {
-        state: proposal,
-        info: { acceptance: acc / n, accepted: moved / n, divergent: div / n, gradientEvaluations: evals / n },
+        state,
+        info: { acceptance: acc / n, accepted: moved_ / n, divergent: div / n, gradientEvaluations: evals / n },
       };
     },
   };
@@ -172,16 +205,29 @@ function checkpointRange(n: number): [number, number] {
   return [idxMax - trailingOnes + 1, idxMax];
 }
 
-/** Generalised U-turn criterion with identity mass. */
-function isTurning(
-  rA: Float64Array, oa: number, rB: Float64Array, ob: number, rSum: (j: number) => number, dim: number,
-): boolean {
+/** Generalised U-turn criterion with identity mass, over a trajectory's end momenta and momentum sum. */
+function isTurning(rA: Float64Array, rB: Float64Array, rSum: Float64Array, o: number, dim: number): boolean {
+  let da = 0;
+  let db = 0;
+  for (let j = o; j < o + dim; j++) {
+    const c = rSum[j] - 0.5 * (rA[j] + rB[j]);
+    da += rA[j] * c;
+    db += rB[j] * c;
+  }
+  return da <= 0 || db <= 0;
+}
+
+/** The same criterion for the sub-subtree from checkpoint c to the newest leaf (momentum sum rebuilt from checkpoints). */
+function isSubtreeTurning(rCk: Float64Array, rSumCk: Float64Array, c: number, r: Float64Array, subRSum: Float64Array, o: number, dim: number): boolean {
   let da = 0;
   let db = 0;
   for (let j = 0; j < dim; j++) {
-    const c = rSum(j) - 0.5 * (rA[oa + j] + rB[ob + j]);
-    da += rA[oa + j] * c;
-    db += rB[ob + j] * c;
+    const left = rCk[c + j];
+    const right = r[o + j];
+    const sum = subRSum[o + j] - rSumCk[c + j] + left;
+    const centred = sum - 0.5 * (left + right);
+    da += left * centred;
+    db += right * centred;
   }
   return da <= 0 || db <= 0;
 }
