@@ -1,14 +1,13 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { modelDefinition } from '../models/index.js';
 import { runLoop } from '../run/loop.js';
-import { readParamsFile } from '../run/params-file.js';
-import { assemble, resolveRunParams } from '../run/setup.js';
+import { assemble } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';
 import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, parseInteger, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, parseInteger, printJson, stringOpt, table } from './command.js';
 import { progressBar } from './progress.js';
 import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
+import { runOptions } from './run.js';
 
 export const benchMpcCommand: Command = {
   name: 'bench mpc',
@@ -20,6 +19,7 @@ export const benchMpcCommand: Command = {
     seeds: { type: 'string', description: 'number of seeds, 0..N-1 (default 20)', valueName: 'N' },
     duration: { type: 'string', description: 'simulated seconds per run (default 15)', valueName: 'SEC' },
     params: { type: 'string', description: 'ROS 2 parameter YAML', valueName: 'FILE' },
+    rate: { type: 'string', description: 'control rate in Hz (default 1/dt of the system)', valueName: 'HZ' },
     set: SET_OPTION,
     x0: { type: 'string', description: 'initial physical state (default: the system\'s x0)', valueName: 'a,b,...' },
     lockstep: { type: 'boolean', description: 'deterministic runs without deadlines' },
@@ -27,35 +27,9 @@ export const benchMpcCommand: Command = {
     json: JSON_OPTION,
   },
   async run(values) {
-    const system = requireString(values, 'system');
-    let def;
-    try {
-      def = modelDefinition(system);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    const flat: Record<string, unknown> = {};
-    const paramsPath = stringOpt(values, 'params');
-    try {
-      if (paramsPath) Object.assign(flat, readParamsFile(paramsPath));
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    Object.assign(flat, parseOverrides(values.set as string[] | undefined));
-    const planner = stringOpt(values, 'planner');
-    if (planner !== undefined) flat.planner = planner;
-    let params;
-    try {
-      params = resolveRunParams(system, flat);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
+    const { system, params, durationS, x0 } = runOptions(values);
     const seedsText = stringOpt(values, 'seeds');
     const seeds = seedsText === undefined ? 20 : parseInteger('--seeds', seedsText, 1);
-    const durationText = stringOpt(values, 'duration');
-    const durationS = durationText === undefined ? 15 : parseNumber('--duration', durationText);
-    const x0Text = stringOpt(values, 'x0');
-    const x0 = x0Text === undefined ? undefined : parseVector('--x0', x0Text, def.stateNames.length);
     const lockstep = Boolean(values.lockstep);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const runs = [];

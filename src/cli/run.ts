@@ -31,38 +31,9 @@ export const runCommand: Command = {
     json: JSON_OPTION,
   },
   async run(values) {
-    const system = requireString(values, 'system');
-    let def;
-    try {
-      def = modelDefinition(system);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    const paramsPath = stringOpt(values, 'params');
-    const flat: Record<string, unknown> = {};
-    try {
-      if (paramsPath) Object.assign(flat, readParamsFile(paramsPath));
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    Object.assign(flat, parseOverrides(values.set as string[] | undefined));
-    const planner = stringOpt(values, 'planner');
-    if (planner !== undefined) flat.planner = planner;
-    const rate = stringOpt(values, 'rate');
-    if (rate !== undefined) flat.rateHz = parseNumber('--rate', rate);
-    const durationText = stringOpt(values, 'duration');
-    const durationS = durationText === undefined ? 15 : parseNumber('--duration', durationText);
-    if (!(durationS > 0)) throw new UsageError(`--duration must be positive, got ${durationS}`);
+    const { system, params, durationS, x0 } = runOptions(values);
     const seedText = stringOpt(values, 'seed');
     const seed = seedText === undefined ? 0 : parseInteger('--seed', seedText, 0);
-    const x0Text = stringOpt(values, 'x0');
-    const x0 = x0Text === undefined ? undefined : parseVector('--x0', x0Text, def.stateNames.length);
-    let params;
-    try {
-      params = resolveRunParams(system, flat);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
     const lockstep = Boolean(values.lockstep);
     const a = await assemble(params, { seed, lockstep, x0 });
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());
@@ -116,3 +87,40 @@ export const runCommand: Command = {
 };
 
 const finiteOr = (v: number, fallback: number) => (Number.isFinite(v) ? v : fallback);
+
+/**
+ * The options `run` and `bench mpc` share: system, parameter file, --set,
+ * --planner, --rate, --duration and --x0, resolved into run parameters
+ * (file < --set < dedicated flags).
+ */
+export function runOptions(values: Record<string, unknown>) {
+  const system = requireString(values, 'system');
+  let def;
+  try {
+    def = modelDefinition(system);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const flat: Record<string, unknown> = {};
+  const paramsPath = stringOpt(values, 'params');
+  try {
+    if (paramsPath) Object.assign(flat, readParamsFile(paramsPath));
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  Object.assign(flat, parseOverrides(values.set as string[] | undefined));
+  const planner = stringOpt(values, 'planner');
+  if (planner !== undefined) flat.planner = planner;
+  const rate = stringOpt(values, 'rate');
+  if (rate !== undefined) flat.rateHz = parseNumber('--rate', rate);
+  const durationText = stringOpt(values, 'duration');
+  const durationS = durationText === undefined ? 15 : parseNumber('--duration', durationText);
+  if (!(durationS > 0)) throw new UsageError(`--duration must be positive, got ${durationS}`);
+  const x0Text = stringOpt(values, 'x0');
+  const x0 = x0Text === undefined ? undefined : parseVector('--x0', x0Text, def.stateNames.length);
+  try {
+    return { system, params: resolveRunParams(system, flat), durationS, x0 };
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}

@@ -77,7 +77,8 @@ export async function mppi(
   const sigmas = initialSigmas ? initialSigmas.slice() : new Float64Array(P * dim).fill(p.sigmaMax);
   const best = initialMeans.slice();
   const bestCost = new Float64Array(P).fill(Infinity);
-  const clip = (k: number, v: number) => (bounded(k % dim) ? Math.min(1, Math.max(-1, v)) : v);
+  const mask = Uint8Array.from({ length: dim }, (_, k) => (bounded(k) ? 1 : 0));
+  const clip = (k: number, v: number) => (mask[k] ? (v > 1 ? 1 : v < -1 ? -1 : v) : v);
   const z = new Float64Array(P * M * dim);
   const eps = new Float64Array(dim);
   let rollouts = 0;
@@ -102,7 +103,11 @@ export async function mppi(
           continue;
         }
         fillNoise(rng, eps, controlDim, p.noiseCorrelation);
-        for (let k = 0; k < dim; k++) z[o + k] = clip(k, means[q * dim + k] + sigmas[q * dim + k] * eps[k]);
+        const mo = q * dim;
+        for (let k = 0; k < dim; k++) {
+          const v = means[mo + k] + sigmas[mo + k] * eps[k];
+          z[o + k] = mask[k] ? (v > 1 ? 1 : v < -1 ? -1 : v) : v;
+        }
       }
     }
     const J = await cost(z, P * M);
