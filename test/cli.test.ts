@@ -73,6 +73,13 @@ describe('CLI', () => {
     ['unknown command', ['fly'], /unknown command 'fly'/],
     ['seed on a deterministic system', ['rollout', '--system', 'pendulum', '--seed', '3'], /no stochastic inputs/],
     ['bad sample count', ['bench', 'rollout', '--system', 'pendulum', '--samples', '0'], /--samples must be an integer >= 1/],
+    ['unknown planner', ['solve', '--system', 'pendulum', '--planner', 'ilqr'], /unknown planner 'ilqr' \(known: tsmc, mppi, mala, nuts, gradient\)/],
+    ['negative lambda', ['solve', '--system', 'pendulum', '--planner', 'tsmc', '--set', 'lambda=-0.1'], /tsmc.lambda must be > 0, got -0.1/],
+    ['rho of 1', ['solve', '--system', 'pendulum', '--planner', 'tsmc', '--set', 'rho=1'], /tsmc.rho must be < 1/],
+    ['rho of 0', ['solve', '--system', 'pendulum', '--planner', 'tsmc', '--set', 'rho=0'], /tsmc.rho must be > 0/],
+    ['one particle', ['solve', '--system', 'pendulum', '--planner', 'tsmc', '--particles', '1'], /--particles must be an integer >= 2/],
+    ['unknown kernel', ['solve', '--system', 'pendulum', '--planner', 'tsmc', '--set', 'kernel=gibbs'], /tsmc.kernel must be one of nuts, hmc/],
+    ['a planner key on the wrong planner', ['solve', '--system', 'pendulum', '--planner', 'mppi', '--set', 'rho=0.5'], /unknown pendulum parameter 'rho'/],
   ];
   for (const [what, args, message, input] of bad) {
     it(`rejects ${what} with one clear line and exit code 2`, () => {
@@ -83,8 +90,26 @@ describe('CLI', () => {
     });
   }
 
+  it('solve --json reports the sampler\'s particles, best plan and per-level diagnostics', () => {
+    const r = cli(['solve', '--system', 'double-integrator', '--planner', 'tsmc', '--particles', '32', '--seed', '4', '--set', 'lambda=1', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    for (const key of ['system', 'planner', 'backend', 'particles', 'wallMs', 'bestCost', 'goalReached', 'costs', 'samples', 'bestControls', 'bestStates', 'diagnostics']) {
+      assert.ok(key in out, key);
+    }
+    assert.equal(out.samples.length, 32);
+    assert.equal(out.samples[0].length, 20);
+    assert.equal(out.bestStates.length, 21);
+    assert.equal(Math.min(...out.costs), out.bestCost);
+    assert.equal(out.diagnostics.levels.at(-1).beta, 1);
+    for (const l of out.diagnostics.levels) for (const k of ['beta', 'ess', 'acceptance', 'energyMin', 'energyMedian']) assert.equal(typeof l[k], 'number');
+    assert.ok(Number.isFinite(out.diagnostics.logZ));
+    const again = JSON.parse(cli(['solve', '--system', 'double-integrator', '--planner', 'tsmc', '--particles', '32', '--seed', '4', '--set', 'lambda=1', '--json']).stdout);
+    assert.deepEqual(again.costs, out.costs, 'a seed reproduces the run');
+  });
+
   it('every command answers --help', () => {
-    for (const c of [['systems'], ['rollout'], ['bench', 'rollout']]) {
+    for (const c of [['systems'], ['rollout'], ['solve'], ['run'], ['bench', 'rollout'], ['bench', 'to'], ['bench', 'mpc']]) {
       const r = cli([...c, '--help']);
       assert.equal(r.code, 0);
       assert.match(r.stdout, /^usage: tempered-mpc /);

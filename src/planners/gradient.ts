@@ -4,6 +4,8 @@ import type { TrajectoryTarget } from './problem.js';
 export async function projectedAdam(
   target: TrajectoryTarget, start: Float64Array, count: number, bounded: (k: number) => boolean,
   steps: number, lr: number, progress: (f: number) => void = () => undefined,
+  /** performance.now() time after which no further step starts */
+  deadline?: number,
 ) {
   const dim = target.dim;
   const z = start.slice();
@@ -13,6 +15,7 @@ export async function projectedAdam(
   const best = z.slice();
   const bestE = new Float64Array(count).fill(Infinity);
   for (let t = 1; t <= steps; t++) {
+    if (deadline !== undefined && t > 1 && performance.now() >= deadline) break;
     const { energy, energyGrad } = await target.evaluate(z, count);
     for (let i = 0; i < count; i++) {
       if (energy[i] < bestE[i]) {
