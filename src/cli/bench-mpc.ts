@@ -6,23 +6,15 @@ import { quantile } from '../samplers/stats.js';
 import { timestamp } from './bench-to.js';
 import { Command, JSON_OPTION, parseInteger, printJson, stringOpt, table } from './command.js';
 import { progressBar } from './progress.js';
-import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
-import { runOptions } from './run.js';
+import { RUN_OPTIONS, runOptions } from './run.js';
 
 export const benchMpcCommand: Command = {
   name: 'bench mpc',
   summary: 'Closed-loop benchmark: the embedded run over many seeds; success rate, time to goal, final error, solve-time percentiles and deadline misses.',
   usage: 'bench mpc --system NAME [--planner tsmc|mppi] [--seeds N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--lockstep] [--out DIR] [--json]',
   options: {
-    system: SYSTEM_OPTION,
-    planner: { type: 'string', description: 'tsmc or mppi', valueName: 'NAME' },
+    ...RUN_OPTIONS,
     seeds: { type: 'string', description: 'number of seeds, 0..N-1 (default 20)', valueName: 'N' },
-    duration: { type: 'string', description: 'simulated seconds per run (default 15)', valueName: 'SEC' },
-    params: { type: 'string', description: 'ROS 2 parameter YAML', valueName: 'FILE' },
-    rate: { type: 'string', description: 'control rate in Hz (default 1/dt of the system)', valueName: 'HZ' },
-    set: SET_OPTION,
-    x0: { type: 'string', description: 'initial physical state (default: the system\'s x0)', valueName: 'a,b,...' },
-    lockstep: { type: 'boolean', description: 'deterministic runs without deadlines' },
     out: { type: 'string', description: 'where to write results.json (default runs/bench-mpc-SYSTEM-TIME)', valueName: 'DIR' },
     json: JSON_OPTION,
   },

@@ -8,25 +8,30 @@ import { assemble, resolveRunParams } from '../run/setup.js';
 import { McapLog } from '../telemetry/mcap-log.js';
 import { stamp } from '../telemetry/msg-schema.js';
 import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, parseInteger, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
+import { Command, JSON_OPTION, OptionSpec, parseInteger, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
 import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 import { modelDefinition } from '../models/index.js';
+
+/** Options read by runOptions(), shared by `run` and `bench mpc`. */
+export const RUN_OPTIONS: Record<string, OptionSpec> = {
+  system: SYSTEM_OPTION,
+  planner: { type: 'string', description: 'tsmc or mppi (default: the parameter file\'s, else tsmc)', valueName: 'NAME' },
+  duration: { type: 'string', description: 'simulated seconds (default 15)', valueName: 'SEC' },
+  rate: { type: 'string', description: 'control rate in Hz (default 1/dt of the system)', valueName: 'HZ' },
+  params: { type: 'string', description: 'ROS 2 parameter YAML (the files in launch/config)', valueName: 'FILE' },
+  set: { ...SET_OPTION, description: 'override a parameter: controller keys bare, tsmc.KEY, mppi.KEY, model.KEY, sim.KEY' },
+  x0: { type: 'string', description: 'initial physical state of the simulated plant (default: the system\'s x0)', valueName: 'a,b,...' },
+  lockstep: { type: 'boolean', description: 'deterministic: the simulator waits for every plan; no deadlines' },
+};
 
 export const runCommand: Command = {
   name: 'run',
   summary: 'Run the controller against the bundled simulator, embedded (no ROS): progress, summary, and an MCAP log, summary.json and a plot in --out.',
   usage: 'run --system NAME [--planner tsmc|mppi] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--out DIR] [--json]',
   options: {
-    system: SYSTEM_OPTION,
-    planner: { type: 'string', description: 'tsmc or mppi (default: the parameter file\'s, else tsmc)', valueName: 'NAME' },
-    duration: { type: 'string', description: 'simulated seconds (default 15)', valueName: 'SEC' },
-    rate: { type: 'string', description: 'control rate in Hz (default 1/dt of the system)', valueName: 'HZ' },
-    params: { type: 'string', description: 'ROS 2 parameter YAML (the files in launch/config)', valueName: 'FILE' },
-    set: { ...SET_OPTION, description: 'override a parameter: controller keys bare, tsmc.KEY, mppi.KEY, model.KEY, sim.KEY' },
-    x0: { type: 'string', description: 'initial physical state of the simulated plant (default: the system\'s x0)', valueName: 'a,b,...' },
+    ...RUN_OPTIONS,
     seed: { type: 'string', description: 'random seed of planner and simulator noise (default 0)', valueName: 'K' },
-    lockstep: { type: 'boolean', description: 'deterministic: the simulator waits for every plan; no deadlines' },
     out: { type: 'string', description: 'output folder (default runs/TIMESTAMP)', valueName: 'DIR' },
     json: JSON_OPTION,
   },
