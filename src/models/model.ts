@@ -77,7 +77,6 @@ export interface Model {
 
 export function defineModel<K extends string>(def: ModelDefinition<K>): ModelDefinition<K> {
   const n = def.stateNames.length;
-  const m = def.controlNames.length;
   if (def.x0.length !== n || def.goal.length !== n) throw new Error(`${def.name}: x0 and goal need ${n} entries`);
   return def;
 }

@@ -58,8 +58,7 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   // the other planner's keys are checked too, so a typo never passes silently
   const other = name === 'tsmc' ? 'mppi' : 'tsmc';
   resolveParams(other, MPC_PLANNER_SCHEMAS[other] as Schema, groups[other]);
-  const model = resolveModel(modelDefinition(system), groups.model).params;
-  void model;
+  resolveModel(modelDefinition(system), groups.model); // rejects unknown or out-of-range model.* keys now, not at assembly
   return { system, controller, planner, model: groups.model, sim: resolveSimParams(groups.sim) };
 }
 
