@@ -89,10 +89,12 @@ describe('run command', () => {
     assert.deepEqual(state.names, ['theta', 'omega']);
     assert.deepEqual(state.values, [0, 0]);
     const plan = messages.get('/tempered_mpc/plan')![3] as { controls: number[]; control_dim: number };
-    assert.equal(plan.controls.length, 30);
-    const status = messages.get('/tempered_mpc/status')!.at(-1) as { mode: string; ticks: number };
+    assert.equal(plan.controls.length, summary.params.model.horizon, 'one control per planned step');
+    const status = messages.get('/tempered_mpc/status')!.at(-1) as { mode: string; ticks: number; info_names: string[]; info_values: number[] };
     assert.equal(status.mode, 'ok');
     assert.equal(status.ticks, 10);
+    const rollouts = status.info_values[status.info_names.indexOf('rollouts')];
+    assert.ok(rollouts >= 128, `MPPI reports its rollouts per tick (${rollouts})`);
     // every published command is the first row of the plan published with it
     const controls = messages.get('/tempered_mpc/control')! as { values: number[] }[];
     const plans = messages.get('/tempered_mpc/plan')! as { controls: number[] }[];

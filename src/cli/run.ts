@@ -60,6 +60,7 @@ export const runCommand: Command = {
         stamp: st, planner: params.controller.planner, mode: r.tick.mode, reason: r.tick.reason, solve_ms: r.tick.solveMs,
         cost: finiteOr(r.tick.cost, -1), ticks: c.ticks, deadline_misses: c.deadlineMisses, planner_errors: c.plannerErrors,
         rejected_states: c.rejectedStates, stale_ticks: c.staleTicks,
+        info_names: Object.keys(r.tick.info), info_values: Object.values(r.tick.info).map((v) => finiteOr(v, -1)),
       });
       bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
     };
@@ -82,8 +83,10 @@ export const runCommand: Command = {
     const final = toPhysical(a.model, [...a.controller.currentReference]);
     console.log(`${system} with ${params.controller.planner} at ${a.rateHz.toFixed(1)} Hz for ${durationS} s${lockstep ? ' (lockstep)' : ''}, seed ${seed}`);
     console.log(`  goal: ${summary.goal}  (reference ${names.map((n, i) => `${n}=${+final[i].toFixed(4)}`).join(', ')})`);
-    console.log(`  ${summary.success ? `SUCCESS: goal reached at ${summary.timeToGoalS!.toFixed(2)} s and held ${summary.holdS} s` : 'FAILED: goal not reached and held'}; final error ${summary.finalError.toFixed(4)}`);
+    console.log(`  ${summary.success ? `SUCCESS: goal reached at ${summary.timeToGoalS!.toFixed(2)} s and held ${summary.holdS} s (in the goal ${(100 * summary.heldFraction!).toFixed(0)}% of the time after)` : 'FAILED: goal not reached and held'}; final error ${summary.finalError.toFixed(4)}`);
     console.log(`  solve ms p50 ${summary.solveMs.p50.toFixed(1)}, p99 ${summary.solveMs.p99.toFixed(1)}, max ${summary.solveMs.max.toFixed(1)} (budget ${a.budgetMs.toFixed(1)}); deadline misses ${summary.deadlineMisses}/${summary.ticks}`);
+    const info = Object.entries(summary.plannerInfo).map(([k, v]) => `${k} ${+v.p50.toPrecision(3)} [${+v.min.toPrecision(3)}, ${+v.max.toPrecision(3)}]`);
+    if (info.length) console.log(`  planner per tick, median [min, max]: ${info.join('; ')}`);
     if (summary.plannerErrors || summary.staleTicks || summary.rejectedStates) {
       console.log(`  planner errors ${summary.plannerErrors}, stale ticks ${summary.staleTicks}, rejected states ${summary.rejectedStates}`);
     }

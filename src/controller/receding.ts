@@ -99,7 +99,7 @@ export const MPC_TSMC_PARAMS = {
   ...TSMC_PARAMS,
   warmSigma: num(0.3, 'prior std around the shifted plan on warm ticks (normalised units)', { min: 0, exclusive: true }),
   freshFraction: num(0.25, 'fraction of particles redrawn from the prior each warm tick (the rest are carried over, shifted)', { min: 0, max: 1 }),
-  warmStartBeta: num(0, 'warm ticks take the carried particles as draws at this beta and temper from there (0 = from the prior)', { min: 0, max: 0.99 }),
+  warmStartBeta: num(0.9, 'warm ticks take the carried particles as draws at this beta and temper from there to 1 (0 = from the prior, a full re-solve)', { min: 0, max: 0.99 }),
   polishSteps: num(150, 'projected Adam steps on the best particle before it is applied: a controller wants the optimum, a posterior sample sits ~d lambda/2 above it (0 = off)', { min: 0, integer: true }),
   polishRate: num(0.05, 'Adam learning rate of the polish (normalised control units)', { min: 0, exclusive: true }),
 } as const;
@@ -108,8 +108,10 @@ export const MPC_TSMC_PARAMS = {
  * TSMC in receding horizon. The first tick is a cold solve from the AR(1)
  * prior. Later ticks centre the prior on the shifted best plan and start
  * from the previous particles, shifted one step (plus a fraction of fresh
- * prior draws for exploration); they begin close to the target, so few
- * tempering levels are needed. Under a deadline tempering stops early and
+ * prior draws for exploration, and the shifted plan itself). The carried
+ * particles were draws from last tick's target, so they are taken as draws
+ * at warmStartBeta and tempered from there: a warm tick needs 2-4 levels
+ * where a cold solve needs ~15. Under a deadline tempering stops early and
  * the best particle so far is used.
  */
 export class TsmcPlanner implements RecedingPlanner {
@@ -145,6 +147,9 @@ export class TsmcPlanner implements RecedingPlanner {
         const row = i < carried ? shiftSequence(this.particles!.subarray(i * this.dim, (i + 1) * this.dim), m) : fresh.subarray(i * this.dim, (i + 1) * this.dim);
         initial.set(row, i * this.dim);
       }
+      // The shifted polished plan joins as one particle: the previous optimum
+      // stays in reach, so a tick cannot lose it to an unlucky move.
+      initial.set(prior.mean, 0);
     } else {
       initial = prior.sample(rng, N);
     }

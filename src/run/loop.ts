@@ -17,6 +17,8 @@ export interface TickRecord {
 export interface RunSummary {
   success: boolean;
   timeToGoalS: number | null;
+  /** share of the ticks from timeToGoalS to the end spent in the goal region (null without success) */
+  heldFraction: number | null;
   finalError: number;
   solveMs: { p50: number; p99: number; max: number };
   deadlineMisses: number;
@@ -24,6 +26,8 @@ export interface RunSummary {
   plannerErrors: number;
   staleTicks: number;
   rejectedStates: number;
+  /** the planner's per-tick figures (e.g. TSMC's final beta) over planned ticks */
+  plannerInfo: Record<string, { p50: number; min: number; max: number }>;
   goal: string;
   holdS: number;
   durationS: number;
@@ -88,6 +92,8 @@ export function summarize(model: Model, controller: Controller, records: TickRec
       }
     } else entered = null;
   }
+  const after = timeToGoalS === null ? [] : records.filter((r) => r.timeS >= timeToGoalS! - 1e-9);
+  const heldFraction = after.length ? after.filter((r) => r.inGoal).length / after.length : null;
   const solve = records.filter((r) => r.tick.mode === 'ok' || r.tick.mode === 'late').map((r) => r.tick.solveMs);
   const last = records[records.length - 1];
   const goal = fromPhysicalGoal(model, controller);
@@ -97,6 +103,7 @@ export function summarize(model: Model, controller: Controller, records: TickRec
   return {
     success: timeToGoalS !== null,
     timeToGoalS,
+    heldFraction,
     finalError,
     solveMs: { p50: quantile(solve, 0.5), p99: quantile(solve, 0.99), max: solve.length ? Math.max(...solve) : NaN },
     deadlineMisses: c.deadlineMisses,
@@ -104,11 +111,25 @@ export function summarize(model: Model, controller: Controller, records: TickRec
     plannerErrors: c.plannerErrors,
     staleTicks: c.staleTicks,
     rejectedStates: c.rejectedStates,
+    plannerInfo: infoStatistics(records),
     goal: model.def.goalRegion?.doc ?? 'none',
     holdS,
     durationS: opts.durationS,
     rateHz: opts.rateHz,
   };
+}
+
+function infoStatistics(records: TickRecord[]): RunSummary['plannerInfo'] {
+  const values = new Map<string, number[]>();
+  for (const r of records) {
+    if (r.tick.mode !== 'ok' && r.tick.mode !== 'late') continue;
+    for (const [k, v] of Object.entries(r.tick.info)) {
+      if (!Number.isFinite(v)) continue;
+      if (!values.has(k)) values.set(k, []);
+      values.get(k)!.push(v);
+    }
+  }
+  return Object.fromEntries([...values].map(([k, v]) => [k, { p50: quantile(v, 0.5), min: Math.min(...v), max: Math.max(...v) }]));
 }
 
 function fromPhysicalGoal(model: Model, controller: Controller): number[] {
