@@ -32,6 +32,27 @@ describe('exact rollout gradients (adjoint) vs finite differences of the f64 cos
     });
   }
 
+  it('acrobot with its MPC cost terms on (energy, LQR terminal): dJ/dU to 1e-6 relative', () => {
+    const m = model('acrobot', { horizon: 24, wEnergy: 10, terminalLqr: 1 });
+    const backend = cpu(m);
+    const U = testControls(m, 1, 11);
+    const x0 = [2.9, 0.2, 0.5, -0.3];
+    const { grad } = backend.costGradSync({ controls: U, x0 });
+    const plain = cpu(model('acrobot', { horizon: 24 })).costSync({ controls: U, x0 })[0];
+    assert.ok(backend.costSync({ controls: U, x0 })[0] > plain, 'the extra terms add cost');
+    const scale = Math.max(...grad.map(Math.abs));
+    let worst = 0;
+    for (let i = 0; i < U.length; i++) {
+      const fd = centralDifference((d) => {
+        const V = U.slice();
+        V[i] += d;
+        return backend.costSync({ controls: V, x0 })[0];
+      }, 1e-4);
+      worst = Math.max(worst, Math.abs(fd - grad[i]) / Math.max(Math.abs(grad[i]), 1e-3 * scale));
+    }
+    assert.ok(worst < 1e-6, `worst relative error ${worst.toExponential(2)}`);
+  });
+
   it('respects the previous control in smoothness costs (pusher-slider edge switching)', () => {
     const m = model('pusher-slider');
     const backend = cpu(m);

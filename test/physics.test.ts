@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { acrobotEnergy } from '../src/models/acrobot.js';
 import { cartDoublePendulumEnergy } from '../src/models/cart-double-pendulum.js';
-import { Model } from '../src/models/model.js';
+import { fromPhysical, Model, toPhysical } from '../src/models/model.js';
+import { MODELS } from '../src/models/index.js';
 import { cpu, model } from './helpers.js';
 
 /** States x_0..x_T of one rollout. */
@@ -15,8 +16,8 @@ describe('physics sanity', () => {
   it('acrobot without damping or torque keeps its energy to RK4 accuracy', () => {
     const m = model('acrobot', { b1: 0, b2: 0, horizon: 400 });
     const xs = trajectory(m, new Float64Array(m.horizon), [1.0, -0.5, 0.3, 0.2]);
-    const e0 = acrobotEnergy(xs[0], m.params);
-    const drift = Math.max(...xs.map((x) => Math.abs(acrobotEnergy(x, m.params) - e0)));
+    const e0 = (acrobotEnergy(xs[0], m.params) as number);
+    const drift = Math.max(...xs.map((x) => Math.abs((acrobotEnergy(x, m.params) as number) - e0)));
     assert.ok(drift < 1e-4 * Math.abs(e0), `energy drift ${drift} of ${e0}`);
     assert.ok(Math.abs(xs[m.horizon][0] - xs[0][0]) > 0.1, 'the acrobot actually moved');
   });
@@ -24,7 +25,7 @@ describe('physics sanity', () => {
   it('acrobot with damping loses energy', () => {
     const m = model('acrobot', { horizon: 400 });
     const xs = trajectory(m, new Float64Array(m.horizon), [1.0, -0.5, 0.3, 0.2]);
-    assert.ok(acrobotEnergy(xs[m.horizon], m.params) < acrobotEnergy(xs[0], m.params) - 0.1);
+    assert.ok((acrobotEnergy(xs[m.horizon], m.params) as number) < (acrobotEnergy(xs[0], m.params) as number) - 0.1);
   });
 
   it('cart double pendulum without friction keeps its energy to RK4 accuracy', () => {
@@ -137,4 +138,16 @@ describe('physics sanity', () => {
     assert.ok(e(2, 2) < e(0, -2.5) && e(0, -2.5) < e(0, 0));
     assert.ok(e(2, 2) < e(2.1, 2) && e(0, -2.5) < e(0, -2.3));
   });
+});
+
+describe('physical state conversions', () => {
+  // The simulator adds noise in physical units every substep, through these pairs; a lossy pair would corrupt the plant.
+  for (const name of MODELS.keys()) {
+    it(`${name}: fromPhysical inverts toPhysical`, () => {
+      const m = model(name);
+      const x = m.def.x0.map((v, i) => v + 0.3 * Math.sin(1.7 * i + 0.4));
+      const back = fromPhysical(m, toPhysical(m, x));
+      back.forEach((v, i) => assert.ok(Math.abs(v - x[i]) < 1e-12 * Math.max(1, Math.abs(x[i])), `${name} state ${i}: ${v} vs ${x[i]}`));
+    });
+  }
 });

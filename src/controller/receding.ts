@@ -118,6 +118,8 @@ export class TsmcPlanner implements RecedingPlanner {
   readonly name = 'tsmc';
   private particles: Float64Array | undefined;
   private best: Float64Array | undefined;
+  /** the step size adapted by the last tick: the target barely changes between ticks */
+  private stepSize: number | undefined;
   private readonly scaling;
   private readonly dim: number;
 
@@ -129,6 +131,7 @@ export class TsmcPlanner implements RecedingPlanner {
   reset(): void {
     this.particles = undefined;
     this.best = undefined;
+    this.stepSize = undefined;
   }
 
   async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
@@ -154,22 +157,24 @@ export class TsmcPlanner implements RecedingPlanner {
       initial = prior.sample(rng, N);
     }
     const target = new TrajectoryTarget(this.backend, prior, p.lambda, { x0: req.x0, uPrev: req.uPrev, reference: req.reference });
-    const s = await runTsmc(rng, target, initial, p, undefined, req.deadline, warm ? p.warmStartBeta : 0);
+    const stepSize = warm && this.stepSize !== undefined && p.targetAcceptance > 0 ? this.stepSize : p.stepSize;
+    const s = await runTsmc(rng, target, initial, { ...p, stepSize }, undefined, req.deadline, warm ? p.warmStartBeta : 0);
     let bestIndex = 0;
     for (let i = 1; i < N; i++) if (s.particles.energy[i] < s.particles.energy[bestIndex]) bestIndex = i;
     let best = s.particles.positions.slice(bestIndex * this.dim, (bestIndex + 1) * this.dim);
     let bestCost = s.particles.energy[bestIndex];
     if (p.polishSteps > 0 && (req.deadline === undefined || performance.now() < req.deadline)) {
-      const polished = await projectedAdam(target, best, 1, boundedCoordinates(this.model), p.polishSteps, p.polishRate, undefined, req.deadline);
+      const polished = await projectedAdam(target, best, 1, boundedCoordinates(this.model), p.polishSteps, p.polishRate, undefined, req.deadline, true);
       best = polished.z;
       bestCost = polished.energy[0];
     }
     this.particles = s.particles.positions;
     this.best = best;
+    this.stepSize = s.stepSize;
     return {
       controls: toControls(best, this.scaling),
       cost: bestCost,
-      info: { levels: s.levels.length, beta: s.beta, logZ: s.logZ, acceptance: s.levels.at(-1)?.acceptance ?? 0 },
+      info: { levels: s.levels.length, beta: s.beta, stepSize: s.stepSize, logZ: s.logZ, acceptance: s.levels.at(-1)?.acceptance ?? 0 },
     };
   }
 }

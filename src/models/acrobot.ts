@@ -1,8 +1,9 @@
 import { add, clamp, cos, mul, neg, rk4, Scalar, sin, solveSpd, sq, sub, weightedSquaredError } from '../expr/expr.js';
 import { num } from '../params.js';
+import { lqrCostToGo } from './lqr.js';
 import { angleError, defineModel, ParamValues } from './model.js';
 
-type AcrobotParam = 'm1' | 'm2' | 'l1' | 'lc1' | 'lc2' | 'I1' | 'I2' | 'b1' | 'b2' | 'g' | 'umax' | 'wAngle' | 'wRate' | 'wControl' | 'terminalScale';
+type AcrobotParam = 'm1' | 'm2' | 'l1' | 'lc1' | 'lc2' | 'I1' | 'I2' | 'b1' | 'b2' | 'g' | 'umax' | 'wAngle' | 'wRate' | 'wControl' | 'wEnergy' | 'terminalScale' | 'terminalLqr';
 
 /**
  * Spong acrobot (parameters as in Drake's acrobot), RK4. State
@@ -12,7 +13,13 @@ type AcrobotParam = 'm1' | 'm2' | 'l1' | 'lc1' | 'lc2' | 'I1' | 'I2' | 'b1' | 'b
  *
  * Cost (quadratic in the raw angles, no wrapping):
  *   stage    wAngle ((q1 - r1)^2 + (q2 - r2)^2) + wRate (dq1^2 + dq2^2) + wControl u^2
- *   terminal terminalScale * the same state terms.
+ *            + wEnergy ((E - E_top) / E_top)^2
+ *   terminal terminalScale * the same state terms + terminalLqr e' P e,
+ *            e = x - ref, P the LQR cost-to-go of the stage weights at the upright.
+ * The energy term (off by default, as in the trajectory-optimisation task)
+ * rewards pumping energy, which is what a short MPC horizon can see of a
+ * swing-up; E_top is the energy at rest upright. The LQR term (also off by
+ * default) lets a short horizon balance: see lqrCostToGo.
  */
 export const acrobot = defineModel<AcrobotParam>({
   name: 'acrobot',
@@ -34,7 +41,9 @@ export const acrobot = defineModel<AcrobotParam>({
     wAngle: num(1, 'stage weight on squared angle error', { min: 0 }),
     wRate: num(0.01, 'stage weight on squared joint rates', { min: 0 }),
     wControl: num(0.01, 'stage weight on u^2', { min: 0 }),
+    wEnergy: num(0, 'stage weight on the squared relative error of the total energy from its upright value (0 = off)', { min: 0 }),
     terminalScale: num(100, 'terminal weight relative to the stage state weights', { min: 0 }),
+    terminalLqr: num(0, 'weight of the LQR cost-to-go at the upright in the terminal cost (0 = off)', { min: 0 }),
     dtS: num(0.025, 'time step [s]', { min: 1e-6 }),
     horizon: num(200, 'planning horizon [steps]', { min: 1, integer: true }),
   },
@@ -47,20 +56,33 @@ export const acrobot = defineModel<AcrobotParam>({
     contains: ([q1, q2, dq1, dq2], [r1, r2]) =>
       Math.abs(angleError(q1, r1)) < 0.2 && Math.abs(angleError(q2, r2)) < 0.2 && Math.abs(dq1) < 1 && Math.abs(dq2) < 1,
   },
-  step(x, [u], _w, p) {
-    const torque = mul(p.umax, clamp(u, -1, 1));
-    return rk4((s) => acrobotDerivative(s, torque, p), x, p.dtS);
+  step(x, u, _w, p) {
+    return acrobotStep(x, u, p);
   },
   stageCost(x, [u], _uPrev, ref, p) {
     return add(stateCost(x, ref, p), mul(p.wControl, sq(u)));
   },
   terminalCost(x, ref, p) {
-    return mul(p.terminalScale, stateCost(x, ref, p));
+    const scaled = mul(p.terminalScale, stateCost(x, ref, p));
+    if (p.terminalLqr === 0) return scaled;
+    const P = lqrCostToGo((xs, us) => acrobotStep(xs, us, p), [Math.PI, 0, 0, 0], [0], [p.wAngle, p.wAngle, p.wRate, p.wRate], [p.wControl]);
+    const e = x.map((xi, i) => sub(xi, ref[i]));
+    let quadratic: Scalar = 0;
+    for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) quadratic = add(quadratic, mul(P[i][j], mul(e[i], e[j])));
+    return add(scaled, mul(p.terminalLqr, quadratic));
   },
 });
 
+function acrobotStep(x: Scalar[], [u]: Scalar[], p: ParamValues<AcrobotParam>): Scalar[] {
+  const torque = mul(p.umax, clamp(u, -1, 1));
+  return rk4((s) => acrobotDerivative(s, torque, p), x, p.dtS);
+}
+
 function stateCost(x: Scalar[], ref: Scalar[], p: ParamValues<AcrobotParam>): Scalar {
-  return weightedSquaredError(x, ref, [p.wAngle, p.wAngle, p.wRate, p.wRate]);
+  const tracking = weightedSquaredError(x, ref, [p.wAngle, p.wAngle, p.wRate, p.wRate]);
+  if (p.wEnergy === 0) return tracking;
+  const top = acrobotEnergy([Math.PI, 0, 0, 0], p) as number;
+  return add(tracking, mul(p.wEnergy, sq(sub(mul(1 / top, acrobotEnergy(x, p)), 1))));
 }
 
 /** Continuous-time manipulator equations M(q) ddq + C(q, dq) dq = tau_g(q) + B u - b dq. */
@@ -90,13 +112,16 @@ function acrobotDerivative([q1, q2, dq1, dq2]: Scalar[], torque: Scalar, p: Para
   return [dq1, dq2, ddq1, ddq2];
 }
 
-/** Total mechanical energy (for tests and telemetry). */
-export function acrobotEnergy([q1, q2, dq1, dq2]: number[], p: Record<string, number>): number {
+/** Total mechanical energy: numbers in, a number out (tests, telemetry); expressions in, an expression out (cost). */
+export function acrobotEnergy([q1, q2, dq1, dq2]: readonly Scalar[], p: Readonly<Record<string, number>>): Scalar {
   const i1 = p.I1 + p.m1 * p.lc1 * p.lc1;
   const i2 = p.I2 + p.m2 * p.lc2 * p.lc2;
   const k = p.m2 * p.l1 * p.lc2;
-  const kinetic = 0.5 * (i1 + i2 + p.m2 * p.l1 * p.l1 + 2 * k * Math.cos(q2)) * dq1 * dq1
-    + (i2 + k * Math.cos(q2)) * dq1 * dq2 + 0.5 * i2 * dq2 * dq2;
-  const potential = -p.m1 * p.g * p.lc1 * Math.cos(q1) - p.m2 * p.g * (p.l1 * Math.cos(q1) + p.lc2 * Math.cos(q1 + q2));
-  return kinetic + potential;
+  const c2 = cos(q2);
+  const kinetic = add(
+    add(mul(mul(0.5, add(i1 + i2 + p.m2 * p.l1 * p.l1, mul(2 * k, c2))), sq(dq1)), mul(mul(add(i2, mul(k, c2)), dq1), dq2)),
+    mul(0.5 * i2, sq(dq2)),
+  );
+  const potential = neg(add(mul(p.m1 * p.g * p.lc1, cos(q1)), mul(p.m2 * p.g, add(mul(p.l1, cos(q1)), mul(p.lc2, cos(add(q1, q2)))))));
+  return add(kinetic, potential);
 }

@@ -22,7 +22,15 @@ export const MPC_SYSTEM_DEFAULTS: Readonly<Record<string, { tsmc?: Record<string
   // plan is noise and the shifted plan is a poor warm start (plan cost at the
   // upright ~1 instead of ~0.03, and TSMC falls into swing-around minima).
   pendulum: { tsmc: { lambda: 0.1, stepSize: 0.2, particles: 64, targetAcceptance: 0.75 }, mppi: PENDULUM_MPPI, model: { horizon: 20 } },
-  acrobot: { tsmc: { lambda: 0.1, stepSize: 0.02, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
+  // 0.6 s ahead with the LQR cost-to-go as terminal cost, and an energy term
+  // for the swing-up. Longer plans at the upright are hopelessly ill-conditioned
+  // (at 2 s, 1e-4 on the first control moves the cost by ~300), and shorter
+  // plans without the LQR term cannot see why to act now (non-minimum phase).
+  acrobot: {
+    tsmc: { lambda: 0.1, stepSize: 0.02, particles: 32 },
+    mppi: { samples: 512, iterations: 4, temperature: 10, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' },
+    model: { horizon: 24, wEnergy: 10, terminalLqr: 1 },
+  },
   'cart-double-pendulum': { tsmc: { lambda: 0.1, stepSize: 0.05, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
   'pusher-slider': { tsmc: { lambda: 0.2, stepSize: 0.01, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
   'double-integrator': { tsmc: { particles: 64 }, mppi: { samples: 128, iterations: 3 } },

@@ -1,0 +1,71 @@
+import type { Scalar } from '../expr/expr.js';
+
+type StepFn = (x: Scalar[], u: Scalar[]) => Scalar[];
+
+/**
+ * The infinite-horizon LQR cost-to-go matrix P at an equilibrium (xEq, uEq)
+ * of a discrete step, for the quadratic cost sum x'Qx + u'Ru. The
+ * linearisation comes from the model's own step evaluated on numbers (the
+ * expression helpers fold numbers), by central differences, so the model is
+ * still written once. P solves the discrete algebraic Riccati equation by
+ * fixed-point iteration.
+ *
+ * As a terminal cost it tells a short MPC horizon what the rest of the
+ * balancing costs; without it a short plan near an unstable, non-minimum-phase
+ * equilibrium (the acrobot upright) cannot see why it should act now.
+ */
+export function lqrCostToGo(step: StepFn, xEq: readonly number[], uEq: readonly number[], q: readonly number[], r: readonly number[]): number[][] {
+  const n = xEq.length;
+  const f = (x: number[], u: number[]) => step(x, u).map((v) => {
+    if (typeof v !== 'number') throw new Error('lqrCostToGo: the step did not fold to numbers');
+    return v;
+  });
+  const h = 1e-6;
+  const column = (perturb: (d: number) => number[]) => {
+    const plus = perturb(h);
+    const minus = perturb(-h);
+    return plus.map((v, i) => (v - minus[i]) / (2 * h));
+  };
+  const aCols = xEq.map((_, j) => column((d) => f(xEq.map((v, i) => v + (i === j ? d : 0)), [...uEq])));
+  const bCols = uEq.map((_, j) => column((d) => f([...xEq], uEq.map((v, i) => v + (i === j ? d : 0)))));
+  const A = Array.from({ length: n }, (_, i) => aCols.map((c) => c[i]));
+  const B = Array.from({ length: n }, (_, i) => bCols.map((c) => c[i]));
+  let P = diag(q);
+  for (let it = 0; it < 100000; it++) {
+    // P' = Q + A'PA - A'PB (R + B'PB)^-1 B'PA
+    const PA = matMul(P, A);
+    const PB = matMul(P, B);
+    const BtPB = matMul(transpose(B), PB);
+    const S = BtPB.map((row, i) => row.map((v, j) => v + (i === j ? r[i] : 0)));
+    const BtPA = matMul(transpose(B), PA);
+    const K = solve(S, BtPA);
+    const next = add(diag(q), sub(matMul(transpose(A), PA), matMul(matMul(transpose(A), PB), K)));
+    const change = Math.max(...next.flat().map((v, k) => Math.abs(v - P.flat()[k])));
+    P = next.map((row, i) => row.map((v, j) => 0.5 * (v + next[j][i])));
+    if (!P.flat().every(Number.isFinite)) throw new Error('lqrCostToGo: the Riccati iteration diverged (is the equilibrium stabilisable?)');
+    if (change <= 1e-10 * Math.max(1, ...P.flat().map(Math.abs))) return P;
+  }
+  throw new Error('lqrCostToGo: the Riccati iteration did not converge');
+}
+
+const diag = (v: readonly number[]) => v.map((d, i) => v.map((_, j) => (i === j ? d : 0)));
+const transpose = (M: number[][]) => M[0].map((_, j) => M.map((row) => row[j]));
+const matMul = (X: number[][], Y: number[][]) => X.map((row) => Y[0].map((_, j) => row.reduce((s, v, k) => s + v * Y[k][j], 0)));
+const add = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v + Y[i][j]));
+const sub = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v - Y[i][j]));
+
+/** X = S^-1 Y for a small symmetric positive-definite S (Gauss-Jordan). */
+function solve(S: number[][], Y: number[][]): number[][] {
+  const n = S.length;
+  const a = S.map((row, i) => [...row, ...Y[i]]);
+  for (let k = 0; k < n; k++) {
+    const pivot = a[k][k];
+    for (let j = 0; j < a[k].length; j++) a[k][j] /= pivot;
+    for (let i = 0; i < n; i++) {
+      if (i === k) continue;
+      const factor = a[i][k];
+      for (let j = 0; j < a[i].length; j++) a[i][j] -= factor * a[k][j];
+    }
+  }
+  return a.map((row) => row.slice(n));
+}
