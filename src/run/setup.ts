@@ -27,7 +27,7 @@ export const MPC_SYSTEM_DEFAULTS: Readonly<Record<string, { tsmc?: Record<string
   // (at 2 s, 1e-4 on the first control moves the cost by ~300), and shorter
   // plans without the LQR term cannot see why to act now (non-minimum phase).
   acrobot: {
-    tsmc: { lambda: 0.1, stepSize: 0.02, particles: 32 },
+    tsmc: { lambda: 0.1, stepSize: 0.02, particles: 32, maxTreeDepth: 3 },
     mppi: { samples: 512, iterations: 4, temperature: 10, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' },
     model: { horizon: 24, wEnergy: 10, terminalLqr: 1 },
   },
