@@ -29,6 +29,16 @@ describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy pl
     });
   }
 
+  it('tsmc warm ticks start from the carried particles at warmStartBeta and need few levels', async () => {
+    const { records } = await pendulumRun('tsmc', 1, {}, 3);
+    const levels = records.map((r) => r.tick.info.levels);
+    const median = [...levels].sort((x, y) => x - y)[Math.floor(levels.length / 2)];
+    assert.ok(median <= 5, `median levels per warm tick ${median} (a cold solve takes about 15)`);
+    const cold = await pendulumRun('tsmc', 1, { 'tsmc.warmStartBeta': 0 }, 3);
+    const coldLevels = cold.records.map((r) => r.tick.info.levels).sort((x, y) => x - y)[Math.floor(levels.length / 2)];
+    assert.ok(coldLevels >= 2 * median, `tempering from the prior every tick takes more levels (${coldLevels} vs ${median})`);
+  });
+
   it('is deterministic in lockstep: same seed, same run', async () => {
     const a = await pendulumRun('mppi', 5, {}, 2);
     const b = await pendulumRun('mppi', 5, {}, 2);
@@ -52,6 +62,20 @@ describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy pl
     assert.equal(summary.rejectedStates, 3);
     for (const r of records) assert.ok(r.tick.control.every(Number.isFinite));
   });
+});
+
+describe('embedded simulation in the loop (acrobot swing-up, 40 Hz, lockstep)', () => {
+  const ACROBOT = fileURLToPath(new URL('../../launch/config/acrobot.yaml', import.meta.url));
+  for (const planner of ['mppi', 'tsmc'] as const) {
+    it(`${planner} swings up with the launch file's parameters and balances to the end`, async () => {
+      const params = resolveRunParams('acrobot', { ...readParamsFile(ACROBOT), planner });
+      const a = await assemble(params, { seed: 0, lockstep: true });
+      const { summary } = await runLoop(a.sim, a.controller, a.model, { durationS: 5, rateHz: a.rateHz, lockstep: true });
+      a.backend.dispose();
+      assert.ok(summary.success, JSON.stringify(summary));
+      assert.ok(summary.heldFraction! > 0.95, `in the goal ${summary.heldFraction} of the time after reaching it`);
+    });
+  }
 });
 
 describe('run command', () => {

@@ -120,6 +120,8 @@ export class TsmcPlanner implements RecedingPlanner {
   private best: Float64Array | undefined;
   /** the step size adapted by the last tick: the target barely changes between ticks */
   private stepSize: number | undefined;
+  /** the slowest tempering level of the last tick that ran one [ms], to judge the next tick's first level */
+  private levelMs = 0;
   private readonly scaling;
   private readonly dim: number;
 
@@ -132,6 +134,7 @@ export class TsmcPlanner implements RecedingPlanner {
     this.particles = undefined;
     this.best = undefined;
     this.stepSize = undefined;
+    this.levelMs = 0;
   }
 
   async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
@@ -158,7 +161,10 @@ export class TsmcPlanner implements RecedingPlanner {
     }
     const target = new TrajectoryTarget(this.backend, prior, p.lambda, { x0: req.x0, uPrev: req.uPrev, reference: req.reference });
     const stepSize = warm && this.stepSize !== undefined && p.targetAcceptance > 0 ? this.stepSize : p.stepSize;
-    const s = await runTsmc(rng, target, initial, { ...p, stepSize }, undefined, req.deadline, warm ? p.warmStartBeta : 0);
+    const s = await runTsmc(rng, target, initial, { ...p, stepSize }, undefined, req.deadline, warm ? p.warmStartBeta : 0, warm ? this.levelMs : 0);
+    const times = s.levels.map((l) => l.wallMs ?? 0);
+    // no level fitted: trust the estimate less, so a slow outlier cannot stop tempering for good
+    this.levelMs = times.length ? Math.max(...times) : 0.5 * this.levelMs;
     let bestIndex = 0;
     for (let i = 1; i < N; i++) if (s.particles.energy[i] < s.particles.energy[bestIndex]) bestIndex = i;
     let best = s.particles.positions.slice(bestIndex * this.dim, (bestIndex + 1) * this.dim);

@@ -68,10 +68,11 @@ export interface TsmcParams extends MoveParams {
 /** TSMC on any target, from given initial particles (prior samples, or carried-over particles when warm-starting). */
 export async function runTsmc(
   rng: Rng, target: Target, initial: Float64Array, p: TsmcParams, onLevel?: (s: TemperedState) => void, deadline?: number, startBeta = 0,
+  expectedLevelMs = 0,
 ): Promise<TemperedState> {
   const smc = temperedSmc(target, (stepSize) => moveKernel({ ...p, stepSize }), {
     rho: p.rho, resampling: p.resampling, movesPerLevel: p.movesPerLevel, maxLevels: p.maxLevels,
     stepSize: p.stepSize, targetAcceptance: p.targetAcceptance,
   });
-  return smc.run(rng, initial, onLevel, deadline, startBeta);
+  return smc.run(rng, initial, onLevel, deadline, startBeta, expectedLevelMs);
 }

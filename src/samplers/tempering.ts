@@ -35,6 +35,8 @@ export interface LevelInfo {
   energyMax: number;
   /** particles whose energy was NaN or infinite (treated as infinite cost) */
   nonFinite: number;
+  /** wall time of the level (set by run) */
+  wallMs?: number;
 }
 
 export interface TemperedState {
@@ -108,19 +110,24 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number) => Mov
      * time) it is an anytime sampler: it stops after the level that crosses
      * the deadline and returns the particles of the beta reached.
      */
-    async run(rng: Rng, positions: Float64Array, onLevel?: (s: TemperedState) => void, deadline?: number, startBeta = 0): Promise<TemperedState> {
+    async run(
+      rng: Rng, positions: Float64Array, onLevel?: (s: TemperedState) => void, deadline?: number, startBeta = 0,
+      /** expected wall time of a level (e.g. measured on the previous MPC tick), so even the first level is judged */
+      expectedLevelMs = 0,
+    ): Promise<TemperedState> {
       let s = await this.init(positions, startBeta);
-      let levelMs = 0;
+      let levelMs = expectedLevelMs;
       while (s.beta < 1) {
-        // stop when the next level, judged by the last one, would end past the deadline
-        if (deadline !== undefined && s.levels.length > 0 && performance.now() + levelMs >= deadline) return s;
+        // stop when the next level, judged by the slowest so far, would end past the deadline
+        if (deadline !== undefined && (s.levels.length > 0 || levelMs > 0) && performance.now() + levelMs >= deadline) return s;
         const t0 = performance.now();
         if (s.levels.length >= params.maxLevels) {
           if (deadline !== undefined) return s;
           throw new Error(`tempering did not reach beta = 1 within maxLevels = ${params.maxLevels} (beta = ${s.beta.toExponential(3)}); raise lambda or maxLevels`);
         }
         s = await this.step(rng, s);
-        levelMs = performance.now() - t0;
+        levelMs = Math.max(levelMs, performance.now() - t0);
+        s.levels[s.levels.length - 1].wallMs = performance.now() - t0;
         onLevel?.(s);
       }
       return s;
