@@ -4,7 +4,7 @@ import { runLoop } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';
 import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, parseInteger, printJson, stringOpt, table } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, printJson, stringOpt, table } from './command.js';
 import { progressBar } from './progress.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 
@@ -20,8 +20,7 @@ export const benchMpcCommand: Command = {
   },
   async run(values) {
     const { system, params, durationS, x0 } = runOptions(values);
-    const seedsText = stringOpt(values, 'seeds');
-    const seeds = seedsText === undefined ? 20 : parseInteger('--seeds', seedsText, 1);
+    const seeds = optionalInteger(values, 'seeds', 20, 1);
     const lockstep = Boolean(values.lockstep);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const runs = [];

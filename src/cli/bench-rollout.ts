@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { CpuBackend, RolloutBackend, WebGpuBackend } from '../kernels/index.js';
 import { sharedZeros } from '../kernels/pool.js';
 import { Rng } from '../random.js';
-import { Command, JSON_OPTION, parseInteger, parseNumber, printJson, stringOpt, table } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOpt, table } from './command.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 
 interface Timing { batches: number; msPerBatch: number; stepsPerS: number }
@@ -36,10 +36,8 @@ export const benchRolloutCommand: Command = {
   async run(values) {
     const { model } = modelFromOptions(values);
     const kind = backendFromOptions(values);
-    const samplesText = stringOpt(values, 'samples');
-    const samples = samplesText === undefined ? 4096 : parseInteger('--samples', samplesText, 1);
-    const threadsText = stringOpt(values, 'threads');
-    const threads = threadsText === undefined ? availableParallelism() : parseInteger('--threads', threadsText, 1);
+    const samples = optionalInteger(values, 'samples', 4096, 1);
+    const threads = optionalInteger(values, 'threads', availableParallelism(), 1);
     const secondsText = stringOpt(values, 'seconds');
     const seconds = secondsText === undefined ? 2 : parseNumber('--seconds', secondsText);
     const backend: RolloutBackend = kind === 'cpu' ? new CpuBackend(model, { threads }) : await WebGpuBackend.create(model);

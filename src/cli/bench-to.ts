@@ -5,7 +5,7 @@ import { readout } from '../models/model.js';
 import { PlannerName, PLANNER_NAMES, resolvePlannerParams, solve, SOLVE_SCHEMAS, SolveResult } from '../planners/solve.js';
 import { boxPlot, lineChart, Panel } from '../plot/svg.js';
 import { quantile } from '../samplers/stats.js';
-import { Command, JSON_OPTION, parseInteger, printJson, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, stringOpt, table, UsageError } from './command.js';
 import { progressBar } from './progress.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 
@@ -39,8 +39,7 @@ export const benchToCommand: Command = {
     for (const m of methods) if (!(PLANNER_NAMES as string[]).includes(m)) throw new UsageError(`unknown method '${m}' (known: ${PLANNER_NAMES.join(', ')})`);
     const particlesText = stringOpt(values, 'particles');
     if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
-    const seedText = stringOpt(values, 'seed');
-    const seed = seedText === undefined ? 0 : parseInteger('--seed', seedText, 0);
+    const seed = optionalInteger(values, 'seed', 0, 0);
     const paramsFor = (m: PlannerName) => {
       const own = Object.fromEntries(Object.entries(rest).filter(([k]) => k in SOLVE_SCHEMAS[m]));
       try {

@@ -74,6 +74,12 @@ export function parseInteger(label: string, text: string, min: number): number {
   return v;
 }
 
+/** An optional integer flag: its default when absent, else an integer >= min (or a usage error). */
+export function optionalInteger(values: Record<string, unknown>, name: string, fallback: number, min: number): number {
+  const text = stringOpt(values, name);
+  return text === undefined ? fallback : parseInteger(`--${name}`, text, min);
+}
+
 export function parseVector(label: string, text: string, length: number): number[] {
   const parts = text.split(',');
   if (parts.length !== length) throw new UsageError(`${label} needs ${length} comma-separated numbers, got ${parts.length}`);

@@ -8,7 +8,7 @@ import { assemble, resolveRunParams } from '../run/setup.js';
 import { McapLog } from '../telemetry/mcap-log.js';
 import { stamp } from '../telemetry/msg-schema.js';
 import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, OptionSpec, parseInteger, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
 import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 import { modelDefinition } from '../models/index.js';
@@ -37,8 +37,7 @@ export const runCommand: Command = {
   },
   async run(values) {
     const { system, params, durationS, x0 } = runOptions(values);
-    const seedText = stringOpt(values, 'seed');
-    const seed = seedText === undefined ? 0 : parseInteger('--seed', seedText, 0);
+    const seed = optionalInteger(values, 'seed', 0, 0);
     const lockstep = Boolean(values.lockstep);
     const a = await assemble(params, { seed, lockstep, x0 });
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());

@@ -1,6 +1,6 @@
 import { createBackend } from '../kernels/index.js';
 import { parsePlanner, PLANNER_NAMES, resolvePlannerParams, solve, SOLVE_SCHEMAS } from '../planners/solve.js';
-import { Command, JSON_OPTION, parseInteger, printJson, requireString, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, requireString, stringOpt, table, UsageError } from './command.js';
 import { progressBar } from './progress.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 
@@ -36,8 +36,7 @@ export const solveCommand: Command = {
     const { model, rest } = modelFromOptions(values, new Set(Object.keys(schema)));
     const particlesText = stringOpt(values, 'particles');
     if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
-    const seedText = stringOpt(values, 'seed');
-    const seed = seedText === undefined ? 0 : parseInteger('--seed', seedText, 0);
+    const seed = optionalInteger(values, 'seed', 0, 0);
     let params;
     try {
       params = resolvePlannerParams(planner, model.name, rest);

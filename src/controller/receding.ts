@@ -41,8 +41,6 @@ export function shiftSequence(z: Float64Array, m: number): Float64Array {
   return out;
 }
 
-export const MPC_MPPI_PARAMS = MPPI_PARAMS;
-
 /**
  * PO-MPC-style MPPI (eq. 11): warm-started from the 1-step-shifted mean
  * (zero, i.e. the centre of the limits, at the first tick), sigma reset to

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { CONTROLLER_PARAMS, Controller } from '../controller/controller.js';
-import { MPC_MPPI_PARAMS, MPC_TSMC_PARAMS, MppiPlanner, RecedingPlanner, TsmcPlanner } from '../controller/receding.js';
+import { MPC_TSMC_PARAMS, MppiPlanner, RecedingPlanner, TsmcPlanner } from '../controller/receding.js';
+import { MPPI_PARAMS } from '../planners/mppi.js';
 import { createBackend } from '../kernels/index.js';
 import type { RolloutBackend } from '../kernels/backend.js';
 import { modelDefinition } from '../models/index.js';
@@ -36,7 +37,7 @@ export const MPC_SYSTEM_DEFAULTS: Readonly<Record<string, { tsmc?: Record<string
   'double-integrator': { tsmc: { particles: 64 }, mppi: { samples: 128, iterations: 3 } },
 };
 
-export const MPC_PLANNER_SCHEMAS = { tsmc: MPC_TSMC_PARAMS, mppi: MPC_MPPI_PARAMS } as const;
+export const MPC_PLANNER_SCHEMAS = { tsmc: MPC_TSMC_PARAMS, mppi: MPPI_PARAMS } as const;
 
 /** All parameters of a run, grouped by who owns them; keys in YAML and --set are `group.key` (or bare for the controller). */
 export interface RunParams {
@@ -94,7 +95,7 @@ export async function assemble(params: RunParams, opts: { seed: number; lockstep
   const backend = await createBackend(model, c.backend, { threads });
   const planner: RecedingPlanner = c.planner === 'tsmc'
     ? new TsmcPlanner(model, backend, params.planner as ParamsOf<typeof MPC_TSMC_PARAMS>)
-    : new MppiPlanner(model, backend, params.planner as ParamsOf<typeof MPC_MPPI_PARAMS>);
+    : new MppiPlanner(model, backend, params.planner as ParamsOf<typeof MPPI_PARAMS>);
   const rateHz = c.rateHz > 0 ? c.rateHz : 1 / model.dtS;
   const periodS = 1 / rateHz;
   const budgetMs = c.budgetMs > 0 ? c.budgetMs : 0.8 * periodS * 1000;
