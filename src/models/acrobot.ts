@@ -1,6 +1,6 @@
 import { add, clamp, cos, mul, neg, rk4, Scalar, sin, solveSpd, sq, sub, weightedSquaredError } from '../expr/expr.js';
 import { num } from '../params.js';
-import { lqrCostToGo } from './lqr.js';
+import { lqrCostToGo, lqrTerminalCost } from './lqr.js';
 import { angleError, defineModel, ParamValues } from './model.js';
 
 type AcrobotParam = 'm1' | 'm2' | 'l1' | 'lc1' | 'lc2' | 'I1' | 'I2' | 'b1' | 'b2' | 'g' | 'umax' | 'wAngle' | 'wRate' | 'wControl' | 'wEnergy' | 'terminalScale' | 'terminalLqr';
@@ -66,10 +66,7 @@ export const acrobot = defineModel<AcrobotParam>({
     const scaled = mul(p.terminalScale, stateCost(x, ref, p));
     if (p.terminalLqr === 0) return scaled;
     const P = lqrCostToGo((xs, us) => acrobotStep(xs, us, p), [Math.PI, 0, 0, 0], [0], [p.wAngle, p.wAngle, p.wRate, p.wRate], [p.wControl]);
-    const e = x.map((xi, i) => sub(xi, ref[i]));
-    let quadratic: Scalar = 0;
-    for (let i = 0; i < 4; i++) for (let j = 0; j < 4; j++) quadratic = add(quadratic, mul(P[i][j], mul(e[i], e[j])));
-    return add(scaled, mul(p.terminalLqr, quadratic));
+    return add(scaled, mul(p.terminalLqr, lqrTerminalCost(P, x, ref)));
   },
 });
 

@@ -1,4 +1,4 @@
-import type { Scalar } from '../expr/expr.js';
+import { add, mul, Scalar, sub } from '../expr/expr.js';
 
 type StepFn = (x: Scalar[], u: Scalar[]) => Scalar[];
 
@@ -39,7 +39,7 @@ export function lqrCostToGo(step: StepFn, xEq: readonly number[], uEq: readonly 
     const S = BtPB.map((row, i) => row.map((v, j) => v + (i === j ? r[i] : 0)));
     const BtPA = matMul(transpose(B), PA);
     const K = solve(S, BtPA);
-    const next = add(diag(q), sub(matMul(transpose(A), PA), matMul(matMul(transpose(A), PB), K)));
+    const next = addM(diag(q), subM(matMul(transpose(A), PA), matMul(matMul(transpose(A), PB), K)));
     const change = Math.max(...next.flat().map((v, k) => Math.abs(v - P.flat()[k])));
     P = next.map((row, i) => row.map((v, j) => 0.5 * (v + next[j][i])));
     if (!P.flat().every(Number.isFinite)) throw new Error('lqrCostToGo: the Riccati iteration diverged (is the equilibrium stabilisable?)');
@@ -48,11 +48,19 @@ export function lqrCostToGo(step: StepFn, xEq: readonly number[], uEq: readonly 
   throw new Error('lqrCostToGo: the Riccati iteration did not converge');
 }
 
+/** (x - ref)' P (x - ref) as an expression: the LQR cost-to-go as a terminal cost. */
+export function lqrTerminalCost(P: readonly (readonly number[])[], x: readonly Scalar[], ref: readonly Scalar[]): Scalar {
+  const e = x.map((xi, i) => sub(xi, ref[i]));
+  let total: Scalar = 0;
+  for (let i = 0; i < e.length; i++) for (let j = 0; j < e.length; j++) total = add(total, mul(P[i][j], mul(e[i], e[j])));
+  return total;
+}
+
 const diag = (v: readonly number[]) => v.map((d, i) => v.map((_, j) => (i === j ? d : 0)));
 const transpose = (M: number[][]) => M[0].map((_, j) => M.map((row) => row[j]));
 const matMul = (X: number[][], Y: number[][]) => X.map((row) => Y[0].map((_, j) => row.reduce((s, v, k) => s + v * Y[k][j], 0)));
-const add = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v + Y[i][j]));
-const sub = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v - Y[i][j]));
+const addM = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v + Y[i][j]));
+const subM = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v - Y[i][j]));
 
 /** X = S^-1 Y for a small symmetric positive-definite S (Gauss-Jordan). */
 function solve(S: number[][], Y: number[][]): number[][] {
