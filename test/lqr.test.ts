@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { lqrCostToGo } from '../src/models/lqr.js';
 import type { Scalar } from '../src/expr/expr.js';
-import { model } from './helpers.js';
+import { cpu, model } from './helpers.js';
 
 type M = number[][];
 const mul = (X: M, Y: M): M => X.map((r) => Y[0].map((_, j) => r.reduce((s, v, k) => s + v * Y[k][j], 0)));
@@ -38,5 +38,9 @@ describe('LQR cost-to-go from a model step', () => {
     };
     assert.ok(growth(A) > 1e3, 'open loop diverges');
     assert.ok(growth(closed) < 1e-3, 'closed loop converges');
+  });
+
+  it('an equilibrium the control cannot stabilise gives an error naming the parameter', () => {
+    assert.throws(() => cpu(model('acrobot', { horizon: 5, terminalLqr: 1, umax: 0 })).costSync({ controls: new Float64Array(5) }), /acrobot\.terminalLqr = 1 .*Riccati iteration diverged/);
   });
 });

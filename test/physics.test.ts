@@ -16,8 +16,8 @@ describe('physics sanity', () => {
   it('acrobot without damping or torque keeps its energy to RK4 accuracy', () => {
     const m = model('acrobot', { b1: 0, b2: 0, horizon: 400 });
     const xs = trajectory(m, new Float64Array(m.horizon), [1.0, -0.5, 0.3, 0.2]);
-    const e0 = (acrobotEnergy(xs[0], m.params) as number);
-    const drift = Math.max(...xs.map((x) => Math.abs((acrobotEnergy(x, m.params) as number) - e0)));
+    const e0 = acrobotEnergy(xs[0], m.params);
+    const drift = Math.max(...xs.map((x) => Math.abs(acrobotEnergy(x, m.params) - e0)));
     assert.ok(drift < 1e-4 * Math.abs(e0), `energy drift ${drift} of ${e0}`);
     assert.ok(Math.abs(xs[m.horizon][0] - xs[0][0]) > 0.1, 'the acrobot actually moved');
   });
@@ -25,7 +25,7 @@ describe('physics sanity', () => {
   it('acrobot with damping loses energy', () => {
     const m = model('acrobot', { horizon: 400 });
     const xs = trajectory(m, new Float64Array(m.horizon), [1.0, -0.5, 0.3, 0.2]);
-    assert.ok((acrobotEnergy(xs[m.horizon], m.params) as number) < (acrobotEnergy(xs[0], m.params) as number) - 0.1);
+    assert.ok(acrobotEnergy(xs[m.horizon], m.params) < acrobotEnergy(xs[0], m.params) - 0.1);
   });
 
   it('cart double pendulum without friction keeps its energy to RK4 accuracy', () => {

@@ -19,9 +19,8 @@ export const benchMpcCommand: Command = {
     json: JSON_OPTION,
   },
   async run(values) {
-    const { system, params, durationS, x0 } = runOptions(values);
+    const { system, params, durationS, x0, lockstep } = runOptions(values);
     const seeds = optionalInteger(values, 'seeds', 20, 1);
-    const lockstep = Boolean(values.lockstep);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const runs = [];
     for (let seed = 0; seed < seeds; seed++) {

@@ -36,9 +36,8 @@ export const runCommand: Command = {
     json: JSON_OPTION,
   },
   async run(values) {
-    const { system, params, durationS, x0 } = runOptions(values);
+    const { system, params, durationS, x0, lockstep } = runOptions(values);
     const seed = optionalInteger(values, 'seed', 0, 0);
-    const lockstep = Boolean(values.lockstep);
     const a = await assemble(params, { seed, lockstep, x0 });
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());
     mkdirSync(out, { recursive: true });
@@ -97,7 +96,7 @@ const finiteOr = (v: number, fallback: number) => (Number.isFinite(v) ? v : fall
 
 /**
  * The options `run` and `bench mpc` share: system, parameter file, --set,
- * --planner, --rate, --duration and --x0, resolved into run parameters
+ * --planner, --rate, --duration, --x0 and --lockstep, resolved into run parameters
  * (file < --set < dedicated flags).
  */
 export function runOptions(values: Record<string, unknown>) {
@@ -126,7 +125,7 @@ export function runOptions(values: Record<string, unknown>) {
   const x0Text = stringOpt(values, 'x0');
   const x0 = x0Text === undefined ? undefined : parseVector('--x0', x0Text, def.stateNames.length);
   try {
-    return { system, params: resolveRunParams(system, flat), durationS, x0 };
+    return { system, params: resolveRunParams(system, flat), durationS, x0, lockstep: Boolean(values.lockstep) };
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

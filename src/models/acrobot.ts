@@ -21,6 +21,9 @@ type AcrobotParam = 'm1' | 'm2' | 'l1' | 'lc1' | 'lc2' | 'I1' | 'I2' | 'b1' | 'b
  * swing-up; E_top is the energy at rest upright. The LQR term (also off by
  * default) lets a short horizon balance: see lqrCostToGo.
  */
+/** Both links straight up, at rest: the goal, and where the LQR term is linearised. */
+const UPRIGHT = [Math.PI, 0, 0, 0] as const;
+
 export const acrobot = defineModel<AcrobotParam>({
   name: 'acrobot',
   summary: 'Spong acrobot swing-up, elbow torque only, RK4 (q1=0 hangs down)',
@@ -48,7 +51,7 @@ export const acrobot = defineModel<AcrobotParam>({
     horizon: num(200, 'planning horizon [steps]', { min: 1, integer: true }),
   },
   x0: [0, 0, 0, 0],
-  goal: [Math.PI, 0, 0, 0],
+  goal: UPRIGHT,
   controlLimits: { lower: [-1], upper: [1] },
   goalRegion: {
     doc: 'both links within 0.2 rad of the goal angles and joint rates below 1 rad/s, held 2 s',
@@ -65,7 +68,12 @@ export const acrobot = defineModel<AcrobotParam>({
   terminalCost(x, ref, p) {
     const scaled = mul(p.terminalScale, stateCost(x, ref, p));
     if (p.terminalLqr === 0) return scaled;
-    const P = lqrCostToGo((xs, us) => acrobotStep(xs, us, p), [Math.PI, 0, 0, 0], [0], [p.wAngle, p.wAngle, p.wRate, p.wRate], [p.wControl]);
+    let P;
+    try {
+      P = lqrCostToGo((xs, us) => acrobotStep(xs, us, p), UPRIGHT, [0], [p.wAngle, p.wAngle, p.wRate, p.wRate], [p.wControl]);
+    } catch (e) {
+      throw new Error(`acrobot.terminalLqr = ${p.terminalLqr} needs the LQR cost-to-go at the upright: ${(e as Error).message} (check umax, or set terminalLqr to 0)`);
+    }
     return add(scaled, mul(p.terminalLqr, lqrTerminalCost(P, x, ref)));
   },
 });
@@ -78,7 +86,7 @@ function acrobotStep(x: Scalar[], [u]: Scalar[], p: ParamValues<AcrobotParam>): 
 function stateCost(x: Scalar[], ref: Scalar[], p: ParamValues<AcrobotParam>): Scalar {
   const tracking = weightedSquaredError(x, ref, [p.wAngle, p.wAngle, p.wRate, p.wRate]);
   if (p.wEnergy === 0) return tracking;
-  const top = acrobotEnergy([Math.PI, 0, 0, 0], p) as number;
+  const top = acrobotEnergy(UPRIGHT, p);
   return add(tracking, mul(p.wEnergy, sq(sub(mul(1 / top, acrobotEnergy(x, p)), 1))));
 }
 
@@ -110,6 +118,8 @@ function acrobotDerivative([q1, q2, dq1, dq2]: Scalar[], torque: Scalar, p: Para
 }
 
 /** Total mechanical energy: numbers in, a number out (tests, telemetry); expressions in, an expression out (cost). */
+export function acrobotEnergy(x: readonly number[], p: Readonly<Record<string, number>>): number;
+export function acrobotEnergy(x: readonly Scalar[], p: Readonly<Record<string, number>>): Scalar;
 export function acrobotEnergy([q1, q2, dq1, dq2]: readonly Scalar[], p: Readonly<Record<string, number>>): Scalar {
   const i1 = p.I1 + p.m1 * p.lc1 * p.lc1;
   const i2 = p.I2 + p.m2 * p.lc2 * p.lc2;

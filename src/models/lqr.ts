@@ -1,4 +1,4 @@
-import { add, mul, Scalar, sub } from '../expr/expr.js';
+import { add, mul, Scalar, solveSpd, sub } from '../expr/expr.js';
 
 type StepFn = (x: Scalar[], u: Scalar[]) => Scalar[];
 
@@ -38,9 +38,11 @@ export function lqrCostToGo(step: StepFn, xEq: readonly number[], uEq: readonly 
     const BtPB = matMul(transpose(B), PB);
     const S = BtPB.map((row, i) => row.map((v, j) => v + (i === j ? r[i] : 0)));
     const BtPA = matMul(transpose(B), PA);
-    const K = solve(S, BtPA);
+    // K = S^-1 B'PA, column by column (the expression helpers fold numbers)
+    const K = transpose(transpose(BtPA).map((col) => solveSpd(S, col) as number[]));
     const next = addM(diag(q), subM(matMul(transpose(A), PA), matMul(matMul(transpose(A), PB), K)));
-    const change = Math.max(...next.flat().map((v, k) => Math.abs(v - P.flat()[k])));
+    const previous = P.flat();
+    const change = Math.max(...next.flat().map((v, k) => Math.abs(v - previous[k])));
     P = next.map((row, i) => row.map((v, j) => 0.5 * (v + next[j][i])));
     if (!P.flat().every(Number.isFinite)) throw new Error('lqrCostToGo: the Riccati iteration diverged (is the equilibrium stabilisable?)');
     if (change <= 1e-10 * Math.max(1, ...P.flat().map(Math.abs))) return P;
@@ -61,19 +63,3 @@ const transpose = (M: number[][]) => M[0].map((_, j) => M.map((row) => row[j]));
 const matMul = (X: number[][], Y: number[][]) => X.map((row) => Y[0].map((_, j) => row.reduce((s, v, k) => s + v * Y[k][j], 0)));
 const addM = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v + Y[i][j]));
 const subM = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v - Y[i][j]));
-
-/** X = S^-1 Y for a small symmetric positive-definite S (Gauss-Jordan). */
-function solve(S: number[][], Y: number[][]): number[][] {
-  const n = S.length;
-  const a = S.map((row, i) => [...row, ...Y[i]]);
-  for (let k = 0; k < n; k++) {
-    const pivot = a[k][k];
-    for (let j = 0; j < a[k].length; j++) a[k][j] /= pivot;
-    for (let i = 0; i < n; i++) {
-      if (i === k) continue;
-      const factor = a[i][k];
-      for (let j = 0; j < a[i].length; j++) a[i][j] -= factor * a[k][j];
-    }
-  }
-  return a.map((row) => row.slice(n));
-}

@@ -41,13 +41,17 @@ export async function projectedAdam(
         rate[i] *= 0.5;
       }
     }
-    for (let k = 0; k < z.length; k++) {
-      const g = energyGrad[k];
-      m1[k] = b1 * m1[k] + (1 - b1) * g;
-      m2[k] = b2 * m2[k] + (1 - b2) * g * g;
-      const step = (rate[Math.floor(k / dim)] * (m1[k] / (1 - b1 ** t))) / (Math.sqrt(m2[k] / (1 - b2 ** t)) + eps);
-      const v = z[k] - step;
-      z[k] = bounded(k % dim) ? Math.min(1, Math.max(-1, v)) : v;
+    const c1 = 1 - b1 ** t;
+    const c2 = 1 - b2 ** t;
+    for (let i = 0; i < count; i++) {
+      for (let j = 0; j < dim; j++) {
+        const k = i * dim + j;
+        const g = energyGrad[k];
+        m1[k] = b1 * m1[k] + (1 - b1) * g;
+        m2[k] = b2 * m2[k] + (1 - b2) * g * g;
+        const v = z[k] - (rate[i] * (m1[k] / c1)) / (Math.sqrt(m2[k] / c2) + eps);
+        z[k] = bounded(j) ? Math.min(1, Math.max(-1, v)) : v;
+      }
     }
     if (t % Math.max(1, Math.floor(steps / 50)) === 0) progress(t / steps);
   }
@@ -60,4 +64,3 @@ export async function projectedAdam(
   }
   return { z: best, energy: bestE };
 }
-

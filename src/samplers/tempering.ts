@@ -35,8 +35,8 @@ export interface LevelInfo {
   energyMax: number;
   /** particles whose energy was NaN or infinite (treated as infinite cost) */
   nonFinite: number;
-  /** wall time of the level (set by run) */
-  wallMs?: number;
+  /** wall time of the level [ms] */
+  wallMs: number;
 }
 
 export interface TemperedState {
@@ -63,6 +63,7 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number) => Mov
 
     /** One level: reweight to the next beta, resample, move. */
     async step(rng: Rng, state: TemperedState): Promise<TemperedState> {
+      const startMs = performance.now();
       const { particles, beta } = state;
       const n = particles.count;
       const energy = particles.energy;
@@ -101,6 +102,7 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number) => Mov
         energyMedian: quantile(e, 0.5),
         energyMax: Math.max(...e),
         nonFinite,
+        wallMs: performance.now() - startMs,
       };
       return { particles: moved, beta: next, stepSize, logZ, levels: [...state.levels, level] };
     },
@@ -120,14 +122,12 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number) => Mov
       while (s.beta < 1) {
         // stop when the next level, judged by the slowest so far, would end past the deadline
         if (deadline !== undefined && (s.levels.length > 0 || levelMs > 0) && performance.now() + levelMs >= deadline) return s;
-        const t0 = performance.now();
         if (s.levels.length >= params.maxLevels) {
           if (deadline !== undefined) return s;
           throw new Error(`tempering did not reach beta = 1 within maxLevels = ${params.maxLevels} (beta = ${s.beta.toExponential(3)}); raise lambda or maxLevels`);
         }
         s = await this.step(rng, s);
-        levelMs = Math.max(levelMs, performance.now() - t0);
-        s.levels[s.levels.length - 1].wallMs = performance.now() - t0;
+        levelMs = Math.max(levelMs, s.levels[s.levels.length - 1].wallMs);
         onLevel?.(s);
       }
       return s;
