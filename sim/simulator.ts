@@ -1,18 +1,32 @@
 import { buildStepGraphs } from '../src/kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../src/kernels/js-source.js';
 import { fromPhysical, Model, ModelDefinition, resolveModel, toPhysical } from '../src/models/model.js';
-import { num, ParamsOf, resolveParams } from '../src/params.js';
+import { MODELS } from '../src/models/index.js';
+import { choice, list, num, ParamsOf, resolveParams } from '../src/params.js';
 import { Rng } from '../src/random.js';
 
 /** Simulator parameters, declared once (ROS parameters, YAML, --set sim.KEY). */
 export const SIM_PARAMS = {
-  substeps: num(10, 'integration steps per control period; the simulator never shares the planner\'s step', { min: 1, integer: true }),
-  processNoise: num(0, 'white process noise: std added to each physical state per sqrt(second)', { min: 0 }),
-  measurementNoise: num(0, 'std of the noise on each published physical state', { min: 0 }),
-  massScale: num(1, 'multiplies every mass parameter of the plant (model mismatch, e.g. 1.1 = +10%)', { min: 0, exclusive: true }),
-  impulseAtS: num(-1, 'time of a disturbance impulse [s] (negative: none)'),
-  impulseState: num(1, 'index of the physical state the impulse kicks', { min: 0, integer: true }),
-  impulseSize: num(0, 'size of the kick, in that state\'s physical units', {}),
+  substeps: num(10, 'integration steps per control period; the simulator never shares the planner\'s step', { min: 1, max: 10000, integer: true, readOnly: 'the plant\'s step is compiled at start' }),
+  processNoise: num(0, 'white process noise: std added to each physical state per sqrt(second)', { min: 0, max: 1e3 }),
+  measurementNoise: num(0, 'std of the noise on each published physical state', { min: 0, max: 1e3 }),
+  massScale: num(1, 'multiplies every mass parameter of the plant (model mismatch, e.g. 1.1 = +10%)', { min: 0.01, max: 100, readOnly: 'the plant is compiled at start' }),
+  impulseAtS: num(-1, 'time of a disturbance impulse [s] (negative: none)', { max: 1e9 }),
+  impulseState: num(1, 'index of the physical state the impulse kicks', { min: 0, max: 63, integer: true }),
+  impulseSize: num(0, 'size of the kick, in that state\'s physical units', { min: -1e6, max: 1e6 }),
+  x0: list('number', 'initial physical state of the plant (empty = the system\'s x0, see `tempered-mpc systems NAME`)', { maxLength: 64, readOnly: 'it is the initial state' }),
+} as const;
+
+/** The simulator node's own parameters (the ROS door); its plant parameters are SIM_PARAMS and model.*. */
+export const SIM_NODE_PARAMS = {
+  system: choice('pendulum', [...MODELS.keys()], 'the plant to simulate', { readOnly: 'the plant is compiled at start' }),
+  stateRateHz: num(100, 'real time: how often the plant is stepped and its state published [Hz]; lockstep: steps per simulated second (set it to the controller\'s rate)',
+    { min: 0, exclusive: true, max: 10000, readOnly: 'the step period is set at start' }),
+  stepping: choice('realtime', ['realtime', 'lockstep'] as const,
+    'realtime: a wall-clock timer steps the plant, holding the last command; lockstep: publishes /clock, and after each state waits for the next command (deterministic on any machine)',
+    { readOnly: 'set at start' }),
+  lockstepTimeoutS: num(10, 'lockstep: how long to wait for a command before stepping on with the last one [s] (the first command is waited for without limit)', { min: 0, exclusive: true, max: 3600 }),
+  seed: num(1, 'seed of the process and measurement noise (the embedded run uses --seed + 1)', { min: 0, max: 2 ** 31 - 1, integer: true, readOnly: 'the noise stream starts at start' }),
 } as const;
 
 export type SimParams = ParamsOf<typeof SIM_PARAMS>;
@@ -44,7 +58,6 @@ export class Simulator {
     readonly params: SimParams,
     seed: number,
     modelOverrides: Record<string, unknown> = {},
-    initialPhysical?: readonly number[],
   ) {
     if (!(controlPeriodS > 0)) throw new Error(`control period must be positive, got ${controlPeriodS}`);
     const nominal = resolveModel(def, modelOverrides);
@@ -53,9 +66,9 @@ export class Simulator {
     this.plant = resolveModel(def, scaled);
     this.step = compileStepFunction(buildStepGraphs(this.plant, false));
     this.rng = new Rng(seed);
-    const start = initialPhysical ?? toPhysical(resolveModel(def, modelOverrides), [...def.x0]);
+    const start = params.x0.length ? params.x0 : toPhysical(resolveModel(def, modelOverrides), [...def.x0]);
     if (start.length !== this.plant.stateDim || !start.every(Number.isFinite)) {
-      throw new Error(`initial state must be ${this.plant.stateDim} finite numbers, got [${start.join(', ')}]`);
+      throw new Error(`sim.x0 must be ${this.plant.stateDim} finite numbers for ${def.name} (${this.plant.def.physical?.names.join(', ') ?? def.stateNames.join(', ')}), got [${start.join(', ')}]`);
     }
     this.x = fromPhysical(this.plant, start);
   }

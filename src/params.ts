@@ -1,13 +1,19 @@
 /**
  * Parameter schemas: each parameter is declared once, with its type, default,
  * range and meaning. CLI `--set`, YAML parameter files, ROS parameter
- * descriptors and the docs are all derived from these declarations.
+ * descriptors, the live-parameter path and the docs are all derived from
+ * these declarations.
  */
 
-export interface NumberParam {
+interface ParamBase {
+  doc: string;
+  /** why the value cannot change while running (absent: it can, at the next tick boundary) */
+  readOnly?: string;
+}
+
+export interface NumberParam extends ParamBase {
   kind: 'number';
   default: number;
-  doc: string;
   min?: number;
   max?: number;
   /** min/max excluded from the valid range */
@@ -15,48 +21,88 @@ export interface NumberParam {
   integer?: boolean;
 }
 
-export interface EnumParam<C extends string = string> {
+export interface EnumParam<C extends string = string> extends ParamBase {
   kind: 'enum';
   default: C;
   choices: readonly C[];
-  doc: string;
 }
 
-export type ParamDef = NumberParam | EnumParam;
+/** A list of numbers or of names; an empty default means "the system's own" (resolved by the owner). */
+export interface ListParam<E extends 'number' | 'string' = 'number' | 'string'> extends ParamBase {
+  kind: 'list';
+  of: E;
+  default: readonly (E extends 'number' ? number : string)[];
+  /** most entries accepted */
+  maxLength: number;
+}
+
+export type ParamDef = NumberParam | EnumParam | ListParam;
 export type Schema = Readonly<Record<string, ParamDef>>;
+export type ParamValue = number | string | readonly number[] | readonly string[];
 
 export type ParamsOf<S extends Schema> = {
-  -readonly [K in keyof S]: S[K] extends EnumParam<infer C> ? C : number;
+  -readonly [K in keyof S]: S[K] extends EnumParam<infer C> ? C : S[K] extends ListParam<infer E> ? (E extends 'number' ? number[] : string[]) : number;
 };
 
-export const num = (d: number, doc: string, range: Omit<NumberParam, 'kind' | 'default' | 'doc'> = {}): NumberParam =>
+type Extras<P> = Omit<P, 'kind' | 'default' | 'doc' | 'choices' | 'of'>;
+
+export const num = (d: number, doc: string, range: Extras<NumberParam> = {}): NumberParam =>
   ({ kind: 'number', default: d, doc, ...range });
 
-export const choice = <C extends string>(d: C, choices: readonly C[], doc: string): EnumParam<C> =>
-  ({ kind: 'enum', default: d, choices, doc });
+export const choice = <C extends string>(d: C, choices: readonly C[], doc: string, extras: Extras<EnumParam> = {}): EnumParam<C> =>
+  ({ kind: 'enum', default: d, choices, doc, ...extras });
+
+export const list = <E extends 'number' | 'string'>(of: E, doc: string, extras: Extras<ListParam> & { maxLength: number }): ListParam<E> =>
+  ({ kind: 'list', of, default: [], doc, ...extras } as ListParam<E>);
 
 export function rangeText(p: ParamDef): string {
   if (p.kind === 'enum') return p.choices.join('|');
+  if (p.kind === 'list') return `list of ${p.of}s (at most ${p.maxLength})`;
   const lo = p.min === undefined ? '' : `${p.exclusive ? '(' : '['}${p.min}`;
   const hi = p.max === undefined ? '' : `${p.max}${p.exclusive ? ')' : ']'}`;
   return `${lo}..${hi}${p.integer ? ' integer' : ''}`;
 }
 
 /** Validates one value against its declaration; the error names the parameter and the rule. */
-export function checkValue(label: string, def: ParamDef, value: unknown): number | string {
+export function checkValue(label: string, def: ParamDef, value: unknown): ParamValue {
   if (def.kind === 'enum') {
     if (typeof value !== 'string' || !def.choices.includes(value)) {
-      throw new Error(`${label} must be one of ${def.choices.join(', ')}, got ${JSON.stringify(value)}`);
+      throw new Error(`${label} must be one of ${def.choices.join(', ')}, got ${describe(value)}`);
     }
     return value;
   }
-  const v = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${label} must be a finite number, got ${JSON.stringify(value)}`);
+  if (def.kind === 'list') return checkList(label, def, value);
+  const v = typeof value === 'string' && value.trim() !== '' ? Number(value) : typeof value === 'bigint' ? Number(value) : value;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${label} must be a finite number, got ${describe(value)}`);
   if (def.integer && !Number.isInteger(v)) throw new Error(`${label} must be an integer, got ${v}`);
   const ex = def.exclusive;
   if (def.min !== undefined && (ex ? v <= def.min : v < def.min)) throw new Error(`${label} must be ${ex ? '>' : '>='} ${def.min}, got ${v}`);
   if (def.max !== undefined && (ex ? v >= def.max : v > def.max)) throw new Error(`${label} must be ${ex ? '<' : '<='} ${def.max}, got ${v}`);
   return v;
+}
+
+function checkList(label: string, def: ListParam, value: unknown): readonly number[] | readonly string[] {
+  // --set gives text: "a,b,c" (an empty text is the empty list)
+  const items = typeof value === 'string' ? (value.trim() === '' ? [] : value.split(',').map((s) => s.trim())) : value;
+  if (!Array.isArray(items) && !ArrayBuffer.isView(items)) throw new Error(`${label} must be a list of ${def.of}s, got ${describe(value)}`);
+  const arr = Array.from(items as ArrayLike<unknown>);
+  if (arr.length > def.maxLength) throw new Error(`${label} takes at most ${def.maxLength} entries, got ${arr.length}`);
+  if (def.of === 'string') {
+    const bad = arr.findIndex((s) => typeof s !== 'string' || s === '');
+    if (bad >= 0) throw new Error(`${label}[${bad}] must be a non-empty name, got ${describe(arr[bad])}`);
+    return arr as string[];
+  }
+  return arr.map((x, i) => {
+    const v = typeof x === 'string' && x.trim() !== '' ? Number(x) : x;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${label}[${i}] must be a finite number, got ${describe(x)}`);
+    return v;
+  });
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'bigint') return `${value}`;
+  const text = JSON.stringify(value);
+  return text === undefined ? String(value) : text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
 /** Defaults, then per-context defaults, then overrides; unknown keys are errors. */
@@ -66,8 +112,8 @@ export function resolveParams<S extends Schema>(
   overrides: Readonly<Record<string, unknown>> = {},
   contextDefaults: Readonly<Record<string, unknown>> = {},
 ): ParamsOf<S> {
-  const out: Record<string, number | string> = {};
-  for (const [k, def] of Object.entries(schema)) out[k] = def.default;
+  const out: Record<string, ParamValue> = {};
+  for (const [k, def] of Object.entries(schema)) out[k] = def.default as ParamValue;
   for (const source of [contextDefaults, overrides]) {
     for (const [k, v] of Object.entries(source)) {
       const def = schema[k];
@@ -76,4 +122,119 @@ export function resolveParams<S extends Schema>(
     }
   }
   return out as ParamsOf<S>;
+}
+
+/**
+ * A schema's parameters as flat entries under a prefix (`tsmc.`, `model.`);
+ * `groupReadOnly` makes the whole group read-only, with that reason.
+ */
+export function schemaEntries(schema: Schema, prefix = '', groupReadOnly?: string): ParamEntry[] {
+  return Object.entries(schema).map(([k, def]) => ({ key: `${prefix}${k}`, def, ...(groupReadOnly ?? def.readOnly ? { readOnly: groupReadOnly ?? def.readOnly } : {}) }));
+}
+
+/** One parameter of a node or a run, by its flat key (`rateHz`, `tsmc.particles`, `model.horizon`). */
+export interface ParamEntry {
+  key: string;
+  def: ParamDef;
+  /** why it cannot change while running; absent: live */
+  readOnly?: string;
+}
+
+export type SetResult =
+  | { ok: true; applied: Record<string, ParamValue> }
+  | { ok: false; reasons: Record<string, string> };
+
+/**
+ * The live-parameter path, free of any transport: the ROS node's parameter
+ * callback, the HTTP tuning API and tests all call `request`. A request is
+ * validated in full by the schema (unknown, wrong type, out of range,
+ * read-only, cross-parameter rules) and accepted all or nothing; accepted
+ * changes wait until the owner's next tick boundary calls `takePending`, so a
+ * plan never sees half a change.
+ */
+export class LiveParameters {
+  private readonly entries: ReadonlyMap<string, ParamEntry>;
+  private readonly current: Record<string, ParamValue>;
+  private pending: Record<string, ParamValue> = {};
+
+  constructor(
+    entries: readonly ParamEntry[],
+    initial: Readonly<Record<string, ParamValue>>,
+    /** rules across parameters: a reason (keyed by the parameter it names) when a candidate set is inconsistent */
+    private readonly consistency: (values: Readonly<Record<string, ParamValue>>) => Record<string, string> = () => ({}),
+  ) {
+    this.entries = new Map(entries.map((e) => [e.key, e]));
+    this.current = {};
+    for (const e of entries) {
+      if (!(e.key in initial)) throw new Error(`live parameters: no initial value for '${e.key}'`);
+      this.current[e.key] = initial[e.key];
+    }
+  }
+
+  get list(): readonly ParamEntry[] {
+    return [...this.entries.values()];
+  }
+
+  entry(key: string): ParamEntry | undefined {
+    return this.entries.get(key);
+  }
+
+  /** Values in effect, with accepted changes that wait for the next tick included. */
+  values(): Record<string, ParamValue> {
+    return { ...this.current, ...this.pending };
+  }
+
+  /** Validates a set of changes; nothing is stored. One reason per bad key. */
+  check(changes: Readonly<Record<string, unknown>>): SetResult {
+    const reasons: Record<string, string> = {};
+    const applied: Record<string, ParamValue> = {};
+    for (const [key, value] of Object.entries(changes)) {
+      const e = this.entries.get(key);
+      if (!e) {
+        reasons[key] = `unknown parameter '${key}'${nearest(key, [...this.entries.keys()])}`;
+        continue;
+      }
+      try {
+        const v = checkValue(key, e.def, value);
+        if (e.readOnly && !sameValue(v, this.values()[key])) {
+          reasons[key] = `${key} is read-only while running: ${e.readOnly}`;
+          continue;
+        }
+        applied[key] = v;
+      } catch (err) {
+        reasons[key] = (err as Error).message;
+      }
+    }
+    if (Object.keys(reasons).length === 0) Object.assign(reasons, this.consistency({ ...this.values(), ...applied }));
+    return Object.keys(reasons).length ? { ok: false, reasons } : { ok: true, applied };
+  }
+
+  /** check(), and on success queue the changes for the next tick boundary. */
+  request(changes: Readonly<Record<string, unknown>>): SetResult {
+    const r = this.check(changes);
+    if (r.ok) Object.assign(this.pending, r.applied);
+    return r;
+  }
+
+  /** At a tick boundary: the accepted changes since the last call (undefined when none), now in effect. */
+  takePending(): Record<string, ParamValue> | undefined {
+    const keys = Object.keys(this.pending);
+    if (keys.length === 0) return undefined;
+    const taken = this.pending;
+    this.pending = {};
+    Object.assign(this.current, taken);
+    return taken;
+  }
+}
+
+function sameValue(a: ParamValue, b: ParamValue | undefined): boolean {
+  if (Array.isArray(a) || Array.isArray(b)) return JSON.stringify(a) === JSON.stringify(b);
+  return a === b;
+}
+
+/** " (did you mean 'x'?)" for a near miss among the known keys. */
+function nearest(key: string, known: string[]): string {
+  const lower = key.toLowerCase();
+  const hit = known.find((k) => k.toLowerCase() === lower || k.toLowerCase().endsWith(`.${lower}`));
+  return hit ? ` (did you mean '${hit}'?)` : '';
 }

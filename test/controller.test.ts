@@ -16,6 +16,7 @@ function faultyPlanner(faults: { throwOn?: Set<number>; slowOn?: Set<number>; sl
     name: 'mppi' as const,
     calls: 0,
     reset: () => real.reset(),
+    updateParams: (changes: Record<string, unknown>) => real.updateParams(changes),
     async plan(rng: Parameters<RecedingPlanner['plan']>[0], req: PlanRequest): Promise<PlanResult> {
       const call = wrapper.calls++;
       if (faults.throwOn?.has(call)) throw new Error('rollout backend lost');
@@ -127,7 +128,7 @@ describe('controller fault behaviour', () => {
 
   it('clamps to the limits and validates run-time references', async () => {
     const c = controller(faultyPlanner({}));
-    assert.match(c.setReference([1])!, /reference has 1 values, expected 2/);
+    assert.match(c.setReference([1])!, /goal has 1 values, expected 2/);
     assert.match(c.setReference([NaN, 0])!, /reference\[0\] is not a finite number/);
     assert.equal(c.setReference([Math.PI, 0]), undefined);
     c.onState([0, 0], 0);

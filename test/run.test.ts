@@ -13,9 +13,13 @@ const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CONFIG = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
 
 async function pendulumRun(planner: 'tsmc' | 'mppi', seed: number, extra: Record<string, unknown> = {}, durationS = 12) {
-  const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner, ...extra });
-  const a = await assemble(params, { seed, lockstep: true, x0: [0, 0] });
-  return runLoop(a.sim, a.controller, a.model, { durationS, rateHz: a.rateHz, lockstep: true });
+  const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner, 'sim.x0': [0, 0], ...extra });
+  const { session, sim } = await assemble(params, { seed, lockstep: true });
+  try {
+    return await runLoop(sim, session, { durationS, lockstep: true });
+  } finally {
+    session.dispose();
+  }
 }
 
 describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy plant)', () => {
@@ -46,10 +50,10 @@ describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy pl
   });
 
   it('survives a sensor outage: safe command during it, control again after', async () => {
-    const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner: 'mppi' });
-    const a = await assemble(params, { seed: 1, lockstep: true, x0: [0.2, 0] });
-    const { records, summary } = await runLoop(a.sim, a.controller, a.model, {
-      durationS: 3, rateHz: 10, lockstep: true,
+    const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner: 'mppi', 'sim.x0': [0.2, 0] });
+    const { session, sim } = await assemble(params, { seed: 1, lockstep: true });
+    const { records, summary } = await runLoop(sim, session, {
+      durationS: 3, lockstep: true,
       // no measurements from 1.0 s to 2.0 s, then NaN readings for 0.3 s
       measurementFilter: (t, y) => (t >= 1 && t < 2 ? undefined : t >= 2 && t < 2.3 ? [NaN, NaN] : y),
     });
@@ -69,9 +73,9 @@ describe('embedded simulation in the loop (acrobot swing-up, 40 Hz, lockstep)', 
   for (const planner of ['mppi', 'tsmc'] as const) {
     it(`${planner} swings up with the launch file's parameters and balances to the end`, async () => {
       const params = resolveRunParams('acrobot', { ...readParamsFile(ACROBOT), planner });
-      const a = await assemble(params, { seed: 0, lockstep: true });
-      const { summary } = await runLoop(a.sim, a.controller, a.model, { durationS: 5, rateHz: a.rateHz, lockstep: true });
-      a.backend.dispose();
+      const { session, sim } = await assemble(params, { seed: 0, lockstep: true });
+      const { summary } = await runLoop(sim, session, { durationS: 5, lockstep: true });
+      session.dispose();
       assert.ok(summary.success, JSON.stringify(summary));
       assert.ok(summary.heldFraction! > 0.95, `in the goal ${summary.heldFraction} of the time after reaching it`);
     });
@@ -105,24 +109,30 @@ describe('run command', () => {
       }
     }
     assert.ok(reader.done(), 'the file ends with a valid footer');
-    assert.deepEqual([...schemas.values()].sort(), ['tempered_mpc/msg/ControlCommand', 'tempered_mpc/msg/Plan', 'tempered_mpc/msg/PlannerStatus', 'tempered_mpc/msg/SystemState']);
-    for (const topic of ['/tempered_mpc/state', '/tempered_mpc/measured_state', '/tempered_mpc/control', '/tempered_mpc/plan', '/tempered_mpc/status']) {
+    // the topics and types a launched ROS graph has, so a bag of the nodes and this log read alike
+    assert.deepEqual([...schemas.values()].sort(), ['sensor_msgs/msg/JointState', 'std_msgs/msg/Float64MultiArray', 'tempered_mpc_msgs/msg/Plan', 'tempered_mpc_msgs/msg/PlannerStatus']);
+    for (const topic of ['/tempered_mpc/state', '/tempered_mpc/true_state', '/tempered_mpc/command', '/tempered_mpc/plan', '/tempered_mpc/status']) {
       assert.equal(messages.get(topic)?.length, 10, topic);
     }
-    const state = messages.get('/tempered_mpc/state')![0] as { names: string[]; values: number[]; stamp: { sec: number } };
-    assert.deepEqual(state.names, ['theta', 'omega']);
-    assert.deepEqual(state.values, [0, 0]);
-    const plan = messages.get('/tempered_mpc/plan')![3] as { controls: number[]; control_dim: number };
-    assert.equal(plan.controls.length, summary.params.model.horizon, 'one control per planned step');
-    const status = messages.get('/tempered_mpc/status')!.at(-1) as { mode: string; ticks: number; info_names: string[]; info_values: number[] };
-    assert.equal(status.mode, 'ok');
+    const state = messages.get('/tempered_mpc/true_state')![0] as { name: string[]; position: number[]; velocity: number[]; header: { stamp: { sec: number } } };
+    assert.deepEqual(state.name, ['theta']);
+    assert.deepEqual([...state.position, ...state.velocity], [0, 0]);
+    const plan = messages.get('/tempered_mpc/plan')![3] as { controls: number[]; states: number[]; times: number[]; state_names: string[] };
+    const horizon = summary.params.model.horizon;
+    assert.equal(plan.controls.length, horizon, 'one control per planned step');
+    assert.equal(plan.times.length, horizon + 1);
+    assert.equal(plan.states.length, 2 * (horizon + 1), 'predicted physical states from the planned-from state');
+    assert.deepEqual(plan.state_names, ['theta', 'omega']);
+    const status = messages.get('/tempered_mpc/status')!.at(-1) as { mode_name: string; mode: number; ticks: number; info_names: string[]; info_values: number[] };
+    assert.equal(status.mode_name, 'ok');
+    assert.equal(status.mode, 0);
     assert.equal(status.ticks, 10);
     const rollouts = status.info_values[status.info_names.indexOf('rollouts')];
     assert.ok(rollouts >= 128, `MPPI reports its rollouts per tick (${rollouts})`);
     // every published command is the first row of the plan published with it
-    const controls = messages.get('/tempered_mpc/control')! as { values: number[] }[];
+    const commands = messages.get('/tempered_mpc/command')! as { data: number[] }[];
     const plans = messages.get('/tempered_mpc/plan')! as { controls: number[] }[];
-    controls.forEach((c, i) => assert.equal(c.values[0], plans[i].controls[0]));
+    commands.forEach((c, i) => assert.equal(c.data[0], plans[i].controls[0]));
   });
 
   it('rejects a malformed parameter file and unknown parameters with one clear line', () => {

@@ -19,17 +19,17 @@ export const benchMpcCommand: Command = {
     json: JSON_OPTION,
   },
   async run(values) {
-    const { system, params, durationS, x0, lockstep } = runOptions(values);
+    const { system, params, durationS, lockstep } = runOptions(values);
     const seeds = optionalInteger(values, 'seeds', 20, 1);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const runs = [];
     for (let seed = 0; seed < seeds; seed++) {
-      const a = await assemble(params, { seed, lockstep, x0 });
-      const { summary } = await runLoop(a.sim, a.controller, a.model, {
-        durationS, rateHz: a.rateHz, lockstep,
+      const { session, sim } = await assemble(params, { seed, lockstep });
+      const { summary } = await runLoop(sim, session, {
+        durationS, lockstep,
         onTick: (_r, k, total) => bar.update((seed + (k + 1) / total) / seeds, `seed ${seed}`),
       });
-      a.backend.dispose();
+      session.dispose();
       runs.push({ seed, ...summary });
     }
     bar.done();

@@ -5,8 +5,7 @@ import { runLoop, TickRecord } from '../run/loop.js';
 import { readParamsFile } from '../run/params-file.js';
 import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
-import { McapLog } from '../telemetry/mcap-log.js';
-import { stamp } from '../telemetry/msg-schema.js';
+import { logTopics, McapLog } from '../telemetry/mcap-log.js';
 import { timestamp } from './bench-to.js';
 import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
@@ -21,7 +20,7 @@ export const RUN_OPTIONS: Record<string, OptionSpec> = {
   rate: { type: 'string', description: 'control rate in Hz (default 1/dt of the system)', valueName: 'HZ' },
   params: { type: 'string', description: 'ROS 2 parameter YAML (the files in launch/config)', valueName: 'FILE' },
   set: { ...SET_OPTION, description: 'override a parameter: controller keys bare, tsmc.KEY, mppi.KEY, model.KEY, sim.KEY' },
-  x0: { type: 'string', description: 'initial physical state of the simulated plant (default: the system\'s x0)', valueName: 'a,b,...' },
+  x0: { type: 'string', description: 'initial physical state of the simulated plant (default: the system\'s x0); the same as --set sim.x0=a,b,...', valueName: 'a,b,...' },
   lockstep: { type: 'boolean', description: 'deterministic: the simulator waits for every plan; no deadlines' },
 };
 
@@ -36,33 +35,22 @@ export const runCommand: Command = {
     json: JSON_OPTION,
   },
   async run(values) {
-    const { system, params, durationS, x0, lockstep } = runOptions(values);
+    const { system, params, durationS, lockstep } = runOptions(values);
     const seed = optionalInteger(values, 'seed', 0, 0);
-    const a = await assemble(params, { seed, lockstep, x0 });
+    const { session, sim } = await assemble(params, { seed, lockstep });
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());
     mkdirSync(out, { recursive: true });
-    const log = await McapLog.create(join(out, 'run.mcap'));
-    const names = physicalNames(a.model);
-    const controlNames = [...a.model.def.controlNames];
+    const log = await McapLog.create(join(out, 'run.mcap'), logTopics(session.codec.type));
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const onTick = async (r: TickRecord, k: number, total: number) => {
-      const st = stamp(r.timeS);
-      const c = a.controller.counters;
-      log.write('/tempered_mpc/state', r.timeS, { stamp: st, names, values: r.state });
-      log.write('/tempered_mpc/measured_state', r.timeS, { stamp: st, names, values: r.measured });
-      log.write('/tempered_mpc/control', r.timeS, { stamp: st, names: controlNames, values: r.tick.control });
-      log.write('/tempered_mpc/plan', r.timeS, {
-        stamp: st, dt: a.model.dtS, control_dim: a.model.controlDim, controls: r.tick.plan?.flat() ?? [], cost: finiteOr(r.tick.cost, -1),
-      });
-      log.write('/tempered_mpc/status', r.timeS, {
-        stamp: st, planner: params.controller.planner, mode: r.tick.mode, reason: r.tick.reason, solve_ms: r.tick.solveMs,
-        cost: finiteOr(r.tick.cost, -1), ticks: c.ticks, deadline_misses: c.deadlineMisses, planner_errors: c.plannerErrors,
-        rejected_states: c.rejectedStates, stale_ticks: c.staleTicks,
-        info_names: Object.keys(r.tick.info), info_values: Object.values(r.tick.info).map((v) => finiteOr(v, -1)),
-      });
+      if (r.stateMessage) log.write('/tempered_mpc/state', r.timeS, r.stateMessage);
+      log.write('/tempered_mpc/true_state', r.timeS, session.codec.encode(r.state, r.timeS));
+      log.write('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick));
+      log.write('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick));
+      log.write('/tempered_mpc/status', r.timeS, session.statusMessage(r.tick));
       bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
     };
-    const { records, summary } = await runLoop(a.sim, a.controller, a.model, { durationS, rateHz: a.rateHz, lockstep, onTick });
+    const { records, summary } = await runLoop(sim, session, { durationS, lockstep, onTick });
     bar.done();
     await log.close();
     const result = {
@@ -75,14 +63,16 @@ export const runCommand: Command = {
       out,
     };
     writeFileSync(join(out, 'summary.json'), `${JSON.stringify({ ...result, system, planner: params.controller.planner, seed, lockstep, summary, params }, null, 1)}\n`);
-    writeFileSync(join(out, 'run.svg'), runChart(a.model, records, summary, `${system} / ${params.controller.planner}${lockstep ? ' (lockstep)' : ''}`, a.budgetMs, a.controller.currentReference));
-    a.backend.dispose();
+    const model = session.model;
+    writeFileSync(join(out, 'run.svg'), runChart(model, records, summary, `${system} / ${params.controller.planner}${lockstep ? ' (lockstep)' : ''}`, session.budgetMs, session.controller.currentReference));
+    session.dispose();
     if (values.json) return printJson(result);
-    const final = toPhysical(a.model, [...a.controller.currentReference]);
-    console.log(`${system} with ${params.controller.planner} at ${a.rateHz.toFixed(1)} Hz for ${durationS} s${lockstep ? ' (lockstep)' : ''}, seed ${seed}`);
+    const names = physicalNames(model);
+    const final = toPhysical(model, [...session.controller.currentReference]);
+    console.log(`${system} with ${params.controller.planner} at ${session.rateHz.toFixed(1)} Hz for ${durationS} s${lockstep ? ' (lockstep)' : ''}, seed ${seed}`);
     console.log(`  goal: ${summary.goal}  (reference ${names.map((n, i) => `${n}=${+final[i].toFixed(4)}`).join(', ')})`);
     console.log(`  ${summary.success ? `SUCCESS: goal reached at ${summary.timeToGoalS!.toFixed(2)} s and held ${summary.holdS} s (in the goal ${(100 * summary.heldFraction!).toFixed(0)}% of the time after)` : 'FAILED: goal not reached and held'}; final error ${summary.finalError.toFixed(4)}`);
-    console.log(`  solve ms p50 ${summary.solveMs.p50.toFixed(1)}, p99 ${summary.solveMs.p99.toFixed(1)}, max ${summary.solveMs.max.toFixed(1)} (budget ${a.budgetMs.toFixed(1)}); deadline misses ${summary.deadlineMisses}/${summary.ticks}`);
+    console.log(`  solve ms p50 ${summary.solveMs.p50.toFixed(1)}, p99 ${summary.solveMs.p99.toFixed(1)}, max ${summary.solveMs.max.toFixed(1)} (budget ${session.budgetMs.toFixed(1)}); deadline misses ${summary.deadlineMisses}/${summary.ticks}`);
     const info = Object.entries(summary.plannerInfo).map(([k, v]) => `${k} ${+v.p50.toPrecision(3)} [${+v.min.toPrecision(3)}, ${+v.max.toPrecision(3)}]`);
     if (info.length) console.log(`  planner per tick, median [min, max]: ${info.join('; ')}`);
     if (summary.plannerErrors || summary.staleTicks || summary.rejectedStates) {
@@ -91,8 +81,6 @@ export const runCommand: Command = {
     console.log(`  wrote ${join(out, 'run.mcap')} (Foxglove), ${join(out, 'summary.json')}, ${join(out, 'run.svg')}`);
   },
 };
-
-const finiteOr = (v: number, fallback: number) => (Number.isFinite(v) ? v : fallback);
 
 /**
  * The options `run` and `bench mpc` share: system, parameter file, --set,
@@ -123,9 +111,9 @@ export function runOptions(values: Record<string, unknown>) {
   const durationS = durationText === undefined ? 15 : parseNumber('--duration', durationText);
   if (!(durationS > 0)) throw new UsageError(`--duration must be positive, got ${durationS}`);
   const x0Text = stringOpt(values, 'x0');
-  const x0 = x0Text === undefined ? undefined : parseVector('--x0', x0Text, def.stateNames.length);
+  if (x0Text !== undefined) flat['sim.x0'] = parseVector('--x0', x0Text, def.stateNames.length);
   try {
-    return { system, params: resolveRunParams(system, flat), durationS, x0, lockstep: Boolean(values.lockstep) };
+    return { system, params: resolveRunParams(system, flat), durationS, lockstep: Boolean(values.lockstep) };
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

@@ -1,16 +1,19 @@
 import { fromPhysical, Model } from '../models/model.js';
-import { choice, num } from '../params.js';
+import { choice, list, num } from '../params.js';
 import { Rng } from '../random.js';
 import type { PlanResult, RecedingPlanner } from './receding.js';
 
 /** Controller parameters, declared once (ROS parameters, YAML files, --set). */
 export const CONTROLLER_PARAMS = {
-  planner: choice('tsmc', ['tsmc', 'mppi'] as const, 'planner run every tick'),
-  rateHz: num(0, 'control rate [Hz] (0 = 1 / the model\'s dtS)', { min: 0 }),
-  budgetMs: num(0, 'planning budget per tick [ms] (0 = 80% of the period); enforced in real time, not in lockstep', { min: 0 }),
-  staleTimeoutS: num(0.5, 'no fresh state for this long: publish the safe command and flag it', { min: 0, exclusive: true }),
-  backend: choice('cpu', ['cpu', 'webgpu'] as const, 'rollout kernels: cpu (f64, all cores) or webgpu (f32)'),
-  threads: num(0, 'CPU threads for the cpu backend (0 = all cores)', { min: 0, integer: true }),
+  planner: choice('tsmc', ['tsmc', 'mppi'] as const, 'planner run every tick', { readOnly: 'the planner is built at configure' }),
+  rateHz: num(0, 'control rate [Hz] (0 = 1 / the model\'s dtS)', { min: 0, max: 1000, readOnly: 'the control timer and the simulator period are set at configure' }),
+  budgetMs: num(0, 'planning budget per tick [ms] (0 = 80% of the period); enforced in real time, not in lockstep', { min: 0, max: 60000 }),
+  staleTimeoutS: num(0.5, 'no fresh state for this long: publish the safe command and flag it; older states are rejected', { min: 0, max: 3600, exclusive: true }),
+  futureStampToleranceS: num(0.05, 'a state stamped further ahead of the controller\'s clock than this is rejected (clock skew allowance) [s]', { min: 0, max: 10 }),
+  backend: choice('cpu', ['cpu', 'webgpu'] as const, 'rollout kernels: cpu (f64, all cores) or webgpu (f32)', { readOnly: 'the kernels are built at configure' }),
+  threads: num(0, 'CPU threads for the cpu backend (0 = all cores)', { min: 0, max: 256, integer: true, readOnly: 'the worker pool is built at configure' }),
+  jointNames: list('string', 'joint names of the state and goal messages (sensor_msgs/JointState), in order (empty = the system\'s own, see `tempered-mpc systems NAME`)',
+    { maxLength: 32, readOnly: 'the state interface is set at configure' }),
 } as const;
 
 export type TickMode =
@@ -22,6 +25,8 @@ export type TickMode =
 
 export interface TickResult {
   timeS: number;
+  /** the model state the plan starts from (null when none was planned) */
+  fromState: number[] | null;
   control: number[];
   /** plan as horizon rows of physical controls (null when none) */
   plan: number[][] | null;
@@ -37,13 +42,20 @@ export interface ControllerCounters {
   deadlineMisses: number;
   plannerErrors: number;
   rejectedStates: number;
+  rejectedGoals: number;
   staleTicks: number;
 }
 
-export interface ControllerOptions {
-  periodS: number;
+/** The timing rules, changeable between ticks (live parameters). */
+export interface ControllerTiming {
   budgetMs: number;
   staleTimeoutS: number;
+  /** states stamped further ahead of the clock than this are rejected (default: not checked) */
+  futureStampToleranceS?: number;
+}
+
+export interface ControllerOptions extends ControllerTiming {
+  periodS: number;
   /** enforce the budget (real time); lockstep runs plan to completion */
   enforceDeadline: boolean;
   seed: number;
@@ -62,7 +74,7 @@ export interface ControllerOptions {
  * a planner exception never escapes a tick.
  */
 export class Controller {
-  readonly counters: ControllerCounters = { ticks: 0, deadlineMisses: 0, plannerErrors: 0, rejectedStates: 0, staleTicks: 0 };
+  readonly counters: ControllerCounters = { ticks: 0, deadlineMisses: 0, plannerErrors: 0, rejectedStates: 0, rejectedGoals: 0, staleTicks: 0 };
   lastRejection = '';
   private state: { x: number[]; stampS: number } | undefined;
   private reference: number[];
@@ -71,7 +83,10 @@ export class Controller {
   private readonly rng: Rng;
   readonly safeCommand: number[];
 
-  constructor(readonly model: Model, readonly planner: RecedingPlanner, readonly options: ControllerOptions) {
+  private readonly options: ControllerOptions;
+
+  constructor(readonly model: Model, readonly planner: RecedingPlanner, options: ControllerOptions) {
+    this.options = { ...options };
     this.reference = [...model.goal];
     this.rng = new Rng(options.seed);
     const safe = options.safeCommand ?? new Array<number>(model.controlDim).fill(0);
@@ -80,24 +95,58 @@ export class Controller {
     this.uPrev = [...this.safeCommand];
   }
 
-  /** Accepts a physical state measurement; returns a reason when it is rejected. */
-  onState(y: readonly number[], stampS: number): string | undefined {
-    const reason = checkVector('state', y, this.model.stateDim) ?? (Number.isFinite(stampS) ? undefined : `state stamp is not finite (${stampS})`);
-    if (reason) {
-      this.counters.rejectedStates++;
-      this.lastRejection = reason;
-      return reason;
-    }
+  get timing(): Readonly<ControllerTiming & { periodS: number }> {
+    return this.options;
+  }
+
+  /** New timing rules; the caller applies them between ticks. */
+  setTiming(t: ControllerTiming): void {
+    Object.assign(this.options, t);
+  }
+
+  /**
+   * Accepts a physical state measurement; returns a reason when it is
+   * rejected (wrong size, NaN/Inf, and with the clock's `nowS`: stamped in
+   * the future or older than the stale timeout).
+   */
+  onState(y: readonly number[], stampS: number, nowS?: number): string | undefined {
+    const reason = checkVector('state', y, this.model.stateDim) ?? this.checkStamp(stampS, nowS);
+    if (reason) return this.reject('state', reason);
     this.state = { x: fromPhysical(this.model, y), stampS };
+    return undefined;
+  }
+
+  /** Counts and remembers a refused input (state, goal) from either door. */
+  reject(kind: 'state' | 'goal', reason: string): string {
+    if (kind === 'state') this.counters.rejectedStates++;
+    else this.counters.rejectedGoals++;
+    this.lastRejection = reason;
+    return reason;
+  }
+
+  private checkStamp(stampS: number, nowS: number | undefined): string | undefined {
+    if (!Number.isFinite(stampS)) return `state stamp is not finite (${stampS})`;
+    if (nowS === undefined) return undefined;
+    const ahead = stampS - nowS;
+    const tolerance = this.options.futureStampToleranceS;
+    if (tolerance !== undefined && ahead > tolerance) {
+      return `state stamped ${ahead.toFixed(3)} s ahead of the controller's clock (tolerance ${tolerance} s): clocks out of sync?`;
+    }
+    if (-ahead > this.options.staleTimeoutS) return `state stamped ${(-ahead).toFixed(3)} s ago, older than staleTimeoutS ${this.options.staleTimeoutS} s`;
     return undefined;
   }
 
   /** Sets the goal/reference state (physical units) at run time. */
   setReference(ref: readonly number[]): string | undefined {
-    const reason = checkVector('reference', ref, this.model.stateDim);
-    if (reason) return reason;
+    const reason = checkVector('goal', ref, this.model.stateDim);
+    if (reason) return this.reject('goal', reason);
     this.reference = fromPhysical(this.model, ref);
     return undefined;
+  }
+
+  /** Whether a state has been accepted (a warm-up solve needs one). */
+  get hasState(): boolean {
+    return this.state !== undefined;
   }
 
   get currentReference(): readonly number[] {
@@ -117,7 +166,7 @@ export class Controller {
 
   async tick(nowS: number): Promise<TickResult> {
     this.counters.ticks++;
-    const base = { timeS: nowS, solveMs: 0, cost: NaN, info: {} };
+    const base = { timeS: nowS, solveMs: 0, cost: NaN, info: {}, fromState: null };
     if (!this.state) return this.emit({ ...base, control: this.safeCommand, plan: null, mode: 'waiting', reason: 'no state received yet' });
     const age = nowS - this.state.stampS;
     if (age > this.options.staleTimeoutS) {
@@ -128,6 +177,7 @@ export class Controller {
         reason: `no fresh state for ${age.toFixed(3)} s (timeout ${this.options.staleTimeoutS} s)`,
       });
     }
+    const fromState = [...this.state.x];
     const start = performance.now();
     // The planner aims 10% inside the budget: its last step and the hand-over must fit too.
     const deadline = start + 0.9 * this.options.budgetMs;
@@ -142,19 +192,19 @@ export class Controller {
     } catch (e) {
       this.counters.plannerErrors++;
       this.planner.reset();
-      return this.fallback(base, 'fallback', `planner error: ${(e as Error).message}`, performance.now() - start);
+      return this.fallback({ ...base, fromState }, 'fallback', `planner error: ${(e as Error).message}`, performance.now() - start);
     }
     const solveMs = performance.now() - start;
     if (this.options.enforceDeadline && solveMs > this.options.budgetMs) {
       this.counters.deadlineMisses++;
       // The new plan still warm-starts the next tick through the planner's own state.
-      return this.fallback({ ...base, cost: result.cost, info: result.info }, 'late',
+      return this.fallback({ ...base, fromState, cost: result.cost, info: result.info }, 'late',
         `planning took ${solveMs.toFixed(1)} ms, over the ${this.options.budgetMs.toFixed(1)} ms budget`, solveMs);
     }
     this.previous = { plan: result.controls, ageTicks: 0 };
     const m = this.model.controlDim;
     return this.emit({
-      ...base, solveMs, cost: result.cost, info: result.info, mode: 'ok', reason: '',
+      ...base, fromState, solveMs, cost: result.cost, info: result.info, mode: 'ok', reason: '',
       control: Array.from(result.controls.subarray(0, m)), plan: planRows(result.controls, m),
     });
   }

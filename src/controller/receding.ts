@@ -31,6 +31,8 @@ export interface RecedingPlanner {
   plan(rng: Rng, req: PlanRequest): Promise<PlanResult>;
   /** forget the warm start (e.g. after a long outage) */
   reset(): void;
+  /** live parameter changes, validated by the planner's schema; called between plans */
+  updateParams(changes: Readonly<Record<string, unknown>>): void;
 }
 
 /** z shifted one step earlier; the last step is held. */
@@ -68,6 +70,10 @@ export class MppiPlanner implements RecedingPlanner {
   reset(): void {
     this.mean = undefined;
     this.sigma = undefined;
+  }
+
+  updateParams(changes: Readonly<Record<string, unknown>>): void {
+    Object.assign(this.params, changes);
   }
 
   async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
@@ -135,6 +141,11 @@ export class TsmcPlanner implements RecedingPlanner {
     this.levelMs = 0;
   }
 
+  /** A new particle count takes effect at the next tick: the carried particles are cut or topped up with prior draws. */
+  updateParams(changes: Readonly<Record<string, unknown>>): void {
+    Object.assign(this.params, changes);
+  }
+
   async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
     const p = this.params;
     const m = this.model.controlDim;
@@ -146,7 +157,7 @@ export class TsmcPlanner implements RecedingPlanner {
     if (warm) {
       initial = new Float64Array(N * this.dim);
       const fresh = prior.sample(rng, N);
-      const carried = Math.round(N * (1 - p.freshFraction));
+      const carried = Math.min(Math.round(N * (1 - p.freshFraction)), this.particles!.length / this.dim);
       for (let i = 0; i < N; i++) {
         const row = i < carried ? shiftSequence(this.particles!.subarray(i * this.dim, (i + 1) * this.dim), m) : fresh.subarray(i * this.dim, (i + 1) * this.dim);
         initial.set(row, i * this.dim);

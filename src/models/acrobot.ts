@@ -28,6 +28,7 @@ export const acrobot = defineModel<AcrobotParam>({
   name: 'acrobot',
   summary: 'Spong acrobot swing-up, elbow torque only, RK4 (q1=0 hangs down)',
   stateNames: ['q1', 'q2', 'dq1', 'dq2'],
+  sensor: { kind: 'joints', joints: ['q1', 'q2'] },
   controlNames: ['u'],
   params: {
     m1: num(1, 'link 1 mass [kg]', { min: 1e-6 }),

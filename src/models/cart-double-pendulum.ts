@@ -14,6 +14,7 @@ export const cartDoublePendulum = defineModel<CartParam>({
   name: 'cart-double-pendulum',
   summary: 'double pendulum on a cart swing-up, cart force, RK4 (angles absolute, 0 hangs down)',
   stateNames: ['x', 'th1', 'th2', 'dx', 'dth1', 'dth2'],
+  sensor: { kind: 'joints', joints: ['x', 'th1', 'th2'] },
   controlNames: ['u'],
   params: {
     mc: num(1, 'cart mass [kg]', { min: 1e-6 }),

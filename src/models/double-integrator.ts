@@ -10,6 +10,7 @@ export const doubleIntegrator = defineModel({
   name: 'double-integrator',
   summary: 'linear-quadratic double integrator (closed-form reference problem)',
   stateNames: ['p', 'v'],
+  sensor: { kind: 'joints', joints: ['p'] },
   controlNames: ['u'],
   params: {
     dtS: num(0.1, 'time step [s]', { min: 1e-6 }),

@@ -27,6 +27,13 @@ export interface ModelDefinition<K extends string = string> {
   step(x: Scalar[], u: Scalar[], w: Scalar[], p: ParamValues<K>): Scalar[];
   stageCost(x: Scalar[], u: Scalar[], uPrev: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
   terminalCost(x: Scalar[], ref: Scalar[], p: ParamValues<K>): Scalar;
+  /**
+   * How a sensor reports the physical state as a standard ROS message:
+   * `joints`: sensor_msgs/JointState, the physical state being the joints'
+   * positions then their velocities; `pose2d`: geometry_msgs/PoseStamped,
+   * the state being [x, y, yaw]. Absent: the model has no state to measure.
+   */
+  sensor?: SensorInterface;
   /** Where the task counts as achieved, and for how long it must be held (controller runs). */
   goalRegion?: GoalRegion<K>;
   /**
@@ -40,6 +47,8 @@ export interface ModelDefinition<K extends string = string> {
     fromPhysical(y: readonly number[], p: ParamValues<K>): number[];
   };
 }
+
+export type SensorInterface = { kind: 'joints'; joints: readonly string[] } | { kind: 'pose2d' };
 
 export interface GoalRegion<K extends string = string> {
   doc: string;
@@ -78,6 +87,8 @@ export interface Model {
 export function defineModel<K extends string>(def: ModelDefinition<K>): ModelDefinition<K> {
   const n = def.stateNames.length;
   if (def.x0.length !== n || def.goal.length !== n) throw new Error(`${def.name}: x0 and goal need ${n} entries`);
+  const s = def.sensor;
+  if (s && (s.kind === 'joints' ? 2 * s.joints.length : 3) !== n) throw new Error(`${def.name}: its ${s.kind} sensor does not carry ${n} states`);
   return def;
 }
 

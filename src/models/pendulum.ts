@@ -13,6 +13,7 @@ export const pendulum = defineModel({
   name: 'pendulum',
   summary: 'variational-integrator pendulum swing-up (theta=0 hangs down; omega = phi/dtS)',
   stateNames: ['theta', 'phi'],
+  sensor: { kind: 'joints', joints: ['theta'] },
   controlNames: ['u'],
   params: {
     m: num(1, 'bob mass [kg]', { min: 1e-6 }),

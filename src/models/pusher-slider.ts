@@ -28,6 +28,7 @@ export const pusherSlider = defineModel<PusherParam>({
   name: 'pusher-slider',
   summary: 'quasi-static pusher-slider (ellipsoidal limit surface, sticking contact, relaxed edge choice)',
   stateNames: ['bx', 'by', 'alpha'],
+  sensor: { kind: 'pose2d' },
   controlNames: ['e', 's', 'vx', 'vy'],
   noiseDim: 4,
   params: {

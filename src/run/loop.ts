@@ -1,15 +1,19 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Controller, TickResult } from '../controller/controller.js';
+import type { Controller, TickResult } from '../controller/controller.js';
+import type { StateMsg } from '../interfaces/messages.js';
 import { fromPhysical, inGoalRegion, Model, physicalNames } from '../models/model.js';
 import { quantile } from '../samplers/stats.js';
 import type { Simulator } from '../../sim/simulator.js';
+import type { ControllerSession } from './session.js';
 
 export interface TickRecord {
   timeS: number;
   /** true physical state at the tick */
   state: number[];
-  /** what the controller was given */
+  /** what the sensor measured (empty when nothing was given) */
   measured: number[];
+  /** the state message the controller was given, as a ROS node receives it (undefined when none) */
+  stateMessage: StateMsg | undefined;
   tick: TickResult;
   inGoal: boolean;
 }
@@ -26,6 +30,7 @@ export interface RunSummary {
   plannerErrors: number;
   staleTicks: number;
   rejectedStates: number;
+  rejectedGoals: number;
   /** the planner's per-tick figures (e.g. TSMC's final beta) over planned ticks */
   plannerInfo: Record<string, { p50: number; min: number; max: number }>;
   goal: string;
@@ -36,7 +41,6 @@ export interface RunSummary {
 
 export interface LoopOptions {
   durationS: number;
-  rateHz: number;
   /** deterministic: no pacing, no deadlines */
   lockstep: boolean;
   onTick?: (r: TickRecord, index: number, total: number) => void | Promise<void>;
@@ -44,13 +48,27 @@ export interface LoopOptions {
   measurementFilter?: (timeS: number, y: number[]) => number[] | undefined;
 }
 
-/** Simulation in the loop: measure, tick, apply, advance; paced by the wall clock unless lockstep. */
-export async function runLoop(sim: Simulator, controller: Controller, model: Model, opts: LoopOptions): Promise<{ records: TickRecord[]; summary: RunSummary }> {
-  const periodS = 1 / opts.rateHz;
-  const ticks = Math.max(1, Math.round(opts.durationS * opts.rateHz));
+/**
+ * Simulation in the loop: measure, tick, apply, advance; paced by the wall
+ * clock unless lockstep. The measurement reaches the controller as the same
+ * state message a ROS node receives, and the first one also warms the
+ * planner up, as a node does on activation.
+ */
+export async function runLoop(sim: Simulator, session: ControllerSession, opts: LoopOptions): Promise<{ records: TickRecord[]; summary: RunSummary }> {
+  const { model, controller, codec } = session;
+  const periodS = session.periodS;
+  const ticks = Math.max(1, Math.round(opts.durationS * session.rateHz));
   const records: TickRecord[] = [];
-  controller.onState(sim.measure(), 0);
-  await controller.prepare();
+  const give = (y: number[] | undefined, timeS: number): StateMsg | undefined => {
+    if (!y) return undefined;
+    const msg = codec.encode(y, timeS);
+    session.onStateMessage(msg, timeS);
+    return msg;
+  };
+  let measuredRaw = sim.measure();
+  let measured = opts.measurementFilter ? opts.measurementFilter(0, measuredRaw) : measuredRaw;
+  let stateMessage = give(measured, 0);
+  await session.warmUp();
   const wallStart = performance.now();
   for (let k = 0; k < ticks; k++) {
     const timeS = k * periodS;
@@ -58,17 +76,19 @@ export async function runLoop(sim: Simulator, controller: Controller, model: Mod
       const wait = wallStart + timeS * 1000 - performance.now();
       if (wait > 0) await sleep(wait);
     }
-    const measuredRaw = sim.measure();
-    const measured = opts.measurementFilter ? opts.measurementFilter(timeS, measuredRaw) : measuredRaw;
-    if (measured) controller.onState(measured, timeS);
-    const tick = await controller.tick(timeS);
+    if (k > 0) {
+      measuredRaw = sim.measure();
+      measured = opts.measurementFilter ? opts.measurementFilter(timeS, measuredRaw) : measuredRaw;
+      stateMessage = give(measured, timeS);
+    }
+    const tick = await session.tick(timeS);
     const state = sim.state;
-    const record = { timeS, state, measured: measured ?? [], tick, inGoal: goalContains(model, state, controller) };
+    const record = { timeS, state, measured: measured ?? [], stateMessage, tick, inGoal: goalContains(model, state, controller) };
     records.push(record);
     await opts.onTick?.(record, k, ticks);
     sim.advance(tick.control, periodS);
   }
-  return { records, summary: summarize(model, controller, records, opts) };
+  return { records, summary: summarize(model, controller, records, { durationS: opts.durationS, rateHz: session.rateHz }) };
 }
 
 function goalContains(model: Model, physical: number[], controller: Controller): boolean {
@@ -111,6 +131,7 @@ export function summarize(model: Model, controller: Controller, records: TickRec
     plannerErrors: c.plannerErrors,
     staleTicks: c.staleTicks,
     rejectedStates: c.rejectedStates,
+    rejectedGoals: c.rejectedGoals,
     plannerInfo: infoStatistics(records),
     goal: model.def.goalRegion?.doc ?? 'none',
     holdS,

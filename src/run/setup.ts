@@ -1,13 +1,11 @@
-import { availableParallelism } from 'node:os';
-import { CONTROLLER_PARAMS, Controller } from '../controller/controller.js';
-import { MPC_TSMC_PARAMS, MppiPlanner, RecedingPlanner, TsmcPlanner } from '../controller/receding.js';
+import { CONTROLLER_PARAMS } from '../controller/controller.js';
+import { MPC_TSMC_PARAMS } from '../controller/receding.js';
 import { MPPI_PARAMS } from '../planners/mppi.js';
-import { createBackend } from '../kernels/index.js';
-import type { RolloutBackend } from '../kernels/backend.js';
-import { modelDefinition } from '../models/index.js';
-import { Model, resolveModel } from '../models/model.js';
-import { ParamsOf, resolveParams, Schema } from '../params.js';
+import { modelDefinition, MODELS } from '../models/index.js';
+import { resolveModel } from '../models/model.js';
+import { choice, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../params.js';
 import { resolveSimParams, SimParams, Simulator } from '../../sim/simulator.js';
+import { ControllerSession } from './session.js';
 
 /**
  * MPC defaults per system: sampling budgets sized for real time on a small
@@ -38,15 +36,22 @@ export const MPC_SYSTEM_DEFAULTS: Readonly<Record<string, { tsmc?: Record<string
 };
 
 export const MPC_PLANNER_SCHEMAS = { tsmc: MPC_TSMC_PARAMS, mppi: MPPI_PARAMS } as const;
+export type PlannerName = keyof typeof MPC_PLANNER_SCHEMAS;
 
 /** All parameters of a run, grouped by who owns them; keys in YAML and --set are `group.key` (or bare for the controller). */
 export interface RunParams {
   system: string;
   controller: ParamsOf<typeof CONTROLLER_PARAMS>;
-  planner: Record<string, unknown>;
+  /** the selected planner's parameters (the same object as planners[controller.planner]) */
+  planner: Record<string, ParamValue>;
+  /** both planners, resolved with the system's MPC defaults: the inactive one can be tuned too */
+  planners: Record<PlannerName, Record<string, ParamValue>>;
+  /** the model overrides (MPC defaults and the user's), as given */
   model: Record<string, unknown>;
   sim: SimParams;
 }
+
+const GROUPS = ['controller', 'tsmc', 'mppi', 'model', 'sim'] as const;
 
 /**
  * Splits flat parameters into their owners. Accepted keys: controller keys
@@ -56,52 +61,74 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   if (flat.system !== undefined && flat.system !== system) {
     throw new Error(`the parameters are for system '${String(flat.system)}', not '${system}'`);
   }
-  const groups: Record<string, Record<string, unknown>> = { controller: {}, tsmc: {}, mppi: {}, model: {}, sim: {} };
+  const groups: Record<(typeof GROUPS)[number], Record<string, unknown>> = { controller: {}, tsmc: {}, mppi: {}, model: {}, sim: {} };
   for (const [key, value] of Object.entries(flat)) {
     if (key === 'system') continue;
     const dot = key.indexOf('.');
-    const group = dot < 0 ? 'controller' : key.slice(0, dot);
-    if (!(group in groups)) throw new Error(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., model., sim.)`);
+    const group = (dot < 0 ? 'controller' : key.slice(0, dot)) as (typeof GROUPS)[number];
+    if (!GROUPS.includes(group)) throw new Error(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., model., sim.)`);
     groups[group][dot < 0 ? key : key.slice(dot + 1)] = value;
   }
   const controller = resolveParams('controller', CONTROLLER_PARAMS, groups.controller);
-  const name = controller.planner;
-  const schema = MPC_PLANNER_SCHEMAS[name] as Schema;
-  const planner = resolveParams(name, schema, groups[name], MPC_SYSTEM_DEFAULTS[system]?.[name] ?? {});
-  // the other planner's keys are checked too, so a typo never passes silently
-  const other = name === 'tsmc' ? 'mppi' : 'tsmc';
-  resolveParams(other, MPC_PLANNER_SCHEMAS[other] as Schema, groups[other]);
+  // both planners are checked, so a typo in the other one never passes silently
+  const planners = {
+    tsmc: resolveParams('tsmc', MPC_TSMC_PARAMS as Schema, groups.tsmc, MPC_SYSTEM_DEFAULTS[system]?.tsmc ?? {}),
+    mppi: resolveParams('mppi', MPPI_PARAMS as Schema, groups.mppi, MPC_SYSTEM_DEFAULTS[system]?.mppi ?? {}),
+  };
   const model = { ...MPC_SYSTEM_DEFAULTS[system]?.model, ...groups.model };
   resolveModel(modelDefinition(system), model); // rejects unknown or out-of-range model.* keys now, not at assembly
-  return { system, controller, planner, model, sim: resolveSimParams(groups.sim) };
+  return { system, controller, planner: planners[controller.planner], planners, model, sim: resolveSimParams(groups.sim) };
 }
+
+/**
+ * The controller's parameters as one flat table (`system`, controller keys
+ * bare, `tsmc.*`, `mppi.*`, `model.*`) with their values: the ROS node
+ * declares exactly these, and the live-parameter path checks against them.
+ */
+export function controllerParameterTable(params: RunParams): { entries: ParamEntry[]; values: Record<string, ParamValue> } {
+  const def = modelDefinition(params.system);
+  const entries = [
+    ...schemaEntries({ system: SYSTEM_PARAM }),
+    ...schemaEntries(CONTROLLER_PARAMS),
+    ...schemaEntries(MPC_TSMC_PARAMS, 'tsmc.'),
+    ...schemaEntries(MPPI_PARAMS, 'mppi.'),
+    ...schemaEntries(def.params, 'model.', 'model parameters are compiled into the rollout kernels at configure'),
+  ];
+  const model = resolveModel(def, params.model).params;
+  const values: Record<string, ParamValue> = {
+    system: params.system,
+    ...params.controller,
+    ...prefixed('tsmc.', params.planners.tsmc),
+    ...prefixed('mppi.', params.planners.mppi),
+    ...prefixed('model.', model),
+  };
+  return { entries, values };
+}
+
+export const SYSTEM_PARAM = choice('pendulum', [...MODELS.keys()], 'the plant model the controller plans with', { readOnly: 'the model is compiled at configure' });
+
+/** Rules across controller parameters, checked on every live change. */
+export function controllerConsistency(periodS: number) {
+  return (v: Readonly<Record<string, ParamValue>>): Record<string, string> => {
+    const reasons: Record<string, string> = {};
+    if ((v['mppi.sigmaMin'] as number) > (v['mppi.sigmaMax'] as number)) {
+      reasons['mppi.sigmaMin'] = `mppi.sigmaMin ${v['mppi.sigmaMin']} must not exceed mppi.sigmaMax ${v['mppi.sigmaMax']}`;
+    }
+    if ((v.budgetMs as number) > 1000 * periodS) reasons.budgetMs = `budgetMs ${v.budgetMs} is longer than the control period (${(1000 * periodS).toFixed(1)} ms at rateHz ${(1 / periodS).toFixed(3)})`;
+    return reasons;
+  };
+}
+
+const prefixed = (prefix: string, o: Readonly<Record<string, ParamValue>>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${k}`, v]));
 
 export interface Assembly {
-  model: Model;
-  backend: RolloutBackend;
-  planner: RecedingPlanner;
-  controller: Controller;
+  session: ControllerSession;
   sim: Simulator;
-  rateHz: number;
-  periodS: number;
-  budgetMs: number;
 }
 
-export async function assemble(params: RunParams, opts: { seed: number; lockstep: boolean; x0?: readonly number[] }): Promise<Assembly> {
-  const def = modelDefinition(params.system);
-  const model = resolveModel(def, params.model);
-  const c = params.controller;
-  const threads = c.threads > 0 ? c.threads : availableParallelism();
-  const backend = await createBackend(model, c.backend, { threads });
-  const planner: RecedingPlanner = c.planner === 'tsmc'
-    ? new TsmcPlanner(model, backend, params.planner as ParamsOf<typeof MPC_TSMC_PARAMS>)
-    : new MppiPlanner(model, backend, params.planner as ParamsOf<typeof MPPI_PARAMS>);
-  const rateHz = c.rateHz > 0 ? c.rateHz : 1 / model.dtS;
-  const periodS = 1 / rateHz;
-  const budgetMs = c.budgetMs > 0 ? c.budgetMs : 0.8 * periodS * 1000;
-  const controller = new Controller(model, planner, {
-    periodS, budgetMs, staleTimeoutS: c.staleTimeoutS, enforceDeadline: !opts.lockstep, seed: opts.seed,
-  });
-  const sim = new Simulator(def, periodS, params.sim, opts.seed + 1, params.model, opts.x0);
-  return { model, backend, planner, controller, sim, rateHz, periodS, budgetMs };
+/** The controller session and the simulated plant of an embedded run. */
+export async function assemble(params: RunParams, opts: { seed: number; lockstep: boolean }): Promise<Assembly> {
+  const session = await ControllerSession.create(params, opts);
+  const sim = new Simulator(modelDefinition(params.system), session.periodS, params.sim, opts.seed + 1, params.model);
+  return { session, sim };
 }

@@ -1,17 +1,21 @@
 import { open, FileHandle } from 'node:fs/promises';
 import { McapWriter } from '@mcap/core';
-import { msgJsonSchema } from './msg-schema.js';
+import { msgJsonSchema, TYPES } from '../interfaces/definitions.js';
 
-/** The interfaces logged, by topic. */
-export const LOG_TOPICS = {
-  '/tempered_mpc/state': 'SystemState',
-  '/tempered_mpc/measured_state': 'SystemState',
-  '/tempered_mpc/control': 'ControlCommand',
-  '/tempered_mpc/plan': 'Plan',
-  '/tempered_mpc/status': 'PlannerStatus',
-} as const;
-
-export type LogTopic = keyof typeof LOG_TOPICS;
+/**
+ * The topics an embedded run logs, by the names and types the ROS graph of
+ * a launch file has (namespace /tempered_mpc): a log of `tempered-mpc run`
+ * and a `ros2 bag record` of the nodes carry the same messages.
+ */
+export function logTopics(stateType: string): Record<string, string> {
+  return {
+    '/tempered_mpc/state': stateType,
+    '/tempered_mpc/true_state': stateType,
+    '/tempered_mpc/command': TYPES.command,
+    '/tempered_mpc/plan': TYPES.plan,
+    '/tempered_mpc/status': TYPES.status,
+  };
+}
 
 /**
  * An MCAP file of JSON-encoded messages with JSON Schemas derived from msgs/
@@ -21,7 +25,7 @@ export class McapLog {
   private queue: Promise<unknown> = Promise.resolve();
   private constructor(private readonly file: FileHandle, private readonly writer: McapWriter, private readonly channels: Map<string, number>) {}
 
-  static async create(path: string): Promise<McapLog> {
+  static async create(path: string, topics: Readonly<Record<string, string>>): Promise<McapLog> {
     const file = await open(path, 'w');
     let position = 0n;
     const writer = new McapWriter({
@@ -38,23 +42,24 @@ export class McapLog {
     await writer.start({ profile: '', library: 'tempered-mpc' });
     const channels = new Map<string, number>();
     const schemaIds = new Map<string, number>();
-    for (const [topic, msg] of Object.entries(LOG_TOPICS)) {
-      let schemaId = schemaIds.get(msg);
+    for (const [topic, type] of Object.entries(topics)) {
+      let schemaId = schemaIds.get(type);
       if (schemaId === undefined) {
         schemaId = await writer.registerSchema({
-          name: `tempered_mpc/msg/${msg}`,
+          name: type,
           encoding: 'jsonschema',
-          data: new TextEncoder().encode(JSON.stringify(msgJsonSchema(msg).schema)),
+          data: new TextEncoder().encode(JSON.stringify(msgJsonSchema(type))),
         });
-        schemaIds.set(msg, schemaId);
+        schemaIds.set(type, schemaId);
       }
       channels.set(topic, await writer.registerChannel({ topic, schemaId, messageEncoding: 'json', metadata: new Map() }));
     }
     return new McapLog(file, writer, channels);
   }
 
-  write(topic: LogTopic, timeS: number, message: object): Promise<unknown> {
-    const channelId = this.channels.get(topic)!;
+  write(topic: string, timeS: number, message: object): Promise<unknown> {
+    const channelId = this.channels.get(topic);
+    if (channelId === undefined) throw new Error(`no channel for topic '${topic}'`);
     const time = BigInt(Math.round(timeS * 1e9));
     const data = new TextEncoder().encode(JSON.stringify(message));
     this.queue = this.queue.then(() => this.writer.addMessage({ channelId, sequence: 0, logTime: time, publishTime: time, data }));
