@@ -13,8 +13,8 @@ const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const CONFIG = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
 
 async function pendulumRun(planner: 'tsmc' | 'mppi', seed: number, extra: Record<string, unknown> = {}, durationS = 12) {
-  const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner, 'sim.x0': [0, 0], ...extra });
-  const { session, sim } = await assemble(params, { seed, lockstep: true });
+  const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner, seed, 'sim.x0': [0, 0], ...extra });
+  const { session, sim } = await assemble(params, { lockstep: true });
   try {
     return await runLoop(sim, session, { durationS, lockstep: true });
   } finally {
@@ -50,8 +50,8 @@ describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy pl
   });
 
   it('survives a sensor outage: safe command during it, control again after', async () => {
-    const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner: 'mppi', 'sim.x0': [0.2, 0] });
-    const { session, sim } = await assemble(params, { seed: 1, lockstep: true });
+    const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner: 'mppi', seed: 1, 'sim.x0': [0.2, 0] });
+    const { session, sim } = await assemble(params, { lockstep: true });
     const { records, summary } = await runLoop(sim, session, {
       durationS: 3, lockstep: true,
       // no measurements from 1.0 s to 2.0 s, then NaN readings for 0.3 s
@@ -73,7 +73,7 @@ describe('embedded simulation in the loop (acrobot swing-up, 40 Hz, lockstep)', 
   for (const planner of ['mppi', 'tsmc'] as const) {
     it(`${planner} swings up with the launch file's parameters and balances to the end`, async () => {
       const params = resolveRunParams('acrobot', { ...readParamsFile(ACROBOT), planner });
-      const { session, sim } = await assemble(params, { seed: 0, lockstep: true });
+      const { session, sim } = await assemble(params, { lockstep: true });
       const { summary } = await runLoop(sim, session, { durationS: 5, lockstep: true });
       session.dispose();
       assert.ok(summary.success, JSON.stringify(summary));

@@ -24,7 +24,7 @@ export const benchMpcCommand: Command = {
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const runs = [];
     for (let seed = 0; seed < seeds; seed++) {
-      const { session, sim } = await assemble(params, { seed, lockstep });
+      const { session, sim } = await assemble({ ...params, controller: { ...params.controller, seed } }, { lockstep });
       const { summary } = await runLoop(sim, session, {
         durationS, lockstep,
         onTick: (_r, k, total) => bar.update((seed + (k + 1) / total) / seeds, `seed ${seed}`),

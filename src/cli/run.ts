@@ -7,7 +7,7 @@ import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
 import { logTopics, McapLog } from '../telemetry/mcap-log.js';
 import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
+import { Command, JSON_OPTION, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
 import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 import { modelDefinition } from '../models/index.js';
@@ -22,6 +22,7 @@ export const RUN_OPTIONS: Record<string, OptionSpec> = {
   set: { ...SET_OPTION, description: 'override a parameter: controller keys bare, tsmc.KEY, mppi.KEY, model.KEY, sim.KEY' },
   x0: { type: 'string', description: 'initial physical state of the simulated plant (default: the system\'s x0); the same as --set sim.x0=a,b,...', valueName: 'a,b,...' },
   lockstep: { type: 'boolean', description: 'deterministic: the simulator waits for every plan; no deadlines' },
+  seed: { type: 'string', description: 'random seed of planner (K) and simulator noise (K + 1); the same as --set seed=K (default 0)', valueName: 'K' },
 };
 
 export const runCommand: Command = {
@@ -30,14 +31,13 @@ export const runCommand: Command = {
   usage: 'run --system NAME [--planner tsmc|mppi] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--out DIR] [--json]',
   options: {
     ...RUN_OPTIONS,
-    seed: { type: 'string', description: 'random seed of planner and simulator noise (default 0)', valueName: 'K' },
     out: { type: 'string', description: 'output folder (default runs/TIMESTAMP)', valueName: 'DIR' },
     json: JSON_OPTION,
   },
   async run(values) {
     const { system, params, durationS, lockstep } = runOptions(values);
-    const seed = optionalInteger(values, 'seed', 0, 0);
-    const { session, sim } = await assemble(params, { seed, lockstep });
+    const seed = params.controller.seed;
+    const { session, sim } = await assemble(params, { lockstep });
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());
     mkdirSync(out, { recursive: true });
     const log = await McapLog.create(join(out, 'run.mcap'), logTopics(session.codec.type));
@@ -103,6 +103,8 @@ export function runOptions(values: Record<string, unknown>) {
     throw new UsageError((e as Error).message);
   }
   Object.assign(flat, parseOverrides(values.set as string[] | undefined));
+  const seed = stringOpt(values, 'seed');
+  if (seed !== undefined) flat.seed = seed;
   const planner = stringOpt(values, 'planner');
   if (planner !== undefined) flat.planner = planner;
   const rate = stringOpt(values, 'rate');

@@ -12,6 +12,7 @@ export const CONTROLLER_PARAMS = {
   futureStampToleranceS: num(0.05, 'a state stamped further ahead of the controller\'s clock than this is rejected (clock skew allowance) [s]', { min: 0, max: 10 }),
   backend: choice('cpu', ['cpu', 'webgpu'] as const, 'rollout kernels: cpu (f64, all cores) or webgpu (f32)', { readOnly: 'the kernels are built at configure' }),
   threads: num(0, 'CPU threads for the cpu backend (0 = all cores)', { min: 0, max: 256, integer: true, readOnly: 'the worker pool is built at configure' }),
+  seed: num(0, 'seed of the planner\'s random numbers (an embedded run seeds its simulator with seed + 1)', { min: 0, max: 2 ** 31 - 1, integer: true, readOnly: 'the random stream starts at configure' }),
   jointNames: list('string', 'joint names of the state and goal messages (sensor_msgs/JointState), in order (empty = the system\'s own, see `tempered-mpc systems NAME`)',
     { maxLength: 32, readOnly: 'the state interface is set at configure' }),
 } as const;

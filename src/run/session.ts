@@ -44,7 +44,7 @@ export class ControllerSession {
    * Builds everything; `lockstep` plans every tick to completion (no
    * deadlines). The error of a bad parameter names the key the user set.
    */
-  static async create(params: RunParams, opts: { seed: number; lockstep: boolean }): Promise<ControllerSession> {
+  static async create(params: RunParams, opts: { lockstep: boolean }): Promise<ControllerSession> {
     const model = resolveModel(modelDefinition(params.system), params.model);
     if (!model.def.sensor) throw new Error(`system '${params.system}' has no state to measure, so it cannot run as a controller`);
     const c = params.controller;
@@ -55,7 +55,7 @@ export class ControllerSession {
       : new MppiPlanner(model, backend, { ...params.planners.mppi } as ParamsOf<typeof MPPI_PARAMS>);
     const rateHz = c.rateHz > 0 ? c.rateHz : 1 / model.dtS;
     const controller = new Controller(model, planner, {
-      periodS: 1 / rateHz, ...timing(c, 1 / rateHz), enforceDeadline: !opts.lockstep, seed: opts.seed,
+      periodS: 1 / rateHz, ...timing(c, 1 / rateHz), enforceDeadline: !opts.lockstep, seed: c.seed,
     });
     try {
       return new ControllerSession(params, model, backend, planner, controller);

@@ -126,9 +126,9 @@ export interface Assembly {
   sim: Simulator;
 }
 
-/** The controller session and the simulated plant of an embedded run. */
-export async function assemble(params: RunParams, opts: { seed: number; lockstep: boolean }): Promise<Assembly> {
+/** The controller session and the simulated plant of an embedded run (the plant's noise seeded with the controller's seed + 1). */
+export async function assemble(params: RunParams, opts: { lockstep: boolean }): Promise<Assembly> {
   const session = await ControllerSession.create(params, opts);
-  const sim = new Simulator(modelDefinition(params.system), session.periodS, params.sim, opts.seed + 1, params.model);
+  const sim = new Simulator(modelDefinition(params.system), session.periodS, params.sim, params.controller.seed + 1, params.model);
   return { session, sim };
 }

@@ -1,0 +1,308 @@
+import type { TickResult } from '../../src/controller/controller.js';
+import { TYPES } from '../../src/interfaces/definitions.js';
+import { fromTime } from '../../src/interfaces/messages.js';
+import type { ParamEntry } from '../../src/params.js';
+import { ControllerSession } from '../../src/run/session.js';
+import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
+import { declareAll, onSetParameters, readAll } from './parameters.js';
+import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, Subscription, Timer, TRANSITION } from './rcl.js';
+
+export interface ControllerNodeOptions {
+  name?: string;
+  namespace?: string;
+}
+
+/**
+ * The ROS door of the controller: a managed (lifecycle) node around one
+ * ControllerSession, the same one `tempered-mpc run` drives.
+ *
+ * - configure: reads and checks the parameters, builds model, kernels and
+ *   planner, creates the subscriptions (state, goal) and publishers
+ *   (command, plan, status);
+ * - activate: the warm-up solve from the latest state, then ticks: on a
+ *   wall timer at rateHz, or with use_sim_time on the state messages of the
+ *   simulated clock (lockstep with the simulator node);
+ * - deactivate: stops ticking and publishes the safe command once;
+ * - cleanup / shutdown: releases everything.
+ *
+ * rclnodejs 2.2 runs transition callbacks synchronously, while building the
+ * kernels and the warm-up solve are asynchronous; so the ChangeState service
+ * first awaits that work (`prepare`), then lets the state machine run the
+ * transition, whose callback only commits what was prepared. A failure in
+ * either fails the transition with a logged reason; the process stays up.
+ */
+export class ControllerNode {
+  readonly node: LifecycleNode;
+  private readonly entries: ParamEntry[] = [];
+  private readonly entryMap = new Map<string, ParamEntry>();
+  private declareProblems: string[] = [];
+  private session: ControllerSession | undefined;
+  private prepared: { session?: ControllerSession; error?: string } | undefined;
+  private publishers: { command: Publisher; plan: Publisher; status: Publisher } | undefined;
+  private subscriptions: Subscription[] = [];
+  private timer: Timer | undefined;
+  private active = false;
+  private inFlight: Promise<void> | undefined;
+  private useSimTime = false;
+  /** sim time: the latest /clock and the next tick time */
+  private clockS = -Infinity;
+  private nextTickS = -Infinity;
+  private lastStateStampS = -Infinity;
+  /** ticks whose timer fired while the previous tick was still planning */
+  skippedTicks = 0;
+
+  constructor(private readonly rcl: Rclnodejs, opts: ControllerNodeOptions = {}) {
+    const node = new rcl.lifecycle.LifecycleNode(opts.name ?? 'tempered_mpc_controller', opts.namespace ?? '');
+    this.node = node;
+    node.addOnSetParametersCallback(onSetParameters(this.entryMap, () => (this.session ? (c) => this.session!.requestParameters(c) : undefined)));
+    this.declareParameters();
+    node.registerOnConfigure(() => this.commitConfigure());
+    node.registerOnActivate(() => this.commitActivate());
+    node.registerOnDeactivate(() => this.onDeactivate());
+    node.registerOnCleanup(() => this.onCleanup());
+    node.registerOnShutdown(() => this.onCleanup());
+    node.registerOnError(() => this.onCleanup());
+    // ChangeState requests (ros2 lifecycle set, launch) await the asynchronous part first
+    const machine = node as unknown as { _onChangeState(request: unknown, response: unknown): unknown };
+    const handle = machine._onChangeState.bind(node);
+    machine._onChangeState = async (request: { transition: { id: number; label: string } }, response: unknown) => {
+      await this.prepare(request.transition.label || labelOf(request.transition.id));
+      return handle(request, response);
+    };
+  }
+
+  /** Declares `system`, then everything its model needs, with the MPC defaults of that system. */
+  private declareParameters(): void {
+    const systemEntry: ParamEntry = { key: 'system', def: SYSTEM_PARAM, readOnly: SYSTEM_PARAM.readOnly };
+    this.declareProblems = declareAll(this.rcl, this.node, [systemEntry], { system: SYSTEM_PARAM.default });
+    const system = String(this.node.getParameter('system').value);
+    const table = controllerParameterTable(resolveRunParams(system, {}));
+    for (const e of table.entries) {
+      this.entries.push(e);
+      this.entryMap.set(e.key, e);
+    }
+    this.declareProblems.push(...declareAll(this.rcl, this.node, table.entries, table.values));
+  }
+
+  /** Runs a transition as a ChangeState request would: the asynchronous part, then the state machine. */
+  async transition(label: 'configure' | 'activate' | 'deactivate' | 'cleanup' | 'shutdown'): Promise<boolean> {
+    await this.prepare(label);
+    const result = new this.rcl.lifecycle.CallbackReturnValue();
+    try {
+      this.node[label](result);
+    } catch (e) {
+      this.log('error', `${label}: ${(e as Error).message}`);
+      return false;
+    }
+    return result.isSuccess();
+  }
+
+  get lifecycleState(): string {
+    return (this.node.currentState.asMessage().label ?? '').toLowerCase();
+  }
+
+  private async prepare(label: string): Promise<void> {
+    this.prepared = undefined;
+    try {
+      if (label === 'configure') this.prepared = { session: await this.buildSession() };
+      else if (label === 'activate' && this.session) {
+        const warmed = await this.session.warmUp();
+        if (!warmed) this.log('warn', 'activate: no state received yet, so no warm-up solve; the first tick plans cold');
+        this.prepared = {};
+      }
+    } catch (e) {
+      this.prepared = { error: (e as Error).message };
+    }
+  }
+
+  private async buildSession(): Promise<ControllerSession> {
+    if (this.declareProblems.length) throw new Error(this.declareProblems.join('; '));
+    const flat = readAll(this.node, this.entries);
+    const system = String(this.node.getParameter('system').value);
+    const { system: _system, ...rest } = flat;
+    void _system;
+    // only what differs from the system's MPC defaults is an override
+    const defaults = controllerParameterTable(resolveRunParams(system, {})).values;
+    const overrides = Object.fromEntries(Object.entries(rest).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(defaults[k])));
+    const params = resolveRunParams(system, overrides);
+    this.useSimTime = Boolean(this.node.getParameter('use_sim_time').value);
+    // under simulated time the simulator waits for every plan: no wall-clock deadlines
+    return ControllerSession.create(params, { lockstep: this.useSimTime });
+  }
+
+  private commitConfigure() {
+    const prepared = this.prepared;
+    this.prepared = undefined;
+    if (!prepared?.session) return this.fail('configure', prepared?.error ?? 'configure needs its preparation (send it through the ChangeState service or transition())');
+    const session = prepared.session;
+    try {
+      const node = this.node;
+      const rcl = this.rcl;
+      this.publishers = {
+        command: node.createPublisher(TYPES.command as never, 'command', { qos: keepLast1(rcl, true) }) as unknown as Publisher,
+        plan: node.createPublisher(TYPES.plan as never, 'plan', { qos: reliable(rcl, 10) }) as unknown as Publisher,
+        status: node.createPublisher(TYPES.status as never, 'status', { qos: reliable(rcl, 10) }) as unknown as Publisher,
+      };
+      this.subscriptions = [
+        node.createSubscription(session.codec.type as never, 'state', { qos: keepLast1(rcl, false) }, (msg: unknown) => this.onState(msg)),
+        node.createSubscription(session.codec.type as never, 'goal', { qos: keepLast1(rcl, true) }, (msg: unknown) => this.onGoal(msg)),
+      ];
+      if (this.useSimTime) {
+        this.subscriptions.push(node.createSubscription(TYPES.clock as never, '/clock', { qos: keepLast1(rcl, false) }, (msg: unknown) => this.onClock(msg)));
+      }
+    } catch (e) {
+      session.dispose();
+      this.destroyEndpoints();
+      return this.fail('configure', (e as Error).message);
+    }
+    this.session = session;
+    this.log('info', `configured: ${session.params.system} with ${session.planner.name} at ${session.rateHz} Hz (budget ${session.budgetMs.toFixed(1)} ms, ${session.params.controller.backend} backend), state as ${session.codec.type}${this.useSimTime ? ', simulated time' : ''}`);
+    return CALLBACK.SUCCESS;
+  }
+
+  private commitActivate() {
+    const prepared = this.prepared;
+    this.prepared = undefined;
+    if (!this.session) return this.fail('activate', 'not configured');
+    if (!prepared || prepared.error) return this.fail('activate', prepared?.error ?? 'activate needs its preparation (send it through the ChangeState service or transition())');
+    this.active = true;
+    if (this.useSimTime) {
+      this.nextTickS = -Infinity;
+      queueMicrotask(() => this.maybeTickSimTime());
+    } else {
+      const periodNs = BigInt(Math.round(this.session.periodS * 1e9));
+      this.timer = this.node.createTimer(periodNs, () => this.onTimer());
+    }
+    this.log('info', 'active');
+    return CALLBACK.SUCCESS;
+  }
+
+  private onDeactivate() {
+    this.stopTicking();
+    if (this.session && this.publishers) {
+      this.publishers.command.publish(this.session.commandMessage(this.safeTick('deactivated')) as never);
+    }
+    this.log('info', 'inactive: published the safe command once');
+    return CALLBACK.SUCCESS;
+  }
+
+  private onCleanup() {
+    this.stopTicking();
+    this.destroyEndpoints();
+    this.session?.dispose();
+    this.session = undefined;
+    return CALLBACK.SUCCESS;
+  }
+
+  private stopTicking(): void {
+    this.active = false;
+    if (this.timer) this.node.destroyTimer(this.timer);
+    this.timer = undefined;
+  }
+
+  private destroyEndpoints(): void {
+    for (const s of this.subscriptions) this.node.destroySubscription(s);
+    this.subscriptions = [];
+    if (this.publishers) for (const p of Object.values(this.publishers)) this.node.destroyPublisher(p as never);
+    this.publishers = undefined;
+  }
+
+  private fail(transition: string, reason: string) {
+    this.log('error', `${transition} failed: ${reason}`);
+    return CALLBACK.FAILURE;
+  }
+
+  private onState(msg: unknown): void {
+    const session = this.session;
+    if (!session) return;
+    const stamp = fromTime((msg as { header?: { stamp?: unknown } } | null)?.header?.stamp);
+    // under simulated time the clock and the state travel on two topics: the state's stamp is the time
+    const now = this.useSimTime ? Math.max(this.clockS, stamp ?? -Infinity) : nowS(this.node);
+    const reason = session.onStateMessage(msg, now);
+    if (reason) return this.log('warn', `state refused: ${reason}`, 'state');
+    this.lastStateStampS = stamp!;
+    if (this.useSimTime) this.maybeTickSimTime();
+  }
+
+  private onGoal(msg: unknown): void {
+    const reason = this.session?.onGoalMessage(msg);
+    if (reason) this.log('warn', `goal refused: ${reason}`);
+  }
+
+  private onClock(msg: unknown): void {
+    const t = fromTime((msg as { clock?: unknown } | null)?.clock);
+    if (t === undefined) return;
+    this.clockS = t;
+    this.maybeTickSimTime();
+  }
+
+  /**
+   * Simulated time: tick when the state for the next tick time is in, or,
+   * if it never comes, once the clock has passed the stale timeout.
+   */
+  private maybeTickSimTime(): void {
+    const session = this.session;
+    if (!this.active || !session || this.inFlight) return;
+    const eps = 1e-6;
+    let at: number | undefined;
+    if (this.lastStateStampS >= this.nextTickS - eps) at = this.lastStateStampS;
+    else if (this.clockS >= this.nextTickS + session.controller.timing.staleTimeoutS) at = this.clockS;
+    if (at === undefined) return;
+    this.nextTickS = at + session.periodS;
+    this.startTick(at);
+  }
+
+  private onTimer(): void {
+    if (this.inFlight) {
+      this.skippedTicks++;
+      return;
+    }
+    this.startTick(nowS(this.node));
+  }
+
+  private startTick(atS: number): void {
+    this.inFlight = this.tick(atS)
+      .catch((e) => this.log('error', `tick: ${(e as Error).message}`))
+      .finally(() => {
+        this.inFlight = undefined;
+        if (this.useSimTime) this.maybeTickSimTime();
+      });
+  }
+
+  private async tick(atS: number): Promise<void> {
+    const session = this.session!;
+    const tick = await session.tick(atS);
+    // deactivated or cleaned up while planning: publish nothing
+    if (!this.active || !this.publishers || this.session !== session) return;
+    this.publishers.command.publish(session.commandMessage(tick) as never);
+    this.publishers.status.publish(session.statusMessage(tick) as never);
+    // predicting the plan's states costs a rollout: only for someone who listens
+    if (this.publishers.plan.subscriptionCount() > 0) this.publishers.plan.publish(session.planMessage(tick) as never);
+  }
+
+  private safeTick(reason: string): TickResult {
+    const c = this.session!.controller;
+    return { timeS: nowS(this.node), fromState: null, control: c.safeCommand, plan: null, mode: 'waiting', reason, solveMs: 0, cost: NaN, info: {} };
+  }
+
+  private readonly lastLogged = new Map<string, number>();
+
+  /** Logs through the node's logger; messages with a throttle key at most once a second per key. */
+  private log(level: 'info' | 'warn' | 'error', text: string, throttleKey?: string): void {
+    if (throttleKey) {
+      const now = performance.now();
+      if (now - (this.lastLogged.get(throttleKey) ?? -Infinity) < 1000) return;
+      this.lastLogged.set(throttleKey, now);
+    }
+    this.node.getLogger()[level](text);
+  }
+
+  /** The session, for status queries and tests. */
+  get current(): ControllerSession | undefined {
+    return this.session;
+  }
+}
+
+function labelOf(id: number): string {
+  return Object.entries(TRANSITION).find(([, v]) => v === id)?.[0].replace(/^(unconfigured|inactive|active)_/, '') ?? '';
+}

@@ -1,0 +1,148 @@
+import { checkValue, ParamEntry, ParamValue, rangeText, SetResult } from '../../src/params.js';
+import { Node, Parameter, ParameterDescriptor, PARAMETER, Rclnodejs } from './rcl.js';
+
+/**
+ * ROS parameters from the one schema: each entry becomes a declared
+ * parameter with a descriptor (description, range, read-only, constraints
+ * in words), and every set goes through the core's checks.
+ */
+
+type TypeCode = (typeof PARAMETER)[keyof typeof PARAMETER];
+
+export function rosType(entry: ParamEntry): TypeCode {
+  const d = entry.def;
+  if (d.kind === 'enum') return PARAMETER.STRING;
+  if (d.kind === 'list') return d.of === 'string' ? PARAMETER.STRING_ARRAY : PARAMETER.DOUBLE_ARRAY;
+  return d.integer ? PARAMETER.INTEGER : PARAMETER.DOUBLE;
+}
+
+const TYPE_NAME: Record<number, string> = {
+  [PARAMETER.NOT_SET]: 'not set', [PARAMETER.BOOL]: 'bool', [PARAMETER.INTEGER]: 'integer', [PARAMETER.DOUBLE]: 'double',
+  [PARAMETER.STRING]: 'string', 5: 'byte array', 6: 'bool array', 7: 'integer array',
+  [PARAMETER.DOUBLE_ARRAY]: 'double array', [PARAMETER.STRING_ARRAY]: 'string array',
+};
+
+const MAX_DOUBLE = Number.MAX_VALUE;
+const MAX_INT64 = 2n ** 63n - 1n;
+
+/** The text `ros2 param describe` shows as constraints: the rule, and why a read-only parameter is. */
+export function constraintsText(entry: ParamEntry): string {
+  const d = entry.def;
+  const rule = d.kind === 'enum' ? `one of: ${d.choices.join(', ')}` : d.kind === 'list' ? rangeText(d) : `range ${rangeText(d)}`;
+  return entry.readOnly ? `${rule}; read-only: ${entry.readOnly}` : rule;
+}
+
+/**
+ * A descriptor for one entry. Works around two faults of rclnodejs 2.2's
+ * ParameterDescriptor: its toMessage() never sends the range (it reads
+ * `_rangeConstraint`, the constructor sets `_range`), and a value it finds
+ * out of range is refused with a garbled reason ("does not  readonly").
+ * Here the message is built from the schema, and the descriptor accepts
+ * every value, so the node's set-parameters callback, which runs the
+ * schema's checks, gives the refusal with its real reason.
+ */
+export function descriptorFor(rcl: Rclnodejs, entry: ParamEntry): ParameterDescriptor {
+  const type = rosType(entry);
+  const descriptor = new rcl.ParameterDescriptor(entry.key, type, entry.def.doc, entry.readOnly !== undefined);
+  const constraints = constraintsText(entry);
+  descriptor.additionalConstraints = constraints;
+  const d = entry.def;
+  const range = d.kind !== 'number' ? {}
+    : d.integer
+      ? { integer_range: [{ from_value: d.min === undefined ? -MAX_INT64 : BigInt(Math.ceil(d.min)), to_value: d.max === undefined ? MAX_INT64 : BigInt(Math.floor(d.max)), step: 1n }] }
+      : { floating_point_range: [{ from_value: d.min ?? -MAX_DOUBLE, to_value: d.max ?? MAX_DOUBLE, step: 0 }] };
+  const message = {
+    name: entry.key, type, description: entry.def.doc, additional_constraints: constraints,
+    read_only: entry.readOnly !== undefined, dynamic_typing: false, ...range,
+  };
+  return Object.assign(descriptor, {
+    toMessage: () => message as unknown as ReturnType<ParameterDescriptor['toMessage']>,
+    validateParameter: () => undefined,
+  });
+}
+
+/** The value a ROS parameter carries, as the schema reads it; a reason when its type is not the declared one. */
+export function fromRos(entry: ParamEntry, p: Parameter): { value: unknown } | { reason: string } {
+  const expected = rosType(entry);
+  if (p.type !== expected) {
+    const hint = expected === PARAMETER.DOUBLE && p.type === PARAMETER.INTEGER ? ` (write ${String(p.value)}.0)` : '';
+    return { reason: `${entry.key} is a ${TYPE_NAME[expected]} parameter, got a ${TYPE_NAME[p.type] ?? p.type} (${String(p.value)})${hint}` };
+  }
+  const v = p.value as unknown;
+  return { value: ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v };
+}
+
+export function toRos(rcl: Rclnodejs, entry: ParamEntry, value: ParamValue): Parameter {
+  const type = rosType(entry);
+  return new rcl.Parameter(entry.key, type, type === PARAMETER.INTEGER ? BigInt(value as number) : Array.isArray(value) ? [...value] : value);
+}
+
+/**
+ * Declares the entries on the node with their values (a parameter file or
+ * `-p` override replaces a value, as ROS does). A bad override is not
+ * fatal: the parameter is declared with its default and the reason is
+ * returned, so the lifecycle transition that needs it can fail with it.
+ */
+export function declareAll(rcl: Rclnodejs, node: Node, entries: readonly ParamEntry[], values: Readonly<Record<string, ParamValue>>): string[] {
+  const problems: string[] = [];
+  for (const entry of entries) {
+    if (node.hasParameter(entry.key)) continue;
+    const descriptor = descriptorFor(rcl, entry);
+    try {
+      node.declareParameter(toRos(rcl, entry, values[entry.key]), descriptor);
+    } catch (e) {
+      problems.push(`${entry.key} from the parameter overrides: ${(e as Error).message}`);
+      node.declareParameter(toRos(rcl, entry, values[entry.key]), descriptor, true);
+    }
+  }
+  return problems;
+}
+
+/** The declared values of the entries, as the schema reads them (type checked). */
+export function readAll(node: Node, entries: readonly ParamEntry[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const entry of entries) {
+    const r = fromRos(entry, node.getParameter(entry.key));
+    if ('reason' in r) throw new Error(r.reason);
+    out[entry.key] = r.value;
+  }
+  return out;
+}
+
+/**
+ * The set-parameters callback: parameters the table does not own (use_sim_time,
+ * QoS overrides) pass through; the table's go to `apply` all together (the
+ * live path of a running node) or, with no session, through the schema's
+ * checks one by one. A refusal lists one reason per bad parameter.
+ */
+export function onSetParameters(
+  entries: ReadonlyMap<string, ParamEntry>,
+  apply: () => ((changes: Record<string, unknown>) => SetResult) | undefined,
+): (parameters: Parameter[]) => { successful: boolean; reason: string } {
+  return (parameters) => {
+    const changes: Record<string, unknown> = {};
+    const reasons: string[] = [];
+    for (const p of parameters) {
+      const entry = entries.get(p.name);
+      if (!entry) continue;
+      const r = fromRos(entry, p);
+      if ('reason' in r) reasons.push(r.reason);
+      else changes[p.name] = r.value;
+    }
+    if (reasons.length) return { successful: false, reason: reasons.join('; ') };
+    if (Object.keys(changes).length === 0) return { successful: true, reason: '' };
+    const live = apply();
+    if (live) {
+      const result = live(changes);
+      return result.ok ? { successful: true, reason: '' } : { successful: false, reason: Object.values(result.reasons).join('; ') };
+    }
+    for (const [key, value] of Object.entries(changes)) {
+      try {
+        checkValue(key, entries.get(key)!.def, value);
+      } catch (e) {
+        reasons.push((e as Error).message);
+      }
+    }
+    return { successful: reasons.length === 0, reason: reasons.join('; ') };
+  };
+}
