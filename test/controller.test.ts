@@ -129,7 +129,7 @@ describe('controller fault behaviour', () => {
   it('clamps to the limits and validates run-time references', async () => {
     const c = controller(faultyPlanner({}));
     assert.match(c.setReference([1])!, /goal has 1 values, expected 2/);
-    assert.match(c.setReference([NaN, 0])!, /reference\[0\] is not a finite number/);
+    assert.match(c.setReference([NaN, 0])!, /goal\[0\] is not a finite number/);
     assert.equal(c.setReference([Math.PI, 0]), undefined);
     c.onState([0, 0], 0);
     for (let t = 0; t < 1; t += 0.1) {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { TickResult } from '../../src/controller/controller.js';
 import { TYPES } from '../../src/interfaces/definitions.js';
 import { fromTime } from '../../src/interfaces/messages.js';
@@ -6,6 +7,9 @@ import { ControllerSession } from '../../src/run/session.js';
 import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
 import { declareAll, onSetParameters, readAll } from './parameters.js';
 import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, Subscription, Timer, TRANSITION } from './rcl.js';
+
+/** How long activation waits for a first state before it goes on without a warm-up solve. */
+const FIRST_STATE_WAIT_MS = 2000;
 
 export interface ControllerNodeOptions {
   name?: string;
@@ -35,7 +39,8 @@ export class ControllerNode {
   readonly node: LifecycleNode;
   private readonly entries: ParamEntry[] = [];
   private readonly entryMap = new Map<string, ParamEntry>();
-  private declareProblems: string[] = [];
+  /** bad parameter-file values, by key, until the parameter is set right */
+  private readonly declareProblems = new Map<string, string>();
   private session: ControllerSession | undefined;
   private prepared: { session?: ControllerSession; error?: string } | undefined;
   private publishers: { command: Publisher; plan: Publisher; status: Publisher } | undefined;
@@ -54,7 +59,12 @@ export class ControllerNode {
   constructor(private readonly rcl: Rclnodejs, opts: ControllerNodeOptions = {}) {
     const node = new rcl.lifecycle.LifecycleNode(opts.name ?? 'tempered_mpc_controller', opts.namespace ?? '');
     this.node = node;
-    node.addOnSetParametersCallback(onSetParameters(this.entryMap, () => (this.session ? (c) => this.session!.requestParameters(c) : undefined)));
+    const check = onSetParameters(this.entryMap, () => (this.session ? (c) => this.session!.requestParameters(c) : undefined));
+    node.addOnSetParametersCallback((parameters) => {
+      const result = check(parameters);
+      if (result.successful) for (const p of parameters) this.declareProblems.delete(p.name);
+      return result;
+    });
     this.declareParameters();
     node.registerOnConfigure(() => this.commitConfigure());
     node.registerOnActivate(() => this.commitActivate());
@@ -65,23 +75,34 @@ export class ControllerNode {
     // ChangeState requests (ros2 lifecycle set, launch) await the asynchronous part first
     const machine = node as unknown as { _onChangeState(request: unknown, response: unknown): unknown };
     const handle = machine._onChangeState.bind(node);
-    machine._onChangeState = async (request: { transition: { id: number; label: string } }, response: unknown) => {
-      await this.prepare(request.transition.label || labelOf(request.transition.id));
-      return handle(request, response);
+    machine._onChangeState = async (request: { transition: { id: number; label: string } }, response: ChangeStateResponse) => {
+      const label = request.transition.label || labelOf(request.transition.id);
+      await this.prepare(label);
+      try {
+        return handle(request, response);
+      } catch (e) {
+        // an impossible transition (activate while unconfigured, say) is refused, never thrown at the executor
+        this.discardPrepared();
+        this.log('error', `${label}: ${(e as Error).message}`);
+        const result = response.template ?? { success: false };
+        result.success = false;
+        response.send(result);
+      }
     };
   }
 
   /** Declares `system`, then everything its model needs, with the MPC defaults of that system. */
   private declareParameters(): void {
     const systemEntry: ParamEntry = { key: 'system', def: SYSTEM_PARAM, readOnly: SYSTEM_PARAM.readOnly };
-    this.declareProblems = declareAll(this.rcl, this.node, [systemEntry], { system: SYSTEM_PARAM.default });
+    const note = (problems: Map<string, string>) => problems.forEach((reason, key) => this.declareProblems.set(key, reason));
+    note(declareAll(this.rcl, this.node, [systemEntry], { system: SYSTEM_PARAM.default }));
     const system = String(this.node.getParameter('system').value);
     const table = controllerParameterTable(resolveRunParams(system, {}));
     for (const e of table.entries) {
       this.entries.push(e);
       this.entryMap.set(e.key, e);
     }
-    this.declareProblems.push(...declareAll(this.rcl, this.node, table.entries, table.values));
+    note(declareAll(this.rcl, this.node, table.entries, table.values));
   }
 
   /** Runs a transition as a ChangeState request would: the asynchronous part, then the state machine. */
@@ -91,6 +112,7 @@ export class ControllerNode {
     try {
       this.node[label](result);
     } catch (e) {
+      this.discardPrepared();
       this.log('error', `${label}: ${(e as Error).message}`);
       return false;
     }
@@ -102,10 +124,14 @@ export class ControllerNode {
   }
 
   private async prepare(label: string): Promise<void> {
-    this.prepared = undefined;
+    this.discardPrepared();
+    const state = this.lifecycleState;
     try {
-      if (label === 'configure') this.prepared = { session: await this.buildSession() };
-      else if (label === 'activate' && this.session) {
+      // the expensive part only where the state machine will take the transition
+      if (label === 'configure' && state === 'unconfigured') this.prepared = { session: await this.buildSession() };
+      else if (label === 'activate' && state === 'inactive' && this.session) {
+        // the warm-up solve needs a state: give a starting sensor (or a lockstep simulator's republish) a moment
+        for (let waited = 0; !this.session.controller.hasState && waited < FIRST_STATE_WAIT_MS; waited += 10) await sleep(10);
         const warmed = await this.session.warmUp();
         if (!warmed) this.log('warn', 'activate: no state received yet, so no warm-up solve; the first tick plans cold');
         this.prepared = {};
@@ -115,8 +141,13 @@ export class ControllerNode {
     }
   }
 
+  private discardPrepared(): void {
+    this.prepared?.session?.dispose();
+    this.prepared = undefined;
+  }
+
   private async buildSession(): Promise<ControllerSession> {
-    if (this.declareProblems.length) throw new Error(this.declareProblems.join('; '));
+    if (this.declareProblems.size) throw new Error([...this.declareProblems.values()].join('; '));
     const flat = readAll(this.node, this.entries);
     const system = String(this.node.getParameter('system').value);
     const { system: _system, ...rest } = flat;
@@ -301,6 +332,11 @@ export class ControllerNode {
   get current(): ControllerSession | undefined {
     return this.session;
   }
+}
+
+interface ChangeStateResponse {
+  template?: { success: boolean };
+  send(result: { success: boolean }): void;
 }
 
 function labelOf(id: number): string {

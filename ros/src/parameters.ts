@@ -16,10 +16,11 @@ export function rosType(entry: ParamEntry): TypeCode {
   return d.integer ? PARAMETER.INTEGER : PARAMETER.DOUBLE;
 }
 
+/** rcl_interfaces/msg/ParameterType names, with their article */
 const TYPE_NAME: Record<number, string> = {
-  [PARAMETER.NOT_SET]: 'not set', [PARAMETER.BOOL]: 'bool', [PARAMETER.INTEGER]: 'integer', [PARAMETER.DOUBLE]: 'double',
-  [PARAMETER.STRING]: 'string', 5: 'byte array', 6: 'bool array', 7: 'integer array',
-  [PARAMETER.DOUBLE_ARRAY]: 'double array', [PARAMETER.STRING_ARRAY]: 'string array',
+  [PARAMETER.NOT_SET]: 'an unset value', [PARAMETER.BOOL]: 'a bool', [PARAMETER.INTEGER]: 'an integer', [PARAMETER.DOUBLE]: 'a double',
+  [PARAMETER.STRING]: 'a string', 5: 'a byte array', 6: 'a bool array', 7: 'an integer array',
+  [PARAMETER.DOUBLE_ARRAY]: 'a double array', [PARAMETER.STRING_ARRAY]: 'a string array',
 };
 
 const MAX_DOUBLE = Number.MAX_VALUE;
@@ -66,10 +67,11 @@ export function fromRos(entry: ParamEntry, p: Parameter): { value: unknown } | {
   const expected = rosType(entry);
   if (p.type !== expected) {
     const hint = expected === PARAMETER.DOUBLE && p.type === PARAMETER.INTEGER ? ` (write ${String(p.value)}.0)` : '';
-    return { reason: `${entry.key} is a ${TYPE_NAME[expected]} parameter, got a ${TYPE_NAME[p.type] ?? p.type} (${String(p.value)})${hint}` };
+    return { reason: `${entry.key} takes ${TYPE_NAME[expected]}, got ${TYPE_NAME[p.type] ?? `type ${p.type}`} (${String(p.value)})${hint}` };
   }
   const v = p.value as unknown;
-  return { value: ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v };
+  // integers arrive as bigint; the schema's range checks keep them far inside the exact doubles
+  return { value: typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v };
 }
 
 export function toRos(rcl: Rclnodejs, entry: ParamEntry, value: ParamValue): Parameter {
@@ -81,17 +83,18 @@ export function toRos(rcl: Rclnodejs, entry: ParamEntry, value: ParamValue): Par
  * Declares the entries on the node with their values (a parameter file or
  * `-p` override replaces a value, as ROS does). A bad override is not
  * fatal: the parameter is declared with its default and the reason is
- * returned, so the lifecycle transition that needs it can fail with it.
+ * returned by key, so the lifecycle transition that needs it can fail with
+ * it until the parameter is set right.
  */
-export function declareAll(rcl: Rclnodejs, node: Node, entries: readonly ParamEntry[], values: Readonly<Record<string, ParamValue>>): string[] {
-  const problems: string[] = [];
+export function declareAll(rcl: Rclnodejs, node: Node, entries: readonly ParamEntry[], values: Readonly<Record<string, ParamValue>>): Map<string, string> {
+  const problems = new Map<string, string>();
   for (const entry of entries) {
     if (node.hasParameter(entry.key)) continue;
     const descriptor = descriptorFor(rcl, entry);
     try {
       node.declareParameter(toRos(rcl, entry, values[entry.key]), descriptor);
     } catch (e) {
-      problems.push(`${entry.key} from the parameter overrides: ${(e as Error).message}`);
+      problems.set(entry.key, `${entry.key} from the parameter overrides: ${(e as Error).message}`);
       node.declareParameter(toRos(rcl, entry, values[entry.key]), descriptor, true);
     }
   }

@@ -46,7 +46,7 @@ export class SimulatorNode {
     const node = new rcl.Node(opts.name ?? 'tempered_mpc_simulator', opts.namespace ?? '');
     this.node = node;
     const entries = new Map<string, ParamEntry>();
-    node.addOnSetParametersCallback(onSetParameters(entries, () => (c) => this.live.request(c)));
+    node.addOnSetParametersCallback(onSetParameters(entries, () => (this.live ? (c) => this.live.request(c) : undefined)));
     // `system` first: the rest depends on the plant
     const systemEntries = schemaEntries({ system: SIM_NODE_PARAMS.system });
     const problems = declareAll(rcl, node, systemEntries, { system: SIM_NODE_PARAMS.system.default });
@@ -64,9 +64,9 @@ export class SimulatorNode {
       ...resolveParams('sim', SIM_PARAMS), x0: toPhysical(nominal, [...def.x0]),
       ...Object.fromEntries(Object.entries(nominal.params).map(([k, v]) => [`model.${k}`, v])),
     };
-    problems.push(...declareAll(rcl, node, table, defaults));
+    declareAll(rcl, node, table, defaults).forEach((reason, key) => problems.set(key, reason));
     // a simulator cannot run on bad parameters: fail at start, naming them
-    if (problems.length) throw new Error(`simulator parameters: ${problems.join('; ')}`);
+    if (problems.size) throw new Error(`simulator parameters: ${[...problems.values()].join('; ')}`);
     const values = { system, ...readAll(node, table) };
     this.live = new LiveParameters([...entries.values()], values as never);
     const group = (prefix: string) => Object.fromEntries(Object.entries(values).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));

@@ -101,11 +101,11 @@ export class MppiPlanner implements RecedingPlanner {
 
 export const MPC_TSMC_PARAMS = {
   ...TSMC_PARAMS,
-  warmSigma: num(0.3, 'prior std around the shifted plan on warm ticks (normalised units)', { min: 0, exclusive: true }),
+  warmSigma: num(0.3, 'prior std around the shifted plan on warm ticks (normalised units)', { min: 0, max: 100, exclusive: true }),
   freshFraction: num(0.25, 'fraction of particles redrawn from the prior each warm tick (the rest are carried over, shifted)', { min: 0, max: 1 }),
   warmStartBeta: num(0.9, 'warm ticks take the carried particles as draws at this beta and temper from there to 1 (0 = from the prior, a full re-solve)', { min: 0, max: 0.99 }),
-  polishSteps: num(150, 'projected Adam steps on the best particle before it is applied: a controller wants the optimum, a posterior sample sits ~d lambda/2 above it (0 = off)', { min: 0, integer: true }),
-  polishRate: num(0.05, 'Adam learning rate of the polish (normalised control units)', { min: 0, exclusive: true }),
+  polishSteps: num(150, 'projected Adam steps on the best particle before it is applied: a controller wants the optimum, a posterior sample sits ~d lambda/2 above it (0 = off)', { min: 0, max: 100000, integer: true }),
+  polishRate: num(0.05, 'Adam learning rate of the polish (normalised control units)', { min: 0, max: 100, exclusive: true }),
 } as const;
 
 /**

@@ -49,7 +49,7 @@ export const acrobot = defineModel<AcrobotParam>({
     terminalScale: num(100, 'terminal weight relative to the stage state weights', { min: 0 }),
     terminalLqr: num(0, 'weight of the LQR cost-to-go at the upright in the terminal cost (0 = off)', { min: 0 }),
     dtS: num(0.025, 'time step [s]', { min: 1e-6 }),
-    horizon: num(200, 'planning horizon [steps]', { min: 1, integer: true }),
+    horizon: num(200, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [0, 0, 0, 0],
   goal: UPRIGHT,

@@ -32,7 +32,7 @@ export const cartDoublePendulum = defineModel<CartParam>({
     wControl: num(0.1, 'stage weight on u^2', { min: 0 }),
     terminalScale: num(100, 'terminal weight relative to the stage state weights', { min: 0 }),
     dtS: num(0.06, 'time step [s]', { min: 1e-6 }),
-    horizon: num(100, 'planning horizon [steps]', { min: 1, integer: true }),
+    horizon: num(100, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [0, 0, 0, 0, 0, 0],
   goal: [0, Math.PI, Math.PI, 0, 0, 0],

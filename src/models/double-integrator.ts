@@ -14,7 +14,7 @@ export const doubleIntegrator = defineModel({
   controlNames: ['u'],
   params: {
     dtS: num(0.1, 'time step [s]', { min: 1e-6 }),
-    horizon: num(20, 'planning horizon [steps]', { min: 1, integer: true }),
+    horizon: num(20, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [1, 0],
   goal: [0, 0],

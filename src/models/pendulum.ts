@@ -22,7 +22,7 @@ export const pendulum = defineModel({
     g: num(9.8, 'gravity [m/s^2]', { min: 0 }),
     umax: num(5, 'torque at |u| = 1 [N m]', { min: 0 }),
     dtS: num(0.1, 'time step [s]', { min: 1e-6 }),
-    horizon: num(30, 'planning horizon [steps]', { min: 1, integer: true }),
+    horizon: num(30, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [0.1, 0],
   goal: [Math.PI, 0],

@@ -41,7 +41,7 @@ export const pusherSlider = defineModel<PusherParam>({
     terminalScale: num(100, 'terminal weight relative to the stage pose weights', { min: 0 }),
     wSwitch: num(0.1, 'weight on squared change of edge weights between steps', { min: 0 }),
     dtS: num(0.05, 'time step [s]', { min: 1e-6 }),
-    horizon: num(200, 'planning horizon [steps]', { min: 1, integer: true }),
+    horizon: num(200, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [0, 0, 0],
   goal: [0.3, 0.2, Math.PI / 4],

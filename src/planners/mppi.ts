@@ -2,12 +2,12 @@ import { choice, num } from '../params.js';
 import type { Rng } from '../random.js';
 
 export const MPPI_PARAMS = {
-  samples: num(512, 'rollouts per iteration per nominal (M)', { min: 2, integer: true }),
-  iterations: num(6, 'MPPI iterations per plan (J)', { min: 1, integer: true }),
-  elites: num(64, 'top-K elite samples used in the update (0 = all)', { min: 0, integer: true }),
-  temperature: num(1, 'MPPI temperature beta of the elite weights exp(-(J - J_min)/beta)', { min: 0, exclusive: true }),
-  sigmaMin: num(0.05, 'lower clamp of the per-step sampling std (normalised units)', { min: 0 }),
-  sigmaMax: num(2, 'initial std and upper clamp (normalised units)', { min: 0, exclusive: true }),
+  samples: num(512, 'rollouts per iteration per nominal (M)', { min: 2, max: 1 << 20, integer: true }),
+  iterations: num(6, 'MPPI iterations per plan (J)', { min: 1, max: 1000, integer: true }),
+  elites: num(64, 'top-K elite samples used in the update (0 = all)', { min: 0, max: 1 << 20, integer: true }),
+  temperature: num(1, 'MPPI temperature beta of the elite weights exp(-(J - J_min)/beta)', { min: 0, max: 1e12, exclusive: true }),
+  sigmaMin: num(0.05, 'lower clamp of the per-step sampling std (normalised units)', { min: 0, max: 100 }),
+  sigmaMax: num(2, 'initial std and upper clamp (normalised units)', { min: 0, max: 100, exclusive: true }),
   sigmaWarmStart: choice('max', ['max', 'carry'] as const, 'per-step std at a new tick: reset to sigmaMax (PO-MPC) or carried over from the last tick (shifted, x1.5)'),
   noiseCorrelation: num(0, 'AR(1) correlation of the sampling noise along the horizon (0 = white, as in PO-MPC)', { min: 0, max: 0.999 }),
 } as const;

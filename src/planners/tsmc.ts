@@ -9,17 +9,17 @@ import type { MoveKernel, Target } from '../samplers/target.js';
 
 /** Parameters shared by every sampling planner (declared once, composed below). */
 export const SAMPLING_PARAMS = {
-  particles: num(100, 'number of particles N', { min: 2, integer: true }),
-  lambda: num(0.1, 'temperature lambda of the Boltzmann tilt p0 exp(-E/lambda)', { min: 0, exclusive: true }),
+  particles: num(100, 'number of particles N', { min: 2, max: 65536, integer: true }),
+  lambda: num(0.1, 'temperature lambda of the Boltzmann tilt p0 exp(-E/lambda)', { min: 0, max: 1e12, exclusive: true }),
   prior: choice('ar1', ['ar1', 'gaussian'] as const, 'prior over normalised control sequences'),
   priorGamma: num(0.9, 'AR(1) prior coefficient gamma', { min: 0, max: 0.999 }),
-  priorSigma: num(0.3, 'prior noise sigma (normalised control units)', { min: 0, exclusive: true }),
+  priorSigma: num(0.3, 'prior noise sigma (normalised control units)', { min: 0, max: 100, exclusive: true }),
 } as const;
 
 export const MOVE_PARAMS = {
   kernel: choice('nuts', ['nuts', 'hmc'] as const, 'rejuvenation kernel: NUTS (the paper\'s choice) or fixed-length HMC'),
-  stepSize: num(0.2, 'leapfrog step size epsilon (normalised control units)', { min: 0, exclusive: true }),
-  leapfrogSteps: num(10, 'HMC leapfrog steps L per move', { min: 1, integer: true }),
+  stepSize: num(0.2, 'leapfrog step size epsilon (normalised control units)', { min: 0, max: 100, exclusive: true }),
+  leapfrogSteps: num(10, 'HMC leapfrog steps L per move', { min: 1, max: 1000, integer: true }),
   maxTreeDepth: num(5, 'NUTS maximum tree depth (at most 2^depth - 1 leapfrog steps per move)', { min: 1, max: 12, integer: true }),
 } as const;
 
@@ -28,9 +28,9 @@ export const TSMC_PARAMS = {
   ...MOVE_PARAMS,
   rho: num(0.8, 'target ESS fraction after each reweighting', { min: 0, max: 1, exclusive: true }),
   targetAcceptance: num(0.65, 'adapt the step size between moves towards this acceptance (0 = keep stepSize fixed)', { min: 0, max: 0.99 }),
-  movesPerLevel: num(2, 'rejuvenation moves per tempering level', { min: 0, integer: true }),
+  movesPerLevel: num(2, 'rejuvenation moves per tempering level', { min: 0, max: 100, integer: true }),
   resampling: choice('systematic', ['systematic', 'multinomial'] as const, 'resampling scheme'),
-  maxLevels: num(1000, 'safety cap on tempering levels', { min: 1, integer: true }),
+  maxLevels: num(1000, 'safety cap on tempering levels', { min: 1, max: 100000, integer: true }),
 } as const;
 
 /** Table S-I of the TSMC paper, per system (step sizes are in normalised units here). */

@@ -98,6 +98,8 @@ export function controllerParameterTable(params: RunParams): { entries: ParamEnt
   const values: Record<string, ParamValue> = {
     system: params.system,
     ...params.controller,
+    // the names in effect: the system's own unless set
+    jointNames: params.controller.jointNames.length || def.sensor?.kind !== 'joints' ? params.controller.jointNames : [...def.sensor.joints],
     ...prefixed('tsmc.', params.planners.tsmc),
     ...prefixed('mppi.', params.planners.mppi),
     ...prefixed('model.', model),

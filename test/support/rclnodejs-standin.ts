@@ -1,0 +1,377 @@
+/**
+ * STAND-IN for the subset of rclnodejs 2.2 that the nodes in ros/ use, so
+ * the node code runs in tests on a machine without ROS 2. It is not ROS: no
+ * DDS, no rcl. What it keeps from the real thing, read from rclnodejs 2.2's
+ * sources: the order of parameter checks (declared? read-only? descriptor?
+ * then the set-parameters callbacks, front first), parameter overrides
+ * applied at declaration, `use_sim_time` declared by the node's time
+ * source, the lifecycle state machine with synchronous transition callbacks
+ * and the ChangeState service handler `_onChangeState`, topic names
+ * resolved against the namespace. Every published message travels as CDR
+ * bytes (@foxglove/rosmsg2-serialization, with the Jazzy definitions and
+ * msgs/msg), so a message the nodes could not put on the wire fails here.
+ * Delivery is asynchronous (setImmediate), like an executor's.
+ */
+import { MessageReader, MessageWriter } from '@foxglove/rosmsg2-serialization';
+import { definitionsOf, TYPES } from '../../src/interfaces/definitions.js';
+import { fromTime } from '../../src/interfaces/messages.js';
+import type { Rclnodejs } from '../../ros/src/rcl.js';
+
+const T = { NOT_SET: 0, BOOL: 1, INTEGER: 2, DOUBLE: 3, STRING: 4, BOOL_ARRAY: 6, INTEGER_ARRAY: 7, DOUBLE_ARRAY: 8, STRING_ARRAY: 9 };
+
+function validValue(value: unknown, type: number): boolean {
+  if (value === null || value === undefined) return type === T.NOT_SET;
+  switch (type) {
+    case T.BOOL: return typeof value === 'boolean';
+    case T.STRING: return typeof value === 'string';
+    case T.DOUBLE: return typeof value === 'number';
+    case T.INTEGER: return typeof value === 'bigint';
+    case T.DOUBLE_ARRAY: return Array.isArray(value) && value.every((v) => typeof v === 'number');
+    case T.STRING_ARRAY: return Array.isArray(value) && value.every((v) => typeof v === 'string');
+    case T.INTEGER_ARRAY: return Array.isArray(value) && value.every((v) => typeof v === 'bigint');
+    case T.BOOL_ARRAY: return Array.isArray(value) && value.every((v) => typeof v === 'boolean');
+    default: return false;
+  }
+}
+
+class Parameter {
+  readonly name: string;
+  readonly type: number;
+  value: unknown;
+  constructor(name: string, type: number, value?: unknown) {
+    this.name = name;
+    this.type = type;
+    this.value = type === T.INTEGER ? BigInt(value as number) : value;
+    this.validate();
+  }
+
+  validate(): void {
+    if (!this.name) throw new TypeError('parameter name must be a non-empty string');
+    if (!validValue(this.value, this.type)) throw new TypeError(`parameter ${this.name}: value ${String(this.value)} does not fit type ${this.type}`);
+  }
+}
+
+/** Parameters from a YAML value, typed as ROS types them (integers are bigint: parse with intAsBigInt). */
+export function parameterFromYaml(name: string, value: unknown): Parameter {
+  if (typeof value === 'bigint') return new Parameter(name, T.INTEGER, value);
+  if (typeof value === 'number') return new Parameter(name, T.DOUBLE, value);
+  if (typeof value === 'string') return new Parameter(name, T.STRING, value);
+  if (typeof value === 'boolean') return new Parameter(name, T.BOOL, value);
+  if (Array.isArray(value) && value.every((v) => typeof v === 'string')) return new Parameter(name, T.STRING_ARRAY, value);
+  if (Array.isArray(value)) return new Parameter(name, T.DOUBLE_ARRAY, value.map(Number));
+  throw new Error(`stand-in: cannot type the override ${name}=${String(value)}`);
+}
+
+class ParameterDescriptor {
+  additionalConstraints = '';
+  constructor(readonly name: string, readonly type: number, readonly description = 'no description', readonly readOnly = false) {}
+  validate(): void {}
+  validateParameter(p: Parameter): void {
+    if (p.type !== this.type) throw new Error('type mismatch');
+  }
+
+  toMessage(): object {
+    return { name: this.name, type: this.type, description: this.description, additional_constraints: this.additionalConstraints, read_only: this.readOnly };
+  }
+}
+
+class QoS {
+  static readonly profileSensorData = 'qos_profile_sensor_data';
+  static readonly HistoryPolicy = { RMW_QOS_POLICY_HISTORY_SYSTEM_DEFAULT: 0, RMW_QOS_POLICY_HISTORY_KEEP_LAST: 1, RMW_QOS_POLICY_HISTORY_KEEP_ALL: 2 };
+  static readonly ReliabilityPolicy = { RMW_QOS_POLICY_RELIABILITY_SYSTEM_DEFAULT: 0, RMW_QOS_POLICY_RELIABILITY_RELIABLE: 1, RMW_QOS_POLICY_RELIABILITY_BEST_EFFORT: 2 };
+  constructor(readonly history = 1, readonly depth = 10, readonly reliabilityPolicy = 1) {}
+}
+
+interface Sub { type: string; callback: (msg: unknown) => void; alive: boolean }
+
+/** The in-process "network": topics, subscribers, and the bytes each message became. */
+export class Bus {
+  readonly subscribers = new Map<string, Sub[]>();
+  /** messages per topic as the wire carried them (bytes), for tests that inspect traffic */
+  readonly wire = new Map<string, number>();
+  clockS: number | undefined;
+  private readonly writers = new Map<string, MessageWriter>();
+  private readonly readers = new Map<string, MessageReader>();
+
+  publish(topic: string, type: string, msg: unknown): void {
+    let writer = this.writers.get(type);
+    if (!writer) this.writers.set(type, (writer = new MessageWriter(definitionsOf(type))));
+    const bytes = writer.writeMessage(msg);
+    this.wire.set(topic, (this.wire.get(topic) ?? 0) + 1);
+    if (topic === '/clock' && type === TYPES.clock) this.clockS = fromTime((msg as { clock: unknown }).clock);
+    for (const sub of this.subscribers.get(topic) ?? []) {
+      if (sub.type !== type) continue; // DDS matches topic and type
+      let reader = this.readers.get(type);
+      if (!reader) this.readers.set(type, (reader = new MessageReader(definitionsOf(type))));
+      const decoded = reader.readMessage(bytes);
+      setImmediate(() => sub.alive && sub.callback(decoded));
+    }
+  }
+
+  subscribe(topic: string, type: string, callback: (msg: unknown) => void): Sub {
+    const sub = { type, callback, alive: true };
+    this.subscribers.set(topic, [...(this.subscribers.get(topic) ?? []), sub]);
+    return sub;
+  }
+
+  count(topic: string, type: string): number {
+    return (this.subscribers.get(topic) ?? []).filter((s) => s.alive && s.type === type).length;
+  }
+}
+
+export interface StandInOptions {
+  /** parameter overrides by node name, as a parameter file gives them (integers as bigint) */
+  overrides?: Record<string, Record<string, unknown>>;
+}
+
+export interface StandIn {
+  rcl: Rclnodejs;
+  bus: Bus;
+  logs: { node: string; level: string; text: string }[];
+}
+
+/** What the stand-in's lifecycle nodes add: a ChangeState request as `ros2 lifecycle set` sends it. */
+export interface StandInLifecycle {
+  requestTransition(label: string): Promise<boolean>;
+}
+
+export function createStandIn(opts: StandInOptions = {}): StandIn {
+  const bus = new Bus();
+  const logs: { node: string; level: string; text: string }[] = [];
+
+  class Node {
+    private readonly params = new Map<string, Parameter>();
+    private readonly descriptors = new Map<string, ParameterDescriptor>();
+    private readonly callbacks: ((ps: Parameter[]) => { successful: boolean; reason: string })[] = [];
+    private readonly overrides: Map<string, Parameter>;
+    private readonly timers = new Set<NodeJS.Timeout>();
+
+    constructor(readonly nodeName: string, readonly ns = '') {
+      this.overrides = new Map(Object.entries(opts.overrides?.[nodeName] ?? {}).map(([k, v]) => [k, parameterFromYaml(k, v)]));
+      // the time source declares use_sim_time
+      this.declareParameter(new Parameter('use_sim_time', T.BOOL, false));
+    }
+
+    name(): string {
+      return this.nodeName;
+    }
+
+    resolve(topic: string): string {
+      if (topic.startsWith('/')) return topic;
+      const ns = this.ns.replace(/\/$/, '');
+      return `${ns.startsWith('/') || ns === '' ? ns : `/${ns}`}/${topic}`;
+    }
+
+    getLogger() {
+      const log = (level: string) => (text: string) => {
+        logs.push({ node: this.nodeName, level, text });
+        return true;
+      };
+      return { info: log('info'), warn: log('warn'), error: log('error'), debug: log('debug') };
+    }
+
+    now() {
+      const simS = this.params.get('use_sim_time')?.value === true ? bus.clockS ?? 0 : performance.timeOrigin / 1000 + performance.now() / 1000;
+      return { nanoseconds: BigInt(Math.round(simS * 1e9)) };
+    }
+
+    spin(): void {}
+
+    destroy(): void {
+      for (const t of this.timers) clearInterval(t);
+    }
+
+    addOnSetParametersCallback(cb: (ps: Parameter[]) => { successful: boolean; reason: string }): void {
+      this.callbacks.unshift(cb);
+    }
+
+    hasParameter(name: string): boolean {
+      return this.params.has(name);
+    }
+
+    getParameter(name: string): Parameter {
+      const p = this.params.get(name);
+      if (!p) throw new Error(`Parameter ${name} has not been declared`);
+      return p;
+    }
+
+    getParameterDescriptor(name: string): ParameterDescriptor | undefined {
+      return this.descriptors.get(name);
+    }
+
+    declareParameter(parameter: Parameter, descriptor?: ParameterDescriptor, ignoreOverride = false): Parameter {
+      const p = !ignoreOverride && this.overrides.has(parameter.name) ? this.overrides.get(parameter.name)! : parameter;
+      if (this.params.has(p.name)) throw new Error(`Parameter(${p.name}) already declared.`);
+      const d = descriptor ?? new ParameterDescriptor(p.name, p.type, 'Created from parameter.');
+      this.descriptors.set(d.name, d);
+      const result = this.setAtomically([p], true);
+      if (!result.successful) {
+        this.descriptors.delete(d.name);
+        throw new Error(result.reason);
+      }
+      return this.params.get(p.name)!;
+    }
+
+    setParameters(ps: Parameter[]) {
+      return ps.map((p) => this.setAtomically([p]));
+    }
+
+    setParametersAtomically(ps: Parameter[]) {
+      return this.setAtomically(ps);
+    }
+
+    /** rclnodejs 2.2's _setParametersAtomically, including its reason texts. */
+    private setAtomically(ps: Parameter[], declaring = false): { successful: boolean; reason: string } {
+      for (const p of ps) {
+        try {
+          p.validate();
+        } catch {
+          return { successful: false, reason: `Invalid ${p.name}` };
+        }
+        const d = this.descriptors.get(p.name);
+        if (!d) return { successful: false, reason: `Parameter ${p.name} has not been declared` };
+        if (!declaring && d.readOnly) return { successful: false, reason: `Parameter ${p.name} is readonly` };
+        try {
+          d.validateParameter(p);
+        } catch {
+          return { successful: false, reason: `Parameter ${p.name} does not  readonly` };
+        }
+      }
+      for (const cb of this.callbacks) {
+        const r = cb(ps);
+        if (!r.successful) return r;
+      }
+      for (const p of ps) this.params.set(p.name, p);
+      return { successful: true, reason: '' };
+    }
+
+    createPublisher(type: string, topic: string) {
+      const full = this.resolve(topic);
+      return {
+        topic: full,
+        publish: (msg: unknown) => bus.publish(full, type, msg),
+        subscriptionCount: () => bus.count(full, type),
+      };
+    }
+
+    createSubscription(type: string, topic: string, _options: unknown, callback: (msg: unknown) => void) {
+      return bus.subscribe(this.resolve(topic), type, callback);
+    }
+
+    destroyPublisher(): void {}
+
+    destroySubscription(sub: Sub): void {
+      sub.alive = false;
+    }
+
+    createTimer(periodNs: bigint, callback: () => void) {
+      const t = setInterval(callback, Number(periodNs) / 1e6);
+      this.timers.add(t);
+      return t;
+    }
+
+    destroyTimer(t: NodeJS.Timeout): void {
+      clearInterval(t);
+      this.timers.delete(t);
+    }
+  }
+
+  const PRIMARY = { unconfigured: 1, inactive: 2, active: 3, finalized: 4 } as const;
+  type Primary = keyof typeof PRIMARY;
+  const TRANSITIONS: Record<string, { from: Primary[]; via: string; to: Primary }> = {
+    configure: { from: ['unconfigured'], via: 'configuring', to: 'inactive' },
+    cleanup: { from: ['inactive'], via: 'cleaningup', to: 'unconfigured' },
+    activate: { from: ['inactive'], via: 'activating', to: 'active' },
+    deactivate: { from: ['active'], via: 'deactivating', to: 'inactive' },
+    shutdown: { from: ['unconfigured', 'inactive', 'active'], via: 'shuttingdown', to: 'finalized' },
+  };
+  const ID_LABEL: Record<number, string> = { 1: 'configure', 2: 'cleanup', 3: 'activate', 4: 'deactivate', 5: 'shutdown', 6: 'shutdown', 7: 'shutdown' };
+
+  class CallbackReturnValue {
+    value = 97;
+    isSuccess(): boolean {
+      return this.value === 97;
+    }
+  }
+
+  class LifecycleNode extends Node {
+    private state: Primary = 'unconfigured';
+    private readonly cbs = new Map<string, (prev: unknown) => number>();
+
+    get currentState() {
+      const label = this.state;
+      return { asMessage: () => ({ id: PRIMARY[label], label }) };
+    }
+
+    registerOnConfigure(cb: (prev: unknown) => number) { this.cbs.set('configuring', cb); }
+    registerOnActivate(cb: (prev: unknown) => number) { this.cbs.set('activating', cb); }
+    registerOnDeactivate(cb: (prev: unknown) => number) { this.cbs.set('deactivating', cb); }
+    registerOnCleanup(cb: (prev: unknown) => number) { this.cbs.set('cleaningup', cb); }
+    registerOnShutdown(cb: (prev: unknown) => number) { this.cbs.set('shuttingdown', cb); }
+    registerOnError(cb: (prev: unknown) => number) { this.cbs.set('errorprocessing', cb); }
+
+    configure(rv?: CallbackReturnValue) { return this.change('configure', rv); }
+    activate(rv?: CallbackReturnValue) { return this.change('activate', rv); }
+    deactivate(rv?: CallbackReturnValue) { return this.change('deactivate', rv); }
+    cleanup(rv?: CallbackReturnValue) { return this.change('cleanup', rv); }
+    shutdown(rv?: CallbackReturnValue) { return this.change('shutdown', rv); }
+
+    private run(via: string): number {
+      const cb = this.cbs.get(via);
+      if (!cb) return 97;
+      try {
+        return cb(this.currentState);
+      } catch {
+        return 99;
+      }
+    }
+
+    /** As rclnodejs: the callback runs synchronously; SUCCESS goes on, FAILURE back, ERROR through error processing. */
+    private change(label: string, rv?: CallbackReturnValue) {
+      const t = TRANSITIONS[label];
+      if (!t || !t.from.includes(this.state)) throw new Error(`No transition available from state ${label}`);
+      const start = this.state;
+      let code = this.run(t.via);
+      if (rv) rv.value = code;
+      if (code === 97) this.state = t.to;
+      else if (code === 98) this.state = start;
+      else {
+        code = this.run('errorprocessing');
+        if (rv) rv.value = code;
+        this.state = code === 97 ? 'unconfigured' : 'finalized';
+      }
+      return this.currentState;
+    }
+
+    /** The ChangeState service handler, as rclnodejs 2.2 writes it. */
+    _onChangeState(request: { transition: { id: number; label: string } }, response: { send(r: { success: boolean }): void }) {
+      const label = request.transition.label || ID_LABEL[request.transition.id];
+      const rv = new CallbackReturnValue();
+      this.change(label, rv);
+      response.send({ success: rv.isSuccess() });
+    }
+
+    /** What `ros2 lifecycle set NODE LABEL` does: a ChangeState request, answered when the handler sends. */
+    requestTransition(label: string): Promise<boolean> {
+      return new Promise((resolve, reject) => {
+        try {
+          const handler = (this as unknown as { _onChangeState: LifecycleNode['_onChangeState'] })._onChangeState;
+          Promise.resolve(handler.call(this, { transition: { id: 0, label } }, { send: (r) => resolve(r.success) })).catch(reject);
+        } catch (e) {
+          reject(e);
+        }
+      });
+    }
+  }
+
+  const rcl = {
+    init: async () => undefined,
+    shutdown: () => undefined,
+    Node,
+    Parameter,
+    ParameterDescriptor,
+    QoS,
+    lifecycle: { LifecycleNode, CallbackReturnValue },
+  };
+  return { rcl: rcl as unknown as Rclnodejs, bus, logs };
+}
