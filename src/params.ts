@@ -191,7 +191,7 @@ export class LiveParameters {
     for (const [key, value] of Object.entries(changes)) {
       const e = this.entries.get(key);
       if (!e) {
-        reasons[key] = `unknown parameter '${key}'${nearest(key, [...this.entries.keys()])}`;
+        reasons[key] = unknownParameter(key, [...this.entries.keys()]);
         continue;
       }
       try {
@@ -232,9 +232,20 @@ function sameValue(a: ParamValue, b: ParamValue | undefined): boolean {
   return a === b;
 }
 
-/** " (did you mean 'x'?)" for a near miss among the known keys. */
-function nearest(key: string, known: string[]): string {
+/** "unknown parameter 'x'", with "(did you mean 'y'?)" for a near miss among the known keys. */
+export function unknownParameter(key: string, known: readonly string[]): string {
   const lower = key.toLowerCase();
-  const hit = known.find((k) => k.toLowerCase() === lower || k.toLowerCase().endsWith(`.${lower}`));
-  return hit ? ` (did you mean '${hit}'?)` : '';
+  const hit = known.find((k) => k.toLowerCase() === lower || k.toLowerCase().endsWith(`.${lower}`))
+    ?? known.find((k) => editDistance(k.toLowerCase(), lower) <= 2);
+  return `unknown parameter '${key}'${hit ? ` (did you mean '${hit}'?)` : ''}`;
+}
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
 }

@@ -170,7 +170,7 @@ describe('ROS controller node (stand-in for rclnodejs): parameters from the sche
     assert.match(range, /mppi\.temperature must be > 0, got -1/);
     assert.match(type, /mppi\.temperature takes a double, got a string \(hot\)/);
     assert.match(readOnly, /model\.horizon is readonly/);
-    assert.match(unknown, /mppi\.temprature has not been declared/);
+    assert.match(unknown, /unknown parameter 'mppi\.temprature' \(did you mean 'mppi\.temperature'\?\)/);
 
     const session = c.current!;
     const before = session.parameterValues();

@@ -5,8 +5,8 @@ import { fromTime } from '../../src/interfaces/messages.js';
 import type { ParamEntry } from '../../src/params.js';
 import { ControllerSession } from '../../src/run/session.js';
 import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
-import { declareAll, onSetParameters, readAll } from './parameters.js';
-import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, Subscription, Timer, TRANSITION } from './rcl.js';
+import { declareAll, onSetParameters, readAll, refuseUndeclared } from './parameters.js';
+import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, subscriberCount, Subscription, Timer, TRANSITION } from './rcl.js';
 
 /** How long activation waits for a first state before it goes on without a warm-up solve. */
 const FIRST_STATE_WAIT_MS = 2000;
@@ -66,6 +66,7 @@ export class ControllerNode {
       return result;
     });
     this.declareParameters();
+    refuseUndeclared(node);
     node.registerOnConfigure(() => this.commitConfigure());
     node.registerOnActivate(() => this.commitActivate());
     node.registerOnDeactivate(() => this.onDeactivate());
@@ -120,7 +121,9 @@ export class ControllerNode {
   }
 
   get lifecycleState(): string {
-    return (this.node.currentState.asMessage().label ?? '').toLowerCase();
+    // rclnodejs 2.2's State carries `id` and `label`; its declarations promise an asMessage() the runtime lacks
+    const state = this.node.currentState as unknown as { label?: string; asMessage?: () => { label: string } };
+    return (state.label ?? state.asMessage?.().label ?? '').toLowerCase();
   }
 
   private async prepare(label: string): Promise<void> {
@@ -308,7 +311,7 @@ export class ControllerNode {
     this.publishers.command.publish(session.commandMessage(tick) as never);
     this.publishers.status.publish(session.statusMessage(tick) as never);
     // predicting the plan's states costs a rollout: only for someone who listens
-    if (this.publishers.plan.subscriptionCount() > 0) this.publishers.plan.publish(session.planMessage(tick) as never);
+    if (subscriberCount(this.publishers.plan) > 0) this.publishers.plan.publish(session.planMessage(tick) as never);
   }
 
   private safeTick(reason: string): TickResult {

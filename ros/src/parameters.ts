@@ -1,4 +1,4 @@
-import { checkValue, ParamEntry, ParamValue, rangeText, SetResult } from '../../src/params.js';
+import { checkValue, ParamEntry, ParamValue, rangeText, SetResult, unknownParameter } from '../../src/params.js';
 import { Node, Parameter, ParameterDescriptor, PARAMETER, Rclnodejs } from './rcl.js';
 
 /**
@@ -148,4 +148,20 @@ export function onSetParameters(
     }
     return { successful: reasons.length === 0, reason: reasons.join('; ') };
   };
+}
+
+/**
+ * rclnodejs 2.2 answers a set of an undeclared parameter with a garbled
+ * reason ("does not  readonly"): it finds a NOT_SET descriptor for any name
+ * and fails the type check. The node's set methods (which its parameter
+ * services call) answer such names first, with the schema's words.
+ */
+export function refuseUndeclared(node: Node): void {
+  const known = () => node.getParameters().map((p) => p.name);
+  const atomically = node.setParametersAtomically.bind(node);
+  node.setParametersAtomically = (parameters = []) => {
+    const unknown = parameters.find((p) => !node.hasParameter(p.name));
+    return unknown ? { successful: false, reason: unknownParameter(unknown.name, known()) } : atomically(parameters);
+  };
+  node.setParameters = (parameters = []) => parameters.map((p) => node.setParametersAtomically([p]));
 }

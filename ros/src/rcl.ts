@@ -68,6 +68,12 @@ export function reliable(rcl: Rclnodejs, depth: number): QoS {
   return new rcl.QoS(rcl.QoS.HistoryPolicy.RMW_QOS_POLICY_HISTORY_KEEP_LAST, depth, rcl.QoS.ReliabilityPolicy.RMW_QOS_POLICY_RELIABILITY_RELIABLE);
 }
 
+/** Subscribers of a publisher: rclnodejs 2.2 has a getter where its declarations have a method. */
+export function subscriberCount(publisher: Publisher): number {
+  const count = (publisher as unknown as { subscriptionCount: number | (() => number) }).subscriptionCount;
+  return typeof count === 'function' ? count.call(publisher) : count;
+}
+
 /** A node's clock as seconds (ROS time: simulated when use_sim_time is on). */
 export function nowS(node: Node): number {
   return Number(node.now().nanoseconds) * 1e-9;

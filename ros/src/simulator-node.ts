@@ -5,7 +5,7 @@ import { modelDefinition } from '../../src/models/index.js';
 import { Model, resolveModel, toPhysical } from '../../src/models/model.js';
 import { LiveParameters, ParamEntry, ParamsOf, resolveParams, schemaEntries, Schema } from '../../src/params.js';
 import { SIM_NODE_PARAMS, SIM_PARAMS, SimParams, Simulator } from '../../sim/simulator.js';
-import { declareAll, onSetParameters, readAll } from './parameters.js';
+import { declareAll, onSetParameters, readAll, refuseUndeclared } from './parameters.js';
 import { keepLast1, Node, nowS, Publisher, Rclnodejs, Timer } from './rcl.js';
 
 export interface SimulatorNodeOptions {
@@ -69,6 +69,7 @@ export class SimulatorNode {
     if (problems.size) throw new Error(`simulator parameters: ${[...problems.values()].join('; ')}`);
     const values = { system, ...readAll(node, table) };
     this.live = new LiveParameters([...entries.values()], values as never);
+    refuseUndeclared(node);
     const group = (prefix: string) => Object.fromEntries(Object.entries(values).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
     this.nodeParams = resolveParams('simulator', SIM_NODE_PARAMS as Schema, pick(values, Object.keys(SIM_NODE_PARAMS))) as ParamsOf<typeof SIM_NODE_PARAMS>;
     const simParams = resolveParams('sim', SIM_PARAMS, pick(values, Object.keys(SIM_PARAMS))) as SimParams;

@@ -195,8 +195,13 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
       return p;
     }
 
-    getParameterDescriptor(name: string): ParameterDescriptor | undefined {
-      return this.descriptors.get(name);
+    /** as rclnodejs 2.2: an undeclared name gets a NOT_SET descriptor, not undefined */
+    getParameterDescriptor(name: string): ParameterDescriptor {
+      return this.descriptors.get(name) ?? new ParameterDescriptor(name, T.NOT_SET);
+    }
+
+    getParameters(names?: string[]): Parameter[] {
+      return names ? names.map((n) => this.getParameter(n)) : [...this.params.values()];
     }
 
     declareParameter(parameter: Parameter, descriptor?: ParameterDescriptor, ignoreOverride = false): Parameter {
@@ -228,8 +233,7 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
         } catch {
           return { successful: false, reason: `Invalid ${p.name}` };
         }
-        const d = this.descriptors.get(p.name);
-        if (!d) return { successful: false, reason: `Parameter ${p.name} has not been declared` };
+        const d = this.getParameterDescriptor(p.name);
         if (!declaring && d.readOnly) return { successful: false, reason: `Parameter ${p.name} is readonly` };
         try {
           d.validateParameter(p);
@@ -250,7 +254,10 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
       return {
         topic: full,
         publish: (msg: unknown) => bus.publish(full, type, msg),
-        subscriptionCount: () => bus.count(full, type),
+        // a getter, as rclnodejs 2.2's runtime has it (its declarations say a method)
+        get subscriptionCount() {
+          return bus.count(full, type);
+        },
       };
     }
 
@@ -298,9 +305,9 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
     private state: Primary = 'unconfigured';
     private readonly cbs = new Map<string, (prev: unknown) => number>();
 
+    /** as the runtime State of rclnodejs 2.2: `id` and `label` (no asMessage(), whatever its declarations say) */
     get currentState() {
-      const label = this.state;
-      return { asMessage: () => ({ id: PRIMARY[label], label }) };
+      return { id: PRIMARY[this.state], label: this.state };
     }
 
     registerOnConfigure(cb: (prev: unknown) => number) { this.cbs.set('configuring', cb); }
