@@ -1,5 +1,6 @@
 """Shared pieces of the tempered_mpc launch files (not a launch file itself)."""
 import os
+import tempfile
 
 import yaml
 from launch import LaunchDescription
@@ -22,16 +23,29 @@ def config(name):
     return os.path.join(HERE, 'config', name)
 
 
+def node_parameters(node_name, values):
+    """A parameter file for one node, keyed by its bare name.
+
+    rclnodejs 2.2 takes overrides only under the bare node name (or /**), so
+    the dict parameters of launch_ros, which it keys by the fully qualified
+    name (/namespace/node), would be ignored.
+    """
+    with tempfile.NamedTemporaryFile('w', prefix=f'{node_name}_', suffix='.yaml', delete=False) as f:
+        yaml.safe_dump({node_name: {'ros__parameters': values}}, f)
+        return f.name
+
+
 def controller_with_autostart(params_file, namespace, use_sim_time, autostart, remappings=()):
     """The managed controller node, configured and then activated when autostart is true."""
     controller = LifecycleNode(
         package='tempered_mpc', executable='controller', name=CONTROLLER, namespace=namespace,
-        parameters=[params_file, {'use_sim_time': use_sim_time}], remappings=list(remappings), output='screen')
+        parameters=[params_file, node_parameters(CONTROLLER, {'use_sim_time': use_sim_time})], remappings=list(remappings), output='screen')
     configure = EmitEvent(
         event=ChangeState(lifecycle_node_matcher=matches_action(controller), transition_id=Transition.TRANSITION_CONFIGURE),
         condition=IfCondition(autostart))
     activate = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=controller, goal_state='inactive',
+        # only after the first configure: a later deactivate must stay inactive
+        target_lifecycle_node=controller, start_state='configuring', goal_state='inactive',
         entities=[EmitEvent(event=ChangeState(
             lifecycle_node_matcher=matches_action(controller), transition_id=Transition.TRANSITION_ACTIVATE))]),
         condition=IfCondition(autostart))
@@ -67,7 +81,7 @@ def sim_launch_description(system, params_name):
         if lockstep:
             sim_params['stateRateHz'] = controller_rate_hz(params_file)
         simulator = Node(package='tempered_mpc', executable='simulator', name=SIMULATOR, namespace=namespace,
-                         parameters=[params_file, sim_params], output='screen')
+                         parameters=[params_file, node_parameters(SIMULATOR, sim_params)], output='screen')
         return [simulator, *controller_with_autostart(params_file, namespace, lockstep, LaunchConfiguration('autostart'))]
 
     return LaunchDescription([*args, OpaqueFunction(function=nodes)])
