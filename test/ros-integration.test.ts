@@ -101,7 +101,7 @@ describe(`ROS 2 integration (real rclnodejs${distro ? ` on ${distro}` : ''})`, f
     const describe = spawnSync('ros2', ['param', 'describe', `${NS}/tempered_mpc_controller`, 'tsmc.lambda', 'model.horizon'], { encoding: 'utf8' });
     assert.equal(describe.status, 0, describe.stderr);
     assert.match(describe.stdout, /Min value: 0\.0/);
-    assert.match(describe.stdout, /Read only: True/);
+    assert.match(describe.stdout, /Read only: true/);
     const set = spawnSync('ros2', ['param', 'set', `${NS}/tempered_mpc_controller`, 'mppi.samples', '1'], { encoding: 'utf8' });
     assert.match(set.stdout + set.stderr, /mppi\.samples must be >= 2, got 1/);
   });
