@@ -188,6 +188,7 @@ export class LiveParameters {
   check(changes: Readonly<Record<string, unknown>>): SetResult {
     const reasons: Record<string, string> = {};
     const applied: Record<string, ParamValue> = {};
+    const current = this.values();
     for (const [key, value] of Object.entries(changes)) {
       const e = this.entries.get(key);
       if (!e) {
@@ -196,7 +197,7 @@ export class LiveParameters {
       }
       try {
         const v = checkValue(key, e.def, value);
-        if (e.readOnly && !sameValue(v, this.values()[key])) {
+        if (e.readOnly && !sameValue(v, current[key])) {
           reasons[key] = `${key} is read-only while running: ${e.readOnly}`;
           continue;
         }
@@ -205,7 +206,7 @@ export class LiveParameters {
         reasons[key] = (err as Error).message;
       }
     }
-    if (Object.keys(reasons).length === 0) Object.assign(reasons, this.consistency({ ...this.values(), ...applied }));
+    if (Object.keys(reasons).length === 0) Object.assign(reasons, this.consistency({ ...current, ...applied }));
     return Object.keys(reasons).length ? { ok: false, reasons } : { ok: true, applied };
   }
 

@@ -151,14 +151,8 @@ export class ControllerNode {
 
   private async buildSession(): Promise<ControllerSession> {
     if (this.declareProblems.size) throw new Error([...this.declareProblems.values()].join('; '));
-    const flat = readAll(this.node, this.entries);
-    const system = String(this.node.getParameter('system').value);
-    const { system: _system, ...rest } = flat;
-    void _system;
-    // only what differs from the system's MPC defaults is an override
-    const defaults = controllerParameterTable(resolveRunParams(system, {})).values;
-    const overrides = Object.fromEntries(Object.entries(rest).filter(([k, v]) => JSON.stringify(v) !== JSON.stringify(defaults[k])));
-    const params = resolveRunParams(system, overrides);
+    // the same resolution as `--set` and YAML: every value checked by its schema
+    const params = resolveRunParams(String(this.node.getParameter('system').value), readAll(this.node, this.entries));
     this.useSimTime = Boolean(this.node.getParameter('use_sim_time').value);
     // under simulated time the simulator waits for every plan: no wall-clock deadlines
     return ControllerSession.create(params, { lockstep: this.useSimTime });
