@@ -35,6 +35,24 @@ export function resolveSimParams(overrides: Record<string, unknown> = {}): SimPa
   return resolveParams('sim', SIM_PARAMS, overrides);
 }
 
+/**
+ * The plant's step is derived (period / substeps): when it falls below the
+ * model's smallest step, the reason names what the user set, not dtS.
+ */
+export function plantStepError(def: ModelDefinition, periodS: number, substeps: number): string | undefined {
+  const dtS = periodS / substeps;
+  const min = def.params.dtS.min;
+  if (min === undefined || dtS >= min) return undefined;
+  return `sim.substeps ${substeps} at a ${+periodS.toPrecision(6)} s period gives a plant step of ${dtS.toExponential(2)} s, below ${def.name}'s smallest step ${min} s: use fewer substeps or a lower rate`;
+}
+
+/** sim.x0 is empty (the system's own) or one finite number per physical state. */
+export function initialStateError(def: ModelDefinition, x0: readonly number[]): string | undefined {
+  const names = def.physical?.names ?? def.stateNames;
+  if (x0.length === 0 || (x0.length === names.length && x0.every(Number.isFinite))) return undefined;
+  return `sim.x0 must be ${names.length} finite numbers for ${def.name} (${names.join(', ')}), got [${x0.join(', ')}]`;
+}
+
 /** Parameters that are masses (scaled by massScale). */
 const MASS_PARAM = /^(m|mc|m1|m2)$/;
 
@@ -61,15 +79,16 @@ export class Simulator {
   ) {
     if (!(controlPeriodS > 0)) throw new Error(`control period must be positive, got ${controlPeriodS}`);
     const nominal = resolveModel(def, modelOverrides);
+    const stepError = plantStepError(def, controlPeriodS, params.substeps);
+    if (stepError) throw new Error(stepError);
     const scaled: Record<string, unknown> = { ...modelOverrides, dtS: controlPeriodS / params.substeps };
     for (const [k, v] of Object.entries(nominal.params)) if (MASS_PARAM.test(k)) scaled[k] = v * params.massScale;
-    this.plant = resolveModel(def, scaled);
+    this.plant = resolveModel(def, scaled, 'sim plant');
     this.step = compileStepFunction(buildStepGraphs(this.plant, false));
     this.rng = new Rng(seed);
+    const x0Error = initialStateError(def, params.x0);
+    if (x0Error) throw new Error(x0Error);
     const start = params.x0.length ? params.x0 : toPhysical(resolveModel(def, modelOverrides), [...def.x0]);
-    if (start.length !== this.plant.stateDim || !start.every(Number.isFinite)) {
-      throw new Error(`sim.x0 must be ${this.plant.stateDim} finite numbers for ${def.name} (${this.plant.def.physical?.names.join(', ') ?? def.stateNames.join(', ')}), got [${start.join(', ')}]`);
-    }
     this.x = fromPhysical(this.plant, start);
   }
 

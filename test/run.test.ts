@@ -149,6 +149,13 @@ describe('run command', () => {
       [['--set', 'foo.bar=1'], /unknown parameter group in 'foo.bar'/],
       [['--planner', 'ilqr'], /controller.planner must be one of tsmc, mppi/],
       [['--x0', '0'], /--x0 needs 2 comma-separated numbers/],
+      // absurd values: refused with the key the user set, never a crash (once: a V8 out-of-memory, "Invalid typed array length")
+      [['--set', 'threads=2147483648'], /controller\.threads must be <= 256, got 2147483648/],
+      [['--set', 'tsmc.particles=2147483648'], /tsmc\.particles must be <= 65536/],
+      [['--set', 'sim.massScale=1e-12'], /sim\.massScale must be >= 0\.01/],
+      [['--set', 'sim.substeps=10000', '--rate', '1000'], /sim\.substeps 10000 at a 0\.001 s period gives a plant step of 1\.00e-7 s/],
+      [['--set', 'model.horizon=100000'], /model\.horizon must be <= 10000/],
+      [['--set', 'sim.x0=1,2,3'], /sim\.x0 must be 2 finite numbers for pendulum \(theta, omega\)/],
     ];
     for (const [args, message] of cases) {
       const r = spawnSync(process.execPath, [CLI, 'run', '--system', 'pendulum', '--duration', '0.1', '--lockstep', ...args], { encoding: 'utf8' });

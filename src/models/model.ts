@@ -93,8 +93,8 @@ export function defineModel<K extends string>(def: ModelDefinition<K>): ModelDef
 }
 
 /** Resolves parameter overrides, rejecting unknown keys and out-of-range values with a clear message. */
-export function resolveModel(def: ModelDefinition, overrides: Readonly<Record<string, unknown>> = {}): Model {
-  const params = resolveParams(def.name, def.params as Readonly<Record<string, NumberParam>>, overrides) as Record<string, number>;
+export function resolveModel(def: ModelDefinition, overrides: Readonly<Record<string, unknown>> = {}, label = def.name): Model {
+  const params = resolveParams(label, def.params as Readonly<Record<string, NumberParam>>, overrides) as Record<string, number>;
   return {
     def,
     name: def.name,

@@ -4,7 +4,7 @@ import { MPPI_PARAMS } from '../planners/mppi.js';
 import { modelDefinition, MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { choice, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../params.js';
-import { resolveSimParams, SimParams, Simulator } from '../../sim/simulator.js';
+import { initialStateError, plantStepError, resolveSimParams, SimParams, Simulator } from '../../sim/simulator.js';
 import { ControllerSession } from './session.js';
 
 /**
@@ -76,8 +76,14 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
     mppi: resolveParams('mppi', MPPI_PARAMS as Schema, groups.mppi, MPC_SYSTEM_DEFAULTS[system]?.mppi ?? {}),
   };
   const model = { ...MPC_SYSTEM_DEFAULTS[system]?.model, ...groups.model };
-  resolveModel(modelDefinition(system), model); // rejects unknown or out-of-range model.* keys now, not at assembly
-  return { system, controller, planner: planners[controller.planner], planners, model, sim: resolveSimParams(groups.sim) };
+  // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
+  const nominal = resolveModel(modelDefinition(system), model, 'model');
+  const sim = resolveSimParams(groups.sim);
+  const stepError = plantStepError(nominal.def, controller.rateHz > 0 ? 1 / controller.rateHz : nominal.dtS, sim.substeps);
+  if (stepError) throw new Error(stepError);
+  const x0Error = initialStateError(nominal.def, sim.x0);
+  if (x0Error) throw new Error(x0Error);
+  return { system, controller, planner: planners[controller.planner], planners, model, sim };
 }
 
 /**
