@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { benchFuzzCommand } from './bench-fuzz.js';
 import { benchRolloutCommand } from './bench-rollout.js';
 import { benchMpcCommand } from './bench-mpc.js';
 import { benchToCommand } from './bench-to.js';
@@ -8,7 +9,7 @@ import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand];
 
 function overview(): string {
   return [

@@ -17,9 +17,15 @@ export function readParamsFile(path: string): Record<string, unknown> {
   } catch (e) {
     throw new Error(`parameter file '${path}': cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
+  return parseParamsText(text, path);
+}
+
+/** The same, from the file's text; `path` names it in errors. */
+export function parseParamsText(text: string, path: string): Record<string, unknown> {
   let doc: unknown;
   try {
-    doc = parse(text);
+    // problems are errors below; the parser's own warnings would only reach stderr
+    doc = parse(text, { logLevel: 'error' });
   } catch (e) {
     throw new Error(`parameter file '${path}': malformed YAML (${(e as Error).message.split('\n')[0]})`);
   }
