@@ -22,7 +22,7 @@ function wire<T>(type: string, msg: unknown): T {
 describe('interface package tempered_mpc_msgs', () => {
   it('every msgs/msg/*.msg parses as a ROS 2 message definition and has a CDR form', () => {
     const files = readdirSync(join(ROOT, 'msgs/msg')).filter((f) => f.endsWith('.msg'));
-    assert.deepEqual(files.sort(), ['Plan.msg', 'PlannerStatus.msg']);
+    assert.deepEqual(files.sort(), ['Plan.msg', 'PlannerStatus.msg', 'StateEstimate.msg']);
     for (const [name, def] of ownDefinitions()) {
       assert.ok(def.definitions.length > 3, name);
       assert.ok(new MessageWriter(definitionsOf(name)).calculateByteSize({}) > 0, `${name} has a CDR layout`);

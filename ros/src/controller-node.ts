@@ -43,7 +43,7 @@ export class ControllerNode {
   private readonly declareProblems = new Map<string, string>();
   private session: ControllerSession | undefined;
   private prepared: { session?: ControllerSession; error?: string } | undefined;
-  private publishers: { command: Publisher; plan: Publisher; status: Publisher } | undefined;
+  private publishers: { command: Publisher; plan: Publisher; status: Publisher; estimate?: Publisher } | undefined;
   private subscriptions: Subscription[] = [];
   private timer: Timer | undefined;
   private active = false;
@@ -170,6 +170,7 @@ export class ControllerNode {
         command: node.createPublisher(TYPES.command as never, 'command', { qos: keepLast1(rcl, true) }) as unknown as Publisher,
         plan: node.createPublisher(TYPES.plan as never, 'plan', { qos: reliable(rcl, 10) }) as unknown as Publisher,
         status: node.createPublisher(TYPES.status as never, 'status', { qos: reliable(rcl, 10) }) as unknown as Publisher,
+        ...(session.estimator ? { estimate: node.createPublisher(TYPES.estimate as never, 'state_estimate', { qos: reliable(rcl, 10) }) as unknown as Publisher } : {}),
       };
       this.subscriptions = [
         node.createSubscription(session.codec.type as never, 'state', { qos: keepLast1(rcl, false) }, (msg: unknown) => this.onState(msg)),
@@ -304,6 +305,8 @@ export class ControllerNode {
     if (!this.active || !this.publishers || this.session !== session) return;
     this.publishers.command.publish(session.commandMessage(tick) as never);
     this.publishers.status.publish(session.statusMessage(tick) as never);
+    const estimate = this.publishers.estimate && session.estimateMessage();
+    if (estimate) this.publishers.estimate!.publish(estimate as never);
     // predicting the plan's states costs a rollout: only for someone who listens
     if (subscriberCount(this.publishers.plan) > 0) this.publishers.plan.publish(session.planMessage(tick) as never);
   }

@@ -40,10 +40,12 @@ export const runCommand: Command = {
     const { session, sim } = await assemble(params, { lockstep });
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());
     mkdirSync(out, { recursive: true });
-    const log = await McapLog.create(join(out, 'run.mcap'), logTopics(session.codec.type));
+    const log = await McapLog.create(join(out, 'run.mcap'), logTopics(session.codec.type, session.estimator !== undefined));
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const onTick = async (r: TickRecord, k: number, total: number) => {
       if (r.stateMessage) log.write('/tempered_mpc/state', r.timeS, r.stateMessage);
+      const estimate = session.estimateMessage();
+      if (estimate) log.write('/tempered_mpc/state_estimate', r.timeS, estimate);
       log.write('/tempered_mpc/true_state', r.timeS, session.codec.encode(r.state, r.timeS));
       log.write('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick));
       log.write('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick));

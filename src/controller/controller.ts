@@ -12,6 +12,11 @@ export const CONTROLLER_PARAMS = {
   futureStampToleranceS: num(0.05, 'a state stamped further ahead of the controller\'s clock than this is rejected (clock skew allowance) [s]', { min: 0, max: 10 }),
   backend: choice('cpu', ['cpu', 'webgpu'] as const, 'rollout kernels: cpu (f64, all cores) or webgpu (f32)', { readOnly: 'the kernels are built at configure' }),
   threads: num(0, 'CPU threads for the cpu backend (0 = all cores)', { min: 0, max: 256, integer: true, readOnly: 'the worker pool is built at configure' }),
+  estimator: choice('none', ['none', 'ekf'] as const, 'state estimation before planning: none (plan from the measurement) or ekf (extended Kalman filter on the model, exact Jacobians from its definition)',
+    { readOnly: 'the estimator is built at configure' }),
+  estimatorProcessNoise: num(0.02, 'EKF process noise: std per model state per sqrt(second), in the model\'s state units (`tempered-mpc systems NAME`)', { min: 0, max: 1e3 }),
+  estimatorMeasurementNoise: num(0.01, 'EKF measurement noise: std per physical state', { min: 0, max: 1e3, exclusive: true }),
+  estimatorGate: num(30, 'EKF outlier gate: a measurement whose squared Mahalanobis distance exceeds this is refused (0 = no gate)', { min: 0, max: 1e9 }),
   seed: num(0, 'seed of the planner\'s random numbers (an embedded run seeds its simulator with seed + 1)', { min: 0, max: 2 ** 31 - 1, integer: true, readOnly: 'the random stream starts at configure' }),
   jointNames: list('string', 'joint names of the state and goal messages (sensor_msgs/JointState), in order (empty = the system\'s own, see `tempered-mpc systems NAME`)',
     { maxLength: 32, readOnly: 'the state interface is set at configure' }),
@@ -111,7 +116,7 @@ export class Controller {
    * the future or older than the stale timeout).
    */
   onState(y: readonly number[], stampS: number, nowS?: number): string | undefined {
-    const reason = checkVector('state', y, this.model.stateDim) ?? this.checkStamp(stampS, nowS);
+    const reason = checkVector('state', y, this.model.stateDim) ?? this.stampProblem(stampS, nowS);
     if (reason) return this.reject('state', reason);
     this.state = { x: fromPhysical(this.model, y), stampS };
     return undefined;
@@ -125,7 +130,8 @@ export class Controller {
     return reason;
   }
 
-  private checkStamp(stampS: number, nowS: number | undefined): string | undefined {
+  /** Why a state stamped `stampS` is refused at `nowS` (not finite, from the future, or stale); undefined when it is fine. */
+  stampProblem(stampS: number, nowS: number | undefined): string | undefined {
     if (!Number.isFinite(stampS)) return `state stamp is not finite (${stampS})`;
     if (nowS === undefined) return undefined;
     const ahead = stampS - nowS;

@@ -19,6 +19,7 @@ const MSG_DIR = fileURLToPath(new URL('../../../msgs/msg/', import.meta.url));
 export const TYPES = {
   plan: `${MSG_PACKAGE}/msg/Plan`,
   status: `${MSG_PACKAGE}/msg/PlannerStatus`,
+  estimate: `${MSG_PACKAGE}/msg/StateEstimate`,
   jointState: 'sensor_msgs/msg/JointState',
   poseStamped: 'geometry_msgs/msg/PoseStamped',
   command: 'std_msgs/msg/Float64MultiArray',

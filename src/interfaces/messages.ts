@@ -1,5 +1,5 @@
 import type { Model, SensorInterface } from '../models/model.js';
-import { physicalNames } from '../models/model.js';
+import { physicalNames, toPhysical } from '../models/model.js';
 import { TYPES } from './definitions.js';
 
 /**
@@ -35,6 +35,26 @@ export interface PlanMsg {
   control_names: string[];
   controls: number[];
   cost: number;
+}
+
+export interface StateEstimateMsg {
+  header: Header;
+  names: string[];
+  values: number[];
+  model_state_names: string[];
+  covariance: number[];
+  mahalanobis2: number;
+}
+
+export function stateEstimateMessage(model: Model, stampS: number, state: readonly number[], covariance: readonly (readonly number[])[], mahalanobis2: number, frameId = ''): StateEstimateMsg {
+  return {
+    header: header(stampS, frameId),
+    names: [...physicalNames(model)],
+    values: toPhysical(model, state),
+    model_state_names: [...model.def.stateNames],
+    covariance: covariance.flat(),
+    mahalanobis2,
+  };
 }
 
 export const TICK_MODES = ['ok', 'late', 'fallback', 'stale', 'waiting'] as const;

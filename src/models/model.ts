@@ -43,7 +43,8 @@ export interface ModelDefinition<K extends string = string> {
    */
   physical?: {
     names: readonly string[];
-    toPhysical(x: readonly number[], p: ParamValues<K>): number[];
+    /** written with the expression helpers, so it folds on numbers and differentiates on expressions (the EKF's measurement Jacobian) */
+    toPhysical(x: readonly Scalar[], p: ParamValues<K>): Scalar[];
     fromPhysical(y: readonly number[], p: ParamValues<K>): number[];
   };
 }
@@ -122,7 +123,7 @@ export function physicalNames(model: Model): readonly string[] {
 }
 
 export function toPhysical(model: Model, x: readonly number[]): number[] {
-  return model.def.physical ? model.def.physical.toPhysical(x, model.params as ParamValues<string>) : [...x];
+  return model.def.physical ? model.def.physical.toPhysical(x, model.params as ParamValues<string>) as number[] : [...x];
 }
 
 export function fromPhysical(model: Model, y: readonly number[]): number[] {

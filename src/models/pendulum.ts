@@ -51,8 +51,8 @@ export const pendulum = defineModel({
     // phi is the increment to the next step's angle; predicting it to second
     // order under gravity and damping (free motion) matches a physical
     // (theta, omega) far better than omega * dtS at this coarse step.
-    toPhysical: ([theta, phi], p) => [theta, (phi + gravityTerm(theta, p)) / dampedStep(p)],
-    fromPhysical: ([theta, omega], p) => [theta, omega * dampedStep(p) - gravityTerm(theta, p)],
+    toPhysical: ([theta, phi], p) => [theta, div(add(phi, gravityTerm(theta, p)), dampedStep(p))],
+    fromPhysical: ([theta, omega], p) => [theta, omega * dampedStep(p) - (gravityTerm(theta, p) as number)],
   },
 
 });
@@ -67,8 +67,8 @@ function stateCost([theta, phi]: Scalar[], [rTheta, rPhi]: Scalar[]): Scalar {
 }
 
 /** (dt^2 / 2) (g / l) sin(theta): gravity's share of one step's angle increment. */
-function gravityTerm(theta: number, p: { g: number; l: number; dtS: number }): number {
-  return 0.5 * p.dtS * p.dtS * (p.g / p.l) * Math.sin(theta);
+function gravityTerm(theta: Scalar, p: { g: number; l: number; dtS: number }): Scalar {
+  return mul(0.5 * p.dtS * p.dtS * (p.g / p.l), sin(theta));
 }
 
 /** dt (1 - b dt / (2 m l^2)): the increment per unit of angular velocity under damping. */

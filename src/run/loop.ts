@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Controller, TickResult } from '../controller/controller.js';
 import type { StateMsg } from '../interfaces/messages.js';
-import { fromPhysical, inGoalRegion, Model, physicalNames } from '../models/model.js';
+import { fromPhysical, inGoalRegion, Model, physicalNames, toPhysical } from '../models/model.js';
 import { quantile } from '../samplers/stats.js';
 import type { Simulator } from '../../sim/simulator.js';
 import type { ControllerSession } from './session.js';
@@ -116,7 +116,8 @@ export function summarize(model: Model, controller: Controller, records: TickRec
   const heldFraction = after.length ? after.filter((r) => r.inGoal).length / after.length : null;
   const solve = records.filter((r) => r.tick.mode === 'ok' || r.tick.mode === 'late').map((r) => r.tick.solveMs);
   const last = records[records.length - 1];
-  const goal = fromPhysicalGoal(model, controller);
+  // the reference in physical units, for the final-error figure
+  const goal = toPhysical(model, controller.currentReference);
   const names = physicalNames(model);
   const finalError = last ? Math.sqrt(last.state.reduce((s, v, i) => s + stateDifference(names[i], v, goal[i]) ** 2, 0)) : NaN;
   const c = controller.counters;
@@ -151,13 +152,6 @@ function infoStatistics(records: TickRecord[]): RunSummary['plannerInfo'] {
     }
   }
   return Object.fromEntries([...values].map(([k, v]) => [k, { p50: quantile(v, 0.5), min: Math.min(...v), max: Math.max(...v) }]));
-}
-
-function fromPhysicalGoal(model: Model, controller: Controller): number[] {
-  // the reference in physical units, for the final-error figure
-  const phys = model.def.physical;
-  const ref = [...controller.currentReference];
-  return phys ? phys.toPhysical(ref, model.params as never) : ref;
 }
 
 /** Angles (by their conventional names) are compared on the circle. */

@@ -1,7 +1,10 @@
 import { availableParallelism } from 'node:os';
-import { Controller, TickResult } from '../controller/controller.js';
+import { checkVector, Controller, TickResult } from '../controller/controller.js';
+import { Ekf, linearize } from '../estimation/ekf.js';
 import { MPC_TSMC_PARAMS, MppiPlanner, RecedingPlanner, TsmcPlanner } from '../controller/receding.js';
-import { CommandMsg, commandMessage, PlanMsg, planMessage, StateCodec, StatusMsg, statusMessage } from '../interfaces/messages.js';
+import {
+  CommandMsg, commandMessage, PlanMsg, planMessage, StateCodec, StateEstimateMsg, stateEstimateMessage, StatusMsg, statusMessage,
+} from '../interfaces/messages.js';
 import { createBackend } from '../kernels/index.js';
 import type { RolloutBackend } from '../kernels/backend.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
@@ -24,6 +27,10 @@ export class ControllerSession {
   readonly codec: StateCodec;
   readonly rateHz: number;
   readonly periodS: number;
+  /** the EKF when `estimator` is ekf */
+  readonly estimator: Ekf | undefined;
+  /** its latest estimate (model state units) */
+  estimate: { stampS: number; state: number[]; covariance: number[][]; mahalanobis2: number } | undefined;
   private step: StepFunction | undefined;
 
   private constructor(
@@ -34,6 +41,7 @@ export class ControllerSession {
     readonly controller: Controller,
   ) {
     this.codec = new StateCodec(model, params.controller.jointNames);
+    this.estimator = params.controller.estimator === 'ekf' ? new Ekf(model, linearize(model), ekfParams(params.controller)) : undefined;
     this.rateHz = params.controller.rateHz > 0 ? params.controller.rateHz : 1 / model.dtS;
     this.periodS = 1 / this.rateHz;
     const table = controllerParameterTable(params);
@@ -69,11 +77,21 @@ export class ControllerSession {
     return this.controller.timing.budgetMs;
   }
 
-  /** A state message (JointState or PoseStamped): a reason when it is refused. */
+  /**
+   * A state message (JointState or PoseStamped): a reason when it is
+   * refused. With the EKF on, the controller plans from the estimate.
+   */
   onStateMessage(msg: unknown, nowS: number): string | undefined {
     const d = this.codec.decode(msg, 'state');
     if (!d.ok) return this.controller.reject('state', d.reason);
-    return this.controller.onState(d.values, d.stampS, nowS);
+    if (!this.estimator) return this.controller.onState(d.values, d.stampS, nowS);
+    // a measurement the controller would refuse must not move the estimate either
+    const problem = checkVector('state', d.values, this.model.stateDim) ?? this.controller.stampProblem(d.stampS, nowS);
+    if (problem) return this.controller.reject('state', problem);
+    const e = this.estimator.measure(d.values, d.stampS);
+    if (!e.ok) return this.controller.reject('state', e.reason);
+    this.estimate = { stampS: d.stampS, state: e.state, covariance: e.covariance, mahalanobis2: e.mahalanobis2 };
+    return this.controller.onState(toPhysical(this.model, e.state), d.stampS, nowS);
   }
 
   /** A goal message of the state's type: a reason when it is refused. */
@@ -97,7 +115,9 @@ export class ControllerSession {
 
   async tick(nowS: number): Promise<TickResult> {
     this.applyParameters();
-    return this.controller.tick(nowS);
+    const tick = await this.controller.tick(nowS);
+    this.estimator?.setCommand(tick.control);
+    return tick;
   }
 
   private applyParameters(): void {
@@ -105,9 +125,16 @@ export class ControllerSession {
     if (!changes) return;
     const values = this.live.values();
     this.controller.setTiming(timing(values as RunParams['controller'], this.periodS));
+    if (this.estimator) Object.assign(this.estimator.params, ekfParams(values as RunParams['controller']));
     const mine = `${this.planner.name}.`;
     const plannerChanges = Object.fromEntries(Object.entries(changes).filter(([k]) => k.startsWith(mine)).map(([k, v]) => [k.slice(mine.length), v]));
     if (Object.keys(plannerChanges).length) this.planner.updateParams(plannerChanges);
+  }
+
+  /** The latest state estimate (undefined without the EKF or before its first measurement). */
+  estimateMessage(frameId = ''): StateEstimateMsg | undefined {
+    const e = this.estimate;
+    return e && stateEstimateMessage(this.model, e.stampS, e.state, e.covariance, e.mahalanobis2, frameId);
   }
 
   commandMessage(tick: TickResult): CommandMsg {
@@ -149,6 +176,10 @@ export class ControllerSession {
   dispose(): void {
     this.backend.dispose();
   }
+}
+
+function ekfParams(c: { estimatorProcessNoise: number; estimatorMeasurementNoise: number; estimatorGate: number }) {
+  return { processNoise: c.estimatorProcessNoise, measurementNoise: c.estimatorMeasurementNoise, gate: c.estimatorGate };
 }
 
 /** The controller's timing from its parameters: budget 0 means 80% of the period. */

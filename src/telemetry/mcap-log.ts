@@ -7,9 +7,10 @@ import { msgJsonSchema, TYPES } from '../interfaces/definitions.js';
  * a launch file has (namespace /tempered_mpc): a log of `tempered-mpc run`
  * and a `ros2 bag record` of the nodes carry the same messages.
  */
-export function logTopics(stateType: string): Record<string, string> {
+export function logTopics(stateType: string, withEstimate = false): Record<string, string> {
   return {
     '/tempered_mpc/state': stateType,
+    ...(withEstimate ? { '/tempered_mpc/state_estimate': TYPES.estimate } : {}),
     '/tempered_mpc/true_state': stateType,
     '/tempered_mpc/command': TYPES.command,
     '/tempered_mpc/plan': TYPES.plan,
