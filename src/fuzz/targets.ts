@@ -98,9 +98,14 @@ function fail(why: string): never {
   throw new Error(why);
 }
 
-/** A small, fast controller to throw messages at: what matters is the path, not the plan. */
-async function smallSession(): Promise<ControllerSession> {
-  return ControllerSession.create(resolveRunParams('pendulum', { planner: 'mppi', threads: 1, 'mppi.samples': 16, 'mppi.iterations': 1, 'model.horizon': 5 }), { lockstep: true });
+/** Runs `use` on a small, fast controller to throw input at (what matters is the path, not the plan), then releases it. */
+async function withSmallSession<T>(use: (session: ControllerSession) => Promise<T>): Promise<T> {
+  const session = await ControllerSession.create(resolveRunParams('pendulum', { planner: 'mppi', threads: 1, 'mppi.samples': 16, 'mppi.iterations': 1, 'model.horizon': 5 }), { lockstep: true });
+  try {
+    return await use(session);
+  } finally {
+    session.dispose();
+  }
 }
 
 function commandIsSafe(session: ControllerSession, control: readonly number[]): void {
@@ -114,56 +119,46 @@ function commandIsSafe(session: ControllerSession, control: readonly number[]): 
 const messageTarget = (kind: 'state' | 'goal'): FuzzTarget => ({
   name: kind,
   doc: `${kind} messages (sensor_msgs/JointState shapes): refused with a reason or taken; the next command is finite and within limits`,
-  async run(numRuns, seed) {
-    const session = await smallSession();
+  run: (numRuns, seed) => withSmallSession(async (session) => {
     let t = 0;
     let planned = 0;
-    try {
-      // half the messages carry a fresh stamp, so the nasty contents get past the stamp check
-      const report = await check(kind, fc.tuple(jointState, fc.boolean()), numRuns, seed, async ([generated, fresh]) => {
-        t += session.periodS;
-        const msg = fresh && isObject(generated) && isObject(generated.header) ? { ...generated, header: { ...generated.header, stamp: toTime(t) } } : generated;
-        // goals are fuzzed against a controller that has a good state, so it plans towards them
-        if (kind === 'goal') session.onStateMessage(session.codec.encode([0.1, 0], t), t);
-        const reason = kind === 'state' ? session.onStateMessage(msg, t) : session.onGoalMessage(msg);
-        if (reason !== undefined && (typeof reason !== 'string' || !reason.startsWith(kind))) fail(`refusal ${JSON.stringify(reason)} does not name the ${kind}`);
-        const tick = await session.tick(t);
-        if (tick.mode === 'ok' || tick.mode === 'fallback') planned++;
-        commandIsSafe(session, tick.control);
-      });
-      return { ...report, note: `${planned} ticks planned` };
-    } finally {
-      session.dispose();
-    }
-  },
+    // half the messages carry a fresh stamp, so the nasty contents get past the stamp check
+    const report = await check(kind, fc.tuple(jointState, fc.boolean()), numRuns, seed, async ([generated, fresh]) => {
+      t += session.periodS;
+      const msg = fresh && isObject(generated) && isObject(generated.header) ? { ...generated, header: { ...generated.header, stamp: toTime(t) } } : generated;
+      // goals are fuzzed against a controller that has a good state, so it plans towards them
+      if (kind === 'goal') session.onStateMessage(session.codec.encode([0.1, 0], t), t);
+      const reason = kind === 'state' ? session.onStateMessage(msg, t) : session.onGoalMessage(msg);
+      if (reason !== undefined && (typeof reason !== 'string' || !reason.startsWith(kind))) fail(`refusal ${JSON.stringify(reason)} does not name the ${kind}`);
+      const tick = await session.tick(t);
+      if (tick.mode === 'ok' || tick.mode === 'fallback') planned++;
+      commandIsSafe(session, tick.control);
+    });
+    return { ...report, note: `${planned} ticks planned` };
+  }),
 });
 
 const parameterTarget: FuzzTarget = {
   name: 'parameters',
   doc: 'live parameter sets (ROS parameter callback, HTTP PATCH): all or nothing, one reason per bad key, accepted values inside their schema',
-  async run(numRuns, seed) {
-    const session = await smallSession();
+  run: (numRuns, seed) => withSmallSession(async (session) => {
     const keys = session.live.list.map((e) => e.key);
     const key = fc.oneof(fc.constantFrom(...keys), fc.constantFrom('mppi.sample', 'TSMC.particles', '', 'model.', '__proto__', 'constructor'), fc.string());
     const changes = fc.dictionary(key, nastyValue, { maxKeys: 4 });
-    try {
-      return await check('parameters', changes, numRuns, seed, async (set) => {
-        const before = JSON.stringify(session.parameterValues());
-        const r = session.requestParameters(set);
-        if (r.ok) {
-          for (const [k, v] of Object.entries(r.applied)) checkValue(k, session.live.entry(k)!.def, v);
-          // what a tick boundary takes is exactly what was accepted (planning with huge valid budgets is not the point here)
-          const taken = session.live.takePending() ?? {};
-          if (JSON.stringify(taken) !== JSON.stringify(Object.keys(r.applied).length ? r.applied : {})) fail('the tick boundary took other values than were accepted');
-        } else {
-          if (JSON.stringify(session.parameterValues()) !== before) fail('a refused set changed values');
-          for (const [k, why] of Object.entries(r.reasons)) if (!why) fail(`empty reason for ${k}`);
-        }
-      });
-    } finally {
-      session.dispose();
-    }
-  },
+    return check('parameters', changes, numRuns, seed, async (set) => {
+      const before = JSON.stringify(session.parameterValues());
+      const r = session.requestParameters(set);
+      if (r.ok) {
+        for (const [k, v] of Object.entries(r.applied)) checkValue(k, session.live.entry(k)!.def, v);
+        // what a tick boundary takes is exactly what was accepted (planning with huge valid budgets is not the point here)
+        const taken = session.live.takePending() ?? {};
+        if (JSON.stringify(taken) !== JSON.stringify(Object.keys(r.applied).length ? r.applied : {})) fail('the tick boundary took other values than were accepted');
+      } else {
+        if (JSON.stringify(session.parameterValues()) !== before) fail('a refused set changed values');
+        for (const [k, why] of Object.entries(r.reasons)) if (!why) fail(`empty reason for ${k}`);
+      }
+    });
+  }),
 };
 
 const yamlTarget: FuzzTarget = {
