@@ -1,8 +1,8 @@
 import { buildStepGraphs } from '../src/kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../src/kernels/js-source.js';
 import { fromPhysical, Model, ModelDefinition, resolveModel, toPhysical } from '../src/models/model.js';
-import { MODELS } from '../src/models/index.js';
-import { choice, list, num, ParamsOf, resolveParams } from '../src/params.js';
+import { modelDefinition, MODELS } from '../src/models/index.js';
+import { choice, list, num, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../src/params.js';
 import { Rng } from '../src/random.js';
 
 /** Simulator parameters, declared once (ROS parameters, YAML, --set sim.KEY). */
@@ -30,6 +30,28 @@ export const SIM_NODE_PARAMS = {
 } as const;
 
 export type SimParams = ParamsOf<typeof SIM_PARAMS>;
+
+/**
+ * The simulator node's parameters as one flat table (its own keys, the
+ * plant's SIM_PARAMS bare, `model.*` read-only) with their defaults for
+ * `system`: the ROS node declares exactly these, `tempered-mpc params` lists them.
+ */
+export function simulatorParameterTable(system: string): { entries: ParamEntry[]; values: Record<string, ParamValue> } {
+  const def = modelDefinition(system);
+  const nominal = resolveModel(def);
+  return {
+    entries: [
+      ...schemaEntries(SIM_NODE_PARAMS as Schema),
+      ...schemaEntries(SIM_PARAMS),
+      ...schemaEntries(def.params, 'model.', 'the plant is compiled at start'),
+    ],
+    values: {
+      ...resolveParams('simulator', SIM_NODE_PARAMS as Schema), system,
+      ...resolveParams('sim', SIM_PARAMS), x0: toPhysical(nominal, [...def.x0]),
+      ...Object.fromEntries(Object.entries(nominal.params).map(([k, v]) => [`model.${k}`, v])),
+    },
+  };
+}
 
 export function resolveSimParams(overrides: Record<string, unknown> = {}): SimParams {
   return resolveParams('sim', SIM_PARAMS, overrides);

@@ -2,9 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { TYPES } from '../../src/interfaces/definitions.js';
 import { decodeCommand, StateCodec, toTime } from '../../src/interfaces/messages.js';
 import { modelDefinition } from '../../src/models/index.js';
-import { Model, resolveModel, toPhysical } from '../../src/models/model.js';
+import { Model, resolveModel } from '../../src/models/model.js';
 import { LiveParameters, ParamEntry, ParamsOf, resolveParams, schemaEntries, Schema } from '../../src/params.js';
-import { SIM_NODE_PARAMS, SIM_PARAMS, SimParams, Simulator } from '../../sim/simulator.js';
+import { SIM_NODE_PARAMS, SIM_PARAMS, SimParams, Simulator, simulatorParameterTable } from '../../sim/simulator.js';
 import { declareAll, onSetParameters, readAll, refuseUndeclared } from './parameters.js';
 import { keepLast1, Node, nowS, Publisher, Rclnodejs, Timer } from './rcl.js';
 
@@ -52,18 +52,9 @@ export class SimulatorNode {
     const problems = declareAll(rcl, node, systemEntries, { system: SIM_NODE_PARAMS.system.default });
     const system = String(node.getParameter('system').value);
     const def = modelDefinition(system);
-    const nominal = resolveModel(def);
-    const table = [
-      ...schemaEntries(SIM_NODE_PARAMS as Schema).filter((e) => e.key !== 'system'),
-      ...schemaEntries(SIM_PARAMS),
-      ...schemaEntries(def.params, 'model.', 'the plant is compiled at start'),
-    ];
-    for (const e of [...systemEntries, ...table]) entries.set(e.key, e);
-    const defaults = {
-      ...resolveParams('simulator', SIM_NODE_PARAMS as Schema), system,
-      ...resolveParams('sim', SIM_PARAMS), x0: toPhysical(nominal, [...def.x0]),
-      ...Object.fromEntries(Object.entries(nominal.params).map(([k, v]) => [`model.${k}`, v])),
-    };
+    const { entries: all, values: defaults } = simulatorParameterTable(system);
+    const table = all.filter((e) => e.key !== 'system');
+    for (const e of all) entries.set(e.key, e);
     declareAll(rcl, node, table, defaults).forEach((reason, key) => problems.set(key, reason));
     // a simulator cannot run on bad parameters: fail at start, naming them
     if (problems.size) throw new Error(`simulator parameters: ${[...problems.values()].join('; ')}`);

@@ -4,7 +4,7 @@ import { MPPI_PARAMS } from '../planners/mppi.js';
 import { modelDefinition, MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { choice, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../params.js';
-import { initialStateError, plantStepError, resolveSimParams, SimParams, Simulator } from '../../sim/simulator.js';
+import { initialStateError, plantStepError, resolveSimParams, SIM_NODE_PARAMS, SimParams, Simulator } from '../../sim/simulator.js';
 import { ControllerSession } from './session.js';
 
 /**
@@ -49,6 +49,29 @@ export interface RunParams {
   /** the model overrides (MPC defaults and the user's), as given */
   model: Record<string, unknown>;
   sim: SimParams;
+  /** the simulated plant's own model overrides (`model.*` in the simulator's section), on top of `model` */
+  simModel: Record<string, unknown>;
+}
+
+/**
+ * The simulator's section: its plant parameters (SIM_PARAMS), the plant's
+ * own `model.*`, and the ROS simulator node's keys (SIM_NODE_PARAMS, checked
+ * here so one parameter file serves both doors; the embedded loop steps the
+ * plant itself and seeds it with the controller's seed + 1).
+ */
+function splitSimulatorGroup(system: string, group: Record<string, unknown>): { sim: SimParams; simModel: Record<string, unknown> } {
+  const plant: Record<string, unknown> = {};
+  const node: Record<string, unknown> = {};
+  const simModel: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(group)) {
+    if (k.startsWith('model.')) simModel[k.slice('model.'.length)] = v;
+    else if (k in SIM_NODE_PARAMS) node[k] = v;
+    else plant[k] = v;
+  }
+  const nodeParams = resolveParams('sim', SIM_NODE_PARAMS as Schema, node);
+  if (node.system !== undefined && String(nodeParams.system) !== system) throw new Error(`the simulator's parameters are for system '${String(nodeParams.system)}', not '${system}'`);
+  resolveModel(modelDefinition(system), simModel, 'sim.model');
+  return { sim: resolveSimParams(plant), simModel };
 }
 
 const GROUPS = ['controller', 'tsmc', 'mppi', 'model', 'sim'] as const;
@@ -78,12 +101,12 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   const model = { ...MPC_SYSTEM_DEFAULTS[system]?.model, ...groups.model };
   // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
   const nominal = resolveModel(modelDefinition(system), model, 'model');
-  const sim = resolveSimParams(groups.sim);
+  const { sim, simModel } = splitSimulatorGroup(system, groups.sim);
   const stepError = plantStepError(nominal.def, controller.rateHz > 0 ? 1 / controller.rateHz : nominal.dtS, sim.substeps);
   if (stepError) throw new Error(stepError);
   const x0Error = initialStateError(nominal.def, sim.x0);
   if (x0Error) throw new Error(x0Error);
-  return { system, controller, planner: planners[controller.planner], planners, model, sim };
+  return { system, controller, planner: planners[controller.planner], planners, model, sim, simModel };
 }
 
 /**
@@ -137,6 +160,6 @@ export interface Assembly {
 /** The controller session and the simulated plant of an embedded run (the plant's noise seeded with the controller's seed + 1). */
 export async function assemble(params: RunParams, opts: { lockstep: boolean }): Promise<Assembly> {
   const session = await ControllerSession.create(params, opts);
-  const sim = new Simulator(modelDefinition(params.system), session.periodS, params.sim, params.controller.seed + 1, params.model);
+  const sim = new Simulator(modelDefinition(params.system), session.periodS, params.sim, params.controller.seed + 1, { ...params.model, ...params.simModel });
   return { session, sim };
 }
