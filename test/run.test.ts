@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { McapStreamReader } from '@mcap/core';
 import { runLoop } from '../src/run/loop.js';
 import { readParamsFile } from '../src/run/params-file.js';
@@ -65,6 +66,51 @@ describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy pl
     assert.equal(modeAt(2.5), 'ok', 'recovered');
     assert.equal(summary.rejectedStates, 3);
     for (const r of records) assert.ok(r.tick.control.every(Number.isFinite));
+  });
+});
+
+describe('a stalled planner does not hold the commands back (real time)', () => {
+  it('a 5-period stall: a command still leaves every period, following the previous plan, and control resumes', async () => {
+    const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner: 'mppi', threads: 1, 'mppi.samples': 64, 'mppi.iterations': 2, 'sim.x0': [0.2, 0] });
+    let calls = 0;
+    const { session, sim } = await assemble(params, {
+      lockstep: false,
+      // the 10th plan hangs for 5 periods (an await that does not come back: a hung GPU call, say)
+      wrapPlanner: (inner) => ({
+        name: inner.name, reset: () => inner.reset(), updateParams: (c) => inner.updateParams(c),
+        plan: async (rng, req) => {
+          if (calls++ === 10) await sleep(500);
+          return inner.plan(rng, req);
+        },
+      }),
+    });
+    const wallMs: number[] = [];
+    const modes: string[] = [];
+    try {
+      await runLoop(sim, session, {
+        durationS: 2.5, lockstep: false,
+        onTick: (r) => {
+          wallMs.push(performance.now());
+          modes.push(`${r.tick.mode}: ${r.tick.reason}`);
+          assert.ok(r.tick.control.every(Number.isFinite));
+        },
+      });
+    } finally {
+      session.dispose();
+    }
+    const gaps = wallMs.slice(1).map((t, i) => t - wallMs[i]);
+    const listing = gaps.map((g, i) => `${g.toFixed(0)} ms ${modes[i + 1]}`).join('\n');
+    // without the budget race the stall held every command back for its 500 ms; now the tick it
+    // starts in waits only its 80 ms budget, so one command is late by that, and the rest keep time
+    assert.ok(Math.max(...gaps) < 200, `no gap of two periods or more\n${listing}`);
+    const onTime = gaps.filter((g) => Math.abs(g - 100) < 20).length;
+    assert.ok(onTime >= gaps.length - 3, `all but the stall's first tick and its catch-up within 20% of the period\n${listing}`);
+    const late = modes.filter((m) => m.startsWith('late'));
+    assert.ok(late.length >= 4, modes.join('\n'));
+    assert.match(late[0], /planning still running at the 80\.0 ms budget; using the previous plan/);
+    assert.match(late[1], /the planner is still working on the plan asked for \d+ ms ago; using the previous plan/);
+    assert.ok(modes.slice(-5).every((m) => m.startsWith('ok')), 'control resumes when the planner returns');
+    assert.equal(session.controller.counters.plannerErrors, 0);
   });
 });
 

@@ -85,6 +85,8 @@ export class Controller {
   private state: { x: number[]; stampS: number } | undefined;
   private reference: number[];
   private previous: { plan: Float64Array; ageTicks: number } | undefined;
+  /** a plan asked for by an earlier tick that has not come back (real time only) */
+  private stillPlanning: { sinceMs: number } | undefined;
   private uPrev: number[];
   private readonly rng: Rng;
   readonly safeCommand: number[];
@@ -185,17 +187,28 @@ export class Controller {
       });
     }
     const fromState = [...this.state.x];
+    if (this.stillPlanning) {
+      // a plan from an earlier tick has not come back: follow the previous plan meanwhile
+      this.counters.deadlineMisses++;
+      const waitedMs = performance.now() - this.stillPlanning.sinceMs;
+      return this.fallback({ ...base, fromState }, 'late', `the planner is still working on the plan asked for ${waitedMs.toFixed(0)} ms ago`, 0);
+    }
     const start = performance.now();
     // The planner aims 10% inside the budget: its last step and the hand-over must fit too.
     const deadline = start + 0.9 * this.options.budgetMs;
     let result: PlanResult;
     try {
-      result = await this.planner.plan(this.rng, {
+      const planning = this.planner.plan(this.rng, {
         x0: this.state.x, uPrev: this.uPrev, reference: this.reference,
         deadline: this.options.enforceDeadline ? deadline : undefined,
-      });
-      const bad = [...result.controls].findIndex((v) => !Number.isFinite(v));
-      if (bad >= 0) throw new Error(`planner returned a non-finite control at index ${bad}`);
+      }).then(checkedPlan);
+      if (this.options.enforceDeadline) {
+        // The command does not wait for a planner that stalls (a hung GPU call, a slow await): at the
+        // budget it follows the previous plan, and the stalled plan is taken when it comes back.
+        const outcome = await withinBudget(planning, this.options.budgetMs);
+        if (!outcome.done) return this.planningOverran(planning, start, fromState, base);
+        result = outcome.value;
+      } else result = await planning;
     } catch (e) {
       this.counters.plannerErrors++;
       this.planner.reset();
@@ -214,6 +227,25 @@ export class Controller {
       ...base, fromState, solveMs, cost: result.cost, info: result.info, mode: 'ok', reason: '',
       control: Array.from(result.controls.subarray(0, m)), plan: planRows(result.controls, m),
     });
+  }
+
+  /** A plan still running at the budget: counted, and followed once it lands (at the row for the time that has passed). */
+  private planningOverran(planning: Promise<PlanResult>, startMs: number, fromState: number[], base: Omit<TickResult, 'control' | 'plan' | 'mode' | 'reason' | 'fromState'>): TickResult {
+    this.counters.deadlineMisses++;
+    this.stillPlanning = { sinceMs: startMs };
+    planning.then(
+      (r) => {
+        const periodMs = 1000 * this.options.periodS;
+        this.previous = { plan: r.controls, ageTicks: Math.floor((performance.now() - startMs) / periodMs) };
+      },
+      () => {
+        this.counters.plannerErrors++;
+        this.planner.reset();
+      },
+    ).finally(() => {
+      this.stillPlanning = undefined;
+    });
+    return this.fallback({ ...base, fromState }, 'late', `planning still running at the ${this.options.budgetMs.toFixed(1)} ms budget`, this.options.budgetMs);
   }
 
   /** The previous plan's next action if there is one, else the safe command. */
@@ -242,6 +274,25 @@ export class Controller {
   private clamp(u: readonly number[]): number[] {
     const { lower, upper } = this.model.controlLimits;
     return u.map((v, j) => Math.min(upper[j], Math.max(lower[j], v)));
+  }
+}
+
+function checkedPlan(result: PlanResult): PlanResult {
+  const bad = [...result.controls].findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0) throw new Error(`planner returned a non-finite control at index ${bad}`);
+  return result;
+}
+
+/** The promise's value if it settles within `ms`, else { done: false } (it keeps running). */
+async function withinBudget<T>(promise: Promise<T>, ms: number): Promise<{ done: true; value: T } | { done: false }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<{ done: false }>((resolve) => {
+    timer = setTimeout(() => resolve({ done: false }), ms);
+  });
+  try {
+    return await Promise.race([promise.then((value) => ({ done: true as const, value })), timeout]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -44,6 +44,8 @@ export interface LoopOptions {
   /** deterministic: no pacing, no deadlines */
   lockstep: boolean;
   onTick?: (r: TickRecord, index: number, total: number) => void | Promise<void>;
+  /** false: records are handed to onTick but not kept (long runs: memory stays flat; the summary then sees no records) */
+  keepRecords?: boolean;
   /** fault injection for tests: replaces the measurement given to the controller at a tick (undefined: skip the update) */
   measurementFilter?: (timeS: number, y: number[]) => number[] | undefined;
 }
@@ -84,7 +86,7 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
     const tick = await session.tick(timeS);
     const state = sim.state;
     const record = { timeS, state, measured: measured ?? [], stateMessage, tick, inGoal: goalContains(model, state, controller) };
-    records.push(record);
+    if (opts.keepRecords !== false) records.push(record);
     await opts.onTick?.(record, k, ticks);
     sim.advance(tick.control, periodS);
   }

@@ -52,15 +52,17 @@ export class ControllerSession {
    * Builds everything; `lockstep` plans every tick to completion (no
    * deadlines). The error of a bad parameter names the key the user set.
    */
-  static async create(params: RunParams, opts: { lockstep: boolean }): Promise<ControllerSession> {
+  static async create(params: RunParams, opts: { lockstep: boolean; wrapPlanner?: (planner: RecedingPlanner) => RecedingPlanner }): Promise<ControllerSession> {
     const model = resolveModel(modelDefinition(params.system), params.model);
     if (!model.def.sensor) throw new Error(`system '${params.system}' has no state to measure, so it cannot run as a controller`);
     const c = params.controller;
     const backend = await createBackend(model, c.backend, { threads: c.threads > 0 ? c.threads : availableParallelism() });
     // each session owns its parameter objects: live changes must not leak into the caller's RunParams
-    const planner: RecedingPlanner = c.planner === 'tsmc'
+    const built: RecedingPlanner = c.planner === 'tsmc'
       ? new TsmcPlanner(model, backend, { ...params.planners.tsmc } as ParamsOf<typeof MPC_TSMC_PARAMS>)
       : new MppiPlanner(model, backend, { ...params.planners.mppi } as ParamsOf<typeof MPPI_PARAMS>);
+    // fault injection (bench soak, tests) wraps the real planner
+    const planner = opts.wrapPlanner ? opts.wrapPlanner(built) : built;
     const rateHz = c.rateHz > 0 ? c.rateHz : 1 / model.dtS;
     const controller = new Controller(model, planner, {
       periodS: 1 / rateHz, ...timing(c, 1 / rateHz), enforceDeadline: !opts.lockstep, seed: c.seed,

@@ -158,7 +158,7 @@ export interface Assembly {
 }
 
 /** The controller session and the simulated plant of an embedded run (the plant's noise seeded with the controller's seed + 1). */
-export async function assemble(params: RunParams, opts: { lockstep: boolean }): Promise<Assembly> {
+export async function assemble(params: RunParams, opts: Parameters<typeof ControllerSession.create>[1]): Promise<Assembly> {
   const session = await ControllerSession.create(params, opts);
   const sim = new Simulator(modelDefinition(params.system), session.periodS, params.sim, params.controller.seed + 1, { ...params.model, ...params.simModel });
   return { session, sim };

@@ -1,0 +1,154 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { PlanRequest, PlanResult, RecedingPlanner } from '../controller/receding.js';
+import { Rng } from '../random.js';
+import { runLoop } from '../run/loop.js';
+import { assemble } from '../run/setup.js';
+import { quantile } from '../samplers/stats.js';
+import { timestamp } from './bench-to.js';
+import { Command, JSON_OPTION, optionalInteger, printJson, stringOpt, table, UsageError } from './command.js';
+import { progressBar } from './progress.js';
+import { RUN_OPTIONS, runOptions } from './run.js';
+
+/**
+ * Faults, on a fixed schedule from the start of the run (seconds): what a
+ * controller on a robot meets sooner or later. The planner faults are
+ * asynchronous (a hung GPU call, a slow await): a stall that blocks the
+ * main thread itself also blocks the commands until the planner runs in its
+ * own thread (not built yet).
+ */
+const SCHEDULE = {
+  sensorOutage: { everyS: 20, forS: 1 },
+  nanBurst: { everyS: 15, forS: 0.3 },
+  plannerException: { everyS: 11 },
+  plannerStall: { everyS: 17, periods: 5 },
+  parameterChange: { everyS: 3 },
+};
+
+const within = (t: number, everyS: number, forS: number) => t > 5 && t % everyS < forS;
+
+/** The real planner, failing or stalling on schedule. */
+function faultyPlanner(inner: RecedingPlanner, periodS: () => number, clock: () => number): RecedingPlanner {
+  let lastException = -Infinity;
+  let lastStall = -Infinity;
+  return {
+    name: inner.name,
+    reset: () => inner.reset(),
+    updateParams: (c) => inner.updateParams(c),
+    async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
+      const t = clock();
+      if (t > 5 && t - lastException >= SCHEDULE.plannerException.everyS) {
+        lastException = t;
+        throw new Error('injected planner exception');
+      }
+      if (t > 5 && t - lastStall >= SCHEDULE.plannerStall.everyS) {
+        lastStall = t;
+        await sleep(SCHEDULE.plannerStall.periods * periodS() * 1000);
+      }
+      return inner.plan(rng, req);
+    },
+  };
+}
+
+/** A second process keeping one core busy (the machine is not ours alone on a robot either). */
+function coreLoad(): ChildProcess {
+  return spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
+}
+
+export const benchSoakCommand: Command = {
+  name: 'bench soak',
+  summary: 'Real-time soak with injected faults (sensor outages, NaN bursts, planner exceptions and stalls, parameter changes every few seconds, optional CPU load): command-period jitter, deadline misses, fallbacks by reason, heap and RSS over time.',
+  usage: 'bench soak --system NAME [--planner tsmc|mppi] [--duration SEC] [--params FILE.yaml] [--set key=value] [--no-faults] [--load N] [--out DIR] [--json]  (run node with --expose-gc for heap levels after collection)',
+  options: {
+    ...RUN_OPTIONS,
+    'no-faults': { type: 'boolean', description: 'run without injected faults (a baseline)' },
+    load: { type: 'string', description: 'processes loading one core each (default 0)', valueName: 'N' },
+    out: { type: 'string', description: 'where to write results.json (default runs/bench-soak-SYSTEM-TIME)', valueName: 'DIR' },
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const { system, params, durationS, lockstep } = runOptions(values);
+    if (lockstep) throw new UsageError('bench soak runs in real time: drop --lockstep');
+    const faults = !values['no-faults'];
+    const load = optionalInteger(values, 'load', 0, 0);
+    if (load > 16) throw new UsageError(`--load must be <= 16, got ${load}`);
+    let simTimeS = 0;
+    let periodS = 0;
+    const { session, sim } = await assemble(params, {
+      lockstep: false,
+      wrapPlanner: faults ? (p) => faultyPlanner(p, () => periodS, () => simTimeS) : undefined,
+    });
+    periodS = session.periodS;
+    const loaders = Array.from({ length: load }, coreLoad);
+    const rng = new Rng(params.controller.seed + 7);
+    // preallocated, so the bench's own bookkeeping does not grow the heap it measures
+    const periods = new Float64Array(Math.max(1, Math.round(durationS * session.rateHz)));
+    let periodCount = 0;
+    const modes = new Map<string, number>();
+    const memory: { timeS: number; heapMB: number; rssMB: number }[] = [];
+    let lastWall = 0;
+    let lastChange = 0;
+    const bar = progressBar(`soak ${system}`, !values.json);
+    try {
+      await runLoop(sim, session, {
+        durationS, lockstep: false, keepRecords: false,
+        measurementFilter: faults ? (t, y) => {
+          simTimeS = t;
+          if (within(t, SCHEDULE.sensorOutage.everyS, SCHEDULE.sensorOutage.forS)) return undefined;
+          if (within(t, SCHEDULE.nanBurst.everyS, SCHEDULE.nanBurst.forS)) return y.map(() => NaN);
+          return y;
+        } : undefined,
+        onTick: (r, k, total) => {
+          const now = performance.now();
+          if (k > 0 && periodCount < periods.length) periods[periodCount++] = now - lastWall;
+          lastWall = now;
+          const key = r.tick.mode === 'ok' ? 'ok' : `${r.tick.mode}: ${r.tick.reason.replace(/[\d.]+/g, '#').slice(0, 70)}`;
+          modes.set(key, (modes.get(key) ?? 0) + 1);
+          if (faults && r.timeS - lastChange >= SCHEDULE.parameterChange.everyS) {
+            lastChange = r.timeS;
+            const key2 = `${session.planner.name}.${session.planner.name === 'tsmc' ? 'lambda' : 'temperature'}`;
+            const base = session.params.planner[key2.split('.')[1]] as number;
+            session.requestParameters({ [key2]: base * (0.5 + rng.uniform()) });
+          }
+          if (k % Math.max(1, Math.round(session.rateHz * 10)) === 0) {
+            // with node --expose-gc the heap is measured after a collection: its level, not the sawtooth
+            (globalThis as { gc?: () => void }).gc?.();
+            const m = process.memoryUsage();
+            memory.push({ timeS: r.timeS, heapMB: m.heapUsed / 2 ** 20, rssMB: m.rss / 2 ** 20 });
+          }
+          bar.update((k + 1) / total, `t=${r.timeS.toFixed(0)}s`);
+        },
+      });
+    } finally {
+      for (const l of loaders) l.kill();
+      session.dispose();
+      bar.done();
+    }
+    const periodMs = 1000 * session.periodS;
+    const jitter = Array.from(periods.subarray(0, periodCount), (p) => Math.abs(p - periodMs));
+    const c = session.controller.counters;
+    // memory after the first minute (or the first tenth) against the end: the warm-up allocates
+    const settled = memory.filter((m) => m.timeS >= Math.min(60, durationS / 10));
+    const first = settled[0] ?? memory[0];
+    const last = memory.at(-1)!;
+    const result = {
+      system, planner: session.planner.name, durationS, faults, load, periodMs,
+      jitterMs: { p50: quantile(jitter, 0.5), p99: quantile(jitter, 0.99), max: Math.max(...jitter) },
+      ticks: c.ticks, deadlineMisses: c.deadlineMisses, plannerErrors: c.plannerErrors, rejectedStates: c.rejectedStates, staleTicks: c.staleTicks,
+      modes: Object.fromEntries([...modes].sort((a, b) => b[1] - a[1])),
+      memory: { start: first, end: last, heapChange: last.heapMB / first.heapMB - 1, rssChange: last.rssMB / first.rssMB - 1, samples: memory },
+    };
+    const out = stringOpt(values, 'out') ?? join('runs', `bench-soak-${system}-${timestamp()}`);
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
+    if (values.json) return printJson({ ...result, memory: { ...result.memory, samples: undefined }, out });
+    console.log(`${result.planner} on ${system}, ${durationS} s real time, faults ${faults ? 'on' : 'off'}, load ${load}: ${c.ticks} ticks of ${periodMs.toFixed(1)} ms`);
+    console.log(`  command-period jitter p50 ${result.jitterMs.p50.toFixed(2)} ms, p99 ${result.jitterMs.p99.toFixed(2)} ms, max ${result.jitterMs.max.toFixed(1)} ms`);
+    console.log(`  deadline misses ${c.deadlineMisses}, planner errors ${c.plannerErrors}, rejected states ${c.rejectedStates}, stale ticks ${c.staleTicks}`);
+    console.log(`  heap ${first.heapMB.toFixed(1)} -> ${last.heapMB.toFixed(1)} MB (${(100 * result.memory.heapChange).toFixed(1)}%), RSS ${first.rssMB.toFixed(1)} -> ${last.rssMB.toFixed(1)} MB (${(100 * result.memory.rssChange).toFixed(1)}%) from t=${first.timeS.toFixed(0)} s`);
+    console.log(table([...modes].sort((a, b) => b[1] - a[1]).map(([k, n]) => [n, k]), ['ticks', 'mode: reason']));
+    console.log(`wrote ${join(out, 'results.json')}`);
+  },
+};
