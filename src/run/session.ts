@@ -13,7 +13,7 @@ import { modelDefinition } from '../models/index.js';
 import { Model, resolveModel, toPhysical } from '../models/model.js';
 import { LiveParameters, ParamsOf, ParamValue, SetResult } from '../params.js';
 import { MPPI_PARAMS } from '../planners/mppi.js';
-import { controllerConsistency, controllerParameterTable, RunParams } from './setup.js';
+import { controllerConsistency, controllerParameterTable, controlPeriodS, RunParams } from './setup.js';
 
 /**
  * One controller as both doors run it: the model, kernels, planner and
@@ -42,8 +42,8 @@ export class ControllerSession {
   ) {
     this.codec = new StateCodec(model, params.controller.jointNames);
     this.estimator = params.controller.estimator === 'ekf' ? new Ekf(model, linearize(model), ekfParams(params.controller)) : undefined;
-    this.rateHz = params.controller.rateHz > 0 ? params.controller.rateHz : 1 / model.dtS;
-    this.periodS = 1 / this.rateHz;
+    this.periodS = controller.timing.periodS;
+    this.rateHz = 1 / this.periodS;
     const table = controllerParameterTable(params);
     this.live = new LiveParameters(table.entries, table.values, controllerConsistency(this.periodS));
   }
@@ -63,9 +63,9 @@ export class ControllerSession {
       : new MppiPlanner(model, backend, { ...params.planners.mppi } as ParamsOf<typeof MPPI_PARAMS>);
     // fault injection (bench soak, tests) wraps the real planner
     const planner = opts.wrapPlanner ? opts.wrapPlanner(built) : built;
-    const rateHz = c.rateHz > 0 ? c.rateHz : 1 / model.dtS;
+    const periodS = controlPeriodS(c.rateHz, model.dtS);
     const controller = new Controller(model, planner, {
-      periodS: 1 / rateHz, ...timing(c, 1 / rateHz), enforceDeadline: !opts.lockstep, seed: c.seed,
+      periodS, ...timing(c, periodS), enforceDeadline: !opts.lockstep, seed: c.seed,
     });
     try {
       return new ControllerSession(params, model, backend, planner, controller);

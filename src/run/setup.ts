@@ -102,11 +102,16 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
   const nominal = resolveModel(modelDefinition(system), model, 'model');
   const { sim, simModel } = splitSimulatorGroup(system, groups.sim);
-  const stepError = plantStepError(nominal.def, controller.rateHz > 0 ? 1 / controller.rateHz : nominal.dtS, sim.substeps);
+  const stepError = plantStepError(nominal.def, controlPeriodS(controller.rateHz, nominal.dtS), sim.substeps);
   if (stepError) throw new Error(stepError);
   const x0Error = initialStateError(nominal.def, sim.x0);
   if (x0Error) throw new Error(x0Error);
   return { system, controller, planner: planners[controller.planner], planners, model, sim, simModel };
+}
+
+/** The control period: 1 / rateHz, or the model's step when rateHz is 0. */
+export function controlPeriodS(rateHz: number, modelDtS: number): number {
+  return rateHz > 0 ? 1 / rateHz : modelDtS;
 }
 
 /**
