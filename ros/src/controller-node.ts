@@ -313,7 +313,7 @@ export class ControllerNode {
 
   private safeTick(reason: string): TickResult {
     const c = this.session!.controller;
-    return { timeS: nowS(this.node), fromState: null, control: c.safeCommand, plan: null, mode: 'waiting', reason, solveMs: 0, cost: NaN, info: {} };
+    return { timeS: nowS(this.node), control: c.safeCommand, plan: null, mode: 'waiting', reason, planned: false, solveMs: 0, cost: NaN, info: {} };
   }
 
   private readonly lastLogged = new Map<string, number>();

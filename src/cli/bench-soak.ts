@@ -1,7 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { blockPlannerThread } from '../controller/planner-thread.js';
 import type { PlanRequest, PlanResult, RecedingPlanner } from '../controller/receding.js';
 import { Rng } from '../random.js';
 import { runLoop } from '../run/loop.js';
@@ -14,10 +14,9 @@ import { RUN_OPTIONS, runOptions } from './run.js';
 
 /**
  * Faults, on a fixed schedule from the start of the run (seconds): what a
- * controller on a robot meets sooner or later. The planner faults are
- * asynchronous (a hung GPU call, a slow await): a stall that blocks the
- * main thread itself also blocks the commands until the planner runs in its
- * own thread (not built yet).
+ * controller on a robot meets sooner or later. A planner stall blocks the
+ * planner's thread outright (a hung kernel), so with `plannerThread: main`
+ * it blocks the commands too.
  */
 const SCHEDULE = {
   sensorOutage: { everyS: 20, forS: 1 },
@@ -37,7 +36,7 @@ function faultyPlanner(inner: RecedingPlanner, periodS: () => number, clock: () 
     name: inner.name,
     reset: () => inner.reset(),
     updateParams: (c) => inner.updateParams(c),
-    async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
+    async plan(req: PlanRequest): Promise<PlanResult> {
       const t = clock();
       if (t > 5 && t - lastException >= SCHEDULE.plannerException.everyS) {
         lastException = t;
@@ -45,9 +44,9 @@ function faultyPlanner(inner: RecedingPlanner, periodS: () => number, clock: () 
       }
       if (t > 5 && t - lastStall >= SCHEDULE.plannerStall.everyS) {
         lastStall = t;
-        await sleep(SCHEDULE.plannerStall.periods * periodS() * 1000);
+        blockPlannerThread(inner, SCHEDULE.plannerStall.periods * periodS() * 1000);
       }
-      return inner.plan(rng, req);
+      return inner.plan(req);
     },
   };
 }

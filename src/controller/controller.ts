@@ -1,13 +1,21 @@
 import { fromPhysical, Model } from '../models/model.js';
 import { choice, list, num } from '../params.js';
-import { Rng } from '../random.js';
+import { buildStepGraphs } from '../kernels/graphs.js';
+import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
 import type { PlanResult, RecedingPlanner } from './receding.js';
 
 /** Controller parameters, declared once (ROS parameters, YAML files, --set). */
 export const CONTROLLER_PARAMS = {
-  planner: choice('tsmc', ['tsmc', 'mppi'] as const, 'planner run every tick', { readOnly: 'the planner is built at configure' }),
-  rateHz: num(0, 'control rate [Hz] (0 = 1 / the model\'s dtS)', { min: 0, max: 1000, readOnly: 'the control timer and the simulator period are set at configure' }),
-  budgetMs: num(0, 'planning budget per tick [ms] (0 = 80% of the period); enforced in real time, not in lockstep', { min: 0, max: 60000 }),
+  planner: choice('tsmc', ['tsmc', 'mppi'] as const, 'the receding-horizon planner', { readOnly: 'the planner is built at configure' }),
+  plannerThread: choice('worker', ['worker', 'main'] as const,
+    'where the planner runs: worker (its own thread: a slow or stalled planner cannot delay a command) or main (the command thread: a stall blocks commands; for profiling)',
+    { readOnly: 'the planner is built at configure' }),
+  rateHz: num(0, 'command rate [Hz] (0 = 1 / the model\'s dtS)', { min: 0, max: 1000, readOnly: 'the control timer and the simulator period are set at configure' }),
+  planRateHz: num(0, 'how often a plan is started [Hz], at most rateHz (0 = every command tick); commands in between are read from the latest plan by time',
+    { min: 0, max: 1000, readOnly: 'the planning schedule is set at configure' }),
+  commandInterpolation: choice('zoh', ['zoh', 'linear'] as const, 'how a command is read from the plan between its steps: zoh (the step\'s control) or linear (between this step\'s and the next)'),
+  planTimeoutS: num(0, 'a plan older than this is not followed: safe command until a new one lands [s] (0 = the plan\'s horizon)', { min: 0, max: 3600 }),
+  budgetMs: num(0, 'planning budget per plan [ms] (0 = 80% of the plan period); enforced in real time, not in lockstep', { min: 0, max: 60000 }),
   staleTimeoutS: num(0.5, 'no fresh state for this long: publish the safe command and flag it; older states are rejected', { min: 0, max: 3600, exclusive: true }),
   futureStampToleranceS: num(0.05, 'a state stamped further ahead of the controller\'s clock than this is rejected (clock skew allowance) [s]', { min: 0, max: 10 }),
   backend: choice('cpu', ['cpu', 'webgpu'] as const, 'rollout kernels: cpu (f64, all cores) or webgpu (f32)', { readOnly: 'the kernels are built at configure' }),
@@ -23,28 +31,41 @@ export const CONTROLLER_PARAMS = {
 } as const;
 
 export type TickMode =
-  | 'ok' // planned in time
-  | 'late' // planning overran: the previous plan's next action was used
-  | 'fallback' // the planner failed: previous plan or safe command
+  | 'ok' // following a plan that finished in time
+  | 'late' // planning overran its budget: the latest finished plan is followed meanwhile
+  | 'fallback' // the planner failed or its latest plan is too old: that plan or the safe command
   | 'stale' // no fresh state: safe command
   | 'waiting'; // no state yet: safe command
 
+/** A finished plan, followed by time until the next one lands. */
+export interface AppliedPlan {
+  /** controller time at which row 0 starts [s]; row k spans [startS + k dtS, startS + (k+1) dtS) */
+  startS: number;
+  /** the model state it was planned from */
+  fromState: number[];
+  /** horizon x controlDim physical controls, row-major */
+  controls: Float64Array;
+  cost: number;
+}
+
 export interface TickResult {
   timeS: number;
-  /** the model state the plan starts from (null when none was planned) */
-  fromState: number[] | null;
   control: number[];
-  /** plan as horizon rows of physical controls (null when none) */
-  plan: number[][] | null;
+  /** the plan the command was taken from (null: the safe command) */
+  plan: AppliedPlan | null;
   mode: TickMode;
   reason: string;
+  /** a plan finished since the previous tick: solveMs and info are its figures */
+  planned: boolean;
   solveMs: number;
+  /** the followed plan's cost (NaN without one) */
   cost: number;
   info: Record<string, number>;
 }
 
 export interface ControllerCounters {
   ticks: number;
+  /** ticks whose plan was not ready within the budget */
   deadlineMisses: number;
   plannerErrors: number;
   rejectedStates: number;
@@ -52,51 +73,86 @@ export interface ControllerCounters {
   staleTicks: number;
 }
 
+export type Interpolation = 'zoh' | 'linear';
+
 /** The timing rules, changeable between ticks (live parameters). */
 export interface ControllerTiming {
   budgetMs: number;
   staleTimeoutS: number;
   /** states stamped further ahead of the clock than this are rejected (default: not checked) */
   futureStampToleranceS?: number;
+  /** a plan older than this is not followed (default: its horizon) */
+  planTimeoutS?: number;
+  /** how a command is read from a plan between its steps (default zoh) */
+  interpolation?: Interpolation;
 }
 
 export interface ControllerOptions extends ControllerTiming {
+  /** the command period: one tick */
   periodS: number;
+  /** how often a plan is started (default: every tick); at least the command period */
+  planPeriodS?: number;
   /** enforce the budget (real time); lockstep runs plan to completion */
   enforceDeadline: boolean;
-  seed: number;
   /** published when the controller cannot plan (default zeros, clamped to the limits) */
   safeCommand?: readonly number[];
 }
 
+type TickBase = Pick<TickResult, 'timeS' | 'planned' | 'solveMs' | 'info'>;
+
 /**
  * The receding-horizon controller, free of any transport: timestamped state
- * in, a control and the plan out, every tick. ROS and the embedded loop are
- * two thin doors into this one class.
+ * in, a command every tick. Planning and commanding are two sides (mjpc's
+ * planner thread and ActionFromPolicy): every tick reads its command from
+ * the plan in effect at the tick's time (zero-order hold or linear between
+ * plan steps) and never waits for the planner; plans start on their own
+ * schedule, each from the state predicted (with the model and the commands
+ * in effect meanwhile) for the moment it takes over, one plan period ahead,
+ * so the time it takes to plan is not a delay in the loop. With the planner
+ * in its own thread (PlannerThread) not even a stalled planner holds a
+ * command back. Only the very first plan, with nothing to follow yet, is
+ * waited for (up to the budget). Lockstep runs wait for every plan:
+ * deterministic. ROS and the embedded loop are two thin doors into this
+ * one class.
  *
  * Guarantees: every published control is finite and within the limits; a
  * state with the wrong size or a NaN/Inf is rejected with a reason; with no
  * fresh state within the timeout the safe command is published and flagged;
- * a planner exception never escapes a tick.
+ * a plan older than its horizon is not followed; a planner exception never
+ * escapes a tick.
  */
 export class Controller {
   readonly counters: ControllerCounters = { ticks: 0, deadlineMisses: 0, plannerErrors: 0, rejectedStates: 0, rejectedGoals: 0, staleTicks: 0 };
   lastRejection = '';
   private state: { x: number[]; stampS: number } | undefined;
   private reference: number[];
-  private previous: { plan: Float64Array; ageTicks: number } | undefined;
-  /** a plan asked for by an earlier tick that has not come back (real time only) */
-  private stillPlanning: { sinceMs: number } | undefined;
+  /** the plan in effect */
+  private policy: AppliedPlan | undefined;
+  /** a finished plan that takes effect at its start */
+  private upcoming: AppliedPlan | undefined;
+  /** the plan being computed (at most one) */
+  private inFlight: { startS: number; sinceMs: number } | undefined;
+  /** a plan that finished since the last tick: its figures go out with the next tick */
+  private landed: { solveMs: number; info: Record<string, number> } | undefined;
+  /** a planner failure since the last tick, reported by the next */
+  private failure: string | undefined;
+  /** when the latest plan asked for starts (the warm start is shifted from there) */
+  private lastPlanStartS: number | undefined;
+  private nextPlanS = -Infinity;
   private uPrev: number[];
-  private readonly rng: Rng;
+  private step: StepFunction | undefined;
   readonly safeCommand: number[];
+  readonly planPeriodS: number;
 
   private readonly options: ControllerOptions;
 
   constructor(readonly model: Model, readonly planner: RecedingPlanner, options: ControllerOptions) {
     this.options = { ...options };
+    this.planPeriodS = options.planPeriodS ?? options.periodS;
+    if (!(this.planPeriodS >= options.periodS * (1 - 1e-9))) {
+      throw new Error(`the plan period (${this.planPeriodS} s) must not be shorter than the command period (${options.periodS} s)`);
+    }
     this.reference = [...model.goal];
-    this.rng = new Rng(options.seed);
     const safe = options.safeCommand ?? new Array<number>(model.controlDim).fill(0);
     if (safe.length !== model.controlDim) throw new Error(`safe command needs ${model.controlDim} values`);
     this.safeCommand = this.clamp(safe.map((v) => (Number.isFinite(v) ? v : 0)));
@@ -164,111 +220,169 @@ export class Controller {
 
   /**
    * Plans once from the current state without a deadline, so the first real
-   * tick starts warm (a node does this before it reports ready).
+   * tick starts warm (a node does this before it reports ready); the plan
+   * takes effect from the state's stamp.
    */
   async prepare(): Promise<void> {
     if (!this.state) throw new Error('prepare() needs a state first');
-    const r = await this.planner.plan(this.rng, { x0: this.state.x, uPrev: this.uPrev, reference: this.reference });
-    // the warm-up plan is not applied; the planner keeps it as its warm start
-    void r;
+    await this.startPlan(this.state.x, this.state.stampS, this.uPrev);
+    this.promote(this.state.stampS);
+    if (this.failure !== undefined) {
+      const reason = this.failure;
+      this.failure = undefined;
+      throw new Error(`warm-up plan failed: ${reason}`);
+    }
+    this.landed = undefined;
+    this.nextPlanS = -Infinity;
   }
 
   async tick(nowS: number): Promise<TickResult> {
     this.counters.ticks++;
-    const base = { timeS: nowS, solveMs: 0, cost: NaN, info: {}, fromState: null };
-    if (!this.state) return this.emit({ ...base, control: this.safeCommand, plan: null, mode: 'waiting', reason: 'no state received yet' });
+    if (!this.state) return this.emit(this.base(nowS), this.safeCommand, null, 'waiting', 'no state received yet');
     const age = nowS - this.state.stampS;
     if (age > this.options.staleTimeoutS) {
       this.counters.staleTicks++;
-      this.previous = undefined;
-      return this.emit({
-        ...base, control: this.safeCommand, plan: null, mode: 'stale',
-        reason: `no fresh state for ${age.toFixed(3)} s (timeout ${this.options.staleTimeoutS} s)`,
-      });
+      if (this.policy || this.upcoming || this.lastPlanStartS !== undefined) {
+        // a warm start from before the outage is no help: plan afresh when states return
+        this.policy = undefined;
+        this.upcoming = undefined;
+        this.lastPlanStartS = undefined;
+        this.planner.reset();
+      }
+      return this.emit(this.base(nowS), this.safeCommand, null, 'stale', `no fresh state for ${age.toFixed(3)} s (timeout ${this.options.staleTimeoutS} s)`);
     }
-    const fromState = [...this.state.x];
-    if (this.stillPlanning) {
-      // a plan from an earlier tick has not come back: follow the previous plan meanwhile
-      this.counters.deadlineMisses++;
-      const waitedMs = performance.now() - this.stillPlanning.sinceMs;
-      return this.fallback({ ...base, fromState }, 'late', `the planner is still working on the plan asked for ${waitedMs.toFixed(0)} ms ago`, 0);
+    this.promote(nowS);
+    const eps = 1e-6 * this.options.periodS;
+    if (!this.inFlight && nowS >= this.nextPlanS - eps) {
+      this.nextPlanS = nowS + this.planPeriodS;
+      const first = !this.policy && !this.upcoming;
+      const planning = first ? this.startPlan(this.state.x, this.state.stampS, this.uPrev) : this.startPredictedPlan(nowS);
+      // lockstep waits for every plan; in real time only a first plan, with nothing to follow yet, is waited for
+      if (!this.options.enforceDeadline) await planning;
+      else if (first) await settlesWithin(planning, this.options.budgetMs);
+      this.promote(nowS);
     }
-    const start = performance.now();
-    // The planner aims 10% inside the budget: its last step and the hand-over must fit too.
-    const deadline = start + 0.9 * this.options.budgetMs;
-    let result: PlanResult;
-    try {
-      const planning = this.planner.plan(this.rng, {
-        x0: this.state.x, uPrev: this.uPrev, reference: this.reference,
-        deadline: this.options.enforceDeadline ? deadline : undefined,
-      }).then(checkedPlan);
-      if (this.options.enforceDeadline) {
-        // The command does not wait for a planner that stalls (a hung GPU call, a slow await): at the
-        // budget it follows the previous plan, and the stalled plan is taken when it comes back.
-        const outcome = await withinBudget(planning, this.options.budgetMs);
-        if (!outcome.done) return this.planningOverran(planning, start, fromState, base);
-        result = outcome.value;
-      } else result = await planning;
-    } catch (e) {
-      this.counters.plannerErrors++;
-      this.planner.reset();
-      return this.fallback({ ...base, fromState }, 'fallback', `planner error: ${(e as Error).message}`, performance.now() - start);
+    let mode: TickMode = 'ok';
+    let reason = '';
+    if (this.inFlight && this.options.enforceDeadline) {
+      const waitedMs = performance.now() - this.inFlight.sinceMs;
+      if (nowS >= this.inFlight.startS - eps || waitedMs > this.options.budgetMs) {
+        // the plan meant to take over by now has not come back
+        this.counters.deadlineMisses++;
+        mode = 'late';
+        reason = `the planner is still working on the plan asked for ${waitedMs.toFixed(0)} ms ago (budget ${this.options.budgetMs.toFixed(1)} ms)`;
+      }
     }
-    const solveMs = performance.now() - start;
-    if (this.options.enforceDeadline && solveMs > this.options.budgetMs) {
-      this.counters.deadlineMisses++;
-      // The new plan still warm-starts the next tick through the planner's own state.
-      return this.fallback({ ...base, fromState, cost: result.cost, info: result.info }, 'late',
-        `planning took ${solveMs.toFixed(1)} ms, over the ${this.options.budgetMs.toFixed(1)} ms budget`, solveMs);
+    if (this.failure !== undefined) {
+      mode = 'fallback';
+      reason = `planner error: ${this.failure}`;
+      this.failure = undefined;
     }
-    this.previous = { plan: result.controls, ageTicks: 0 };
-    const m = this.model.controlDim;
-    return this.emit({
-      ...base, fromState, solveMs, cost: result.cost, info: result.info, mode: 'ok', reason: '',
-      control: Array.from(result.controls.subarray(0, m)), plan: planRows(result.controls, m),
-    });
+    return this.follow(nowS, mode, reason);
   }
 
-  /** A plan still running at the budget: counted, and followed once it lands (at the row for the time that has passed). */
-  private planningOverran(planning: Promise<PlanResult>, startMs: number, fromState: number[], base: Omit<TickResult, 'control' | 'plan' | 'mode' | 'reason' | 'fromState'>): TickResult {
-    this.counters.deadlineMisses++;
-    this.stillPlanning = { sinceMs: startMs };
-    planning.then(
+  /** The predicted-state plan of a warm tick: from the state rolled forward to about one plan period ahead, under the commands in effect until then. */
+  private startPredictedPlan(nowS: number): Promise<void> {
+    const { x, stampS } = this.state!;
+    const dtS = this.model.dtS;
+    const steps = Math.max(1, Math.round((nowS + this.planPeriodS - stampS) / dtS));
+    this.step ??= compileStepFunction(buildStepGraphs(this.model, false));
+    const noise = new Array<number>(this.model.noiseDim).fill(0);
+    let predicted = x;
+    let u = this.uPrev;
+    for (let k = 0; k < steps; k++) {
+      u = this.commandAt(stampS + k * dtS);
+      predicted = this.step(predicted, u, noise);
+    }
+    if (!predicted.every(Number.isFinite)) predicted = x;
+    return this.startPlan(predicted, stampS + steps * dtS, u);
+  }
+
+  /**
+   * Starts a plan from model state `x0`, taking effect at `startS`; it is
+   * followed once it has landed and its start has come. Never rejects.
+   */
+  private startPlan(x0: number[], startS: number, uPrev: readonly number[]): Promise<void> {
+    const sinceMs = performance.now();
+    this.inFlight = { startS, sinceMs };
+    const shiftSteps = this.lastPlanStartS === undefined ? 1 : Math.max(0, Math.round((startS - this.lastPlanStartS) / this.model.dtS));
+    this.lastPlanStartS = startS;
+    // The planner aims 10% inside the budget: its last step and the hand-over must fit too.
+    const deadline = this.options.enforceDeadline ? sinceMs + 0.9 * this.options.budgetMs : undefined;
+    let planning: Promise<PlanResult>;
+    try {
+      planning = this.planner.plan({ x0, uPrev, reference: this.reference, deadline, shiftSteps });
+    } catch (e) {
+      planning = Promise.reject(e);
+    }
+    return planning.then(checkedPlan).then(
       (r) => {
-        const periodMs = 1000 * this.options.periodS;
-        this.previous = { plan: r.controls, ageTicks: Math.floor((performance.now() - startMs) / periodMs) };
+        this.upcoming = { startS, fromState: x0, controls: r.controls, cost: r.cost };
+        this.landed = { solveMs: performance.now() - sinceMs, info: r.info };
       },
-      () => {
+      (e: Error) => {
         this.counters.plannerErrors++;
+        this.failure = e.message;
+        this.lastPlanStartS = undefined;
         this.planner.reset();
       },
     ).finally(() => {
-      this.stillPlanning = undefined;
+      this.inFlight = undefined;
     });
-    return this.fallback({ ...base, fromState }, 'late', `planning still running at the ${this.options.budgetMs.toFixed(1)} ms budget`, this.options.budgetMs);
   }
 
-  /** The previous plan's next action if there is one, else the safe command. */
-  private fallback(base: Omit<TickResult, 'control' | 'plan' | 'mode' | 'reason'>, mode: TickMode, reason: string, solveMs: number): TickResult {
-    const m = this.model.controlDim;
-    const prev = this.previous;
-    if (prev && (prev.ageTicks + 1) * m < prev.plan.length) {
-      prev.ageTicks++;
-      const control = Array.from(prev.plan.subarray(prev.ageTicks * m, (prev.ageTicks + 1) * m));
-      return this.emit({ ...base, solveMs, control, plan: planRows(prev.plan.subarray(prev.ageTicks * m), m), mode, reason: `${reason}; using the previous plan` });
+  /** A landed plan whose start has come takes over. */
+  private promote(nowS: number): void {
+    if (this.upcoming && this.upcoming.startS <= nowS + 1e-6 * this.options.periodS) {
+      this.policy = this.upcoming;
+      this.upcoming = undefined;
     }
-    return this.emit({ ...base, solveMs, control: this.safeCommand, plan: null, mode, reason: `${reason}; no previous plan, safe command` });
+  }
+
+  /** The command the plans in effect give at time `tS` (zoh), or the safe command. */
+  private commandAt(tS: number): number[] {
+    const p = this.upcoming && tS >= this.upcoming.startS ? this.upcoming : this.policy;
+    const s = p ? (tS - p.startS) / this.model.dtS : Infinity;
+    if (!p || s >= this.model.horizon) return this.safeCommand;
+    return this.clamp(sampleAt(p.controls, this.model.controlDim, Math.max(0, s), 'zoh'));
+  }
+
+  /** The command at `nowS` from the plan in effect, or the safe command when there is none or it is too old. */
+  private follow(nowS: number, mode: TickMode, reason: string): TickResult {
+    const base = this.base(nowS);
+    const note = (r: string, extra: string) => (r ? `${r}; ${extra}` : extra);
+    const p = this.policy;
+    if (!p) {
+      const why = mode === 'ok' ? 'no plan has finished yet' : 'no previous plan';
+      return this.emit(base, this.safeCommand, null, mode === 'ok' ? 'fallback' : mode, note(reason, `${why}, safe command`));
+    }
+    const horizonS = this.model.horizon * this.model.dtS;
+    const timeoutS = this.options.planTimeoutS && this.options.planTimeoutS > 0 ? Math.min(this.options.planTimeoutS, horizonS) : horizonS;
+    const ageS = nowS - p.startS;
+    if (ageS >= timeoutS - 1e-9) {
+      return this.emit(base, this.safeCommand, null, mode === 'ok' ? 'fallback' : mode,
+        note(reason, `the latest plan is ${ageS.toFixed(3)} s old, past its ${timeoutS === horizonS ? 'horizon' : 'planTimeoutS'} ${+timeoutS.toFixed(6)} s: safe command`));
+    }
+    const control = sampleAt(p.controls, this.model.controlDim, Math.max(0, ageS) / this.model.dtS, this.options.interpolation ?? 'zoh');
+    return this.emit(base, control, p, mode, mode === 'ok' ? '' : note(reason, 'following the previous plan'));
+  }
+
+  private base(nowS: number): TickBase {
+    const landed = this.landed;
+    this.landed = undefined;
+    return { timeS: nowS, planned: landed !== undefined, solveMs: landed?.solveMs ?? 0, info: landed?.info ?? {} };
   }
 
   /** Last line of defence: the control leaving is finite and within limits. */
-  private emit(r: TickResult): TickResult {
-    let control = this.clamp(r.control);
+  private emit(base: TickBase, u: readonly number[], plan: AppliedPlan | null, mode: TickMode, reason: string): TickResult {
+    let control = this.clamp(u);
     if (!control.every(Number.isFinite)) {
       control = this.safeCommand;
-      r = { ...r, mode: 'fallback', reason: `${r.reason} non-finite control replaced by the safe command`.trim() };
+      mode = 'fallback';
+      reason = `${reason} non-finite control replaced by the safe command`.trim();
     }
     this.uPrev = control;
-    return { ...r, control };
+    return { ...base, control, plan, mode, reason, cost: plan?.cost ?? NaN };
   }
 
   private clamp(u: readonly number[]): number[] {
@@ -277,27 +391,40 @@ export class Controller {
   }
 }
 
+/**
+ * Row `s` of a plan (`s` in plan steps from its start): the row it falls in
+ * (zoh) or a blend of that row and the next (linear); the last row is held.
+ */
+export function sampleAt(controls: Float64Array, m: number, s: number, interpolation: Interpolation): number[] {
+  const rows = controls.length / m;
+  const k = Math.min(rows - 1, Math.floor(s + 1e-9));
+  const row = Array.from(controls.subarray(k * m, (k + 1) * m));
+  if (interpolation === 'zoh' || k + 1 >= rows) return row;
+  const f = Math.min(1, Math.max(0, s - k));
+  return row.map((v, j) => v + f * (controls[(k + 1) * m + j] - v));
+}
+
 function checkedPlan(result: PlanResult): PlanResult {
   const bad = [...result.controls].findIndex((v) => !Number.isFinite(v));
   if (bad >= 0) throw new Error(`planner returned a non-finite control at index ${bad}`);
   return result;
 }
 
-/** The promise's value if it settles within `ms`, else { done: false } (it keeps running). */
-async function withinBudget<T>(promise: Promise<T>, ms: number): Promise<{ done: true; value: T } | { done: false }> {
+/** Whether the promise settles within `ms` (it keeps running otherwise). */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  if (!Number.isFinite(ms)) {
+    await promise;
+    return true;
+  }
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<{ done: false }>((resolve) => {
-    timer = setTimeout(() => resolve({ done: false }), ms);
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
   });
   try {
-    return await Promise.race([promise.then((value) => ({ done: true as const, value })), timeout]);
+    return await Promise.race([promise.then(() => true), timeout]);
   } finally {
     clearTimeout(timer);
   }
-}
-
-function planRows(flat: Float64Array, m: number): number[][] {
-  return Array.from({ length: flat.length / m }, (_, t) => Array.from(flat.subarray(t * m, (t + 1) * m)));
 }
 
 /** A reason when v is not `length` finite numbers. */

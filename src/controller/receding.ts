@@ -1,7 +1,7 @@
 import type { RolloutBackend } from '../kernels/backend.js';
 import type { Model } from '../models/model.js';
 import { num, ParamsOf } from '../params.js';
-import type { Rng } from '../random.js';
+import { Rng } from '../random.js';
 import { MPPI_PARAMS, mppi, ProposalHook } from '../planners/mppi.js';
 import { ControlPrior, controlScaling, toControls, TrajectoryTarget } from '../planners/problem.js';
 import { boundedCoordinates } from '../planners/solve.js';
@@ -15,6 +15,11 @@ export interface PlanRequest {
   reference: readonly number[];
   /** performance.now() time by which the plan should be ready */
   deadline?: number;
+  /**
+   * model steps since the previous plan started (default 1): the warm start
+   * is shifted by this much, so a plan rate below 1 / dtS stays aligned in time
+   */
+  shiftSteps?: number;
 }
 
 export interface PlanResult {
@@ -28,18 +33,21 @@ export interface PlanResult {
 /** One planner interface, many planners (mjpc style); the controller is independent of which. */
 export interface RecedingPlanner {
   readonly name: 'tsmc' | 'mppi';
-  plan(rng: Rng, req: PlanRequest): Promise<PlanResult>;
+  /** one plan; the planner owns its random stream, so a seeded planner is reproducible wherever it runs */
+  plan(req: PlanRequest): Promise<PlanResult>;
   /** forget the warm start (e.g. after a long outage) */
   reset(): void;
   /** live parameter changes, validated by the planner's schema; called between plans */
   updateParams(changes: Readonly<Record<string, unknown>>): void;
 }
 
-/** z shifted one step earlier; the last step is held. */
-export function shiftSequence(z: Float64Array, m: number): Float64Array {
+/** z shifted `steps` steps earlier; the last step is held. */
+export function shiftSequence(z: Float64Array, m: number, steps = 1): Float64Array {
   const out = new Float64Array(z.length);
-  out.set(z.subarray(m));
-  out.set(z.subarray(z.length - m), z.length - m);
+  const by = Math.min(Math.max(0, Math.round(steps)), z.length / m - 1) * m;
+  out.set(z.subarray(by));
+  const last = z.subarray(z.length - m);
+  for (let i = z.length - by; i < z.length; i += m) out.set(last, i);
   return out;
 }
 
@@ -61,6 +69,7 @@ export class MppiPlanner implements RecedingPlanner {
     readonly model: Model,
     readonly backend: RolloutBackend,
     readonly params: ParamsOf<typeof MPPI_PARAMS>,
+    private readonly rng: Rng,
     readonly proposals?: { hook: ProposalHook; count: number },
   ) {
     this.scaling = controlScaling(model);
@@ -76,8 +85,9 @@ export class MppiPlanner implements RecedingPlanner {
     Object.assign(this.params, changes);
   }
 
-  async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
-    const init = this.mean ? shiftSequence(this.mean, this.model.controlDim) : new Float64Array(this.dim);
+  async plan(req: PlanRequest): Promise<PlanResult> {
+    const shift = req.shiftSteps ?? 1;
+    const init = this.mean ? shiftSequence(this.mean, this.model.controlDim, shift) : new Float64Array(this.dim);
     const context = { x0: req.x0, uPrev: req.uPrev, reference: req.reference };
     const cost = async (z: Float64Array, n: number) => {
       const c = await this.backend.cost({ ...context, controls: toControls(z.subarray(0, n * this.dim), this.scaling) });
@@ -85,9 +95,9 @@ export class MppiPlanner implements RecedingPlanner {
     };
     const p = this.params;
     const sigma0 = p.sigmaWarmStart === 'carry' && this.sigma
-      ? shiftSequence(this.sigma, this.model.controlDim).map((s) => Math.min(p.sigmaMax, Math.max(p.sigmaMin, 1.5 * s)))
+      ? shiftSequence(this.sigma, this.model.controlDim, shift).map((s) => Math.min(p.sigmaMax, Math.max(p.sigmaMin, 1.5 * s)))
       : undefined;
-    const r = await mppi(rng, cost, init, this.dim, this.model.controlDim, boundedCoordinates(this.model), { ...p, adaptSigma: true }, this.proposals, req.deadline, sigma0);
+    const r = await mppi(this.rng, cost, init, this.dim, this.model.controlDim, boundedCoordinates(this.model), { ...p, adaptSigma: true }, this.proposals, req.deadline, sigma0);
     this.mean = r.means;
     this.sigma = r.sigmas;
     const useMean = r.meanCost[0] <= r.bestCost[0];
@@ -129,7 +139,7 @@ export class TsmcPlanner implements RecedingPlanner {
   private readonly scaling;
   private readonly dim: number;
 
-  constructor(readonly model: Model, readonly backend: RolloutBackend, readonly params: ParamsOf<typeof MPC_TSMC_PARAMS>) {
+  constructor(readonly model: Model, readonly backend: RolloutBackend, readonly params: ParamsOf<typeof MPC_TSMC_PARAMS>, private readonly rng: Rng) {
     this.scaling = controlScaling(model);
     this.dim = model.horizon * model.controlDim;
   }
@@ -146,20 +156,22 @@ export class TsmcPlanner implements RecedingPlanner {
     Object.assign(this.params, changes);
   }
 
-  async plan(rng: Rng, req: PlanRequest): Promise<PlanResult> {
+  async plan(req: PlanRequest): Promise<PlanResult> {
     const p = this.params;
     const m = this.model.controlDim;
+    const shift = req.shiftSteps ?? 1;
+    const rng = this.rng;
     const N = p.particles;
     const warm = this.best !== undefined && this.particles !== undefined;
     const prior = new ControlPrior(this.model.horizon, m, p.prior, warm ? p.warmSigma : p.priorSigma, p.priorGamma,
-      warm ? shiftSequence(this.best!, m) : undefined);
+      warm ? shiftSequence(this.best!, m, shift) : undefined);
     let initial: Float64Array;
     if (warm) {
       initial = new Float64Array(N * this.dim);
       const fresh = prior.sample(rng, N);
       const carried = Math.min(Math.round(N * (1 - p.freshFraction)), this.particles!.length / this.dim);
       for (let i = 0; i < N; i++) {
-        const row = i < carried ? shiftSequence(this.particles!.subarray(i * this.dim, (i + 1) * this.dim), m) : fresh.subarray(i * this.dim, (i + 1) * this.dim);
+        const row = i < carried ? shiftSequence(this.particles!.subarray(i * this.dim, (i + 1) * this.dim), m, shift) : fresh.subarray(i * this.dim, (i + 1) * this.dim);
         initial.set(row, i * this.dim);
       }
       // The shifted polished plan joins as one particle: the previous optimum

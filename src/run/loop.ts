@@ -116,7 +116,7 @@ export function summarize(model: Model, controller: Controller, records: TickRec
   }
   const after = timeToGoalS === null ? [] : records.filter((r) => r.timeS >= timeToGoalS! - 1e-9);
   const heldFraction = after.length ? after.filter((r) => r.inGoal).length / after.length : null;
-  const solve = records.filter((r) => r.tick.mode === 'ok' || r.tick.mode === 'late').map((r) => r.tick.solveMs);
+  const solve = records.filter((r) => r.tick.planned).map((r) => r.tick.solveMs);
   const last = records[records.length - 1];
   // the reference in physical units, for the final-error figure
   const goal = toPhysical(model, controller.currentReference);
@@ -146,7 +146,7 @@ export function summarize(model: Model, controller: Controller, records: TickRec
 function infoStatistics(records: TickRecord[]): RunSummary['plannerInfo'] {
   const values = new Map<string, number[]>();
   for (const r of records) {
-    if (r.tick.mode !== 'ok' && r.tick.mode !== 'late') continue;
+    if (!r.tick.planned) continue;
     for (const [k, v] of Object.entries(r.tick.info)) {
       if (!Number.isFinite(v)) continue;
       if (!values.has(k)) values.set(k, []);

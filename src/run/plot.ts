@@ -28,7 +28,7 @@ export function runChart(model: Model, records: TickRecord[], summary: RunSummar
     title: 'solve time [ms]',
     xLabel: 'time [s]',
     series: [
-      { name: 'solve', x: t, y: records.map((r) => r.tick.solveMs), color: '#ff7f0e' },
+      { name: 'solve', x: t, y: records.map((r) => (r.tick.planned ? r.tick.solveMs : NaN)), color: '#ff7f0e' },
       { name: 'budget', x: [t[0], t[t.length - 1]], y: [budgetMs, budgetMs], color: '#000000', dashed: true },
     ],
   });

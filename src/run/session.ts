@@ -1,19 +1,17 @@
-import { availableParallelism } from 'node:os';
 import { checkVector, Controller, TickResult } from '../controller/controller.js';
+import { buildPlanner, PlannerSpec } from '../controller/planner-spec.js';
+import { PlannerThread } from '../controller/planner-thread.js';
+import type { RecedingPlanner } from '../controller/receding.js';
 import { Ekf, linearize } from '../estimation/ekf.js';
-import { MPC_TSMC_PARAMS, MppiPlanner, RecedingPlanner, TsmcPlanner } from '../controller/receding.js';
 import {
   CommandMsg, commandMessage, PlanMsg, planMessage, StateCodec, StateEstimateMsg, stateEstimateMessage, StatusMsg, statusMessage,
 } from '../interfaces/messages.js';
-import { createBackend } from '../kernels/index.js';
-import type { RolloutBackend } from '../kernels/backend.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, resolveModel, toPhysical } from '../models/model.js';
-import { LiveParameters, ParamsOf, ParamValue, SetResult } from '../params.js';
-import { MPPI_PARAMS } from '../planners/mppi.js';
-import { controllerConsistency, controllerParameterTable, controlPeriodS, RunParams } from './setup.js';
+import { LiveParameters, ParamValue, SetResult } from '../params.js';
+import { controllerConsistency, controllerParameterTable, controlPeriodS, planPeriodS, RunParams } from './setup.js';
 
 /**
  * One controller as both doors run it: the model, kernels, planner and
@@ -26,7 +24,10 @@ export class ControllerSession {
   readonly live: LiveParameters;
   readonly codec: StateCodec;
   readonly rateHz: number;
+  /** the command period */
   readonly periodS: number;
+  /** how often a plan starts */
+  readonly planPeriodS: number;
   /** the EKF when `estimator` is ekf */
   readonly estimator: Ekf | undefined;
   /** its latest estimate (model state units) */
@@ -36,16 +37,17 @@ export class ControllerSession {
   private constructor(
     readonly params: RunParams,
     readonly model: Model,
-    readonly backend: RolloutBackend,
     readonly planner: RecedingPlanner,
     readonly controller: Controller,
+    private readonly disposePlanner: () => void,
   ) {
     this.codec = new StateCodec(model, params.controller.jointNames);
     this.estimator = params.controller.estimator === 'ekf' ? new Ekf(model, linearize(model), ekfParams(params.controller)) : undefined;
     this.periodS = controller.timing.periodS;
+    this.planPeriodS = controller.planPeriodS;
     this.rateHz = 1 / this.periodS;
     const table = controllerParameterTable(params);
-    this.live = new LiveParameters(table.entries, table.values, controllerConsistency(this.periodS));
+    this.live = new LiveParameters(table.entries, table.values, controllerConsistency(this.periodS, this.planPeriodS));
   }
 
   /**
@@ -56,21 +58,32 @@ export class ControllerSession {
     const model = resolveModel(modelDefinition(params.system), params.model);
     if (!model.def.sensor) throw new Error(`system '${params.system}' has no state to measure, so it cannot run as a controller`);
     const c = params.controller;
-    const backend = await createBackend(model, c.backend, { threads: c.threads > 0 ? c.threads : availableParallelism() });
-    // each session owns its parameter objects: live changes must not leak into the caller's RunParams
-    const built: RecedingPlanner = c.planner === 'tsmc'
-      ? new TsmcPlanner(model, backend, { ...params.planners.tsmc } as ParamsOf<typeof MPC_TSMC_PARAMS>)
-      : new MppiPlanner(model, backend, { ...params.planners.mppi } as ParamsOf<typeof MPPI_PARAMS>);
+    const spec: PlannerSpec = {
+      system: params.system, model: params.model, planner: c.planner, params: { ...params.planners[c.planner] },
+      backend: c.backend, threads: c.threads, seed: c.seed,
+    };
+    let built: RecedingPlanner;
+    let disposePlanner: () => void;
+    if (c.plannerThread === 'worker') {
+      const thread = await PlannerThread.start(spec);
+      built = thread;
+      disposePlanner = () => thread.dispose();
+    } else {
+      const local = await buildPlanner(spec);
+      built = local.planner;
+      disposePlanner = () => local.backend.dispose();
+    }
     // fault injection (bench soak, tests) wraps the real planner
     const planner = opts.wrapPlanner ? opts.wrapPlanner(built) : built;
-    const periodS = controlPeriodS(c.rateHz, model.dtS);
-    const controller = new Controller(model, planner, {
-      periodS, ...timing(c, periodS), enforceDeadline: !opts.lockstep, seed: c.seed,
-    });
     try {
-      return new ControllerSession(params, model, backend, planner, controller);
+      const periodS = controlPeriodS(c.rateHz, model.dtS);
+      const plans = planPeriodS(c.planRateHz, periodS);
+      const controller = new Controller(model, planner, {
+        periodS, planPeriodS: plans, ...timing(c, plans), enforceDeadline: !opts.lockstep,
+      });
+      return new ControllerSession(params, model, planner, controller, disposePlanner);
     } catch (e) {
-      backend.dispose();
+      disposePlanner();
       throw e;
     }
   }
@@ -126,7 +139,7 @@ export class ControllerSession {
     const changes = this.live.takePending();
     if (!changes) return;
     const values = this.live.values();
-    this.controller.setTiming(timing(values as RunParams['controller'], this.periodS));
+    this.controller.setTiming(timing(values as RunParams['controller'], this.planPeriodS));
     if (this.estimator) Object.assign(this.estimator.params, ekfParams(values as RunParams['controller']));
     const mine = `${this.planner.name}.`;
     const plannerChanges = Object.fromEntries(Object.entries(changes).filter(([k]) => k.startsWith(mine)).map(([k, v]) => [k.slice(mine.length), v]));
@@ -151,20 +164,25 @@ export class ControllerSession {
     });
   }
 
-  /** The applied plan with its predicted states (a rollout of the model): build it only for someone who reads it. */
+  /** The followed plan with its predicted states (a rollout of the model): build it only for someone who reads it. */
   planMessage(tick: TickResult, frameId = ''): PlanMsg {
-    return planMessage(this.model, this.planner.name, tick.timeS, frameId, tick.plan ?? [], this.predict(tick), tick.cost);
+    const p = tick.plan;
+    const m = this.model.controlDim;
+    const rows = p ? Array.from({ length: p.controls.length / m }, (_, k) => Array.from(p.controls.subarray(k * m, (k + 1) * m))) : [];
+    return planMessage(this.model, this.planner.name, p?.startS ?? tick.timeS, frameId, rows, this.predict(tick), tick.cost);
   }
 
-  /** Physical states along the plan from the state it was planned from (empty without a plan). */
+  /** Physical states along the followed plan from the state it was planned from (empty without a plan). */
   predict(tick: TickResult): number[][] {
-    if (!tick.plan || !tick.fromState) return [];
+    const p = tick.plan;
+    if (!p) return [];
     this.step ??= compileStepFunction(buildStepGraphs(this.model, false));
     const noise = new Array<number>(this.model.noiseDim).fill(0);
-    let x = tick.fromState;
+    const m = this.model.controlDim;
+    let x = p.fromState;
     const states = [toPhysical(this.model, x)];
-    for (const u of tick.plan) {
-      x = this.step(x, u, noise);
+    for (let k = 0; k < p.controls.length / m; k++) {
+      x = this.step(x, Array.from(p.controls.subarray(k * m, (k + 1) * m)), noise);
       states.push(toPhysical(this.model, x));
     }
     return states;
@@ -176,7 +194,7 @@ export class ControllerSession {
   }
 
   dispose(): void {
-    this.backend.dispose();
+    this.disposePlanner();
   }
 }
 
@@ -184,7 +202,10 @@ function ekfParams(c: { estimatorProcessNoise: number; estimatorMeasurementNoise
   return { processNoise: c.estimatorProcessNoise, measurementNoise: c.estimatorMeasurementNoise, gate: c.estimatorGate };
 }
 
-/** The controller's timing from its parameters: budget 0 means 80% of the period. */
-function timing(c: { budgetMs: number; staleTimeoutS: number; futureStampToleranceS: number }, periodS: number) {
-  return { budgetMs: c.budgetMs > 0 ? c.budgetMs : 0.8 * periodS * 1000, staleTimeoutS: c.staleTimeoutS, futureStampToleranceS: c.futureStampToleranceS };
+/** The controller's timing from its parameters: budget 0 means 80% of the plan period. */
+function timing(c: RunParams['controller'], planPeriodS: number) {
+  return {
+    budgetMs: c.budgetMs > 0 ? c.budgetMs : 0.8 * planPeriodS * 1000, staleTimeoutS: c.staleTimeoutS, futureStampToleranceS: c.futureStampToleranceS,
+    planTimeoutS: c.planTimeoutS, interpolation: c.commandInterpolation,
+  };
 }

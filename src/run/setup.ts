@@ -102,8 +102,12 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
   const nominal = resolveModel(modelDefinition(system), model, 'model');
   const { sim, simModel } = splitSimulatorGroup(system, groups.sim);
-  const stepError = plantStepError(nominal.def, controlPeriodS(controller.rateHz, nominal.dtS), sim.substeps);
+  const periodS = controlPeriodS(controller.rateHz, nominal.dtS);
+  const stepError = plantStepError(nominal.def, periodS, sim.substeps);
   if (stepError) throw new Error(stepError);
+  if (controller.planRateHz > 1 / periodS * (1 + 1e-9)) {
+    throw new Error(`planRateHz ${controller.planRateHz} is above the command rate ${+(1 / periodS).toFixed(6)} Hz${controller.rateHz > 0 ? '' : ' (rateHz 0: 1 / the model\'s dtS)'}: plans cannot start more often than commands leave`);
+  }
   const x0Error = initialStateError(nominal.def, sim.x0);
   if (x0Error) throw new Error(x0Error);
   return { system, controller, planner: planners[controller.planner], planners, model, sim, simModel };
@@ -112,6 +116,11 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
 /** The control period: 1 / rateHz, or the model's step when rateHz is 0. */
 export function controlPeriodS(rateHz: number, modelDtS: number): number {
   return rateHz > 0 ? 1 / rateHz : modelDtS;
+}
+
+/** The plan period: 1 / planRateHz, or the command period when planRateHz is 0. */
+export function planPeriodS(planRateHz: number, commandPeriodS: number): number {
+  return planRateHz > 0 ? 1 / planRateHz : commandPeriodS;
 }
 
 /**
@@ -144,13 +153,17 @@ export function controllerParameterTable(params: RunParams): { entries: ParamEnt
 export const SYSTEM_PARAM = choice('pendulum', [...MODELS.keys()], 'the plant model the controller plans with', { readOnly: 'the model is compiled at configure' });
 
 /** Rules across controller parameters, checked on every live change. */
-export function controllerConsistency(periodS: number) {
+export function controllerConsistency(periodS: number, plansEveryS = periodS) {
   return (v: Readonly<Record<string, ParamValue>>): Record<string, string> => {
     const reasons: Record<string, string> = {};
     if ((v['mppi.sigmaMin'] as number) > (v['mppi.sigmaMax'] as number)) {
       reasons['mppi.sigmaMin'] = `mppi.sigmaMin ${v['mppi.sigmaMin']} must not exceed mppi.sigmaMax ${v['mppi.sigmaMax']}`;
     }
-    if ((v.budgetMs as number) > 1000 * periodS) reasons.budgetMs = `budgetMs ${v.budgetMs} is longer than the control period (${(1000 * periodS).toFixed(1)} ms at rateHz ${(1 / periodS).toFixed(3)})`;
+    if ((v.budgetMs as number) > 1000 * plansEveryS) {
+      reasons.budgetMs = plansEveryS === periodS
+        ? `budgetMs ${v.budgetMs} is longer than the control period (${(1000 * periodS).toFixed(1)} ms at rateHz ${(1 / periodS).toFixed(3)})`
+        : `budgetMs ${v.budgetMs} is longer than the plan period (${(1000 * plansEveryS).toFixed(1)} ms at planRateHz ${(1 / plansEveryS).toFixed(3)})`;
+    }
     return reasons;
   };
 }

@@ -1,0 +1,44 @@
+import { availableParallelism } from 'node:os';
+import { createBackend } from '../kernels/index.js';
+import type { BackendKind, RolloutBackend } from '../kernels/index.js';
+import { modelDefinition } from '../models/index.js';
+import { Model, resolveModel } from '../models/model.js';
+import type { ParamsOf, ParamValue } from '../params.js';
+import type { MPPI_PARAMS } from '../planners/mppi.js';
+import { Rng } from '../random.js';
+import { MPC_TSMC_PARAMS, MppiPlanner, RecedingPlanner, TsmcPlanner } from './receding.js';
+
+/**
+ * Everything that builds a receding-horizon planner, as plain data: it
+ * crosses into the planner's own thread by structured clone, and the same
+ * spec built on either side gives the same planner and random stream.
+ */
+export interface PlannerSpec {
+  system: string;
+  /** model overrides, as the user gave them */
+  model: Record<string, unknown>;
+  planner: 'tsmc' | 'mppi';
+  /** the planner's own parameters */
+  params: Record<string, ParamValue>;
+  backend: BackendKind;
+  /** CPU threads including the planning thread (0 = all cores) */
+  threads: number;
+  seed: number;
+}
+
+export interface BuiltPlanner {
+  model: Model;
+  backend: RolloutBackend;
+  planner: RecedingPlanner;
+}
+
+export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
+  const model = resolveModel(modelDefinition(spec.system), spec.model);
+  const backend = await createBackend(model, spec.backend, { threads: spec.threads > 0 ? spec.threads : availableParallelism() });
+  // the planner owns a copy of its parameters: live changes must not leak into the caller's
+  const rng = new Rng(spec.seed);
+  const planner: RecedingPlanner = spec.planner === 'tsmc'
+    ? new TsmcPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>, rng)
+    : new MppiPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPPI_PARAMS>, rng);
+  return { model, backend, planner };
+}

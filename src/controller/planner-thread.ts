@@ -1,0 +1,157 @@
+import { Worker } from 'node:worker_threads';
+import type { PlannerSpec } from './planner-spec.js';
+import type { PlanRequest, PlanResult, RecedingPlanner } from './receding.js';
+
+/** Main thread to planner thread. */
+export type ToPlanner =
+  | { type: 'plan'; id: number; req: Omit<PlanRequest, 'deadline'> & { deadlineEpochMs?: number } }
+  | { type: 'reset' }
+  | { type: 'update'; changes: Record<string, unknown> }
+  | { type: 'block'; ms: number };
+
+/** Planner thread to main thread. */
+export type FromPlanner =
+  | { type: 'ready' }
+  | { type: 'failed'; message: string }
+  | { type: 'result'; id: number; result: PlanResult }
+  | { type: 'error'; id: number; message: string };
+
+interface Pending { resolve: (r: PlanResult) => void; reject: (e: Error) => void }
+
+/**
+ * A receding-horizon planner running in its own thread: the command side
+ * never waits on it unless it chooses to, so a planner that stalls (a hung
+ * kernel, a long collection pause, a pathological state) cannot hold a
+ * command back. The CPU kernels' worker pool lives inside that thread.
+ * Requests are answered in order; parameter changes and resets are queued
+ * behind the plan in progress. A thread that dies fails its plan with the
+ * reason and is started afresh (cold) on the next request.
+ */
+export class PlannerThread implements RecedingPlanner {
+  readonly name: PlannerSpec['planner'];
+  private worker: Worker | undefined;
+  private starting: Promise<Worker> | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 0;
+  private disposed = false;
+
+  private constructor(private readonly spec: PlannerSpec) {
+    this.name = spec.planner;
+  }
+
+  /** Starts the thread and builds the planner there; a bad spec fails here with the builder's reason. */
+  static async start(spec: PlannerSpec): Promise<PlannerThread> {
+    const t = new PlannerThread(spec);
+    await t.thread();
+    return t;
+  }
+
+  async plan(req: PlanRequest): Promise<PlanResult> {
+    const worker = await this.thread();
+    const id = this.nextId++;
+    const { deadline, ...rest } = req;
+    const msg: ToPlanner = {
+      type: 'plan', id,
+      // the threads' performance clocks have different origins: the deadline crosses as wall time
+      req: { ...rest, x0: [...req.x0], uPrev: [...req.uPrev], reference: [...req.reference], deadlineEpochMs: deadline === undefined ? undefined : performance.timeOrigin + deadline },
+    };
+    return new Promise<PlanResult>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      // a plan in flight keeps the process alive; an idle planner thread does not
+      worker.ref();
+      worker.postMessage(msg);
+    });
+  }
+
+  /** the planner's parameters, as last sent to its thread (changes are applied there in order, before the next plan) */
+  get params(): Readonly<PlannerSpec['params']> {
+    return this.spec.params;
+  }
+
+  reset(): void {
+    this.post({ type: 'reset' });
+  }
+
+  updateParams(changes: Readonly<Record<string, unknown>>): void {
+    this.spec.params = { ...this.spec.params, ...(changes as PlannerSpec['params']) };
+    this.post({ type: 'update', changes: { ...changes } });
+  }
+
+  /**
+   * Fault injection (tests, `bench soak`): the planner's thread is blocked
+   * for `ms` before it takes its next message, as a hung kernel would block it.
+   */
+  blockFor(ms: number): void {
+    this.post({ type: 'block', ms });
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    this.fail(new Error('the planner thread was shut down'));
+    void this.worker?.terminate();
+    this.worker = undefined;
+  }
+
+  private post(msg: ToPlanner): void {
+    // a thread that is not running has nothing to reset or update: a fresh one starts from the spec
+    this.worker?.postMessage(msg);
+  }
+
+  private thread(): Promise<Worker> {
+    if (this.disposed) return Promise.reject(new Error('the planner thread was shut down'));
+    if (this.worker) return Promise.resolve(this.worker);
+    this.starting ??= new Promise<Worker>((resolve, reject) => {
+      const worker = new Worker(new URL('./planner-worker.js', import.meta.url), { workerData: this.spec });
+      worker.once('message', (m: FromPlanner) => {
+        if (m.type === 'ready') {
+          worker.unref();
+          this.worker = worker;
+          worker.on('message', (msg: FromPlanner) => this.answer(msg));
+          resolve(worker);
+        } else {
+          void worker.terminate();
+          reject(new Error(m.type === 'failed' ? m.message : `planner thread: unexpected first message ${m.type}`));
+        }
+      });
+      worker.on('error', (e) => {
+        reject(e);
+        this.died(worker, `the planner thread failed: ${e.message}`);
+      });
+      worker.on('exit', (code) => this.died(worker, `the planner thread exited (code ${code})`));
+    }).finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  private answer(msg: FromPlanner): void {
+    if (msg.type !== 'result' && msg.type !== 'error') return;
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    this.pending.delete(msg.id);
+    if (this.pending.size === 0) this.worker?.unref();
+    if (msg.type === 'result') p.resolve(msg.result);
+    else p.reject(new Error(msg.message));
+  }
+
+  private died(worker: Worker, reason: string): void {
+    if (this.worker !== worker) return;
+    this.worker = undefined;
+    this.fail(new Error(reason));
+  }
+
+  private fail(e: Error): void {
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+  }
+}
+
+/**
+ * Fault injection (tests, `bench soak`): blocks the thread the planner runs
+ * on for `ms`, as a hung kernel would; with the planner on the main thread
+ * that blocks the commands too, which is why it has its own.
+ */
+export function blockPlannerThread(planner: RecedingPlanner, ms: number): void {
+  if (planner instanceof PlannerThread) planner.blockFor(ms);
+  else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

@@ -1,0 +1,36 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { buildPlanner, BuiltPlanner, PlannerSpec } from './planner-spec.js';
+import type { FromPlanner, ToPlanner } from './planner-thread.js';
+
+// The planner's own thread (see PlannerThread): builds the planner from its spec, then answers requests in order.
+const port = parentPort!;
+const send = (m: FromPlanner, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
+
+async function handle(built: BuiltPlanner, msg: ToPlanner): Promise<void> {
+  const { planner } = built;
+  if (msg.type === 'reset') planner.reset();
+  else if (msg.type === 'update') planner.updateParams(msg.changes);
+  else if (msg.type === 'block') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, msg.ms);
+  else {
+    const { deadlineEpochMs, ...req } = msg.req;
+    try {
+      const result = await planner.plan({ ...req, deadline: deadlineEpochMs === undefined ? undefined : deadlineEpochMs - performance.timeOrigin });
+      const controls = result.controls.slice();
+      send({ type: 'result', id: msg.id, result: { ...result, controls } }, [controls.buffer]);
+    } catch (e) {
+      send({ type: 'error', id: msg.id, message: (e as Error).message });
+    }
+  }
+}
+
+try {
+  const built = await buildPlanner(workerData as PlannerSpec);
+  // one message at a time: a plan that awaits (the WebGPU backend) is finished before the next starts
+  let queue = Promise.resolve();
+  port.on('message', (msg: ToPlanner) => {
+    queue = queue.then(() => handle(built, msg));
+  });
+  send({ type: 'ready' });
+} catch (e) {
+  send({ type: 'failed', message: (e as Error).message });
+}
