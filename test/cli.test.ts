@@ -124,4 +124,17 @@ describe('CLI', () => {
     assert.ok(out.forward.stepsPerS > 0 && out.gradient.stepsPerS > 0);
     assert.ok(out.gradient.msPerBatch > 0);
   });
+
+  it('bench lqr: the yardstick holds the noise-free acrobot, loses the goal region under heavy process noise, and names a bad --q', () => {
+    const quiet = cli(['bench', 'lqr', '--system', 'acrobot', '--seeds', '2', '--duration', '3', '--json']);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    const q = JSON.parse(quiet.stdout);
+    assert.equal(q.held, 2);
+    assert.equal(q.meanInGoal, 1);
+    const noisy = JSON.parse(cli(['bench', 'lqr', '--system', 'acrobot', '--seeds', '2', '--duration', '3', '--set', 'sim.processNoise=0.1', '--json']).stdout);
+    assert.ok(noisy.meanInGoal < 0.5, `in the goal ${noisy.meanInGoal} of the time`);
+    const bad = cli(['bench', 'lqr', '--system', 'acrobot', '--q', '1,2']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--q/);
+  });
 });

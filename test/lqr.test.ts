@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { lqrCostToGo } from '../src/models/lqr.js';
+import { lqr, lqrCostToGo } from '../src/models/lqr.js';
 import type { Scalar } from '../src/expr/expr.js';
 import { cpu, model } from './helpers.js';
 
@@ -25,6 +25,8 @@ describe('LQR cost-to-go from a model step', () => {
     const B = tr([col((e) => step([...xEq], [e]))]);
     const S = 0.01 + mul(mul(tr(B), P), B)[0][0];
     const K = mul(mul(tr(B), P), A)[0].map((v) => v / S);
+    const gain = lqr(step, xEq, [0], [1, 1, 0.01, 0.01], [0.01]).K;
+    for (let j = 0; j < 4; j++) assert.ok(Math.abs(gain[0][j] - K[j]) < 1e-6 * Math.abs(K[j]), `lqr() gain ${gain[0][j]} against ${K[j]}`);
     const Q = [1, 1, 0.01, 0.01];
     const riccati = mul(mul(tr(A), P), A).map((r, i) => r.map((v, j) => v + (i === j ? Q[i] : 0) - mul(mul(tr(A), P), B)[i][0] * K[j]));
     const scale = Math.max(...P.flat().map(Math.abs));

@@ -4,9 +4,8 @@ import { join } from 'node:path';
 import { blockPlannerThread } from '../controller/planner-thread.js';
 import type { PlanRequest, PlanResult, RecedingPlanner } from '../controller/receding.js';
 import { Rng } from '../random.js';
-import { runLoop } from '../run/loop.js';
+import { RunSummary, runLoop } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
-import { quantile } from '../samplers/stats.js';
 import { timestamp } from './bench-to.js';
 import { Command, JSON_OPTION, optionalInteger, printJson, stringOpt, table, UsageError } from './command.js';
 import { progressBar } from './progress.js';
@@ -82,16 +81,13 @@ export const benchSoakCommand: Command = {
     periodS = session.periodS;
     const loaders = Array.from({ length: load }, coreLoad);
     const rng = new Rng(params.controller.seed + 7);
-    // preallocated, so the bench's own bookkeeping does not grow the heap it measures
-    const periods = new Float64Array(Math.max(1, Math.round(durationS * session.rateHz)));
-    let periodCount = 0;
     const modes = new Map<string, number>();
     const memory: { timeS: number; heapMB: number; rssMB: number }[] = [];
-    let lastWall = 0;
     let lastChange = 0;
     const bar = progressBar(`soak ${system}`, !values.json);
+    let jitterMs: RunSummary['commandJitterMs'] = null;
     try {
-      await runLoop(sim, session, {
+      const { summary } = await runLoop(sim, session, {
         durationS, lockstep: false, keepRecords: false,
         measurementFilter: faults ? (t, y) => {
           simTimeS = t;
@@ -100,9 +96,6 @@ export const benchSoakCommand: Command = {
           return y;
         } : undefined,
         onTick: (r, k, total) => {
-          const now = performance.now();
-          if (k > 0 && periodCount < periods.length) periods[periodCount++] = now - lastWall;
-          lastWall = now;
           const key = r.tick.mode === 'ok' ? 'ok' : `${r.tick.mode}: ${r.tick.reason.replace(/[\d.]+/g, '#').slice(0, 70)}`;
           modes.set(key, (modes.get(key) ?? 0) + 1);
           if (faults && r.timeS - lastChange >= SCHEDULE.parameterChange.everyS) {
@@ -120,13 +113,13 @@ export const benchSoakCommand: Command = {
           bar.update((k + 1) / total, `t=${r.timeS.toFixed(0)}s`);
         },
       });
+      jitterMs = summary.commandJitterMs;
     } finally {
       for (const l of loaders) l.kill();
       session.dispose();
       bar.done();
     }
     const periodMs = 1000 * session.periodS;
-    const jitter = Array.from(periods.subarray(0, periodCount), (p) => Math.abs(p - periodMs));
     const c = session.controller.counters;
     // memory after the first minute (or the first tenth) against the end: the warm-up allocates
     const settled = memory.filter((m) => m.timeS >= Math.min(60, durationS / 10));
@@ -134,7 +127,7 @@ export const benchSoakCommand: Command = {
     const last = memory.at(-1)!;
     const result = {
       system, planner: session.planner.name, durationS, faults, load, periodMs,
-      jitterMs: { p50: quantile(jitter, 0.5), p99: quantile(jitter, 0.99), max: Math.max(...jitter) },
+      jitterMs: jitterMs ?? { p50: NaN, p99: NaN, max: NaN },
       ticks: c.ticks, deadlineMisses: c.deadlineMisses, plannerErrors: c.plannerErrors, rejectedStates: c.rejectedStates, staleTicks: c.staleTicks,
       modes: Object.fromEntries([...modes].sort((a, b) => b[1] - a[1])),
       memory: { start: first, end: last, heapChange: last.heapMB / first.heapMB - 1, rssChange: last.rssMB / first.rssMB - 1, samples: memory },

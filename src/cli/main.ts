@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { benchFuzzCommand } from './bench-fuzz.js';
+import { benchLqrCommand } from './bench-lqr.js';
 import { benchSoakCommand } from './bench-soak.js';
 import { benchRolloutCommand } from './bench-rollout.js';
 import { benchMpcCommand } from './bench-mpc.js';
@@ -11,7 +12,7 @@ import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand];
 
 function overview(): string {
   return [

@@ -61,6 +61,7 @@ export const runCommand: Command = {
       finalError: summary.finalError,
       solveMs: summary.solveMs,
       deadlineMisses: summary.deadlineMisses,
+      commandJitterMs: summary.commandJitterMs,
       ticks: summary.ticks,
       out,
     };
@@ -75,6 +76,8 @@ export const runCommand: Command = {
     console.log(`  goal: ${summary.goal}  (reference ${names.map((n, i) => `${n}=${+final[i].toFixed(4)}`).join(', ')})`);
     console.log(`  ${summary.success ? `SUCCESS: goal reached at ${summary.timeToGoalS!.toFixed(2)} s and held ${summary.holdS} s (in the goal ${(100 * summary.heldFraction!).toFixed(0)}% of the time after)` : 'FAILED: goal not reached and held'}; final error ${summary.finalError.toFixed(4)}`);
     console.log(`  solve ms p50 ${summary.solveMs.p50.toFixed(1)}, p99 ${summary.solveMs.p99.toFixed(1)}, max ${summary.solveMs.max.toFixed(1)} (budget ${session.budgetMs.toFixed(1)}); deadline misses ${summary.deadlineMisses}/${summary.ticks}`);
+    const j = summary.commandJitterMs;
+    if (j) console.log(`  command-period jitter p50 ${j.p50.toFixed(2)} ms, p99 ${j.p99.toFixed(2)} ms, max ${j.max.toFixed(1)} ms (period ${(1000 * session.periodS).toFixed(1)} ms)`);
     const info = Object.entries(summary.plannerInfo).map(([k, v]) => `${k} ${+v.p50.toPrecision(3)} [${+v.min.toPrecision(3)}, ${+v.max.toPrecision(3)}]`);
     if (info.length) console.log(`  planner per tick, median [min, max]: ${info.join('; ')}`);
     if (summary.plannerErrors || summary.staleTicks || summary.rejectedStates) {

@@ -15,6 +15,14 @@ type StepFn = (x: Scalar[], u: Scalar[]) => Scalar[];
  * equilibrium (the acrobot upright) cannot see why it should act now.
  */
 export function lqrCostToGo(step: StepFn, xEq: readonly number[], uEq: readonly number[], q: readonly number[], r: readonly number[]): number[][] {
+  return lqr(step, xEq, uEq, q, r).P;
+}
+
+/**
+ * The discrete LQR at an equilibrium: cost-to-go P and the gain K of the
+ * optimal linear feedback u = uEq - K (x - xEq) (rows: controls).
+ */
+export function lqr(step: StepFn, xEq: readonly number[], uEq: readonly number[], q: readonly number[], r: readonly number[]): { P: number[][]; K: number[][] } {
   const n = xEq.length;
   const f = (x: number[], u: number[]) => step(x, u).map((v) => {
     if (typeof v !== 'number') throw new Error('lqrCostToGo: the step did not fold to numbers');
@@ -45,7 +53,7 @@ export function lqrCostToGo(step: StepFn, xEq: readonly number[], uEq: readonly 
     const change = Math.max(...next.flat().map((v, k) => Math.abs(v - previous[k])));
     P = next.map((row, i) => row.map((v, j) => 0.5 * (v + next[j][i])));
     if (!P.flat().every(Number.isFinite)) throw new Error('lqrCostToGo: the Riccati iteration diverged (is the equilibrium stabilisable?)');
-    if (change <= 1e-10 * Math.max(1, ...P.flat().map(Math.abs))) return P;
+    if (change <= 1e-10 * Math.max(1, ...P.flat().map(Math.abs))) return { P, K };
   }
   throw new Error('lqrCostToGo: the Riccati iteration did not converge');
 }

@@ -26,6 +26,8 @@ export interface RunSummary {
   finalError: number;
   solveMs: { p50: number; p99: number; max: number };
   deadlineMisses: number;
+  /** real time: how far each interval between two commands leaving strayed from the period [ms] (null in lockstep) */
+  commandJitterMs: { p50: number; p99: number; max: number } | null;
   ticks: number;
   plannerErrors: number;
   staleTicks: number;
@@ -61,6 +63,9 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
   const periodS = session.periodS;
   const ticks = Math.max(1, Math.round(opts.durationS * session.rateHz));
   const records: TickRecord[] = [];
+  // preallocated, so a long run's bookkeeping does not grow the heap
+  const intervalsMs = opts.lockstep ? undefined : new Float64Array(Math.max(1, ticks - 1));
+  let lastCommandMs = 0;
   const give = (y: number[] | undefined, timeS: number): StateMsg | undefined => {
     if (!y) return undefined;
     const msg = codec.encode(y, timeS);
@@ -84,13 +89,23 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
       stateMessage = give(measured, timeS);
     }
     const tick = await session.tick(timeS);
+    if (intervalsMs) {
+      const now = performance.now();
+      if (k > 0) intervalsMs[k - 1] = now - lastCommandMs;
+      lastCommandMs = now;
+    }
     const state = sim.state;
     const record = { timeS, state, measured: measured ?? [], stateMessage, tick, inGoal: goalContains(model, state, controller) };
     if (opts.keepRecords !== false) records.push(record);
     await opts.onTick?.(record, k, ticks);
     sim.advance(tick.control, periodS);
   }
-  return { records, summary: summarize(model, controller, records, { durationS: opts.durationS, rateHz: session.rateHz }) };
+  const summary = summarize(model, controller, records, { durationS: opts.durationS, rateHz: session.rateHz });
+  if (intervalsMs && ticks > 1) {
+    const jitter = Array.from(intervalsMs, (d) => Math.abs(d - 1000 * periodS));
+    summary.commandJitterMs = { p50: quantile(jitter, 0.5), p99: quantile(jitter, 0.99), max: Math.max(...jitter) };
+  }
+  return { records, summary };
 }
 
 function goalContains(model: Model, physical: number[], controller: Controller): boolean {
@@ -130,6 +145,7 @@ export function summarize(model: Model, controller: Controller, records: TickRec
     finalError,
     solveMs: { p50: quantile(solve, 0.5), p99: quantile(solve, 0.99), max: solve.length ? Math.max(...solve) : NaN },
     deadlineMisses: c.deadlineMisses,
+    commandJitterMs: null,
     ticks: records.length,
     plannerErrors: c.plannerErrors,
     staleTicks: c.staleTicks,

@@ -1,0 +1,77 @@
+import { fromPhysical, inGoalRegion, physicalNames, resolveModel, toPhysical } from '../models/model.js';
+import { modelDefinition } from '../models/index.js';
+import { lqr } from '../models/lqr.js';
+import { controlPeriodS } from '../run/setup.js';
+import { Simulator } from '../../sim/simulator.js';
+import { Command, JSON_OPTION, optionalInteger, parseNumber, parseVector, printJson, stringOpt, table, UsageError } from './command.js';
+import { RUN_OPTIONS, runOptions } from './run.js';
+
+const ANGLE = /^(theta|q\d|th\d|alpha)$/;
+
+/**
+ * A yardstick for balancing under noise: the LQR at the goal with perfect
+ * state feedback (the plant's true state, no estimator, no planning delay),
+ * started in the goal, against the same simulated plant and noise streams as
+ * `bench mpc`. What it cannot hold, no controller of the same authority is
+ * likely to hold; what it holds, the MPC should.
+ */
+export const benchLqrCommand: Command = {
+  name: 'bench lqr',
+  summary: 'Yardstick: LQR state feedback at the goal, started there, perfect state, against the simulated plant and its noise; per seed whether the goal region was held for the system\'s hold time and the share of time in it.',
+  usage: 'bench lqr --system NAME [--q w1,w2,...] [--r W] [--seeds N] [--duration SEC] [--params FILE.yaml] [--set sim.KEY=value] [--json]',
+  options: {
+    system: RUN_OPTIONS.system, duration: RUN_OPTIONS.duration, rate: RUN_OPTIONS.rate, params: RUN_OPTIONS.params, set: RUN_OPTIONS.set,
+    q: { type: 'string', description: 'LQR state weights, one per model state (default all 1)', valueName: 'w1,w2,...' },
+    r: { type: 'string', description: 'LQR control weight (default 0.01)', valueName: 'W' },
+    seeds: { type: 'string', description: 'number of seeds, 0..N-1 (default 20)', valueName: 'N' },
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const { system, params, durationS } = runOptions({ ...values, lockstep: true });
+    const def = modelDefinition(system);
+    const model = resolveModel(def, params.model);
+    if (!def.goalRegion) throw new UsageError(`system '${system}' has no goal region to hold`);
+    const n = model.stateDim;
+    const qText = stringOpt(values, 'q');
+    const q = qText === undefined ? new Array<number>(n).fill(1) : parseVector('--q', qText, n);
+    const rText = stringOpt(values, 'r');
+    const r = rText === undefined ? 0.01 : parseNumber('--r', rText);
+    if (!(r > 0) || !q.every((w) => w >= 0)) throw new UsageError(`LQR weights must be non-negative with --r positive, got --q ${q.join(',')} --r ${r}`);
+    const goal = [...model.goal];
+    const uEq = new Array<number>(model.controlDim).fill(0);
+    const noise = new Array<number>(model.noiseDim).fill(0);
+    const { K } = lqr((x, u) => def.step(x, u, noise, model.params as never), goal, uEq, q, new Array<number>(model.controlDim).fill(r));
+    const names = physicalNames(model);
+    const periodS = controlPeriodS(params.controller.rateHz, model.dtS);
+    const seeds = optionalInteger(values, 'seeds', 20, 1);
+    const ticks = Math.round(durationS / periodS);
+    const holdS = def.goalRegion.holdS;
+    const { lower, upper } = model.controlLimits;
+    const runs = [];
+    for (let seed = 0; seed < seeds; seed++) {
+      const sim = new Simulator(def, periodS, { ...params.sim, x0: toPhysical(model, goal) }, seed + 1, { ...params.model, ...params.simModel });
+      let inGoal = 0;
+      let run = 0;
+      let held = false;
+      for (let k = 0; k < ticks; k++) {
+        const x = fromPhysical(model, sim.state);
+        const e = x.map((v, i) => (ANGLE.test(names[i]) ? Math.atan2(Math.sin(v - goal[i]), Math.cos(v - goal[i])) : v - goal[i]));
+        const u = K.map((row, j) => Math.min(upper[j], Math.max(lower[j], uEq[j] - row.reduce((s, kij, i) => s + kij * e[i], 0))));
+        if (inGoalRegion(model, x, goal)) {
+          inGoal++;
+          run++;
+          if (run * periodS >= holdS - 1e-9) held = true;
+        } else run = 0;
+        sim.advance(u);
+      }
+      runs.push({ seed, held, inGoal: inGoal / ticks });
+    }
+    const result = {
+      system, q, r, gain: K, durationS, seeds, processNoise: params.sim.processNoise, holdS,
+      held: runs.filter((x) => x.held).length, meanInGoal: runs.reduce((s, x) => s + x.inGoal, 0) / seeds, runs,
+    };
+    if (values.json) return printJson(result);
+    console.log(table(runs.map((x) => [x.seed, String(x.held), `${(100 * x.inGoal).toFixed(0)}%`]), ['seed', `held ${holdS} s`, 'in goal']));
+    console.log(`\nLQR on ${system} (K = ${K.map((row) => row.map((v) => +v.toPrecision(3)).join(' ')).join('; ')}), process noise ${params.sim.processNoise}: held ${result.held}/${seeds}; in the goal ${(100 * result.meanInGoal).toFixed(0)}% of the time on average`);
+  },
+};
