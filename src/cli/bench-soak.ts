@@ -1,7 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { blockPlannerThread } from '../controller/planner-thread.js';
+import { blockPlannerThread, PlannerThread } from '../controller/planner-thread.js';
 import type { PlanRequest, PlanResult, RecedingPlanner } from '../controller/receding.js';
 import { Rng } from '../random.js';
 import { RunSummary, runLoop } from '../run/loop.js';
@@ -74,15 +74,19 @@ export const benchSoakCommand: Command = {
     if (load > 16) throw new UsageError(`--load must be <= 16, got ${load}`);
     let simTimeS = 0;
     let periodS = 0;
+    let thread: PlannerThread | undefined;
     const { session, sim } = await assemble(params, {
       lockstep: false,
-      wrapPlanner: faults ? (p) => faultyPlanner(p, () => periodS, () => simTimeS) : undefined,
+      wrapPlanner: (p) => {
+        if (p instanceof PlannerThread) thread = p;
+        return faults ? faultyPlanner(p, () => periodS, () => simTimeS) : p;
+      },
     });
     periodS = session.periodS;
     const loaders = Array.from({ length: load }, coreLoad);
     const rng = new Rng(params.controller.seed + 7);
     const modes = new Map<string, number>();
-    const memory: { timeS: number; heapMB: number; rssMB: number }[] = [];
+    const memory: { timeS: number; heapMB: number; rssMB: number; plannerHeapMB: number }[] = [];
     let lastChange = 0;
     const bar = progressBar(`soak ${system}`, !values.json);
     let jitterMs: RunSummary['commandJitterMs'] = null;
@@ -108,7 +112,12 @@ export const benchSoakCommand: Command = {
             // with node --expose-gc the heap is measured after a collection: its level, not the sawtooth
             (globalThis as { gc?: () => void }).gc?.();
             const m = process.memoryUsage();
-            memory.push({ timeS: r.timeS, heapMB: m.heapUsed / 2 ** 20, rssMB: m.rss / 2 ** 20 });
+            const sample = { timeS: r.timeS, heapMB: m.heapUsed / 2 ** 20, rssMB: m.rss / 2 ** 20, plannerHeapMB: NaN };
+            memory.push(sample);
+            // the planner thread has a heap of its own (answered after its current plan)
+            void thread?.heapUsedBytes().then((b) => {
+              sample.plannerHeapMB = (b ?? NaN) / 2 ** 20;
+            });
           }
           bar.update((k + 1) / total, `t=${r.timeS.toFixed(0)}s`);
         },
@@ -130,7 +139,10 @@ export const benchSoakCommand: Command = {
       jitterMs: jitterMs ?? { p50: NaN, p99: NaN, max: NaN },
       ticks: c.ticks, deadlineMisses: c.deadlineMisses, plannerErrors: c.plannerErrors, rejectedStates: c.rejectedStates, staleTicks: c.staleTicks,
       modes: Object.fromEntries([...modes].sort((a, b) => b[1] - a[1])),
-      memory: { start: first, end: last, heapChange: last.heapMB / first.heapMB - 1, rssChange: last.rssMB / first.rssMB - 1, samples: memory },
+      memory: {
+        start: first, end: last, heapChange: last.heapMB / first.heapMB - 1, rssChange: last.rssMB / first.rssMB - 1,
+        plannerHeapChange: last.plannerHeapMB / first.plannerHeapMB - 1, samples: memory,
+      },
     };
     const out = stringOpt(values, 'out') ?? join('runs', `bench-soak-${system}-${timestamp()}`);
     mkdirSync(out, { recursive: true });
@@ -140,6 +152,7 @@ export const benchSoakCommand: Command = {
     console.log(`  command-period jitter p50 ${result.jitterMs.p50.toFixed(2)} ms, p99 ${result.jitterMs.p99.toFixed(2)} ms, max ${result.jitterMs.max.toFixed(1)} ms`);
     console.log(`  deadline misses ${c.deadlineMisses}, planner errors ${c.plannerErrors}, rejected states ${c.rejectedStates}, stale ticks ${c.staleTicks}`);
     console.log(`  heap ${first.heapMB.toFixed(1)} -> ${last.heapMB.toFixed(1)} MB (${(100 * result.memory.heapChange).toFixed(1)}%), RSS ${first.rssMB.toFixed(1)} -> ${last.rssMB.toFixed(1)} MB (${(100 * result.memory.rssChange).toFixed(1)}%) from t=${first.timeS.toFixed(0)} s`);
+    if (thread) console.log(`  planner thread heap ${first.plannerHeapMB.toFixed(1)} -> ${last.plannerHeapMB.toFixed(1)} MB (${(100 * result.memory.plannerHeapChange).toFixed(1)}%)`);
     console.log(table([...modes].sort((a, b) => b[1] - a[1]).map(([k, n]) => [n, k]), ['ticks', 'mode: reason']));
     console.log(`wrote ${join(out, 'results.json')}`);
   },

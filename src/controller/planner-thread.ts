@@ -7,14 +7,16 @@ export type ToPlanner =
   | { type: 'plan'; id: number; req: Omit<PlanRequest, 'deadline'> & { deadlineEpochMs?: number } }
   | { type: 'reset' }
   | { type: 'update'; changes: Record<string, unknown> }
-  | { type: 'block'; ms: number };
+  | { type: 'block'; ms: number }
+  | { type: 'heap'; id: number };
 
 /** Planner thread to main thread. */
 export type FromPlanner =
   | { type: 'ready' }
   | { type: 'failed'; message: string }
   | { type: 'result'; id: number; result: PlanResult }
-  | { type: 'error'; id: number; message: string };
+  | { type: 'error'; id: number; message: string }
+  | { type: 'heap'; id: number; usedBytes: number };
 
 interface Pending { resolve: (r: PlanResult) => void; reject: (e: Error) => void }
 
@@ -32,6 +34,7 @@ export class PlannerThread implements RecedingPlanner {
   private worker: Worker | undefined;
   private starting: Promise<Worker> | undefined;
   private readonly pending = new Map<number, Pending>();
+  private readonly heapQueries = new Map<number, (usedBytes: number) => void>();
   private nextId = 0;
   private disposed = false;
 
@@ -85,8 +88,25 @@ export class PlannerThread implements RecedingPlanner {
     this.post({ type: 'block', ms });
   }
 
+  /**
+   * The planner thread's heap in use (after a collection when node runs with
+   * --expose-gc), answered after the plan in progress; undefined when no
+   * thread is running. process.memoryUsage() sees only the main thread's heap.
+   */
+  async heapUsedBytes(): Promise<number | undefined> {
+    const worker = this.worker;
+    if (!worker) return undefined;
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      this.heapQueries.set(id, resolve);
+      worker.postMessage({ type: 'heap', id } satisfies ToPlanner);
+    });
+  }
+
   dispose(): void {
     this.disposed = true;
+    for (const answer of this.heapQueries.values()) answer(NaN);
+    this.heapQueries.clear();
     this.fail(new Error('the planner thread was shut down'));
     void this.worker?.terminate();
     this.worker = undefined;
@@ -125,6 +145,11 @@ export class PlannerThread implements RecedingPlanner {
   }
 
   private answer(msg: FromPlanner): void {
+    if (msg.type === 'heap') {
+      this.heapQueries.get(msg.id)?.(msg.usedBytes);
+      this.heapQueries.delete(msg.id);
+      return;
+    }
     if (msg.type !== 'result' && msg.type !== 'error') return;
     const p = this.pending.get(msg.id);
     if (!p) return;

@@ -1,3 +1,4 @@
+import { getHeapStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { buildPlanner, BuiltPlanner, PlannerSpec } from './planner-spec.js';
 import type { FromPlanner, ToPlanner } from './planner-thread.js';
@@ -11,6 +12,10 @@ async function handle(built: BuiltPlanner, msg: ToPlanner): Promise<void> {
   if (msg.type === 'reset') planner.reset();
   else if (msg.type === 'update') planner.updateParams(msg.changes);
   else if (msg.type === 'block') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, msg.ms);
+  else if (msg.type === 'heap') {
+    (globalThis as { gc?: () => void }).gc?.();
+    send({ type: 'heap', id: msg.id, usedBytes: getHeapStatistics().used_heap_size });
+  }
   else {
     const { deadlineEpochMs, ...req } = msg.req;
     try {

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
+import { PlannerThread } from '../src/controller/planner-thread.js';
+import { resolveRunParams } from '../src/run/setup.js';
+
+function spec(planner: 'tsmc' | 'mppi'): PlannerSpec {
+  const params = resolveRunParams('pendulum', { planner, 'mppi.samples': 64, 'mppi.iterations': 2, 'tsmc.particles': 16 });
+  return { system: 'pendulum', model: params.model, planner, params: { ...params.planners[planner] }, backend: 'cpu', threads: 1, seed: 7 };
+}
+
+const request = (k: number) => ({ x0: [0.1 * k, 0], uPrev: [0], reference: [Math.PI, 0], shiftSteps: 1 });
+
+describe('the planner in its own thread', () => {
+  for (const name of ['mppi', 'tsmc'] as const) {
+    it(`${name}: the same spec plans exactly the same in its thread as on the main thread (seeded, warm starts included)`, async () => {
+      const thread = await PlannerThread.start(spec(name));
+      const local = await buildPlanner(spec(name));
+      try {
+        for (let k = 0; k < 3; k++) {
+          const [a, b] = [await thread.plan(request(k)), await local.planner.plan(request(k))];
+          assert.deepEqual(Array.from(a.controls), Array.from(b.controls), `plan ${k}`);
+          assert.equal(a.cost, b.cost);
+        }
+        // a live change crosses over and applies before the next plan
+        const change = name === 'tsmc' ? { lambda: 0.5 } : { temperature: 0.5 };
+        thread.updateParams(change);
+        local.planner.updateParams(change);
+        assert.deepEqual(Array.from((await thread.plan(request(3))).controls), Array.from((await local.planner.plan(request(3))).controls));
+      } finally {
+        thread.dispose();
+        local.backend.dispose();
+      }
+    });
+  }
+
+  it('a bad spec fails at start with the builder\'s reason', async () => {
+    await assert.rejects(PlannerThread.start({ ...spec('mppi'), model: { horizon: -3 } }), /horizon/);
+  });
+
+  it('a thread that dies fails its plan with the reason; the next plan starts a fresh thread', async () => {
+    const thread = await PlannerThread.start(spec('mppi'));
+    try {
+      thread.blockFor(200);
+      const pending = thread.plan(request(0));
+      // the thread is lost while it is blocked (standing in for a crash in native code)
+      await (thread as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+      await assert.rejects(pending, /the planner thread exited \(code 1\)/);
+      const again = await thread.plan(request(0));
+      assert.ok(again.controls.every(Number.isFinite));
+    } finally {
+      thread.dispose();
+    }
+  });
+
+  it('plans after dispose are refused with a reason', async () => {
+    const thread = await PlannerThread.start(spec('mppi'));
+    thread.dispose();
+    await assert.rejects(thread.plan(request(0)), /shut down/);
+  });
+});
