@@ -6,8 +6,9 @@ import { readParamsFile } from '../run/params-file.js';
 import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
 import { logTopics, McapLog } from '../telemetry/mcap-log.js';
+import { Telemetry } from '../telemetry/server.js';
 import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
 import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 import { modelDefinition } from '../models/index.js';
@@ -28,16 +29,36 @@ export const RUN_OPTIONS: Record<string, OptionSpec> = {
 export const runCommand: Command = {
   name: 'run',
   summary: 'Run the controller against the bundled simulator, embedded (no ROS): progress, summary, and an MCAP log, summary.json and a plot in --out.',
-  usage: 'run --system NAME [--planner tsmc|mppi] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--out DIR] [--json]',
+  usage: 'run --system NAME [--planner tsmc|mppi] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--serve [--host H] [--port P] [--token T]] [--out DIR] [--json]',
   options: {
     ...RUN_OPTIONS,
     out: { type: 'string', description: 'output folder (default runs/TIMESTAMP)', valueName: 'DIR' },
+    serve: { type: 'boolean', description: 'live telemetry and tuning over HTTP during the run: /healthz, /status, /metrics (Prometheus), GET/PATCH /params' },
+    host: { type: 'string', description: 'with --serve: address to listen on (default 127.0.0.1; beyond loopback a change needs the token)', valueName: 'H' },
+    port: { type: 'string', description: 'with --serve: port (default 8765; 0 = any free one)', valueName: 'P' },
+    token: { type: 'string', description: 'with --serve: the token a change must carry (Authorization: Bearer T); generated when listening beyond loopback', valueName: 'T' },
     json: JSON_OPTION,
   },
   async run(values) {
     const { system, params, durationS, lockstep } = runOptions(values);
     const seed = params.controller.seed;
+    const serve = values.serve === true;
+    for (const flag of ['host', 'port', 'token']) if (!serve && values[flag] !== undefined) throw new UsageError(`--${flag} needs --serve`);
+    const port = optionalInteger(values, 'port', 8765, 0);
+    if (port > 65535) throw new UsageError(`--port must be 0..65535, got ${port}`);
     const { session, sim } = await assemble(params, { lockstep });
+    let telemetry: Telemetry | undefined;
+    if (serve) {
+      telemetry = new Telemetry(session, { host: stringOpt(values, 'host'), port, token: stringOpt(values, 'token') });
+      try {
+        const address = await telemetry.listen();
+        // stderr: --json keeps stdout for the result
+        console.error(`telemetry: ${address} (/status, /metrics, /params)${telemetry.token ? `; changes need the token: Authorization: Bearer ${telemetry.token}` : ''}`);
+      } catch (e) {
+        session.dispose();
+        throw new Error(`--serve could not listen on ${stringOpt(values, 'host') ?? '127.0.0.1'}:${port}: ${(e as Error).message}`);
+      }
+    }
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());
     mkdirSync(out, { recursive: true });
     const log = await McapLog.create(join(out, 'run.mcap'), logTopics(session.codec.type, session.estimator !== undefined));
@@ -50,9 +71,10 @@ export const runCommand: Command = {
       log.write('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick));
       log.write('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick));
       log.write('/tempered_mpc/status', r.timeS, session.statusMessage(r.tick));
+      telemetry?.observe(r.tick);
       bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
     };
-    const { records, summary } = await runLoop(sim, session, { durationS, lockstep, onTick });
+    const { records, summary } = await runLoop(sim, session, { durationS, lockstep, onTick }).finally(() => telemetry?.close());
     bar.done();
     await log.close();
     const result = {

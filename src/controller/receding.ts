@@ -201,7 +201,10 @@ export class TsmcPlanner implements RecedingPlanner {
     return {
       controls: toControls(best, this.scaling),
       cost: bestCost,
-      info: { levels: s.levels.length, beta: s.beta, stepSize: s.stepSize, logZ: s.logZ, acceptance: s.levels.at(-1)?.acceptance ?? 0 },
+      info: {
+        levels: s.levels.length, beta: s.beta, stepSize: s.stepSize, logZ: s.logZ, acceptance: s.levels.at(-1)?.acceptance ?? 0,
+        essRatio: (s.levels.at(-1)?.ess ?? N) / N,
+      },
     };
   }
 }

@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ControllerSession } from '../src/run/session.js';
+import { readParamsFile } from '../src/run/params-file.js';
+import { resolveRunParams } from '../src/run/setup.js';
+import { Telemetry } from '../src/telemetry/server.js';
+
+const CONFIG = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
+
+describe('telemetry server (fastify, routes through inject)', function () {
+  let session: ControllerSession;
+  before(async () => {
+    const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner: 'mppi', threads: 1, 'mppi.samples': 64, 'mppi.iterations': 2 });
+    session = await ControllerSession.create(params, { lockstep: true });
+  });
+  after(() => session.dispose());
+
+  async function ticked(telemetry: Telemetry, t: number) {
+    session.onStateMessage(session.codec.encode([0.3, 0], t), t);
+    telemetry.observe(await session.tick(t));
+  }
+
+  it('GET /healthz, /status, /metrics and /params', async () => {
+    const telemetry = new Telemetry(session);
+    try {
+      assert.deepEqual((await telemetry.app.inject({ method: 'GET', url: '/healthz' })).json(), { ok: true });
+      const before = (await telemetry.app.inject({ method: 'GET', url: '/status' })).json();
+      assert.equal(before.tick, null);
+      await ticked(telemetry, 0);
+      await ticked(telemetry, 0.1);
+      const status = (await telemetry.app.inject({ method: 'GET', url: '/status' })).json();
+      assert.equal(status.planner, 'mppi');
+      assert.equal(status.tick.mode, 'ok');
+      assert.equal(status.counters.ticks, 2);
+      assert.ok(Math.abs(status.budgetMs - 80) < 1e-9);
+      assert.ok(status.lastSolve.solveMs > 0);
+      const metrics = await telemetry.app.inject({ method: 'GET', url: '/metrics' });
+      assert.match(metrics.headers['content-type'] as string, /text\/plain/);
+      assert.match(metrics.body, /tempered_mpc_ticks_total\{planner="mppi"\} 2/);
+      assert.match(metrics.body, /tempered_mpc_solve_duration_seconds_bucket\{le="0\.08",planner="mppi"\} 2/);
+      assert.match(metrics.body, /tempered_mpc_deadline_misses_total\{planner="mppi"\} 0/);
+      assert.match(metrics.body, /tempered_mpc_watchdog_mode\{mode="ok",planner="mppi"\} 1/);
+      assert.match(metrics.body, /tempered_mpc_planner_figure\{figure="iterations",planner="mppi"\} 2/);
+      assert.match(metrics.body, /nodejs_eventloop_lag_seconds/);
+      const params = (await telemetry.app.inject({ method: 'GET', url: '/params' })).json();
+      assert.equal(params.values['mppi.samples'], 64);
+      const temperature = params.schema.find((e: { key: string }) => e.key === 'mppi.temperature');
+      assert.equal(temperature.kind, 'number');
+      assert.equal(temperature.readOnly, null);
+      assert.match(temperature.doc, /temperature/);
+      assert.match(params.schema.find((e: { key: string }) => e.key === 'planner').readOnly, /built at configure/);
+    } finally {
+      await telemetry.close();
+    }
+  });
+
+  it('PATCH /params: applied at the next tick and echoed; every kind of bad change is refused with its reason and nothing applied', async () => {
+    const telemetry = new Telemetry(session);
+    const patch = (payload: unknown) => telemetry.app.inject({ method: 'PATCH', url: '/params', payload: payload as object });
+    try {
+      const ok = await patch({ 'mppi.temperature': 0.02, budgetMs: 50 });
+      assert.equal(ok.statusCode, 200, ok.body);
+      assert.deepEqual(ok.json().applied, { 'mppi.temperature': 0.02, budgetMs: 50 });
+      const planner = session.planner as unknown as { params: Record<string, unknown> };
+      assert.notEqual(planner.params.temperature, 0.02, 'not before the tick boundary');
+      await ticked(telemetry, 0.2);
+      assert.equal(planner.params.temperature, 0.02);
+      assert.equal(session.budgetMs, 50);
+
+      const before = session.parameterValues();
+      const bad = await patch({ 'mppi.temprature': 1, 'mppi.samples': 'many', 'mppi.sigmaMax': -1, planner: 'tsmc', 'mppi.iterations': 3 });
+      assert.equal(bad.statusCode, 400);
+      const { error, reasons } = bad.json();
+      assert.equal(error, 'nothing applied');
+      assert.match(reasons['mppi.temprature'], /unknown parameter.*mppi\.temperature/);
+      assert.match(reasons['mppi.samples'], /mppi\.samples/);
+      assert.match(reasons['mppi.sigmaMax'], /mppi\.sigmaMax must be/);
+      assert.match(reasons.planner, /read-only/);
+      assert.equal(reasons['mppi.iterations'], undefined, 'the good key has no reason');
+      assert.deepEqual(session.parameterValues(), before, 'nothing applied, not even the good key');
+      // a rule across keys
+      const rule = await patch({ budgetMs: 500 });
+      assert.equal(rule.statusCode, 400);
+      assert.match(rule.json().reasons.budgetMs, /longer than the control period/);
+      // not an object; not JSON
+      assert.equal((await patch([1, 2])).statusCode, 400);
+      const garbled = await telemetry.app.inject({ method: 'PATCH', url: '/params', payload: '{"budgetMs": ', headers: { 'content-type': 'application/json' } });
+      assert.equal(garbled.statusCode, 400);
+    } finally {
+      await telemetry.close();
+    }
+  });
+
+  it('beyond loopback a change needs the token (generated when not given); reads do not', async () => {
+    const telemetry = new Telemetry(session, { host: '0.0.0.0' });
+    try {
+      assert.ok(telemetry.token && telemetry.token.length >= 20, 'a token was generated');
+      const change = (authorization?: string) => telemetry.app.inject({
+        method: 'PATCH', url: '/params', payload: { 'mppi.temperature': 0.03 }, headers: authorization ? { authorization } : {},
+      });
+      const none = await change();
+      assert.equal(none.statusCode, 401);
+      assert.match(none.json().error, /needs the token/);
+      assert.equal((await change('Bearer wrong')).statusCode, 401);
+      assert.equal((await change(`Bearer ${telemetry.token}`)).statusCode, 200);
+      assert.equal((await telemetry.app.inject({ method: 'GET', url: '/params' })).statusCode, 200);
+    } finally {
+      await telemetry.close();
+    }
+    const local = new Telemetry(session);
+    assert.equal(local.token, undefined, 'on loopback no token unless given');
+    await local.close();
+  });
+
+  it('a storm of concurrent PATCHes ends in a consistent state: one whole accepted set, the cross-key rule holding', async () => {
+    const telemetry = new Telemetry(session);
+    try {
+      const sets = Array.from({ length: 60 }, (_, i) => {
+        const lo = 0.01 + 0.01 * (i % 7);
+        // every third set breaks sigmaMin <= sigmaMax and must be refused whole
+        return { 'mppi.sigmaMin': i % 3 === 0 ? 0.9 : lo, 'mppi.sigmaMax': i % 3 === 0 ? 0.2 : lo + 0.3 + 0.01 * i };
+      });
+      const replies = await Promise.all(sets.map((payload) => telemetry.app.inject({ method: 'PATCH', url: '/params', payload })));
+      const accepted = sets.filter((_, i) => replies[i].statusCode === 200);
+      assert.equal(accepted.length, 40);
+      assert.ok(replies.every((r, i) => (i % 3 === 0 ? r.statusCode === 400 : r.statusCode === 200)));
+      await ticked(telemetry, 0.3);
+      const v = session.parameterValues();
+      const pair = { 'mppi.sigmaMin': v['mppi.sigmaMin'], 'mppi.sigmaMax': v['mppi.sigmaMax'] };
+      assert.ok(accepted.some((s) => s['mppi.sigmaMin'] === pair['mppi.sigmaMin'] && s['mppi.sigmaMax'] === pair['mppi.sigmaMax']), JSON.stringify(pair));
+      assert.ok((pair['mppi.sigmaMin'] as number) <= (pair['mppi.sigmaMax'] as number));
+      const planner = session.planner as unknown as { params: Record<string, number> };
+      assert.deepEqual([planner.params.sigmaMin, planner.params.sigmaMax], [pair['mppi.sigmaMin'], pair['mppi.sigmaMax']], 'the planner has the same whole set');
+    } finally {
+      await telemetry.close();
+    }
+  });
+});
+
+describe('run --serve (a real-time run with the server up)', () => {
+  const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+  it('serves /status and /metrics while it runs and applies a PATCH at the next tick', async function () {
+    const out = mkdtempSync(join(tmpdir(), 'tmpc-serve-'));
+    const child = spawn(process.execPath, [CLI, 'run', '--system', 'pendulum', '--planner', 'mppi', '--set', 'mppi.samples=64', '--set', 'mppi.iterations=2',
+      '--set', 'threads=1', '--duration', '4', '--serve', '--port', '0', '--out', out, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    const address = await new Promise<string>((resolve, reject) => {
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        const m = /telemetry: (http:\/\/[^ ]+) /.exec(stderr);
+        if (m) resolve(m[1]);
+      });
+      child.once('exit', () => reject(new Error(`run ended before serving: ${stderr}`)));
+    });
+    await new Promise((r) => setTimeout(r, 800));
+    const status = await (await fetch(`${address}/status`)).json() as { tick: { mode: string }; counters: { ticks: number } };
+    assert.ok(status.counters.ticks > 0);
+    const metrics = await (await fetch(`${address}/metrics`)).text();
+    assert.match(metrics, /tempered_mpc_ticks_total/);
+    const patched = await fetch(`${address}/params`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ 'mppi.temperature': 0.05 }) });
+    assert.equal(patched.status, 200);
+    await new Promise((r) => setTimeout(r, 300));
+    const values = (await (await fetch(`${address}/params`)).json() as { values: Record<string, unknown> }).values;
+    assert.equal(values['mppi.temperature'], 0.05);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0, stderr);
+    assert.ok(JSON.parse(stdout).ticks === 40);
+  });
+
+  it('--port without --serve is a usage error', () => {
+    const r = spawnSync(process.execPath, [CLI, 'run', '--system', 'pendulum', '--port', '9000'], { encoding: 'utf8' });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--port needs --serve/);
+  });
+});
