@@ -7,6 +7,10 @@ import { fileURLToPath } from 'node:url';
 import { ControllerSession } from '../src/run/session.js';
 import { readParamsFile } from '../src/run/params-file.js';
 import { resolveRunParams } from '../src/run/setup.js';
+import foxglove from '@foxglove/ws-protocol';
+import type { Channel } from '@foxglove/ws-protocol';
+import { WebSocket } from 'ws';
+import { logTopics } from '../src/telemetry/mcap-log.js';
 import { Telemetry } from '../src/telemetry/server.js';
 
 const CONFIG = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
@@ -178,5 +182,103 @@ describe('run --serve (a real-time run with the server up)', () => {
     const r = spawnSync(process.execPath, [CLI, 'run', '--system', 'pendulum', '--port', '9000'], { encoding: 'utf8' });
     assert.equal(r.status, 2);
     assert.match(r.stderr, /--port needs --serve/);
+  });
+});
+
+const { FoxgloveClient } = foxglove;
+
+describe('live in Foxglove (the protocol\'s own client class over a real socket)', () => {
+  let session: ControllerSession;
+  let telemetry: Telemetry;
+  let url: string;
+  before(async () => {
+    const params = resolveRunParams('pendulum', { ...readParamsFile(CONFIG), planner: 'mppi', threads: 1, 'mppi.samples': 64, 'mppi.iterations': 2 });
+    session = await ControllerSession.create(params, { lockstep: true });
+    telemetry = new Telemetry(session, { port: 0, topics: logTopics(session.codec.type) });
+    url = (await telemetry.listen()).replace(/^http/, 'ws');
+  });
+  after(async () => {
+    await telemetry.close();
+    session.dispose();
+  });
+
+  function connect(subprotocol: string) {
+    const ws = new WebSocket(url, [subprotocol]);
+    const client = new FoxgloveClient({ ws: ws as never });
+    const advertised = new Promise<Channel[]>((resolve) => client.on('advertise', resolve));
+    return { ws, client, advertised };
+  }
+
+  /** Ticks and offers every topic until `until` holds (the subscription takes a moment to arrive). */
+  async function tickUntil(until: () => boolean, built: { plan: number }) {
+    for (let k = 0; k < 100 && !until(); k++) {
+      const t = 0.1 * k;
+      session.onStateMessage(session.codec.encode([0.3, 0], t), t);
+      const tick = await session.tick(t);
+      telemetry.observe(tick);
+      telemetry.publish('/tempered_mpc/status', t, () => session.statusMessage(tick));
+      telemetry.publish('/tempered_mpc/plan', t, () => {
+        built.plan++;
+        return session.planMessage(tick);
+      });
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  it('advertises the log\'s channels, sends frames that fit the advertised schema, and builds nothing for a channel no one subscribes to', async () => {
+    const { ws, client, advertised } = connect('foxglove.websocket.v1');
+    try {
+      const channels = await advertised;
+      assert.deepEqual(channels.map((c) => c.topic).sort(), Object.keys(logTopics(session.codec.type)).sort());
+      const status = channels.find((c) => c.topic === '/tempered_mpc/status')!;
+      assert.equal(status.schemaName, 'tempered_mpc_msgs/msg/PlannerStatus');
+      client.subscribe(status.id);
+      const frames: object[] = [];
+      client.on('message', (m) => frames.push(JSON.parse(new TextDecoder().decode(m.data))));
+      const built = { plan: 0 };
+      await tickUntil(() => frames.length >= 3, built);
+      assert.ok(frames.length >= 3);
+      assert.equal(built.plan, 0, 'the plan (a rollout) is not built while no one subscribes to it');
+      const schema = JSON.parse(status.schema) as { properties: Record<string, { type: string | string[] }>; required: string[] };
+      for (const frame of frames as Record<string, unknown>[]) {
+        for (const key of schema.required) assert.ok(key in frame, `frame has ${key}`);
+        for (const [key, prop] of Object.entries(schema.properties)) {
+          const v = frame[key];
+          const kind = Array.isArray(v) ? 'array' : v === null ? 'null' : typeof v;
+          const types = ([] as string[]).concat(prop.type);
+          assert.ok(types.includes(kind) || (types.includes('integer') && Number.isInteger(v)), `${key}: ${types.join('|')} vs ${kind}`);
+        }
+      }
+      assert.equal((frames.at(-1) as { mode_name: string }).mode_name, 'ok');
+    } finally {
+      ws.close();
+    }
+  });
+
+  it('sets a parameter through the `parameters` capability (the live-parameter path), and refuses a bad one with a status', async () => {
+    const { ws, client, advertised } = connect('foxglove.sdk.v1');
+    try {
+      await advertised;
+      assert.equal(ws.protocol, 'foxglove.sdk.v1', 'the SDK\'s subprotocol name is accepted too');
+      const answer = (id: string) => new Promise<{ parameters: { name: string; value: unknown }[] }>((resolve) => {
+        client.on('parameterValues', (e) => {
+          if (e.id === id) resolve(e);
+        });
+      });
+      const got = answer('get');
+      client.getParameters(['mppi.temperature', 'planner'], 'get');
+      assert.deepEqual((await got).parameters.map((p) => p.name), ['mppi.temperature', 'planner']);
+      const set = answer('set');
+      client.setParameters([{ name: 'mppi.temperature', value: 0.07 }], 'set');
+      assert.deepEqual((await set).parameters, [{ name: 'mppi.temperature', value: 0.07, type: 'float64' }]);
+      assert.equal(session.parameterValues()['mppi.temperature'], 0.07);
+      const refused = new Promise<string>((resolve) => client.on('status', (s) => resolve(s.message)));
+      const after = answer('bad');
+      client.setParameters([{ name: 'mppi.temperature', value: -1 }, { name: 'mppi.samples', value: 32 }], 'bad');
+      assert.match(await refused, /nothing applied: mppi\.temperature must be/);
+      assert.deepEqual((await after).parameters.map((p) => p.value), [0.07, 64], 'unchanged, the good key included');
+    } finally {
+      ws.close();
+    }
   });
 });

@@ -47,13 +47,14 @@ export const runCommand: Command = {
     const port = optionalInteger(values, 'port', 8765, 0);
     if (port > 65535) throw new UsageError(`--port must be 0..65535, got ${port}`);
     const { session, sim } = await assemble(params, { lockstep });
+    const topics = logTopics(session.codec.type, session.estimator !== undefined);
     let telemetry: Telemetry | undefined;
     if (serve) {
-      telemetry = new Telemetry(session, { host: stringOpt(values, 'host'), port, token: stringOpt(values, 'token') });
+      telemetry = new Telemetry(session, { host: stringOpt(values, 'host'), port, token: stringOpt(values, 'token'), topics });
       try {
         const address = await telemetry.listen();
         // stderr: --json keeps stdout for the result
-        console.error(`telemetry: ${address} (/status, /metrics, /params)${telemetry.token ? `; changes need the token: Authorization: Bearer ${telemetry.token}` : ''}`);
+        console.error(`telemetry: ${address} (/status, /metrics, /params; Foxglove: ${address.replace(/^http/, 'ws')})${telemetry.token ? `; changes need the token: Authorization: Bearer ${telemetry.token}` : ''}`);
       } catch (e) {
         session.dispose();
         throw new Error(`--serve could not listen on ${stringOpt(values, 'host') ?? '127.0.0.1'}:${port}: ${(e as Error).message}`);
@@ -61,16 +62,21 @@ export const runCommand: Command = {
     }
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());
     mkdirSync(out, { recursive: true });
-    const log = await McapLog.create(join(out, 'run.mcap'), logTopics(session.codec.type, session.estimator !== undefined));
+    const log = await McapLog.create(join(out, 'run.mcap'), topics);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
+    // every message goes to the log, and live to any Foxglove client subscribed to its topic
+    const emit = (topic: string, timeS: number, message: object) => {
+      log.write(topic, timeS, message);
+      telemetry?.publish(topic, timeS, () => message);
+    };
     const onTick = async (r: TickRecord, k: number, total: number) => {
-      if (r.stateMessage) log.write('/tempered_mpc/state', r.timeS, r.stateMessage);
+      if (r.stateMessage) emit('/tempered_mpc/state', r.timeS, r.stateMessage);
       const estimate = session.estimateMessage();
-      if (estimate) log.write('/tempered_mpc/state_estimate', r.timeS, estimate);
-      log.write('/tempered_mpc/true_state', r.timeS, session.codec.encode(r.state, r.timeS));
-      log.write('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick));
-      log.write('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick));
-      log.write('/tempered_mpc/status', r.timeS, session.statusMessage(r.tick));
+      if (estimate) emit('/tempered_mpc/state_estimate', r.timeS, estimate);
+      emit('/tempered_mpc/true_state', r.timeS, session.codec.encode(r.state, r.timeS));
+      emit('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick));
+      emit('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick));
+      emit('/tempered_mpc/status', r.timeS, session.statusMessage(r.tick));
       telemetry?.observe(r.tick);
       bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
     };

@@ -3,9 +3,14 @@ import Fastify, { FastifyInstance } from 'fastify';
 import type { ControllerCounters, TickResult } from '../controller/controller.js';
 import type { ParamEntry, ParamValue, SetResult } from '../params.js';
 import { rangeText } from '../params.js';
+import { FoxgloveLive } from './foxglove-live.js';
 import { ControllerMetrics } from './metrics.js';
 
-/** What the server reads and changes: one ControllerSession, whichever door drives it. */
+/**
+ * What the server reads and changes: one ControllerSession, whichever door
+ * drives it. Live parameter changes (PATCH, Foxglove) take the same path as
+ * the ROS node's.
+ */
 export interface TelemetrySource {
   readonly planner: { readonly name: string };
   readonly budgetMs: number;
@@ -23,6 +28,8 @@ export interface TelemetryOptions {
   port?: number;
   /** needed for changes when bound beyond loopback; generated there when not given */
   token?: string;
+  /** the topics (and their message types) offered live to Foxglove clients: those of the MCAP log */
+  topics?: Readonly<Record<string, string>>;
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -37,6 +44,8 @@ export class Telemetry {
   readonly metrics: ControllerMetrics;
   readonly app: FastifyInstance;
   readonly token: string | undefined;
+  /** Foxglove WebSocket clients, on the same port */
+  readonly foxglove: FoxgloveLive;
   private lastTick: TickResult | undefined;
 
   constructor(private readonly source: TelemetrySource, readonly options: TelemetryOptions = {}) {
@@ -44,7 +53,14 @@ export class Telemetry {
     this.token = options.token ?? (LOOPBACK.has(host) ? undefined : randomBytes(18).toString('base64url'));
     this.metrics = new ControllerMetrics(source.planner.name, source.budgetMs / 1000);
     this.app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
+    this.foxglove = new FoxgloveLive(source, options.topics ?? {});
+    this.foxglove.attach(this.app.server);
     this.routes();
+  }
+
+  /** Offers a message on a live topic; `build` runs only when a client subscribes to it. */
+  publish(topic: string, timeS: number, build: () => object): void {
+    this.foxglove.publish(topic, timeS, build);
   }
 
   /** The doors call this after every tick. */
@@ -59,6 +75,7 @@ export class Telemetry {
   }
 
   close(): Promise<void> {
+    this.foxglove.close();
     return this.app.close();
   }
 

@@ -1,0 +1,122 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import foxglove from '@foxglove/ws-protocol';
+import type { Parameter } from '@foxglove/ws-protocol';
+import { WebSocket, WebSocketServer } from 'ws';
+import { msgJsonSchema } from '../interfaces/definitions.js';
+import type { ParamValue, SetResult } from '../params.js';
+
+/** The subprotocol names a Foxglove client may offer: the protocol's own and the SDK's newer name for the same protocol. */
+export const SUBPROTOCOLS = ['foxglove.websocket.v1', 'foxglove.sdk.v1'] as const;
+
+/** Bytes queued for one client beyond which it is dropped: a stalled client must not grow memory. */
+export const CLIENT_QUEUE_LIMIT_BYTES = 4 * 2 ** 20;
+
+// a CommonJS package: its named exports come through the default import
+const { FoxgloveServer, ServerCapability } = foxglove;
+
+export interface LiveParameterSource {
+  parameterValues(): Record<string, ParamValue>;
+  requestParameters(changes: Readonly<Record<string, unknown>>): SetResult;
+}
+
+/**
+ * Live telemetry in Foxglove over its WebSocket protocol. The one Node
+ * server implementation (@foxglove/ws-protocol, no longer developed, pinned)
+ * stays behind this class. It advertises the channels and schemas of the
+ * MCAP log, encodes a message only for a channel someone subscribes to,
+ * serves the `parameters` capability through the live-parameter path (so
+ * Foxglove's Parameters panel edits the controller), and drops a client that
+ * stops reading once CLIENT_QUEUE_LIMIT_BYTES are queued for it.
+ */
+export class FoxgloveLive {
+  private readonly server: InstanceType<typeof FoxgloveServer>;
+  private readonly wss: WebSocketServer;
+  private readonly channels = new Map<string, number>();
+  private readonly subscribed = new Set<number>();
+  private readonly clients = new Set<WebSocket>();
+  /** clients dropped for not reading */
+  dropped = 0;
+
+  constructor(private readonly source: LiveParameterSource, topics: Readonly<Record<string, string>>, name = 'tempered-mpc') {
+    this.server = new FoxgloveServer({ name, capabilities: [ServerCapability.parameters, ServerCapability.parametersSubscribe] });
+    this.wss = new WebSocketServer({
+      noServer: true,
+      handleProtocols: (offered) => [...offered].find((p) => (SUBPROTOCOLS as readonly string[]).includes(p)) ?? false,
+    });
+    this.wss.on('connection', (ws, req) => {
+      this.clients.add(ws);
+      ws.on('close', () => this.clients.delete(ws));
+      this.server.handleConnection(ws as never, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
+    });
+    for (const [topic, type] of Object.entries(topics)) {
+      this.channels.set(topic, this.server.addChannel({
+        topic, encoding: 'json', schemaName: type, schemaEncoding: 'jsonschema', schema: JSON.stringify(msgJsonSchema(type)),
+      }));
+    }
+    this.server.on('subscribe', (id) => this.subscribed.add(id));
+    this.server.on('unsubscribe', (id) => this.subscribed.delete(id));
+    this.server.on('error', () => {
+      // a client's protocol error is that client's; the server carries on
+    });
+    this.server.on('getParameters', ({ parameterNames, id }, connection) => {
+      const values = this.source.parameterValues();
+      const names = parameterNames.length ? parameterNames.filter((n) => n in values) : Object.keys(values);
+      this.server.publishParameterValues(names.map((n) => toFoxglove(n, values[n])), id, connection);
+    });
+    this.server.on('setParameters', ({ parameters, id }, connection) => {
+      const changes = Object.fromEntries(parameters.map((p) => [p.name, p.value]));
+      const result = this.source.requestParameters(changes);
+      if (!result.ok) {
+        this.server.sendStatus({ level: 2, message: `nothing applied: ${Object.values(result.reasons).join('; ')}` }, connection);
+      } else {
+        this.server.updateParameterValues(Object.entries(result.applied).map(([n, v]) => toFoxglove(n, v)));
+      }
+      // the protocol answers a set with the values now in effect (refused ones unchanged)
+      if (id !== undefined) {
+        const values = this.source.parameterValues();
+        this.server.publishParameterValues(parameters.map((p) => p.name).filter((n) => n in values).map((n) => toFoxglove(n, values[n])), id, connection);
+      }
+    });
+  }
+
+  /** Takes WebSocket upgrades on the HTTP server (any path). */
+  attach(http: Server): void {
+    http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit('connection', ws, req));
+    });
+  }
+
+  /** Whether anyone listens on `topic` (build a costly message only then). */
+  wants(topic: string): boolean {
+    const id = this.channels.get(topic);
+    return id !== undefined && this.subscribed.has(id);
+  }
+
+  /** Sends a message on `topic` to its subscribers; `build` runs only when there are some. */
+  publish(topic: string, timeS: number, build: () => object): void {
+    const id = this.channels.get(topic);
+    if (id === undefined || !this.subscribed.has(id)) return;
+    for (const ws of this.clients) {
+      if (ws.bufferedAmount > CLIENT_QUEUE_LIMIT_BYTES) {
+        this.dropped++;
+        this.clients.delete(ws);
+        ws.terminate();
+      }
+    }
+    const payload = Buffer.from(JSON.stringify(build()));
+    this.server.sendMessage(id, BigInt(Math.round(timeS * 1e9)), payload);
+  }
+
+  close(): void {
+    for (const ws of this.clients) ws.terminate();
+    this.clients.clear();
+    this.wss.close();
+  }
+}
+
+function toFoxglove(name: string, value: ParamValue): Parameter {
+  if (typeof value === 'number') return { name, value, type: 'float64' };
+  if (Array.isArray(value) && value.every((v) => typeof v === 'number')) return { name, value: [...value] as number[], type: 'float64_array' };
+  return { name, value: typeof value === 'string' ? value : [...value] };
+}
