@@ -207,6 +207,28 @@ describe('ROS controller node (stand-in for rclnodejs): parameters from the sche
   });
 });
 
+describe('ROS controller node (stand-in for rclnodejs): telemetry server', () => {
+  it('telemetryPort starts the server at configure; a PATCH goes through the node\'s parameter server; cleanup closes it', async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const s = pendulumStandIn({ telemetryPort: BigInt(port) });
+    const c = track(new ControllerNode(s.rcl));
+    assert.equal(await c.transition('configure'), true);
+    const base = `http://127.0.0.1:${port}`;
+    const status = await (await fetch(`${base}/status`)).json() as { planner: string };
+    assert.equal(status.planner, 'mppi');
+    const bad = await fetch(`${base}/params`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ 'mppi.temperature': -1 }) });
+    assert.equal(bad.status, 400);
+    assert.equal(c.node.getParameter('mppi.temperature').value, 0.01);
+    const ok = await fetch(`${base}/params`, { method: 'PATCH', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ 'mppi.temperature': 0.04, 'mppi.samples': 32 }) });
+    assert.equal(ok.status, 200, await ok.clone().text());
+    assert.equal(c.node.getParameter('mppi.temperature').value, 0.04, 'ros2 param get sees what HTTP set');
+    assert.equal(c.node.getParameter('mppi.samples').value, 32n, 'as a ROS integer');
+    assert.equal(c.current!.parameterValues()['mppi.temperature'], 0.04);
+    assert.equal(await c.transition('cleanup'), true);
+    await assert.rejects(fetch(`${base}/healthz`), 'closed at cleanup');
+  });
+});
+
 describe('ROS nodes (stand-in for rclnodejs): bad messages on the topics', () => {
   it('refuses wrong joint names, wrong lengths, NaN, stale stamps and a wrong-size goal with the reason in the status; every command stays finite', async () => {
     const s = pendulumStandIn();

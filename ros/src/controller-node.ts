@@ -5,7 +5,9 @@ import { fromTime } from '../../src/interfaces/messages.js';
 import type { ParamEntry } from '../../src/params.js';
 import { ControllerSession } from '../../src/run/session.js';
 import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
-import { declareAll, onSetParameters, readAll, refuseUndeclared } from './parameters.js';
+import { logTopics } from '../../src/telemetry/mcap-log.js';
+import { serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
+import { declareAll, onSetParameters, readAll, refuseUndeclared, toRos } from './parameters.js';
 import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, subscriberCount, Subscription, Timer, TRANSITION } from './rcl.js';
 
 /** How long activation waits for a first state before it goes on without a warm-up solve. */
@@ -42,7 +44,8 @@ export class ControllerNode {
   /** bad parameter-file values, by key, until the parameter is set right */
   private readonly declareProblems = new Map<string, string>();
   private session: ControllerSession | undefined;
-  private prepared: { session?: ControllerSession; error?: string } | undefined;
+  private telemetry: Telemetry | undefined;
+  private prepared: { session?: ControllerSession; telemetry?: Telemetry; error?: string } | undefined;
   private publishers: { command: Publisher; plan: Publisher; status: Publisher; estimate?: Publisher } | undefined;
   private subscriptions: Subscription[] = [];
   private timer: Timer | undefined;
@@ -131,7 +134,15 @@ export class ControllerNode {
     const state = this.lifecycleState;
     try {
       // the expensive part only where the state machine will take the transition
-      if (label === 'configure' && state === 'unconfigured') this.prepared = { session: await this.buildSession() };
+      if (label === 'configure' && state === 'unconfigured') {
+        const session = await this.buildSession();
+        this.prepared = { session };
+        if (session.params.controller.telemetryPort > 0) {
+          const served = await serveTelemetry(this.telemetrySource(session), session.params.controller, logTopics(session.codec.type, session.estimator !== undefined));
+          this.prepared.telemetry = served.telemetry;
+          this.log('info', telemetryBanner(served.telemetry, served.address));
+        }
+      }
       else if (label === 'activate' && state === 'inactive' && this.session) {
         // the warm-up solve needs a state: give a starting sensor (or a lockstep simulator's republish) a moment
         for (let waited = 0; !this.session.controller.hasState && waited < FIRST_STATE_WAIT_MS; waited += 10) await sleep(10);
@@ -140,13 +151,37 @@ export class ControllerNode {
         this.prepared = {};
       }
     } catch (e) {
+      this.discardPrepared();
       this.prepared = { error: (e as Error).message };
     }
   }
 
   private discardPrepared(): void {
+    void this.prepared?.telemetry?.close();
     this.prepared?.session?.dispose();
     this.prepared = undefined;
+  }
+
+  /**
+   * The session as the telemetry server sees it, except that a change goes
+   * through this node's parameter server: `ros2 param get` and the parameter
+   * events then agree with what HTTP or Foxglove set.
+   */
+  private telemetrySource(session: ControllerSession): TelemetrySource {
+    const node = this.node;
+    return {
+      planner: session.planner, periodS: session.periodS, live: session.live, controller: session.controller,
+      get budgetMs() {
+        return session.budgetMs;
+      },
+      parameterValues: () => session.parameterValues(),
+      requestParameters: (changes) => {
+        const checked = session.live.check(changes);
+        if (!checked.ok) return checked;
+        const result = node.setParametersAtomically(Object.entries(checked.applied).map(([key, value]) => toRos(this.rcl, this.entryMap.get(key)!, value)));
+        return result.successful ? checked : { ok: false, reasons: { parameters: result.reason } };
+      },
+    };
   }
 
   private async buildSession(): Promise<ControllerSession> {
@@ -180,11 +215,13 @@ export class ControllerNode {
         this.subscriptions.push(node.createSubscription(TYPES.clock as never, '/clock', { qos: keepLast1(rcl, false) }, (msg: unknown) => this.onClock(msg)));
       }
     } catch (e) {
+      void prepared.telemetry?.close();
       session.dispose();
       this.destroyEndpoints();
       return this.fail('configure', (e as Error).message);
     }
     this.session = session;
+    this.telemetry = prepared.telemetry;
     this.log('info', `configured: ${session.params.system} with ${session.planner.name} at ${session.rateHz} Hz (budget ${session.budgetMs.toFixed(1)} ms, ${session.params.controller.backend} backend), state as ${session.codec.type}${this.useSimTime ? ', simulated time' : ''}`);
     return CALLBACK.SUCCESS;
   }
@@ -218,6 +255,8 @@ export class ControllerNode {
   private onCleanup() {
     this.stopTicking();
     this.destroyEndpoints();
+    void this.telemetry?.close();
+    this.telemetry = undefined;
     this.session?.dispose();
     this.session = undefined;
     return CALLBACK.SUCCESS;
@@ -248,6 +287,7 @@ export class ControllerNode {
     // under simulated time the clock and the state travel on two topics: the state's stamp is the time
     const now = this.useSimTime ? Math.max(this.clockS, stamp ?? -Infinity) : nowS(this.node);
     const reason = session.onStateMessage(msg, now);
+    this.telemetry?.publish('/tempered_mpc/state', stamp ?? now, () => msg as object);
     if (reason) return this.log('warn', `state refused: ${reason}`, 'state');
     this.lastStateStampS = stamp!;
     if (this.useSimTime) this.maybeTickSimTime();
@@ -309,6 +349,14 @@ export class ControllerNode {
     if (estimate) this.publishers.estimate!.publish(estimate as never);
     // predicting the plan's states costs a rollout: only for someone who listens
     if (subscriberCount(this.publishers.plan) > 0) this.publishers.plan.publish(session.planMessage(tick) as never);
+    const t = this.telemetry;
+    if (t) {
+      t.observe(tick);
+      t.publish('/tempered_mpc/command', tick.timeS, () => session.commandMessage(tick));
+      t.publish('/tempered_mpc/status', tick.timeS, () => session.statusMessage(tick));
+      t.publish('/tempered_mpc/plan', tick.timeS, () => session.planMessage(tick));
+      if (estimate) t.publish('/tempered_mpc/state_estimate', tick.timeS, () => estimate);
+    }
   }
 
   private safeTick(reason: string): TickResult {

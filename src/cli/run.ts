@@ -6,7 +6,7 @@ import { readParamsFile } from '../run/params-file.js';
 import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
 import { logTopics, McapLog } from '../telemetry/mcap-log.js';
-import { Telemetry } from '../telemetry/server.js';
+import { serveTelemetry, Telemetry, telemetryBanner } from '../telemetry/server.js';
 import { timestamp } from './bench-to.js';
 import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
@@ -42,22 +42,23 @@ export const runCommand: Command = {
   async run(values) {
     const { system, params, durationS, lockstep } = runOptions(values);
     const seed = params.controller.seed;
-    const serve = values.serve === true;
+    // --serve, or the telemetryPort parameter (as the ROS node reads it)
+    const serve = values.serve === true || params.controller.telemetryPort > 0;
     for (const flag of ['host', 'port', 'token']) if (!serve && values[flag] !== undefined) throw new UsageError(`--${flag} needs --serve`);
-    const port = optionalInteger(values, 'port', 8765, 0);
+    const port = optionalInteger(values, 'port', params.controller.telemetryPort || 8765, 0);
     if (port > 65535) throw new UsageError(`--port must be 0..65535, got ${port}`);
     const { session, sim } = await assemble(params, { lockstep });
     const topics = logTopics(session.codec.type, session.estimator !== undefined);
     let telemetry: Telemetry | undefined;
     if (serve) {
-      telemetry = new Telemetry(session, { host: stringOpt(values, 'host'), port, token: stringOpt(values, 'token'), topics });
       try {
-        const address = await telemetry.listen();
+        const served = await serveTelemetry(session, params.controller, topics, { host: stringOpt(values, 'host'), port, token: stringOpt(values, 'token') });
+        telemetry = served.telemetry;
         // stderr: --json keeps stdout for the result
-        console.error(`telemetry: ${address} (/status, /metrics, /params; Foxglove: ${address.replace(/^http/, 'ws')})${telemetry.token ? `; changes need the token: Authorization: Bearer ${telemetry.token}` : ''}`);
+        console.error(telemetryBanner(served.telemetry, served.address));
       } catch (e) {
         session.dispose();
-        throw new Error(`--serve could not listen on ${stringOpt(values, 'host') ?? '127.0.0.1'}:${port}: ${(e as Error).message}`);
+        throw e;
       }
     }
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());

@@ -26,6 +26,11 @@ export const CONTROLLER_PARAMS = {
   estimatorMeasurementNoise: num(0.01, 'EKF measurement noise: std per physical state', { min: 0, max: 1e3, exclusive: true }),
   estimatorGate: num(30, 'EKF outlier gate: a measurement whose squared Mahalanobis distance exceeds this is refused (0 = no gate)', { min: 0, max: 1e9 }),
   seed: num(0, 'seed of the planner\'s random numbers (an embedded run seeds its simulator with seed + 1)', { min: 0, max: 2 ** 31 - 1, integer: true, readOnly: 'the random stream starts at configure' }),
+  telemetryPort: num(0, 'port of the live telemetry and tuning server (HTTP: /status, /metrics, /params; Foxglove WebSocket on the same port); 0 = off',
+    { min: 0, max: 65535, integer: true, readOnly: 'the server starts at configure' }),
+  telemetryBind: choice('loopback', ['loopback', 'all'] as const,
+    'where the telemetry server listens: loopback (127.0.0.1) or all interfaces (then a change needs the token the node logs at configure)',
+    { readOnly: 'the server starts at configure' }),
   jointNames: list('string', 'joint names of the state and goal messages (sensor_msgs/JointState), in order (empty = the system\'s own, see `tempered-mpc systems NAME`)',
     { maxLength: 32, readOnly: 'the state interface is set at configure' }),
 } as const;

@@ -128,3 +128,31 @@ export class Telemetry {
 }
 
 const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
+
+/**
+ * Starts the telemetry server of a session as its parameters ask
+ * (telemetryPort, telemetryBind), with a door's overrides (`run --serve
+ * --host --port --token`); the error names the address it could not take.
+ */
+export async function serveTelemetry(
+  source: TelemetrySource,
+  params: { telemetryPort: number; telemetryBind: 'loopback' | 'all' },
+  topics: Readonly<Record<string, string>>,
+  overrides: { host?: string; port?: number; token?: string } = {},
+): Promise<{ telemetry: Telemetry; address: string }> {
+  const host = overrides.host ?? (params.telemetryBind === 'all' ? '0.0.0.0' : '127.0.0.1');
+  const port = overrides.port ?? params.telemetryPort;
+  const telemetry = new Telemetry(source, { host, port, token: overrides.token, topics });
+  try {
+    return { telemetry, address: await telemetry.listen() };
+  } catch (e) {
+    await telemetry.close().catch(() => undefined);
+    throw new Error(`the telemetry server could not listen on ${host}:${port}: ${(e as Error).message}`);
+  }
+}
+
+/** One line for the log: where to look, and the token when a change needs one. */
+export function telemetryBanner(telemetry: Telemetry, address: string): string {
+  return `telemetry: ${address} (/status, /metrics, /params; Foxglove: ${address.replace(/^http/, 'ws')})`
+    + (telemetry.token ? `; changes need the token: Authorization: Bearer ${telemetry.token}` : '');
+}
