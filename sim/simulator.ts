@@ -75,6 +75,13 @@ export function initialStateError(def: ModelDefinition, x0: readonly number[]): 
   return `sim.x0 must be ${names.length} finite numbers for ${def.name} (${names.join(', ')}), got [${x0.join(', ')}]`;
 }
 
+/** Why a push of physical state `index` by `size` cannot be given (undefined when it can). */
+export function pushProblem(stateDim: number, index: number, size: number): string | undefined {
+  if (!Number.isInteger(index) || index < 0 || index >= stateDim) return `state index must be an integer in 0..${stateDim - 1}, got ${index}`;
+  if (!Number.isFinite(size) || Math.abs(size) > 1e6) return `push size must be a finite number within ±1e6, got ${size}`;
+  return undefined;
+}
+
 /** Parameters that are masses (scaled by massScale). */
 const MASS_PARAM = /^(m|mc|m1|m2)$/;
 
@@ -90,6 +97,7 @@ export class Simulator {
   private readonly rng: Rng;
   private x: number[];
   private kicked = false;
+  private readonly start: number[];
   timeS = 0;
 
   constructor(
@@ -111,7 +119,23 @@ export class Simulator {
     const x0Error = initialStateError(def, params.x0);
     if (x0Error) throw new Error(x0Error);
     const start = params.x0.length ? params.x0 : toPhysical(resolveModel(def, modelOverrides), [...def.x0]);
-    this.x = fromPhysical(this.plant, start);
+    this.start = fromPhysical(this.plant, start);
+    this.x = [...this.start];
+  }
+
+  /** Back to the initial state (time runs on): the dashboard's reset. */
+  reset(): void {
+    this.x = [...this.start];
+  }
+
+  /** Adds `size` (physical units) to physical state `index` at once: a push by hand. A reason when the index is not a state. */
+  push(index: number, size: number): string | undefined {
+    const y = toPhysical(this.plant, this.x);
+    const problem = pushProblem(y.length, index, size);
+    if (problem) return problem;
+    y[index] += size;
+    this.x = fromPhysical(this.plant, y);
+    return undefined;
   }
 
   /** True physical state. */

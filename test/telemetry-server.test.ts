@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { SimControl } from '../src/run/loop.js';
 import { ControllerSession } from '../src/run/session.js';
 import { readParamsFile } from '../src/run/params-file.js';
 import { resolveRunParams } from '../src/run/setup.js';
@@ -94,6 +95,43 @@ describe('telemetry server (fastify, routes through inject)', function () {
       assert.equal((await patch([1, 2])).statusCode, 400);
       const garbled = await telemetry.app.inject({ method: 'PATCH', url: '/params', payload: '{"budgetMs": ', headers: { 'content-type': 'application/json' } });
       assert.equal(garbled.statusCode, 400);
+    } finally {
+      await telemetry.close();
+    }
+  });
+
+  it('GET /params.yaml is a parameter file `run --params` reads back to the same values; the dashboard\'s files are served', async () => {
+    const telemetry = new Telemetry(session);
+    try {
+      const yaml = await telemetry.app.inject({ method: 'GET', url: '/params.yaml' });
+      assert.equal(yaml.statusCode, 200);
+      const dir = mkdtempSync(join(tmpdir(), 'tmpc-yaml-'));
+      writeFileSync(join(dir, 'p.yaml'), yaml.body);
+      const flat = readParamsFile(join(dir, 'p.yaml'));
+      const values = session.parameterValues();
+      for (const key of ['mppi.temperature', 'mppi.samples', 'budgetMs', 'planner', 'jointNames']) assert.deepEqual(flat[key], values[key], key);
+      for (const url of ['/', '/dashboard.js', '/vendor/uPlot.js']) assert.equal((await telemetry.app.inject({ method: 'GET', url })).statusCode, 200, url);
+      const noSim = await telemetry.app.inject({ method: 'POST', url: '/sim/pause' });
+      assert.equal(noSim.statusCode, 404);
+      assert.match(noSim.json().error, /embedded run/);
+    } finally {
+      await telemetry.close();
+    }
+  });
+
+  it('simulator controls in an embedded run: pause, step, reset, push; a bad push or action is refused with the reason', async () => {
+    const control = new SimControl();
+    const telemetry = new Telemetry(session, { simulator: { control, stateNames: ['theta', 'omega'] } });
+    const post = (action: string, payload?: object) => telemetry.app.inject({ method: 'POST', url: `/sim/${action}`, payload });
+    try {
+      assert.deepEqual((await post('pause')).json(), { paused: true });
+      assert.equal(control.paused, true);
+      assert.equal((await post('push', { state: 1, size: 0.5 })).statusCode, 200);
+      const bad = await post('push', { state: 2, size: 0.5 });
+      assert.equal(bad.statusCode, 400);
+      assert.match(bad.json().error, /state index must be an integer in 0\.\.1, got 2/);
+      assert.match((await post('fly')).json().error, /unknown simulator action 'fly'/);
+      assert.deepEqual((await post('resume')).json(), { paused: false });
     } finally {
       await telemetry.close();
     }

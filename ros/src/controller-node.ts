@@ -170,7 +170,7 @@ export class ControllerNode {
   private telemetrySource(session: ControllerSession): TelemetrySource {
     const node = this.node;
     return {
-      planner: session.planner, periodS: session.periodS, live: session.live, controller: session.controller,
+      planner: session.planner, model: session.model, periodS: session.periodS, live: session.live, controller: session.controller,
       get budgetMs() {
         return session.budgetMs;
       },

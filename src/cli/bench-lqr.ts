@@ -1,12 +1,10 @@
-import { fromPhysical, inGoalRegion, physicalNames, resolveModel, toPhysical } from '../models/model.js';
+import { fromPhysical, inGoalRegion, physicalNames, resolveModel, stateDifference, toPhysical } from '../models/model.js';
 import { modelDefinition } from '../models/index.js';
 import { lqr } from '../models/lqr.js';
 import { controlPeriodS } from '../run/setup.js';
 import { Simulator } from '../../sim/simulator.js';
 import { Command, JSON_OPTION, optionalInteger, parseNumber, parseVector, printJson, stringOpt, table, UsageError } from './command.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
-
-const ANGLE = /^(theta|q\d|th\d|alpha)$/;
 
 /**
  * A yardstick for balancing under noise: the LQR at the goal with perfect
@@ -55,7 +53,7 @@ export const benchLqrCommand: Command = {
       let held = false;
       for (let k = 0; k < ticks; k++) {
         const x = fromPhysical(model, sim.state);
-        const e = x.map((v, i) => (ANGLE.test(names[i]) ? Math.atan2(Math.sin(v - goal[i]), Math.cos(v - goal[i])) : v - goal[i]));
+        const e = x.map((v, i) => stateDifference(names[i], v, goal[i]));
         const u = K.map((row, j) => Math.min(upper[j], Math.max(lower[j], uEq[j] - row.reduce((s, kij, i) => s + kij * e[i], 0))));
         if (inGoalRegion(model, x, goal)) {
           inGoal++;

@@ -1,47 +1,11 @@
 import { ParamEntry, ParamValue, rangeText } from '../params.js';
-import { CONTROLLER_NODE, SIMULATOR_NODE } from '../run/params-file.js';
+import { CONTROLLER_NODE, nodeParameterYaml, SIMULATOR_NODE } from '../run/params-file.js';
 import { controllerParameterTable, resolveRunParams } from '../run/setup.js';
 import { simulatorParameterTable } from '../../sim/simulator.js';
 import { Command, JSON_OPTION, printJson, requireString, stringOpt, table, UsageError } from './command.js';
 import { SYSTEM_OPTION } from './rollout.js';
 
 interface Table { entries: ParamEntry[]; values: Record<string, ParamValue> }
-
-/** A value as ROS 2 types it in YAML: doubles keep a decimal point, so `10.0` stays a double. */
-function yamlValue(entry: ParamEntry, v: ParamValue): string {
-  if (Array.isArray(v)) return `[${v.map((x) => (typeof x === 'number' ? yamlNumber(x, false) : JSON.stringify(x))).join(', ')}]`;
-  if (typeof v === 'string') return JSON.stringify(v);
-  const d = entry.def;
-  return yamlNumber(v as number, d.kind === 'number' && d.integer === true);
-}
-
-function yamlNumber(v: number, integer: boolean): string {
-  if (integer) return String(v);
-  const text = String(v);
-  return /[.eE]/.test(text) ? (/e/.test(text) && !text.includes('.') ? text.replace('e', '.0e') : text) : `${text}.0`;
-}
-
-/**
- * A ROS 2 parameter file of one node with every parameter at its value,
- * grouped as the launch files write them (`tsmc: {...}`), each line
- * commented with its meaning and rule.
- */
-function nodeYaml(node: string, t: Table): string[] {
-  const lines = [`${node}:`, '  ros__parameters:'];
-  let group = '';
-  for (const e of t.entries) {
-    const dot = e.key.indexOf('.');
-    const g = dot < 0 ? '' : e.key.slice(0, dot);
-    const name = dot < 0 ? e.key : e.key.slice(dot + 1);
-    if (g !== group) {
-      if (g) lines.push(`    ${g}:`);
-      group = g;
-    }
-    const indent = g ? '      ' : '    ';
-    lines.push(`${indent}${name}: ${yamlValue(e, t.values[e.key])}  # ${e.def.doc} | ${rangeText(e.def)}${e.readOnly ? ', read-only' : ''}`);
-  }
-  return lines;
-}
 
 export const paramsCommand: Command = {
   name: 'params',
@@ -67,7 +31,7 @@ export const paramsCommand: Command = {
     if (values.yaml) {
       const header = [`# Every parameter of the tempered-mpc nodes for ${system}, at its value (tempered-mpc params --system ${system} --yaml).`,
         '# Delete what you do not change; the values are the MPC defaults of this system.'];
-      console.log([...header, ...nodeYaml(CONTROLLER_NODE, controller), ...nodeYaml(SIMULATOR_NODE, simulator)].join('\n'));
+      console.log([...header, ...nodeParameterYaml(CONTROLLER_NODE, controller), ...nodeParameterYaml(SIMULATOR_NODE, simulator)].join('\n'));
       return;
     }
     const rows = (t: Table) => t.entries.map((e) => ({ key: e.key, value: t.values[e.key], rule: rangeText(e.def), readOnly: e.readOnly ?? null, doc: e.def.doc }));

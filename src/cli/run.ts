@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { physicalNames, toPhysical } from '../models/model.js';
-import { runLoop, TickRecord } from '../run/loop.js';
+import { runLoop, SimControl, TickRecord } from '../run/loop.js';
 import { readParamsFile } from '../run/params-file.js';
 import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
@@ -50,9 +50,12 @@ export const runCommand: Command = {
     const { session, sim } = await assemble(params, { lockstep });
     const topics = logTopics(session.codec.type, session.estimator !== undefined);
     let telemetry: Telemetry | undefined;
+    const control = new SimControl();
     if (serve) {
       try {
-        const served = await serveTelemetry(session, params.controller, topics, { host: stringOpt(values, 'host'), port, token: stringOpt(values, 'token') });
+        const served = await serveTelemetry(session, params.controller, topics, {
+          host: stringOpt(values, 'host'), port, token: stringOpt(values, 'token'), simulator: { control, stateNames: physicalNames(session.model) },
+        });
         telemetry = served.telemetry;
         // stderr: --json keeps stdout for the result
         console.error(telemetryBanner(served.telemetry, served.address));
@@ -81,7 +84,7 @@ export const runCommand: Command = {
       telemetry?.observe(r.tick);
       bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
     };
-    const { records, summary } = await runLoop(sim, session, { durationS, lockstep, onTick }).finally(() => telemetry?.close());
+    const { records, summary } = await runLoop(sim, session, { durationS, lockstep, onTick, control: serve ? control : undefined }).finally(() => telemetry?.close());
     bar.done();
     await log.close();
     const result = {

@@ -118,6 +118,22 @@ function limitsOf(def: ModelDefinition, params: Record<string, number>): Control
   return limits;
 }
 
+/** Whether a physical state is an angle (by the conventional names the models use): compared and plotted on the circle. */
+export function isAngle(name: string): boolean {
+  return /^(theta|q\d|th\d|alpha)$/.test(name);
+}
+
+/** a - b, on the circle for angles. */
+export function stateDifference(name: string, a: number, b: number): number {
+  const d = a - b;
+  return isAngle(name) ? Math.atan2(Math.sin(d), Math.cos(d)) : d;
+}
+
+/** An angle shown on the goal's branch (within pi of it), so a held upright at -pi reads as the goal at +pi. */
+export function onGoalBranch(name: string, v: number, goal: number): number {
+  return isAngle(name) ? goal + stateDifference(name, v, goal) : v;
+}
+
 export function physicalNames(model: Model): readonly string[] {
   return model.def.physical?.names ?? model.def.stateNames;
 }

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Controller, TickResult } from '../controller/controller.js';
 import type { StateMsg } from '../interfaces/messages.js';
-import { fromPhysical, inGoalRegion, Model, physicalNames, toPhysical } from '../models/model.js';
+import { fromPhysical, inGoalRegion, Model, physicalNames, stateDifference, toPhysical } from '../models/model.js';
 import { quantile } from '../samplers/stats.js';
-import type { Simulator } from '../../sim/simulator.js';
+import { pushProblem, Simulator } from '../../sim/simulator.js';
 import type { ControllerSession } from './session.js';
 
 export interface TickRecord {
@@ -50,6 +50,61 @@ export interface LoopOptions {
   keepRecords?: boolean;
   /** fault injection for tests: replaces the measurement given to the controller at a tick (undefined: skip the update) */
   measurementFilter?: (timeS: number, y: number[]) => number[] | undefined;
+  /** pause, step, reset and push from outside (the dashboard) */
+  control?: SimControl;
+}
+
+/**
+ * The embedded run's simulator controls, taken between ticks: pause (the
+ * loop waits; real time resumes on a shifted schedule), step (one tick while
+ * paused), reset (the plant back to its initial state) and a push.
+ */
+export class SimControl {
+  private pausedFlag = false;
+  private steps = 0;
+  private wake: (() => void) | undefined;
+  private readonly actions: ((sim: Simulator) => void)[] = [];
+
+  get paused(): boolean {
+    return this.pausedFlag;
+  }
+
+  pause(): void {
+    this.pausedFlag = true;
+  }
+
+  resume(): void {
+    this.pausedFlag = false;
+    this.wake?.();
+  }
+
+  /** One tick, then paused again. */
+  step(): void {
+    this.pausedFlag = true;
+    this.steps++;
+    this.wake?.();
+  }
+
+  reset(): void {
+    this.actions.push((sim) => sim.reset());
+  }
+
+  /** Queues a push of physical state `index` by `size`; a reason when it is not possible. */
+  push(index: number, size: number, stateDim: number): string | undefined {
+    const problem = pushProblem(stateDim, index, size);
+    if (!problem) this.actions.push((sim) => sim.push(index, size));
+    return problem;
+  }
+
+  /** The loop's gate before a tick: waits while paused (a step lets one tick through); applies queued actions. Returns the milliseconds waited. */
+  async gate(sim: Simulator): Promise<number> {
+    const start = performance.now();
+    while (this.pausedFlag && this.steps === 0) await new Promise<void>((resolve) => (this.wake = resolve));
+    this.wake = undefined;
+    if (this.steps > 0) this.steps--;
+    for (const act of this.actions.splice(0)) act(sim);
+    return performance.now() - start;
+  }
 }
 
 /**
@@ -76,9 +131,15 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
   let measured = opts.measurementFilter ? opts.measurementFilter(0, measuredRaw) : measuredRaw;
   let stateMessage = give(measured, 0);
   await session.warmUp();
-  const wallStart = performance.now();
+  let wallStart = performance.now();
   for (let k = 0; k < ticks; k++) {
     const timeS = k * periodS;
+    // a pause shifts the real-time schedule by its length
+    if (opts.control) {
+      const pausedMs = await opts.control.gate(sim);
+      wallStart += pausedMs;
+      lastCommandMs += pausedMs;
+    }
     if (!opts.lockstep) {
       const wait = wallStart + timeS * 1000 - performance.now();
       if (wait > 0) await sleep(wait);
@@ -170,11 +231,4 @@ function infoStatistics(records: TickRecord[]): RunSummary['plannerInfo'] {
     }
   }
   return Object.fromEntries([...values].map(([k, v]) => [k, { p50: quantile(v, 0.5), min: Math.min(...v), max: Math.max(...v) }]));
-}
-
-/** Angles (by their conventional names) are compared on the circle. */
-function stateDifference(name: string, a: number, b: number): number {
-  const d = a - b;
-  if (!/^(theta|q\d|th\d|alpha)$/.test(name)) return d;
-  return Math.atan2(Math.sin(d), Math.cos(d));
 }

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
+import { ParamEntry, ParamValue, rangeText } from '../params.js';
 
 /** Node names in ROS 2 parameter files (launch/ uses the same files). */
 export const CONTROLLER_NODE = 'tempered_mpc_controller';
@@ -52,4 +53,40 @@ function flatten(obj: Record<string, unknown>, prefix: string, out: Record<strin
     else if (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean') out[`${prefix}${k}`] = v;
     else throw new Error(`parameter file '${path}': '${prefix}${k}' has an unsupported value`);
   }
+}
+
+/** A value as ROS 2 types it in YAML: doubles keep a decimal point, so `10.0` stays a double. */
+function yamlValue(entry: ParamEntry, v: ParamValue): string {
+  if (Array.isArray(v)) return `[${v.map((x) => (typeof x === 'number' ? yamlNumber(x, false) : JSON.stringify(x))).join(', ')}]`;
+  if (typeof v === 'string') return JSON.stringify(v);
+  const d = entry.def;
+  return yamlNumber(v as number, d.kind === 'number' && d.integer === true);
+}
+
+function yamlNumber(v: number, integer: boolean): string {
+  if (integer) return String(v);
+  const text = String(v);
+  return /[.eE]/.test(text) ? (/e/.test(text) && !text.includes('.') ? text.replace('e', '.0e') : text) : `${text}.0`;
+}
+
+/**
+ * A ROS 2 parameter file of one node with every parameter at its value,
+ * grouped as the launch files write them (`tsmc: {...}`), each line
+ * commented with its meaning and rule.
+ */
+export function nodeParameterYaml(node: string, t: { entries: readonly ParamEntry[]; values: Readonly<Record<string, ParamValue>> }): string[] {
+  const lines = [`${node}:`, '  ros__parameters:'];
+  let group = '';
+  for (const e of t.entries) {
+    const dot = e.key.indexOf('.');
+    const g = dot < 0 ? '' : e.key.slice(0, dot);
+    const name = dot < 0 ? e.key : e.key.slice(dot + 1);
+    if (g !== group) {
+      if (g) lines.push(`    ${g}:`);
+      group = g;
+    }
+    const indent = g ? '      ' : '    ';
+    lines.push(`${indent}${name}: ${yamlValue(e, t.values[e.key])}  # ${e.def.doc} | ${rangeText(e.def)}${e.readOnly ? ', read-only' : ''}`);
+  }
+  return lines;
 }

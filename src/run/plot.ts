@@ -1,4 +1,4 @@
-import { physicalNames, Model, toPhysical } from '../models/model.js';
+import { onGoalBranch, physicalNames, Model, toPhysical } from '../models/model.js';
 import { lineChart, Panel } from '../plot/svg.js';
 import type { RunSummary, TickRecord } from './loop.js';
 
@@ -10,8 +10,9 @@ export function runChart(model: Model, records: TickRecord[], summary: RunSummar
   const panels: Panel[] = names.map((name, i) => ({
     title: name,
     series: [
-      { name: 'true', x: t, y: records.map((r) => r.state[i]) },
-      { name: 'measured', x: t, y: records.map((r) => r.measured[i] ?? NaN), color: '#aaaaaa' },
+      // angles on the goal's branch: a pendulum held at -pi is at the goal, and reads so
+      { name: 'true', x: t, y: records.map((r) => onGoalBranch(name, r.state[i], goal[i])) },
+      { name: 'measured', x: t, y: records.map((r) => onGoalBranch(name, r.measured[i] ?? NaN, goal[i])), color: '#aaaaaa' },
       { name: 'goal', x: [t[0], t[t.length - 1]], y: [goal[i], goal[i]], color: '#000000', dashed: true },
     ],
   }));

@@ -1,8 +1,15 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Fastify, { FastifyInstance } from 'fastify';
 import type { ControllerCounters, TickResult } from '../controller/controller.js';
+import { Model, physicalNames, toPhysical } from '../models/model.js';
 import type { ParamEntry, ParamValue, SetResult } from '../params.js';
 import { rangeText } from '../params.js';
+import type { SimControl } from '../run/loop.js';
+import { CONTROLLER_NODE, nodeParameterYaml } from '../run/params-file.js';
 import { FoxgloveLive } from './foxglove-live.js';
 import { ControllerMetrics } from './metrics.js';
 
@@ -16,7 +23,8 @@ export interface TelemetrySource {
   readonly budgetMs: number;
   readonly periodS: number;
   readonly live: { readonly list: readonly ParamEntry[] };
-  readonly controller: { readonly counters: Readonly<ControllerCounters>; readonly lastRejection: string };
+  readonly model: Model;
+  readonly controller: { readonly counters: Readonly<ControllerCounters>; readonly lastRejection: string; readonly currentReference: readonly number[] };
   parameterValues(): Record<string, ParamValue>;
   requestParameters(changes: Readonly<Record<string, unknown>>): SetResult;
 }
@@ -30,7 +38,20 @@ export interface TelemetryOptions {
   token?: string;
   /** the topics (and their message types) offered live to Foxglove clients: those of the MCAP log */
   topics?: Readonly<Record<string, string>>;
+  /** an embedded run's simulator controls (pause, step, reset, push) */
+  simulator?: { control: SimControl; stateNames: readonly string[] };
 }
+
+/** The dashboard's static files (dashboard/ at the package root) and the chart library's. */
+const DASHBOARD_DIR = fileURLToPath(new URL('../../../dashboard/', import.meta.url));
+const UPLOT_DIR = dirname(createRequire(import.meta.url).resolve('uplot'));
+const STATIC: Readonly<Record<string, { path: string; type: string }>> = {
+  '/': { path: join(DASHBOARD_DIR, 'index.html'), type: 'text/html; charset=utf-8' },
+  '/dashboard.js': { path: join(DASHBOARD_DIR, 'dashboard.js'), type: 'text/javascript; charset=utf-8' },
+  '/dashboard.css': { path: join(DASHBOARD_DIR, 'dashboard.css'), type: 'text/css; charset=utf-8' },
+  '/vendor/uPlot.js': { path: join(UPLOT_DIR, 'uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
+  '/vendor/uPlot.css': { path: join(UPLOT_DIR, 'uPlot.min.css'), type: 'text/css; charset=utf-8' },
+};
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -81,11 +102,46 @@ export class Telemetry {
 
   private routes(): void {
     const { app, source } = this;
+    for (const [url, file] of Object.entries(STATIC)) {
+      app.get(url, async (_req, reply) => reply.type(file.type).send(await readFile(file.path)));
+    }
+    app.get('/params.yaml', async (_req, reply) => {
+      const yaml = [
+        '# The controller\'s parameters as they are now (tempered-mpc telemetry): `run --params` and the launch files read this file.',
+        ...nodeParameterYaml(CONTROLLER_NODE, { entries: source.live.list, values: source.parameterValues() }),
+      ].join('\n');
+      return reply.type('application/yaml; charset=utf-8').header('content-disposition', `attachment; filename="${CONTROLLER_NODE}.yaml"`).send(`${yaml}\n`);
+    });
+    const sim = this.options.simulator;
+    app.get('/sim', async () => (sim ? { available: true, paused: sim.control.paused, stateNames: sim.stateNames } : { available: false }));
+    app.post<{ Params: { action: string } }>('/sim/:action', async (req, reply) => {
+      if (this.token !== undefined && !this.authorized(req.headers.authorization)) {
+        return reply.code(401).send({ error: 'a change needs the token: Authorization: Bearer TOKEN (printed when the server started)' });
+      }
+      if (!sim) return reply.code(404).send({ error: 'no simulator here: pause, step, reset and push exist in an embedded run (tempered-mpc run --serve)' });
+      const { action } = req.params;
+      if (action === 'pause') sim.control.pause();
+      else if (action === 'resume') sim.control.resume();
+      else if (action === 'step') sim.control.step();
+      else if (action === 'reset') sim.control.reset();
+      else if (action === 'push') {
+        const body = (req.body ?? {}) as { state?: unknown; size?: unknown };
+        const problem = sim.control.push(Number(body.state), Number(body.size), sim.stateNames.length);
+        if (problem) return reply.code(400).send({ error: problem });
+      } else return reply.code(404).send({ error: `unknown simulator action '${basename(action)}' (pause, resume, step, reset, push)` });
+      return { paused: sim.control.paused };
+    });
     app.get('/healthz', async () => ({ ok: true }));
     app.get('/status', async () => {
       const t = this.lastTick;
+      const limits = source.model.controlLimits;
       return {
         planner: source.planner.name,
+        system: source.model.name,
+        stateNames: physicalNames(source.model),
+        controlNames: source.model.def.controlNames,
+        controlLimits: { lower: limits.lower.map(finiteOrNull), upper: limits.upper.map(finiteOrNull) },
+        goal: toPhysical(source.model, source.controller.currentReference),
         periodMs: 1000 * source.periodS,
         budgetMs: source.budgetMs,
         counters: source.controller.counters,
@@ -138,11 +194,11 @@ export async function serveTelemetry(
   source: TelemetrySource,
   params: { telemetryPort: number; telemetryBind: 'loopback' | 'all' },
   topics: Readonly<Record<string, string>>,
-  overrides: { host?: string; port?: number; token?: string } = {},
+  overrides: { host?: string; port?: number; token?: string; simulator?: TelemetryOptions['simulator'] } = {},
 ): Promise<{ telemetry: Telemetry; address: string }> {
   const host = overrides.host ?? (params.telemetryBind === 'all' ? '0.0.0.0' : '127.0.0.1');
   const port = overrides.port ?? params.telemetryPort;
-  const telemetry = new Telemetry(source, { host, port, token: overrides.token, topics });
+  const telemetry = new Telemetry(source, { host, port, token: overrides.token, topics, simulator: overrides.simulator });
   try {
     return { telemetry, address: await telemetry.listen() };
   } catch (e) {
