@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { McapStreamReader } from '@mcap/core';
+import protobuf from 'protobufjs';
+import descriptor from 'protobufjs/ext/descriptor/index.js';
 import { runLoop } from '../src/run/loop.js';
 import { readParamsFile } from '../src/run/params-file.js';
 import { blockPlannerThread } from '../src/controller/planner-thread.js';
@@ -156,20 +158,26 @@ describe('run command', () => {
 
     const reader = new McapStreamReader();
     reader.append(readFileSync(join(out, 'run.mcap')));
-    const channels = new Map<number, string>();
-    const schemas = new Map<number, string>();
+    const channels = new Map<number, { topic: string; schemaId: number; encoding: string }>();
+    const schemas = new Map<number, { name: string; encoding: string; decode: (b: Uint8Array) => unknown }>();
     const messages = new Map<string, unknown[]>();
     for (let rec = reader.nextRecord(); rec; rec = reader.nextRecord()) {
-      if (rec.type === 'Schema') schemas.set(rec.id, rec.name);
-      if (rec.type === 'Channel') channels.set(rec.id, rec.topic);
+      if (rec.type === 'Schema') {
+        // decoded from the file's own FileDescriptorSet, as Foxglove does: nothing of ours in the path
+        const type = (protobuf.Root as unknown as { fromDescriptor(d: unknown): protobuf.Root }).fromDescriptor(descriptor.FileDescriptorSet.decode(rec.data)).lookupType(rec.name);
+        schemas.set(rec.id, { name: rec.name, encoding: rec.encoding, decode: (b) => type.toObject(type.decode(b), { defaults: true, arrays: true }) });
+      }
+      if (rec.type === 'Channel') channels.set(rec.id, { topic: rec.topic, schemaId: rec.schemaId, encoding: rec.messageEncoding });
       if (rec.type === 'Message') {
-        const topic = channels.get(rec.channelId)!;
-        messages.set(topic, [...(messages.get(topic) ?? []), JSON.parse(new TextDecoder().decode(rec.data))]);
+        const channel = channels.get(rec.channelId)!;
+        assert.equal(channel.encoding, 'protobuf', 'protobuf by default');
+        messages.set(channel.topic, [...(messages.get(channel.topic) ?? []), schemas.get(channel.schemaId)!.decode(rec.data)]);
       }
     }
     assert.ok(reader.done(), 'the file ends with a valid footer');
     // the topics and types a launched ROS graph has, so a bag of the nodes and this log read alike
-    assert.deepEqual([...schemas.values()].sort(), ['sensor_msgs/msg/JointState', 'std_msgs/msg/Float64MultiArray', 'tempered_mpc_msgs/msg/Plan', 'tempered_mpc_msgs/msg/PlannerStatus']);
+    assert.deepEqual([...schemas.values()].map((s) => `${s.encoding} ${s.name}`).sort(), [
+      'protobuf sensor_msgs.msg.JointState', 'protobuf std_msgs.msg.Float64MultiArray', 'protobuf tempered_mpc_msgs.msg.Plan', 'protobuf tempered_mpc_msgs.msg.PlannerStatus']);
     for (const topic of ['/tempered_mpc/state', '/tempered_mpc/true_state', '/tempered_mpc/command', '/tempered_mpc/plan', '/tempered_mpc/status']) {
       assert.equal(messages.get(topic)?.length, 10, topic);
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { benchFuzzCommand } from './bench-fuzz.js';
 import { benchLqrCommand } from './bench-lqr.js';
+import { benchTelemetryCommand } from './bench-telemetry.js';
 import { benchSoakCommand } from './bench-soak.js';
 import { benchRolloutCommand } from './bench-rollout.js';
 import { benchMpcCommand } from './bench-mpc.js';
@@ -12,7 +13,7 @@ import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand];
 
 function overview(): string {
   return [

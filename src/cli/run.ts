@@ -29,10 +29,11 @@ export const RUN_OPTIONS: Record<string, OptionSpec> = {
 export const runCommand: Command = {
   name: 'run',
   summary: 'Run the controller against the bundled simulator, embedded (no ROS): progress, summary, and an MCAP log, summary.json and a plot in --out.',
-  usage: 'run --system NAME [--planner tsmc|mppi] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--serve [--host H] [--port P] [--token T]] [--out DIR] [--json]',
+  usage: 'run --system NAME [--planner tsmc|mppi] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--serve [--host H] [--port P] [--token T]] [--log-encoding protobuf|json] [--out DIR] [--json]',
   options: {
     ...RUN_OPTIONS,
     out: { type: 'string', description: 'output folder (default runs/TIMESTAMP)', valueName: 'DIR' },
+    'log-encoding': { type: 'string', description: 'protobuf (default; schemas built from msgs/) or json (readable as text)', valueName: 'E' },
     serve: { type: 'boolean', description: 'live telemetry and tuning over HTTP during the run: /healthz, /status, /metrics (Prometheus), GET/PATCH /params' },
     host: { type: 'string', description: 'with --serve: address to listen on (default 127.0.0.1; beyond loopback a change needs the token)', valueName: 'H' },
     port: { type: 'string', description: 'with --serve: port (default 8765; 0 = any free one)', valueName: 'P' },
@@ -66,7 +67,9 @@ export const runCommand: Command = {
     }
     const out = stringOpt(values, 'out') ?? join('runs', timestamp());
     mkdirSync(out, { recursive: true });
-    const log = await McapLog.create(join(out, 'run.mcap'), topics);
+    const encoding = stringOpt(values, 'log-encoding') ?? 'protobuf';
+    if (encoding !== 'protobuf' && encoding !== 'json') throw new UsageError(`--log-encoding must be protobuf or json, got '${encoding}'`);
+    const log = await McapLog.create(join(out, 'run.mcap'), topics, encoding);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     // every message goes to the log, and live to any Foxglove client subscribed to its topic
     const emit = (topic: string, timeS: number, message: object) => {

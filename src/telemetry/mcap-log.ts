@@ -1,6 +1,10 @@
 import { open, FileHandle } from 'node:fs/promises';
 import { McapWriter } from '@mcap/core';
 import { msgJsonSchema, TYPES } from '../interfaces/definitions.js';
+import { protobufSchema } from '../interfaces/protobuf.js';
+
+/** How the log encodes its messages: protobuf (compact; the default) or JSON (readable as text). */
+export type LogEncoding = 'protobuf' | 'json';
 
 /**
  * The topics an embedded run logs, by the names and types the ROS graph of
@@ -19,14 +23,19 @@ export function logTopics(stateType: string, withEstimate = false): Record<strin
 }
 
 /**
- * An MCAP file of JSON-encoded messages with JSON Schemas derived from msgs/
- * (opens in Foxglove). Writes are serialised, as the MCAP writer requires.
+ * An MCAP file of protobuf-encoded messages (or JSON) with the schemas
+ * derived from msgs/ (opens in Foxglove). Writes are serialised, as the
+ * MCAP writer requires.
  */
 export class McapLog {
   private queue: Promise<unknown> = Promise.resolve();
-  private constructor(private readonly file: FileHandle, private readonly writer: McapWriter, private readonly channels: Map<string, number>) {}
+  private constructor(
+    private readonly file: FileHandle,
+    private readonly writer: McapWriter,
+    private readonly channels: Map<string, { id: number; encode: (message: object) => Uint8Array }>,
+  ) {}
 
-  static async create(path: string, topics: Readonly<Record<string, string>>): Promise<McapLog> {
+  static async create(path: string, topics: Readonly<Record<string, string>>, encoding: LogEncoding = 'protobuf'): Promise<McapLog> {
     const file = await open(path, 'w');
     let position = 0n;
     const writer = new McapWriter({
@@ -41,29 +50,30 @@ export class McapLog {
       useStatistics: true,
     });
     await writer.start({ profile: '', library: 'tempered-mpc' });
-    const channels = new Map<string, number>();
+    const channels = new Map<string, { id: number; encode: (message: object) => Uint8Array }>();
     const schemaIds = new Map<string, number>();
+    const json = new TextEncoder();
     for (const [topic, type] of Object.entries(topics)) {
+      const proto = encoding === 'protobuf' ? protobufSchema(type) : undefined;
       let schemaId = schemaIds.get(type);
       if (schemaId === undefined) {
-        schemaId = await writer.registerSchema({
-          name: type,
-          encoding: 'jsonschema',
-          data: new TextEncoder().encode(JSON.stringify(msgJsonSchema(type))),
-        });
+        schemaId = await writer.registerSchema(proto
+          ? { name: proto.name, encoding: 'protobuf', data: proto.fileDescriptorSet }
+          : { name: type, encoding: 'jsonschema', data: json.encode(JSON.stringify(msgJsonSchema(type))) });
         schemaIds.set(type, schemaId);
       }
-      channels.set(topic, await writer.registerChannel({ topic, schemaId, messageEncoding: 'json', metadata: new Map() }));
+      const id = await writer.registerChannel({ topic, schemaId, messageEncoding: encoding, metadata: new Map() });
+      channels.set(topic, { id, encode: proto ? proto.encode : (m) => json.encode(JSON.stringify(m)) });
     }
     return new McapLog(file, writer, channels);
   }
 
   write(topic: string, timeS: number, message: object): Promise<unknown> {
-    const channelId = this.channels.get(topic);
-    if (channelId === undefined) throw new Error(`no channel for topic '${topic}'`);
+    const channel = this.channels.get(topic);
+    if (channel === undefined) throw new Error(`no channel for topic '${topic}'`);
     const time = BigInt(Math.round(timeS * 1e9));
-    const data = new TextEncoder().encode(JSON.stringify(message));
-    this.queue = this.queue.then(() => this.writer.addMessage({ channelId, sequence: 0, logTime: time, publishTime: time, data }));
+    const data = channel.encode(message);
+    this.queue = this.queue.then(() => this.writer.addMessage({ channelId: channel.id, sequence: 0, logTime: time, publishTime: time, data }));
     return this.queue;
   }
 
