@@ -1,7 +1,7 @@
 // The tempered-mpc dashboard: live plots over the Foxglove WebSocket protocol (the same channels a
 // Foxglove client gets), a parameter panel built from the server's schema, simulator controls in an
 // embedded run. No framework; uPlot for the charts.
-/* global uPlot */
+/* global uPlot, protobuf */
 
 const MAX_POINTS = 2000;
 const ANGLE = /^(theta|q\d|th\d|alpha)$/;
@@ -37,29 +37,37 @@ async function api(method, url, body) {
 function connect() {
   const ws = new WebSocket(`ws://${location.host}/`, ['foxglove.websocket.v1']);
   ws.binaryType = 'arraybuffer';
-  const topicOf = new Map();
+  const channelOf = new Map();
   let nextSub = 1;
-  ws.onmessage = (event) => {
+  ws.onmessage = async (event) => {
     if (typeof event.data === 'string') {
       const msg = JSON.parse(event.data);
       if (msg.op === 'advertise') {
         const wanted = msg.channels.filter((c) => /\/(true_state|state|command|plan|status)$/.test(c.topic));
-        const subscriptions = wanted.map((c) => ({ id: nextSub++, channelId: c.id, topic: c.topic }));
-        for (const s of subscriptions) topicOf.set(s.id, s.topic);
+        const subscriptions = await Promise.all(wanted.map(async (c) => ({ id: nextSub++, channelId: c.id, topic: c.topic, decode: await decoder(c) })));
+        for (const s of subscriptions) channelOf.set(s.id, s);
         ws.send(JSON.stringify({ op: 'subscribe', subscriptions: subscriptions.map(({ id, channelId }) => ({ id, channelId })) }));
       }
       return;
     }
     const view = new DataView(event.data);
     if (view.getUint8(0) !== 1) return; // message data
-    const topic = topicOf.get(view.getUint32(1, true));
-    const message = JSON.parse(new TextDecoder().decode(new Uint8Array(event.data, 13)));
+    const channel = channelOf.get(view.getUint32(1, true));
+    if (!channel) return;
     info.frames++;
-    onMessage(topic, message);
+    onMessage(channel.topic, channel.decode(new Uint8Array(event.data, 13)));
   };
   ws.onclose = () => {
     $('#status').textContent = 'disconnected (the run has ended?)';
   };
+}
+
+/** A channel's decoder: protobuf with the types the server derived from the .msg files, or JSON. */
+async function decoder(channel) {
+  if (channel.encoding === 'json') return (bytes) => JSON.parse(new TextDecoder().decode(bytes));
+  const json = await (await fetch(`/protobuf/${encodeURIComponent(channel.schemaName)}`)).json();
+  const type = protobuf.Root.fromJSON(json).lookupType(channel.schemaName);
+  return (bytes) => type.toObject(type.decode(bytes), { defaults: true, arrays: true });
 }
 
 const stampS = (header) => header.stamp.sec + header.stamp.nanosec * 1e-9;

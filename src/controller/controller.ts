@@ -31,6 +31,8 @@ export const CONTROLLER_PARAMS = {
   telemetryBind: choice('loopback', ['loopback', 'all'] as const,
     'where the telemetry server listens: loopback (127.0.0.1) or all interfaces (then a change needs the token the node logs at configure)',
     { readOnly: 'the server starts at configure' }),
+  telemetryEncoding: choice('protobuf', ['protobuf', 'json'] as const, 'encoding of the live channels (Foxglove, dashboard): protobuf (schemas built from msgs/) or json',
+    { readOnly: 'the server starts at configure' }),
   jointNames: list('string', 'joint names of the state and goal messages (sensor_msgs/JointState), in order (empty = the system\'s own, see `tempered-mpc systems NAME`)',
     { maxLength: 32, readOnly: 'the state interface is set at configure' }),
 } as const;

@@ -16,6 +16,8 @@ export interface ProtobufSchema {
   name: string;
   /** a FileDescriptorSet of the type and all it uses (what MCAP and Foxglove take as the schema) */
   fileDescriptorSet: Uint8Array;
+  /** the same types as protobufjs JSON (Root.fromJSON): what the dashboard decodes with */
+  json: object;
   encode(message: object): Uint8Array;
   decode(bytes: Uint8Array): Record<string, unknown>;
 }
@@ -64,6 +66,7 @@ export function protobufSchema(rosType: string): ProtobufSchema {
   const schema: ProtobufSchema = {
     name,
     fileDescriptorSet: descriptor.FileDescriptorSet.encode(set).finish(),
+    json: root.toJSON(),
     encode: (message) => t.encode(t.fromObject(message as Record<string, unknown>)).finish(),
     decode: (bytes) => t.toObject(t.decode(bytes), { defaults: true, arrays: true, longs: Number }),
   };

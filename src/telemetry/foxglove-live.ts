@@ -4,6 +4,7 @@ import foxglove from '@foxglove/ws-protocol';
 import type { Parameter } from '@foxglove/ws-protocol';
 import { WebSocket, WebSocketServer } from 'ws';
 import { msgJsonSchema } from '../interfaces/definitions.js';
+import { protobufSchema } from '../interfaces/protobuf.js';
 import type { ParamValue, SetResult } from '../params.js';
 
 /** The subprotocol names a Foxglove client may offer: the protocol's own and the SDK's newer name for the same protocol. */
@@ -24,7 +25,8 @@ export interface LiveParameterSource {
  * Live telemetry in Foxglove over its WebSocket protocol. The one Node
  * server implementation (@foxglove/ws-protocol, no longer developed, pinned)
  * stays behind this class. It advertises the channels and schemas of the
- * MCAP log, encodes a message only for a channel someone subscribes to,
+ * MCAP log (protobuf by default, JSON selectable), encodes a message only
+ * for a channel someone subscribes to,
  * serves the `parameters` capability through the live-parameter path (so
  * Foxglove's Parameters panel edits the controller), and drops a client that
  * stops reading once CLIENT_QUEUE_LIMIT_BYTES are queued for it.
@@ -32,13 +34,13 @@ export interface LiveParameterSource {
 export class FoxgloveLive {
   private readonly server: InstanceType<typeof FoxgloveServer>;
   private readonly wss: WebSocketServer;
-  private readonly channels = new Map<string, number>();
+  private readonly channels = new Map<string, { id: number; encode: (message: object) => Uint8Array }>();
   private readonly subscribed = new Set<number>();
   private readonly clients = new Set<WebSocket>();
   /** clients dropped for not reading */
   dropped = 0;
 
-  constructor(private readonly source: LiveParameterSource, topics: Readonly<Record<string, string>>, name = 'tempered-mpc') {
+  constructor(private readonly source: LiveParameterSource, topics: Readonly<Record<string, string>>, readonly encoding: 'protobuf' | 'json' = 'protobuf', name = 'tempered-mpc') {
     this.server = new FoxgloveServer({ name, capabilities: [ServerCapability.parameters, ServerCapability.parametersSubscribe] });
     this.wss = new WebSocketServer({
       noServer: true,
@@ -49,10 +51,18 @@ export class FoxgloveLive {
       ws.on('close', () => this.clients.delete(ws));
       this.server.handleConnection(ws as never, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
     });
+    const json = new TextEncoder();
     for (const [topic, type] of Object.entries(topics)) {
-      this.channels.set(topic, this.server.addChannel({
-        topic, encoding: 'json', schemaName: type, schemaEncoding: 'jsonschema', schema: JSON.stringify(msgJsonSchema(type)),
-      }));
+      if (encoding === 'protobuf') {
+        const proto = protobufSchema(type);
+        const id = this.server.addChannel({
+          topic, encoding: 'protobuf', schemaName: proto.name, schemaEncoding: 'protobuf', schema: Buffer.from(proto.fileDescriptorSet).toString('base64'),
+        });
+        this.channels.set(topic, { id, encode: proto.encode });
+      } else {
+        const id = this.server.addChannel({ topic, encoding: 'json', schemaName: type, schemaEncoding: 'jsonschema', schema: JSON.stringify(msgJsonSchema(type)) });
+        this.channels.set(topic, { id, encode: (m) => json.encode(JSON.stringify(m)) });
+      }
     }
     this.server.on('subscribe', (id) => this.subscribed.add(id));
     this.server.on('unsubscribe', (id) => this.subscribed.delete(id));
@@ -89,14 +99,14 @@ export class FoxgloveLive {
 
   /** Whether anyone listens on `topic` (build a costly message only then). */
   wants(topic: string): boolean {
-    const id = this.channels.get(topic);
-    return id !== undefined && this.subscribed.has(id);
+    const channel = this.channels.get(topic);
+    return channel !== undefined && this.subscribed.has(channel.id);
   }
 
   /** Sends a message on `topic` to its subscribers; `build` runs only when there are some. */
   publish(topic: string, timeS: number, build: () => object): void {
-    const id = this.channels.get(topic);
-    if (id === undefined || !this.subscribed.has(id)) return;
+    const channel = this.channels.get(topic);
+    if (channel === undefined || !this.subscribed.has(channel.id)) return;
     for (const ws of this.clients) {
       if (ws.bufferedAmount > CLIENT_QUEUE_LIMIT_BYTES) {
         this.dropped++;
@@ -104,8 +114,7 @@ export class FoxgloveLive {
         ws.terminate();
       }
     }
-    const payload = Buffer.from(JSON.stringify(build()));
-    this.server.sendMessage(id, BigInt(Math.round(timeS * 1e9)), payload);
+    this.server.sendMessage(channel.id, BigInt(Math.round(timeS * 1e9)), channel.encode(build()) as Uint8Array<ArrayBuffer>);
   }
 
   close(): void {

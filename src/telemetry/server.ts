@@ -5,6 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { FastifyInstance } from 'fastify';
 import type { ControllerCounters, TickResult } from '../controller/controller.js';
+import { protobufSchema } from '../interfaces/protobuf.js';
 import { Model, physicalNames, toPhysical } from '../models/model.js';
 import type { ParamEntry, ParamValue, SetResult } from '../params.js';
 import { rangeText } from '../params.js';
@@ -38,6 +39,8 @@ export interface TelemetryOptions {
   token?: string;
   /** the topics (and their message types) offered live to Foxglove clients: those of the MCAP log */
   topics?: Readonly<Record<string, string>>;
+  /** of the live channels (default protobuf) */
+  encoding?: 'protobuf' | 'json';
   /** an embedded run's simulator controls (pause, step, reset, push) */
   simulator?: { control: SimControl; stateNames: readonly string[] };
 }
@@ -51,6 +54,7 @@ const STATIC: Readonly<Record<string, { path: string; type: string }>> = {
   '/dashboard.css': { path: join(DASHBOARD_DIR, 'dashboard.css'), type: 'text/css; charset=utf-8' },
   '/vendor/uPlot.js': { path: join(UPLOT_DIR, 'uPlot.iife.min.js'), type: 'text/javascript; charset=utf-8' },
   '/vendor/uPlot.css': { path: join(UPLOT_DIR, 'uPlot.min.css'), type: 'text/css; charset=utf-8' },
+  '/vendor/protobuf.js': { path: join(dirname(createRequire(import.meta.url).resolve('protobufjs')), 'dist', 'protobuf.min.js'), type: 'text/javascript; charset=utf-8' },
 };
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -74,7 +78,7 @@ export class Telemetry {
     this.token = options.token ?? (LOOPBACK.has(host) ? undefined : randomBytes(18).toString('base64url'));
     this.metrics = new ControllerMetrics(source.planner.name, source.budgetMs / 1000);
     this.app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
-    this.foxglove = new FoxgloveLive(source, options.topics ?? {});
+    this.foxglove = new FoxgloveLive(source, options.topics ?? {}, options.encoding ?? 'protobuf');
     this.foxglove.attach(this.app.server);
     this.routes();
   }
@@ -111,6 +115,13 @@ export class Telemetry {
         ...nodeParameterYaml(CONTROLLER_NODE, { entries: source.live.list, values: source.parameterValues() }),
       ].join('\n');
       return reply.type('application/yaml; charset=utf-8').header('content-disposition', `attachment; filename="${CONTROLLER_NODE}.yaml"`).send(`${yaml}\n`);
+    });
+    // the live channels' protobuf types as protobufjs JSON, by the schema name a channel advertises (the dashboard decodes with them)
+    const protoTypes = new Map(Object.values(this.options.topics ?? {}).map((type) => [protobufSchema(type).name, type]));
+    app.get<{ Params: { name: string } }>('/protobuf/:name', async (req, reply) => {
+      const type = protoTypes.get(req.params.name);
+      if (!type) return reply.code(404).send({ error: `no live channel has the protobuf type '${req.params.name}'` });
+      return protobufSchema(type).json;
     });
     const sim = this.options.simulator;
     app.get('/sim', async () => (sim ? { available: true, paused: sim.control.paused, stateNames: sim.stateNames } : { available: false }));
@@ -192,13 +203,13 @@ const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
  */
 export async function serveTelemetry(
   source: TelemetrySource,
-  params: { telemetryPort: number; telemetryBind: 'loopback' | 'all' },
+  params: { telemetryPort: number; telemetryBind: 'loopback' | 'all'; telemetryEncoding: 'protobuf' | 'json' },
   topics: Readonly<Record<string, string>>,
   overrides: { host?: string; port?: number; token?: string; simulator?: TelemetryOptions['simulator'] } = {},
 ): Promise<{ telemetry: Telemetry; address: string }> {
   const host = overrides.host ?? (params.telemetryBind === 'all' ? '0.0.0.0' : '127.0.0.1');
   const port = overrides.port ?? params.telemetryPort;
-  const telemetry = new Telemetry(source, { host, port, token: overrides.token, topics, simulator: overrides.simulator });
+  const telemetry = new Telemetry(source, { host, port, token: overrides.token, topics, simulator: overrides.simulator, encoding: params.telemetryEncoding });
   try {
     return { telemetry, address: await telemetry.listen() };
   } catch (e) {
