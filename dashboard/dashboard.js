@@ -169,8 +169,8 @@ function buildCharts() {
   meta.controlNames.forEach((name, j) => chart(`command ${name} (saturated: dots)`, [
     { label: name, stroke: '#d62728' },
     { label: 'at a limit', stroke: '#d62728', width: 0, points: { show: true, size: 6, fill: '#d62728' } },
-    { label: 'limits', stroke: '#999999', dash: [4, 4] },
-    { label: '', stroke: '#999999', dash: [4, 4] },
+    { label: 'lower limit', stroke: '#999999', dash: [4, 4] },
+    { label: 'upper limit', stroke: '#999999', dash: [4, 4] },
   ], {
     build: () => {
       const lo = meta.controlLimits.lower[j];
@@ -192,7 +192,7 @@ function buildCharts() {
     height: 140,
     build: () => [history.t.slice(0, history.solve.length), history.solve, history.solve.map(() => meta.budgetMs), history.solve.map(() => meta.periodMs), history.late],
   });
-  chart('planner figures per plan (tsmc: beta, essRatio, acceptance, levels; mppi: iterations, rollouts)', [], { height: 140 });
+  chart('planner figures per plan, each over its largest value so far (tsmc: beta, essRatio, acceptance, levels; mppi: iterations, rollouts)', [], { height: 140 });
 }
 
 function drawPlannerFigures() {
@@ -210,7 +210,13 @@ function drawPlannerFigures() {
     last.names = names;
   }
   const t = history.t;
-  last.u.setData([t.slice(0, t.length), ...names.map((n) => history.figures.get(n).slice(0, t.length))]);
+  // figures of different sizes (beta ~1, rollouts ~1e4) share one axis: each over its largest value
+  const scaled = names.map((n) => {
+    const values = history.figures.get(n);
+    const max = Math.max(...values.filter((v) => v != null).map(Math.abs), 1e-300);
+    return values.map((v) => (v == null ? null : v / max));
+  });
+  last.u.setData([t.slice(0, t.length), ...scaled]);
 }
 
 let drawPending = false;
