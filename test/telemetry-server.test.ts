@@ -14,6 +14,7 @@ import descriptor from 'protobufjs/ext/descriptor/index.js';
 import type { Channel } from '@foxglove/ws-protocol';
 import { WebSocket } from 'ws';
 import { logTopics } from '../src/telemetry/mcap-log.js';
+import { CLIENT_QUEUE_LIMIT_BYTES } from '../src/telemetry/foxglove-live.js';
 import { Telemetry } from '../src/telemetry/server.js';
 
 const CONFIG = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
@@ -317,6 +318,55 @@ describe('live in Foxglove (the protocol\'s own client class over a real socket)
       assert.deepEqual((await after).parameters.map((p) => p.value), [0.07, 64], 'unchanged, the good key included');
     } finally {
       ws.close();
+    }
+  });
+});
+
+describe('back-pressure: a client that stops reading', () => {
+  it('is dropped once 4 MB are queued for it, while a reading client keeps getting every message', async function () {
+    const params = resolveRunParams('pendulum', { planner: 'mppi', threads: 1, 'mppi.samples': 64, 'mppi.iterations': 2 });
+    const session = await ControllerSession.create(params, { lockstep: true });
+    const telemetry = new Telemetry(session, { port: 0, topics: logTopics(session.codec.type) });
+    const url = (await telemetry.listen()).replace(/^http/, 'ws');
+    const subscribeAll = (ws: WebSocket, onAdvertised: () => void) => ws.on('message', (data: Buffer, binary: boolean) => {
+      if (binary) return;
+      const msg = JSON.parse(data.toString()) as { op: string; channels?: Channel[] };
+      if (msg.op !== 'advertise') return;
+      ws.send(JSON.stringify({ op: 'subscribe', subscriptions: msg.channels!.map((c, k) => ({ id: k, channelId: c.id })) }));
+      onAdvertised();
+    });
+    const stalled = new WebSocket(url, ['foxglove.websocket.v1']);
+    const reading = new WebSocket(url, ['foxglove.websocket.v1']);
+    let received = 0;
+    reading.on('message', (_d: Buffer, binary: boolean) => {
+      if (binary) received++;
+    });
+    try {
+      await Promise.all([
+        new Promise<void>((r) => subscribeAll(stalled, () => {
+          (stalled as unknown as { _socket: { pause(): void } })._socket.pause();
+          r();
+        })),
+        new Promise<void>((r) => subscribeAll(reading, r)),
+      ]);
+      await new Promise((r) => setTimeout(r, 100));
+      // plans of 40 kB each: a stalled reader's backlog outgrows the kernel's buffers and then the limit
+      const big = { controls: new Array(5000).fill(0.5) };
+      const plan = () => ({ ...session.planMessage({ timeS: 0, control: [0], plan: null, mode: 'ok', reason: '', planned: false, solveMs: 0, cost: 1, info: {} }), ...big });
+      let sent = 0;
+      for (; sent < 2000 && telemetry.foxglove.dropped === 0; sent++) {
+        telemetry.publish('/tempered_mpc/plan', sent * 0.1, plan);
+        if (sent % 20 === 0) await new Promise((r) => setTimeout(r, 5));
+        assert.ok(telemetry.foxglove.largestQueueBytes <= CLIENT_QUEUE_LIMIT_BYTES + 100 * 1024, `backlog ${telemetry.foxglove.largestQueueBytes} B`);
+      }
+      assert.equal(telemetry.foxglove.dropped, 1, `dropped after ${sent} plans`);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(received, sent, 'the reading client got every message');
+    } finally {
+      stalled.terminate();
+      reading.close();
+      await telemetry.close();
+      session.dispose();
     }
   });
 });

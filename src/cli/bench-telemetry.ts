@@ -3,13 +3,15 @@ import { fileURLToPath } from 'node:url';
 import { runLoop, RunSummary } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
 import { logTopics } from '../telemetry/mcap-log.js';
+import { CLIENT_QUEUE_LIMIT_BYTES } from '../telemetry/foxglove-live.js';
 import { serveTelemetry } from '../telemetry/server.js';
 import { Command, JSON_OPTION, optionalInteger, printJson, UsageError } from './command.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 
 const CLIENTS = fileURLToPath(new URL('../telemetry/bench-clients.js', import.meta.url));
 
-interface Leg { summary: RunSummary; rssMB: { start: number; end: number }; heapMB: { start: number; end: number } }
+interface MemorySample { timeS: number; rssMB: number; heapMB: number; externalMB: number }
+interface Leg { summary: RunSummary; memory: { settled: MemorySample; end: MemorySample; maxRssMB: number } }
 
 /**
  * Telemetry's cost to the loop: the same real-time run without a server,
@@ -28,7 +30,7 @@ export const benchTelemetryCommand: Command = {
     if (lockstep) throw new UsageError('bench telemetry runs in real time: drop --lockstep');
     const clients = optionalInteger(values, 'clients', 10, 0);
     if (clients > 100) throw new UsageError(`--clients must be <= 100, got ${clients}`);
-    const leg = async (withServer: boolean): Promise<Leg & { received?: number[]; dropped?: number }> => {
+    const leg = async (withServer: boolean): Promise<Leg & { received?: number[]; dropped?: number; stalledQueueKB?: number }> => {
       const { session, sim } = await assemble(params, { lockstep: false });
       const topics = logTopics(session.codec.type, session.estimator !== undefined);
       const served = withServer ? await serveTelemetry(session, params.controller, topics, { port: 0 }) : undefined;
@@ -37,12 +39,16 @@ export const benchTelemetryCommand: Command = {
       child?.stdout!.on('data', (d) => (out += d));
       // let the clients connect and subscribe
       if (child) await new Promise((r) => setTimeout(r, 1500));
-      const memory = () => process.memoryUsage();
-      const start = memory();
+      const samples: MemorySample[] = [];
+      const sample = (timeS: number) => {
+        const m = process.memoryUsage();
+        samples.push({ timeS, rssMB: m.rss / 2 ** 20, heapMB: m.heapUsed / 2 ** 20, externalMB: m.external / 2 ** 20 });
+      };
       try {
         const { summary } = await runLoop(sim, session, {
           durationS, lockstep: false, keepRecords: false,
-          onTick: (r) => {
+          onTick: (r, k) => {
+            if (k % Math.max(1, Math.round(5 * session.rateHz)) === 0) sample(r.timeS);
             const t = served?.telemetry;
             if (!t) return;
             // every topic at the control rate, as `run --serve` sends them
@@ -55,8 +61,8 @@ export const benchTelemetryCommand: Command = {
           },
         });
         (globalThis as { gc?: () => void }).gc?.();
-        const end = memory();
-        const mb = (b: number) => b / 2 ** 20;
+        sample(durationS);
+        const stalledQueueKB = served && served.telemetry.foxglove.largestQueueBytes / 1024;
         let received: number[] | undefined;
         if (child) {
           const exited = new Promise((r) => child.once('exit', r));
@@ -64,9 +70,11 @@ export const benchTelemetryCommand: Command = {
           await exited;
           received = (JSON.parse(out.trim() || '{"received":[]}') as { received: number[] }).received;
         }
+        // from 10 s on: the first seconds allocate what a run needs
+        const settled = samples.find((m) => m.timeS >= Math.min(10, durationS / 2)) ?? samples[0];
         return {
-          summary, received, dropped: served?.telemetry.foxglove.dropped,
-          rssMB: { start: mb(start.rss), end: mb(end.rss) }, heapMB: { start: mb(start.heapUsed), end: mb(end.heapUsed) },
+          summary, received, dropped: served?.telemetry.foxglove.dropped, stalledQueueKB,
+          memory: { settled, end: samples.at(-1)!, maxRssMB: Math.max(...samples.map((m) => m.rssMB)) },
         };
       } finally {
         child?.kill();
@@ -82,14 +90,16 @@ export const benchTelemetryCommand: Command = {
       solveP99Ms: { without: p99(without), with: p99(withClients), change: p99(withClients) / p99(without) - 1 },
       commandJitterP99Ms: { without: without.summary.commandJitterMs?.p99, with: withClients.summary.commandJitterMs?.p99 },
       deadlineMisses: { without: without.summary.deadlineMisses, with: withClients.summary.deadlineMisses },
-      messagesPerClient: withClients.received, stalledClientDropped: withClients.dropped,
-      memoryWithStalledClient: { rssMB: withClients.rssMB, heapMB: withClients.heapMB },
+      messagesPerClient: withClients.received, stalledClientDropped: withClients.dropped, stalledClientQueueKB: withClients.stalledQueueKB,
+      memory: { without: without.memory, with: withClients.memory },
     };
     if (values.json) return printJson(result);
     console.log(`${result.planner} on ${system}, ${durationS} s real time, ${clients} Foxglove clients on every channel + 1 stalled client`);
     console.log(`  solve p99 ${p99(without).toFixed(1)} ms without the server, ${p99(withClients).toFixed(1)} ms with (${(100 * result.solveP99Ms.change).toFixed(1)}%)`);
     console.log(`  command jitter p99 ${result.commandJitterP99Ms.without?.toFixed(2)} -> ${result.commandJitterP99Ms.with?.toFixed(2)} ms; deadline misses ${result.deadlineMisses.without} -> ${result.deadlineMisses.with}`);
     console.log(`  messages per client ${withClients.received?.join(', ')}; stalled clients dropped ${withClients.dropped}`);
-    console.log(`  with the stalled client: RSS ${withClients.rssMB.start.toFixed(1)} -> ${withClients.rssMB.end.toFixed(1)} MB, heap ${withClients.heapMB.start.toFixed(1)} -> ${withClients.heapMB.end.toFixed(1)} MB`);
+    const mem = (l: Leg) => `RSS ${l.memory.settled.rssMB.toFixed(1)} -> ${l.memory.end.rssMB.toFixed(1)} MB (max ${l.memory.maxRssMB.toFixed(1)}), heap ${l.memory.settled.heapMB.toFixed(1)} -> ${l.memory.end.heapMB.toFixed(1)} MB, external ${l.memory.settled.externalMB.toFixed(1)} -> ${l.memory.end.externalMB.toFixed(1)} MB`;
+    console.log(`  memory from t=${withClients.memory.settled.timeS.toFixed(0)} s without the server: ${mem(without)}`);
+    console.log(`  with the clients and the stalled one: ${mem(withClients)}; queued for the stalled client at the end ${withClients.stalledQueueKB?.toFixed(0)} kB (dropped at ${CLIENT_QUEUE_LIMIT_BYTES / 2 ** 20} MB)`);
   },
 };

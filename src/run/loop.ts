@@ -120,6 +120,8 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
   const records: TickRecord[] = [];
   // preallocated, so a long run's bookkeeping does not grow the heap
   const intervalsMs = opts.lockstep ? undefined : new Float64Array(Math.max(1, ticks - 1));
+  const solveMs = new Float64Array(ticks);
+  let solves = 0;
   let lastCommandMs = 0;
   const give = (y: number[] | undefined, timeS: number): StateMsg | undefined => {
     if (!y) return undefined;
@@ -150,6 +152,7 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
       stateMessage = give(measured, timeS);
     }
     const tick = await session.tick(timeS);
+    if (tick.planned) solveMs[solves++] = tick.solveMs;
     if (intervalsMs) {
       const now = performance.now();
       if (k > 0) intervalsMs[k - 1] = now - lastCommandMs;
@@ -161,7 +164,7 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
     await opts.onTick?.(record, k, ticks);
     sim.advance(tick.control, periodS);
   }
-  const summary = summarize(model, controller, records, { durationS: opts.durationS, rateHz: session.rateHz });
+  const summary = summarize(model, controller, records, { durationS: opts.durationS, rateHz: session.rateHz, solveMs: solveMs.subarray(0, solves) });
   if (intervalsMs && ticks > 1) {
     const jitter = Array.from(intervalsMs, (d) => Math.abs(d - 1000 * periodS));
     summary.commandJitterMs = { p50: quantile(jitter, 0.5), p99: quantile(jitter, 0.99), max: Math.max(...jitter) };
@@ -177,7 +180,10 @@ function goalContains(model: Model, physical: number[], controller: Controller):
  * Success: the goal region was entered and then held for the model's hold
  * time before the run ended. timeToGoalS is when that held stay began.
  */
-export function summarize(model: Model, controller: Controller, records: TickRecord[], opts: { durationS: number; rateHz: number }): RunSummary {
+export function summarize(
+  model: Model, controller: Controller, records: TickRecord[],
+  opts: { durationS: number; rateHz: number; /** every plan's solve time, kept even when the records are not */ solveMs?: ArrayLike<number> },
+): RunSummary {
   const holdS = model.def.goalRegion?.holdS ?? 0;
   let timeToGoalS: number | null = null;
   let entered: number | null = null;
@@ -192,7 +198,7 @@ export function summarize(model: Model, controller: Controller, records: TickRec
   }
   const after = timeToGoalS === null ? [] : records.filter((r) => r.timeS >= timeToGoalS! - 1e-9);
   const heldFraction = after.length ? after.filter((r) => r.inGoal).length / after.length : null;
-  const solve = records.filter((r) => r.tick.planned).map((r) => r.tick.solveMs);
+  const solve = opts.solveMs ? Array.from(opts.solveMs) : records.filter((r) => r.tick.planned).map((r) => r.tick.solveMs);
   const last = records[records.length - 1];
   // the reference in physical units, for the final-error figure
   const goal = toPhysical(model, controller.currentReference);

@@ -97,6 +97,13 @@ export class FoxgloveLive {
     });
   }
 
+  /** The most bytes queued for any one client now (a stalled client's backlog, bounded by CLIENT_QUEUE_LIMIT_BYTES). */
+  get largestQueueBytes(): number {
+    let most = 0;
+    for (const ws of this.clients) most = Math.max(most, ws.bufferedAmount);
+    return most;
+  }
+
   /** Whether anyone listens on `topic` (build a costly message only then). */
   wants(topic: string): boolean {
     const channel = this.channels.get(topic);
