@@ -352,7 +352,7 @@ describe('back-pressure: a client that stops reading', () => {
       await new Promise((r) => setTimeout(r, 100));
       // plans of 40 kB each: a stalled reader's backlog outgrows the kernel's buffers and then the limit
       const big = { controls: new Array(5000).fill(0.5) };
-      const plan = () => ({ ...session.planMessage({ timeS: 0, control: [0], plan: null, mode: 'ok', reason: '', planned: false, solveMs: 0, cost: 1, info: {} }), ...big });
+      const plan = () => ({ ...session.planMessage({ timeS: 0, control: [0], plan: null, mode: 'ok', reason: '', planned: false, solveMs: 0, cost: 1, info: {}, diagnostics: {} }), ...big });
       let sent = 0;
       for (; sent < 2000 && telemetry.foxglove.dropped === 0; sent++) {
         telemetry.publish('/tempered_mpc/plan', sent * 0.1, plan);

@@ -361,7 +361,7 @@ export class ControllerNode {
 
   private safeTick(reason: string): TickResult {
     const c = this.session!.controller;
-    return { timeS: nowS(this.node), control: c.safeCommand, plan: null, mode: 'waiting', reason, planned: false, solveMs: 0, cost: NaN, info: {} };
+    return { timeS: nowS(this.node), control: c.safeCommand, plan: null, mode: 'waiting', reason, planned: false, solveMs: 0, cost: NaN, info: {}, diagnostics: {} };
   }
 
   private readonly lastLogged = new Map<string, number>();

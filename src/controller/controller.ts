@@ -2,7 +2,7 @@ import { fromPhysical, Model } from '../models/model.js';
 import { choice, list, num } from '../params.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
-import type { PlanResult, RecedingPlanner } from './receding.js';
+import type { PlanDiagnostics, PlanResult, RecedingPlanner } from './receding.js';
 
 /** Controller parameters, declared once (ROS parameters, YAML files, --set). */
 export const CONTROLLER_PARAMS = {
@@ -68,6 +68,8 @@ export interface TickResult {
   /** the followed plan's cost (NaN without one) */
   cost: number;
   info: Record<string, number>;
+  /** the landed plan in detail (empty when none landed) */
+  diagnostics: PlanDiagnostics;
 }
 
 export interface ControllerCounters {
@@ -105,7 +107,7 @@ export interface ControllerOptions extends ControllerTiming {
   safeCommand?: readonly number[];
 }
 
-type TickBase = Pick<TickResult, 'timeS' | 'planned' | 'solveMs' | 'info'>;
+type TickBase = Pick<TickResult, 'timeS' | 'planned' | 'solveMs' | 'info' | 'diagnostics'>;
 
 /**
  * The receding-horizon controller, free of any transport: timestamped state
@@ -140,7 +142,7 @@ export class Controller {
   /** the plan being computed (at most one) */
   private inFlight: { startS: number; sinceMs: number } | undefined;
   /** a plan that finished since the last tick: its figures go out with the next tick */
-  private landed: { solveMs: number; info: Record<string, number> } | undefined;
+  private landed: { solveMs: number; info: Record<string, number>; diagnostics: PlanDiagnostics } | undefined;
   /** a planner failure since the last tick, reported by the next */
   private failure: string | undefined;
   /** when the latest plan asked for starts (the warm start is shifted from there) */
@@ -325,7 +327,7 @@ export class Controller {
     return planning.then(checkedPlan).then(
       (r) => {
         this.upcoming = { startS, fromState: x0, controls: r.controls, cost: r.cost };
-        this.landed = { solveMs: performance.now() - sinceMs, info: r.info };
+        this.landed = { solveMs: performance.now() - sinceMs, info: r.info, diagnostics: r.diagnostics ?? {} };
       },
       (e: Error) => {
         this.counters.plannerErrors++;
@@ -377,7 +379,7 @@ export class Controller {
   private base(nowS: number): TickBase {
     const landed = this.landed;
     this.landed = undefined;
-    return { timeS: nowS, planned: landed !== undefined, solveMs: landed?.solveMs ?? 0, info: landed?.info ?? {} };
+    return { timeS: nowS, planned: landed !== undefined, solveMs: landed?.solveMs ?? 0, info: landed?.info ?? {}, diagnostics: landed?.diagnostics ?? {} };
   }
 
   /** Last line of defence: the control leaving is finite and within limits. */

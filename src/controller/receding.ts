@@ -22,12 +22,23 @@ export interface PlanRequest {
   shiftSteps?: number;
 }
 
+/** A plan in detail, for status and the dashboard. */
+export interface PlanDiagnostics {
+  /** TSMC: the tempering ladder, one entry per level */
+  ladder?: { beta: number[]; essRatio: number[]; acceptance: number[] };
+  /** MPPI: the last iteration's sample costs: min, p10, median, p90 */
+  costSpread?: number[];
+  /** MPPI: sampling std of each control at the first step (normalised units) */
+  sigma?: number[];
+}
+
 export interface PlanResult {
   /** horizon x controlDim physical controls; the first row is applied now */
   controls: Float64Array;
   cost: number;
   /** planner-specific numbers for status and logs */
   info: Record<string, number>;
+  diagnostics?: PlanDiagnostics;
 }
 
 /** One planner interface, many planners (mjpc style); the controller is independent of which. */
@@ -105,6 +116,7 @@ export class MppiPlanner implements RecedingPlanner {
       controls: toControls(useMean ? r.means : r.best, this.scaling),
       cost: Math.min(r.meanCost[0], r.bestCost[0]),
       info: { iterations: r.iterations, rollouts: r.rollouts },
+      diagnostics: { costSpread: r.costSpread, sigma: Array.from(r.sigmas.subarray(0, this.model.controlDim)) },
     };
   }
 }
@@ -205,6 +217,7 @@ export class TsmcPlanner implements RecedingPlanner {
         levels: s.levels.length, beta: s.beta, stepSize: s.stepSize, logZ: s.logZ, acceptance: s.levels.at(-1)?.acceptance ?? 0,
         essRatio: (s.levels.at(-1)?.ess ?? N) / N,
       },
+      diagnostics: { ladder: { beta: s.levels.map((l) => l.beta), essRatio: s.levels.map((l) => l.ess / N), acceptance: s.levels.map((l) => l.acceptance) } },
     };
   }
 }

@@ -1,3 +1,4 @@
+import type { PlanDiagnostics } from '../controller/receding.js';
 import type { Model, SensorInterface } from '../models/model.js';
 import { physicalNames, toPhysical } from '../models/model.js';
 import { TYPES } from './definitions.js';
@@ -78,6 +79,11 @@ export interface StatusMsg {
   last_rejection: string;
   info_names: string[];
   info_values: number[];
+  ladder_beta: number[];
+  ladder_ess_ratio: number[];
+  ladder_acceptance: number[];
+  cost_spread: number[];
+  sigma: number[];
 }
 
 export function toTime(timeS: number): Time {
@@ -238,6 +244,7 @@ export interface StatusInput {
   counters: { ticks: number; deadlineMisses: number; plannerErrors: number; rejectedStates: number; rejectedGoals: number; staleTicks: number };
   lastRejection: string;
   info: Readonly<Record<string, number>>;
+  diagnostics?: PlanDiagnostics;
 }
 
 export function statusMessage(s: StatusInput): StatusMsg {
@@ -261,5 +268,10 @@ export function statusMessage(s: StatusInput): StatusMsg {
     last_rejection: s.lastRejection,
     info_names: Object.keys(s.info),
     info_values: Object.values(s.info),
+    ladder_beta: s.diagnostics?.ladder?.beta ?? [],
+    ladder_ess_ratio: s.diagnostics?.ladder?.essRatio ?? [],
+    ladder_acceptance: s.diagnostics?.ladder?.acceptance ?? [],
+    cost_spread: s.diagnostics?.costSpread ?? [],
+    sigma: s.diagnostics?.sigma ?? [],
   };
 }

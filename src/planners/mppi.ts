@@ -45,6 +45,8 @@ export interface MppiResult {
   meanCost: Float64Array;
   rollouts: number;
   iterations: number;
+  /** the last iteration's sample costs of the first nominal: min, p10, median, p90 (finite ones) */
+  costSpread: number[];
 }
 
 /**
@@ -84,6 +86,7 @@ export async function mppi(
   let rollouts = 0;
   let iterations = 0;
   let iterationMs = 0;
+  let costSpread: number[] = [];
   for (let it = 0; it < p.iterations; it++) {
     if (deadline !== undefined && it > 0 && performance.now() + iterationMs >= deadline) break;
     const t0 = performance.now();
@@ -114,6 +117,11 @@ export async function mppi(
     rollouts += P * M;
     for (let q = 0; q < P; q++) {
       const order = Array.from({ length: M }, (_, i) => i).sort((a, b) => finite(J[q * M + a]) - finite(J[q * M + b]));
+      if (q === 0) {
+        const sorted = order.map((i) => J[i]).filter(Number.isFinite);
+        const at = (f: number) => sorted[Math.min(sorted.length - 1, Math.floor(f * (sorted.length - 1)))];
+        costSpread = sorted.length ? [sorted[0], at(0.1), at(0.5), at(0.9)] : [];
+      }
       const elite = order.slice(0, K);
       const jMin = finite(J[q * M + elite[0]]);
       if (jMin < bestCost[q]) {
@@ -146,7 +154,7 @@ export async function mppi(
       best.set(means.subarray(q * dim, (q + 1) * dim), q * dim);
     }
   }
-  return { means, sigmas, best, bestCost, meanCost, rollouts, iterations };
+  return { means, sigmas, best, bestCost, meanCost, rollouts, iterations, costSpread };
 }
 
 const finite = (v: number) => (Number.isFinite(v) ? v : Infinity);

@@ -160,7 +160,7 @@ export class ControllerSession {
     return statusMessage({
       planner: this.planner.name, stampS: tick.timeS, frameId, mode: tick.mode, reason: tick.reason, solveMs: tick.solveMs,
       budgetMs: this.budgetMs, periodMs: 1000 * this.periodS, cost: tick.cost, counters: this.controller.counters,
-      lastRejection: this.controller.lastRejection, info: tick.info,
+      lastRejection: this.controller.lastRejection, info: tick.info, diagnostics: tick.diagnostics,
     });
   }
 
