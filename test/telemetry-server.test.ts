@@ -15,7 +15,7 @@ import type { Channel } from '@foxglove/ws-protocol';
 import { WebSocket } from 'ws';
 import { logTopics } from '../src/telemetry/mcap-log.js';
 import { CLIENT_QUEUE_LIMIT_BYTES } from '../src/telemetry/foxglove-live.js';
-import { Telemetry } from '../src/telemetry/server.js';
+import { SCENE_TOPIC, Telemetry } from '../src/telemetry/server.js';
 
 const CONFIG = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
 
@@ -262,6 +262,7 @@ describe('live in Foxglove (the protocol\'s own client class over a real socket)
         built.plan++;
         return session.planMessage(tick);
       });
+      telemetry.publish(SCENE_TOPIC, t, () => session.sceneMessage(tick));
       await new Promise((r) => setTimeout(r, 10));
     }
   }
@@ -270,7 +271,7 @@ describe('live in Foxglove (the protocol\'s own client class over a real socket)
     const { ws, client, advertised } = connect('foxglove.websocket.v1');
     try {
       const channels = await advertised;
-      assert.deepEqual(channels.map((c) => c.topic).sort(), Object.keys(logTopics(session.codec.type)).sort());
+      assert.deepEqual(channels.map((c) => c.topic).sort(), [...Object.keys(logTopics(session.codec.type)), SCENE_TOPIC].sort());
       const status = channels.find((c) => c.topic === '/tempered_mpc/status')!;
       assert.deepEqual([status.encoding, status.schemaEncoding, status.schemaName], ['protobuf', 'protobuf', 'tempered_mpc_msgs.msg.PlannerStatus']);
       // decoded as Foxglove decodes it: from the advertised FileDescriptorSet alone
@@ -289,6 +290,26 @@ describe('live in Foxglove (the protocol\'s own client class over a real socket)
         assert.equal(typeof frame.solve_ms, 'number');
       }
       assert.equal((frames.at(-1) as { mode_name: string }).mode_name, 'ok');
+    } finally {
+      ws.close();
+    }
+  });
+
+  it('draws the plan as a foxglove.SceneUpdate: the pendulum at the plan\'s start and its tip\'s path, on the rod\'s circle', async () => {
+    const { ws, client, advertised } = connect('foxglove.websocket.v1');
+    try {
+      const scene = (await advertised).find((c) => c.topic === SCENE_TOPIC)!;
+      assert.deepEqual([scene.encoding, scene.schemaName, scene.schemaEncoding], ['json', 'foxglove.SceneUpdate', 'jsonschema']);
+      assert.equal(JSON.parse(scene.schema).title, 'foxglove.SceneUpdate');
+      client.subscribe(scene.id);
+      const frames: { entities: { id: string; lines: { points: { x: number; y: number }[] }[] }[] }[] = [];
+      client.on('message', (m) => frames.push(JSON.parse(new TextDecoder().decode(m.data))));
+      await tickUntil(() => frames.some((f) => f.entities.length === 2), { plan: 0 });
+      const frame = frames.find((f) => f.entities.length === 2)!;
+      const plan = frame.entities.find((e) => e.id === 'plan')!.lines[0].points;
+      assert.equal(plan.length, session.model.horizon + 1, 'one point per predicted state');
+      for (const p of plan) assert.ok(Math.abs(Math.hypot(p.x, p.y) - 1) < 1e-9, 'the tip stays on the 1 m rod\'s circle');
+      assert.deepEqual(frame.entities.find((e) => e.id === 'system')!.lines[0].points[0], { x: 0, y: 0, z: 0 }, 'the rod starts at the pivot');
     } finally {
       ws.close();
     }

@@ -6,7 +6,7 @@ import type { ParamEntry } from '../../src/params.js';
 import { ControllerSession } from '../../src/run/session.js';
 import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
 import { logTopics } from '../../src/telemetry/mcap-log.js';
-import { serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
+import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
 import { declareAll, onSetParameters, readAll, refuseUndeclared, toRos } from './parameters.js';
 import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, subscriberCount, Subscription, Timer, TRANSITION } from './rcl.js';
 
@@ -355,6 +355,7 @@ export class ControllerNode {
       t.publish('/tempered_mpc/command', tick.timeS, () => session.commandMessage(tick));
       t.publish('/tempered_mpc/status', tick.timeS, () => session.statusMessage(tick));
       t.publish('/tempered_mpc/plan', tick.timeS, () => session.planMessage(tick));
+      t.publish(SCENE_TOPIC, tick.timeS, () => session.sceneMessage(tick));
       if (estimate) t.publish('/tempered_mpc/state_estimate', tick.timeS, () => estimate);
     }
   }

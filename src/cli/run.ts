@@ -6,7 +6,7 @@ import { readParamsFile } from '../run/params-file.js';
 import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
 import { logTopics, McapLog } from '../telemetry/mcap-log.js';
-import { serveTelemetry, Telemetry, telemetryBanner } from '../telemetry/server.js';
+import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner } from '../telemetry/server.js';
 import { timestamp } from './bench-to.js';
 import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
@@ -84,6 +84,7 @@ export const runCommand: Command = {
       emit('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick));
       emit('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick));
       emit('/tempered_mpc/status', r.timeS, session.statusMessage(r.tick));
+      telemetry?.publish(SCENE_TOPIC, r.timeS, () => session.sceneMessage(r.tick));
       telemetry?.observe(r.tick);
       bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
     };

@@ -29,6 +29,11 @@ export const acrobot = defineModel<AcrobotParam>({
   summary: 'Spong acrobot swing-up, elbow torque only, RK4 (q1=0 hangs down)',
   stateNames: ['q1', 'q2', 'dq1', 'dq2'],
   sensor: { kind: 'joints', joints: ['q1', 'q2'] },
+  // q1 = 0 hangs down; the second link drawn twice its centre-of-mass distance long
+  sketch: ([q1, q2], p) => {
+    const elbow: [number, number] = [p.l1 * Math.sin(q1), -p.l1 * Math.cos(q1)];
+    return [[0, 0], elbow, [elbow[0] + 2 * p.lc2 * Math.sin(q1 + q2), elbow[1] - 2 * p.lc2 * Math.cos(q1 + q2)]];
+  },
   controlNames: ['u'],
   params: {
     m1: num(1, 'link 1 mass [kg]', { min: 1e-6 }),

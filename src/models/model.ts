@@ -34,6 +34,12 @@ export interface ModelDefinition<K extends string = string> {
    * the state being [x, y, yaw]. Absent: the model has no state to measure.
    */
   sensor?: SensorInterface;
+  /**
+   * The system drawn in the plane, from a physical state: points in metres
+   * (x right, y up), joined in order; the last one's path along a plan is
+   * drawn in 3-D views (Foxglove). Absent: nothing to draw.
+   */
+  sketch?: (physical: readonly number[], p: ParamValues<K>) => [number, number][];
   /** Where the task counts as achieved, and for how long it must be held (controller runs). */
   goalRegion?: GoalRegion<K>;
   /**

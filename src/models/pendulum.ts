@@ -14,6 +14,8 @@ export const pendulum = defineModel({
   summary: 'variational-integrator pendulum swing-up (theta=0 hangs down; omega = phi/dtS)',
   stateNames: ['theta', 'phi'],
   sensor: { kind: 'joints', joints: ['theta'] },
+  // theta = 0 hangs down
+  sketch: ([theta], p) => [[0, 0], [p.l * Math.sin(theta), -p.l * Math.cos(theta)]],
   controlNames: ['u'],
   params: {
     m: num(1, 'bob mass [kg]', { min: 1e-6 }),

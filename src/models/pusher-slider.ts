@@ -29,6 +29,7 @@ export const pusherSlider = defineModel<PusherParam>({
   summary: 'quasi-static pusher-slider (ellipsoidal limit surface, sticking contact, relaxed edge choice)',
   stateNames: ['bx', 'by', 'alpha'],
   sensor: { kind: 'pose2d' },
+  sketch: ([x, y]) => [[x, y]],
   controlNames: ['e', 's', 'vx', 'vy'],
   noiseDim: 4,
   params: {

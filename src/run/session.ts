@@ -8,6 +8,7 @@ import {
 } from '../interfaces/messages.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
+import { sceneUpdate } from '../interfaces/scene.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, resolveModel, toPhysical } from '../models/model.js';
 import { LiveParameters, ParamValue, SetResult } from '../params.js';
@@ -170,6 +171,11 @@ export class ControllerSession {
     const m = this.model.controlDim;
     const rows = p ? Array.from({ length: p.controls.length / m }, (_, k) => Array.from(p.controls.subarray(k * m, (k + 1) * m))) : [];
     return planMessage(this.model, this.planner.name, p?.startS ?? tick.timeS, frameId, rows, this.predict(tick), tick.cost);
+  }
+
+  /** The followed plan drawn for Foxglove's 3-D panel (foxglove.SceneUpdate); empty without a sketch or a plan. */
+  sceneMessage(tick: TickResult, frameId = ''): object {
+    return sceneUpdate(this.model, tick.plan?.startS ?? tick.timeS, frameId, this.predict(tick));
   }
 
   /** Physical states along the followed plan from the state it was planned from (empty without a plan). */

@@ -90,6 +90,13 @@ export class FoxgloveLive {
     });
   }
 
+  /** A JSON channel beside the message types of msgs/ (e.g. foxglove.SceneUpdate for the 3-D panel). */
+  addJsonChannel(topic: string, schemaName: string, schema: object): void {
+    const json = new TextEncoder();
+    const id = this.server.addChannel({ topic, encoding: 'json', schemaName, schemaEncoding: 'jsonschema', schema: JSON.stringify(schema) });
+    this.channels.set(topic, { id, encode: (m) => json.encode(JSON.stringify(m)) });
+  }
+
   /** Takes WebSocket upgrades on the HTTP server (any path). */
   attach(http: Server): void {
     http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {

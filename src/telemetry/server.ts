@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import Fastify, { FastifyInstance } from 'fastify';
 import type { ControllerCounters, TickResult } from '../controller/controller.js';
 import { protobufSchema } from '../interfaces/protobuf.js';
+import { SCENE_UPDATE, SCENE_UPDATE_SCHEMA } from '../interfaces/scene.js';
 import { Model, physicalNames, toPhysical } from '../models/model.js';
 import type { ParamEntry, ParamValue, SetResult } from '../params.js';
 import { rangeText } from '../params.js';
@@ -59,6 +60,9 @@ const STATIC: Readonly<Record<string, { path: string; type: string }>> = {
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
+/** The live topic of the plan as a foxglove.SceneUpdate. */
+export const SCENE_TOPIC = '/tempered_mpc/plan_scene';
+
 /**
  * Live telemetry and tuning over HTTP, free of any transport to the robot:
  * `run --serve` and the ROS node start the same server around their
@@ -79,6 +83,8 @@ export class Telemetry {
     this.metrics = new ControllerMetrics(source.planner.name, source.budgetMs / 1000);
     this.app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
     this.foxglove = new FoxgloveLive(source, options.topics ?? {}, options.encoding ?? 'protobuf');
+    // the plan in Foxglove's 3-D panel, where the system has a planar sketch
+    if (source.model.def.sketch) this.foxglove.addJsonChannel(SCENE_TOPIC, SCENE_UPDATE, SCENE_UPDATE_SCHEMA);
     this.foxglove.attach(this.app.server);
     this.routes();
   }
