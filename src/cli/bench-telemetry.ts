@@ -11,7 +11,7 @@ import { RUN_OPTIONS, runOptions } from './run.js';
 const CLIENTS = fileURLToPath(new URL('../telemetry/bench-clients.js', import.meta.url));
 
 interface MemorySample { timeS: number; rssMB: number; heapMB: number; externalMB: number }
-interface Leg { summary: RunSummary; memory: { settled: MemorySample; end: MemorySample; maxRssMB: number } }
+interface Leg { summary: RunSummary; memory: { settled: MemorySample; end: MemorySample; maxRssMB: number; samples: MemorySample[] } }
 
 /**
  * Telemetry's cost to the loop: the same real-time run without a server,
@@ -74,7 +74,7 @@ export const benchTelemetryCommand: Command = {
         const settled = samples.find((m) => m.timeS >= Math.min(10, durationS / 2)) ?? samples[0];
         return {
           summary, received, dropped: served?.telemetry.foxglove.dropped, stalledQueueKB,
-          memory: { settled, end: samples.at(-1)!, maxRssMB: Math.max(...samples.map((m) => m.rssMB)) },
+          memory: { settled, end: samples.at(-1)!, maxRssMB: Math.max(...samples.map((m) => m.rssMB)), samples },
         };
       } finally {
         child?.kill();
