@@ -28,15 +28,19 @@ function onGoalBranch(name, v, goal) {
   return goal + Math.atan2(Math.sin(d), Math.cos(d));
 }
 
+// beyond loopback a change needs the token: open the page as http://HOST:PORT/?token=TOKEN
+const token = new URLSearchParams(location.search).get('token');
+
 async function api(method, url, body) {
-  const res = await fetch(url, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const headers = { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...(token ? { authorization: `Bearer ${token}` } : {}) };
+  const res = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const json = await res.json().catch(() => ({}));
   return { ok: res.ok, status: res.status, json };
 }
 
 // ---- the Foxglove WebSocket protocol, as much as the page needs ----
 function connect() {
-  const ws = new WebSocket(`ws://${location.host}/`, ['foxglove.websocket.v1']);
+  const ws = new WebSocket(`ws://${location.host}/${token ? `?token=${encodeURIComponent(token)}` : ''}`, ['foxglove.websocket.v1']);
   ws.binaryType = 'arraybuffer';
   const channelOf = new Map();
   let nextSub = 1;

@@ -343,6 +343,35 @@ describe('live in Foxglove (the protocol\'s own client class over a real socket)
   });
 });
 
+describe('Foxglove beyond loopback', () => {
+  it('a connection without ?token=TOKEN may watch but not change parameters', async () => {
+    const params = resolveRunParams('pendulum', { planner: 'mppi', threads: 1, 'mppi.samples': 64, 'mppi.iterations': 2 });
+    const session = await ControllerSession.create(params, { lockstep: true });
+    const telemetry = new Telemetry(session, { host: '0.0.0.0', port: 0, topics: logTopics(session.codec.type) });
+    const base = (await telemetry.listen()).replace(/^http:\/\/[^:]+/, 'ws://127.0.0.1');
+    const attempt = async (url: string, value: number) => {
+      const ws = new WebSocket(url, ['foxglove.websocket.v1']);
+      const client = new FoxgloveClient({ ws: ws as never });
+      await new Promise((r) => client.on('advertise', r));
+      const status = new Promise<string>((r) => client.on('status', (s) => r(s.message)));
+      const values = new Promise<void>((r) => client.on('parameterValues', () => r()));
+      client.setParameters([{ name: 'mppi.temperature', value }], 'set');
+      const outcome = await Promise.race([status, values.then(() => 'applied')]);
+      ws.close();
+      return outcome;
+    };
+    try {
+      assert.match(await attempt(`${base}/`, 0.06), /nothing applied: a change needs the token/);
+      assert.equal(session.parameterValues()['mppi.temperature'], 0.01);
+      assert.equal(await attempt(`${base}/?token=${telemetry.token}`, 0.06), 'applied');
+      assert.equal(session.parameterValues()['mppi.temperature'], 0.06);
+    } finally {
+      await telemetry.close();
+      session.dispose();
+    }
+  });
+});
+
 describe('back-pressure: a client that stops reading', () => {
   it('is dropped once 4 MB are queued for it, while a reading client keeps getting every message', async function () {
     const params = resolveRunParams('pendulum', { planner: 'mppi', threads: 1, 'mppi.samples': 64, 'mppi.iterations': 2 });

@@ -37,10 +37,19 @@ export class FoxgloveLive {
   private readonly channels = new Map<string, { id: number; encode: (message: object) => Uint8Array }>();
   private readonly subscribed = new Set<number>();
   private readonly clients = new Set<WebSocket>();
+  /** connections that may change parameters (all of them when no token is needed) */
+  private readonly authorized = new WeakSet<object>();
   /** clients dropped for not reading */
   dropped = 0;
 
-  constructor(private readonly source: LiveParameterSource, topics: Readonly<Record<string, string>>, readonly encoding: 'protobuf' | 'json' = 'protobuf', name = 'tempered-mpc') {
+  constructor(
+    private readonly source: LiveParameterSource,
+    topics: Readonly<Record<string, string>>,
+    readonly encoding: 'protobuf' | 'json' = 'protobuf',
+    /** when set, only a connection made with ?token=TOKEN may change parameters */
+    private readonly token?: string,
+    name = 'tempered-mpc',
+  ) {
     this.server = new FoxgloveServer({ name, capabilities: [ServerCapability.parameters, ServerCapability.parametersSubscribe] });
     this.wss = new WebSocketServer({
       noServer: true,
@@ -48,6 +57,8 @@ export class FoxgloveLive {
     });
     this.wss.on('connection', (ws, req) => {
       this.clients.add(ws);
+      const given = new URL(req.url ?? '/', 'ws://host').searchParams.get('token');
+      if (this.token === undefined || given === this.token) this.authorized.add(ws);
       ws.on('close', () => this.clients.delete(ws));
       this.server.handleConnection(ws as never, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
     });
@@ -75,6 +86,10 @@ export class FoxgloveLive {
       this.server.publishParameterValues(names.map((n) => toFoxglove(n, values[n])), id, connection);
     });
     this.server.on('setParameters', ({ parameters, id }, connection) => {
+      if (!connection || !this.authorized.has(connection)) {
+        this.server.sendStatus({ level: 2, message: 'nothing applied: a change needs the token: connect to ws://HOST:PORT/?token=TOKEN (printed when the server started)' }, connection);
+        return;
+      }
       const changes = Object.fromEntries(parameters.map((p) => [p.name, p.value]));
       const result = this.source.requestParameters(changes);
       if (!result.ok) {

@@ -82,7 +82,7 @@ export class Telemetry {
     this.token = options.token ?? (LOOPBACK.has(host) ? undefined : randomBytes(18).toString('base64url'));
     this.metrics = new ControllerMetrics(source.planner.name, source.budgetMs / 1000);
     this.app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
-    this.foxglove = new FoxgloveLive(source, options.topics ?? {}, options.encoding ?? 'protobuf');
+    this.foxglove = new FoxgloveLive(source, options.topics ?? {}, options.encoding ?? 'protobuf', this.token);
     // the plan in Foxglove's 3-D panel, where the system has a planar sketch
     if (source.model.def.sketch) this.foxglove.addJsonChannel(SCENE_TOPIC, SCENE_UPDATE, SCENE_UPDATE_SCHEMA);
     this.foxglove.attach(this.app.server);
@@ -227,5 +227,5 @@ export async function serveTelemetry(
 /** One line for the log: where to look, and the token when a change needs one. */
 export function telemetryBanner(telemetry: Telemetry, address: string): string {
   return `telemetry: ${address} (/status, /metrics, /params; Foxglove: ${address.replace(/^http/, 'ws')})`
-    + (telemetry.token ? `; changes need the token: Authorization: Bearer ${telemetry.token}` : '');
+    + (telemetry.token ? `; changes need the token: Authorization: Bearer ${telemetry.token} (HTTP), ${address.replace(/^http/, 'ws')}/?token=${telemetry.token} (Foxglove), ${address}/?token=${telemetry.token} (dashboard)` : '');
 }
