@@ -7,8 +7,12 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-/** Debian's chromium; CI installs it (.ci/run): a missing browser fails this test rather than skipping it. */
+/**
+ * Debian's chromium. CI installs it and sets TEMPERED_MPC_REQUIRE_CHROMIUM (.ci/run), so there a
+ * missing browser fails this test; elsewhere (`npm test` on a fresh machine) it is skipped with the reason.
+ */
 const CHROMIUM = process.env.TEMPERED_MPC_CHROMIUM ?? '/usr/bin/chromium';
+const REQUIRED = process.env.TEMPERED_MPC_REQUIRE_CHROMIUM === '1';
 /** Without these Chromium reaches for the network (updates, sync, field trials). */
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
 
@@ -17,7 +21,12 @@ describe('dashboard in Chromium (playwright-core), during a lockstep run', funct
   after(() => run?.kill());
 
   it('plots update, a parameter set through the panel is applied, pause works, and a screenshot lands in the run\'s folder', async function () {
-    assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: install Debian's chromium (.ci/run does), or set TEMPERED_MPC_CHROMIUM`);
+    if (!existsSync(CHROMIUM)) {
+      const reason = `no Chromium at ${CHROMIUM}: install Debian's chromium (bash .ci/install-chromium.sh), or set TEMPERED_MPC_CHROMIUM`;
+      assert.ok(!REQUIRED, reason);
+      console.log(`      skipped: ${reason}`);
+      this.skip();
+    }
     const out = mkdtempSync(join(tmpdir(), 'tmpc-dashboard-'));
     run = spawn(process.execPath, [CLI, 'run', '--system', 'pendulum', '--params', fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url)),
       '--planner', 'mppi', '--x0', '0,0', '--lockstep', '--duration', '600', '--serve', '--port', '0', '--out', out], { stdio: ['ignore', 'ignore', 'pipe'] });
