@@ -6,10 +6,11 @@ import { runCommand, runOptions } from '../cli/run.js';
 import { decodeCommand, toTime } from '../interfaces/messages.js';
 import { modelDefinition } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
-import { checkValue } from '../params.js';
+import { checkValue, ParamValue } from '../params.js';
 import { parseParamsText } from '../run/params-file.js';
 import { ControllerSession } from '../run/session.js';
 import { resolveRunParams } from '../run/setup.js';
+import { Telemetry } from '../telemetry/server.js';
 
 /**
  * Property-based fuzzing of every surface where input reaches the
@@ -161,6 +162,42 @@ const parameterTarget: FuzzTarget = {
   }),
 };
 
+const httpPatchTarget: FuzzTarget = {
+  name: 'http-patch',
+  doc: 'PATCH /params bodies through the telemetry server\'s routes (JSON of any shape, garbled text): 200 with the applied set or 400 with a worded reason; a 400 changes nothing; never a 5xx',
+  run: (numRuns, seed) => withSmallSession(async (session) => {
+    const telemetry = new Telemetry(session);
+    try {
+      const keys = session.live.list.map((e) => e.key);
+      const key = fc.oneof(fc.constantFrom(...keys), fc.constantFrom('__proto__', 'constructor', ''), fc.string());
+      const body = fc.oneof(
+        // JSON has no BigInt: a big integer reaches the server as a number literal
+        fc.dictionary(key, nastyValue, { maxKeys: 4 }).map((d) => JSON.stringify(d, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))),
+        fc.jsonValue().map((v) => JSON.stringify(v)),
+        fc.string(),
+        fc.constantFrom('{"budgetMs": ', 'null', '[]', '{"mppi.temperature": NaN}', '{"a":1e999}'),
+      );
+      return await check('http-patch', body, numRuns, seed, async (payload) => {
+        const before = JSON.stringify(session.parameterValues());
+        const r = await telemetry.app.inject({ method: 'PATCH', url: '/params', payload, headers: { 'content-type': 'application/json' } });
+        if (r.statusCode >= 500) fail(`${r.statusCode} for ${payload}: ${r.body}`);
+        if (r.statusCode === 200) {
+          const applied = (r.json() as { applied: Record<string, ParamValue> }).applied;
+          for (const [k, v] of Object.entries(applied)) checkValue(k, session.live.entry(k)!.def, v);
+          session.live.takePending();
+          return;
+        }
+        if (r.statusCode !== 400) fail(`unexpected ${r.statusCode} for ${payload}`);
+        const answer = r.json() as { error?: string; message?: string };
+        if (!answer.error && !answer.message) fail(`a 400 without a reason for ${payload}`);
+        if (JSON.stringify(session.parameterValues()) !== before) fail('a refused PATCH changed values');
+      });
+    } finally {
+      await telemetry.close();
+    }
+  }),
+};
+
 const yamlTarget: FuzzTarget = {
   name: 'params-file',
   doc: 'ROS 2 parameter files (random YAML text and random documents): resolved, or refused with a worded error',
@@ -239,4 +276,4 @@ const commandTarget: FuzzTarget = {
   },
 };
 
-export const FUZZ_TARGETS: readonly FuzzTarget[] = [messageTarget('state'), messageTarget('goal'), parameterTarget, yamlTarget, cliTarget, controlsTarget, commandTarget];
+export const FUZZ_TARGETS: readonly FuzzTarget[] = [messageTarget('state'), messageTarget('goal'), parameterTarget, httpPatchTarget, yamlTarget, cliTarget, controlsTarget, commandTarget];
