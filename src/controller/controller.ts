@@ -421,10 +421,6 @@ function checkedPlan(result: PlanResult): PlanResult {
 
 /** Whether the promise settles within `ms` (it keeps running otherwise). */
 async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  if (!Number.isFinite(ms)) {
-    await promise;
-    return true;
-  }
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<false>((resolve) => {
     timer = setTimeout(() => resolve(false), ms);
