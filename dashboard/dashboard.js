@@ -4,7 +4,6 @@
 /* global uPlot, protobuf */
 
 const MAX_POINTS = 2000;
-const ANGLE = /^(theta|q\d|th\d|alpha)$/;
 const $ = (selector) => document.querySelector(selector);
 
 const info = { frames: 0, statusFrames: 0, applied: [] };
@@ -21,9 +20,9 @@ function push(array, value) {
   if (array.length > MAX_POINTS) array.shift();
 }
 
-/** An angle on the goal's branch (within pi of it): a pendulum held at -pi is at the goal. */
-function onGoalBranch(name, v, goal) {
-  if (!ANGLE.test(name) || v == null) return v;
+/** An angle (which states are, the server says) on the goal's branch, within pi of it: a pendulum held at -pi is at the goal. */
+function onGoalBranch(i, v, goal) {
+  if (!meta.angles[i] || v == null) return v;
   const d = v - goal;
   return goal + Math.atan2(Math.sin(d), Math.cos(d));
 }
@@ -153,7 +152,7 @@ function chart(title, series, opts = {}) {
 
 function buildCharts() {
   const names = meta.stateNames;
-  names.forEach((name, i) => chart(name + (ANGLE.test(name) ? ' (on the goal\'s branch)' : ''), [
+  names.forEach((name, i) => chart(name + (meta.angles[i] ? ' (on the goal\'s branch)' : ''), [
     { label: meta.hasTruth ? 'true' : 'measured', stroke: '#1f77b4' },
     ...(meta.hasTruth ? [{ label: 'measured', stroke: '#bbbbbb' }] : []),
     { label: 'plan', stroke: '#ff7f0e', dash: [6, 3] },
@@ -163,12 +162,12 @@ function buildCharts() {
       const g = meta.goal[i];
       const t = history.t;
       const planT = plan ? plan.times.map((dt) => plan.t0 + dt).filter((x) => x > (t.at(-1) ?? -Infinity)) : [];
-      const planV = plan ? plan.states.slice(plan.states.length - planT.length).map((row) => onGoalBranch(name, row[i], g)) : [];
+      const planV = plan ? plan.states.slice(plan.states.length - planT.length).map((row) => onGoalBranch(i, row[i], g)) : [];
       const pad = (a) => [...a, ...planT.map(() => null)];
       return [
         [...t, ...planT],
-        pad(history.truth.map((row) => onGoalBranch(name, row?.[i], g))),
-        ...(meta.hasTruth ? [pad(history.measured.map((row) => onGoalBranch(name, row?.[i], g)))] : []),
+        pad(history.truth.map((row) => onGoalBranch(i, row?.[i], g))),
+        ...(meta.hasTruth ? [pad(history.measured.map((row) => onGoalBranch(i, row?.[i], g)))] : []),
         [...t.map(() => null), ...planV],
         [...t, ...planT].map(() => g),
       ];

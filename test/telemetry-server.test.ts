@@ -42,6 +42,7 @@ describe('telemetry server (fastify, routes through inject)', function () {
       await ticked(telemetry, 0.1);
       const status = (await telemetry.app.inject({ method: 'GET', url: '/status' })).json();
       assert.equal(status.planner, 'mppi');
+      assert.deepEqual(status.angles, [true, false], 'theta is an angle, omega is not');
       assert.equal(status.tick.mode, 'ok');
       assert.equal(status.counters.ticks, 2);
       assert.ok(Math.abs(status.budgetMs - 80) < 1e-9);

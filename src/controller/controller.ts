@@ -150,6 +150,7 @@ export class Controller {
   private nextPlanS = -Infinity;
   private uPrev: number[];
   private step: StepFunction | undefined;
+  private zeroNoise: number[] | undefined;
   readonly safeCommand: number[];
   readonly planPeriodS: number;
 
@@ -295,16 +296,21 @@ export class Controller {
     const { x, stampS } = this.state!;
     const dtS = this.model.dtS;
     const steps = Math.max(1, Math.round((nowS + this.planPeriodS - stampS) / dtS));
-    this.step ??= compileStepFunction(buildStepGraphs(this.model, false));
-    const noise = new Array<number>(this.model.noiseDim).fill(0);
     let predicted = x;
     let u = this.uPrev;
     for (let k = 0; k < steps; k++) {
       u = this.commandAt(stampS + k * dtS);
-      predicted = this.step(predicted, u, noise);
+      predicted = this.stepModel(predicted, u);
     }
     if (!predicted.every(Number.isFinite)) predicted = x;
     return this.startPlan(predicted, stampS + steps * dtS, u);
+  }
+
+  /** One noise-free step of the model (the kernels' step, compiled for single states): prediction and the plan's predicted states. */
+  stepModel(x: readonly number[], u: readonly number[]): number[] {
+    this.step ??= compileStepFunction(buildStepGraphs(this.model, false));
+    this.zeroNoise ??= new Array<number>(this.model.noiseDim).fill(0);
+    return this.step(x, u, this.zeroNoise);
   }
 
   /**

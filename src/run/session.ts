@@ -6,8 +6,6 @@ import { Ekf, linearize } from '../estimation/ekf.js';
 import {
   CommandMsg, commandMessage, PlanMsg, planMessage, StateCodec, StateEstimateMsg, stateEstimateMessage, StatusMsg, statusMessage,
 } from '../interfaces/messages.js';
-import { buildStepGraphs } from '../kernels/graphs.js';
-import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
 import { sceneUpdate } from '../interfaces/scene.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, resolveModel, toPhysical } from '../models/model.js';
@@ -33,7 +31,6 @@ export class ControllerSession {
   readonly estimator: Ekf | undefined;
   /** its latest estimate (model state units) */
   estimate: { stampS: number; state: number[]; covariance: number[][]; mahalanobis2: number } | undefined;
-  private step: StepFunction | undefined;
 
   private constructor(
     readonly params: RunParams,
@@ -182,13 +179,11 @@ export class ControllerSession {
   predict(tick: TickResult): number[][] {
     const p = tick.plan;
     if (!p) return [];
-    this.step ??= compileStepFunction(buildStepGraphs(this.model, false));
-    const noise = new Array<number>(this.model.noiseDim).fill(0);
     const m = this.model.controlDim;
     let x = p.fromState;
     const states = [toPhysical(this.model, x)];
     for (let k = 0; k < p.controls.length / m; k++) {
-      x = this.step(x, Array.from(p.controls.subarray(k * m, (k + 1) * m)), noise);
+      x = this.controller.stepModel(x, Array.from(p.controls.subarray(k * m, (k + 1) * m)));
       states.push(toPhysical(this.model, x));
     }
     return states;

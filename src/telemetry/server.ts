@@ -7,7 +7,7 @@ import Fastify, { FastifyInstance } from 'fastify';
 import type { ControllerCounters, TickResult } from '../controller/controller.js';
 import { protobufSchema } from '../interfaces/protobuf.js';
 import { SCENE_UPDATE, SCENE_UPDATE_SCHEMA } from '../interfaces/scene.js';
-import { Model, physicalNames, toPhysical } from '../models/model.js';
+import { isAngle, Model, physicalNames, toPhysical } from '../models/model.js';
 import type { ParamEntry, ParamValue, SetResult } from '../params.js';
 import { rangeText } from '../params.js';
 import type { SimControl } from '../run/loop.js';
@@ -156,6 +156,8 @@ export class Telemetry {
         planner: source.planner.name,
         system: source.model.name,
         stateNames: physicalNames(source.model),
+        // which states are angles (plotted on the goal's branch), by the models' one rule
+        angles: physicalNames(source.model).map(isAngle),
         controlNames: source.model.def.controlNames,
         controlLimits: { lower: limits.lower.map(finiteOrNull), upper: limits.upper.map(finiteOrNull) },
         goal: toPhysical(source.model, source.controller.currentReference),
