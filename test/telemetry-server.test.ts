@@ -374,7 +374,7 @@ describe('Foxglove beyond loopback', () => {
 });
 
 describe('back-pressure: a client that stops reading', () => {
-  it('is dropped once 4 MB are queued for it, while a reading client keeps getting every message', async function () {
+  it('is dropped once CLIENT_QUEUE_LIMIT_BYTES (1 MB) are queued for it, while a reading client keeps getting every message', async function () {
     const params = resolveRunParams('pendulum', { planner: 'mppi', threads: 1, 'mppi.samples': 64, 'mppi.iterations': 2 });
     const session = await ControllerSession.create(params, { lockstep: true });
     const telemetry = new Telemetry(session, { port: 0, topics: logTopics(session.codec.type) });

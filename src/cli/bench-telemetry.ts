@@ -13,28 +13,36 @@ const CLIENTS = fileURLToPath(new URL('../telemetry/bench-clients.js', import.me
 interface MemorySample { timeS: number; rssMB: number; heapMB: number; externalMB: number }
 interface Leg { summary: RunSummary; memory: { settled: MemorySample; end: MemorySample; maxRssMB: number; samples: MemorySample[] } }
 
+type LegKind = 'none' | 'clients' | 'stalled';
+
 /**
- * Telemetry's cost to the loop: the same real-time run without a server,
- * then with one and N Foxglove clients (in a process of their own)
- * subscribed to every channel at the control rate, plus one client that
- * stops reading. Compares p99 solve time and command jitter, and memory
- * over the run with the stalled client.
+ * Telemetry's cost to the loop: the same real-time run three times: without
+ * a server; with one and N Foxglove clients (in a process of their own)
+ * subscribed to every channel at the control rate; and with the same N plus
+ * one client that subscribes and stops reading. Compares p99 solve time and
+ * command jitter (first two legs), and memory of the last two, so that the
+ * stalled client's own effect on memory is the difference between them.
  */
 export const benchTelemetryCommand: Command = {
   name: 'bench telemetry',
-  summary: 'Telemetry\'s cost to a real-time run: p99 solve time and command jitter without the server and with N Foxglove clients on every channel, and memory with one stalled client.',
+  summary: 'Telemetry\'s cost to a real-time run: p99 solve time and command jitter without the server and with N Foxglove clients on every channel, and memory with and without one more, stalled client.',
   usage: 'bench telemetry --system NAME [--planner tsmc|mppi] [--clients N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 ..] [--json]',
-  options: { ...RUN_OPTIONS, clients: { type: 'string', description: 'Foxglove clients (default 10)', valueName: 'N' }, json: JSON_OPTION },
+  options: {
+    ...RUN_OPTIONS,
+    clients: { type: 'string', description: 'Foxglove clients (default 10)', valueName: 'N' },
+    leg: { type: 'string', description: 'run one leg only (none|clients|stalled) and print it as JSON: each leg runs in a process of its own, so memory is compared from the same start', valueName: 'L' },
+    json: JSON_OPTION,
+  },
   async run(values) {
     const { system, params, durationS, lockstep } = runOptions(values);
     if (lockstep) throw new UsageError('bench telemetry runs in real time: drop --lockstep');
     const clients = optionalInteger(values, 'clients', 10, 0);
     if (clients > 100) throw new UsageError(`--clients must be <= 100, got ${clients}`);
-    const leg = async (withServer: boolean): Promise<Leg & { received?: number[]; dropped?: number; stalledQueueKB?: number }> => {
+    const leg = async (kind: LegKind): Promise<Leg & { received?: number[]; dropped?: number; stalledQueueKB?: number }> => {
       const { session, sim } = await assemble(params, { lockstep: false });
       const topics = logTopics(session.codec.type, session.estimator !== undefined);
-      const served = withServer ? await serveTelemetry(session, params.controller, topics, { port: 0 }) : undefined;
-      const child = served && spawn(process.execPath, [CLIENTS, served.address.replace(/^http/, 'ws'), String(clients), 'stalled'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const served = kind !== 'none' ? await serveTelemetry(session, params.controller, topics, { port: 0 }) : undefined;
+      const child = served && spawn(process.execPath, [CLIENTS, served.address.replace(/^http/, 'ws'), String(clients), ...(kind === 'stalled' ? ['stalled'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child?.stdout!.on('data', (d) => (out += d));
       // let the clients connect and subscribe
@@ -82,24 +90,50 @@ export const benchTelemetryCommand: Command = {
         session.dispose();
       }
     };
-    const without = await leg(false);
-    const withClients = await leg(true);
+    const only = values.leg as string | undefined;
+    if (only !== undefined) {
+      if (!['none', 'clients', 'stalled'].includes(only)) throw new UsageError(`--leg must be none, clients or stalled, got '${only}'`);
+      return printJson(await leg(only as LegKind));
+    }
+    // each leg in a fresh process: RSS never shrinks back, so legs sharing a process would inherit each other's peaks
+    const inChild = async (kind: LegKind): Promise<Awaited<ReturnType<typeof leg>>> => {
+      const args = [...process.execArgv, process.argv[1], ...process.argv.slice(2).filter((a) => a !== '--json'), '--leg', kind, '--json'];
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      child.stdout!.on('data', (d) => (text += d));
+      const code = await new Promise<number | null>((r) => child.once('exit', r));
+      if (code !== 0) throw new Error(`the '${kind}' leg exited with ${code}`);
+      return JSON.parse(text) as Awaited<ReturnType<typeof leg>>;
+    };
+    const without = await inChild('none');
+    const withClients = await inChild('clients');
+    const withStalled = await inChild('stalled');
     const p99 = (l: Leg) => l.summary.solveMs.p99;
+    // the stalled client's own cost: the leg with it against the same clients without it
+    const stalledEffectMB = {
+      end: withStalled.memory.end.rssMB - withClients.memory.end.rssMB,
+      max: withStalled.memory.maxRssMB - withClients.memory.maxRssMB,
+      growthWith: withStalled.memory.end.rssMB - withStalled.memory.settled.rssMB,
+      growthWithout: withClients.memory.end.rssMB - withClients.memory.settled.rssMB,
+    };
     const result = {
       system, planner: params.controller.planner, durationS, clients,
-      solveP99Ms: { without: p99(without), with: p99(withClients), change: p99(withClients) / p99(without) - 1 },
-      commandJitterP99Ms: { without: without.summary.commandJitterMs?.p99, with: withClients.summary.commandJitterMs?.p99 },
-      deadlineMisses: { without: without.summary.deadlineMisses, with: withClients.summary.deadlineMisses },
-      messagesPerClient: withClients.received, stalledClientDropped: withClients.dropped, stalledClientQueueKB: withClients.stalledQueueKB,
-      memory: { without: without.memory, with: withClients.memory },
+      solveP99Ms: { without: p99(without), with: p99(withClients), change: p99(withClients) / p99(without) - 1, withStalled: p99(withStalled) },
+      commandJitterP99Ms: { without: without.summary.commandJitterMs?.p99, with: withClients.summary.commandJitterMs?.p99, withStalled: withStalled.summary.commandJitterMs?.p99 },
+      deadlineMisses: { without: without.summary.deadlineMisses, with: withClients.summary.deadlineMisses, withStalled: withStalled.summary.deadlineMisses },
+      messagesPerClient: withClients.received, stalledClientDropped: withStalled.dropped, stalledClientQueueKB: withStalled.stalledQueueKB,
+      stalledEffectMB,
+      memory: { without: without.memory, with: withClients.memory, withStalled: withStalled.memory },
     };
     if (values.json) return printJson(result);
-    console.log(`${result.planner} on ${system}, ${durationS} s real time, ${clients} Foxglove clients on every channel + 1 stalled client`);
+    console.log(`${result.planner} on ${system}, ${durationS} s real time per leg: no server; ${clients} Foxglove clients on every channel; the same + 1 stalled client`);
     console.log(`  solve p99 ${p99(without).toFixed(1)} ms without the server, ${p99(withClients).toFixed(1)} ms with (${(100 * result.solveP99Ms.change).toFixed(1)}%)`);
     console.log(`  command jitter p99 ${result.commandJitterP99Ms.without?.toFixed(2)} -> ${result.commandJitterP99Ms.with?.toFixed(2)} ms; deadline misses ${result.deadlineMisses.without} -> ${result.deadlineMisses.with}`);
-    console.log(`  messages per client ${withClients.received?.join(', ')}; stalled clients dropped ${withClients.dropped}`);
+    console.log(`  messages per client ${withClients.received?.join(', ')}; stalled clients dropped ${withStalled.dropped}`);
     const mem = (l: Leg) => `RSS ${l.memory.settled.rssMB.toFixed(1)} -> ${l.memory.end.rssMB.toFixed(1)} MB (max ${l.memory.maxRssMB.toFixed(1)}), heap ${l.memory.settled.heapMB.toFixed(1)} -> ${l.memory.end.heapMB.toFixed(1)} MB, external ${l.memory.settled.externalMB.toFixed(1)} -> ${l.memory.end.externalMB.toFixed(1)} MB`;
     console.log(`  memory from t=${withClients.memory.settled.timeS.toFixed(0)} s without the server: ${mem(without)}`);
-    console.log(`  with the clients and the stalled one: ${mem(withClients)}; queued for the stalled client at the end ${withClients.stalledQueueKB?.toFixed(0)} kB (dropped at ${CLIENT_QUEUE_LIMIT_BYTES / 2 ** 20} MB)`);
+    console.log(`  with the clients: ${mem(withClients)}`);
+    console.log(`  with the clients and the stalled one: ${mem(withStalled)}; queued for the stalled client at the end ${withStalled.stalledQueueKB?.toFixed(0)} kB (dropped at ${CLIENT_QUEUE_LIMIT_BYTES / 2 ** 20} MB)`);
+    console.log(`  the stalled client's effect on RSS: ${stalledEffectMB.end.toFixed(1)} MB at the end, ${stalledEffectMB.max.toFixed(1)} MB at the peak; growth from t=${withStalled.memory.settled.timeS.toFixed(0)} s ${stalledEffectMB.growthWith.toFixed(1)} MB with it, ${stalledEffectMB.growthWithout.toFixed(1)} MB without`);
   },
 };

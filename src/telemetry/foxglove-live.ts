@@ -11,7 +11,7 @@ import type { ParamValue, SetResult } from '../params.js';
 export const SUBPROTOCOLS = ['foxglove.websocket.v1', 'foxglove.sdk.v1'] as const;
 
 /** Bytes queued for one client beyond which it is dropped: a stalled client must not grow memory. */
-export const CLIENT_QUEUE_LIMIT_BYTES = 4 * 2 ** 20;
+export const CLIENT_QUEUE_LIMIT_BYTES = 2 ** 20;
 
 // a CommonJS package: its named exports come through the default import
 const { FoxgloveServer, ServerCapability } = foxglove;
