@@ -313,6 +313,12 @@ function paramRow(p, value) {
       };
     } else input.onchange = () => apply(Number(input.value));
     line.append(input);
+  } else if (p.kind === 'text') {
+    input = document.createElement('input');
+    input.type = 'text';
+    input.value = value;
+    input.onchange = () => apply(input.value);
+    line.append(input);
   } else {
     input = document.createElement('input');
     input.type = 'text';

@@ -36,12 +36,19 @@ export interface ListParam<E extends 'number' | 'string' = 'number' | 'string'> 
   maxLength: number;
 }
 
-export type ParamDef = NumberParam | EnumParam | ListParam;
+/** Free text, e.g. a path. */
+export interface TextParam extends ParamBase {
+  kind: 'text';
+  default: string;
+  maxLength: number;
+}
+
+export type ParamDef = NumberParam | EnumParam | ListParam | TextParam;
 export type Schema = Readonly<Record<string, ParamDef>>;
 export type ParamValue = number | string | readonly number[] | readonly string[];
 
 export type ParamsOf<S extends Schema> = {
-  -readonly [K in keyof S]: S[K] extends EnumParam<infer C> ? C : S[K] extends ListParam<infer E> ? (E extends 'number' ? number[] : string[]) : number;
+  -readonly [K in keyof S]: S[K] extends EnumParam<infer C> ? C : S[K] extends ListParam<infer E> ? (E extends 'number' ? number[] : string[]) : S[K] extends TextParam ? string : number;
 };
 
 type Extras<P> = Omit<P, 'kind' | 'default' | 'doc' | 'choices' | 'of'>;
@@ -55,8 +62,12 @@ export const choice = <C extends string>(d: C, choices: readonly C[], doc: strin
 export const list = <E extends 'number' | 'string'>(of: E, doc: string, extras: Extras<ListParam> & { maxLength: number }): ListParam<E> =>
   ({ kind: 'list', of, default: [], doc, ...extras } as ListParam<E>);
 
+export const text = (d: string, doc: string, extras: Extras<TextParam>): TextParam =>
+  ({ kind: 'text', default: d, doc, ...extras });
+
 export function rangeText(p: ParamDef): string {
   if (p.kind === 'enum') return p.choices.join('|');
+  if (p.kind === 'text') return `text (at most ${p.maxLength} characters)`;
   if (p.kind === 'list') return `list of ${p.of}s (at most ${p.maxLength})`;
   const lo = p.min === undefined ? '' : `${p.exclusive ? '(' : '['}${p.min}`;
   const hi = p.max === undefined ? '' : `${p.max}${p.exclusive ? ')' : ']'}`;
@@ -72,6 +83,13 @@ export function checkValue(label: string, def: ParamDef, value: unknown): ParamV
     return value;
   }
   if (def.kind === 'list') return checkList(label, def, value);
+  if (def.kind === 'text') {
+    if (typeof value !== 'string') throw new Error(`${label} must be text, got ${describe(value)}`);
+    if (value.length > def.maxLength) throw new Error(`${label} takes at most ${def.maxLength} characters, got ${value.length}`);
+    // eslint-disable-next-line no-control-regex
+    if (/[\u0000-\u001f]/.test(value)) throw new Error(`${label} must not hold control characters, got ${describe(value)}`);
+    return value;
+  }
   const v = typeof value === 'string' && value.trim() !== '' ? Number(value) : typeof value === 'bigint' ? Number(value) : value;
   if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${label} must be a finite number, got ${describe(value)}`);
   if (def.integer && !Number.isInteger(v)) throw new Error(`${label} must be an integer, got ${v}`);

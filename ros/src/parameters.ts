@@ -11,7 +11,7 @@ type TypeCode = (typeof PARAMETER)[keyof typeof PARAMETER];
 
 export function rosType(entry: ParamEntry): TypeCode {
   const d = entry.def;
-  if (d.kind === 'enum') return PARAMETER.STRING;
+  if (d.kind === 'enum' || d.kind === 'text') return PARAMETER.STRING;
   if (d.kind === 'list') return d.of === 'string' ? PARAMETER.STRING_ARRAY : PARAMETER.DOUBLE_ARRAY;
   return d.integer ? PARAMETER.INTEGER : PARAMETER.DOUBLE;
 }
@@ -29,7 +29,7 @@ const MAX_INT64 = 2n ** 63n - 1n;
 /** The text `ros2 param describe` shows as constraints: the rule, and why a read-only parameter is. */
 export function constraintsText(entry: ParamEntry): string {
   const d = entry.def;
-  const rule = d.kind === 'enum' ? `one of: ${d.choices.join(', ')}` : d.kind === 'list' ? rangeText(d) : `range ${rangeText(d)}`;
+  const rule = d.kind === 'enum' ? `one of: ${d.choices.join(', ')}` : d.kind === 'list' || d.kind === 'text' ? rangeText(d) : `range ${rangeText(d)}`;
   return entry.readOnly ? `${rule}; read-only: ${entry.readOnly}` : rule;
 }
 

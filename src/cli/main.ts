@@ -12,8 +12,9 @@ import { rolloutCommand } from './rollout.js';
 import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
+import { trainPriorCommand } from './train-prior.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, trainPriorCommand];
 
 function overview(): string {
   return [

@@ -24,12 +24,13 @@ export const RUN_OPTIONS: Record<string, OptionSpec> = {
   x0: { type: 'string', description: 'initial physical state of the simulated plant (default: the system\'s x0); the same as --set sim.x0=a,b,...', valueName: 'a,b,...' },
   lockstep: { type: 'boolean', description: 'deterministic: the simulator waits for every plan; no deadlines' },
   seed: { type: 'string', description: 'random seed of planner (K) and simulator noise (K + 1); the same as --set seed=K (default 0)', valueName: 'K' },
+  prior: { type: 'string', description: 'a learned prior (train-prior --out) guiding MPPI; the same as --set prior.path=DIR --planner mppi', valueName: 'DIR' },
 };
 
 export const runCommand: Command = {
   name: 'run',
   summary: 'Run the controller against the bundled simulator, embedded (no ROS): progress, summary, and an MCAP log, summary.json and a plot in --out.',
-  usage: 'run --system NAME [--planner tsmc|mppi] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--serve [--host H] [--port P] [--token T]] [--log-encoding protobuf|json] [--out DIR] [--json]',
+  usage: 'run --system NAME [--planner tsmc|mppi] [--prior DIR] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--serve [--host H] [--port P] [--token T]] [--log-encoding protobuf|json] [--out DIR] [--json]',
   options: {
     ...RUN_OPTIONS,
     out: { type: 'string', description: 'output folder (default runs/TIMESTAMP)', valueName: 'DIR' },
@@ -148,6 +149,12 @@ export function runOptions(values: Record<string, unknown>) {
   if (seed !== undefined) flat.seed = seed;
   const planner = stringOpt(values, 'planner');
   if (planner !== undefined) flat.planner = planner;
+  const prior = stringOpt(values, 'prior');
+  if (prior !== undefined) {
+    if (planner !== undefined && planner !== 'mppi') throw new UsageError(`--prior guides MPPI: drop --planner ${planner}, or use --planner mppi`);
+    flat['prior.path'] = prior;
+    flat.planner = 'mppi';
+  }
   const rate = stringOpt(values, 'rate');
   if (rate !== undefined) flat.rateHz = parseNumber('--rate', rate);
   const durationText = stringOpt(values, 'duration');

@@ -379,7 +379,8 @@ export class Controller {
         note(reason, `the latest plan is ${ageS.toFixed(3)} s old, past its ${timeoutS === horizonS ? 'horizon' : 'planTimeoutS'} ${+timeoutS.toFixed(6)} s: safe command`));
     }
     const control = sampleAt(p.controls, this.model.controlDim, Math.max(0, ageS) / this.model.dtS, this.options.interpolation ?? 'zoh');
-    return this.emit(base, control, p, mode, mode === 'ok' ? '' : note(reason, 'following the previous plan'));
+    // a plan that landed with part of the planner switched off says so, though the tick is ok
+    return this.emit(base, control, p, mode, mode === 'ok' ? base.diagnostics.notice ?? '' : note(reason, 'following the previous plan'));
   }
 
   private base(nowS: number): TickBase {

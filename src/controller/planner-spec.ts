@@ -6,7 +6,11 @@ import { Model, resolveModel } from '../models/model.js';
 import type { ParamsOf, ParamValue } from '../params.js';
 import type { MPPI_PARAMS } from '../planners/mppi.js';
 import { Rng } from '../random.js';
-import { MPC_TSMC_PARAMS, MppiPlanner, RecedingPlanner, TsmcPlanner } from './receding.js';
+import { compileStepFunction } from '../kernels/js-source.js';
+import { buildStepGraphs } from '../kernels/graphs.js';
+import type { PRIOR_PARAMS } from '../prior/params.js';
+import { LearnedPrior } from '../prior/runtime.js';
+import { MPC_TSMC_PARAMS, MppiPlanner, PriorGuide, RecedingPlanner, TsmcPlanner } from './receding.js';
 
 /**
  * Everything that builds a receding-horizon planner, as plain data: it
@@ -20,6 +24,8 @@ export interface PlannerSpec {
   planner: 'tsmc' | 'mppi';
   /** the planner's own parameters */
   params: Record<string, ParamValue>;
+  /** a learned prior (`prior.path`, loaded here, in the planner's thread) and how it is used */
+  prior?: ParamsOf<typeof PRIOR_PARAMS>;
   backend: BackendKind;
   /** CPU threads including the planning thread (0 = all cores) */
   threads: number;
@@ -34,11 +40,21 @@ export interface BuiltPlanner {
 
 export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
   const model = resolveModel(modelDefinition(spec.system), spec.model);
+  // a prior that does not fit is refused before anything is compiled
+  const guide = spec.prior?.path ? priorGuide(spec, model) : undefined;
   const backend = await createBackend(model, spec.backend, { threads: spec.threads > 0 ? spec.threads : availableParallelism() });
   // the planner owns a copy of its parameters: live changes must not leak into the caller's
   const rng = new Rng(spec.seed);
   const planner: RecedingPlanner = spec.planner === 'tsmc'
     ? new TsmcPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>, rng)
-    : new MppiPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPPI_PARAMS>, rng);
+    : new MppiPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPPI_PARAMS>, rng, guide);
   return { model, backend, planner };
+}
+
+function priorGuide(spec: PlannerSpec, model: Model): PriorGuide {
+  if (spec.planner !== 'mppi') throw new Error(`prior.path is set, but the learned prior guides MPPI only (planner: ${spec.planner})`);
+  const prior = LearnedPrior.load(spec.prior!.path, model);
+  const step = compileStepFunction(buildStepGraphs(model, false));
+  const noise = new Array<number>(model.noiseDim).fill(0);
+  return { prior, step: (x, u) => step(x, u, noise), settings: { ...spec.prior! } };
 }

@@ -134,3 +134,23 @@ export function compileStepFunction(graphs: StepGraphs): StepFunction {
   ].join('\n');
   return (0, eval)(source) as StepFunction;
 }
+
+/** The stage cost l(x, u, u_prev, ref) of one step, for one sample: `(x, u, uPrev, ref) => l`. */
+export type StageCostFunction = (x: readonly number[], u: readonly number[], uPrev: readonly number[], ref: readonly number[]) => number;
+
+export function compileStageCostFunction(graphs: StepGraphs): StageCostFunction {
+  const { stateDim: n, controlDim: m } = graphs.model;
+  const body = emitBody([graphs.stage], javascript);
+  const source = [
+    '(function (X, U, P, R) {',
+    '"use strict";',
+    ...list('x', n).map((x, i) => `const ${x} = X[${i}];`),
+    ...list('u', m).map((u, i) => `const ${u} = U[${i}];`),
+    ...list('p', m).map((p, i) => `const ${p} = P[${i}];`),
+    ...list('r', n).map((r, i) => `const ${r} = R[${i}];`),
+    ...body.code,
+    `return ${body.refs[0]};`,
+    '})',
+  ].join('\n');
+  return (0, eval)(source) as StageCostFunction;
+}

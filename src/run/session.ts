@@ -58,7 +58,7 @@ export class ControllerSession {
     const c = params.controller;
     const spec: PlannerSpec = {
       system: params.system, model: params.model, planner: c.planner, params: { ...params.planners[c.planner] },
-      backend: c.backend, threads: c.threads, seed: c.seed,
+      prior: { ...params.prior }, backend: c.backend, threads: c.threads, seed: c.seed,
     };
     let built: RecedingPlanner;
     let disposePlanner: () => void;
@@ -139,8 +139,9 @@ export class ControllerSession {
     const values = this.live.values();
     this.controller.setTiming(timing(values as RunParams['controller'], this.planPeriodS));
     if (this.estimator) Object.assign(this.estimator.params, ekfParams(values as RunParams['controller']));
+    // the planner's own keys lose their prefix; how it uses the prior (prior.*) keeps it
     const mine = `${this.planner.name}.`;
-    const plannerChanges = Object.fromEntries(Object.entries(changes).filter(([k]) => k.startsWith(mine)).map(([k, v]) => [k.slice(mine.length), v]));
+    const plannerChanges = Object.fromEntries(Object.entries(changes).flatMap(([k, v]) => (k.startsWith(mine) ? [[k.slice(mine.length), v]] : k.startsWith('prior.') ? [[k, v]] : [])));
     if (Object.keys(plannerChanges).length) this.planner.updateParams(plannerChanges);
   }
 

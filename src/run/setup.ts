@@ -1,6 +1,7 @@
 import { CONTROLLER_PARAMS } from '../controller/controller.js';
 import { MPC_TSMC_PARAMS } from '../controller/receding.js';
 import { MPPI_PARAMS } from '../planners/mppi.js';
+import { PRIOR_PARAMS } from '../prior/params.js';
 import { modelDefinition, MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { choice, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../params.js';
@@ -48,6 +49,8 @@ export interface RunParams {
   planners: Record<PlannerName, Record<string, ParamValue>>;
   /** the model overrides (MPC defaults and the user's), as given */
   model: Record<string, unknown>;
+  /** a learned prior and how the planner uses it */
+  prior: ParamsOf<typeof PRIOR_PARAMS>;
   sim: SimParams;
   /** the simulated plant's own model overrides (`model.*` in the simulator's section), on top of `model` */
   simModel: Record<string, unknown>;
@@ -74,22 +77,22 @@ function splitSimulatorGroup(system: string, group: Record<string, unknown>): { 
   return { sim: resolveSimParams(plant), simModel };
 }
 
-const GROUPS = ['controller', 'tsmc', 'mppi', 'model', 'sim'] as const;
+const GROUPS = ['controller', 'tsmc', 'mppi', 'prior', 'model', 'sim'] as const;
 
 /**
  * Splits flat parameters into their owners. Accepted keys: controller keys
- * bare (rateHz), `tsmc.KEY` / `mppi.KEY`, `model.KEY` and `sim.KEY`.
+ * bare (rateHz), `tsmc.KEY` / `mppi.KEY`, `prior.KEY`, `model.KEY` and `sim.KEY`.
  */
 export function resolveRunParams(system: string, flat: Record<string, unknown>): RunParams {
   if (flat.system !== undefined && flat.system !== system) {
     throw new Error(`the parameters are for system '${String(flat.system)}', not '${system}'`);
   }
-  const groups: Record<(typeof GROUPS)[number], Record<string, unknown>> = { controller: {}, tsmc: {}, mppi: {}, model: {}, sim: {} };
+  const groups: Record<(typeof GROUPS)[number], Record<string, unknown>> = { controller: {}, tsmc: {}, mppi: {}, prior: {}, model: {}, sim: {} };
   for (const [key, value] of Object.entries(flat)) {
     if (key === 'system') continue;
     const dot = key.indexOf('.');
     const group = (dot < 0 ? 'controller' : key.slice(0, dot)) as (typeof GROUPS)[number];
-    if (!GROUPS.includes(group)) throw new Error(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., model., sim.)`);
+    if (!GROUPS.includes(group)) throw new Error(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., prior., model., sim.)`);
     groups[group][dot < 0 ? key : key.slice(dot + 1)] = value;
   }
   const controller = resolveParams('controller', CONTROLLER_PARAMS, groups.controller);
@@ -98,6 +101,7 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
     tsmc: resolveParams('tsmc', MPC_TSMC_PARAMS as Schema, groups.tsmc, MPC_SYSTEM_DEFAULTS[system]?.tsmc ?? {}),
     mppi: resolveParams('mppi', MPPI_PARAMS as Schema, groups.mppi, MPC_SYSTEM_DEFAULTS[system]?.mppi ?? {}),
   };
+  const prior = resolveParams('prior', PRIOR_PARAMS, groups.prior);
   const model = { ...MPC_SYSTEM_DEFAULTS[system]?.model, ...groups.model };
   // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
   const nominal = resolveModel(modelDefinition(system), model, 'model');
@@ -110,7 +114,7 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   }
   const x0Error = initialStateError(nominal.def, sim.x0);
   if (x0Error) throw new Error(x0Error);
-  return { system, controller, planner: planners[controller.planner], planners, model, sim, simModel };
+  return { system, controller, planner: planners[controller.planner], planners, model, prior, sim, simModel };
 }
 
 /** The control period: 1 / rateHz, or the model's step when rateHz is 0. */
@@ -125,7 +129,7 @@ export function planPeriodS(planRateHz: number, commandPeriodS: number): number 
 
 /**
  * The controller's parameters as one flat table (`system`, controller keys
- * bare, `tsmc.*`, `mppi.*`, `model.*`) with their values: the ROS node
+ * bare, `tsmc.*`, `mppi.*`, `prior.*`, `model.*`) with their values: the ROS node
  * declares exactly these, and the live-parameter path checks against them.
  */
 export function controllerParameterTable(params: RunParams): { entries: ParamEntry[]; values: Record<string, ParamValue> } {
@@ -135,6 +139,7 @@ export function controllerParameterTable(params: RunParams): { entries: ParamEnt
     ...schemaEntries(CONTROLLER_PARAMS),
     ...schemaEntries(MPC_TSMC_PARAMS, 'tsmc.'),
     ...schemaEntries(MPPI_PARAMS, 'mppi.'),
+    ...schemaEntries(PRIOR_PARAMS, 'prior.'),
     ...schemaEntries(def.params, 'model.', 'model parameters are compiled into the rollout kernels at configure'),
   ];
   const model = resolveModel(def, params.model).params;
@@ -145,6 +150,7 @@ export function controllerParameterTable(params: RunParams): { entries: ParamEnt
     jointNames: params.controller.jointNames.length || def.sensor?.kind !== 'joints' ? params.controller.jointNames : [...def.sensor.joints],
     ...prefixed('tsmc.', params.planners.tsmc),
     ...prefixed('mppi.', params.planners.mppi),
+    ...prefixed('prior.', params.prior),
     ...prefixed('model.', model),
   };
   return { entries, values };

@@ -1,0 +1,93 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { lineChart } from '../plot/svg.js';
+import { timestamp } from './bench-to.js';
+import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError } from './command.js';
+import { progressBar } from './progress.js';
+import { RUN_OPTIONS, runOptions } from './run.js';
+
+const PROJECT_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export const trainPriorCommand: Command = {
+  name: 'train-prior',
+  summary: 'Train a PO-MPC prior (sampling policy, adaptive prior, value) for MPPI, simulation-in-the-loop against the bundled simulator; checkpoints, a learning curve and a resumable run in --out.',
+  usage: 'train-prior --system NAME [--episodes N] [--kl forward|reverse] [--lambda L|inf] [--seed K] [--params FILE.yaml] [--set key=value] [--set train.KEY=value] [--backend wasm|webgpu|cpu] [--out DIR] [--resume] [--json]',
+  options: {
+    system: RUN_OPTIONS.system,
+    params: RUN_OPTIONS.params,
+    set: { ...RUN_OPTIONS.set, description: 'override a parameter: the run\'s (mppi.KEY, model.KEY, sim.KEY, ...) or training\'s (train.KEY; see docs/priors.md)' },
+    seed: RUN_OPTIONS.seed,
+    episodes: { type: 'string', description: 'closed-loop episodes (default 40); the same as --set train.episodes=N', valueName: 'N' },
+    kl: { type: 'string', description: 'adaptive prior by reverse (default, mode-seeking) or forward (covering) KL', valueName: 'forward|reverse' },
+    lambda: { type: 'string', description: 'KL weight of the policy update: 0 (TD-MPC2), 0.1, 1 (default), 9, inf (BMPC imitation)', valueName: 'L' },
+    backend: { type: 'string', description: 'TensorFlow.js backend: wasm (default), webgpu, cpu', valueName: 'B' },
+    out: { type: 'string', description: 'output folder (default runs/prior-SYSTEM-TIMESTAMP)', valueName: 'DIR' },
+    resume: { type: 'boolean', description: 'continue the run in --out where it stopped' },
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const sets = (values.set as string[] | undefined) ?? [];
+    const trainSets: Record<string, unknown> = {};
+    const runSets = sets.filter((s) => {
+      if (!s.startsWith('train.')) return true;
+      const eq = s.indexOf('=');
+      if (eq < 0) throw new UsageError(`--set ${s}: expected key=value`);
+      trainSets[s.slice('train.'.length, eq)] = s.slice(eq + 1);
+      return false;
+    });
+    const { system, params } = runOptions({ ...values, set: [...runSets, 'planner=mppi'] });
+    for (const [flag, key] of [['episodes', 'episodes'], ['kl', 'kl'], ['lambda', 'lambda'], ['backend', 'backend']] as const) {
+      const v = stringOpt(values, flag);
+      if (v !== undefined) trainSets[key] = flag === 'episodes' ? parseNumber('--episodes', v) : v;
+    }
+    // the tensor library is loaded only by the command that trains
+    const { resolveTrainParams, trainPrior } = await import('../prior/trainer.js');
+    let train;
+    try {
+      train = resolveTrainParams(trainSets);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const out = stringOpt(values, 'out') ?? join('runs', `prior-${system}-${timestamp()}`);
+    if (values.resume && !stringOpt(values, 'out')) throw new UsageError('--resume needs the --out of the run to continue');
+    mkdirSync(out, { recursive: true });
+    const bar = progressBar(`train-prior ${system}`, !values.json);
+    const result = await trainPrior({
+      run: params, train, out, resume: values.resume === true, version: PROJECT_VERSION,
+      onEpisode: ({ episode, episodes, point }) => {
+        bar.update(episode / episodes, `ep ${episode}/${episodes} cost ${point.meanCost.toFixed(3)} goal ${point.goalS.toFixed(1)} s`);
+        if (!values.json && !process.stderr.isTTY && (episode % 5 === 0 || episode === episodes)) {
+          console.error(`episode ${episode}/${episodes}: mean cost ${point.meanCost.toFixed(3)}, ${point.goalS.toFixed(1)} s in the goal region, ${point.wallS.toFixed(1)} s`);
+        }
+      },
+    });
+    bar.done();
+    const curve = result.curve;
+    writeFileSync(join(out, 'learning-curve.json'), `${JSON.stringify(curve, null, 1)}\n`);
+    writeFileSync(join(out, 'learning-curve.svg'), learningCurve(system, curve));
+    const last = curve.slice(-Math.min(10, curve.length));
+    const summary = {
+      system, out, backend: result.backend, wallS: result.wallS, episodes: result.meta.episodes, updates: result.meta.updates,
+      horizon: result.meta.horizon, lastEpisodes: { count: last.length, meanCost: mean(last.map((p) => p.meanCost)), endInGoal: last.filter((p) => p.endsInGoal).length },
+    };
+    if (values.json) return printJson(summary);
+    console.log(`trained a ${system} prior (horizon ${summary.horizon} steps) in ${summary.wallS.toFixed(1)} s wall time on TensorFlow.js ${summary.backend}: ${summary.episodes} episodes, ${summary.updates} updates`);
+    console.log(`  last ${last.length} episodes: mean cost ${summary.lastEpisodes.meanCost.toFixed(3)} per step, ${summary.lastEpisodes.endInGoal}/${last.length} end in the goal region`);
+    console.log(`  prior: ${out} (use: run --prior ${out} --planner mppi, or --set prior.path=${out}); learning curve: ${join(out, 'learning-curve.svg')}`);
+  },
+};
+
+const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN);
+
+function learningCurve(system: string, curve: { episode: number; meanCost: number; goalS: number; qLoss: number; priorLoss: number; policyLoss: number }[]): string {
+  const x = curve.map((p) => p.episode);
+  return lineChart(`train-prior ${system}: learning curve`, [
+    { title: 'mean stage cost per step', xLabel: 'episode', series: [{ name: 'cost', x, y: curve.map((p) => p.meanCost) }] },
+    { title: 'time in the goal region [s]', xLabel: 'episode', series: [{ name: 'goal', x, y: curve.map((p) => p.goalS) }] },
+    { title: 'losses (episode means)', xLabel: 'episode', logY: true, series: [
+      { name: 'Q (TD)', x, y: curve.map((p) => Math.max(1e-9, p.qLoss)) },
+      { name: 'prior (KL)', x, y: curve.map((p) => Math.max(1e-9, p.priorLoss)) },
+    ] },
+    { title: 'policy loss (eq. 18)', xLabel: 'episode', series: [{ name: 'policy', x, y: curve.map((p) => p.policyLoss) }] },
+  ], 2);
+}

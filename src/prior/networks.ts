@@ -1,0 +1,117 @@
+import { isAngle } from '../models/model.js';
+import type { Model } from '../models/model.js';
+import type { Rng } from '../random.js';
+import { boundedCoordinates } from '../planners/solve.js';
+import { initMlp, Mlp, mlpForward } from './mlp.js';
+
+/** The networks of a prior, as PO-MPC names them. */
+export interface PriorNetworks {
+  /** sampling policy pi_s(u|x): proposes samples to MPPI */
+  policy: Mlp;
+  /** adaptive prior pi_p(u|x): distilled from the planner's own action distribution */
+  prior: Mlp;
+  /** Q(x, u) of the sampling policy, in cost units / qScale: the value bootstrap */
+  q: Mlp;
+  /** the KL-regularised Q^lambda of eq. (16)/(17) */
+  qLambda: Mlp;
+  qTarget: Mlp;
+  qLambdaTarget: Mlp;
+}
+export const NETWORK_NAMES = ['policy', 'prior', 'q', 'qLambda', 'qTarget', 'qLambdaTarget'] as const;
+
+/**
+ * How a state enters the networks, relative to the reference: angles as
+ * (sin, cos) of their difference (so a turn by 2 pi is the same input),
+ * other states as their difference divided by a scale.
+ */
+export interface StateFeatures {
+  angle: boolean[];
+  scale: number[];
+}
+
+/** The log-std range of the Gaussian policies, in normalised control units. */
+export const LOG_STD_RANGE: readonly [number, number] = [Math.log(0.02), Math.log(2)];
+
+export function defaultFeatures(model: Model): StateFeatures {
+  return { angle: model.def.stateNames.map(isAngle), scale: new Array<number>(model.stateDim).fill(1) };
+}
+
+export const featureDim = (f: StateFeatures): number => f.angle.length + f.angle.filter(Boolean).length;
+
+/** Features of `count` states (row-major), relative to `reference`. */
+export function stateFeatures(f: StateFeatures, x: ArrayLike<number>, count: number, reference: ArrayLike<number>): Float64Array {
+  const n = f.angle.length;
+  const d = featureDim(f);
+  const out = new Float64Array(count * d);
+  for (let r = 0; r < count; r++) {
+    let k = r * d;
+    for (let j = 0; j < n; j++) {
+      const e = x[r * n + j] - reference[j];
+      if (f.angle[j]) {
+        out[k++] = Math.sin(e);
+        out[k++] = Math.cos(e);
+      } else out[k++] = e / f.scale[j];
+    }
+  }
+  return out;
+}
+
+export interface NetworkSizes {
+  stateDim: number;
+  controlDim: number;
+  features: StateFeatures;
+  hidden: readonly number[];
+}
+
+export function initNetworks(rng: Rng, s: NetworkSizes): PriorNetworks {
+  const f = featureDim(s.features);
+  const policy = initMlp(rng, [f, ...s.hidden, 2 * s.controlDim], 0.1);
+  const prior = initMlp(rng, [f, ...s.hidden, 2 * s.controlDim], 0.1);
+  const q = initMlp(rng, [f + s.controlDim, ...s.hidden, 1], 0.1);
+  const qLambda = initMlp(rng, [f + s.controlDim, ...s.hidden, 1], 0.1);
+  const copy = (m: Mlp): Mlp => ({ layers: m.layers.map((l) => ({ ...l, weight: l.weight.slice(), bias: l.bias.slice() })) });
+  return { policy, prior, q, qLambda, qTarget: copy(q), qLambdaTarget: copy(qLambda) };
+}
+
+/**
+ * A Gaussian head's mean and std from its raw outputs [mean | logStd]: the
+ * mean squashed by tanh on bounded controls (normalised to [-1, 1]), the
+ * log-std squashed into LOG_STD_RANGE. The trainer's tensors use the same map.
+ */
+export function gaussianHead(raw: Float64Array, count: number, bounded: readonly boolean[]): { mean: Float64Array; std: Float64Array } {
+  const m = bounded.length;
+  const mean = new Float64Array(count * m);
+  const std = new Float64Array(count * m);
+  const [lo, hi] = LOG_STD_RANGE;
+  for (let r = 0; r < count; r++) {
+    for (let j = 0; j < m; j++) {
+      const a = raw[r * 2 * m + j];
+      mean[r * m + j] = bounded[j] ? Math.tanh(a) : a;
+      std[r * m + j] = Math.exp(lo + 0.5 * (hi - lo) * (Math.tanh(raw[r * 2 * m + m + j]) + 1));
+    }
+  }
+  return { mean, std };
+}
+
+/** Which normalised controls are bounded to [-1, 1]. */
+export function boundedControls(model: Model): boolean[] {
+  const inHorizon = boundedCoordinates(model);
+  return Array.from({ length: model.controlDim }, (_, j) => inHorizon(j));
+}
+
+/** The policy's Gaussian at `count` feature rows. */
+export function policyAt(net: Mlp, features: Float64Array, count: number, bounded: readonly boolean[]): { mean: Float64Array; std: Float64Array } {
+  return gaussianHead(mlpForward(net, features, count), count, bounded);
+}
+
+/** Q at `count` (feature, normalised control) pairs, in cost units. */
+export function qAt(net: Mlp, features: Float64Array, z: ArrayLike<number>, count: number, qScale: number): Float64Array {
+  const d = features.length / count;
+  const m = z.length / count;
+  const input = new Float64Array(count * (d + m));
+  for (let r = 0; r < count; r++) {
+    input.set(features.subarray(r * d, (r + 1) * d), r * (d + m));
+    for (let j = 0; j < m; j++) input[r * (d + m) + d + j] = z[r * m + j];
+  }
+  return mlpForward(net, input, count).map((v) => v * qScale);
+}

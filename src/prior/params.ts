@@ -1,0 +1,12 @@
+import { choice, num, text } from '../params.js';
+
+/**
+ * How the controller uses a learned prior (PO-MPC): parameters `prior.*`.
+ * The prior itself is loaded at configure from `path`; the rest apply live.
+ */
+export const PRIOR_PARAMS = {
+  path: text('', 'directory of a trained prior (`train-prior --out`); empty: none', { maxLength: 4096, readOnly: 'the prior is loaded and checked at configure' }),
+  policySamples: num(32, 'MPPI samples per iteration drawn by rolling the sampling policy through the model (n_pi; at most mppi.samples)', { min: 0, max: 1 << 20, integer: true }),
+  value: choice('on', ['on', 'off'] as const, 'add the learned value V(x_H) = Q(x_H, pi_s(x_H)) to every sample\'s cost (eq. (10))'),
+  valueWeight: num(1, 'weight of the learned value in the sample cost', { min: 0, max: 1e6 }),
+} as const;

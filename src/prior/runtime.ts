@@ -1,0 +1,97 @@
+import type { Model } from '../models/model.js';
+import type { Rng } from '../random.js';
+import { controlScaling } from '../planners/problem.js';
+import { loadCheckpoint, PriorError, PriorMeta } from './checkpoint.js';
+import { mlpInputs, mlpOutputs } from './mlp.js';
+import { featureDim, policyAt, PriorNetworks, qAt, stateFeatures } from './networks.js';
+
+/** One model step in planner units, x' = f(x, u) (physical controls). */
+export type ModelStep = (x: readonly number[], u: readonly number[]) => number[];
+
+/**
+ * A trained prior as the planner uses it: the sampling policy's Gaussian
+ * and the value bootstrap V(x) = Q(x, mean of pi_s(x)), computed in plain
+ * f64 from the checkpoint's weights (no tensor library on the control path).
+ */
+export class LearnedPrior {
+  private constructor(readonly meta: PriorMeta, readonly networks: PriorNetworks) {}
+
+  /** Loads a checkpoint for this model, refusing (PriorError, one line) a prior made for another system, dimensions, horizon or step. */
+  static load(dir: string, model: Model): LearnedPrior {
+    const { meta, networks } = loadCheckpoint(dir);
+    const problem = mismatch(meta, model);
+    if (problem) throw new PriorError(`prior '${dir}' ${problem}`);
+    return LearnedPrior.fromNetworks(meta, networks, dir);
+  }
+
+  /** A prior from networks in memory (the trainer's current ones), checked for consistent sizes. */
+  static fromNetworks(meta: PriorMeta, networks: PriorNetworks, label = 'in memory'): LearnedPrior {
+    const f = featureDim(meta.features);
+    const m = meta.controlDim;
+    for (const [name, inputs, outputs] of [['policy', f, 2 * m], ['prior', f, 2 * m], ['q', f + m, 1], ['qLambda', f + m, 1]] as const) {
+      const net = networks[name];
+      if (mlpInputs(net) !== inputs || mlpOutputs(net) !== outputs) {
+        throw new PriorError(`prior '${label}': network '${name}' maps ${mlpInputs(net)} -> ${mlpOutputs(net)}, its metadata needs ${inputs} -> ${outputs}`);
+      }
+    }
+    return new LearnedPrior(meta, networks);
+  }
+
+  /** pi_s(.|x) for `count` states: mean and std in normalised control units. */
+  policy(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): { mean: Float64Array; std: Float64Array } {
+    return policyAt(this.networks.policy, stateFeatures(this.meta.features, x, count, reference), count, this.meta.bounded);
+  }
+
+  /** V(x) = Q(x, mean pi_s(x)) for `count` states, in cost units. */
+  value(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): Float64Array {
+    const features = stateFeatures(this.meta.features, x, count, reference);
+    const { mean } = policyAt(this.networks.policy, features, count, this.meta.bounded);
+    return qAt(this.networks.q, features, mean, count, this.meta.qScale);
+  }
+
+  /**
+   * `count` control sequences (normalised, count x horizon x m) drawn by
+   * rolling pi_s through the model from x0, batched per time step. Null
+   * when the policy's output goes non-finite (the caller switches it off).
+   */
+  rollout(rng: Rng, step: ModelStep, x0: readonly number[], reference: ArrayLike<number>, count: number, horizon: number): Float64Array | null {
+    const m = this.meta.controlDim;
+    const n = this.meta.stateDim;
+    const { controlCenter: center, controlScale: scale, bounded } = this.meta;
+    const out = new Float64Array(count * horizon * m);
+    const states = new Float64Array(count * n);
+    for (let i = 0; i < count; i++) states.set(x0, i * n);
+    for (let t = 0; t < horizon; t++) {
+      const { mean, std } = this.policy(states, count, reference);
+      for (let i = 0; i < count; i++) {
+        const u: number[] = [];
+        for (let j = 0; j < m; j++) {
+          let z = mean[i * m + j] + std[i * m + j] * rng.normal();
+          if (!Number.isFinite(z)) return null;
+          if (bounded[j]) z = z > 1 ? 1 : z < -1 ? -1 : z;
+          out[(i * horizon + t) * m + j] = z;
+          u.push(center[j] + scale[j] * z);
+        }
+        const next = step(Array.from(states.subarray(i * n, (i + 1) * n)), u);
+        for (let k = 0; k < n; k++) states[i * n + k] = next[k];
+      }
+    }
+    return out;
+  }
+}
+
+/** Why a prior's metadata does not fit this model (undefined: it fits). */
+export function mismatch(meta: PriorMeta, model: Model): string | undefined {
+  if (meta.system !== model.name) return `was trained for system '${meta.system}', not '${model.name}'`;
+  if (meta.stateDim !== model.stateDim || meta.controlDim !== model.controlDim) {
+    return `has ${meta.stateDim} states and ${meta.controlDim} controls, system '${model.name}' has ${model.stateDim} and ${model.controlDim}`;
+  }
+  if (meta.horizon !== model.horizon) return `was trained for a horizon of ${meta.horizon} steps, the controller plans ${model.horizon} (set model.horizon: ${meta.horizon}, or train a prior for ${model.horizon})`;
+  if (Math.abs(meta.dtS - model.dtS) > 1e-12 * Math.max(1, model.dtS)) return `was trained with a model step of ${meta.dtS} s, the controller's is ${model.dtS} s`;
+  const s = controlScaling(model);
+  if (meta.controlScale.some((v, j) => Math.abs(v - s.scale[j]) > 1e-12) || meta.controlCenter.some((v, j) => Math.abs(v - s.center[j]) > 1e-12)) {
+    return `was trained for control limits [${meta.controlCenter.map((c, j) => `${c - meta.controlScale[j]}..${c + meta.controlScale[j]}`).join(', ')}], the model's differ`;
+  }
+  if (meta.features.angle.length !== model.stateDim) return `normalises ${meta.features.angle.length} states, the system has ${model.stateDim}`;
+  return undefined;
+}

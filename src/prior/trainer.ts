@@ -1,0 +1,442 @@
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createBackend } from '../kernels/index.js';
+import { compileStageCostFunction, compileStepFunction } from '../kernels/js-source.js';
+import { buildStepGraphs } from '../kernels/graphs.js';
+import { modelDefinition } from '../models/index.js';
+import { fromPhysical, inGoalRegion, Model, resolveModel } from '../models/model.js';
+import { choice, num, ParamsOf, resolveParams, text } from '../params.js';
+import { controlScaling, toNormalised } from '../planners/problem.js';
+import { Rng } from '../random.js';
+import { MppiPlanner } from '../controller/receding.js';
+import { controlPeriodS, RunParams } from '../run/setup.js';
+import { Simulator } from '../../sim/simulator.js';
+import { loadCheckpoint, PriorMeta, saveCheckpoint } from './checkpoint.js';
+import { boundedControls, defaultFeatures, featureDim, initNetworks, NETWORK_NAMES, PriorNetworks, stateFeatures } from './networks.js';
+import { LearnedPrior } from './runtime.js';
+import { PercentileScale } from './scale.js';
+import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, NetVariables, polyak, readVariables, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
+
+/** `train-prior`'s parameters (keys of `--set train.KEY=V`, and the named flags). */
+export const TRAIN_PARAMS = {
+  episodes: num(40, 'closed-loop episodes against the simulator', { min: 1, max: 1e6, integer: true }),
+  episodeS: num(8, 'length of one episode [s]', { min: 0.1, max: 3600 }),
+  startSpread: num(0.3, 'std of the random offset added to each physical state of the system\'s x0 at an episode\'s start', { min: 0, max: 100 }),
+  kl: choice('reverse', ['reverse', 'forward'] as const, 'how the adaptive prior is fitted to the planner: reverse KL (eq. (8)/(12), mode-seeking) or forward KL (eq. (9)/(13), covering)'),
+  lambda: text('1', 'KL weight lambda of eqs. (17)/(18): 0 recovers TD-MPC2\'s update, inf BMPC\'s imitation', { maxLength: 32 }),
+  entropy: num(1e-4, 'entropy weight alpha of eq. (18)', { min: 0, max: 100 }),
+  gamma: num(0.97, 'discount per model step', { min: 0, max: 1, exclusive: true }),
+  nStep: num(5, 'steps of observed cost before the TD target bootstraps (eq. (15) with n steps)', { min: 1, max: 1000, integer: true }),
+  batch: num(256, 'transitions per update', { min: 1, max: 65536, integer: true }),
+  updatesPerStep: num(1, 'gradient updates per environment step (1 / n_d2u)', { min: 0, max: 100, integer: true }),
+  learningRate: num(1e-3, 'Adam learning rate', { min: 0, max: 1, exclusive: true }),
+  gradClip: num(20, 'global gradient-norm clip per network', { min: 0, max: 1e9, exclusive: true }),
+  tau: num(0.01, 'Polyak rate of the target networks', { min: 0, max: 1, exclusive: true }),
+  width: num(64, 'units per hidden layer (sized for the control rate: the planner runs the networks on the CPU every plan)', { min: 1, max: 4096, integer: true }),
+  depth: num(2, 'hidden layers', { min: 1, max: 8, integer: true }),
+  policySamples: num(32, 'MPPI samples drawn from the sampling policy during training (n_pi)', { min: 0, max: 1 << 20, integer: true }),
+  reanalyzeEvery: num(0, 'lazy reanalyze: every this many updates, re-plan a few buffered states with the current networks (0 = off)', { min: 0, max: 1e6, integer: true }),
+  reanalyzeCount: num(8, 'states re-planned per reanalyze', { min: 1, max: 4096, integer: true }),
+  capacity: num(100000, 'replay buffer size [transitions]', { min: 1, max: 1e7, integer: true }),
+  checkpointEvery: num(10, 'episodes between checkpoints (the last episode always writes one)', { min: 1, max: 1e6, integer: true }),
+  backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for training: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
+} as const;
+export type TrainParams = ParamsOf<typeof TRAIN_PARAMS>;
+
+/** lambda as text: a non-negative number or `inf`. */
+export function parseLambda(text: string): number {
+  const t = text.trim().toLowerCase();
+  if (t === 'inf' || t === 'infinity') return Infinity;
+  const v = Number(t);
+  if (t === '' || !Number.isFinite(v) || v < 0) throw new Error(`train.lambda must be a non-negative number or inf, got ${JSON.stringify(text)}`);
+  return v;
+}
+
+export function resolveTrainParams(overrides: Record<string, unknown>): TrainParams {
+  const p = resolveParams('train', TRAIN_PARAMS, overrides);
+  parseLambda(p.lambda);
+  return p;
+}
+
+/** One episode's figures, for the learning curve. */
+export interface EpisodePoint {
+  episode: number;
+  /** mean stage cost per step */
+  meanCost: number;
+  /** seconds spent in the goal region */
+  goalS: number;
+  /** in the goal region at the end */
+  endsInGoal: boolean;
+  updates: number;
+  /** mean losses over the episode's updates */
+  qLoss: number;
+  priorLoss: number;
+  policyLoss: number;
+  wallS: number;
+}
+
+export interface TrainProgress {
+  episode: number;
+  episodes: number;
+  point: EpisodePoint;
+}
+
+/** The replay buffer of (x, u, cost, x', a_bar_0, sigma_0) with each row's episode, as flat arrays. */
+class Replay {
+  readonly x: Float64Array;
+  readonly z: Float64Array;
+  readonly cost: Float64Array;
+  readonly next: Float64Array;
+  readonly abar: Float64Array;
+  readonly sigma: Float64Array;
+  readonly episode: Int32Array;
+  size = 0;
+  private head = 0;
+
+  constructor(readonly capacity: number, readonly n: number, readonly m: number) {
+    this.x = new Float64Array(capacity * n);
+    this.z = new Float64Array(capacity * m);
+    this.cost = new Float64Array(capacity);
+    this.next = new Float64Array(capacity * n);
+    this.abar = new Float64Array(capacity * m);
+    this.sigma = new Float64Array(capacity * m);
+    this.episode = new Int32Array(capacity);
+  }
+
+  push(x: readonly number[], z: ArrayLike<number>, cost: number, next: readonly number[], abar: readonly number[], sigma: readonly number[], episode: number): void {
+    const i = this.head;
+    this.x.set(x, i * this.n);
+    this.z.set(z, i * this.m);
+    this.cost[i] = cost;
+    this.next.set(next, i * this.n);
+    this.abar.set(abar, i * this.m);
+    this.sigma.set(sigma, i * this.m);
+    this.episode[i] = episode;
+    this.head = (this.head + 1) % this.capacity;
+    this.size = Math.min(this.size + 1, this.capacity);
+  }
+
+  /** Row k steps after row i, if it exists and belongs to the same episode. */
+  after(i: number, k: number): number | undefined {
+    const j = (i + k) % this.capacity;
+    if (k >= this.size || (this.head - 1 - i + this.capacity) % this.capacity < k) return undefined;
+    return this.episode[j] === this.episode[i] ? j : undefined;
+  }
+
+  save(path: string): void {
+    const header = Float64Array.of(this.capacity, this.n, this.m, this.size, this.head);
+    const parts = [header, this.x, this.z, this.cost, this.next, this.abar, this.sigma, Float64Array.from(this.episode)];
+    writeFileSync(path, Buffer.concat(parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength))));
+  }
+
+  static load(path: string, capacity: number, n: number, m: number): Replay {
+    const bytes = readFileSync(path);
+    const all = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+    const [cap, nn, mm, size, head] = all.subarray(0, 5);
+    if (cap !== capacity || nn !== n || mm !== m) throw new Error(`replay buffer '${path}' holds ${cap} x (${nn} states, ${mm} controls), this run needs ${capacity} x (${n}, ${m})`);
+    const r = new Replay(capacity, n, m);
+    let o = 5;
+    for (const a of [r.x, r.z, r.cost, r.next, r.abar, r.sigma]) {
+      a.set(all.subarray(o, o + a.length));
+      o += a.length;
+    }
+    r.episode.set(all.subarray(o, o + capacity));
+    if (o + capacity !== all.length) throw new Error(`replay buffer '${path}' has ${all.length} values, expected ${o + capacity} (truncated?)`);
+    r.size = size;
+    r.head = head;
+    return r;
+  }
+}
+
+interface TrainState {
+  episodesDone: number;
+  updates: number;
+  curve: EpisodePoint[];
+  scales: Record<'prior' | 'kl' | 'q', ReturnType<PercentileScale['toJSON']>>;
+  rngSeed: number;
+}
+
+export interface TrainOptions {
+  run: RunParams;
+  train: TrainParams;
+  out: string;
+  resume: boolean;
+  version: string;
+  onEpisode?: (p: TrainProgress) => void;
+}
+
+export interface TrainResult {
+  meta: PriorMeta;
+  curve: EpisodePoint[];
+  wallS: number;
+  backend: string;
+}
+
+/**
+ * PO-MPC's Algorithm 2 without a learned world model (the plant model is
+ * known): episodes of MPPI guided by the current networks against the
+ * noisy simulator fill a replay buffer of (x, u, cost, x', a_bar_0,
+ * sigma_0); after each step, updates of the value Q (n-step TD toward
+ * the target network, eqs. (14)/(15)), the adaptive prior (reverse or
+ * forward KL to the planner's first-step distribution, eqs. (12)/(13)),
+ * Q^lambda (eqs. (16)/(17)) and the sampling policy (eq. (18)), each loss
+ * term divided by max(1, S) of its percentile scale, gradients clipped,
+ * targets by Polyak averaging. Costs replace rewards: Q is a cost-to-go,
+ * minimised.
+ */
+export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
+  const t0 = performance.now();
+  const { run, train } = opts;
+  const lambda = parseLambda(train.lambda);
+  const backendName = await useBackend(train.backend);
+  const def = modelDefinition(run.system);
+  const model = resolveModel(def, run.model);
+  const periodS = controlPeriodS(run.controller.rateHz, model.dtS);
+  if (Math.abs(periodS - model.dtS) > 1e-9 * model.dtS) {
+    throw new Error(`train-prior needs one model step per control period (a transition is a model step): rateHz ${run.controller.rateHz} gives ${periodS} s, the model's dtS is ${model.dtS} s`);
+  }
+  const n = model.stateDim;
+  const m = model.controlDim;
+  const graphs = buildStepGraphs(model, false);
+  const stageCost = compileStageCostFunction(graphs);
+  const step = compileStepFunction(graphs);
+  const noise = new Array<number>(model.noiseDim).fill(0);
+  const scaling = controlScaling(model);
+  const bounded = boundedControls(model);
+  const reference = [...model.goal];
+  const hidden = new Array<number>(train.depth).fill(train.width);
+
+  // networks, scales and buffer: fresh, or where a previous run stopped
+  const statePath = join(opts.out, 'train-state.json');
+  const replayPath = join(opts.out, 'replay.bin');
+  let networks: PriorNetworks;
+  let state: TrainState;
+  let replay: Replay;
+  let qScale: number | undefined;
+  if (opts.resume) {
+    if (!existsSync(statePath)) throw new Error(`nothing to resume in '${opts.out}' (no train-state.json)`);
+    const loaded = loadCheckpoint(opts.out);
+    const problem = resumeMismatch(loaded.meta, model, hidden);
+    if (problem) throw new Error(`cannot resume '${opts.out}': ${problem}`);
+    networks = loaded.networks;
+    qScale = loaded.meta.qScale;
+    state = JSON.parse(readFileSync(statePath, 'utf8')) as TrainState;
+    replay = Replay.load(replayPath, train.capacity, n, m);
+  } else {
+    if (existsSync(join(opts.out, 'meta.json'))) throw new Error(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
+    networks = initNetworks(new Rng(run.controller.seed), { stateDim: n, controlDim: m, features: defaultFeatures(model), hidden });
+    state = { episodesDone: 0, updates: 0, curve: [], scales: { prior: new PercentileScale().toJSON(), kl: new PercentileScale().toJSON(), q: new PercentileScale().toJSON() }, rngSeed: run.controller.seed };
+    replay = new Replay(train.capacity, n, m);
+  }
+  const features = defaultFeatures(model);
+  const scales = { prior: PercentileScale.fromJSON(state.scales.prior), kl: PercentileScale.fromJSON(state.scales.kl), q: PercentileScale.fromJSON(state.scales.q) };
+  const vars = Object.fromEntries(NETWORK_NAMES.map((k) => [k, toVariables(networks[k], k, !k.endsWith('Target'))])) as Record<keyof PriorNetworks, NetVariables>;
+  const optimizers = { q: tf.train.adam(train.learningRate), qLambda: tf.train.adam(train.learningRate), prior: tf.train.adam(train.learningRate), policy: tf.train.adam(train.learningRate) };
+  // the episode's rng continues from the run's seed and the episodes done, so a resumed run draws what an uninterrupted one would have
+  const metaBase = (): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> => ({
+    version: opts.version, system: model.name, stateNames: [...def.stateNames], controlNames: [...def.controlNames], stateDim: n, controlDim: m,
+    horizon: model.horizon, dtS: model.dtS, reference, features, controlCenter: Array.from(scaling.center), controlScale: Array.from(scaling.scale), bounded,
+    hidden, qScale: qScale ?? 1, gamma: train.gamma, training: { ...train, mppi: run.planners.mppi, sim: run.sim, model: run.model },
+    episodes: state.episodesDone, updates: state.updates,
+  });
+  const backend = await createBackend(model, run.controller.backend, { threads: run.controller.threads > 0 ? run.controller.threads : undefined });
+  const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: 'on' as const };
+  const current = () => LearnedPrior.fromNetworks({ ...metaBase(), qScale: qScale ?? 1 } as PriorMeta, networks);
+  const guide = { prior: current(), step: (x: readonly number[], u: readonly number[]) => step(x, u, noise), settings };
+  const planner = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(run.controller.seed * 7919 + state.episodesDone), guide);
+  const gamma = train.gamma;
+  const writeCheckpoint = () => {
+    for (const k of NETWORK_NAMES) readVariables(vars[k], networks[k]);
+    const meta = saveCheckpoint(opts.out, networks, metaBase());
+    state.scales = { prior: scales.prior.toJSON(), kl: scales.kl.toJSON(), q: scales.q.toJSON() };
+    replay.save(replayPath);
+    writeFileSync(statePath, `${JSON.stringify(state)}\n`);
+    return meta;
+  };
+
+  /** One update of all four networks on a batch (Algorithm 2, lines 12-27). */
+  const update = (rng: Rng): { q: number; prior: number; policy: number } => {
+    const B = Math.min(train.batch, replay.size);
+    const f = featureDim(features);
+    const xs = new Float64Array(B * n);
+    const boot = new Float64Array(B * n);
+    const zs = new Float64Array(B * m);
+    const ret = new Float32Array(B);
+    const disc = new Float32Array(B);
+    const abar = new Float32Array(B * m);
+    const logSigma = new Float32Array(B * m);
+    for (let b = 0; b < B; b++) {
+      const i = Math.floor(rng.uniform() * replay.size);
+      let g = 0;
+      let k = 0;
+      let last = i;
+      for (; k < train.nStep; k++) {
+        const j = replay.after(i, k);
+        if (j === undefined) break;
+        g += gamma ** k * replay.cost[j];
+        last = j;
+      }
+      xs.set(replay.x.subarray(i * n, (i + 1) * n), b * n);
+      boot.set(replay.next.subarray(last * n, (last + 1) * n), b * n);
+      zs.set(replay.z.subarray(i * m, (i + 1) * m), b * m);
+      ret[b] = g / qScale!;
+      disc[b] = gamma ** k;
+      for (let j = 0; j < m; j++) {
+        abar[b * m + j] = replay.abar[i * m + j];
+        logSigma[b * m + j] = Math.log(Math.max(1e-6, replay.sigma[i * m + j]));
+      }
+    }
+    const noiseRows = () => tf.tensor2d(Float32Array.from({ length: B * m }, () => rng.normal()), [B, m]);
+    const out = { q: 0, prior: 0, policy: 0 };
+    tf.tidy(() => {
+      const tF = tf.tensor2d(Float32Array.from(stateFeatures(features, xs, B, reference)), [B, f]);
+      const tB = tf.tensor2d(Float32Array.from(stateFeatures(features, boot, B, reference)), [B, f]);
+      const tZ = tf.tensor2d(Float32Array.from(zs), [B, m]);
+      const tRet = tf.tensor1d(ret);
+      const tDisc = tf.tensor1d(disc);
+      const tAbar = tf.tensor2d(abar, [B, m]);
+      const tLogSigma = tf.tensor2d(logSigma, [B, m]);
+      const mask = tf.tensor2d([bounded.map((b) => (b ? 1 : 0))], [1, m]);
+      const clipBounded = (a: tf.Tensor2D) => tf.add(tf.mul(mask, tf.clipByValue(a, -1, 1)), tf.mul(tf.sub(1, mask), a)) as tf.Tensor2D;
+      const q = (v: NetVariables, feats: tf.Tensor2D, z: tf.Tensor2D) => tf.reshape(forward(v, tf.concat([feats, z], 1) as tf.Tensor2D), [-1]) as tf.Tensor1D;
+      // TD targets (no gradient): a~ from pi_s at the bootstrap state
+      const sB = head(forward(vars.policy, tB), bounded);
+      const pB = head(forward(vars.prior, tB), bounded);
+      const aB = clipBounded(tf.add(sB.mean, tf.mul(tf.exp(sB.logStd), noiseRows())) as tf.Tensor2D);
+      const targetQ = tf.add(tRet, tf.mul(tDisc, q(vars.qTarget, tB, aB)));
+      const klB = klRows(sB.mean, sB.logStd, pB.mean, pB.logStd);
+      const penalty = Number.isFinite(lambda) ? tf.mul(lambda / scales.kl.divisor, klB) : tf.zerosLike(klB);
+      const targetQLambda = tf.add(tRet, tf.mul(tDisc, tf.add(q(vars.qLambdaTarget, tB, aB), penalty)));
+      const fit = (name: keyof typeof optimizers, loss: () => tf.Scalar): number => {
+        const { value, grads } = tf.variableGrads(loss, vars[name].flatMap((l) => [l.weight, l.bias]));
+        const clipped = clipGradients(grads, train.gradClip);
+        optimizers[name].applyGradients(clipped.grads as tf.NamedTensorMap as never);
+        return value.dataSync()[0];
+      };
+      out.q = fit('q', () => tf.mean(tf.square(tf.sub(q(vars.q, tF, tZ), targetQ))) as tf.Scalar);
+      if (Number.isFinite(lambda)) fit('qLambda', () => tf.mean(tf.square(tf.sub(q(vars.qLambda, tF, tZ), targetQLambda))) as tf.Scalar);
+      // adaptive prior toward the planner's first-step Gaussian (eq. (12) or (13))
+      let priorKl: Float32Array | undefined;
+      out.prior = fit('prior', () => {
+        const kl = adaptivePriorKl(train.kl, vars.prior, tF, tAbar, tLogSigma, bounded);
+        priorKl = kl.dataSync() as Float32Array;
+        return tf.div(tf.mean(kl), scales.prior.divisor) as tf.Scalar;
+      });
+      scales.prior.update(priorKl!);
+      // sampling policy (eq. (18)): lambda KL to the prior + Q^lambda of a reparameterised draw - alpha H
+      const pF = head(forward(vars.prior, tF), bounded);
+      const eps = noiseRows();
+      let klValues: Float32Array | undefined;
+      let qValues: Float32Array | undefined;
+      out.policy = fit('policy', () => {
+        const s = head(forward(vars.policy, tF), bounded);
+        const kl = klRows(s.mean, s.logStd, pF.mean, pF.logStd);
+        klValues = kl.dataSync() as Float32Array;
+        if (!Number.isFinite(lambda)) return tf.mean(kl) as tf.Scalar;
+        const a = clipBounded(tf.add(s.mean, tf.mul(tf.exp(s.logStd), eps)) as tf.Tensor2D);
+        const qa = q(vars.qLambda, tF, a);
+        qValues = qa.dataSync() as Float32Array;
+        const terms = tf.sub(tf.add(tf.mul(lambda / scales.kl.divisor, kl), tf.div(qa, scales.q.divisor)), tf.mul(train.entropy, entropyRows(s.logStd)));
+        return tf.mean(terms) as tf.Scalar;
+      });
+      scales.kl.update(klValues!);
+      if (qValues) scales.q.update(qValues);
+    });
+    polyak(vars.qTarget, vars.q, train.tau);
+    polyak(vars.qLambdaTarget, vars.qLambda, train.tau);
+    // the planner reads the policy and the value at the next plan
+    readVariables(vars.policy, networks.policy);
+    readVariables(vars.q, networks.q);
+    state.updates++;
+    return out;
+  };
+
+  /** Lazy reanalyze: re-plan some buffered states with the current networks and store their first-step distribution anew. */
+  const reanalyze = async (rng: Rng) => {
+    const fresh = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(rng.uniform() * 2 ** 31), guide);
+    for (let r = 0; r < Math.min(train.reanalyzeCount, replay.size); r++) {
+      const i = Math.floor(rng.uniform() * replay.size);
+      fresh.reset();
+      await fresh.plan({ x0: Array.from(replay.x.subarray(i * n, (i + 1) * n)), uPrev: new Array<number>(m).fill(0), reference });
+      const first = fresh.firstStep()!;
+      replay.abar.set(first.mean, i * m);
+      replay.sigma.set(first.sigma, i * m);
+    }
+  };
+
+  let meta: PriorMeta | undefined;
+  try {
+    const ticks = Math.max(1, Math.round(train.episodeS / periodS));
+    for (let e = state.episodesDone; e < train.episodes; e++) {
+      const te = performance.now();
+      const rng = new Rng(run.controller.seed * 104729 + e);
+      const x0Physical = run.sim.x0.length ? run.sim.x0 : [...(def.physical ? def.physical.toPhysical(def.x0 as number[], model.params as never) as number[] : def.x0)];
+      const start = x0Physical.map((v) => v + train.startSpread * rng.normal());
+      const sim = new Simulator(def, periodS, { ...run.sim, x0: start }, run.controller.seed + 1 + e, { ...run.model, ...run.simModel });
+      planner.reset();
+      let uPrev = new Array<number>(m).fill(0);
+      let x = fromPhysical(model, sim.measure());
+      const point: EpisodePoint = { episode: e + 1, meanCost: 0, goalS: 0, endsInGoal: false, updates: 0, qLoss: 0, priorLoss: 0, policyLoss: 0, wallS: 0 };
+      let inGoal = false;
+      for (let t = 0; t < ticks; t++) {
+        const plan = await planner.plan({ x0: x, uPrev, reference });
+        const u = Array.from(plan.controls.subarray(0, m));
+        const first = planner.firstStep()!;
+        const c = stageCost(x, u, uPrev, reference);
+        sim.advance(u);
+        const next = fromPhysical(model, sim.measure());
+        replay.push(x, toNormalised(u, scaling), c, next, first.mean, first.sigma, e);
+        point.meanCost += c / ticks;
+        inGoal = inGoalRegion(model, fromPhysical(model, sim.state), reference) ?? false;
+        if (inGoal) point.goalS += periodS;
+        x = next;
+        uPrev = u;
+        if (replay.size < Math.min(train.batch, 64)) continue;
+        // B.4: the value scale is fixed from the first data: Q's outputs stay O(1)
+        if (qScale === undefined) {
+          let mean = 0;
+          for (let i = 0; i < replay.size; i++) mean += replay.cost[i] / replay.size;
+          qScale = Math.max(1e-6, mean / (1 - gamma));
+        }
+        for (let k = 0; k < train.updatesPerStep; k++) {
+          const l = update(rng);
+          point.qLoss += l.q;
+          point.priorLoss += l.prior;
+          point.policyLoss += l.policy;
+          point.updates++;
+          if (train.reanalyzeEvery > 0 && state.updates % train.reanalyzeEvery === 0) await reanalyze(rng);
+        }
+        guide.prior = current();
+      }
+      if (point.updates) {
+        point.qLoss /= point.updates;
+        point.priorLoss /= point.updates;
+        point.policyLoss /= point.updates;
+      }
+      point.endsInGoal = inGoal;
+      point.wallS = (performance.now() - te) / 1000;
+      state.curve.push(point);
+      state.episodesDone = e + 1;
+      if (state.episodesDone % train.checkpointEvery === 0 || state.episodesDone === train.episodes) meta = writeCheckpoint();
+      opts.onEpisode?.({ episode: e + 1, episodes: train.episodes, point });
+    }
+    meta ??= writeCheckpoint();
+  } finally {
+    backend.dispose();
+    for (const k of NETWORK_NAMES) for (const l of vars[k]) {
+      l.weight.dispose();
+      l.bias.dispose();
+    }
+    for (const o of Object.values(optimizers)) o.dispose();
+  }
+  return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName };
+}
+
+function resumeMismatch(meta: PriorMeta, model: Model, hidden: number[]): string | undefined {
+  if (meta.system !== model.name) return `it trains a prior for '${meta.system}', not '${model.name}'`;
+  if (meta.horizon !== model.horizon) return `it trains for a horizon of ${meta.horizon} steps, this run plans ${model.horizon}`;
+  if (meta.hidden.join(',') !== hidden.join(',')) return `its networks have hidden layers [${meta.hidden.join(', ')}], this run asks for [${hidden.join(', ')}]`;
+  return undefined;
+}
+

@@ -1,0 +1,311 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs';
+import { CpuBackend } from '../src/kernels/cpu.js';
+import { compileStepFunction } from '../src/kernels/js-source.js';
+import { buildStepGraphs } from '../src/kernels/graphs.js';
+import { pendulum as pendulumDef } from '../src/models/pendulum.js';
+import { resolveModel } from '../src/models/model.js';
+import { resolveParams } from '../src/params.js';
+import { MPPI_PARAMS } from '../src/planners/mppi.js';
+import { controlScaling } from '../src/planners/problem.js';
+import { MppiPlanner } from '../src/controller/receding.js';
+import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint } from '../src/prior/checkpoint.js';
+import { entropyDiagonal, klDiagonal } from '../src/prior/gaussian.js';
+import { initMlp } from '../src/prior/mlp.js';
+import { boundedControls, defaultFeatures, initNetworks, NETWORK_NAMES, policyAt, PriorNetworks, stateFeatures } from '../src/prior/networks.js';
+import { PRIOR_PARAMS } from '../src/prior/params.js';
+import { LearnedPrior } from '../src/prior/runtime.js';
+import { percentileSpread, PercentileScale } from '../src/prior/scale.js';
+import { adaptivePriorKl, entropyRows, forward, head, klRows, toVariables, useBackend } from '../src/prior/tensors.js';
+import { resolveTrainParams, trainPrior } from '../src/prior/trainer.js';
+import { ControllerSession } from '../src/run/session.js';
+import { resolveRunParams } from '../src/run/setup.js';
+import { Rng } from '../src/random.js';
+
+const close = (a: number, b: number, rel: number, what: string) => assert.ok(Math.abs(a - b) <= rel * Math.max(1e-12, Math.abs(b)), `${what}: ${a} vs ${b}`);
+
+before(async () => {
+  await useBackend('wasm');
+});
+
+describe('prior: Gaussian KL and entropy', () => {
+  it('match the closed forms and Monte Carlo, in both directions', () => {
+    // KL[N(0, 1) || N(1, 2^2)] = log 2 + (1 + 1) / 8 - 1/2
+    close(klDiagonal([0], [1], [1], [2]), Math.log(2) + 0.25 - 0.5, 1e-12, 'closed form');
+    close(entropyDiagonal([0.5, 2]), 0.5 * Math.log(2 * Math.PI * Math.E * 0.25) + 0.5 * Math.log(2 * Math.PI * Math.E * 4), 1e-12, 'entropy');
+    const rng = new Rng(5);
+    const [muA, sA, muB, sB] = [[0.3, -1], [0.4, 1.5], [-0.2, 0.5], [0.9, 0.7]];
+    const logN = (x: number[], mu: number[], s: number[]) => x.reduce((acc, xi, j) => acc - 0.5 * ((xi - mu[j]) / s[j]) ** 2 - Math.log(s[j]) - 0.5 * Math.log(2 * Math.PI), 0);
+    for (const [pm, ps, qm, qs] of [[muA, sA, muB, sB], [muB, sB, muA, sA]]) {
+      let mc = 0;
+      const draws = 200000;
+      for (let i = 0; i < draws; i++) {
+        const x = pm.map((m, j) => m + ps[j] * rng.normal());
+        mc += (logN(x, pm, ps) - logN(x, qm, qs)) / draws;
+      }
+      close(klDiagonal(pm, ps, qm, qs), mc, 0.02, 'Monte Carlo');
+    }
+  });
+
+  it('the trainer\'s tensors compute the same KL and entropy as the closed forms', () => {
+    const rng = new Rng(11);
+    const rows = 5;
+    const m = 3;
+    const draw = (scale: number, shift = 0) => Array.from({ length: rows * m }, () => shift + scale * rng.normal());
+    const [ma, la, mb, lb] = [draw(1), draw(0.5), draw(1), draw(0.5)];
+    const t = (v: number[]) => tf.tensor2d(v, [rows, m]);
+    const forwardKl = klRows(t(ma), t(la), t(mb), t(lb)).arraySync();
+    const reverseKl = klRows(t(mb), t(lb), t(ma), t(la)).arraySync();
+    const ent = entropyRows(t(la)).arraySync();
+    for (let r = 0; r < rows; r++) {
+      const s = (v: number[]) => v.slice(r * m, (r + 1) * m);
+      const e = (v: number[]) => s(v).map(Math.exp);
+      close(forwardKl[r], klDiagonal(s(ma), e(la), s(mb), e(lb)), 1e-4, `KL row ${r}`);
+      close(reverseKl[r], klDiagonal(s(mb), e(lb), s(ma), e(la)), 1e-4, `reverse KL row ${r}`);
+      close(ent[r], entropyDiagonal(e(la)), 1e-4, `entropy row ${r}`);
+    }
+  });
+});
+
+describe('prior: percentile scales S_p, S_KL, S_Q', () => {
+  it('track the 5th-95th percentile spread, divide by max(1, S), ignore non-finite values', () => {
+    assert.equal(percentileSpread(Array.from({ length: 101 }, (_, i) => i)), 90);
+    assert.equal(percentileSpread([NaN, Infinity, 5]), 0);
+    assert.equal(percentileSpread([NaN]), undefined);
+    const s = new PercentileScale(0.1);
+    assert.equal(s.divisor, 1);
+    s.update(Array.from({ length: 101 }, (_, i) => 10 * i));
+    assert.equal(s.value, 900);
+    s.update(Array.from({ length: 101 }, (_, i) => i));
+    close(s.value, 900 + 0.1 * (90 - 900), 1e-12, 'EMA');
+    assert.equal(s.divisor, s.value);
+    const small = new PercentileScale();
+    small.update([0.1, 0.2, 0.3]);
+    assert.equal(small.divisor, 1, 'a spread below 1 does not inflate the loss');
+    const copy = PercentileScale.fromJSON(s.toJSON());
+    assert.equal(copy.update([0, 1]), s.update([0, 1]));
+  });
+});
+
+describe('prior: fitting the adaptive prior to a two-mode planner distribution', () => {
+  // one state; the planner's stored first-step Gaussians come from two modes:
+  // a confident one at +0.5 (std 0.05) and a vague one at -0.5 (std 0.3), equally often
+  async function fit(kind: 'reverse' | 'forward') {
+    const rng = new Rng(3);
+    const bounded = [false];
+    const prior = toVariables(initMlp(rng, [1, 16, 2], 0.1), `fit-${kind}`);
+    const opt = tf.train.adam(0.02);
+    const n = 64;
+    const features = tf.ones([n, 1]) as tf.Tensor2D;
+    const mean = tf.tensor2d(Array.from({ length: n }, (_, i) => (i % 2 ? 0.5 : -0.5)), [n, 1]);
+    const logStd = tf.tensor2d(Array.from({ length: n }, (_, i) => Math.log(i % 2 ? 0.05 : 0.3)), [n, 1]);
+    for (let k = 0; k < 1500; k++) {
+      opt.minimize(() => tf.mean(adaptivePriorKl(kind, prior, features, mean, logStd, bounded)) as tf.Scalar, false, prior.flatMap((l) => [l.weight, l.bias]));
+    }
+    const h = head(forward(prior, tf.ones([1, 1]) as tf.Tensor2D), bounded);
+    return { mean: h.mean.dataSync()[0], std: Math.exp(h.logStd.dataSync()[0]) };
+  }
+
+  it('reverse KL seeks the confident mode; forward KL covers both (as PO-MPC describes)', async () => {
+    const reverse = await fit('reverse');
+    const forward_ = await fit('forward');
+    // reverse: log pi_p = E_k[log pi^k] (PO-MPC Appendix G, eq. (49)): precision-weighted, so the
+    // sharp mode wins: mean (400 * 0.5 - 11.1 * 0.5) / 411.1 = 0.473, std 1 / sqrt(205.6) = 0.070
+    close(reverse.mean, (400 * 0.5 - (1 / 0.09) * 0.5) / (400 + 1 / 0.09), 0.02, 'reverse mean');
+    close(reverse.std, 1 / Math.sqrt((400 + 1 / 0.09) / 2), 0.05, 'reverse std');
+    assert.ok(Math.abs(reverse.mean - 0.5) < reverse.std, 'the reverse fit sits on the confident mode');
+    assert.ok(Math.abs(reverse.mean + 0.5) > 10 * reverse.std, 'and puts no mass on the other');
+    // forward: moment matching: mean 0, variance (0.05^2 + 0.3^2) / 2 + 0.25
+    close(forward_.mean + 1, 1, 0.02, 'forward mean');
+    close(forward_.std, Math.sqrt((0.0025 + 0.09) / 2 + 0.25), 0.02, 'forward std');
+    assert.ok(forward_.std > 0.5, 'the forward fit covers both modes within one std');
+  });
+});
+
+describe('prior: networks, checkpoints and refusals', () => {
+  const model = resolveModel(pendulumDef, { horizon: 10 });
+  let dir: string;
+  let networks: PriorNetworks;
+  const meta = (): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> => {
+    const s = controlScaling(model);
+    return {
+      version: 'test', system: 'pendulum', stateNames: ['theta', 'phi'], controlNames: ['u'], stateDim: 2, controlDim: 1, horizon: 10, dtS: 0.1,
+      reference: [...model.goal], features: defaultFeatures(model), controlCenter: Array.from(s.center), controlScale: Array.from(s.scale), bounded: boundedControls(model),
+      hidden: [16, 16], qScale: 10, gamma: 0.97, training: {}, episodes: 0, updates: 0,
+    };
+  };
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'prior-'));
+    networks = initNetworks(new Rng(2), { stateDim: 2, controlDim: 1, features: defaultFeatures(model), hidden: [16, 16] });
+    saveCheckpoint(dir, networks, meta());
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a checkpoint round-trips bit for bit, and TensorFlow.js decodes its weights', () => {
+    const back = loadCheckpoint(dir);
+    for (const name of NETWORK_NAMES) {
+      networks[name].layers.forEach((l, i) => {
+        const b = back.networks[name].layers[i];
+        assert.equal(Buffer.compare(Buffer.from(l.weight.buffer), Buffer.from(b.weight.buffer)), 0, `${name}/${i} weights`);
+        assert.equal(Buffer.compare(Buffer.from(l.bias.buffer), Buffer.from(b.bias.buffer)), 0, `${name}/${i} bias`);
+      });
+    }
+    assert.deepEqual(back.meta.features, meta().features);
+    const manifest = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
+    const bin = readFileSync(join(dir, 'weights.bin'));
+    const decoded = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length), manifest.weightsManifest[0].weights);
+    const kernel = decoded['policy/1/kernel'].dataSync();
+    assert.deepEqual(Array.from(kernel), Array.from(networks.policy.layers[1].weight));
+  });
+
+  it('the planner\'s plain forward pass computes what the trainer\'s tensors compute', () => {
+    const rng = new Rng(9);
+    const x = Float64Array.from({ length: 20 }, () => 3 * rng.normal());
+    const f = stateFeatures(defaultFeatures(model), x, 10, model.goal);
+    const plain = policyAt(networks.policy, f, 10, [true]);
+    const vars = toVariables(networks.policy, 'forward-check');
+    const h = head(forward(vars, tf.tensor2d(Float32Array.from(f), [10, f.length / 10])), [true]);
+    const mean = h.mean.dataSync();
+    const std = h.logStd.dataSync();
+    for (let r = 0; r < 10; r++) {
+      close(plain.mean[r], mean[r], 1e-4, `mean ${r}`);
+      close(Math.log(plain.std[r]), std[r], 1e-4, `log std ${r}`);
+    }
+  });
+
+  it('refuses, with one line each, a prior for another system, dimensions, horizon or step', () => {
+    const refuse = (m: typeof model, pattern: RegExp) => assert.throws(() => LearnedPrior.load(dir, m), (e: Error) => e instanceof PriorError && pattern.test(e.message) && !e.message.includes('\n'));
+    refuse(resolveModel(pendulumDef, { horizon: 20 }), /trained for a horizon of 10 steps, the controller plans 20/);
+    refuse(resolveModel(pendulumDef, { horizon: 10, dtS: 0.05 }), /model step of 0\.1 s, the controller's is 0\.05 s/);
+    refuse({ ...model, name: 'acrobot' }, /trained for system 'pendulum', not 'acrobot'/);
+    const m = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+    writeFileSync(join(dir, 'meta.json'), JSON.stringify({ ...m, stateDim: 4 }));
+    refuse(model, /has 4 states and 1 controls, system 'pendulum' has 2 and 1/);
+  });
+
+  it('refuses a missing, malformed, truncated or corrupt checkpoint', () => {
+    const refuse = (pattern: RegExp) => assert.throws(() => loadCheckpoint(dir), (e: Error) => e instanceof PriorError && pattern.test(e.message));
+    assert.throws(() => loadCheckpoint(join(dir, 'nope')), /no such directory/);
+    const bin = readFileSync(join(dir, 'weights.bin'));
+    writeFileSync(join(dir, 'weights.bin'), bin.subarray(0, bin.length - 4));
+    refuse(/weights\.bin has \d+ bytes, the manifest lists \d+ \(truncated/);
+    const flipped = Buffer.from(bin);
+    flipped[100] ^= 0xff;
+    writeFileSync(join(dir, 'weights.bin'), flipped);
+    refuse(/does not match its checksum in meta\.json \(corrupt\)/);
+    // NaN weights with a matching checksum: written by a diverged run, not damaged on disk
+    const nan = Buffer.from(bin);
+    nan.writeFloatLE(NaN, 0);
+    writeFileSync(join(dir, 'weights.bin'), nan);
+    const meta_ = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+    writeFileSync(join(dir, 'meta.json'), JSON.stringify({ ...meta_, weights: { ...meta_.weights, sha256: createHash('sha256').update(nan).digest('hex') } }));
+    refuse(/non-finite values/);
+    writeFileSync(join(dir, 'meta.json'), '{"format": "tempered-mpc-prior/1", ');
+    refuse(/meta\.json is not valid JSON/);
+    writeFileSync(join(dir, 'meta.json'), '{"format": "something else"}');
+    refuse(/meta\.json is not a tempered-mpc prior \(format "something else"/);
+    rmSync(join(dir, 'meta.json'));
+    refuse(/meta\.json is missing/);
+  });
+});
+
+describe('prior: MPPI guided by a prior', () => {
+  const model = resolveModel(pendulumDef, { horizon: 10 });
+  const mppiParams = (o: Record<string, unknown>) => resolveParams('mppi', MPPI_PARAMS, { samples: 16, iterations: 1, elites: 0, temperature: 1e6, ...o });
+  const settings = (o: Record<string, unknown> = {}) => resolveParams('prior', PRIOR_PARAMS, o);
+  const step = compileStepFunction(buildStepGraphs(model, false));
+  const metaOf = (): PriorMeta => {
+    const s = controlScaling(model);
+    return {
+      format: 'tempered-mpc-prior/1', version: 'test', system: 'pendulum', stateNames: ['theta', 'phi'], controlNames: ['u'], stateDim: 2, controlDim: 1, horizon: 10, dtS: 0.1,
+      reference: [...model.goal], features: defaultFeatures(model), controlCenter: Array.from(s.center), controlScale: Array.from(s.scale), bounded: [true],
+      hidden: [8], qScale: 1, gamma: 0.97, training: {}, episodes: 0, updates: 0, savedAt: '', weights: { file: 'weights.bin', bytes: 0, sha256: '' },
+    };
+  };
+  /** a policy whose mean is tanh(0.5) everywhere with the smallest std, and a value of `value` everywhere */
+  const constantPrior = (value: number) => {
+    const net = initNetworks(new Rng(1), { stateDim: 2, controlDim: 1, features: defaultFeatures(model), hidden: [8] });
+    for (const l of [...net.policy.layers, ...net.q.layers]) l.weight.fill(0);
+    net.policy.layers[1].bias.set([0.5, -20]);
+    net.q.layers[1].bias.set([value]);
+    return LearnedPrior.fromNetworks(metaOf(), net);
+  };
+  const plan = async (prior: LearnedPrior, o: Record<string, unknown>, p: Record<string, unknown> = {}) => {
+    const backend = new CpuBackend(model, { threads: 1 });
+    try {
+      const planner = new MppiPlanner(model, backend, mppiParams(p), new Rng(4), { prior, step: (x, u) => step(x, u, [0]), settings: settings(o) });
+      return await planner.plan({ x0: [0.1, 0], uPrev: [0], reference: model.goal });
+    } finally {
+      backend.dispose();
+    }
+  };
+
+  it('draws prior.policySamples of its samples from the policy, rolled through the model', async () => {
+    const r = await plan(constantPrior(0), { policySamples: 16, value: 'off' });
+    // every sample came from the policy (tanh(0.5) with std 0.02): so does the plan (the mean, or the
+    // best sample, within 5 std)
+    for (const u of r.controls) assert.ok(Math.abs(u - Math.tanh(0.5)) < 0.1, `planned control ${u}`);
+    const without = await plan(constantPrior(0), { policySamples: 0, value: 'off' });
+    assert.ok(Array.from(without.controls).some((u) => Math.abs(u - Math.tanh(0.5)) > 0.1), 'without policy samples the plan is MPPI\'s own');
+  });
+
+  it('adds the learned value of the last state to every sample\'s cost (eq. (10))', async () => {
+    const a = await plan(constantPrior(0), { policySamples: 0 });
+    const b = await plan(constantPrior(7), { policySamples: 0, valueWeight: 2 });
+    close(b.cost - a.cost, 14, 1e-9, 'cost with a constant value of 7, weight 2');
+  });
+
+  it('a prior whose outputs go non-finite is switched off for the plan, with a notice, never a NaN control', async () => {
+    const broken = constantPrior(0);
+    broken.networks.policy.layers[1].bias[0] = NaN;
+    const r = await plan(broken, { policySamples: 8, value: 'off' });
+    assert.ok(r.controls.every(Number.isFinite));
+    assert.match(r.diagnostics!.notice!, /learned policy went non-finite; planned without its samples/);
+    const badValue = constantPrior(0);
+    badValue.networks.q.layers[1].bias[0] = Infinity;
+    const v = await plan(badValue, { policySamples: 0 });
+    assert.ok(v.controls.every(Number.isFinite) && Number.isFinite(v.cost));
+    assert.match(v.diagnostics!.notice!, /learned value went non-finite; planned without it/);
+  });
+
+  it('prior.path is checked at configure: a missing prior or a TSMC planner is refused with the reason', async () => {
+    const params = resolveRunParams('pendulum', { planner: 'mppi', 'prior.path': '/nonexistent/prior', plannerThread: 'main' });
+    await assert.rejects(ControllerSession.create(params, { lockstep: true }), /prior '\/nonexistent\/prior': no such directory/);
+    const tsmc = resolveRunParams('pendulum', { planner: 'tsmc', 'prior.path': '/nonexistent/prior', plannerThread: 'main' });
+    await assert.rejects(ControllerSession.create(tsmc, { lockstep: true }), /the learned prior guides MPPI only \(planner: tsmc\)/);
+    assert.throws(() => resolveRunParams('pendulum', { 'prior.policySamples': -1 }), /prior\.policySamples must be >= 0, got -1/);
+    assert.throws(() => resolveRunParams('pendulum', { 'prior.path': 5 }), /prior\.path must be text, got 5/);
+  });
+});
+
+describe('prior: train-prior (tiny networks, a few episodes)', function () {
+  this.timeout(300000);
+  let out: string;
+  beforeEach(() => (out = mkdtempSync(join(tmpdir(), 'train-'))));
+  afterEach(() => rmSync(out, { recursive: true, force: true }));
+
+  it('trains, checkpoints, resumes where it stopped, and its prior loads for the controller', async () => {
+    const run = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 7, 'mppi.samples': 32, 'mppi.iterations': 2, 'sim.processNoise': 0.02, threads: 1 });
+    const train = resolveTrainParams({ episodes: 2, episodeS: 1.5, batch: 16, width: 8, depth: 1, policySamples: 8, checkpointEvery: 1, reanalyzeEvery: 5, reanalyzeCount: 2 });
+    const seen: number[] = [];
+    const first = await trainPrior({ run, train, out, resume: false, version: 'test', onEpisode: (p) => seen.push(p.episode) });
+    assert.deepEqual(seen, [1, 2]);
+    assert.equal(first.meta.episodes, 2);
+    assert.ok(first.meta.updates > 0, 'updates ran');
+    assert.ok(first.curve.every((p) => Number.isFinite(p.meanCost) && Number.isFinite(p.qLoss)));
+    await assert.rejects(trainPrior({ run, train, out, resume: false, version: 'test' }), /already holds a prior: pass --resume/);
+    const more = await trainPrior({ run, train: { ...train, episodes: 3 }, out, resume: true, version: 'test' });
+    assert.equal(more.meta.episodes, 3);
+    assert.equal(more.curve.length, 3);
+    assert.deepEqual(more.curve.slice(0, 2), first.curve, 'the resumed run keeps the curve so far');
+    await assert.rejects(trainPrior({ run, train: { ...train, episodes: 4, width: 16 }, out, resume: true, version: 'test' }), /hidden layers \[8\], this run asks for \[16\]/);
+    const prior = LearnedPrior.load(out, resolveModel(pendulumDef, { horizon: 7 }));
+    assert.equal(prior.meta.horizon, 7);
+    const session = await ControllerSession.create(resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 7, 'prior.path': out, plannerThread: 'worker', threads: 1 }), { lockstep: true });
+    session.dispose();
+  });
+});
