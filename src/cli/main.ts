@@ -5,6 +5,7 @@ import { benchTelemetryCommand } from './bench-telemetry.js';
 import { benchSoakCommand } from './bench-soak.js';
 import { benchRolloutCommand } from './bench-rollout.js';
 import { benchMpcCommand } from './bench-mpc.js';
+import { benchPriorCommand } from './bench-prior.js';
 import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs, UsageError } from './command.js';
 import { paramsCommand } from './params.js';
@@ -14,7 +15,7 @@ import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 import { trainPriorCommand } from './train-prior.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, trainPriorCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand];
 
 function overview(): string {
   return [

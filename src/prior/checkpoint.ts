@@ -27,8 +27,8 @@ export interface PriorMeta {
   controlScale: number[];
   bounded: boolean[];
   hidden: number[];
-  /** Q outputs are multiplied by this (cost units) */
-  qScale: number;
+  /** how the value networks' outputs map to cost: symexp (see networks.ts) */
+  valueTransform: 'symlog';
   gamma: number;
   /** the training run's parameters, as given */
   training: Record<string, unknown>;
@@ -102,9 +102,10 @@ export function loadCheckpoint(dir: string): { meta: PriorMeta; networks: PriorN
   if (typeof meta !== 'object' || meta === null || meta.format !== PRIOR_FORMAT) {
     throw new PriorError(`${label}: meta.json is not a tempered-mpc prior (format ${JSON.stringify((meta as { format?: unknown } | null)?.format)}, expected '${PRIOR_FORMAT}')`);
   }
-  for (const key of ['system', 'stateDim', 'controlDim', 'horizon', 'dtS', 'features', 'hidden', 'qScale', 'weights', 'bounded', 'reference'] as const) {
+  for (const key of ['system', 'stateDim', 'controlDim', 'horizon', 'dtS', 'features', 'hidden', 'valueTransform', 'weights', 'bounded', 'reference'] as const) {
     if (meta[key] === undefined) throw new PriorError(`${label}: meta.json lacks '${key}'`);
   }
+  if (meta.valueTransform !== 'symlog') throw new PriorError(`${label}: meta.json's valueTransform ${JSON.stringify(meta.valueTransform)} is not one this version reads ('symlog')`);
   const manifest = readJson('model.json') as { weightsManifest?: { paths: string[]; weights: WeightSpec[] }[] };
   const group = manifest.weightsManifest?.[0];
   if (!group || !Array.isArray(group.weights) || group.paths?.[0] !== meta.weights.file) throw new PriorError(`${label}: model.json has no weights manifest for ${meta.weights.file}`);

@@ -2,7 +2,7 @@ import { isAngle } from '../models/model.js';
 import type { Model } from '../models/model.js';
 import type { Rng } from '../random.js';
 import { boundedCoordinates } from '../planners/solve.js';
-import { initMlp, Mlp, mlpForward } from './mlp.js';
+import { initMlp, Mlp, MlpKernel } from './mlp.js';
 
 /** The networks of a prior, as PO-MPC names them. */
 export interface PriorNetworks {
@@ -10,7 +10,7 @@ export interface PriorNetworks {
   policy: Mlp;
   /** adaptive prior pi_p(u|x): distilled from the planner's own action distribution */
   prior: Mlp;
-  /** Q(x, u) of the sampling policy, in cost units / qScale: the value bootstrap */
+  /** Q(x, u) of the sampling policy, a cost-to-go in symlog units (see qAt): the value bootstrap */
   q: Mlp;
   /** the KL-regularised Q^lambda of eq. (16)/(17) */
   qLambda: Mlp;
@@ -100,12 +100,21 @@ export function boundedControls(model: Model): boolean[] {
 }
 
 /** The policy's Gaussian at `count` feature rows. */
-export function policyAt(net: Mlp, features: Float64Array, count: number, bounded: readonly boolean[]): { mean: Float64Array; std: Float64Array } {
-  return gaussianHead(mlpForward(net, features, count), count, bounded);
+export function policyAt(net: MlpKernel, features: Float64Array, count: number, bounded: readonly boolean[]): { mean: Float64Array; std: Float64Array } {
+  return gaussianHead(net.forward(features, count), count, bounded);
 }
 
+/**
+ * Values are learned in symlog units, symlog(v) = sign(v) log(1 + |v|)
+ * (TD-MPC2's choice): a cost-to-go spans 0 at the goal to ~100 while
+ * swinging, and near the goal, where a controller balances, an error of
+ * 0.01 in the network's output is 0.01 of cost rather than 1% of the range.
+ */
+export const symlog = (v: number): number => Math.sign(v) * Math.log1p(Math.abs(v));
+export const symexp = (y: number): number => Math.sign(y) * Math.expm1(Math.abs(y));
+
 /** Q at `count` (feature, normalised control) pairs, in cost units. */
-export function qAt(net: Mlp, features: Float64Array, z: ArrayLike<number>, count: number, qScale: number): Float64Array {
+export function qAt(net: MlpKernel, features: Float64Array, z: ArrayLike<number>, count: number): Float64Array {
   const d = features.length / count;
   const m = z.length / count;
   const input = new Float64Array(count * (d + m));
@@ -113,5 +122,5 @@ export function qAt(net: Mlp, features: Float64Array, z: ArrayLike<number>, coun
     input.set(features.subarray(r * d, (r + 1) * d), r * (d + m));
     for (let j = 0; j < m; j++) input[r * (d + m) + d + j] = z[r * m + j];
   }
-  return mlpForward(net, input, count).map((v) => v * qScale);
+  return net.forward(input, count).map(symexp);
 }

@@ -2,7 +2,7 @@ import type { Model } from '../models/model.js';
 import type { Rng } from '../random.js';
 import { controlScaling } from '../planners/problem.js';
 import { loadCheckpoint, PriorError, PriorMeta } from './checkpoint.js';
-import { mlpInputs, mlpOutputs } from './mlp.js';
+import { compileMlp, MlpKernel, mlpInputs, mlpOutputs } from './mlp.js';
 import { featureDim, policyAt, PriorNetworks, qAt, stateFeatures } from './networks.js';
 
 /** One model step in planner units, x' = f(x, u) (physical controls). */
@@ -14,7 +14,14 @@ export type ModelStep = (x: readonly number[], u: readonly number[]) => number[]
  * f64 from the checkpoint's weights (no tensor library on the control path).
  */
 export class LearnedPrior {
-  private constructor(readonly meta: PriorMeta, readonly networks: PriorNetworks) {}
+  private readonly policyNet: MlpKernel;
+  private readonly qNet: MlpKernel;
+
+  /** `networks` are compiled here: later changes to them are not seen (build a new LearnedPrior) */
+  private constructor(readonly meta: PriorMeta, readonly networks: PriorNetworks) {
+    this.policyNet = compileMlp(networks.policy);
+    this.qNet = compileMlp(networks.q);
+  }
 
   /** Loads a checkpoint for this model, refusing (PriorError, one line) a prior made for another system, dimensions, horizon or step. */
   static load(dir: string, model: Model): LearnedPrior {
@@ -39,14 +46,14 @@ export class LearnedPrior {
 
   /** pi_s(.|x) for `count` states: mean and std in normalised control units. */
   policy(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): { mean: Float64Array; std: Float64Array } {
-    return policyAt(this.networks.policy, stateFeatures(this.meta.features, x, count, reference), count, this.meta.bounded);
+    return policyAt(this.policyNet, stateFeatures(this.meta.features, x, count, reference), count, this.meta.bounded);
   }
 
   /** V(x) = Q(x, mean pi_s(x)) for `count` states, in cost units. */
   value(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): Float64Array {
     const features = stateFeatures(this.meta.features, x, count, reference);
-    const { mean } = policyAt(this.networks.policy, features, count, this.meta.bounded);
-    return qAt(this.networks.q, features, mean, count, this.meta.qScale);
+    const { mean } = policyAt(this.policyNet, features, count, this.meta.bounded);
+    return qAt(this.qNet, features, mean, count);
   }
 
   /**

@@ -90,6 +90,10 @@ export function adaptivePriorKl(kind: 'reverse' | 'forward', prior: NetVariables
   return kind === 'reverse' ? klRows(p.mean, p.logStd, plannerMean, plannerLogStd) : klRows(plannerMean, plannerLogStd, p.mean, p.logStd);
 }
 
+/** symlog and symexp as tensors (networks.ts has them for numbers). */
+export const symlogT = (v: tf.Tensor): tf.Tensor => tf.mul(tf.sign(v), tf.log1p(tf.abs(v)));
+export const symexpT = (y: tf.Tensor): tf.Tensor => tf.mul(tf.sign(y), tf.sub(tf.exp(tf.abs(y)), 1));
+
 /** Entropy of the diagonal Gaussian per row. */
 export function entropyRows(logStd: tf.Tensor2D): tf.Tensor1D {
   return tf.sum(tf.add(logStd, 0.5 * Math.log(2 * Math.PI * Math.E)), 1) as tf.Tensor1D;

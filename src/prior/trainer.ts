@@ -16,7 +16,7 @@ import { loadCheckpoint, PriorMeta, saveCheckpoint } from './checkpoint.js';
 import { boundedControls, defaultFeatures, featureDim, initNetworks, NETWORK_NAMES, PriorNetworks, stateFeatures } from './networks.js';
 import { LearnedPrior } from './runtime.js';
 import { PercentileScale } from './scale.js';
-import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, NetVariables, polyak, readVariables, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
+import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, NetVariables, polyak, readVariables, symexpT, symlogT, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
 
 /** `train-prior`'s parameters (keys of `--set train.KEY=V`, and the named flags). */
 export const TRAIN_PARAMS = {
@@ -213,14 +213,12 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   let networks: PriorNetworks;
   let state: TrainState;
   let replay: Replay;
-  let qScale: number | undefined;
   if (opts.resume) {
     if (!existsSync(statePath)) throw new Error(`nothing to resume in '${opts.out}' (no train-state.json)`);
     const loaded = loadCheckpoint(opts.out);
     const problem = resumeMismatch(loaded.meta, model, hidden);
     if (problem) throw new Error(`cannot resume '${opts.out}': ${problem}`);
     networks = loaded.networks;
-    qScale = loaded.meta.qScale;
     state = JSON.parse(readFileSync(statePath, 'utf8')) as TrainState;
     replay = Replay.load(replayPath, train.capacity, n, m);
   } else {
@@ -233,18 +231,16 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   const scales = { prior: PercentileScale.fromJSON(state.scales.prior), kl: PercentileScale.fromJSON(state.scales.kl), q: PercentileScale.fromJSON(state.scales.q) };
   const vars = Object.fromEntries(NETWORK_NAMES.map((k) => [k, toVariables(networks[k], k, !k.endsWith('Target'))])) as Record<keyof PriorNetworks, NetVariables>;
   const optimizers = { q: tf.train.adam(train.learningRate), qLambda: tf.train.adam(train.learningRate), prior: tf.train.adam(train.learningRate), policy: tf.train.adam(train.learningRate) };
-  // the episode's rng continues from the run's seed and the episodes done, so a resumed run draws what an uninterrupted one would have
   const metaBase = (): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> => ({
     version: opts.version, system: model.name, stateNames: [...def.stateNames], controlNames: [...def.controlNames], stateDim: n, controlDim: m,
     horizon: model.horizon, dtS: model.dtS, reference, features, controlCenter: Array.from(scaling.center), controlScale: Array.from(scaling.scale), bounded,
-    hidden, qScale: qScale ?? 1, gamma: train.gamma, training: { ...train, mppi: run.planners.mppi, sim: run.sim, model: run.model },
+    hidden, valueTransform: 'symlog', gamma: train.gamma, training: { ...train, mppi: run.planners.mppi, sim: run.sim, model: run.model },
     episodes: state.episodesDone, updates: state.updates,
   });
   const backend = await createBackend(model, run.controller.backend, { threads: run.controller.threads > 0 ? run.controller.threads : undefined });
   const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: 'on' as const };
-  const current = () => LearnedPrior.fromNetworks({ ...metaBase(), qScale: qScale ?? 1 } as PriorMeta, networks);
+  const current = () => LearnedPrior.fromNetworks(metaBase() as PriorMeta, networks);
   const guide = { prior: current(), step: (x: readonly number[], u: readonly number[]) => step(x, u, noise), settings };
-  const planner = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(run.controller.seed * 7919 + state.episodesDone), guide);
   const gamma = train.gamma;
   const writeCheckpoint = () => {
     for (const k of NETWORK_NAMES) readVariables(vars[k], networks[k]);
@@ -280,7 +276,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       xs.set(replay.x.subarray(i * n, (i + 1) * n), b * n);
       boot.set(replay.next.subarray(last * n, (last + 1) * n), b * n);
       zs.set(replay.z.subarray(i * m, (i + 1) * m), b * m);
-      ret[b] = g / qScale!;
+      ret[b] = g;
       disc[b] = gamma ** k;
       for (let j = 0; j < m; j++) {
         abar[b * m + j] = replay.abar[i * m + j];
@@ -304,10 +300,11 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       const sB = head(forward(vars.policy, tB), bounded);
       const pB = head(forward(vars.prior, tB), bounded);
       const aB = clipBounded(tf.add(sB.mean, tf.mul(tf.exp(sB.logStd), noiseRows())) as tf.Tensor2D);
-      const targetQ = tf.add(tRet, tf.mul(tDisc, q(vars.qTarget, tB, aB)));
+      // targets in cost units, regressed in symlog units
+      const targetQ = symlogT(tf.add(tRet, tf.mul(tDisc, symexpT(q(vars.qTarget, tB, aB)))));
       const klB = klRows(sB.mean, sB.logStd, pB.mean, pB.logStd);
       const penalty = Number.isFinite(lambda) ? tf.mul(lambda / scales.kl.divisor, klB) : tf.zerosLike(klB);
-      const targetQLambda = tf.add(tRet, tf.mul(tDisc, tf.add(q(vars.qLambdaTarget, tB, aB), penalty)));
+      const targetQLambda = symlogT(tf.add(tRet, tf.mul(tDisc, tf.add(symexpT(q(vars.qLambdaTarget, tB, aB)), penalty))));
       const fit = (name: keyof typeof optimizers, loss: () => tf.Scalar): number => {
         const { value, grads } = tf.variableGrads(loss, vars[name].flatMap((l) => [l.weight, l.bias]));
         const clipped = clipGradients(grads, train.gradClip);
@@ -335,7 +332,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
         klValues = kl.dataSync() as Float32Array;
         if (!Number.isFinite(lambda)) return tf.mean(kl) as tf.Scalar;
         const a = clipBounded(tf.add(s.mean, tf.mul(tf.exp(s.logStd), eps)) as tf.Tensor2D);
-        const qa = q(vars.qLambda, tF, a);
+        const qa = symexpT(q(vars.qLambda, tF, a)) as tf.Tensor1D;
         qValues = qa.dataSync() as Float32Array;
         const terms = tf.sub(tf.add(tf.mul(lambda / scales.kl.divisor, kl), tf.div(qa, scales.q.divisor)), tf.mul(train.entropy, entropyRows(s.logStd)));
         return tf.mean(terms) as tf.Scalar;
@@ -374,7 +371,8 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       const x0Physical = run.sim.x0.length ? run.sim.x0 : [...(def.physical ? def.physical.toPhysical(def.x0 as number[], model.params as never) as number[] : def.x0)];
       const start = x0Physical.map((v) => v + train.startSpread * rng.normal());
       const sim = new Simulator(def, periodS, { ...run.sim, x0: start }, run.controller.seed + 1 + e, { ...run.model, ...run.simModel });
-      planner.reset();
+      // each episode's random streams come from the run's seed and the episode's number, so a resumed run draws what an uninterrupted one would have
+      const planner = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(run.controller.seed * 7919 + e), guide);
       let uPrev = new Array<number>(m).fill(0);
       let x = fromPhysical(model, sim.measure());
       const point: EpisodePoint = { episode: e + 1, meanCost: 0, goalS: 0, endsInGoal: false, updates: 0, qLoss: 0, priorLoss: 0, policyLoss: 0, wallS: 0 };
@@ -393,12 +391,6 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
         x = next;
         uPrev = u;
         if (replay.size < Math.min(train.batch, 64)) continue;
-        // B.4: the value scale is fixed from the first data: Q's outputs stay O(1)
-        if (qScale === undefined) {
-          let mean = 0;
-          for (let i = 0; i < replay.size; i++) mean += replay.cost[i] / replay.size;
-          qScale = Math.max(1e-6, mean / (1 - gamma));
-        }
         for (let k = 0; k < train.updatesPerStep; k++) {
           const l = update(rng);
           point.qLoss += l.q;
