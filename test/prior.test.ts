@@ -299,9 +299,21 @@ describe('prior: train-prior (tiny networks, a few episodes)', function () {
     assert.equal(more.curve.length, 3);
     assert.deepEqual(more.curve.slice(0, 2), first.curve, 'the resumed run keeps the curve so far');
     await assert.rejects(trainPrior({ run, train: { ...train, episodes: 4, width: 16 }, out, resume: true, version: 'test' }), /hidden layers \[8\], this run asks for \[16\]/);
+    assert.throws(() => resolveTrainParams({ teacherModel: 'wEnergy' }), /train\.teacherModel must be key=number pairs separated by commas, got "wEnergy"/);
+    assert.throws(() => resolveTrainParams({ lambda: '-1' }), /train\.lambda must be a non-negative number or inf, got "-1"/);
+    assert.equal(resolveTrainParams({ lambda: 'inf' }).lambda, 'inf');
     const prior = LearnedPrior.load(out, resolveModel(pendulumDef, { horizon: 7 }));
     assert.equal(prior.meta.horizon, 7);
     const session = await ControllerSession.create(resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 7, 'prior.path': out, plannerThread: 'worker', threads: 1 }), { lockstep: true });
     session.dispose();
+  });
+
+  it('trains with forward KL and lambda = inf (BMPC imitation), and with lambda = 0 (TD-MPC2)', async () => {
+    const run = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 5, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1 });
+    for (const [kl, lambda] of [['forward', 'inf'], ['reverse', '0']] as const) {
+      const dir = join(out, `${kl}-${lambda}`);
+      const r = await trainPrior({ run, train: resolveTrainParams({ episodes: 1, episodeS: 2, batch: 8, width: 8, depth: 1, kl, lambda }), out: dir, resume: false, version: 'test' });
+      assert.ok(r.meta.updates > 0 && Number.isFinite(r.curve[0].policyLoss) && Number.isFinite(r.curve[0].priorLoss), `${kl} ${lambda}: ${JSON.stringify(r.curve[0])}`);
+    }
   });
 });

@@ -40,6 +40,7 @@ export const TRAIN_PARAMS = {
   reanalyzeCount: num(8, 'states re-planned per reanalyze', { min: 1, max: 4096, integer: true }),
   capacity: num(100000, 'replay buffer size [transitions]', { min: 1, max: 1e7, integer: true }),
   checkpointEvery: num(10, 'episodes between checkpoints (the last episode always writes one)', { min: 1, max: 1e6, integer: true }),
+  teacherModel: text('', 'model overrides (key=value,...) for the planner that acts while training, e.g. "wEnergy=10,terminalLqr=1": a teacher with hand-made cost terms whose behaviour the prior learns from, while its value learns the costs of model.* (empty: the planner uses model.* itself, with the value)', { maxLength: 1024 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for training: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
 } as const;
 export type TrainParams = ParamsOf<typeof TRAIN_PARAMS>;
@@ -56,7 +57,20 @@ export function parseLambda(text: string): number {
 export function resolveTrainParams(overrides: Record<string, unknown>): TrainParams {
   const p = resolveParams('train', TRAIN_PARAMS, overrides);
   parseLambda(p.lambda);
+  parseOverrideList('train.teacherModel', p.teacherModel);
   return p;
+}
+
+/** "a=1,b=2" as {a: 1, b: 2}. */
+export function parseOverrideList(label: string, text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const eq = item.indexOf('=');
+    const v = Number(item.slice(eq + 1));
+    if (eq <= 0 || item.slice(eq + 1).trim() === '' || !Number.isFinite(v)) throw new Error(`${label} must be key=number pairs separated by commas, got ${JSON.stringify(item)}`);
+    out[item.slice(0, eq).trim()] = v;
+  }
+  return out;
 }
 
 /** One episode's figures, for the learning curve. */
@@ -237,8 +251,13 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     hidden, valueTransform: 'symlog', gamma: train.gamma, training: { ...train, mppi: run.planners.mppi, sim: run.sim, model: run.model },
     episodes: state.episodesDone, updates: state.updates,
   });
-  const backend = await createBackend(model, run.controller.backend, { threads: run.controller.threads > 0 ? run.controller.threads : undefined });
-  const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: 'on' as const };
+  const threads = { threads: run.controller.threads > 0 ? run.controller.threads : undefined };
+  // the planner that acts: on the prior's own model with its value, or a teacher with its own cost terms
+  const teacherOverrides = parseOverrideList('train.teacherModel', train.teacherModel);
+  const teacher = Object.keys(teacherOverrides).length ? resolveModel(def, { ...run.model, ...teacherOverrides }, 'train.teacherModel') : model;
+  if (teacher.horizon !== model.horizon || teacher.dtS !== model.dtS) throw new Error('train.teacherModel may change cost terms, not the horizon or the step');
+  const backend = await createBackend(teacher, run.controller.backend, threads);
+  const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: teacher === model ? 'on' as const : 'off' as const };
   const current = () => LearnedPrior.fromNetworks(metaBase() as PriorMeta, networks);
   const guide = { prior: current(), step: (x: readonly number[], u: readonly number[]) => step(x, u, noise), settings };
   const gamma = train.gamma;
@@ -351,7 +370,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
 
   /** Lazy reanalyze: re-plan some buffered states with the current networks and store their first-step distribution anew. */
   const reanalyze = async (rng: Rng) => {
-    const fresh = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(rng.uniform() * 2 ** 31), guide);
+    const fresh = new MppiPlanner(teacher, backend, { ...run.planners.mppi } as never, new Rng(rng.uniform() * 2 ** 31), guide);
     for (let r = 0; r < Math.min(train.reanalyzeCount, replay.size); r++) {
       const i = Math.floor(rng.uniform() * replay.size);
       fresh.reset();
@@ -372,7 +391,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       const start = x0Physical.map((v) => v + train.startSpread * rng.normal());
       const sim = new Simulator(def, periodS, { ...run.sim, x0: start }, run.controller.seed + 1 + e, { ...run.model, ...run.simModel });
       // each episode's random streams come from the run's seed and the episode's number, so a resumed run draws what an uninterrupted one would have
-      const planner = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(run.controller.seed * 7919 + e), guide);
+      const planner = new MppiPlanner(teacher, backend, { ...run.planners.mppi } as never, new Rng(run.controller.seed * 7919 + e), guide);
       let uPrev = new Array<number>(m).fill(0);
       let x = fromPhysical(model, sim.measure());
       const point: EpisodePoint = { episode: e + 1, meanCost: 0, goalS: 0, endsInGoal: false, updates: 0, qLoss: 0, priorLoss: 0, policyLoss: 0, wallS: 0 };
