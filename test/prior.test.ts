@@ -9,6 +9,7 @@ import { compileStepFunction } from '../src/kernels/js-source.js';
 import { buildStepGraphs } from '../src/kernels/graphs.js';
 import { pendulum as pendulumDef } from '../src/models/pendulum.js';
 import { resolveModel } from '../src/models/model.js';
+import { modelDefinition } from '../src/models/index.js';
 import { resolveParams } from '../src/params.js';
 import { MPPI_PARAMS } from '../src/planners/mppi.js';
 import { controlScaling } from '../src/planners/problem.js';
@@ -160,6 +161,15 @@ describe('prior: networks, checkpoints and refusals', () => {
     const decoded = tf.io.decodeWeights(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length), manifest.weightsManifest[0].weights);
     const kernel = decoded['policy/1/kernel'].dataSync();
     assert.deepEqual(Array.from(kernel), Array.from(networks.policy.layers[1].weight));
+  });
+
+  it('angles enter as (sin, cos), and also as they are where the cost is not periodic in them', () => {
+    const f = defaultFeatures(model);
+    assert.deepEqual([f.angle, f.raw], [[true, false], [false, true]], 'the pendulum\'s cost wraps theta');
+    const acrobot = defaultFeatures(resolveModel(modelDefinition('acrobot'), {}));
+    assert.deepEqual([acrobot.angle, acrobot.raw], [[true, true, false, false], [true, true, true, true]], 'the acrobot\'s cost counts full turns');
+    const x = stateFeatures(acrobot, [Math.PI + 2 * Math.PI, 0, 0, 0], 1, [Math.PI, 0, 0, 0]);
+    assert.ok(Math.abs(x[2] - 2 * Math.PI) < 1e-12 && Math.abs(x[1] - 1) < 1e-12, `a full turn away: ${Array.from(x)}`);
   });
 
   it('the planner\'s plain forward pass computes what the trainer\'s tensors compute', () => {

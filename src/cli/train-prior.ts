@@ -71,7 +71,7 @@ export const trainPriorCommand: Command = {
       horizon: result.meta.horizon, lastEpisodes: { count: last.length, meanCost: mean(last.map((p) => p.meanCost)), endInGoal: last.filter((p) => p.endsInGoal).length },
     };
     if (values.json) return printJson(summary);
-    console.log(`trained a ${system} prior (horizon ${summary.horizon} steps) in ${summary.wallS.toFixed(1)} s wall time on TensorFlow.js ${summary.backend}: ${summary.episodes} episodes, ${summary.updates} updates`);
+    console.log(`trained a prior for ${system} (horizon ${summary.horizon} steps) in ${summary.wallS.toFixed(1)} s wall time on TensorFlow.js ${summary.backend}: ${summary.episodes} episodes, ${summary.updates} updates`);
     console.log(`  last ${last.length} episodes: mean cost ${summary.lastEpisodes.meanCost.toFixed(3)} per step, ${summary.lastEpisodes.endInGoal}/${last.length} end in the goal region`);
     console.log(`  prior: ${out} (use: run --prior ${out} --planner mppi, or --set prior.path=${out}); learning curve: ${join(out, 'learning-curve.svg')}`);
   },

@@ -1,6 +1,8 @@
 import { isAngle } from '../models/model.js';
 import type { Model } from '../models/model.js';
-import type { Rng } from '../random.js';
+import { Rng } from '../random.js';
+import { buildStepGraphs } from '../kernels/graphs.js';
+import { compileStageCostFunction } from '../kernels/js-source.js';
 import { boundedCoordinates } from '../planners/solve.js';
 import { initMlp, Mlp, MlpKernel } from './mlp.js';
 
@@ -21,22 +23,42 @@ export const NETWORK_NAMES = ['policy', 'prior', 'q', 'qLambda', 'qTarget', 'qLa
 
 /**
  * How a state enters the networks, relative to the reference: angles as
- * (sin, cos) of their difference (so a turn by 2 pi is the same input),
- * other states as their difference divided by a scale.
+ * (sin, cos) of their difference, and every state whose cost is not periodic
+ * (all but the angles the costs wrap) also as its difference divided by a
+ * scale: the value must tell a full turn from none where the cost does.
  */
 export interface StateFeatures {
+  /** (sin, cos) of the difference */
   angle: boolean[];
+  /** the difference / scale */
+  raw: boolean[];
   scale: number[];
 }
 
 /** The log-std range of the Gaussian policies, in normalised control units. */
 export const LOG_STD_RANGE: readonly [number, number] = [Math.log(0.02), Math.log(2)];
 
+/**
+ * Features from the model: angles by name; an angle also enters as is unless
+ * its stage cost is periodic in it (checked numerically: the cost at seeded
+ * random states, and a full turn away). Scales start at 1; the trainer fits
+ * them to its first data.
+ */
 export function defaultFeatures(model: Model): StateFeatures {
-  return { angle: model.def.stateNames.map(isAngle), scale: new Array<number>(model.stateDim).fill(1) };
+  const angle = model.def.stateNames.map(isAngle);
+  const cost = compileStageCostFunction(buildStepGraphs(model, false));
+  const rng = new Rng(1);
+  const periodic = (j: number) => Array.from({ length: 3 }, () => {
+    const x = Array.from({ length: model.stateDim }, () => 2 * rng.normal());
+    const u = Array.from({ length: model.controlDim }, () => 0.5 * rng.normal());
+    const turned = x.map((v, k) => (k === j ? v + 2 * Math.PI : v));
+    const a = cost(x, u, u, model.goal);
+    return Math.abs(cost(turned, u, u, model.goal) - a) <= 1e-9 * Math.max(1, Math.abs(a));
+  }).every(Boolean);
+  return { angle, raw: angle.map((a, j) => !a || !periodic(j)), scale: new Array<number>(model.stateDim).fill(1) };
 }
 
-export const featureDim = (f: StateFeatures): number => f.angle.length + f.angle.filter(Boolean).length;
+export const featureDim = (f: StateFeatures): number => f.angle.filter(Boolean).length * 2 + f.raw.filter(Boolean).length;
 
 /** Features of `count` states (row-major), relative to `reference`. */
 export function stateFeatures(f: StateFeatures, x: ArrayLike<number>, count: number, reference: ArrayLike<number>): Float64Array {
@@ -50,7 +72,8 @@ export function stateFeatures(f: StateFeatures, x: ArrayLike<number>, count: num
       if (f.angle[j]) {
         out[k++] = Math.sin(e);
         out[k++] = Math.cos(e);
-      } else out[k++] = e / f.scale[j];
+      }
+      if (f.raw[j]) out[k++] = e / f.scale[j];
     }
   }
   return out;

@@ -58,8 +58,9 @@ export class LearnedPrior {
 
   /**
    * `count` control sequences (normalised, count x horizon x m) drawn by
-   * rolling pi_s through the model from x0, batched per time step. Null
-   * when the policy's output goes non-finite (the caller switches it off).
+   * rolling pi_s through the model from x0, batched per time step; the
+   * first follows the policy's mean (no noise), the others draw from it.
+   * Null when the policy's output goes non-finite (the caller switches it off).
    */
   rollout(rng: Rng, step: ModelStep, x0: readonly number[], reference: ArrayLike<number>, count: number, horizon: number): Float64Array | null {
     const m = this.meta.controlDim;
@@ -73,7 +74,7 @@ export class LearnedPrior {
       for (let i = 0; i < count; i++) {
         const u: number[] = [];
         for (let j = 0; j < m; j++) {
-          let z = mean[i * m + j] + std[i * m + j] * rng.normal();
+          let z = mean[i * m + j] + (i === 0 ? 0 : std[i * m + j] * rng.normal());
           if (!Number.isFinite(z)) return null;
           if (bounded[j]) z = z > 1 ? 1 : z < -1 ? -1 : z;
           out[(i * horizon + t) * m + j] = z;
@@ -99,6 +100,7 @@ export function mismatch(meta: PriorMeta, model: Model): string | undefined {
   if (meta.controlScale.some((v, j) => Math.abs(v - s.scale[j]) > 1e-12) || meta.controlCenter.some((v, j) => Math.abs(v - s.center[j]) > 1e-12)) {
     return `was trained for control limits [${meta.controlCenter.map((c, j) => `${c - meta.controlScale[j]}..${c + meta.controlScale[j]}`).join(', ')}], the model's differ`;
   }
-  if (meta.features.angle.length !== model.stateDim) return `normalises ${meta.features.angle.length} states, the system has ${model.stateDim}`;
+  const f = meta.features;
+  if (f.angle.length !== model.stateDim || f.raw?.length !== model.stateDim || f.scale?.length !== model.stateDim) return `normalises ${f.angle.length} states, the system has ${model.stateDim}`;
   return undefined;
 }

@@ -13,7 +13,7 @@ import { MppiPlanner } from '../controller/receding.js';
 import { controlPeriodS, RunParams } from '../run/setup.js';
 import { Simulator } from '../../sim/simulator.js';
 import { loadCheckpoint, PriorMeta, saveCheckpoint } from './checkpoint.js';
-import { boundedControls, defaultFeatures, featureDim, initNetworks, NETWORK_NAMES, PriorNetworks, stateFeatures } from './networks.js';
+import { boundedControls, defaultFeatures, featureDim, initNetworks, NETWORK_NAMES, PriorNetworks, StateFeatures, stateFeatures } from './networks.js';
 import { LearnedPrior } from './runtime.js';
 import { PercentileScale } from './scale.js';
 import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, NetVariables, polyak, readVariables, symexpT, symlogT, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
@@ -225,6 +225,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   const statePath = join(opts.out, 'train-state.json');
   const replayPath = join(opts.out, 'replay.bin');
   let networks: PriorNetworks;
+  let features: StateFeatures;
   let state: TrainState;
   let replay: Replay;
   if (opts.resume) {
@@ -233,15 +234,16 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     const problem = resumeMismatch(loaded.meta, model, hidden);
     if (problem) throw new Error(`cannot resume '${opts.out}': ${problem}`);
     networks = loaded.networks;
+    features = loaded.meta.features;
     state = JSON.parse(readFileSync(statePath, 'utf8')) as TrainState;
     replay = Replay.load(replayPath, train.capacity, n, m);
   } else {
     if (existsSync(join(opts.out, 'meta.json'))) throw new Error(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
-    networks = initNetworks(new Rng(run.controller.seed), { stateDim: n, controlDim: m, features: defaultFeatures(model), hidden });
+    features = defaultFeatures(model);
+    networks = initNetworks(new Rng(run.controller.seed), { stateDim: n, controlDim: m, features, hidden });
     state = { episodesDone: 0, updates: 0, curve: [], scales: { prior: new PercentileScale().toJSON(), kl: new PercentileScale().toJSON(), q: new PercentileScale().toJSON() }, rngSeed: run.controller.seed };
     replay = new Replay(train.capacity, n, m);
   }
-  const features = defaultFeatures(model);
   const scales = { prior: PercentileScale.fromJSON(state.scales.prior), kl: PercentileScale.fromJSON(state.scales.kl), q: PercentileScale.fromJSON(state.scales.q) };
   const vars = Object.fromEntries(NETWORK_NAMES.map((k) => [k, toVariables(networks[k], k, !k.endsWith('Target'))])) as Record<keyof PriorNetworks, NetVariables>;
   const optimizers = { q: tf.train.adam(train.learningRate), qLambda: tf.train.adam(train.learningRate), prior: tf.train.adam(train.learningRate), policy: tf.train.adam(train.learningRate) };
@@ -410,6 +412,8 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
         x = next;
         uPrev = u;
         if (replay.size < Math.min(train.batch, 64)) continue;
+        // the state scales fitted to the first data, before the first update (the networks have seen nothing yet)
+        if (state.updates === 0) fitScales(features, replay.x, replay.size, reference);
         for (let k = 0; k < train.updatesPerStep; k++) {
           const l = update(rng);
           point.qLoss += l.q;
@@ -442,6 +446,23 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     for (const o of Object.values(optimizers)) o.dispose();
   }
   return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName };
+}
+
+/** Each raw feature's scale: the spread of its difference from the reference in the data (at least 1e-3). */
+function fitScales(features: StateFeatures, x: Float64Array, rows: number, reference: readonly number[]): void {
+  const n = reference.length;
+  for (let j = 0; j < n; j++) {
+    if (!features.raw[j]) continue;
+    let sum = 0;
+    let sq = 0;
+    for (let i = 0; i < rows; i++) {
+      const e = x[i * n + j] - reference[j];
+      sum += e;
+      sq += e * e;
+    }
+    const mean = sum / rows;
+    features.scale[j] = Math.max(1e-3, Math.sqrt(Math.max(0, sq / rows - mean * mean)));
+  }
 }
 
 function resumeMismatch(meta: PriorMeta, model: Model, hidden: number[]): string | undefined {
