@@ -318,6 +318,16 @@ describe('prior: train-prior (tiny networks, a few episodes)', function () {
     session.dispose();
   });
 
+  it('trains from a teacher: the acting planner has its own cost terms, the prior is for model.*', async () => {
+    const run = resolveRunParams('acrobot', { planner: 'mppi', 'model.horizon': 5, 'model.wEnergy': 0, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1 });
+    const r = await trainPrior({ run, train: resolveTrainParams({ episodes: 1, episodeS: 0.5, batch: 8, width: 8, depth: 1, teacherModel: 'wEnergy=10' }), out: join(out, 'teacher'), resume: false, version: 'test' });
+    assert.equal((r.meta.training as { teacherModel: string }).teacherModel, 'wEnergy=10');
+    assert.ok(r.meta.updates > 0);
+    // the prior is for the model without the energy term: it loads there
+    LearnedPrior.load(join(out, 'teacher'), resolveModel(modelDefinition('acrobot'), { horizon: 5, wEnergy: 0 }));
+    await assert.rejects(trainPrior({ run, train: resolveTrainParams({ episodes: 1, teacherModel: 'horizon=6' }), out: join(out, 'bad'), resume: false, version: 'test' }), /may change cost terms, not the horizon or the step/);
+  });
+
   it('trains with forward KL and lambda = inf (BMPC imitation), and with lambda = 0 (TD-MPC2)', async () => {
     const run = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 5, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1 });
     for (const [kl, lambda] of [['forward', 'inf'], ['reverse', '0']] as const) {

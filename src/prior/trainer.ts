@@ -210,6 +210,10 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   if (Math.abs(periodS - model.dtS) > 1e-9 * model.dtS) {
     throw new Error(`train-prior needs one model step per control period (a transition is a model step): rateHz ${run.controller.rateHz} gives ${periodS} s, the model's dtS is ${model.dtS} s`);
   }
+  // the planner that acts: on the prior's own model with its value, or a teacher with its own cost terms
+  const teacherOverrides = parseOverrideList('train.teacherModel', train.teacherModel);
+  const teacher = Object.keys(teacherOverrides).length ? resolveModel(def, { ...run.model, ...teacherOverrides }, 'train.teacherModel') : model;
+  if (teacher.horizon !== model.horizon || teacher.dtS !== model.dtS) throw new Error('train.teacherModel may change cost terms, not the horizon or the step');
   const n = model.stateDim;
   const m = model.controlDim;
   const graphs = buildStepGraphs(model, false);
@@ -254,10 +258,6 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     episodes: state.episodesDone, updates: state.updates,
   });
   const threads = { threads: run.controller.threads > 0 ? run.controller.threads : undefined };
-  // the planner that acts: on the prior's own model with its value, or a teacher with its own cost terms
-  const teacherOverrides = parseOverrideList('train.teacherModel', train.teacherModel);
-  const teacher = Object.keys(teacherOverrides).length ? resolveModel(def, { ...run.model, ...teacherOverrides }, 'train.teacherModel') : model;
-  if (teacher.horizon !== model.horizon || teacher.dtS !== model.dtS) throw new Error('train.teacherModel may change cost terms, not the horizon or the step');
   const backend = await createBackend(teacher, run.controller.backend, threads);
   const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: teacher === model ? 'on' as const : 'off' as const };
   const current = () => LearnedPrior.fromNetworks(metaBase() as PriorMeta, networks);
