@@ -46,7 +46,7 @@ export interface LoopOptions {
   /** deterministic: no pacing, no deadlines */
   lockstep: boolean;
   onTick?: (r: TickRecord, index: number, total: number) => void | Promise<void>;
-  /** false: records are handed to onTick but not kept (long runs: memory stays flat; the summary then sees no records) */
+  /** false: records are handed to onTick but not kept (long runs: memory stays flat; the summary still has success and the final error, not the planner figures) */
   keepRecords?: boolean;
   /** fault injection for tests: replaces the measurement given to the controller at a tick (undefined: skip the update) */
   measurementFilter?: (timeS: number, y: number[]) => number[] | undefined;
@@ -118,6 +118,8 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
   const periodS = session.periodS;
   const ticks = Math.max(1, Math.round(opts.durationS * session.rateHz));
   const records: TickRecord[] = [];
+  const goalTrace: { timeS: number; inGoal: boolean }[] = [];
+  let last: TickRecord | undefined;
   // preallocated, so a long run's bookkeeping does not grow the heap
   const intervalsMs = opts.lockstep ? undefined : new Float64Array(Math.max(1, ticks - 1));
   const solveMs = new Float64Array(ticks);
@@ -161,10 +163,13 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
     const state = sim.state;
     const record = { timeS, state, measured: measured ?? [], stateMessage, tick, inGoal: goalContains(model, state, controller) };
     if (opts.keepRecords !== false) records.push(record);
+    // success and the final error need only this much: kept even when the records are not
+    goalTrace.push({ timeS, inGoal: record.inGoal });
+    last = record;
     await opts.onTick?.(record, k, ticks);
     sim.advance(tick.control, periodS);
   }
-  const summary = summarize(model, controller, records, { durationS: opts.durationS, rateHz: session.rateHz, solveMs: solveMs.subarray(0, solves) });
+  const summary = summarize(model, controller, { goalTrace, last, records }, { durationS: opts.durationS, rateHz: session.rateHz, solveMs: solveMs.subarray(0, solves) });
   if (intervalsMs && ticks > 1) {
     const jitter = Array.from(intervalsMs, (d) => Math.abs(d - 1000 * periodS));
     summary.commandJitterMs = { p50: quantile(jitter, 0.5), p99: quantile(jitter, 0.99), max: Math.max(...jitter) };
@@ -181,13 +186,16 @@ function goalContains(model: Model, physical: number[], controller: Controller):
  * time before the run ended. timeToGoalS is when that held stay began.
  */
 export function summarize(
-  model: Model, controller: Controller, records: TickRecord[],
-  opts: { durationS: number; rateHz: number; /** every plan's solve time, kept even when the records are not */ solveMs?: ArrayLike<number> },
+  model: Model, controller: Controller,
+  /** every tick's time and whether it was in the goal region; the last record; the records kept (planner figures) */
+  run: { goalTrace: readonly { timeS: number; inGoal: boolean }[]; last: TickRecord | undefined; records: TickRecord[] },
+  opts: { durationS: number; rateHz: number; /** every plan's solve time */ solveMs: ArrayLike<number> },
 ): RunSummary {
+  const { goalTrace, last, records } = run;
   const holdS = model.def.goalRegion?.holdS ?? 0;
   let timeToGoalS: number | null = null;
   let entered: number | null = null;
-  for (const r of records) {
+  for (const r of goalTrace) {
     if (r.inGoal) {
       entered ??= r.timeS;
       if (r.timeS - entered >= holdS - 1e-9) {
@@ -196,10 +204,9 @@ export function summarize(
       }
     } else entered = null;
   }
-  const after = timeToGoalS === null ? [] : records.filter((r) => r.timeS >= timeToGoalS! - 1e-9);
+  const after = timeToGoalS === null ? [] : goalTrace.filter((r) => r.timeS >= timeToGoalS! - 1e-9);
   const heldFraction = after.length ? after.filter((r) => r.inGoal).length / after.length : null;
-  const solve = opts.solveMs ? Array.from(opts.solveMs) : records.filter((r) => r.tick.planned).map((r) => r.tick.solveMs);
-  const last = records[records.length - 1];
+  const solve = Array.from(opts.solveMs);
   // the reference in physical units, for the final-error figure
   const goal = toPhysical(model, controller.currentReference);
   const names = physicalNames(model);
@@ -213,7 +220,7 @@ export function summarize(
     solveMs: { p50: quantile(solve, 0.5), p99: quantile(solve, 0.99), max: solve.length ? Math.max(...solve) : NaN },
     deadlineMisses: c.deadlineMisses,
     commandJitterMs: null,
-    ticks: records.length,
+    ticks: goalTrace.length,
     plannerErrors: c.plannerErrors,
     staleTicks: c.staleTicks,
     rejectedStates: c.rejectedStates,
