@@ -328,6 +328,17 @@ describe('prior: train-prior (tiny networks, a few episodes)', function () {
     await assert.rejects(trainPrior({ run, train: resolveTrainParams({ episodes: 1, teacherModel: 'horizon=6' }), out: join(out, 'bad'), resume: false, version: 'test' }), /may change cost terms, not the horizon or the step/);
   });
 
+  it('trains on the WebGPU backend (the software adapter here, a GPU elsewhere)', async () => {
+    const run = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 5, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1 });
+    try {
+      const r = await trainPrior({ run, train: resolveTrainParams({ episodes: 1, episodeS: 1, batch: 8, width: 8, depth: 1, backend: 'webgpu' }), out: join(out, 'webgpu'), resume: false, version: 'test' });
+      assert.equal(r.backend, 'webgpu');
+      assert.ok(r.meta.updates > 0 && Number.isFinite(r.curve[0].qLoss));
+    } finally {
+      await useBackend('wasm');
+    }
+  });
+
   it('trains with forward KL and lambda = inf (BMPC imitation), and with lambda = 0 (TD-MPC2)', async () => {
     const run = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 5, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1 });
     for (const [kl, lambda] of [['forward', 'inf'], ['reverse', '0']] as const) {

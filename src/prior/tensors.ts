@@ -45,11 +45,16 @@ export function toVariables(net: Mlp, name: string, trainable = true): NetVariab
   }));
 }
 
-/** Copies the variables' values back into the plain network (for the planner and checkpoints). */
-export function readVariables(vars: NetVariables, into: Mlp): void {
-  vars.forEach((v, i) => {
-    into.layers[i].weight.set(v.weight.dataSync() as Float32Array);
-    into.layers[i].bias.set(v.bias.dataSync() as Float32Array);
+/**
+ * Copies the variables' values back into the plain network (for the planner
+ * and checkpoints). Reads are asynchronous: the WebGPU backend in Node has no
+ * synchronous read.
+ */
+export async function readVariables(vars: NetVariables, into: Mlp): Promise<void> {
+  const values = await Promise.all(vars.flatMap((v) => [v.weight.data(), v.bias.data()]));
+  vars.forEach((_, i) => {
+    into.layers[i].weight.set(values[2 * i] as Float32Array);
+    into.layers[i].bias.set(values[2 * i + 1] as Float32Array);
   });
 }
 
@@ -99,13 +104,12 @@ export function entropyRows(logStd: tf.Tensor2D): tf.Tensor1D {
   return tf.sum(tf.add(logStd, 0.5 * Math.log(2 * Math.PI * Math.E)), 1) as tf.Tensor1D;
 }
 
-/** Scales gradients so their global norm is at most `clip`; returns the norm before clipping. */
-export function clipGradients(grads: tf.NamedTensorMap, clip: number): { grads: tf.NamedTensorMap; norm: number } {
+/** Scales gradients so their global norm is at most `clip` (on the device: no read back). */
+export function clipGradients(grads: tf.NamedTensorMap, clip: number): tf.NamedTensorMap {
   const names = Object.keys(grads);
-  const norm = Math.sqrt(names.reduce((s, k) => s + (tf.sum(tf.square(grads[k])).dataSync()[0]), 0));
-  if (!(norm > clip)) return { grads, norm };
-  const f = clip / norm;
-  return { grads: Object.fromEntries(names.map((k) => [k, tf.mul(grads[k], f)])), norm };
+  const norm = tf.sqrt(tf.addN(names.map((k) => tf.sum(tf.square(grads[k])))));
+  const factor = tf.minimum(1, tf.div(clip, tf.add(norm, 1e-12)));
+  return Object.fromEntries(names.map((k) => [k, tf.mul(grads[k], factor)]));
 }
 
 /** theta_target <- tau theta + (1 - tau) theta_target (Algorithm 2, lines 26-27). */

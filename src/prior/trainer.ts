@@ -263,8 +263,8 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   const current = () => LearnedPrior.fromNetworks(metaBase() as PriorMeta, networks);
   const guide = { prior: current(), step: (x: readonly number[], u: readonly number[]) => step(x, u, noise), settings };
   const gamma = train.gamma;
-  const writeCheckpoint = () => {
-    for (const k of NETWORK_NAMES) readVariables(vars[k], networks[k]);
+  const writeCheckpoint = async () => {
+    for (const k of NETWORK_NAMES) await readVariables(vars[k], networks[k]);
     const meta = saveCheckpoint(opts.out, networks, metaBase());
     state.scales = { prior: scales.prior.toJSON(), kl: scales.kl.toJSON(), q: scales.q.toJSON() };
     replay.save(replayPath);
@@ -273,7 +273,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   };
 
   /** One update of all four networks on a batch (Algorithm 2, lines 12-27). */
-  const update = (rng: Rng): { q: number; prior: number; policy: number } => {
+  const update = async (rng: Rng): Promise<{ q: number; prior: number; policy: number }> => {
     const B = Math.min(train.batch, replay.size);
     const f = featureDim(features);
     const xs = new Float64Array(B * n);
@@ -305,7 +305,8 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       }
     }
     const noiseRows = () => tf.tensor2d(Float32Array.from({ length: B * m }, () => rng.normal()), [B, m]);
-    const out = { q: 0, prior: 0, policy: 0 };
+    // what the step reads back, kept past the tidy and read asynchronously after it
+    const kept: { q?: tf.Tensor; prior?: tf.Tensor; policy?: tf.Tensor; priorKl?: tf.Tensor; kl?: tf.Tensor; qa?: tf.Tensor } = {};
     tf.tidy(() => {
       const tF = tf.tensor2d(Float32Array.from(stateFeatures(features, xs, B, reference)), [B, f]);
       const tB = tf.tensor2d(Float32Array.from(stateFeatures(features, boot, B, reference)), [B, f]);
@@ -326,46 +327,50 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       const klB = klRows(sB.mean, sB.logStd, pB.mean, pB.logStd);
       const penalty = Number.isFinite(lambda) ? tf.mul(lambda / scales.kl.divisor, klB) : tf.zerosLike(klB);
       const targetQLambda = symlogT(tf.add(tRet, tf.mul(tDisc, tf.add(symexpT(q(vars.qLambdaTarget, tB, aB)), penalty))));
-      const fit = (name: keyof typeof optimizers, loss: () => tf.Scalar): number => {
+      const fit = (name: keyof typeof optimizers, loss: () => tf.Scalar): tf.Tensor => {
         const { value, grads } = tf.variableGrads(loss, vars[name].flatMap((l) => [l.weight, l.bias]));
-        const clipped = clipGradients(grads, train.gradClip);
-        optimizers[name].applyGradients(clipped.grads as tf.NamedTensorMap as never);
-        return value.dataSync()[0];
+        optimizers[name].applyGradients(clipGradients(grads, train.gradClip) as never);
+        return tf.keep(value);
       };
-      out.q = fit('q', () => tf.mean(tf.square(tf.sub(q(vars.q, tF, tZ), targetQ))) as tf.Scalar);
-      if (Number.isFinite(lambda)) fit('qLambda', () => tf.mean(tf.square(tf.sub(q(vars.qLambda, tF, tZ), targetQLambda))) as tf.Scalar);
+      kept.q = fit('q', () => tf.mean(tf.square(tf.sub(q(vars.q, tF, tZ), targetQ))) as tf.Scalar);
+      if (Number.isFinite(lambda)) fit('qLambda', () => tf.mean(tf.square(tf.sub(q(vars.qLambda, tF, tZ), targetQLambda))) as tf.Scalar).dispose();
       // adaptive prior toward the planner's first-step Gaussian (eq. (12) or (13))
-      let priorKl: Float32Array | undefined;
-      out.prior = fit('prior', () => {
+      kept.prior = fit('prior', () => {
         const kl = adaptivePriorKl(train.kl, vars.prior, tF, tAbar, tLogSigma, bounded);
-        priorKl = kl.dataSync() as Float32Array;
+        kept.priorKl = tf.keep(kl);
         return tf.div(tf.mean(kl), scales.prior.divisor) as tf.Scalar;
       });
-      scales.prior.update(priorKl!);
       // sampling policy (eq. (18)): lambda KL to the prior + Q^lambda of a reparameterised draw - alpha H
       const pF = head(forward(vars.prior, tF), bounded);
       const eps = noiseRows();
-      let klValues: Float32Array | undefined;
-      let qValues: Float32Array | undefined;
-      out.policy = fit('policy', () => {
+      kept.policy = fit('policy', () => {
         const s = head(forward(vars.policy, tF), bounded);
         const kl = klRows(s.mean, s.logStd, pF.mean, pF.logStd);
-        klValues = kl.dataSync() as Float32Array;
+        kept.kl = tf.keep(kl);
         if (!Number.isFinite(lambda)) return tf.mean(kl) as tf.Scalar;
         const a = clipBounded(tf.add(s.mean, tf.mul(tf.exp(s.logStd), eps)) as tf.Tensor2D);
         const qa = symexpT(q(vars.qLambda, tF, a)) as tf.Tensor1D;
-        qValues = qa.dataSync() as Float32Array;
+        kept.qa = tf.keep(qa);
         const terms = tf.sub(tf.add(tf.mul(lambda / scales.kl.divisor, kl), tf.div(qa, scales.q.divisor)), tf.mul(train.entropy, entropyRows(s.logStd)));
         return tf.mean(terms) as tf.Scalar;
       });
-      scales.kl.update(klValues!);
-      if (qValues) scales.q.update(qValues);
     });
     polyak(vars.qTarget, vars.q, train.tau);
     polyak(vars.qLambdaTarget, vars.qLambda, train.tau);
+    const read = async (t: tf.Tensor | undefined) => {
+      if (!t) return undefined;
+      const v = (await t.data()) as Float32Array;
+      t.dispose();
+      return v;
+    };
+    const [qLoss, priorLoss, policyLoss, priorKl, kl, qa] = await Promise.all([kept.q, kept.prior, kept.policy, kept.priorKl, kept.kl, kept.qa].map(read));
+    scales.prior.update(priorKl!);
+    scales.kl.update(kl!);
+    if (qa) scales.q.update(qa);
     // the planner reads the policy and the value at the next plan
-    readVariables(vars.policy, networks.policy);
-    readVariables(vars.q, networks.q);
+    await readVariables(vars.policy, networks.policy);
+    await readVariables(vars.q, networks.q);
+    const out = { q: qLoss![0], prior: priorLoss![0], policy: policyLoss![0] };
     state.updates++;
     return out;
   };
@@ -415,7 +420,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
         // the state scales fitted to the first data, before the first update (the networks have seen nothing yet)
         if (state.updates === 0) fitScales(features, replay.x, replay.size, reference);
         for (let k = 0; k < train.updatesPerStep; k++) {
-          const l = update(rng);
+          const l = await update(rng);
           point.qLoss += l.q;
           point.priorLoss += l.prior;
           point.policyLoss += l.policy;
@@ -433,10 +438,10 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       point.wallS = (performance.now() - te) / 1000;
       state.curve.push(point);
       state.episodesDone = e + 1;
-      if (state.episodesDone % train.checkpointEvery === 0 || state.episodesDone === train.episodes) meta = writeCheckpoint();
+      if (state.episodesDone % train.checkpointEvery === 0 || state.episodesDone === train.episodes) meta = await writeCheckpoint();
       opts.onEpisode?.({ episode: e + 1, episodes: train.episodes, point });
     }
-    meta ??= writeCheckpoint();
+    meta ??= await writeCheckpoint();
   } finally {
     backend.dispose();
     for (const k of NETWORK_NAMES) for (const l of vars[k]) {
