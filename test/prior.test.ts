@@ -15,7 +15,6 @@ import { MPPI_PARAMS } from '../src/planners/mppi.js';
 import { controlScaling } from '../src/planners/problem.js';
 import { MppiPlanner } from '../src/controller/receding.js';
 import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint } from '../src/prior/checkpoint.js';
-import { entropyDiagonal, klDiagonal } from '../src/prior/gaussian.js';
 import { compileMlp, initMlp } from '../src/prior/mlp.js';
 import { boundedControls, defaultFeatures, initNetworks, NETWORK_NAMES, policyAt, PriorNetworks, stateFeatures } from '../src/prior/networks.js';
 import { PRIOR_PARAMS } from '../src/prior/params.js';
@@ -26,6 +25,25 @@ import { resolveTrainParams, trainPrior } from '../src/prior/trainer.js';
 import { ControllerSession } from '../src/run/session.js';
 import { resolveRunParams } from '../src/run/setup.js';
 import { Rng } from '../src/random.js';
+
+// the closed forms the trainer's tensors are checked against
+/** KL[N(muA, stdA^2) || N(muB, stdB^2)], summed over the diagonal. */
+function klDiagonal(muA: ArrayLike<number>, stdA: ArrayLike<number>, muB: ArrayLike<number>, stdB: ArrayLike<number>): number {
+  let kl = 0;
+  for (let j = 0; j < muA.length; j++) {
+    const ratio = stdA[j] / stdB[j];
+    const d = (muA[j] - muB[j]) / stdB[j];
+    kl += 0.5 * (ratio * ratio + d * d - 1) - Math.log(ratio);
+  }
+  return kl;
+}
+
+/** Differential entropy of N(mu, diag(std^2)). */
+function entropyDiagonal(std: ArrayLike<number>): number {
+  let h = 0;
+  for (let j = 0; j < std.length; j++) h += 0.5 * Math.log(2 * Math.PI * Math.E) + Math.log(std[j]);
+  return h;
+}
 
 const close = (a: number, b: number, rel: number, what: string) => assert.ok(Math.abs(a - b) <= rel * Math.max(1e-12, Math.abs(b)), `${what}: ${a} vs ${b}`);
 

@@ -4,7 +4,7 @@ import { Rng } from '../random.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStageCostFunction } from '../kernels/js-source.js';
 import { boundedCoordinates } from '../planners/solve.js';
-import { initMlp, Mlp, MlpKernel } from './mlp.js';
+import { cloneMlp, initMlp, Mlp, MlpKernel } from './mlp.js';
 
 /** The networks of a prior, as PO-MPC names them. */
 export interface PriorNetworks {
@@ -92,8 +92,7 @@ export function initNetworks(rng: Rng, s: NetworkSizes): PriorNetworks {
   const prior = initMlp(rng, [f, ...s.hidden, 2 * s.controlDim], 0.1);
   const q = initMlp(rng, [f + s.controlDim, ...s.hidden, 1], 0.1);
   const qLambda = initMlp(rng, [f + s.controlDim, ...s.hidden, 1], 0.1);
-  const copy = (m: Mlp): Mlp => ({ layers: m.layers.map((l) => ({ ...l, weight: l.weight.slice(), bias: l.bias.slice() })) });
-  return { policy, prior, q, qLambda, qTarget: copy(q), qLambdaTarget: copy(qLambda) };
+  return { policy, prior, q, qLambda, qTarget: cloneMlp(q), qLambdaTarget: cloneMlp(qLambda) };
 }
 
 /**
@@ -133,7 +132,6 @@ export function policyAt(net: MlpKernel, features: Float64Array, count: number, 
  * swinging, and near the goal, where a controller balances, an error of
  * 0.01 in the network's output is 0.01 of cost rather than 1% of the range.
  */
-export const symlog = (v: number): number => Math.sign(v) * Math.log1p(Math.abs(v));
 export const symexp = (y: number): number => Math.sign(y) * Math.expm1(Math.abs(y));
 
 /** Q at `count` (feature, normalised control) pairs, in cost units. */
