@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { lineChart, Series } from '../plot/svg.js';
 import { loadCheckpoint } from '../prior/checkpoint.js';
 import { runLoop } from '../run/loop.js';
-import { assemble, resolveRunParams, RunParams } from '../run/setup.js';
+import { assemble, controllerParameterTable, resolveRunParams, RunParams } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';
 import { timestamp } from './bench-to.js';
 import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOpt, table, UsageError } from './command.js';
@@ -111,12 +111,10 @@ export const benchPriorCommand: Command = {
   },
 };
 
-/** The run's parameters as flat keys again (so one configuration can change a few of them). */
+/** The run's parameters as flat keys again (so one configuration can change a few of them): the controller's table, and the simulator's. */
 function flatOf(p: RunParams): Record<string, unknown> {
-  const flat: Record<string, unknown> = { ...p.controller };
-  for (const [group, o] of [['tsmc', p.planners.tsmc], ['mppi', p.planners.mppi], ['prior', p.prior], ['model', p.model], ['sim', p.sim]] as const) {
-    for (const [k, v] of Object.entries(o)) flat[`${group}.${k}`] = v;
-  }
+  const flat: Record<string, unknown> = { ...controllerParameterTable(p).values };
+  for (const [k, v] of Object.entries(p.sim)) flat[`sim.${k}`] = v;
   for (const [k, v] of Object.entries(p.simModel)) flat[`sim.model.${k}`] = v;
   return flat;
 }
