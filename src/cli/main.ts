@@ -6,6 +6,7 @@ import { benchSoakCommand } from './bench-soak.js';
 import { benchRolloutCommand } from './bench-rollout.js';
 import { benchMpcCommand } from './bench-mpc.js';
 import { benchPriorCommand } from './bench-prior.js';
+import { benchPlannerCommand } from './bench-planner.js';
 import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs, UsageError } from './command.js';
 import { paramsCommand } from './params.js';
@@ -15,7 +16,7 @@ import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 import { trainPriorCommand } from './train-prior.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand];
 
 function overview(): string {
   return [

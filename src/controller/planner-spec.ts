@@ -1,5 +1,7 @@
 import { availableParallelism } from 'node:os';
-import { createBackend } from '../kernels/index.js';
+import { createBackend, WebGpuBackend } from '../kernels/index.js';
+import type { GpuCounters } from '../kernels/webgpu.js';
+import { GpuMppiPlanner } from './gpu-mppi.js';
 import type { BackendKind, RolloutBackend } from '../kernels/index.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, resolveModel } from '../models/model.js';
@@ -30,6 +32,12 @@ export interface PlannerSpec {
   /** CPU threads including the planning thread (0 = all cores) */
   threads: number;
   seed: number;
+  /**
+   * webgpu only: 'resident' (default) runs whole MPPI iterations on the GPU;
+   * 'rollouts' keeps the planner on the CPU and uses the GPU as a rollout
+   * service (the path before the GPU-resident planner; `bench planner` compares them)
+   */
+  gpuPath?: 'resident' | 'rollouts';
 }
 
 export interface BuiltPlanner {
@@ -45,10 +53,26 @@ export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
   const backend = await createBackend(model, spec.backend, { threads: spec.threads > 0 ? spec.threads : availableParallelism() });
   // the planner owns a copy of its parameters: live changes must not leak into the caller's
   const rng = new Rng(spec.seed);
-  const planner: RecedingPlanner = spec.planner === 'tsmc'
-    ? new TsmcPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>, rng)
-    : new MppiPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPPI_PARAMS>, rng, guide);
-  return { model, backend, planner };
+  const mppiParams = { ...spec.params } as ParamsOf<typeof MPPI_PARAMS>;
+  let planner: RecedingPlanner;
+  if (spec.planner === 'tsmc') planner = new TsmcPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>, rng);
+  else if (backend instanceof WebGpuBackend && spec.gpuPath !== 'rollouts') planner = await GpuMppiPlanner.create(model, backend, mppiParams, spec.seed, guide);
+  else planner = new MppiPlanner(model, backend, mppiParams, rng, guide);
+  return { model, backend, planner: backend instanceof WebGpuBackend ? countingRoundTrips(planner, backend.counters) : planner };
+}
+
+/** The planner, with each plan's GPU round trips (submits, read-backs, waits, KiB each way) added to its info. */
+function countingRoundTrips(inner: RecedingPlanner, counters: GpuCounters): RecedingPlanner {
+  return {
+    name: inner.name,
+    async plan(req) {
+      const before = counters.snapshot();
+      const r = await inner.plan(req);
+      return { ...r, info: { ...r.info, ...counters.since(before) } };
+    },
+    reset: () => inner.reset(),
+    updateParams: (changes) => inner.updateParams(changes),
+  };
 }
 
 function priorGuide(spec: PlannerSpec, model: Model): PriorGuide {

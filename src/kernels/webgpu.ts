@@ -45,9 +45,38 @@ export function gpuContext(): Promise<GpuContext> {
   return context;
 }
 
+/**
+ * Round trips between host and GPU, counted where they happen: queue
+ * submits, buffer read-backs (each mapAsync a host wait for GPU results),
+ * waits for submitted work without a read-back, and bytes each way.
+ */
+export class GpuCounters {
+  submits = 0;
+  readbacks = 0;
+  waits = 0;
+  bytesUp = 0;
+  bytesDown = 0;
+
+  snapshot(): GpuCounters {
+    return Object.assign(new GpuCounters(), this);
+  }
+
+  /** What happened since `before`, as planner info (per tick). */
+  since(before: GpuCounters): Record<string, number> {
+    return {
+      gpuSubmits: this.submits - before.submits,
+      gpuReadbacks: this.readbacks - before.readbacks,
+      gpuWaits: this.waits - before.waits,
+      gpuKiBUp: (this.bytesUp - before.bytesUp) / 1024,
+      gpuKiBDown: (this.bytesDown - before.bytesDown) / 1024,
+    };
+  }
+}
+
 /** f32 rollout kernels generated from the model definition, run as WGSL compute shaders. */
 export class WebGpuBackend implements RolloutBackend {
   readonly kind = 'webgpu' as const;
+  readonly counters = new GpuCounters();
   private readonly graphs = new Map<boolean, StepGraphs>();
   private readonly pipelines = new Map<string, { pipeline: GPUComputePipeline; kernel: WgslKernel }>();
 
@@ -100,6 +129,7 @@ export class WebGpuBackend implements RolloutBackend {
       if (typeof data !== 'number') {
         new Float32Array(b.getMappedRange()).set(data);
         b.unmap();
+        this.counters.bytesUp += data.byteLength;
       }
       made.push(b);
       return b;
@@ -133,6 +163,9 @@ export class WebGpuBackend implements RolloutBackend {
     enc.copyBufferToBuffer(buffers[BINDING.C], 0, readC, 0, readC.size);
     if (readA) enc.copyBufferToBuffer(buffers[BINDING.A], 0, readA, 0, readA.size);
     device.queue.submit([enc.finish()]);
+    this.counters.submits++;
+    this.counters.readbacks += readA ? 2 : 1;
+    this.counters.bytesDown += readC.size + (readA?.size ?? 0);
 
     try {
       await Promise.all([readC.mapAsync(GPUMapMode.READ), readA?.mapAsync(GPUMapMode.READ)]);

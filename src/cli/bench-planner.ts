@@ -1,0 +1,129 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { buildPlanner, PlannerSpec } from '../controller/planner-spec.js';
+import { MPC_TSMC_PARAMS } from '../controller/receding.js';
+import { parseBackend, WebGpuBackend } from '../kernels/index.js';
+import { modelDefinition } from '../models/index.js';
+import { resolveModel } from '../models/model.js';
+import { resolveParams } from '../params.js';
+import { MPPI_PARAMS } from '../planners/mppi.js';
+import { quantile } from '../samplers/stats.js';
+import { timestamp } from './bench-to.js';
+import { Command, JSON_OPTION, optionalInteger, parseInteger, parseOverrides, printJson, stringOpt, table, UsageError } from './command.js';
+import { progressBar } from './progress.js';
+
+/** MPPI-Generic's published grid (samples x 100 steps, one iteration per optimisation) and the figures beside it [ms]. */
+const PRESETS = {
+  'mppi-generic': { samples: [2048, 8192, 16384], steps: 100, iterations: 1 },
+} as const;
+
+export const PUBLISHED_MS = {
+  'MPPI-Generic, RTX 4090': { 2048: 0.146, 8192: 0.232, 16384: 0.389 },
+  'nav2 MPPI (CPU), i9-13900K': { 2048: 6.74, 8192: 29.9, 16384: 62.3 },
+} as const;
+
+export const benchPlannerCommand: Command = {
+  name: 'bench planner',
+  summary: 'Time one planner\'s optimisations (ms median and p99, rollout-steps/s) on cpu or webgpu, with the GPU round trips per plan.',
+  usage: 'bench planner [--planner mppi|tsmc] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu] [--gpu-path resident|rollouts] [--preset mppi-generic] [--repeats N] [--set key=value] [--out DIR] [--json]',
+  options: {
+    planner: { type: 'string', description: 'mppi (default) or tsmc', valueName: 'NAME' },
+    system: { type: 'string', description: 'system (default pendulum)', valueName: 'NAME' },
+    samples: { type: 'string', description: 'MPPI samples M (TSMC: particles N), a comma-separated list (default the planner\'s)', valueName: 'M' },
+    steps: { type: 'string', description: 'horizon T in model steps (default the system\'s)', valueName: 'T' },
+    iterations: { type: 'string', description: 'MPPI iterations per optimisation (default the planner\'s)', valueName: 'J' },
+    backend: { type: 'string', description: 'cpu or webgpu (default webgpu)', valueName: 'NAME' },
+    'gpu-path': { type: 'string', description: 'webgpu: resident (whole iterations on the GPU, default) or rollouts (planner on the CPU, GPU rollouts: the path before)', valueName: 'PATH' },
+    preset: { type: 'string', description: 'mppi-generic: M in {2048, 8192, 16384}, T = 100, J = 1, beside the published figures', valueName: 'NAME' },
+    repeats: { type: 'string', description: 'timed optimisations per size (default 50; 5 warm-up ones run first)', valueName: 'N' },
+    threads: { type: 'string', description: 'CPU threads (0 = all cores; default 0)', valueName: 'N' },
+    set: { type: 'string', multiple: true, description: 'planner parameter, e.g. --set elites=64', valueName: 'key=value' },
+    out: { type: 'string', description: 'where to write results.json (default runs/bench-planner-TIME)', valueName: 'DIR' },
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const planner = stringOpt(values, 'planner') ?? 'mppi';
+    if (planner !== 'mppi' && planner !== 'tsmc') throw new UsageError(`--planner must be mppi or tsmc, got '${planner}'`);
+    const presetName = stringOpt(values, 'preset');
+    if (presetName !== undefined && !(presetName in PRESETS)) throw new UsageError(`unknown --preset '${presetName}' (known: ${Object.keys(PRESETS).join(', ')})`);
+    const preset = presetName ? PRESETS[presetName as keyof typeof PRESETS] : undefined;
+    const system = stringOpt(values, 'system') ?? 'pendulum';
+    const def = modelDefinition(system);
+    const backend = parseBackend(stringOpt(values, 'backend') ?? 'webgpu');
+    const gpuPath = stringOpt(values, 'gpu-path') ?? 'resident';
+    if (gpuPath !== 'resident' && gpuPath !== 'rollouts') throw new UsageError(`--gpu-path must be resident or rollouts, got '${gpuPath}'`);
+    const stepsText = stringOpt(values, 'steps');
+    const steps = stepsText !== undefined ? parseInteger('--steps', stepsText, 1) : preset?.steps;
+    const iterationsText = stringOpt(values, 'iterations');
+    const iterations = iterationsText !== undefined ? parseInteger('--iterations', iterationsText, 1) : preset?.iterations;
+    const samplesText = stringOpt(values, 'samples');
+    const sizes = samplesText !== undefined
+      ? samplesText.split(',').map((s) => parseInteger('--samples', s.trim(), 2))
+      : preset ? [...preset.samples] : [undefined];
+    const repeats = optionalInteger(values, 'repeats', 50, 1);
+    const threads = optionalInteger(values, 'threads', 0, 0);
+    const overrides: Record<string, unknown> = parseOverrides(values.set as string[] | undefined);
+    const model = resolveModel(def, steps !== undefined ? { horizon: steps } : {});
+    const reqBase = { x0: [...model.x0], uPrev: new Array<number>(model.controlDim).fill(0), reference: [...model.goal], shiftSteps: 1 };
+    const bar = progressBar(`${planner} ${system} ${backend}`, !values.json);
+    const rows = [];
+    let device = backend === 'cpu' ? `${cpus()[0]?.model ?? 'CPU'} (${threads || cpus().length} threads)` : '';
+    const sizeKey = planner === 'mppi' ? 'samples' : 'particles';
+    for (const [index, size] of sizes.entries()) {
+      const sized = { ...overrides, ...(size !== undefined ? { [sizeKey]: size } : {}), ...(iterations !== undefined && planner === 'mppi' ? { iterations } : {}) };
+      const params: Record<string, number | string> = planner === 'mppi' ? resolveParams('mppi', MPPI_PARAMS, sized) : resolveParams('tsmc', MPC_TSMC_PARAMS, sized);
+      const count = params[sizeKey] as number;
+      const spec: PlannerSpec = {
+        system, model: steps !== undefined ? { horizon: steps } : {}, planner, params, backend, threads, seed: 1, gpuPath,
+      };
+      const built = await buildPlanner(spec);
+      if (built.backend instanceof WebGpuBackend) device = built.backend.adapterName;
+      const times: number[] = [];
+      const info: Record<string, number[]> = {};
+      for (let k = 0; k < 5 + repeats; k++) {
+        const t0 = performance.now();
+        const r = await built.planner.plan(reqBase);
+        const ms = performance.now() - t0;
+        if (k < 5) continue;
+        times.push(ms);
+        for (const [key, v] of Object.entries(r.info)) (info[key] ??= []).push(v);
+        bar.update((index + (k + 1) / (5 + repeats)) / sizes.length, `${planner === 'mppi' ? 'M' : 'N'} = ${count}`);
+      }
+      built.backend.dispose();
+      const median = quantile(times, 0.5);
+      const meanOf = (key: string) => (info[key] ? info[key].reduce((a, b) => a + b, 0) / info[key].length : null);
+      const rollouts = meanOf('rollouts');
+      rows.push({
+        samples: count,
+        steps: model.horizon,
+        iterations: planner === 'mppi' ? params.iterations as number : null,
+        msMedian: median,
+        msP99: quantile(times, 0.99),
+        rolloutStepsPerS: rollouts !== null ? (rollouts * model.horizon) / (median / 1000) : null,
+        perPlan: {
+          gpuSubmits: meanOf('gpuSubmits'), gpuReadbacks: meanOf('gpuReadbacks'), gpuWaits: meanOf('gpuWaits'),
+          gpuKiBUp: meanOf('gpuKiBUp'), gpuKiBDown: meanOf('gpuKiBDown'), levels: meanOf('levels'),
+        },
+      });
+    }
+    bar.done();
+    const result = {
+      planner, system, backend, gpuPath: backend === 'webgpu' ? gpuPath : null, device, preset: presetName ?? null, repeats, rows,
+      published: presetName === 'mppi-generic' ? PUBLISHED_MS : undefined,
+    };
+    const out = stringOpt(values, 'out') ?? join('runs', `bench-planner-${timestamp()}`);
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
+    if (values.json) return printJson({ ...result, out });
+    const f = (v: number | null, digits = 1) => (v === null ? '-' : v.toFixed(digits));
+    console.log(table(rows.map((r) => [r.samples, r.steps, r.iterations ?? '-', f(r.msMedian, 2), f(r.msP99, 2), r.rolloutStepsPerS === null ? '-' : r.rolloutStepsPerS.toExponential(2),
+      f(r.perPlan.gpuSubmits), f(r.perPlan.gpuReadbacks), f(r.perPlan.gpuKiBUp), f(r.perPlan.gpuKiBDown)]),
+    [planner === 'mppi' ? 'M' : 'N', 'T', 'J', 'ms p50', 'ms p99', 'rollout-steps/s', 'submits', 'read-backs', 'KiB up', 'KiB down']));
+    console.log(`\n${planner} on ${system}, ${backend}${backend === 'webgpu' ? ` (${gpuPath})` : ''}: ${device}`);
+    if (presetName === 'mppi-generic') {
+      for (const [who, ms] of Object.entries(PUBLISHED_MS)) console.log(`  published, ${who}: ${Object.entries(ms).map(([m, v]) => `M=${m} ${v} ms`).join(', ')}`);
+    }
+    console.log(`wrote ${join(out, 'results.json')}`);
+  },
+};

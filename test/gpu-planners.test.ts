@@ -1,0 +1,234 @@
+import assert from 'node:assert/strict';
+import { GpuMppiPlanner } from '../src/controller/gpu-mppi.js';
+import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
+import { MppiPlanner, PlanRequest } from '../src/controller/receding.js';
+import { PHILOX_WGSL, philox4x32, philoxNormals } from '../src/kernels/philox.js';
+import { gpuContext, WebGpuBackend } from '../src/kernels/webgpu.js';
+import { resolveParams } from '../src/params.js';
+import { MPPI_PARAMS } from '../src/planners/mppi.js';
+import { controlScaling, toNormalised } from '../src/planners/problem.js';
+import { runLoop } from '../src/run/loop.js';
+import { assemble, resolveRunParams } from '../src/run/setup.js';
+import { readParamsFile } from '../src/run/params-file.js';
+import { cpu, model } from './helpers.js';
+
+describe('Philox 4x32-10 (TypeScript reference)', () => {
+  it('matches the Random123 known-answer vectors', () => {
+    const hex = (w: number[]) => w.map((v) => v.toString(16).padStart(8, '0')).join(' ');
+    assert.equal(hex(philox4x32([0, 0, 0, 0], [0, 0])), '6627e8d5 e169c58d bc57ac4c 9b00dbd8');
+    assert.equal(hex(philox4x32([0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff])), '408f276d 41c83b0e a20bc7c6 6d5451fd');
+    assert.equal(hex(philox4x32([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0])), 'd16cfe09 94fdcceb 5001e420 24126ea1');
+  });
+});
+
+/** WebGPU must be present where CI asks for it (TEMPERED_MPC_REQUIRE_WEBGPU=1); elsewhere a missing adapter skips. */
+describe('GPU-resident planners (WebGPU, f32)', function () {
+  let available = true;
+  before(async function () {
+    try {
+      await gpuContext();
+    } catch (e) {
+      if (process.env.TEMPERED_MPC_REQUIRE_WEBGPU === '1') throw e;
+      available = false;
+      console.log(`      skipping GPU planner tests: ${(e as Error).message}`);
+    }
+  });
+  beforeEach(function () {
+    if (!available) this.skip();
+  });
+
+  /** 4 x `blocks` normals for each of `streams` counters (stream, block, 7, 9) under key (seed, 1), from the shader's generator. */
+  async function gpuNormals(streams: number, blocks: number, seed: number): Promise<Float32Array> {
+    const { device } = await gpuContext();
+    const code = `${PHILOX_WGSL}
+@group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  if (gid.x >= ${streams}u) { return; }
+  for (var b = 0u; b < ${blocks}u; b = b + 1u) { out[gid.x * ${blocks}u + b] = philox_normals(vec4<u32>(gid.x, b, 7u, 9u), vec2<u32>(${seed}u, 1u)); }
+}`;
+    const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module: device.createShaderModule({ code }), entryPoint: 'main' } });
+    const size = streams * blocks * 16;
+    const buf = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const read = device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: buf } }] }));
+    pass.dispatchWorkgroups(Math.ceil(streams / 64));
+    pass.end();
+    enc.copyBufferToBuffer(buf, 0, read, 0, size);
+    device.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const out = new Float32Array(read.getMappedRange().slice(0));
+    read.unmap();
+    buf.destroy();
+    read.destroy();
+    return out;
+  }
+
+  it('the shader\'s generator equals the reference and passes distribution checks (mean, variance, correlation between streams)', async () => {
+    const streams = 64;
+    const blocks = 256;
+    const seed = 12345;
+    const z = await gpuNormals(streams, blocks, seed);
+    const per = blocks * 4;
+    for (const s of [0, 17, 63]) {
+      for (const b of [0, 100, 255]) {
+        const want = philoxNormals([s, b, 7, 9], [seed, 1]);
+        for (let l = 0; l < 4; l++) assert.ok(Math.abs(z[s * per + b * 4 + l] - want[l]) < 1e-4 * (1 + Math.abs(want[l])), `stream ${s} block ${b} lane ${l}`);
+      }
+    }
+    const N = z.length;
+    let mean = 0;
+    for (const v of z) mean += v / N;
+    let variance = 0;
+    let fourth = 0;
+    for (const v of z) {
+      variance += (v - mean) ** 2 / (N - 1);
+      fourth += v ** 4 / N;
+    }
+    // N = 65536 draws: the standard errors are 0.004 (mean), 0.0055 (variance), 0.037 (fourth moment, 3 for a normal)
+    assert.ok(Math.abs(mean) < 0.02, `mean ${mean}`);
+    assert.ok(Math.abs(variance - 1) < 0.03, `variance ${variance}`);
+    assert.ok(Math.abs(fourth - 3) < 0.2, `fourth moment ${fourth}`);
+    // neighbouring streams (as neighbouring MPPI samples draw them) are uncorrelated: se 1/sqrt(1024) = 0.031
+    let worst = 0;
+    for (let s = 0; s + 1 < streams; s++) {
+      let c = 0;
+      for (let k = 0; k < per; k++) c += z[s * per + k] * z[(s + 1) * per + k];
+      worst = Math.max(worst, Math.abs(c / per));
+    }
+    assert.ok(worst < 0.15, `largest correlation between neighbouring streams ${worst}`);
+    // and the same stream under another seed differs
+    const other = await gpuNormals(streams, blocks, seed + 1);
+    assert.ok(other.some((v, i) => v !== z[i]));
+  });
+
+  const spec = (over: Partial<PlannerSpec> & { params?: Record<string, number | string> }): PlannerSpec => ({
+    system: 'pendulum', model: {}, planner: 'mppi', backend: 'webgpu', threads: 1, seed: 1,
+    ...over,
+    params: resolveParams('mppi', MPPI_PARAMS, over.params ?? {}) as Record<string, number | string>,
+  });
+
+  it('MPPI on the double integrator finds the exact quadratic optimum, as the CPU planner does', async () => {
+    const m = model('double-integrator');
+    const params = { samples: 2048, iterations: 40, elites: 128, sigmaMin: 0.002 };
+    const gpu = await buildPlanner(spec({ system: 'double-integrator', params }));
+    const cpuPlanner = await buildPlanner(spec({ system: 'double-integrator', params, backend: 'cpu' }));
+    const req: PlanRequest = { x0: [1, 0], uPrev: [0], reference: [0, 0] };
+    // the optimum of the quadratic cost J(U) = c + g.U + U'HU/2, from its exact gradient at the basis vectors
+    const d = m.horizon;
+    const basis = new Float64Array((d + 1) * d);
+    for (let k = 0; k < d; k++) basis[(k + 1) * d + k] = 1;
+    const backend = cpu(m);
+    const { cost, grad } = backend.costGradSync({ controls: basis, x0: req.x0 });
+    const H = Array.from({ length: d }, (_, k) => Array.from({ length: d }, (_, j) => grad[(k + 1) * d + j] - grad[j]));
+    const { solve } = await import('./linalg.js');
+    const uStar = solve(H, Array.from(grad.subarray(0, d), (v) => -v));
+    const jStar = backend.costSync({ controls: Float64Array.from(uStar), x0: req.x0 })[0];
+    assert.ok(jStar < cost[0]);
+    const g = await gpu.planner.plan(req);
+    const c = await cpuPlanner.planner.plan(req);
+    const jGpu = backend.costSync({ controls: g.controls, x0: req.x0 })[0];
+    const jCpu = backend.costSync({ controls: c.controls, x0: req.x0 })[0];
+    // both within 0.1% of the zero plan's excess cost over the optimum, measured from the zero plan's cost
+    const gap = cost[0] - jStar;
+    assert.ok((jGpu - jStar) / gap < 1e-3, `GPU plan cost ${jGpu}, optimum ${jStar}, zero plan ${cost[0]}`);
+    assert.ok((jCpu - jStar) / gap < 1e-3, `CPU plan cost ${jCpu}, optimum ${jStar}`);
+    const worst = Math.max(...Array.from(g.controls, (u, k) => Math.abs(u - uStar[k])));
+    assert.ok(worst < 0.03 * Math.max(...uStar.map(Math.abs)), `largest control error ${worst}`);
+    // the GPU's own cost figure agrees with the f64 evaluation of its plan
+    assert.ok(Math.abs(g.cost - jGpu) / jGpu < 1e-3, `reported ${g.cost}, evaluated ${jGpu}`);
+  });
+
+  it('one submit and one read-back per tick; under a deadline at most J + 1 submits, still one read-back', async () => {
+    const built = await buildPlanner(spec({ params: { samples: 512, iterations: 5 } }));
+    const req: PlanRequest = { x0: [0.1, 0], uPrev: [0], reference: [Math.PI, 0] };
+    for (let k = 0; k < 3; k++) {
+      const r = await built.planner.plan(req);
+      assert.equal(r.info.gpuSubmits, 1);
+      assert.equal(r.info.gpuReadbacks, 1);
+      assert.equal(r.info.gpuWaits, 0);
+      assert.equal(r.info.iterations, 5);
+      // up: the header (x0, uPrev, reference and settings); down: the plan and the status figures
+      assert.ok(r.info.gpuKiBUp < 0.1 && r.info.gpuKiBDown < 0.5, JSON.stringify(r.info));
+    }
+    const timed = await built.planner.plan({ ...req, deadline: performance.now() + 10_000 });
+    assert.equal(timed.info.gpuSubmits, 5 + 1);
+    assert.equal(timed.info.gpuReadbacks, 1);
+    assert.equal(timed.info.iterations, 5);
+    const late = await built.planner.plan({ ...req, deadline: performance.now() });
+    assert.equal(late.info.iterations, 1, 'a deadline already passed still runs one iteration');
+    assert.equal(late.info.gpuSubmits, 2);
+    assert.equal(late.info.gpuReadbacks, 1);
+    // today's path for comparison: the CPU planner with GPU rollouts reads back every iteration
+    const service = await buildPlanner(spec({ params: { samples: 512, iterations: 5 }, gpuPath: 'rollouts' }));
+    const s = await service.planner.plan(req);
+    assert.equal(s.info.gpuReadbacks, 5 + 1);
+  });
+
+  it('is reproducible from its seed, and the seed matters', async () => {
+    const req: PlanRequest = { x0: [0.1, 0], uPrev: [0], reference: [Math.PI, 0] };
+    const run = async (seed: number) => {
+      const built = await buildPlanner(spec({ seed, params: { samples: 256, iterations: 3, noiseCorrelation: 0.5, sigmaWarmStart: 'carry' } }));
+      const out: number[] = [];
+      for (let k = 0; k < 3; k++) out.push(...(await built.planner.plan({ ...req, shiftSteps: 1 })).controls);
+      return out;
+    };
+    assert.deepEqual(await run(4), await run(4));
+    assert.notDeepEqual(await run(4), await run(5));
+  });
+
+  it('uploads proposals and evaluates them: a proposal at the optimum wins the first iteration', async () => {
+    const m = model('double-integrator');
+    const backend = await WebGpuBackend.create(m);
+    const params = resolveParams('mppi', MPPI_PARAMS, { samples: 64, iterations: 1, elites: 1 });
+    const d = m.horizon;
+    const basis = new Float64Array((d + 1) * d);
+    for (let k = 0; k < d; k++) basis[(k + 1) * d + k] = 1;
+    const { grad } = cpu(m).costGradSync({ controls: basis });
+    const H = Array.from({ length: d }, (_, k) => Array.from({ length: d }, (_, j) => grad[(k + 1) * d + j] - grad[j]));
+    const { solve } = await import('./linalg.js');
+    const uStar = Float64Array.from(solve(H, Array.from(grad.subarray(0, d), (v) => -v)));
+    const zStar = toNormalised(uStar, controlScaling(m));
+    // a stand-in prior: only its rollout is used here, and it proposes the optimum
+    const guide = {
+      prior: { rollout: () => zStar.slice() },
+      step: () => new Float64Array(2),
+      settings: { path: 'stand-in', policySamples: 1, value: 'off' as const, valueWeight: 0 },
+    } as unknown as ConstructorParameters<typeof MppiPlanner>[4];
+    const planner = await GpuMppiPlanner.create(m, backend, params, 3, guide);
+    const r = await planner.plan({ x0: [1, 0], uPrev: [0], reference: [0, 0] });
+    // with one elite the mean jumps to the best sample: the proposal
+    const worst = Math.max(...Array.from(r.controls, (u, k) => Math.abs(u - uStar[k])));
+    assert.ok(worst < 1e-4, `plan differs from the proposed optimum by ${worst}`);
+    assert.equal(r.info.gpuSubmits, undefined, 'counts are added by buildPlanner, not the planner');
+  });
+
+  it('refuses a learned value it cannot evaluate, with the way out', async () => {
+    const m = model('pendulum');
+    const backend = await WebGpuBackend.create(m);
+    const guide = { prior: {}, step: () => new Float64Array(2), settings: { path: 'p', policySamples: 8, value: 'on', valueWeight: 1 } } as unknown as ConstructorParameters<typeof MppiPlanner>[4];
+    await assert.rejects(GpuMppiPlanner.create(m, backend, resolveParams('mppi', MPPI_PARAMS, {}), 1, guide), /prior.value is on.*set prior.value off, or backend cpu/);
+  });
+
+  it('pendulum closed loop (lockstep): GPU and CPU MPPI both swing up, times to goal within a tick on most seeds', async function () {
+    this.timeout(300_000);
+    const times: Record<string, number[]> = { cpu: [], webgpu: [] };
+    for (const backend of ['cpu', 'webgpu'] as const) {
+      for (let seed = 0; seed < 4; seed++) {
+        const params = resolveRunParams('pendulum', {
+          ...readParamsFile('launch/config/pendulum.yaml'),
+          'controller.planner': 'mppi', 'controller.backend': backend, 'controller.seed': seed, 'controller.threads': 1,
+        });
+        const { session, sim } = await assemble(params, { lockstep: true });
+        const { summary } = await runLoop(sim, session, { durationS: 8, lockstep: true, keepRecords: false });
+        session.dispose();
+        assert.ok(summary.success, `${backend} seed ${seed} did not swing up`);
+        times[backend].push(summary.timeToGoalS!);
+      }
+    }
+    const close = times.cpu.filter((t, i) => Math.abs(t - times.webgpu[i]) <= 0.1 + 1e-9).length;
+    assert.ok(close >= 3, `times to goal: cpu ${times.cpu}, webgpu ${times.webgpu}`);
+  });
+});
