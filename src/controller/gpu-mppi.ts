@@ -1,5 +1,5 @@
 import { buildStepGraphs } from '../kernels/graphs.js';
-import type { WebGpuBackend } from '../kernels/webgpu.js';
+import { compilePipelines, WebGpuBackend } from '../kernels/webgpu.js';
 import { FLAG, HEADER, MPPI_BINDING, NO_COST, ROLLOUT_WORKGROUP, SCALAR, scalarLayout, wgslMppiSource } from '../kernels/wgsl-mppi.js';
 import type { Model } from '../models/model.js';
 import type { ParamsOf } from '../params.js';
@@ -82,12 +82,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
       })),
     });
     const layout = device.createPipelineLayout({ bindGroupLayouts: [bindGroupLayout] });
-    device.pushErrorScope('validation');
-    const module = device.createShaderModule({ code, label: `${model.name}-mppi` });
-    const made = await Promise.all(ENTRY_POINTS.map((entryPoint) => device.createComputePipelineAsync({ layout, compute: { module, entryPoint } })));
-    const err = await device.popErrorScope();
-    if (err) throw new Error(`internal: the GPU MPPI kernels for ${model.name} failed to compile: ${err.message}`);
-    const pipelines = Object.fromEntries(ENTRY_POINTS.map((e, i) => [e, made[i]])) as Record<EntryPoint, GPUComputePipeline>;
+    const pipelines = await compilePipelines(device, code, `${model.name}-mppi`, layout, ENTRY_POINTS);
     return new GpuMppiPlanner(model, backend, params, seed, pipelines, bindGroupLayout, guide);
   }
 

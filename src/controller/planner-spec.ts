@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { createBackend, WebGpuBackend } from '../kernels/index.js';
 import type { GpuCounters } from '../kernels/webgpu.js';
 import { GpuMppiPlanner } from './gpu-mppi.js';
+import { GpuTsmcPlanner } from './gpu-tsmc.js';
 import type { BackendKind, RolloutBackend } from '../kernels/index.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, resolveModel } from '../models/model.js';
@@ -33,7 +34,7 @@ export interface PlannerSpec {
   threads: number;
   seed: number;
   /**
-   * webgpu only: 'resident' (default) runs whole MPPI iterations on the GPU;
+   * webgpu only: 'resident' (default) runs whole MPPI iterations and TSMC levels on the GPU;
    * 'rollouts' keeps the planner on the CPU and uses the GPU as a rollout
    * service (the path before the GPU-resident planner; `bench planner` compares them)
    */
@@ -55,8 +56,10 @@ export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
   const rng = new Rng(spec.seed);
   const mppiParams = { ...spec.params } as ParamsOf<typeof MPPI_PARAMS>;
   let planner: RecedingPlanner;
-  if (spec.planner === 'tsmc') planner = new TsmcPlanner(model, backend, { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>, rng);
-  else if (backend instanceof WebGpuBackend && spec.gpuPath !== 'rollouts') planner = await GpuMppiPlanner.create(model, backend, mppiParams, spec.seed, guide);
+  const tsmcParams = { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>;
+  const resident = backend instanceof WebGpuBackend && spec.gpuPath !== 'rollouts';
+  if (spec.planner === 'tsmc') planner = resident ? await GpuTsmcPlanner.create(model, backend, tsmcParams, spec.seed) : new TsmcPlanner(model, backend, tsmcParams, rng);
+  else if (resident) planner = await GpuMppiPlanner.create(model, backend, mppiParams, spec.seed, guide);
   else planner = new MppiPlanner(model, backend, mppiParams, rng, guide);
   return { model, backend, planner: backend instanceof WebGpuBackend ? countingRoundTrips(planner, backend.counters) : planner };
 }

@@ -73,6 +73,23 @@ export class GpuCounters {
   }
 }
 
+/**
+ * Compiles generated WGSL and its compute pipelines (one per entry point,
+ * sharing one bind group layout). A shader that fails to compile is a bug
+ * here, never the user's: the error names the shader and the first messages.
+ */
+export async function compilePipelines<E extends string>(
+  device: GPUDevice, code: string, label: string, layout: GPUPipelineLayout, entryPoints: readonly E[],
+): Promise<Record<E, GPUComputePipeline>> {
+  const module = device.createShaderModule({ code, label });
+  const errors = (await module.getCompilationInfo()).messages.filter((msg) => msg.type === 'error');
+  if (errors.length) {
+    throw new Error(`internal: the ${label} kernels failed to compile: ${errors.slice(0, 3).map((e) => `line ${e.lineNum}: ${e.message}`).join('; ')}`);
+  }
+  const made = await Promise.all(entryPoints.map((entryPoint) => device.createComputePipelineAsync({ layout, compute: { module, entryPoint } })));
+  return Object.fromEntries(entryPoints.map((e, i) => [e, made[i]])) as Record<E, GPUComputePipeline>;
+}
+
 /** f32 rollout kernels generated from the model definition, run as WGSL compute shaders. */
 export class WebGpuBackend implements RolloutBackend {
   readonly kind = 'webgpu' as const;

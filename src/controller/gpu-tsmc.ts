@@ -1,0 +1,292 @@
+import { buildStepGraphs } from '../kernels/graphs.js';
+import { compilePipelines, WebGpuBackend } from '../kernels/webgpu.js';
+import { NO_COST } from '../kernels/wgsl-mppi.js';
+import { LEVEL_OUT, TSMC_BINDING, TSMC_FLAG, TSMC_HEADER, TSMC_SCALAR, TSMC_WORKGROUP, tsmcAuxLayout, wgslTsmcSource } from '../kernels/wgsl-tsmc.js';
+import type { Model } from '../models/model.js';
+import type { ParamsOf } from '../params.js';
+import { controlScaling, toControls } from '../planners/problem.js';
+import type { MPC_TSMC_PARAMS, PlanRequest, PlanResult, RecedingPlanner } from './receding.js';
+
+const ENTRY_POINTS = [
+  'evaluate', 'prepare_mean', 'prepare', 'store_prepared', 'flip', 'reweight', 'resample',
+  'hmc_begin', 'kick_drift', 'kick', 'hmc_end', 'adapt', 'level_end', 'polish_begin', 'polish_load', 'adam_step', 'polish_end',
+] as const;
+type EntryPoint = (typeof ENTRY_POINTS)[number];
+
+interface ParticleBuffers {
+  capacity: number;
+  PS: GPUBuffer;
+  SCR: GPUBuffer;
+  TAPE: GPUBuffer;
+  AUX: GPUBuffer;
+  bindGroup: GPUBindGroup;
+}
+
+/**
+ * TSMC with particles resident on the GPU (`backend: webgpu`): the same
+ * tempering, warm start and polish as `TsmcPlanner`, in f32, with HMC moves
+ * (NUTS's data-dependent tree sizes would leave most invocations idle in
+ * lockstep; HMC's fixed L keeps every particle busy). Each tempering level
+ * is one submit (reweight, resample, the moves, the step-size adaptation)
+ * and one read-back of LEVEL_OUT.length numbers, which tell the host
+ * whether beta reached 1; the plan is read back once at the end.
+ */
+export class GpuTsmcPlanner implements RecedingPlanner {
+  readonly name = 'tsmc';
+  private warm = false;
+  private tick = 0;
+  private lastParticles = 0;
+  private levelMs = 0;
+  private particleBuffers: ParticleBuffers | undefined;
+  private readonly scaling;
+  private readonly dim: number;
+  private readonly H: GPUBuffer;
+  private readonly SC: GPUBuffer;
+  private readonly levelStaging: GPUBuffer;
+  private readonly planStaging: GPUBuffer;
+
+  private constructor(
+    readonly model: Model,
+    readonly backend: WebGpuBackend,
+    readonly params: ParamsOf<typeof MPC_TSMC_PARAMS>,
+    private readonly seed: number,
+    private readonly pipelines: Record<EntryPoint, GPUComputePipeline>,
+    private readonly bindGroupLayout: GPUBindGroupLayout,
+  ) {
+    const { device } = backend.gpu;
+    const { stateDim: n, controlDim: m, horizon: T } = model;
+    this.scaling = controlScaling(model);
+    this.dim = T * m;
+    const storage = (words: number, extra = 0) => device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.STORAGE | extra });
+    this.H = storage(TSMC_HEADER.context + 2 * n + m, GPUBufferUsage.COPY_DST);
+    this.SC = storage(TSMC_SCALAR.outPlan + this.dim, GPUBufferUsage.COPY_SRC);
+    this.levelStaging = device.createBuffer({ size: LEVEL_OUT.length * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.planStaging = device.createBuffer({ size: (1 + this.dim) * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  }
+
+  static async create(model: Model, backend: WebGpuBackend, params: ParamsOf<typeof MPC_TSMC_PARAMS>, seed: number): Promise<GpuTsmcPlanner> {
+    const { device } = backend.gpu;
+    const code = wgslTsmcSource(buildStepGraphs(model, false), controlScaling(model));
+    const bindGroupLayout = device.createBindGroupLayout({
+      entries: Object.values(TSMC_BINDING).map((binding) => ({
+        binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: binding === TSMC_BINDING.H ? 'read-only-storage' as const : 'storage' as const },
+      })),
+    });
+    const layout = device.createPipelineLayout({ bindGroupLayouts: [bindGroupLayout] });
+    const pipelines = await compilePipelines(device, code, `${model.name}-tsmc`, layout, ENTRY_POINTS);
+    return new GpuTsmcPlanner(model, backend, params, seed, pipelines, bindGroupLayout);
+  }
+
+  reset(): void {
+    this.warm = false;
+    this.levelMs = 0;
+  }
+
+  /** A new particle count takes effect at the next tick; more particles than the buffers hold make that tick cold. */
+  updateParams(changes: Readonly<Record<string, unknown>>): void {
+    Object.assign(this.params, changes);
+  }
+
+  private buffersFor(particles: number): ParticleBuffers {
+    const have = this.particleBuffers;
+    if (have && have.capacity >= particles) return have;
+    if (have) for (const b of [have.PS, have.SCR, have.TAPE, have.AUX]) b.destroy();
+    const { device } = this.backend.gpu;
+    const { stateDim: n, horizon: T } = this.model;
+    const d = this.dim;
+    const storage = (words: number) => device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const capacity = particles;
+    const PS = storage(2 * capacity * (3 * d + 2));
+    const SCR = storage(capacity * (4 * d + 3));
+    const TAPE = storage(capacity * (T + 1) * n);
+    const AUX = storage(tsmcAuxLayout(capacity, d).length);
+    const byBinding: Record<number, GPUBuffer> = {
+      [TSMC_BINDING.H]: this.H, [TSMC_BINDING.PS]: PS, [TSMC_BINDING.SCR]: SCR, [TSMC_BINDING.TAPE]: TAPE, [TSMC_BINDING.SC]: this.SC, [TSMC_BINDING.AUX]: AUX,
+    };
+    const bindGroup = device.createBindGroup({
+      layout: this.bindGroupLayout,
+      entries: Object.values(TSMC_BINDING).map((binding) => ({ binding, resource: { buffer: byBinding[binding] } })),
+    });
+    // the previous particles and plan were in the old buffers: this tick starts cold
+    this.warm = false;
+    this.particleBuffers = { capacity, PS, SCR, TAPE, AUX, bindGroup };
+    return this.particleBuffers;
+  }
+
+  private header(req: PlanRequest, particles: number, capacity: number, carried: number, polishSteps: number): ArrayBuffer {
+    const { stateDim: n, controlDim: m, horizon: T } = this.model;
+    const p = this.params;
+    const H = TSMC_HEADER;
+    const buf = new ArrayBuffer((H.context + 2 * n + m) * 4);
+    const words = new Uint32Array(buf);
+    const floats = new Float32Array(buf);
+    words[H.particles] = particles;
+    words[H.tick] = this.tick;
+    words[H.seed] = this.seed >>> 0;
+    words[H.carried] = carried;
+    words[H.flags] = (this.warm ? 0 : TSMC_FLAG.cold) | (p.resampling === 'systematic' ? TSMC_FLAG.systematic : 0) | (p.targetAcceptance > 0 ? TSMC_FLAG.adaptStep : 0);
+    words[H.leapfrogSteps] = p.leapfrogSteps;
+    words[H.polishSteps] = polishSteps;
+    words[H.shiftSteps] = Math.min(Math.max(0, Math.round(req.shiftSteps ?? 1)), T - 1);
+    words[H.capacity] = capacity;
+    floats[H.lambda] = p.lambda;
+    floats[H.rho] = p.rho;
+    floats[H.targetAcceptance] = p.targetAcceptance;
+    floats[H.stepSize] = p.stepSize;
+    floats[H.priorSigma] = this.warm ? p.warmSigma : p.priorSigma;
+    floats[H.priorGamma] = p.prior === 'ar1' ? p.priorGamma : 0;
+    floats[H.startBeta] = this.warm ? p.warmStartBeta : 0;
+    floats[H.polishRate] = p.polishRate;
+    floats.set(req.x0, H.context);
+    floats.set(req.uPrev, H.context + n);
+    floats.set(req.reference, H.context + n + m);
+    return buf;
+  }
+
+  private async read(staging: GPUBuffer): Promise<Float32Array> {
+    await staging.mapAsync(GPUMapMode.READ);
+    const counters = this.backend.counters;
+    counters.readbacks++;
+    counters.bytesDown += staging.size;
+    const out = new Float32Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    return out;
+  }
+
+  async plan(req: PlanRequest): Promise<PlanResult> {
+    const { device } = this.backend.gpu;
+    const counters = this.backend.counters;
+    const p = this.params;
+    const N = p.particles;
+    const d = this.dim;
+    const buffers = this.buffersFor(N);
+    const warm = this.warm;
+    const carried = warm ? Math.min(Math.round(N * (1 - p.freshFraction)), this.lastParticles) : 0;
+    const header = this.header(req, N, buffers.capacity, carried, p.polishSteps);
+    device.queue.writeBuffer(this.H, 0, header);
+    counters.bytesUp += header.byteLength;
+    this.tick++;
+
+    const perParticle = Math.ceil(N / TSMC_WORKGROUP);
+    const submit = (work: (pass: GPUComputePassEncoder) => void, after?: (enc: GPUCommandEncoder) => void) => {
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      pass.setBindGroup(0, buffers.bindGroup);
+      work(pass);
+      pass.end();
+      after?.(enc);
+      device.queue.submit([enc.finish()]);
+      counters.submits++;
+    };
+    const dispatch = (pass: GPUComputePassEncoder, entry: EntryPoint, groups = 1) => {
+      pass.setPipeline(this.pipelines[entry]);
+      pass.dispatchWorkgroups(groups);
+    };
+
+    submit((pass) => {
+      dispatch(pass, 'prepare_mean', Math.ceil(d / TSMC_WORKGROUP));
+      dispatch(pass, 'prepare', perParticle);
+      dispatch(pass, 'evaluate', perParticle);
+      dispatch(pass, 'store_prepared', perParticle);
+      dispatch(pass, 'flip');
+    });
+
+    type Level = Record<(typeof LEVEL_OUT)[number], number> & { wallMs: number };
+    const levels: Level[] = [];
+    let beta = warm ? p.warmStartBeta : 0;
+    let levelMs = warm ? this.levelMs : 0;
+    while (beta < 1) {
+      // stop when the next level, judged by the slowest so far, would end past the deadline
+      if (req.deadline !== undefined && (levels.length > 0 || levelMs > 0) && performance.now() + levelMs >= req.deadline) break;
+      if (levels.length >= p.maxLevels) {
+        if (req.deadline !== undefined) break;
+        throw new Error(`tempering did not reach beta = 1 within maxLevels = ${p.maxLevels} (beta = ${beta.toExponential(3)}); raise lambda or maxLevels`);
+      }
+      const t0 = performance.now();
+      submit((pass) => {
+        dispatch(pass, 'reweight');
+        dispatch(pass, 'resample', perParticle);
+        dispatch(pass, 'flip');
+        for (let k = 0; k < p.movesPerLevel; k++) {
+          dispatch(pass, 'hmc_begin', perParticle);
+          for (let l = 0; l < p.leapfrogSteps; l++) {
+            dispatch(pass, 'kick_drift', perParticle);
+            dispatch(pass, 'evaluate', perParticle);
+            dispatch(pass, 'kick', perParticle);
+          }
+          dispatch(pass, 'hmc_end', perParticle);
+          dispatch(pass, 'adapt');
+        }
+        dispatch(pass, 'level_end');
+      }, (enc) => enc.copyBufferToBuffer(this.SC, TSMC_SCALAR.outLevel * 4, this.levelStaging, 0, this.levelStaging.size));
+      const out = await this.read(this.levelStaging);
+      const level = Object.fromEntries(LEVEL_OUT.map((k, i) => [k, out[i]])) as Level;
+      if (level.noValid > 0) throw new Error('every particle has a non-finite energy (NaN or infinite cost); cannot reweight');
+      level.wallMs = performance.now() - t0;
+      levels.push(level);
+      beta = level.beta;
+      levelMs = Math.max(levelMs, level.wallMs);
+    }
+    const times = levels.map((l) => l.wallMs);
+    // no level fitted: trust the estimate less, so a slow outlier cannot stop tempering for good
+    this.levelMs = times.length ? Math.max(...times) : 0.5 * this.levelMs;
+
+    const polish = p.polishSteps > 0 && (req.deadline === undefined || performance.now() < req.deadline) ? p.polishSteps : 0;
+    if (polish !== p.polishSteps) {
+      device.queue.writeBuffer(this.H, TSMC_HEADER.polishSteps * 4, Uint32Array.of(polish));
+      counters.bytesUp += 4;
+    }
+    submit((pass) => {
+      dispatch(pass, 'polish_begin');
+      for (let t = 0; t <= polish; t++) {
+        if (t > 0) dispatch(pass, 'adam_step');
+        if (polish === 0) break;
+        dispatch(pass, 'polish_load');
+        dispatch(pass, 'evaluate');
+      }
+      dispatch(pass, 'polish_end');
+    }, (enc) => enc.copyBufferToBuffer(this.SC, TSMC_SCALAR.outCost * 4, this.planStaging, 0, this.planStaging.size));
+    const out = await this.read(this.planStaging);
+    this.warm = true;
+    this.lastParticles = N;
+    const last = levels.at(-1);
+    const cost = out[0];
+    return {
+      controls: toControls(Float64Array.from(out.subarray(1, 1 + d)), this.scaling),
+      cost: cost >= NO_COST ? Infinity : cost,
+      info: {
+        levels: levels.length, beta, stepSize: last?.stepSizeNext ?? p.stepSize, logZ: last?.logZ ?? 0, acceptance: last?.acceptance ?? 0,
+        essRatio: (last?.ess ?? N) / N,
+      },
+      diagnostics: {
+        ladder: { beta: levels.map((l) => l.beta), essRatio: levels.map((l) => l.ess / N), acceptance: levels.map((l) => l.acceptance) },
+        ...(p.kernel === 'nuts' ? { notice: `GPU TSMC moves with HMC (leapfrogSteps = ${p.leapfrogSteps}); NUTS runs on the CPU planner` } : {}),
+      },
+    };
+  }
+
+  /** The current particles (normalised controls, N x d): one read-back, for tests and diagnostics. */
+  async particles(): Promise<Float64Array> {
+    const buffers = this.particleBuffers;
+    if (!buffers) return new Float64Array(0);
+    const { device } = this.backend.gpu;
+    const N = this.lastParticles;
+    const d = this.dim;
+    const rec = 3 * d + 2;
+    const staging = device.createBuffer({ size: buffers.PS.size + 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = device.createCommandEncoder();
+    enc.copyBufferToBuffer(this.SC, TSMC_SCALAR.current * 4, staging, 0, 4);
+    enc.copyBufferToBuffer(buffers.PS, 0, staging, 4, buffers.PS.size);
+    device.queue.submit([enc.finish()]);
+    this.backend.counters.submits++;
+    const all = await this.read(staging);
+    staging.destroy();
+    const set = all[0];
+    const out = new Float64Array(N * d);
+    for (let i = 0; i < N; i++) {
+      const at = 1 + (set * buffers.capacity + i) * rec;
+      for (let k = 0; k < d; k++) out[i * d + k] = all[at + k];
+    }
+    return out;
+  }
+}
