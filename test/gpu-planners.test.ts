@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { GpuMppiPlanner } from '../src/controller/gpu-mppi.js';
+import { GpuTsmcPlanner } from '../src/controller/gpu-tsmc.js';
 import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
-import { MppiPlanner, PlanRequest } from '../src/controller/receding.js';
+import { MPC_TSMC_PARAMS, MppiPlanner, PlanRequest } from '../src/controller/receding.js';
 import { PHILOX_WGSL, philox4x32, philoxNormals } from '../src/kernels/philox.js';
 import { gpuContext, WebGpuBackend } from '../src/kernels/webgpu.js';
 import { resolveParams } from '../src/params.js';
@@ -10,6 +11,7 @@ import { controlScaling, toNormalised } from '../src/planners/problem.js';
 import { runLoop } from '../src/run/loop.js';
 import { assemble, resolveRunParams } from '../src/run/setup.js';
 import { readParamsFile } from '../src/run/params-file.js';
+import { gaussianProblem, moments } from './gaussian-target.js';
 import { cpu, model } from './helpers.js';
 
 describe('Philox 4x32-10 (TypeScript reference)', () => {
@@ -107,7 +109,7 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
   const spec = (over: Partial<PlannerSpec> & { params?: Record<string, number | string> }): PlannerSpec => ({
     system: 'pendulum', model: {}, planner: 'mppi', backend: 'webgpu', threads: 1, seed: 1,
     ...over,
-    params: resolveParams('mppi', MPPI_PARAMS, over.params ?? {}) as Record<string, number | string>,
+    params: (over.planner === 'tsmc' ? resolveParams('tsmc', MPC_TSMC_PARAMS, over.params ?? {}) : resolveParams('mppi', MPPI_PARAMS, over.params ?? {})) as Record<string, number | string>,
   });
 
   it('MPPI on the double integrator finds the exact quadratic optimum, as the CPU planner does', async () => {
@@ -212,23 +214,63 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
     await assert.rejects(GpuMppiPlanner.create(m, backend, resolveParams('mppi', MPPI_PARAMS, {}), 1, guide), /prior.value is on.*set prior.value off, or backend cpu/);
   });
 
-  it('pendulum closed loop (lockstep): GPU and CPU MPPI both swing up, times to goal within a tick on most seeds', async function () {
-    this.timeout(300_000);
-    const times: Record<string, number[]> = { cpu: [], webgpu: [] };
-    for (const backend of ['cpu', 'webgpu'] as const) {
-      for (let seed = 0; seed < 4; seed++) {
-        const params = resolveRunParams('pendulum', {
-          ...readParamsFile('launch/config/pendulum.yaml'),
-          'controller.planner': 'mppi', 'controller.backend': backend, 'controller.seed': seed, 'controller.threads': 1,
-        });
-        const { session, sim } = await assemble(params, { lockstep: true });
-        const { summary } = await runLoop(sim, session, { durationS: 8, lockstep: true, keepRecords: false });
-        session.dispose();
-        assert.ok(summary.success, `${backend} seed ${seed} did not swing up`);
-        times[backend].push(summary.timeToGoalS!);
-      }
+  it('TSMC samples the double integrator\'s exact Gaussian target: mean within 0.2 sd, variance ratios 0.8-1.25, log Z', async () => {
+    const g = gaussianProblem(1);
+    const backend = await WebGpuBackend.create(g.model);
+    const params = resolveParams('tsmc', MPC_TSMC_PARAMS, {
+      particles: 1000, lambda: 1, kernel: 'hmc', stepSize: 0.2, leapfrogSteps: 10, polishSteps: 0, priorSigma: 0.3, priorGamma: 0.9,
+    });
+    const planner = await GpuTsmcPlanner.create(g.model, backend, params, 7);
+    const r = await planner.plan({ x0: [1, 0], uPrev: [0], reference: [0, 0] });
+    assert.equal(r.info.beta, 1);
+    const { mean, variance } = moments(await planner.particles(), g.dim);
+    for (let k = 0; k < g.dim; k++) {
+      assert.ok(Math.abs(mean[k] - g.mean[k]) < 0.2 * g.sd[k], `coordinate ${k}: mean ${mean[k]} vs ${g.mean[k]} (sd ${g.sd[k]})`);
+      const ratio = variance[k] / g.sd[k] ** 2;
+      assert.ok(ratio > 0.8 && ratio < 1.25, `coordinate ${k}: variance ratio ${ratio}`);
     }
-    const close = times.cpu.filter((t, i) => Math.abs(t - times.webgpu[i]) <= 0.1 + 1e-9).length;
-    assert.ok(close >= 3, `times to goal: cpu ${times.cpu}, webgpu ${times.webgpu}`);
+    assert.ok(Math.abs(r.info.logZ - g.logZ) < 0.2, `log Z ${r.info.logZ} vs exact ${g.logZ}`);
   });
+
+  it('TSMC: one submit and one read-back of 12 numbers per tempering level, and the plan read back once', async () => {
+    const built = await buildPlanner(spec({ planner: 'tsmc', params: {} }));
+    const req: PlanRequest = { x0: [0.1, 0], uPrev: [0], reference: [Math.PI, 0] };
+    for (let k = 0; k < 3; k++) {
+      const r = await built.planner.plan({ ...req, shiftSteps: 1 });
+      const levels = r.info.levels;
+      assert.ok(levels >= 1 && r.info.beta === 1);
+      // the tick's set-up, one per level, the plan
+      assert.equal(r.info.gpuSubmits, levels + 2);
+      assert.equal(r.info.gpuReadbacks, levels + 1);
+      const d = built.model.horizon * built.model.controlDim;
+      assert.equal(r.info.gpuKiBDown * 1024, levels * 12 * 4 + (1 + d) * 4);
+    }
+  });
+
+  it('TSMC refuses to plan when every particle\'s cost is non-finite, with the reason (the controller then holds its safe command)', async () => {
+    const built = await buildPlanner(spec({ planner: 'tsmc', params: {} }));
+    await assert.rejects(built.planner.plan({ x0: [NaN, 0], uPrev: [0], reference: [Math.PI, 0] }), /every particle has a non-finite energy/);
+  });
+
+  for (const planner of ['mppi', 'tsmc'] as const) {
+    it(`pendulum closed loop (lockstep): GPU and CPU ${planner} both swing up, times to goal within a tick on most seeds`, async function () {
+      this.timeout(300_000);
+      const times: Record<string, number[]> = { cpu: [], webgpu: [] };
+      for (const backend of ['cpu', 'webgpu'] as const) {
+        for (let seed = 0; seed < 4; seed++) {
+          const params = resolveRunParams('pendulum', {
+            ...readParamsFile('launch/config/pendulum.yaml'),
+            'controller.planner': planner, 'controller.backend': backend, 'controller.seed': seed, 'controller.threads': 1,
+          });
+          const { session, sim } = await assemble(params, { lockstep: true });
+          const { summary } = await runLoop(sim, session, { durationS: 8, lockstep: true, keepRecords: false });
+          session.dispose();
+          assert.ok(summary.success, `${backend} seed ${seed} did not swing up`);
+          times[backend].push(summary.timeToGoalS!);
+        }
+      }
+      const close = times.cpu.filter((t, i) => Math.abs(t - times.webgpu[i]) <= 0.1 + 1e-9).length;
+      assert.ok(close >= 3, `times to goal: cpu ${times.cpu}, webgpu ${times.webgpu}`);
+    });
+  }
 });
