@@ -26,7 +26,7 @@ export const PUBLISHED_MS = {
 export const benchPlannerCommand: Command = {
   name: 'bench planner',
   summary: 'Time one planner\'s optimisations (ms median and p99, rollout-steps/s) on cpu or webgpu, with the GPU round trips per plan.',
-  usage: 'bench planner [--planner mppi|tsmc] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu] [--gpu-path resident|rollouts] [--preset mppi-generic] [--repeats N] [--set key=value] [--out DIR] [--json]',
+  usage: 'bench planner [--planner mppi|tsmc] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu] [--gpu-path resident|rollouts|resident,rollouts] [--preset mppi-generic] [--repeats N] [--set key=value] [--out DIR] [--json]',
   options: {
     planner: { type: 'string', description: 'mppi (default) or tsmc', valueName: 'NAME' },
     system: { type: 'string', description: 'system (default pendulum)', valueName: 'NAME' },
@@ -34,7 +34,7 @@ export const benchPlannerCommand: Command = {
     steps: { type: 'string', description: 'horizon T in model steps (default the system\'s)', valueName: 'T' },
     iterations: { type: 'string', description: 'MPPI iterations per optimisation (default the planner\'s)', valueName: 'J' },
     backend: { type: 'string', description: 'cpu or webgpu (default webgpu)', valueName: 'NAME' },
-    'gpu-path': { type: 'string', description: 'webgpu: resident (whole iterations on the GPU, default) or rollouts (planner on the CPU, GPU rollouts: the path before)', valueName: 'PATH' },
+    'gpu-path': { type: 'string', description: 'webgpu: resident (whole iterations on the GPU, default), rollouts (planner on the CPU, GPU rollouts: the path before), or resident,rollouts (timed interleaved, with their ratio)', valueName: 'PATH' },
     preset: { type: 'string', description: 'mppi-generic: M in {2048, 8192, 16384}, T = 100, J = 1, beside the published figures', valueName: 'NAME' },
     repeats: { type: 'string', description: 'timed optimisations per size (default 50; 5 warm-up ones run first)', valueName: 'N' },
     threads: { type: 'string', description: 'CPU threads (0 = all cores; default 0)', valueName: 'N' },
@@ -51,8 +51,9 @@ export const benchPlannerCommand: Command = {
     const system = stringOpt(values, 'system') ?? 'pendulum';
     const def = modelDefinition(system);
     const backend = parseBackend(stringOpt(values, 'backend') ?? 'webgpu');
-    const gpuPath = stringOpt(values, 'gpu-path') ?? 'resident';
-    if (gpuPath !== 'resident' && gpuPath !== 'rollouts') throw new UsageError(`--gpu-path must be resident or rollouts, got '${gpuPath}'`);
+    const paths = (stringOpt(values, 'gpu-path') ?? 'resident').split(',').map((p) => p.trim()) as ('resident' | 'rollouts')[];
+    for (const p of paths) if (p !== 'resident' && p !== 'rollouts') throw new UsageError(`--gpu-path takes resident, rollouts or both (comma-separated), got '${p}'`);
+    if (backend === 'cpu' && paths.length > 1) throw new UsageError('--gpu-path with two paths needs --backend webgpu');
     const stepsText = stringOpt(values, 'steps');
     const steps = stepsText !== undefined ? parseInteger('--steps', stepsText, 1) : preset?.steps;
     const iterationsText = stringOpt(values, 'iterations');
@@ -74,42 +75,47 @@ export const benchPlannerCommand: Command = {
       const sized = { ...overrides, ...(size !== undefined ? { [sizeKey]: size } : {}), ...(iterations !== undefined && planner === 'mppi' ? { iterations } : {}) };
       const params: Record<string, number | string> = planner === 'mppi' ? resolveParams('mppi', MPPI_PARAMS, sized) : resolveParams('tsmc', MPC_TSMC_PARAMS, sized);
       const count = params[sizeKey] as number;
-      const spec: PlannerSpec = {
+      // several paths are timed interleaved, plan by plan, so their ratio holds when the machine's speed drifts
+      const built = await Promise.all(paths.map((gpuPath) => buildPlanner({
         system, model: steps !== undefined ? { horizon: steps } : {}, planner, params, backend, threads, seed: 1, gpuPath,
-      };
-      const built = await buildPlanner(spec);
-      if (built.backend instanceof WebGpuBackend) device = built.backend.adapterName;
-      const times: number[] = [];
-      const info: Record<string, number[]> = {};
+      } satisfies PlannerSpec)));
+      for (const b of built) if (b.backend instanceof WebGpuBackend) device = b.backend.adapterName;
+      const times = paths.map(() => [] as number[]);
+      const info = paths.map(() => ({}) as Record<string, number[]>);
       for (let k = 0; k < 5 + repeats; k++) {
-        const t0 = performance.now();
-        const r = await built.planner.plan(reqBase);
-        const ms = performance.now() - t0;
-        if (k < 5) continue;
-        times.push(ms);
-        for (const [key, v] of Object.entries(r.info)) (info[key] ??= []).push(v);
+        for (const [p, b] of built.entries()) {
+          const t0 = performance.now();
+          const r = await b.planner.plan(reqBase);
+          const ms = performance.now() - t0;
+          if (k < 5) continue;
+          times[p].push(ms);
+          for (const [key, v] of Object.entries(r.info)) (info[p][key] ??= []).push(v);
+        }
         bar.update((index + (k + 1) / (5 + repeats)) / sizes.length, `${planner === 'mppi' ? 'M' : 'N'} = ${count}`);
       }
-      built.backend.dispose();
-      const median = quantile(times, 0.5);
-      const meanOf = (key: string) => (info[key] ? info[key].reduce((a, b) => a + b, 0) / info[key].length : null);
-      const rollouts = meanOf('rollouts');
-      rows.push({
-        samples: count,
-        steps: model.horizon,
-        iterations: planner === 'mppi' ? params.iterations as number : null,
-        msMedian: median,
-        msP99: quantile(times, 0.99),
-        rolloutStepsPerS: rollouts !== null ? (rollouts * model.horizon) / (median / 1000) : null,
-        perPlan: {
-          gpuSubmits: meanOf('gpuSubmits'), gpuReadbacks: meanOf('gpuReadbacks'), gpuWaits: meanOf('gpuWaits'),
-          gpuKiBUp: meanOf('gpuKiBUp'), gpuKiBDown: meanOf('gpuKiBDown'), levels: meanOf('levels'),
-        },
-      });
+      for (const b of built) b.backend.dispose();
+      for (const [p, gpuPath] of paths.entries()) {
+        const median = quantile(times[p], 0.5);
+        const meanOf = (key: string) => (info[p][key] ? info[p][key].reduce((a, b) => a + b, 0) / info[p][key].length : null);
+        const rollouts = meanOf('rollouts');
+        rows.push({
+          path: backend === 'webgpu' ? gpuPath : 'cpu',
+          samples: count,
+          steps: model.horizon,
+          iterations: planner === 'mppi' ? params.iterations as number : null,
+          msMedian: median,
+          msP99: quantile(times[p], 0.99),
+          rolloutStepsPerS: rollouts !== null ? (rollouts * model.horizon) / (median / 1000) : null,
+          perPlan: {
+            gpuSubmits: meanOf('gpuSubmits'), gpuReadbacks: meanOf('gpuReadbacks'), gpuWaits: meanOf('gpuWaits'),
+            gpuKiBUp: meanOf('gpuKiBUp'), gpuKiBDown: meanOf('gpuKiBDown'), levels: meanOf('levels'),
+          },
+        });
+      }
     }
     bar.done();
     const result = {
-      planner, system, backend, gpuPath: backend === 'webgpu' ? gpuPath : null, device, preset: presetName ?? null, repeats, rows,
+      planner, system, backend, device, preset: presetName ?? null, repeats, rows,
       published: presetName === 'mppi-generic' ? PUBLISHED_MS : undefined,
     };
     const out = stringOpt(values, 'out') ?? join('runs', `bench-planner-${timestamp()}`);
@@ -117,10 +123,14 @@ export const benchPlannerCommand: Command = {
     writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
     if (values.json) return printJson({ ...result, out });
     const f = (v: number | null, digits = 1) => (v === null ? '-' : v.toFixed(digits));
-    console.log(table(rows.map((r) => [r.samples, r.steps, r.iterations ?? '-', f(r.msMedian, 2), f(r.msP99, 2), r.rolloutStepsPerS === null ? '-' : r.rolloutStepsPerS.toExponential(2),
+    console.log(table(rows.map((r) => [r.path, r.samples, r.steps, r.iterations ?? '-', f(r.msMedian, 2), f(r.msP99, 2), r.rolloutStepsPerS === null ? '-' : r.rolloutStepsPerS.toExponential(2),
       f(r.perPlan.gpuSubmits), f(r.perPlan.gpuReadbacks), f(r.perPlan.gpuKiBUp), f(r.perPlan.gpuKiBDown)]),
-    [planner === 'mppi' ? 'M' : 'N', 'T', 'J', 'ms p50', 'ms p99', 'rollout-steps/s', 'submits', 'read-backs', 'KiB up', 'KiB down']));
-    console.log(`\n${planner} on ${system}, ${backend}${backend === 'webgpu' ? ` (${gpuPath})` : ''}: ${device}`);
+    ['path', planner === 'mppi' ? 'M' : 'N', 'T', 'J', 'ms p50', 'ms p99', 'rollout-steps/s', 'submits', 'read-backs', 'KiB up', 'KiB down']));
+    console.log(`\n${planner} on ${system}, ${backend}: ${device}`);
+    for (const r of rows.filter((row) => row.path === 'resident')) {
+      const before = rows.find((row) => row.path === 'rollouts' && row.samples === r.samples);
+      if (before) console.log(`  ${r.samples}: rollouts / resident = ${(before.msMedian / r.msMedian).toFixed(2)}x (medians, timed interleaved)`);
+    }
     if (presetName === 'mppi-generic') {
       for (const [who, ms] of Object.entries(PUBLISHED_MS)) console.log(`  published, ${who}: ${Object.entries(ms).map(([m, v]) => `M=${m} ${v} ms`).join(', ')}`);
     }

@@ -18,7 +18,7 @@ export const CONTROLLER_PARAMS = {
   budgetMs: num(0, 'planning budget per plan [ms] (0 = 80% of the plan period); enforced in real time, not in lockstep', { min: 0, max: 60000 }),
   staleTimeoutS: num(0.5, 'no fresh state for this long: publish the safe command and flag it; older states are rejected', { min: 0, max: 3600, exclusive: true }),
   futureStampToleranceS: num(0.05, 'a state stamped further ahead of the controller\'s clock than this is rejected (clock skew allowance) [s]', { min: 0, max: 10 }),
-  backend: choice('cpu', ['cpu', 'webgpu'] as const, 'rollout kernels: cpu (f64, all cores) or webgpu (f32)', { readOnly: 'the kernels are built at configure' }),
+  backend: choice('cpu', ['cpu', 'webgpu'] as const, 'planners: cpu (f64, all cores) or webgpu (f32, the planners run on the GPU)', { readOnly: 'the kernels are built at configure' }),
   threads: num(0, 'CPU threads for the cpu backend (0 = all cores)', { min: 0, max: 256, integer: true, readOnly: 'the worker pool is built at configure' }),
   estimator: choice('none', ['none', 'ekf'] as const, 'state estimation before planning: none (plan from the measurement) or ekf (extended Kalman filter on the model, exact Jacobians from its definition)',
     { readOnly: 'the estimator is built at configure' }),
