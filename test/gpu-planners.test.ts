@@ -6,6 +6,7 @@ import { MPC_TSMC_PARAMS, MppiPlanner, PlanRequest } from '../src/controller/rec
 import { PHILOX_WGSL, philox4x32, philoxNormals } from '../src/kernels/philox.js';
 import { gpuContext, WebGpuBackend } from '../src/kernels/webgpu.js';
 import { resolveParams } from '../src/params.js';
+import { MODELS } from '../src/models/index.js';
 import { MPPI_PARAMS } from '../src/planners/mppi.js';
 import { controlScaling, toNormalised } from '../src/planners/problem.js';
 import { runLoop } from '../src/run/loop.js';
@@ -250,6 +251,28 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
   it('TSMC refuses to plan when every particle\'s cost is non-finite, with the reason (the controller then holds its safe command)', async () => {
     const built = await buildPlanner(spec({ planner: 'tsmc', params: {} }));
     await assert.rejects(built.planner.plan({ x0: [NaN, 0], uPrev: [0], reference: [Math.PI, 0] }), /every particle has a non-finite energy/);
+  });
+
+  it('every model\'s GPU planners compile and plan: finite costs and controls, MPPI\'s within the limits', async function () {
+    this.timeout(300_000);
+    for (const system of MODELS.keys()) {
+      const m = model(system);
+      const req: PlanRequest = { x0: [...m.x0], uPrev: new Array<number>(m.controlDim).fill(0), reference: [...m.goal], shiftSteps: 1 };
+      for (const planner of ['mppi', 'tsmc'] as const) {
+        const built = await buildPlanner(spec({ system, planner, params: planner === 'mppi' ? { samples: 128 } : { particles: 32, kernel: 'hmc', polishSteps: 10 } }));
+        for (let k = 0; k < 2; k++) {
+          const r = await built.planner.plan(req);
+          assert.ok(Number.isFinite(r.cost), `${system} ${planner}: cost ${r.cost}`);
+          assert.equal(r.controls.length, m.horizon * m.controlDim);
+          // MPPI clips its samples to the limits; TSMC's particles may lie beyond them (the model saturates, and the controller clamps what it publishes)
+          r.controls.forEach((u, i) => {
+            const j = i % m.controlDim;
+            const inside = u >= m.controlLimits.lower[j] - 1e-6 && u <= m.controlLimits.upper[j] + 1e-6;
+            assert.ok(Number.isFinite(u) && (planner === 'tsmc' || inside), `${system} ${planner}: control ${i} = ${u}`);
+          });
+        }
+      }
+    }
   });
 
   for (const planner of ['mppi', 'tsmc'] as const) {

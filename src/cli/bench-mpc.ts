@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runLoop } from '../run/loop.js';
+import { RunSummary, runLoop } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';
 import { timestamp } from './bench-to.js';
@@ -22,7 +22,7 @@ export const benchMpcCommand: Command = {
     const { system, params, durationS, lockstep } = runOptions(values);
     const seeds = optionalInteger(values, 'seeds', 20, 1);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
-    const runs = [];
+    const runs: ({ seed: number } & RunSummary)[] = [];
     for (let seed = 0; seed < seeds; seed++) {
       const { session, sim } = await assemble({ ...params, controller: { ...params.controller, seed } }, { lockstep });
       const { summary } = await runLoop(sim, session, {
@@ -50,6 +50,11 @@ export const benchMpcCommand: Command = {
     console.log(table(runs.map((r) => [r.seed, String(r.success), r.timeToGoalS ?? '-', r.heldFraction === null ? '-' : `${(100 * r.heldFraction).toFixed(0)}%`, r.finalError, r.solveMs.p50, r.solveMs.p99, r.deadlineMisses]),
       ['seed', 'success', 'goal at [s]', 'in goal after', 'final error', 'solve p50', 'solve p99', 'misses']));
     console.log(`\n${result.planner} on ${system}${lockstep ? ' (lockstep)' : ''}: ${ok.length}/${seeds} successes; time to goal median ${result.timeToGoalS.median.toFixed(2)} s, max ${result.timeToGoalS.max?.toFixed(2) ?? '-'} s; solve p99 (worst run) ${result.solveMs.p99.toFixed(1)} ms; deadline misses ${result.deadlineMisses}`);
+    const gpu = ['gpuSubmits', 'gpuReadbacks', 'gpuKiBUp', 'gpuKiBDown'].map((k) => runs.map((r) => r.plannerInfo[k]).filter((v) => v !== undefined));
+    if (gpu[0].length) {
+      const span = (v: { min: number; max: number }[]) => `${+Math.min(...v.map((x) => x.min)).toPrecision(3)}-${+Math.max(...v.map((x) => x.max)).toPrecision(3)}`;
+      console.log(`GPU per tick: ${span(gpu[0])} submits, ${span(gpu[1])} read-backs, ${span(gpu[2])} KiB up, ${span(gpu[3])} KiB down`);
+    }
     console.log(`wrote ${join(out, 'results.json')}`);
   },
 };
