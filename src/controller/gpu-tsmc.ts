@@ -260,7 +260,8 @@ export class GpuTsmcPlanner implements RecedingPlanner {
       },
       diagnostics: {
         ladder: { beta: levels.map((l) => l.beta), essRatio: levels.map((l) => l.ess / N), acceptance: levels.map((l) => l.acceptance) },
-        ...(p.kernel === 'nuts' ? { notice: `GPU TSMC moves with HMC (leapfrogSteps = ${p.leapfrogSteps}); NUTS runs on the CPU planner` } : {}),
+        // said once (and again after a reset), not on every tick
+        ...(p.kernel === 'nuts' && !warm ? { notice: `GPU TSMC moves with HMC (leapfrogSteps = ${p.leapfrogSteps}); NUTS runs on the CPU planner (backend cpu)` } : {}),
       },
     };
   }

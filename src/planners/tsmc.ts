@@ -17,7 +17,7 @@ export const SAMPLING_PARAMS = {
 } as const;
 
 export const MOVE_PARAMS = {
-  kernel: choice('nuts', ['nuts', 'hmc'] as const, 'rejuvenation kernel: NUTS (the paper\'s choice) or fixed-length HMC'),
+  kernel: choice('nuts', ['nuts', 'hmc'] as const, 'rejuvenation kernel: NUTS (the paper\'s choice) or fixed-length HMC; backend webgpu always moves with HMC'),
   stepSize: num(0.2, 'leapfrog step size epsilon (normalised control units)', { min: 0, max: 100, exclusive: true }),
   leapfrogSteps: num(10, 'HMC leapfrog steps L per move', { min: 1, max: 1000, integer: true }),
   maxTreeDepth: num(5, 'NUTS maximum tree depth (at most 2^depth - 1 leapfrog steps per move)', { min: 1, max: 12, integer: true }),
