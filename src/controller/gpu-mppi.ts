@@ -1,12 +1,12 @@
 import { buildStepGraphs } from '../kernels/graphs.js';
-import { compilePipelines, WebGpuBackend } from '../kernels/webgpu.js';
-import { FLAG, HEADER, MPPI_BINDING, NO_COST, ROLLOUT_WORKGROUP, SCALAR, scalarLayout, wgslMppiSource } from '../kernels/wgsl-mppi.js';
+import { GpuProgram, tickHeader, WebGpuBackend } from '../kernels/webgpu.js';
+import { FLAG, HEADER, MPPI_BUFFERS, NO_COST, ROLLOUT_WORKGROUP, SCALAR, scalarLayout, wgslMppiSource } from '../kernels/wgsl-mppi.js';
 import type { Model } from '../models/model.js';
 import type { ParamsOf } from '../params.js';
 import type { MPPI_PARAMS } from '../planners/mppi.js';
 import { controlScaling, toControls } from '../planners/problem.js';
 import { Rng } from '../random.js';
-import type { PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from './receding.js';
+import { applyMppiChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from './receding.js';
 
 const ENTRY_POINTS = ['prepare', 'rollout', 'select_elites', 'update', 'rollout_mean', 'finish'] as const;
 type EntryPoint = (typeof ENTRY_POINTS)[number];
@@ -49,41 +49,29 @@ export class GpuMppiPlanner implements RecedingPlanner {
 
   private constructor(
     readonly model: Model,
-    readonly backend: WebGpuBackend,
     readonly params: ParamsOf<typeof MPPI_PARAMS>,
     private readonly seed: number,
-    private readonly pipelines: Record<EntryPoint, GPUComputePipeline>,
-    private readonly bindGroupLayout: GPUBindGroupLayout,
+    private readonly program: GpuProgram<EntryPoint>,
     readonly guide?: PriorGuide,
   ) {
-    const { device } = backend.gpu;
     const { stateDim: n, controlDim: m, horizon: T } = model;
     this.scaling = controlScaling(model);
     this.dim = T * m;
     this.layout = scalarLayout(this.dim, m);
     this.rng = new Rng(seed);
-    const storage = (words: number, extra = 0) => device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.STORAGE | extra });
-    this.P = storage(HEADER.context + 2 * n + m, GPUBufferUsage.COPY_DST);
-    this.S = storage(5 * this.dim);
-    this.R = storage(this.layout.length, GPUBufferUsage.COPY_SRC);
-    this.staging = device.createBuffer({ size: (this.layout.outEnd - this.layout.outStart) * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.P = program.storage(HEADER.context + 2 * n + m, GPUBufferUsage.COPY_DST);
+    this.S = program.storage(5 * this.dim);
+    this.R = program.storage(this.layout.length, GPUBufferUsage.COPY_SRC);
+    this.staging = program.staging(this.layout.outEnd - this.layout.outStart);
   }
 
   static async create(model: Model, backend: WebGpuBackend, params: ParamsOf<typeof MPPI_PARAMS>, seed: number, guide?: PriorGuide): Promise<GpuMppiPlanner> {
     if (guide && guide.settings.value === 'on') {
       throw new Error('prior.value is on, but the GPU-resident MPPI (backend webgpu) does not evaluate the learned value: set prior.value off, or backend cpu');
     }
-    const { device } = backend.gpu;
     const code = wgslMppiSource(buildStepGraphs(model, false), controlScaling(model));
-    const readOnly = new Set<number>([MPPI_BINDING.P, MPPI_BINDING.PR]);
-    const bindGroupLayout = device.createBindGroupLayout({
-      entries: Object.values(MPPI_BINDING).map((binding) => ({
-        binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: readOnly.has(binding) ? 'read-only-storage' as const : 'storage' as const },
-      })),
-    });
-    const layout = device.createPipelineLayout({ bindGroupLayouts: [bindGroupLayout] });
-    const pipelines = await compilePipelines(device, code, `${model.name}-mppi`, layout, ENTRY_POINTS);
-    return new GpuMppiPlanner(model, backend, params, seed, pipelines, bindGroupLayout, guide);
+    const program = await GpuProgram.create(backend, code, `${model.name}-mppi`, MPPI_BUFFERS, ENTRY_POINTS);
+    return new GpuMppiPlanner(model, params, seed, program, guide);
   }
 
   reset(): void {
@@ -91,13 +79,9 @@ export class GpuMppiPlanner implements RecedingPlanner {
     this.first = undefined;
   }
 
-  /** MPPI's own keys bare; how the prior is used as `prior.KEY` (a new sample count reallocates at the next tick). */
+  /** As `MppiPlanner`; a new sample count reallocates at the next tick. */
   updateParams(changes: Readonly<Record<string, unknown>>): void {
-    for (const [k, v] of Object.entries(changes)) {
-      if (k.startsWith('prior.')) {
-        if (this.guide) (this.guide.settings as Record<string, unknown>)[k.slice('prior.'.length)] = v;
-      } else (this.params as Record<string, unknown>)[k] = v;
-    }
+    applyMppiChanges(this.params, this.guide, changes);
   }
 
   /** The first step's planning distribution of the last plan (normalised), as `MppiPlanner.firstStep`. */
@@ -109,30 +93,20 @@ export class GpuMppiPlanner implements RecedingPlanner {
     const have = this.sampleBuffers;
     if (have && have.samples === samples && have.proposals >= proposals) return have;
     if (have) for (const b of [have.Z, have.C, have.E, have.PR]) b.destroy();
-    const { device } = this.backend.gpu;
-    const storage = (words: number, extra = 0) => device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.STORAGE | extra });
-    const Z = storage(samples * this.dim);
-    const C = storage(samples);
-    const E = storage(2 * samples);
-    const PR = storage(Math.max(1, proposals) * this.dim, GPUBufferUsage.COPY_DST);
-    const byBinding: Record<number, GPUBuffer> = {
-      [MPPI_BINDING.P]: this.P, [MPPI_BINDING.Z]: Z, [MPPI_BINDING.C]: C, [MPPI_BINDING.S]: this.S,
-      [MPPI_BINDING.R]: this.R, [MPPI_BINDING.E]: E, [MPPI_BINDING.PR]: PR,
-    };
-    const bindGroup = device.createBindGroup({
-      layout: this.bindGroupLayout,
-      entries: Object.values(MPPI_BINDING).map((binding) => ({ binding, resource: { buffer: byBinding[binding] } })),
-    });
+    const program = this.program;
+    const Z = program.storage(samples * this.dim);
+    const C = program.storage(samples);
+    const E = program.storage(2 * samples);
+    const PR = program.storage(Math.max(1, proposals) * this.dim, GPUBufferUsage.COPY_DST);
+    const bindGroup = program.bindGroup({ P: this.P, Z, C, S: this.S, R: this.R, E, PR });
     this.sampleBuffers = { samples, proposals: Math.max(1, proposals), Z, C, E, PR, bindGroup };
     return this.sampleBuffers;
   }
 
   private header(req: PlanRequest, samples: number, proposals: number): ArrayBuffer {
-    const { stateDim: n, controlDim: m, horizon: T } = this.model;
+    const { horizon: T } = this.model;
     const p = this.params;
-    const buf = new ArrayBuffer((HEADER.context + 2 * n + m) * 4);
-    const words = new Uint32Array(buf);
-    const floats = new Float32Array(buf);
+    const { buffer, words, floats } = tickHeader(HEADER.context, req);
     words[HEADER.samples] = samples;
     words[HEADER.tick] = this.tick;
     words[HEADER.seed] = this.seed >>> 0;
@@ -144,15 +118,11 @@ export class GpuMppiPlanner implements RecedingPlanner {
     floats[HEADER.sigmaMin] = p.sigmaMin;
     floats[HEADER.sigmaMax] = p.sigmaMax;
     floats[HEADER.noiseCorrelation] = p.noiseCorrelation;
-    floats.set(req.x0, HEADER.context);
-    floats.set(req.uPrev, HEADER.context + n);
-    floats.set(req.reference, HEADER.context + n + m);
-    return buf;
+    return buffer;
   }
 
   async plan(req: PlanRequest): Promise<PlanResult> {
-    const { device } = this.backend.gpu;
-    const counters = this.backend.counters;
+    const program = this.program;
     const p = this.params;
     const { controlDim: m, horizon: H } = this.model;
     const d = this.dim;
@@ -167,53 +137,32 @@ export class GpuMppiPlanner implements RecedingPlanner {
       if (!drawn) notices.push('the learned policy went non-finite; planned without its samples');
     }
     const proposals = drawn ? wanted : 0;
+    const perSample = Math.ceil(M / ROLLOUT_WORKGROUP);
+    if (perSample > program.backend.gpu.device.limits.maxComputeWorkgroupsPerDimension) throw new Error(`mppi.samples = ${M} exceeds this adapter's dispatch limit`);
     const buffers = this.buffersFor(M, proposals);
-
-    const header = this.header(req, M, proposals);
-    device.queue.writeBuffer(this.P, 0, header);
-    counters.bytesUp += header.byteLength;
-    if (drawn) {
-      const rows = Float32Array.from(drawn.subarray(0, proposals * d));
-      device.queue.writeBuffer(buffers.PR, 0, rows);
-      counters.bytesUp += rows.byteLength;
-    }
+    program.write(this.P, 0, this.header(req, M, proposals));
+    if (drawn) program.write(buffers.PR, 0, Float32Array.from(drawn.subarray(0, proposals * d)));
     this.tick++;
 
     const perCoordinate = Math.ceil(d / ROLLOUT_WORKGROUP);
-    const perSample = Math.ceil(M / ROLLOUT_WORKGROUP);
-    if (perSample > device.limits.maxComputeWorkgroupsPerDimension) throw new Error(`mppi.samples = ${M} exceeds this adapter's dispatch limit`);
-    const encode = (work: (pass: GPUComputePassEncoder) => void, after?: (enc: GPUCommandEncoder) => void) => {
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      pass.setBindGroup(0, buffers.bindGroup);
-      work(pass);
-      pass.end();
-      after?.(enc);
-      device.queue.submit([enc.finish()]);
-      counters.submits++;
+    const iteration = (dispatch: (entry: EntryPoint, groups?: number) => void) => {
+      dispatch('rollout', perSample);
+      dispatch('select_elites');
+      dispatch('update', perCoordinate);
     };
-    const dispatch = (pass: GPUComputePassEncoder, entry: EntryPoint, groups: number) => {
-      pass.setPipeline(this.pipelines[entry]);
-      pass.dispatchWorkgroups(groups);
-    };
-    const iteration = (pass: GPUComputePassEncoder) => {
-      dispatch(pass, 'rollout', perSample);
-      dispatch(pass, 'select_elites', 1);
-      dispatch(pass, 'update', perCoordinate);
-    };
-    const finish = (pass: GPUComputePassEncoder) => {
-      dispatch(pass, 'rollout_mean', 1);
-      dispatch(pass, 'finish', 1);
+    const finish = (dispatch: (entry: EntryPoint, groups?: number) => void) => {
+      dispatch('rollout_mean');
+      dispatch('finish');
     };
     const readOut = (enc: GPUCommandEncoder) => enc.copyBufferToBuffer(this.R, this.layout.outStart * 4, this.staging, 0, this.staging.size);
 
     let iterations = 0;
     if (req.deadline === undefined) {
       // no deadline: the whole plan is one submit
-      encode((pass) => {
-        dispatch(pass, 'prepare', perCoordinate);
-        for (let it = 0; it < p.iterations; it++) iteration(pass);
-        finish(pass);
+      program.submit(buffers.bindGroup, (dispatch) => {
+        dispatch('prepare', perCoordinate);
+        for (let it = 0; it < p.iterations; it++) iteration(dispatch);
+        finish(dispatch);
       }, readOut);
       iterations = p.iterations;
     } else {
@@ -222,23 +171,18 @@ export class GpuMppiPlanner implements RecedingPlanner {
       for (let it = 0; it < p.iterations; it++) {
         if (it > 0 && performance.now() + iterationMs >= req.deadline) break;
         const t0 = performance.now();
-        encode((pass) => {
-          if (it === 0) dispatch(pass, 'prepare', perCoordinate);
-          iteration(pass);
+        program.submit(buffers.bindGroup, (dispatch) => {
+          if (it === 0) dispatch('prepare', perCoordinate);
+          iteration(dispatch);
         });
-        await device.queue.onSubmittedWorkDone();
-        counters.waits++;
+        await program.idle();
         iterations++;
         iterationMs = performance.now() - t0;
       }
-      encode(finish, readOut);
+      program.submit(buffers.bindGroup, finish, readOut);
     }
 
-    await this.staging.mapAsync(GPUMapMode.READ);
-    counters.readbacks++;
-    counters.bytesDown += this.staging.size;
-    const out = new Float32Array(this.staging.getMappedRange().slice(0));
-    this.staging.unmap();
+    const out = await program.read(this.staging);
     const at = (index: number) => out[index - this.layout.outStart];
     const slice = (from: number, count: number) => Float64Array.from(out.subarray(from - this.layout.outStart, from - this.layout.outStart + count));
     this.warm = true;

@@ -1,7 +1,7 @@
 import { buildStepGraphs } from '../kernels/graphs.js';
-import { compilePipelines, WebGpuBackend } from '../kernels/webgpu.js';
+import { GpuProgram, tickHeader, WebGpuBackend } from '../kernels/webgpu.js';
 import { NO_COST } from '../kernels/wgsl-mppi.js';
-import { LEVEL_OUT, TSMC_BINDING, TSMC_FLAG, TSMC_HEADER, TSMC_SCALAR, TSMC_WORKGROUP, tsmcAuxLayout, wgslTsmcSource } from '../kernels/wgsl-tsmc.js';
+import { LEVEL_OUT, TSMC_BUFFERS, TSMC_FLAG, TSMC_HEADER, TSMC_SCALAR, TSMC_WORKGROUP, tsmcAuxLayout, wgslTsmcSource } from '../kernels/wgsl-tsmc.js';
 import type { Model } from '../models/model.js';
 import type { ParamsOf } from '../params.js';
 import { controlScaling, toControls } from '../planners/problem.js';
@@ -47,34 +47,23 @@ export class GpuTsmcPlanner implements RecedingPlanner {
 
   private constructor(
     readonly model: Model,
-    readonly backend: WebGpuBackend,
     readonly params: ParamsOf<typeof MPC_TSMC_PARAMS>,
     private readonly seed: number,
-    private readonly pipelines: Record<EntryPoint, GPUComputePipeline>,
-    private readonly bindGroupLayout: GPUBindGroupLayout,
+    private readonly program: GpuProgram<EntryPoint>,
   ) {
-    const { device } = backend.gpu;
     const { stateDim: n, controlDim: m, horizon: T } = model;
     this.scaling = controlScaling(model);
     this.dim = T * m;
-    const storage = (words: number, extra = 0) => device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.STORAGE | extra });
-    this.H = storage(TSMC_HEADER.context + 2 * n + m, GPUBufferUsage.COPY_DST);
-    this.SC = storage(TSMC_SCALAR.outPlan + this.dim, GPUBufferUsage.COPY_SRC);
-    this.levelStaging = device.createBuffer({ size: LEVEL_OUT.length * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    this.planStaging = device.createBuffer({ size: (1 + this.dim) * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.H = program.storage(TSMC_HEADER.context + 2 * n + m, GPUBufferUsage.COPY_DST);
+    this.SC = program.storage(TSMC_SCALAR.outPlan + this.dim, GPUBufferUsage.COPY_SRC);
+    this.levelStaging = program.staging(LEVEL_OUT.length);
+    this.planStaging = program.staging(1 + this.dim);
   }
 
   static async create(model: Model, backend: WebGpuBackend, params: ParamsOf<typeof MPC_TSMC_PARAMS>, seed: number): Promise<GpuTsmcPlanner> {
-    const { device } = backend.gpu;
     const code = wgslTsmcSource(buildStepGraphs(model, false), controlScaling(model));
-    const bindGroupLayout = device.createBindGroupLayout({
-      entries: Object.values(TSMC_BINDING).map((binding) => ({
-        binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: binding === TSMC_BINDING.H ? 'read-only-storage' as const : 'storage' as const },
-      })),
-    });
-    const layout = device.createPipelineLayout({ bindGroupLayouts: [bindGroupLayout] });
-    const pipelines = await compilePipelines(device, code, `${model.name}-tsmc`, layout, ENTRY_POINTS);
-    return new GpuTsmcPlanner(model, backend, params, seed, pipelines, bindGroupLayout);
+    const program = await GpuProgram.create(backend, code, `${model.name}-tsmc`, TSMC_BUFFERS, ENTRY_POINTS);
+    return new GpuTsmcPlanner(model, params, seed, program);
   }
 
   reset(): void {
@@ -91,22 +80,15 @@ export class GpuTsmcPlanner implements RecedingPlanner {
     const have = this.particleBuffers;
     if (have && have.capacity >= particles) return have;
     if (have) for (const b of [have.PS, have.SCR, have.TAPE, have.AUX]) b.destroy();
-    const { device } = this.backend.gpu;
     const { stateDim: n, horizon: T } = this.model;
     const d = this.dim;
-    const storage = (words: number) => device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+    const program = this.program;
     const capacity = particles;
-    const PS = storage(2 * capacity * (3 * d + 2));
-    const SCR = storage(capacity * (4 * d + 3));
-    const TAPE = storage(capacity * (T + 1) * n);
-    const AUX = storage(tsmcAuxLayout(capacity, d).length);
-    const byBinding: Record<number, GPUBuffer> = {
-      [TSMC_BINDING.H]: this.H, [TSMC_BINDING.PS]: PS, [TSMC_BINDING.SCR]: SCR, [TSMC_BINDING.TAPE]: TAPE, [TSMC_BINDING.SC]: this.SC, [TSMC_BINDING.AUX]: AUX,
-    };
-    const bindGroup = device.createBindGroup({
-      layout: this.bindGroupLayout,
-      entries: Object.values(TSMC_BINDING).map((binding) => ({ binding, resource: { buffer: byBinding[binding] } })),
-    });
+    const PS = program.storage(2 * capacity * (3 * d + 2), GPUBufferUsage.COPY_SRC);
+    const SCR = program.storage(capacity * (4 * d + 3));
+    const TAPE = program.storage(capacity * (T + 1) * n);
+    const AUX = program.storage(tsmcAuxLayout(capacity, d).length);
+    const bindGroup = program.bindGroup({ H: this.H, PS, SCR, TAPE, SC: this.SC, AUX });
     // the previous particles and plan were in the old buffers: this tick starts cold
     this.warm = false;
     this.particleBuffers = { capacity, PS, SCR, TAPE, AUX, bindGroup };
@@ -114,12 +96,10 @@ export class GpuTsmcPlanner implements RecedingPlanner {
   }
 
   private header(req: PlanRequest, particles: number, capacity: number, carried: number, polishSteps: number): ArrayBuffer {
-    const { stateDim: n, controlDim: m, horizon: T } = this.model;
+    const { horizon: T } = this.model;
     const p = this.params;
     const H = TSMC_HEADER;
-    const buf = new ArrayBuffer((H.context + 2 * n + m) * 4);
-    const words = new Uint32Array(buf);
-    const floats = new Float32Array(buf);
+    const { buffer, words, floats } = tickHeader(H.context, req);
     words[H.particles] = particles;
     words[H.tick] = this.tick;
     words[H.seed] = this.seed >>> 0;
@@ -137,58 +117,27 @@ export class GpuTsmcPlanner implements RecedingPlanner {
     floats[H.priorGamma] = p.prior === 'ar1' ? p.priorGamma : 0;
     floats[H.startBeta] = this.warm ? p.warmStartBeta : 0;
     floats[H.polishRate] = p.polishRate;
-    floats.set(req.x0, H.context);
-    floats.set(req.uPrev, H.context + n);
-    floats.set(req.reference, H.context + n + m);
-    return buf;
-  }
-
-  private async read(staging: GPUBuffer): Promise<Float32Array> {
-    await staging.mapAsync(GPUMapMode.READ);
-    const counters = this.backend.counters;
-    counters.readbacks++;
-    counters.bytesDown += staging.size;
-    const out = new Float32Array(staging.getMappedRange().slice(0));
-    staging.unmap();
-    return out;
+    return buffer;
   }
 
   async plan(req: PlanRequest): Promise<PlanResult> {
-    const { device } = this.backend.gpu;
-    const counters = this.backend.counters;
+    const program = this.program;
     const p = this.params;
     const N = p.particles;
     const d = this.dim;
     const buffers = this.buffersFor(N);
     const warm = this.warm;
     const carried = warm ? Math.min(Math.round(N * (1 - p.freshFraction)), this.lastParticles) : 0;
-    const header = this.header(req, N, buffers.capacity, carried, p.polishSteps);
-    device.queue.writeBuffer(this.H, 0, header);
-    counters.bytesUp += header.byteLength;
+    program.write(this.H, 0, this.header(req, N, buffers.capacity, carried, p.polishSteps));
     this.tick++;
 
     const perParticle = Math.ceil(N / TSMC_WORKGROUP);
-    const submit = (work: (pass: GPUComputePassEncoder) => void, after?: (enc: GPUCommandEncoder) => void) => {
-      const enc = device.createCommandEncoder();
-      const pass = enc.beginComputePass();
-      pass.setBindGroup(0, buffers.bindGroup);
-      work(pass);
-      pass.end();
-      after?.(enc);
-      device.queue.submit([enc.finish()]);
-      counters.submits++;
-    };
-    const dispatch = (pass: GPUComputePassEncoder, entry: EntryPoint, groups = 1) => {
-      pass.setPipeline(this.pipelines[entry]);
-      pass.dispatchWorkgroups(groups);
-    };
-
-    submit((pass) => {
-      dispatch(pass, 'prepare_mean', Math.ceil(d / TSMC_WORKGROUP));
-      dispatch(pass, 'prepare', perParticle);
-      dispatch(pass, 'evaluate', perParticle);
-      dispatch(pass, 'store_prepared', perParticle);
-      dispatch(pass, 'flip');
+    program.submit(buffers.bindGroup, (dispatch) => {
+      dispatch('prepare_mean', Math.ceil(d / TSMC_WORKGROUP));
+      dispatch('prepare', perParticle);
+      dispatch('evaluate', perParticle);
+      dispatch('store_prepared', perParticle);
+      dispatch('flip');
     });
 
     type Level = Record<(typeof LEVEL_OUT)[number], number> & { wallMs: number };
@@ -203,23 +152,23 @@ export class GpuTsmcPlanner implements RecedingPlanner {
         throw new Error(`tempering did not reach beta = 1 within maxLevels = ${p.maxLevels} (beta = ${beta.toExponential(3)}); raise lambda or maxLevels`);
       }
       const t0 = performance.now();
-      submit((pass) => {
-        dispatch(pass, 'reweight');
-        dispatch(pass, 'resample', perParticle);
-        dispatch(pass, 'flip');
+      program.submit(buffers.bindGroup, (dispatch) => {
+        dispatch('reweight');
+        dispatch('resample', perParticle);
+        dispatch('flip');
         for (let k = 0; k < p.movesPerLevel; k++) {
-          dispatch(pass, 'hmc_begin', perParticle);
+          dispatch('hmc_begin', perParticle);
           for (let l = 0; l < p.leapfrogSteps; l++) {
-            dispatch(pass, 'kick_drift', perParticle);
-            dispatch(pass, 'evaluate', perParticle);
-            dispatch(pass, 'kick', perParticle);
+            dispatch('kick_drift', perParticle);
+            dispatch('evaluate', perParticle);
+            dispatch('kick', perParticle);
           }
-          dispatch(pass, 'hmc_end', perParticle);
-          dispatch(pass, 'adapt');
+          dispatch('hmc_end', perParticle);
+          dispatch('adapt');
         }
-        dispatch(pass, 'level_end');
+        dispatch('level_end');
       }, (enc) => enc.copyBufferToBuffer(this.SC, TSMC_SCALAR.outLevel * 4, this.levelStaging, 0, this.levelStaging.size));
-      const out = await this.read(this.levelStaging);
+      const out = await program.read(this.levelStaging);
       const level = Object.fromEntries(LEVEL_OUT.map((k, i) => [k, out[i]])) as Level;
       if (level.noValid > 0) throw new Error('every particle has a non-finite energy (NaN or infinite cost); cannot reweight');
       level.wallMs = performance.now() - t0;
@@ -232,21 +181,18 @@ export class GpuTsmcPlanner implements RecedingPlanner {
     this.levelMs = times.length ? Math.max(...times) : 0.5 * this.levelMs;
 
     const polish = p.polishSteps > 0 && (req.deadline === undefined || performance.now() < req.deadline) ? p.polishSteps : 0;
-    if (polish !== p.polishSteps) {
-      device.queue.writeBuffer(this.H, TSMC_HEADER.polishSteps * 4, Uint32Array.of(polish));
-      counters.bytesUp += 4;
-    }
-    submit((pass) => {
-      dispatch(pass, 'polish_begin');
+    if (polish !== p.polishSteps) program.write(this.H, TSMC_HEADER.polishSteps * 4, Uint32Array.of(polish));
+    program.submit(buffers.bindGroup, (dispatch) => {
+      dispatch('polish_begin');
       for (let t = 0; t <= polish; t++) {
-        if (t > 0) dispatch(pass, 'adam_step');
+        if (t > 0) dispatch('adam_step');
         if (polish === 0) break;
-        dispatch(pass, 'polish_load');
-        dispatch(pass, 'evaluate');
+        dispatch('polish_load');
+        dispatch('evaluate');
       }
-      dispatch(pass, 'polish_end');
+      dispatch('polish_end');
     }, (enc) => enc.copyBufferToBuffer(this.SC, TSMC_SCALAR.outCost * 4, this.planStaging, 0, this.planStaging.size));
-    const out = await this.read(this.planStaging);
+    const out = await program.read(this.planStaging);
     this.warm = true;
     this.lastParticles = N;
     const last = levels.at(-1);
@@ -270,17 +216,16 @@ export class GpuTsmcPlanner implements RecedingPlanner {
   async particles(): Promise<Float64Array> {
     const buffers = this.particleBuffers;
     if (!buffers) return new Float64Array(0);
-    const { device } = this.backend.gpu;
+    const program = this.program;
     const N = this.lastParticles;
     const d = this.dim;
     const rec = 3 * d + 2;
-    const staging = device.createBuffer({ size: buffers.PS.size + 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const enc = device.createCommandEncoder();
-    enc.copyBufferToBuffer(this.SC, TSMC_SCALAR.current * 4, staging, 0, 4);
-    enc.copyBufferToBuffer(buffers.PS, 0, staging, 4, buffers.PS.size);
-    device.queue.submit([enc.finish()]);
-    this.backend.counters.submits++;
-    const all = await this.read(staging);
+    const staging = program.staging(1 + buffers.PS.size / 4);
+    program.submit(buffers.bindGroup, () => undefined, (enc) => {
+      enc.copyBufferToBuffer(this.SC, TSMC_SCALAR.current * 4, staging, 0, 4);
+      enc.copyBufferToBuffer(buffers.PS, 0, staging, 4, buffers.PS.size);
+    });
+    const all = await program.read(staging);
     staging.destroy();
     const set = all[0];
     const out = new Float64Array(N * d);

@@ -73,6 +73,15 @@ export interface PriorGuide {
   settings: ParamsOf<typeof PRIOR_PARAMS>;
 }
 
+/** Live MPPI changes: MPPI's own keys bare; how the prior is used as `prior.KEY` (both MPPI planners). */
+export function applyMppiChanges(params: ParamsOf<typeof MPPI_PARAMS>, guide: PriorGuide | undefined, changes: Readonly<Record<string, unknown>>): void {
+  for (const [k, v] of Object.entries(changes)) {
+    if (k.startsWith('prior.')) {
+      if (guide) (guide.settings as Record<string, unknown>)[k.slice('prior.'.length)] = v;
+    } else (params as Record<string, unknown>)[k] = v;
+  }
+}
+
 /**
  * PO-MPC-style MPPI (eq. 11): warm-started from the shifted mean (zero,
  * i.e. the centre of the limits, at the first tick), J iterations of M
@@ -106,13 +115,8 @@ export class MppiPlanner implements RecedingPlanner {
     this.sigma = undefined;
   }
 
-  /** MPPI's own keys bare; how the prior is used as `prior.KEY`. */
   updateParams(changes: Readonly<Record<string, unknown>>): void {
-    for (const [k, v] of Object.entries(changes)) {
-      if (k.startsWith('prior.')) {
-        if (this.guide) (this.guide.settings as Record<string, unknown>)[k.slice('prior.'.length)] = v;
-      } else (this.params as Record<string, unknown>)[k] = v;
-    }
+    applyMppiChanges(this.params, this.guide, changes);
   }
 
   async plan(req: PlanRequest): Promise<PlanResult> {

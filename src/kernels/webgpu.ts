@@ -73,21 +73,118 @@ export class GpuCounters {
   }
 }
 
+/** One storage buffer of a GPU program: its WGSL name and element type; the binding is its place in the list. */
+export interface StorageSpec {
+  name: string;
+  element: 'f32' | 'u32';
+  readOnly: boolean;
+}
+
+/** The WGSL declarations of a program's storage buffers (group 0, bindings in list order). */
+export function storageDeclarations(buffers: readonly StorageSpec[]): string[] {
+  return buffers.map((b, binding) => `@group(0) @binding(${binding}) var<storage, ${b.readOnly ? 'read' : 'read_write'}> ${b.name}: array<${b.element}>;`);
+}
+
 /**
- * Compiles generated WGSL and its compute pipelines (one per entry point,
- * sharing one bind group layout). A shader that fails to compile is a bug
- * here, never the user's: the error names the shader and the first messages.
+ * A planner's per-tick header: `contextAt` words of settings (u32, or f32
+ * through `floats`), then the context x0, uPrev and the reference as f32.
  */
-export async function compilePipelines<E extends string>(
-  device: GPUDevice, code: string, label: string, layout: GPUPipelineLayout, entryPoints: readonly E[],
-): Promise<Record<E, GPUComputePipeline>> {
-  const module = device.createShaderModule({ code, label });
-  const errors = (await module.getCompilationInfo()).messages.filter((msg) => msg.type === 'error');
-  if (errors.length) {
-    throw new Error(`internal: the ${label} kernels failed to compile: ${errors.slice(0, 3).map((e) => `line ${e.lineNum}: ${e.message}`).join('; ')}`);
+export function tickHeader(contextAt: number, context: { x0: readonly number[]; uPrev: readonly number[]; reference: readonly number[] }) {
+  const n = context.x0.length;
+  const m = context.uPrev.length;
+  const buffer = new ArrayBuffer((contextAt + 2 * n + m) * 4);
+  const floats = new Float32Array(buffer);
+  floats.set(context.x0, contextAt);
+  floats.set(context.uPrev, contextAt + n);
+  floats.set(context.reference, contextAt + n + m);
+  return { buffer, words: new Uint32Array(buffer), floats };
+}
+
+/**
+ * A generated WGSL program whose entry points share one bind group layout,
+ * with the few operations the GPU-resident planners need, each counted:
+ * submitting a chain of dispatches, and reading a buffer back.
+ */
+export class GpuProgram<E extends string> {
+  private constructor(
+    readonly backend: WebGpuBackend,
+    private readonly buffers: readonly StorageSpec[],
+    private readonly layout: GPUBindGroupLayout,
+    private readonly pipelines: Record<E, GPUComputePipeline>,
+  ) {}
+
+  /** Compiles the program; a shader that fails to compile is a bug here, never the user's: the error names it and its first messages. */
+  static async create<E extends string>(backend: WebGpuBackend, code: string, label: string, buffers: readonly StorageSpec[], entryPoints: readonly E[]): Promise<GpuProgram<E>> {
+    const { device } = backend.gpu;
+    const layout = device.createBindGroupLayout({
+      entries: buffers.map((b, binding) => ({
+        binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: b.readOnly ? 'read-only-storage' as const : 'storage' as const },
+      })),
+    });
+    const module = device.createShaderModule({ code, label });
+    const errors = (await module.getCompilationInfo()).messages.filter((msg) => msg.type === 'error');
+    if (errors.length) {
+      throw new Error(`internal: the ${label} kernels failed to compile: ${errors.slice(0, 3).map((e) => `line ${e.lineNum}: ${e.message}`).join('; ')}`);
+    }
+    const pipelineLayout = device.createPipelineLayout({ bindGroupLayouts: [layout] });
+    const made = await Promise.all(entryPoints.map((entryPoint) => device.createComputePipelineAsync({ layout: pipelineLayout, compute: { module, entryPoint } })));
+    return new GpuProgram(backend, buffers, layout, Object.fromEntries(entryPoints.map((e, i) => [e, made[i]])) as Record<E, GPUComputePipeline>);
   }
-  const made = await Promise.all(entryPoints.map((entryPoint) => device.createComputePipelineAsync({ layout, compute: { module, entryPoint } })));
-  return Object.fromEntries(entryPoints.map((e, i) => [e, made[i]])) as Record<E, GPUComputePipeline>;
+
+  /** A storage buffer of `words` 32-bit words (at least one). */
+  storage(words: number, extraUsage = 0): GPUBuffer {
+    return this.backend.gpu.device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.STORAGE | extraUsage });
+  }
+
+  /** A buffer to read `words` words back into. */
+  staging(words: number): GPUBuffer {
+    return this.backend.gpu.device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  }
+
+  bindGroup(byName: Readonly<Record<string, GPUBuffer>>): GPUBindGroup {
+    return this.backend.gpu.device.createBindGroup({
+      layout: this.layout,
+      entries: this.buffers.map((b, binding) => ({ binding, resource: { buffer: byName[b.name] } })),
+    });
+  }
+
+  /** Uploads bytes into a buffer (counted). */
+  write(buffer: GPUBuffer, offsetBytes: number, data: ArrayBuffer | ArrayBufferView): void {
+    this.backend.gpu.device.queue.writeBuffer(buffer, offsetBytes, data as ArrayBuffer);
+    this.backend.counters.bytesUp += data.byteLength;
+  }
+
+  /** One submit: the dispatches `work` asks for, in order, in one compute pass; then `after` (copies). */
+  submit(bindGroup: GPUBindGroup, work: (dispatch: (entry: E, groups?: number) => void) => void, after?: (enc: GPUCommandEncoder) => void): void {
+    const { device } = this.backend.gpu;
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setBindGroup(0, bindGroup);
+    work((entry, groups = 1) => {
+      pass.setPipeline(this.pipelines[entry]);
+      pass.dispatchWorkgroups(groups);
+    });
+    pass.end();
+    after?.(enc);
+    device.queue.submit([enc.finish()]);
+    this.backend.counters.submits++;
+  }
+
+  /** Waits for the submitted work without reading anything back (counted as a wait). */
+  async idle(): Promise<void> {
+    await this.backend.gpu.device.queue.onSubmittedWorkDone();
+    this.backend.counters.waits++;
+  }
+
+  /** The staging buffer's contents, once the work before it is done (counted as a read-back). */
+  async read(staging: GPUBuffer): Promise<Float32Array> {
+    await staging.mapAsync(GPUMapMode.READ);
+    this.backend.counters.readbacks++;
+    this.backend.counters.bytesDown += staging.size;
+    const out = new Float32Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    return out;
+  }
 }
 
 /** f32 rollout kernels generated from the model definition, run as WGSL compute shaders. */

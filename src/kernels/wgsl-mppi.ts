@@ -3,6 +3,7 @@ import type { Scalar } from '../expr/expr.js';
 import type { ControlScaling } from '../planners/problem.js';
 import { loopInvariantNodes, StepGraphs } from './graphs.js';
 import { PHILOX_WGSL } from './philox.js';
+import { StorageSpec, storageDeclarations } from './webgpu.js';
 
 /**
  * Whole MPPI iterations in WGSL (the GPU-resident planner): sampling with a
@@ -10,7 +11,7 @@ import { PHILOX_WGSL } from './philox.js';
  * mean and sigma update, all on buffers that stay on the GPU between
  * iterations and ticks. The same algorithm as `mppi()` in src/planners, in f32.
  *
- * Buffers (one bind group for every entry point):
+ * Buffers (one bind group for every entry point), in binding order:
  *   P  header: u32 words (floats as their bits), see HEADER; then x0 (n), uPrev (m), reference (n)
  *   Z  the iteration's samples, M x d normalised controls
  *   C  their costs, M
@@ -19,7 +20,15 @@ import { PHILOX_WGSL } from './philox.js';
  *   E  elite indices (M) then their weights' bits (M)
  *   PR proposal sequences uploaded once per tick (e.g. a learned policy's)
  */
-export const MPPI_BINDING = { P: 0, Z: 1, C: 2, S: 3, R: 4, E: 5, PR: 6 } as const;
+export const MPPI_BUFFERS: readonly StorageSpec[] = [
+  { name: 'P', element: 'u32', readOnly: true },
+  { name: 'Z', element: 'f32', readOnly: false },
+  { name: 'C', element: 'f32', readOnly: false },
+  { name: 'S', element: 'f32', readOnly: false },
+  { name: 'R', element: 'f32', readOnly: false },
+  { name: 'E', element: 'u32', readOnly: false },
+  { name: 'PR', element: 'f32', readOnly: true },
+];
 
 export const HEADER = {
   samples: 0, tick: 1, seed: 2, proposals: 3, elites: 4, flags: 5, shiftSteps: 6,
@@ -87,13 +96,7 @@ export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling): str
   ].join(' '));
 
   const L: string[] = [
-    `@group(0) @binding(${MPPI_BINDING.P}) var<storage, read> P: array<u32>;`,
-    `@group(0) @binding(${MPPI_BINDING.Z}) var<storage, read_write> Z: array<f32>;`,
-    `@group(0) @binding(${MPPI_BINDING.C}) var<storage, read_write> C: array<f32>;`,
-    `@group(0) @binding(${MPPI_BINDING.S}) var<storage, read_write> S: array<f32>;`,
-    `@group(0) @binding(${MPPI_BINDING.R}) var<storage, read_write> R: array<f32>;`,
-    `@group(0) @binding(${MPPI_BINDING.E}) var<storage, read_write> E: array<u32>;`,
-    `@group(0) @binding(${MPPI_BINDING.PR}) var<storage, read> PR: array<f32>;`,
+    ...storageDeclarations(MPPI_BUFFERS),
     PHILOX_WGSL,
     `const NO_COST: f32 = ${lit(NO_COST)};`,
     `const D: u32 = ${d}u;`,

@@ -4,6 +4,7 @@ import type { StepGraphs } from './graphs.js';
 import { PHILOX_WGSL } from './philox.js';
 import { wgslCostGradFunction } from './wgsl-source.js';
 import { NO_COST } from './wgsl-mppi.js';
+import { StorageSpec, storageDeclarations } from './webgpu.js';
 
 /**
  * Tempered SMC in WGSL (the GPU-resident TSMC planner): particles, their
@@ -19,7 +20,7 @@ import { NO_COST } from './wgsl-mppi.js';
  * the plan at the end. The same algorithm as `temperedSmc` with `hmcKernel`
  * and the receding-horizon warm start of `TsmcPlanner`, in f32.
  *
- * Buffers:
+ * Buffers, in binding order:
  *   H    header: u32 words (floats as their bits), see TSMC_HEADER; then x0 (n), uPrev (m), reference (n)
  *   PS   two sets of `capacity` particle records [q (d), dE/dq (d), dU0/dq (d), E, U0]; SC.current says which holds the particles
  *   SCR  per particle: momentum, proposal, its dE/dq and dU0/dq (d each), its E and U0, the move's starting energy
@@ -27,7 +28,10 @@ import { NO_COST } from './wgsl-mppi.js';
  *   SC   scalars (TSMC_SCALAR), then the level's read-back and the plan
  *   AUX  cumulative weights (N), ancestors (N), acceptance (N), divergence (N), prior mean (d), best (d), Adam's z, m1, m2, best z, best gradient (d each)
  */
-export const TSMC_BINDING = { H: 0, PS: 1, SCR: 2, TAPE: 3, SC: 4, AUX: 5 } as const;
+export const TSMC_BUFFERS: readonly StorageSpec[] = [
+  { name: 'H', element: 'u32', readOnly: true },
+  ...['PS', 'SCR', 'TAPE', 'SC', 'AUX'].map((name) => ({ name, element: 'f32' as const, readOnly: false })),
+];
 
 export const TSMC_HEADER = {
   particles: 0, tick: 1, seed: 2, carried: 3, flags: 4, leapfrogSteps: 5, polishSteps: 6, shiftSteps: 7, capacity: 8,
@@ -109,13 +113,12 @@ export function wgslTsmcSource(graphs: StepGraphs, scaling: ControlScaling): str
   const copyRecordToScratch = `for (var k = 0u; k < D; k = k + 1u) { SCR[base + D + k] = PS[r + k]; SCR[base + 2u * D + k] = PS[r + D + k]; SCR[base + 3u * D + k] = PS[r + 2u * D + k]; } SCR[base + E1] = PS[r + 3u * D]; SCR[base + U1] = PS[r + 3u * D + 1u];`;
   const copyScratchToRecord = `for (var k = 0u; k < D; k = k + 1u) { PS[r + k] = SCR[base + D + k]; PS[r + D + k] = SCR[base + 2u * D + k]; PS[r + 2u * D + k] = SCR[base + 3u * D + k]; } PS[r + 3u * D] = SCR[base + E1]; PS[r + 3u * D + 1u] = SCR[base + U1];`;
   const gradient = 'let g = kE * SCR[base + 2u * D + k] + SCR[base + 3u * D + k];';
+  const hmcContext = [
+    `let r = record(current(), i); let beta = SC[${SC.betaNext}u];`,
+    `let key = vec2<u32>(H[${H.seed}u], ${TSMC_STREAM.hmc}u); let tick = H[${H.tick}u]; let moveIndex = u32(SC[${SC.moveIndex}u]);`,
+  ];
   const L = [
-    `@group(0) @binding(${TSMC_BINDING.H}) var<storage, read> H: array<u32>;`,
-    `@group(0) @binding(${TSMC_BINDING.PS}) var<storage, read_write> PS: array<f32>;`,
-    `@group(0) @binding(${TSMC_BINDING.SCR}) var<storage, read_write> SCR: array<f32>;`,
-    `@group(0) @binding(${TSMC_BINDING.TAPE}) var<storage, read_write> TAPE: array<f32>;`,
-    `@group(0) @binding(${TSMC_BINDING.SC}) var<storage, read_write> SC: array<f32>;`,
-    `@group(0) @binding(${TSMC_BINDING.AUX}) var<storage, read_write> AUX: array<f32>;`,
+    ...storageDeclarations(TSMC_BUFFERS),
     PHILOX_WGSL,
     `const D: u32 = ${d}u;`,
     `const M: u32 = ${m}u;`,
@@ -290,8 +293,7 @@ export function wgslTsmcSource(graphs: StepGraphs, scaling: ControlScaling): str
     `fn leapfrog_scale() -> f32 { let beta = SC[${SC.betaNext}u]; return select(beta / ${hf(H.lambda)}, 0.0, beta == 0.0); }`,
     '/** HMC at beta_next, begin: a fresh momentum, the particle copied to its scratch, its energy h0. */',
     ...perParticle('hmc_begin', [
-      `let r = record(current(), i); let beta = SC[${SC.betaNext}u];`,
-      `let key = vec2<u32>(H[${H.seed}u], ${TSMC_STREAM.hmc}u); let tick = H[${H.tick}u]; let moveIndex = u32(SC[${SC.moveIndex}u]);`,
+      ...hmcContext,
       'var block = 0xffffffffu; var normals = vec4<f32>(0.0);',
       'for (var k = 0u; k < D; k = k + 1u) {',
       '  let b = k >> 2u; if (b != block) { normals = philox_normals(vec4<u32>(i, b, moveIndex, tick), key); block = b; }',
@@ -312,8 +314,7 @@ export function wgslTsmcSource(graphs: StepGraphs, scaling: ControlScaling): str
     ]),
     '/** HMC end: the Metropolis test; an accepted proposal becomes the particle. */',
     ...perParticle('hmc_end', [
-      `let r = record(current(), i); let beta = SC[${SC.betaNext}u];`,
-      `let key = vec2<u32>(H[${H.seed}u], ${TSMC_STREAM.hmc}u); let tick = H[${H.tick}u]; let moveIndex = u32(SC[${SC.moveIndex}u]);`,
+      ...hmcContext,
       'let h0 = SCR[base + H0];',
       'let h1 = potential(SCR[base + E1], SCR[base + U1], beta) + 0.5 * kinetic_energy(base);',
       'let proposalValid = valid(h1) && (beta == 0.0 || SCR[base + E1] < NO_COST);',
