@@ -20,7 +20,7 @@ import { boundedControls, defaultFeatures, initNetworks, NETWORK_NAMES, policyAt
 import { PRIOR_PARAMS } from '../src/prior/params.js';
 import { LearnedPrior } from '../src/prior/runtime.js';
 import { percentileSpread, PercentileScale } from '../src/prior/scale.js';
-import { adaptivePriorKl, entropyRows, forward, head, klRows, toVariables, useBackend } from '../src/prior/tensors.js';
+import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, toVariables, useBackend } from '../src/prior/tensors.js';
 import { resolveTrainParams, trainPrior } from '../src/prior/trainer.js';
 import { ControllerSession } from '../src/run/session.js';
 import { resolveRunParams } from '../src/run/setup.js';
@@ -87,6 +87,19 @@ describe('prior: Gaussian KL and entropy', () => {
       close(reverseKl[r], klDiagonal(s(mb), e(lb), s(ma), e(la)), 1e-4, `reverse KL row ${r}`);
       close(ent[r], entropyDiagonal(e(la)), 1e-4, `entropy row ${r}`);
     }
+  });
+});
+
+describe('prior: gradient clipping', () => {
+  it('scales to the clip norm, and zeroes a step whose gradient is not finite', async () => {
+    const big = { a: tf.tensor1d([3, 4]), b: tf.tensor1d([0]) };
+    const clipped = clipGradients(big, 1);
+    assert.deepEqual(Array.from(await clipped.a.data()).map((v) => +v.toFixed(6)), [0.6, 0.8]);
+    const small = clipGradients({ a: tf.tensor1d([0.3, 0.4]) }, 1);
+    assert.deepEqual(Array.from(await small.a.data()).map((v) => +v.toFixed(6)), [0.3, 0.4]);
+    const broken = clipGradients({ a: tf.tensor1d([NaN, 1]), b: tf.tensor1d([Infinity]) }, 1);
+    assert.deepEqual(Array.from(await broken.a.data()), [0, 0]);
+    assert.deepEqual(Array.from(await broken.b.data()), [0]);
   });
 });
 

@@ -104,12 +104,17 @@ export function entropyRows(logStd: tf.Tensor2D): tf.Tensor1D {
   return tf.sum(tf.add(logStd, 0.5 * Math.log(2 * Math.PI * Math.E)), 1) as tf.Tensor1D;
 }
 
-/** Scales gradients so their global norm is at most `clip` (on the device: no read back). */
+/**
+ * Scales gradients so their global norm is at most `clip` (on the device: no
+ * read back). A non-finite norm zeroes the step: one overflowing batch must
+ * not turn the weights into NaN for good.
+ */
 export function clipGradients(grads: tf.NamedTensorMap, clip: number): tf.NamedTensorMap {
   const names = Object.keys(grads);
   const norm = tf.sqrt(tf.addN(names.map((k) => tf.sum(tf.square(grads[k])))));
-  const factor = tf.minimum(1, tf.div(clip, tf.add(norm, 1e-12)));
-  return Object.fromEntries(names.map((k) => [k, tf.mul(grads[k], factor)]));
+  const finite = tf.isFinite(norm);
+  const factor = tf.where(finite, tf.minimum(1, tf.div(clip, tf.add(norm, 1e-12))), tf.zerosLike(norm));
+  return Object.fromEntries(names.map((k) => [k, tf.where(tf.logicalAnd(finite, tf.isFinite(grads[k])), tf.mul(grads[k], factor), tf.zerosLike(grads[k]))]));
 }
 
 /** theta_target <- tau theta + (1 - tau) theta_target (Algorithm 2, lines 26-27). */

@@ -322,11 +322,13 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       const sB = head(forward(vars.policy, tB), bounded);
       const pB = head(forward(vars.prior, tB), bounded);
       const aB = clipBounded(tf.add(sB.mean, tf.mul(tf.exp(sB.logStd), noiseRows())) as tf.Tensor2D);
-      // targets in cost units, regressed in symlog units
-      const targetQ = symlogT(tf.add(tRet, tf.mul(tDisc, symexpT(q(vars.qTarget, tB, aB)))));
+      // targets in cost units, regressed in symlog units; a target network's output is capped at e^40 before it
+      // leaves symlog units, so states far outside the data (a spinning acrobot) cannot overflow f32
+      const costOf = (v: NetVariables) => symexpT(tf.clipByValue(q(v, tB, aB), -40, 40));
+      const targetQ = symlogT(tf.add(tRet, tf.mul(tDisc, costOf(vars.qTarget))));
       const klB = klRows(sB.mean, sB.logStd, pB.mean, pB.logStd);
       const penalty = Number.isFinite(lambda) ? tf.mul(lambda / scales.kl.divisor, klB) : tf.zerosLike(klB);
-      const targetQLambda = symlogT(tf.add(tRet, tf.mul(tDisc, tf.add(symexpT(q(vars.qLambdaTarget, tB, aB)), penalty))));
+      const targetQLambda = symlogT(tf.add(tRet, tf.mul(tDisc, tf.add(costOf(vars.qLambdaTarget), penalty))));
       const fit = (name: keyof typeof optimizers, loss: () => tf.Scalar): tf.Tensor => {
         const { value, grads } = tf.variableGrads(loss, vars[name].flatMap((l) => [l.weight, l.bias]));
         optimizers[name].applyGradients(clipGradients(grads, train.gradClip) as never);
