@@ -167,6 +167,12 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
     goalTrace.push({ timeS, inGoal: record.inGoal });
     last = record;
     await opts.onTick?.(record, k, ticks);
+    if (k === 0 && !opts.lockstep) {
+      // the periodic schedule starts once the first tick is done, its first-time work (log encoders,
+      // telemetry) included: the first plan gets a whole period, as every later one does
+      wallStart = performance.now();
+      lastCommandMs = wallStart;
+    }
     sim.advance(tick.control, periodS);
   }
   const summary = summarize(model, controller, { goalTrace, last, records }, { durationS: opts.durationS, rateHz: session.rateHz, solveMs: solveMs.subarray(0, solves) });

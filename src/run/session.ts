@@ -19,6 +19,9 @@ import { controllerConsistency, controllerParameterTable, controlPeriodS, planPe
  * tick boundaries. `tempered-mpc run` and the ROS node each drive one of
  * these and add only their transport.
  */
+/** Warm-up plans before the first tick of a real-time session (see `warmUp`). */
+const REAL_TIME_WARM_UP_PLANS = 5;
+
 export class ControllerSession {
   readonly live: LiveParameters;
   readonly codec: StateCodec;
@@ -38,6 +41,8 @@ export class ControllerSession {
     readonly planner: RecedingPlanner,
     readonly controller: Controller,
     private readonly disposePlanner: () => void,
+    /** lockstep: plans run to completion, no deadlines */
+    readonly lockstep: boolean,
   ) {
     this.codec = new StateCodec(model, params.controller.jointNames);
     this.estimator = params.controller.estimator === 'ekf' ? new Ekf(model, linearize(model), ekfParams(params.controller)) : undefined;
@@ -79,7 +84,7 @@ export class ControllerSession {
       const controller = new Controller(model, planner, {
         periodS, planPeriodS: plans, ...timing(c, plans), enforceDeadline: !opts.lockstep,
       });
-      return new ControllerSession(params, model, planner, controller, disposePlanner);
+      return new ControllerSession(params, model, planner, controller, disposePlanner, opts.lockstep);
     } catch (e) {
       disposePlanner();
       throw e;
@@ -119,10 +124,16 @@ export class ControllerSession {
     return this.live.request(changes);
   }
 
-  /** Plans once from the latest state without a deadline (a node does this before it reports active); false without a state. */
+  /**
+   * Plans from the latest state without a deadline, before the first tick (both doors: the embedded
+   * loop, and the node at activation); false without a state. In real time it plans
+   * REAL_TIME_WARM_UP_PLANS times, so the first ticks' plans do not pay for the JIT's tiering;
+   * lockstep keeps one, so its runs stay what they were.
+   */
   async warmUp(): Promise<boolean> {
     if (!this.controller.hasState) return false;
-    await this.controller.prepare();
+    const plans = this.lockstep ? 1 : REAL_TIME_WARM_UP_PLANS;
+    for (let k = 0; k < plans; k++) await this.controller.prepare();
     return true;
   }
 
