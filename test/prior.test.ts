@@ -13,7 +13,7 @@ import { modelDefinition } from '../src/models/index.js';
 import { resolveParams } from '../src/params.js';
 import { MPPI_PARAMS } from '../src/planners/mppi.js';
 import { controlScaling } from '../src/planners/problem.js';
-import { MppiPlanner } from '../src/controller/receding.js';
+import { MPC_TSMC_PARAMS, MppiPlanner, TsmcPlanner } from '../src/controller/receding.js';
 import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint } from '../src/prior/checkpoint.js';
 import { compileMlp, initMlp } from '../src/prior/mlp.js';
 import { boundedControls, defaultFeatures, initNetworks, NETWORK_NAMES, policyAt, PriorNetworks, stateFeatures } from '../src/prior/networks.js';
@@ -285,6 +285,24 @@ describe('prior: MPPI guided by a prior', () => {
     }
   };
 
+  it('TSMC with prior.tsmcCentre: policy centres its AR(1) prior on the policy\'s mean rollout', async () => {
+    const backend = new CpuBackend(model, { threads: 1 });
+    try {
+      const tsmcPlan = async (centre: 'plan' | 'policy') => {
+        const params = resolveParams('tsmc', MPC_TSMC_PARAMS, { particles: 32, priorSigma: 0.01, priorGamma: 0, lambda: 1e9, polishSteps: 0, movesPerLevel: 1, kernel: 'hmc' });
+        const guide = { prior: constantPrior(0, 0.5), step: (x: readonly number[], u: readonly number[]) => step(x, u, [0]), settings: settings({ tsmcCentre: centre }) };
+        return new TsmcPlanner(model, backend, params, new Rng(4), guide).plan({ x0: [0.1, 0], uPrev: [0], reference: model.goal });
+      };
+      // lambda = 1e9: the target is the prior itself, so the plan sits where the prior is centred
+      const onPolicy = await tsmcPlan('policy');
+      for (const u of onPolicy.controls) assert.ok(Math.abs(u - Math.tanh(0.5)) < 0.05, `policy-centred control ${u}`);
+      const onPlan = await tsmcPlan('plan');
+      for (const u of onPlan.controls) assert.ok(Math.abs(u) < 0.05, `zero-centred (cold) control ${u}`);
+    } finally {
+      backend.dispose();
+    }
+  });
+
   it('draws prior.policySamples of its samples from the policy, rolled through the model', async () => {
     const r = await plan(constantPrior(0), { policySamples: 16, value: 'off' });
     // every sample came from the policy (tanh(0.5) with std 0.02): so does the plan (the mean, or the
@@ -309,11 +327,11 @@ describe('prior: MPPI guided by a prior', () => {
     assert.match(v.diagnostics!.notice!, /learned value went non-finite; planned without it/);
   });
 
-  it('prior.path is checked at configure: a missing prior or a TSMC planner is refused with the reason', async () => {
+  it('prior.path is checked at configure: a missing prior, or TSMC without prior.tsmcCentre: policy, is refused with the reason', async () => {
     const params = resolveRunParams('pendulum', { planner: 'mppi', 'prior.path': '/nonexistent/prior', plannerThread: 'main' });
     await assert.rejects(ControllerSession.create(params, { lockstep: true }), /prior '\/nonexistent\/prior': no such directory/);
     const tsmc = resolveRunParams('pendulum', { planner: 'tsmc', 'prior.path': '/nonexistent/prior', plannerThread: 'main' });
-    await assert.rejects(ControllerSession.create(tsmc, { lockstep: true }), /the learned prior guides MPPI only \(planner: tsmc\)/);
+    await assert.rejects(ControllerSession.create(tsmc, { lockstep: true }), /TSMC uses a learned prior only to centre its sampling prior on the policy: set prior.tsmcCentre: policy/);
     assert.throws(() => resolveRunParams('pendulum', { 'prior.policySamples': -1 }), /prior\.policySamples must be >= 0, got -1/);
     assert.throws(() => resolveRunParams('pendulum', { 'prior.path': 5 }), /prior\.path must be text, got 5/);
   });

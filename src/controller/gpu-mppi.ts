@@ -6,7 +6,7 @@ import type { ParamsOf } from '../params.js';
 import type { MPPI_PARAMS } from '../planners/mppi.js';
 import { controlScaling, toControls } from '../planners/problem.js';
 import { Rng } from '../random.js';
-import { applyMppiChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from './receding.js';
+import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from './receding.js';
 
 const ENTRY_POINTS = ['prepare', 'rollout', 'select_elites', 'update', 'rollout_mean', 'finish'] as const;
 type EntryPoint = (typeof ENTRY_POINTS)[number];
@@ -81,7 +81,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
 
   /** As `MppiPlanner`; a new sample count reallocates at the next tick. */
   updateParams(changes: Readonly<Record<string, unknown>>): void {
-    applyMppiChanges(this.params, this.guide, changes);
+    applyPlannerChanges(this.params, this.guide, changes);
   }
 
   /** The first step's planning distribution of the last plan (normalised), as `MppiPlanner.firstStep`. */

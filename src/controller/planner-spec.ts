@@ -58,7 +58,10 @@ export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
   let planner: RecedingPlanner;
   const tsmcParams = { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>;
   const resident = backend instanceof WebGpuBackend && spec.gpuPath !== 'rollouts';
-  if (spec.planner === 'tsmc') planner = resident ? await GpuTsmcPlanner.create(model, backend, tsmcParams, spec.seed) : new TsmcPlanner(model, backend, tsmcParams, rng);
+  if (spec.planner === 'tsmc' && resident && guide) {
+    throw new Error('prior.path is set, but the GPU-resident TSMC (backend webgpu) does not use a learned prior: clear prior.path, or backend cpu');
+  }
+  if (spec.planner === 'tsmc') planner = resident ? await GpuTsmcPlanner.create(model, backend, tsmcParams, spec.seed) : new TsmcPlanner(model, backend, tsmcParams, rng, guide);
   else if (resident) planner = await GpuMppiPlanner.create(model, backend, mppiParams, spec.seed, guide);
   else planner = new MppiPlanner(model, backend, mppiParams, rng, guide);
   return { model, backend, planner: backend instanceof WebGpuBackend ? countingRoundTrips(planner, backend.counters) : planner };
@@ -79,7 +82,9 @@ function countingRoundTrips(inner: RecedingPlanner, counters: GpuCounters): Rece
 }
 
 function priorGuide(spec: PlannerSpec, model: Model): PriorGuide {
-  if (spec.planner !== 'mppi') throw new Error(`prior.path is set, but the learned prior guides MPPI only (planner: ${spec.planner})`);
+  if (spec.planner === 'tsmc' && spec.prior!.tsmcCentre !== 'policy') {
+    throw new Error('prior.path is set, but TSMC uses a learned prior only to centre its sampling prior on the policy: set prior.tsmcCentre: policy, or clear prior.path');
+  }
   const prior = LearnedPrior.load(spec.prior!.path, model);
   const step = compileStepFunction(buildStepGraphs(model, false));
   const noise = new Array<number>(model.noiseDim).fill(0);

@@ -73,8 +73,8 @@ export interface PriorGuide {
   settings: ParamsOf<typeof PRIOR_PARAMS>;
 }
 
-/** Live MPPI changes: MPPI's own keys bare; how the prior is used as `prior.KEY` (both MPPI planners). */
-export function applyMppiChanges(params: ParamsOf<typeof MPPI_PARAMS>, guide: PriorGuide | undefined, changes: Readonly<Record<string, unknown>>): void {
+/** Live changes: the planner's own keys bare; how the prior is used as `prior.KEY` (every planner). */
+export function applyPlannerChanges(params: object, guide: PriorGuide | undefined, changes: Readonly<Record<string, unknown>>): void {
   for (const [k, v] of Object.entries(changes)) {
     if (k.startsWith('prior.')) {
       if (guide) (guide.settings as Record<string, unknown>)[k.slice('prior.'.length)] = v;
@@ -116,7 +116,7 @@ export class MppiPlanner implements RecedingPlanner {
   }
 
   updateParams(changes: Readonly<Record<string, unknown>>): void {
-    applyMppiChanges(this.params, this.guide, changes);
+    applyPlannerChanges(this.params, this.guide, changes);
   }
 
   async plan(req: PlanRequest): Promise<PlanResult> {
@@ -207,7 +207,14 @@ export class TsmcPlanner implements RecedingPlanner {
   private readonly scaling;
   private readonly dim: number;
 
-  constructor(readonly model: Model, readonly backend: RolloutBackend, readonly params: ParamsOf<typeof MPC_TSMC_PARAMS>, private readonly rng: Rng) {
+  constructor(
+    readonly model: Model,
+    readonly backend: RolloutBackend,
+    readonly params: ParamsOf<typeof MPC_TSMC_PARAMS>,
+    private readonly rng: Rng,
+    /** a learned prior: with `prior.tsmcCentre: policy` the AR(1) prior is centred on the policy's mean rollout */
+    readonly guide?: PriorGuide,
+  ) {
     this.scaling = controlScaling(model);
     this.dim = model.horizon * model.controlDim;
   }
@@ -221,7 +228,16 @@ export class TsmcPlanner implements RecedingPlanner {
 
   /** A new particle count takes effect at the next tick: the carried particles are cut or topped up with prior draws. */
   updateParams(changes: Readonly<Record<string, unknown>>): void {
-    Object.assign(this.params, changes);
+    applyPlannerChanges(this.params, this.guide, changes);
+  }
+
+  /** The policy's mean rollout from x0 (normalised), when the prior centres TSMC; undefined (with a notice) when it went non-finite. */
+  private policyCentre(req: PlanRequest, notices: string[]): Float64Array | undefined {
+    const g = this.guide;
+    if (!g || g.settings.tsmcCentre !== 'policy') return undefined;
+    const mean = g.prior.rollout(this.rng, g.step, req.x0, req.reference, 1, this.model.horizon);
+    if (!mean) notices.push('the learned policy went non-finite; the prior is centred on the shifted plan');
+    return mean ?? undefined;
   }
 
   async plan(req: PlanRequest): Promise<PlanResult> {
@@ -231,8 +247,11 @@ export class TsmcPlanner implements RecedingPlanner {
     const rng = this.rng;
     const N = p.particles;
     const warm = this.best !== undefined && this.particles !== undefined;
-    const prior = new ControlPrior(this.model.horizon, m, p.prior, warm ? p.warmSigma : p.priorSigma, p.priorGamma,
-      warm ? shiftSequence(this.best!, m, shift) : undefined);
+    const notices: string[] = [];
+    const policy = this.policyCentre(req, notices);
+    const centred = policy !== undefined;
+    const centre = policy ?? (warm ? shiftSequence(this.best!, m, shift) : undefined);
+    const prior = new ControlPrior(this.model.horizon, m, p.prior, warm ? p.warmSigma : p.priorSigma, p.priorGamma, centre);
     let initial: Float64Array;
     if (warm) {
       initial = new Float64Array(N * this.dim);
@@ -243,8 +262,9 @@ export class TsmcPlanner implements RecedingPlanner {
         initial.set(row, i * this.dim);
       }
       // The shifted polished plan joins as one particle: the previous optimum
-      // stays in reach, so a tick cannot lose it to an unlucky move.
-      initial.set(prior.mean, 0);
+      // stays in reach, so a tick cannot lose it to an unlucky move (the policy's rollout too, when it centres the prior).
+      initial.set(shiftSequence(this.best!, m, shift), 0);
+      if (centred && N > 1) initial.set(prior.mean, this.dim);
     } else {
       initial = prior.sample(rng, N);
     }
@@ -273,7 +293,10 @@ export class TsmcPlanner implements RecedingPlanner {
         levels: s.levels.length, beta: s.beta, stepSize: s.stepSize, logZ: s.logZ, acceptance: s.levels.at(-1)?.acceptance ?? 0,
         essRatio: (s.levels.at(-1)?.ess ?? N) / N,
       },
-      diagnostics: { ladder: { beta: s.levels.map((l) => l.beta), essRatio: s.levels.map((l) => l.ess / N), acceptance: s.levels.map((l) => l.acceptance) } },
+      diagnostics: {
+        ladder: { beta: s.levels.map((l) => l.beta), essRatio: s.levels.map((l) => l.ess / N), acceptance: s.levels.map((l) => l.acceptance) },
+        ...(notices.length ? { notice: notices.join('; ') } : {}),
+      },
     };
   }
 }
