@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { CpuBackend } from '../src/kernels/cpu.js';
 import type { RolloutBackend, RolloutRequest } from '../src/kernels/backend.js';
 import { ControlPrior, TrajectoryTarget } from '../src/planners/problem.js';
-import { moveKernel, runTsmc } from '../src/planners/tsmc.js';
+import { leapfrogStepsAt, moveKernel, runTsmc } from '../src/planners/tsmc.js';
 import { Rng } from '../src/random.js';
 import { resample } from '../src/samplers/resampling.js';
 import { initParticles } from '../src/samplers/target.js';
@@ -74,6 +74,32 @@ describe('move kernels leave the Gaussian target invariant', () => {
       assertMatches(p, state.positions, kernel);
     });
   }
+});
+
+describe('HMC path length', () => {
+  it('is leapfrogSteps when fixed; adapted, it keeps the integration time, within 1 and 2^maxTreeDepth - 1 steps', () => {
+    const p = { kernel: 'hmc' as const, stepSize: 0.2, leapfrogSteps: 10, maxTreeDepth: 5 };
+    assert.equal(leapfrogStepsAt(p, 0.01), 10);
+    const adapted = { ...p, pathLength: 'adapted' as const, integrationTime: 2 };
+    assert.equal(leapfrogStepsAt(adapted, 0.2), 10);
+    assert.equal(leapfrogStepsAt(adapted, 0.1), 20);
+    assert.equal(leapfrogStepsAt(adapted, 0.01), 31);
+    assert.equal(leapfrogStepsAt(adapted, 10), 1);
+  });
+
+  it('adapted, TSMC still samples the Gaussian target exactly', async () => {
+    const p = gaussianProblem(1);
+    const rng = new Rng(3);
+    const s = await runTsmc(rng, p.target, p.prior.sample(rng, 400), {
+      kernel: 'hmc', stepSize: 0.2, leapfrogSteps: 5, maxTreeDepth: 4, pathLength: 'adapted', rho: 0.8, targetAcceptance: 0.75, movesPerLevel: 2, resampling: 'systematic', maxLevels: 100,
+    });
+    const { mean, variance } = moments(s.particles.positions, p.dim);
+    for (let k = 0; k < p.dim; k++) {
+      assert.ok(Math.abs(mean[k] - p.mean[k]) < 0.25 * p.sd[k], `coordinate ${k}: mean ${mean[k]} vs ${p.mean[k]}`);
+      const ratio = variance[k] / p.sd[k] ** 2;
+      assert.ok(ratio > 0.75 && ratio < 1.33, `coordinate ${k}: variance ratio ${ratio}`);
+    }
+  });
 });
 
 describe('resampling', () => {

@@ -5,6 +5,7 @@ import { LEVEL_OUT, TSMC_BUFFERS, TSMC_FLAG, TSMC_HEADER, TSMC_SCALAR, TSMC_WORK
 import type { Model } from '../models/model.js';
 import type { ParamsOf } from '../params.js';
 import { controlScaling, toControls } from '../planners/problem.js';
+import { leapfrogStepsAt } from '../planners/tsmc.js';
 import type { MPC_TSMC_PARAMS, PlanRequest, PlanResult, RecedingPlanner } from './receding.js';
 
 const ENTRY_POINTS = [
@@ -37,6 +38,8 @@ export class GpuTsmcPlanner implements RecedingPlanner {
   private tick = 0;
   private lastParticles = 0;
   private levelMs = 0;
+  /** the step size the last tick ended with (the GPU carries it; the host needs it for an adapted path length) */
+  private stepSize: number | undefined;
   private particleBuffers: ParticleBuffers | undefined;
   private readonly scaling;
   private readonly dim: number;
@@ -69,6 +72,7 @@ export class GpuTsmcPlanner implements RecedingPlanner {
   reset(): void {
     this.warm = false;
     this.levelMs = 0;
+    this.stepSize = undefined;
   }
 
   /** A new particle count takes effect at the next tick; more particles than the buffers hold make that tick cold. */
@@ -144,6 +148,9 @@ export class GpuTsmcPlanner implements RecedingPlanner {
     const levels: Level[] = [];
     let beta = warm ? p.warmStartBeta : 0;
     let levelMs = warm ? this.levelMs : 0;
+    // the step size each level starts with (the GPU adapts it; the host sees it per level), for an adapted path length
+    let stepSize = warm && p.targetAcceptance > 0 && this.stepSize !== undefined ? this.stepSize : p.stepSize;
+    const move = { ...p, integrationTime: p.leapfrogSteps * p.stepSize };
     while (beta < 1) {
       // stop when the next level, judged by the slowest so far, would end past the deadline
       if (req.deadline !== undefined && (levels.length > 0 || levelMs > 0) && performance.now() + levelMs >= req.deadline) break;
@@ -156,9 +163,10 @@ export class GpuTsmcPlanner implements RecedingPlanner {
         dispatch('reweight');
         dispatch('resample', perParticle);
         dispatch('flip');
+        const leapfrogSteps = leapfrogStepsAt(move, stepSize);
         for (let k = 0; k < p.movesPerLevel; k++) {
           dispatch('hmc_begin', perParticle);
-          for (let l = 0; l < p.leapfrogSteps; l++) {
+          for (let l = 0; l < leapfrogSteps; l++) {
             dispatch('kick_drift', perParticle);
             dispatch('evaluate', perParticle);
             dispatch('kick', perParticle);
@@ -174,6 +182,7 @@ export class GpuTsmcPlanner implements RecedingPlanner {
       level.wallMs = performance.now() - t0;
       levels.push(level);
       beta = level.beta;
+      stepSize = level.stepSizeNext;
       levelMs = Math.max(levelMs, level.wallMs);
     }
     const times = levels.map((l) => l.wallMs);
@@ -195,6 +204,7 @@ export class GpuTsmcPlanner implements RecedingPlanner {
     const out = await program.read(this.planStaging);
     this.warm = true;
     this.lastParticles = N;
+    this.stepSize = stepSize;
     const last = levels.at(-1);
     const cost = out[0];
     return {
@@ -207,7 +217,7 @@ export class GpuTsmcPlanner implements RecedingPlanner {
       diagnostics: {
         ladder: { beta: levels.map((l) => l.beta), essRatio: levels.map((l) => l.ess / N), acceptance: levels.map((l) => l.acceptance) },
         // said once (and again after a reset), not on every tick
-        ...(p.kernel === 'nuts' && !warm ? { notice: `GPU TSMC moves with HMC (leapfrogSteps = ${p.leapfrogSteps}); NUTS runs on the CPU planner (backend cpu)` } : {}),
+        ...(p.kernel === 'nuts' && !warm ? { notice: `GPU TSMC moves with HMC (${p.pathLength === 'adapted' ? 'adapted path length' : `leapfrogSteps = ${p.leapfrogSteps}`}); NUTS runs on the CPU planner (backend cpu)` } : {}),
       },
     };
   }

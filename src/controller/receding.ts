@@ -270,7 +270,7 @@ export class TsmcPlanner implements RecedingPlanner {
     }
     const target = new TrajectoryTarget(this.backend, prior, p.lambda, { x0: req.x0, uPrev: req.uPrev, reference: req.reference });
     const stepSize = warm && this.stepSize !== undefined && p.targetAcceptance > 0 ? this.stepSize : p.stepSize;
-    const s = await runTsmc(rng, target, initial, { ...p, stepSize }, undefined, req.deadline, warm ? p.warmStartBeta : 0, warm ? this.levelMs : 0);
+    const s = await runTsmc(rng, target, initial, { ...p, stepSize, integrationTime: p.leapfrogSteps * p.stepSize }, undefined, req.deadline, warm ? p.warmStartBeta : 0, warm ? this.levelMs : 0);
     const times = s.levels.map((l) => l.wallMs);
     // no level fitted: trust the estimate less, so a slow outlier cannot stop tempering for good
     this.levelMs = times.length ? Math.max(...times) : 0.5 * this.levelMs;

@@ -21,6 +21,7 @@ export const MOVE_PARAMS = {
   stepSize: num(0.2, 'leapfrog step size epsilon (normalised control units)', { min: 0, max: 100, exclusive: true }),
   leapfrogSteps: num(10, 'HMC leapfrog steps L per move', { min: 1, max: 1000, integer: true }),
   maxTreeDepth: num(5, 'NUTS maximum tree depth (at most 2^depth - 1 leapfrog steps per move)', { min: 1, max: 12, integer: true }),
+  pathLength: choice('fixed', ['fixed', 'adapted'] as const, 'HMC: leapfrogSteps per move (fixed), or as many as keep the integration time leapfrogSteps x stepSize as configured while the step size adapts, at most 2^maxTreeDepth - 1 (adapted)'),
 } as const;
 
 export const TSMC_PARAMS = {
@@ -47,12 +48,22 @@ export interface MoveParams {
   stepSize: number;
   leapfrogSteps: number;
   maxTreeDepth: number;
+  /** HMC: 'adapted' keeps L x stepSize at `integrationTime` (default 'fixed': L = leapfrogSteps) */
+  pathLength?: 'fixed' | 'adapted';
+  /** the integration time an adapted path keeps: the configured leapfrogSteps x stepSize */
+  integrationTime?: number;
+}
+
+/** HMC's leapfrog steps at this step size: fixed, or adapted to keep the integration time (1 to 2^maxTreeDepth - 1). */
+export function leapfrogStepsAt(p: MoveParams, stepSize: number): number {
+  if (p.pathLength !== 'adapted' || p.integrationTime === undefined) return p.leapfrogSteps;
+  return Math.min(2 ** p.maxTreeDepth - 1, Math.max(1, Math.round(p.integrationTime / stepSize)));
 }
 
 export function moveKernel(p: MoveParams): MoveKernel {
   switch (p.kernel) {
     case 'nuts': return nutsKernel({ stepSize: p.stepSize, maxTreeDepth: p.maxTreeDepth });
-    case 'hmc': return hmcKernel({ stepSize: p.stepSize, leapfrogSteps: p.leapfrogSteps });
+    case 'hmc': return hmcKernel({ stepSize: p.stepSize, leapfrogSteps: leapfrogStepsAt(p, p.stepSize) });
     case 'mala': return malaKernel({ stepSize: p.stepSize });
   }
 }
@@ -70,7 +81,9 @@ export async function runTsmc(
   rng: Rng, target: Target, initial: Float64Array, p: TsmcParams, onLevel?: (s: TemperedState) => void, deadline?: number, startBeta = 0,
   expectedLevelMs = 0,
 ): Promise<TemperedState> {
-  const smc = temperedSmc(target, (stepSize) => moveKernel({ ...p, stepSize }), {
+  // an adapted path keeps the integration time of the parameters as given (a warm start passes a carried step size)
+  const integrationTime = p.integrationTime ?? p.leapfrogSteps * p.stepSize;
+  const smc = temperedSmc(target, (stepSize) => moveKernel({ ...p, integrationTime, stepSize }), {
     rho: p.rho, resampling: p.resampling, movesPerLevel: p.movesPerLevel, maxLevels: p.maxLevels,
     stepSize: p.stepSize, targetAcceptance: p.targetAcceptance,
   });
