@@ -94,7 +94,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
     if (have && have.samples === samples && have.proposals >= proposals) return have;
     if (have) for (const b of [have.Z, have.C, have.E, have.PR]) b.destroy();
     const program = this.program;
-    const Z = program.storage(samples * this.dim);
+    const Z = program.storage(samples * this.dim, 0, `mppi.samples = ${samples} (x ${this.dim} controls per sample)`);
     const C = program.storage(samples);
     const E = program.storage(2 * samples);
     const PR = program.storage(Math.max(1, proposals) * this.dim, GPUBufferUsage.COPY_DST);

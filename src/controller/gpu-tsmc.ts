@@ -88,9 +88,10 @@ export class GpuTsmcPlanner implements RecedingPlanner {
     const d = this.dim;
     const program = this.program;
     const capacity = particles;
-    const PS = program.storage(2 * capacity * (3 * d + 2), GPUBufferUsage.COPY_SRC);
-    const SCR = program.storage(capacity * (4 * d + 3));
-    const TAPE = program.storage(capacity * (T + 1) * n);
+    const sizedBy = `tsmc.particles = ${capacity} (x ${d} controls per particle)`;
+    const PS = program.storage(2 * capacity * (3 * d + 2), GPUBufferUsage.COPY_SRC, sizedBy);
+    const SCR = program.storage(capacity * (4 * d + 3), 0, sizedBy);
+    const TAPE = program.storage(capacity * (T + 1) * n, 0, sizedBy);
     const AUX = program.storage(tsmcAuxLayout(capacity, d).length);
     const bindGroup = program.bindGroup({ H: this.H, PS, SCR, TAPE, SC: this.SC, AUX });
     // the previous particles and plan were in the old buffers: this tick starts cold

@@ -131,9 +131,19 @@ export class GpuProgram<E extends string> {
     return new GpuProgram(backend, buffers, layout, Object.fromEntries(entryPoints.map((e, i) => [e, made[i]])) as Record<E, GPUComputePipeline>);
   }
 
-  /** A storage buffer of `words` 32-bit words (at least one). */
-  storage(words: number, extraUsage = 0): GPUBuffer {
-    return this.backend.gpu.device.createBuffer({ size: Math.max(1, words) * 4, usage: GPUBufferUsage.STORAGE | extraUsage });
+  /**
+   * A storage buffer of `words` 32-bit words (at least one). `sizedBy` names the setting its size comes
+   * from, for the refusal when the adapter cannot hold it.
+   */
+  storage(words: number, extraUsage = 0, sizedBy?: string): GPUBuffer {
+    const bytes = Math.max(1, words) * 4;
+    const { limits } = this.backend.gpu.device;
+    const most = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+    if (bytes > most) {
+      const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
+      throw new Error(`${sizedBy ?? 'a GPU buffer'} needs ${mb(bytes)} in one GPU buffer, more than this adapter's ${mb(most)}: lower it, or use backend cpu`);
+    }
+    return this.backend.gpu.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | extraUsage });
   }
 
   /** A buffer to read `words` words back into. */
