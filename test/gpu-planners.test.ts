@@ -208,6 +208,17 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
     assert.equal(r.info.gpuSubmits, undefined, 'counts are added by buildPlanner, not the planner');
   });
 
+  it('refuses a sample count whose buffers the adapter cannot hold, naming the setting, and keeps planning after it is lowered', async function () {
+    const built = await buildPlanner(spec({ system: 'pusher-slider', params: { samples: 1 << 20, iterations: 1 } }));
+    const m = built.model;
+    const { device } = await gpuContext();
+    if (2 ** 20 * m.horizon * m.controlDim * 4 <= Math.min(device.limits.maxBufferSize, device.limits.maxStorageBufferBindingSize)) this.skip();
+    const req: PlanRequest = { x0: [...m.x0], uPrev: new Array<number>(m.controlDim).fill(0), reference: [...m.goal] };
+    await assert.rejects(built.planner.plan(req), /mppi\.samples = 1048576 \(x \d+ controls per sample\) needs \d+ MB in one GPU buffer, more than this adapter's \d+ MB: lower it, or use backend cpu/);
+    built.planner.updateParams({ samples: 64 });
+    assert.ok(Number.isFinite((await built.planner.plan(req)).cost));
+  });
+
   it('refuses a learned value it cannot evaluate, with the way out', async () => {
     const m = model('pendulum');
     const backend = await WebGpuBackend.create(m);
