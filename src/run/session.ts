@@ -12,6 +12,9 @@ import { Model, resolveModel, toPhysical } from '../models/model.js';
 import { LiveParameters, ParamValue, SetResult } from '../params.js';
 import { controllerConsistency, controllerParameterTable, controlPeriodS, planPeriodS, RunParams } from './setup.js';
 
+/** Warm-up plans before the first tick of a real-time session (see `warmUp`). */
+const REAL_TIME_WARM_UP_PLANS = 5;
+
 /**
  * One controller as both doors run it: the model, kernels, planner and
  * controller built from the run parameters; messages in (state, goal),
@@ -19,9 +22,6 @@ import { controllerConsistency, controllerParameterTable, controlPeriodS, planPe
  * tick boundaries. `tempered-mpc run` and the ROS node each drive one of
  * these and add only their transport.
  */
-/** Warm-up plans before the first tick of a real-time session (see `warmUp`). */
-const REAL_TIME_WARM_UP_PLANS = 5;
-
 export class ControllerSession {
   readonly live: LiveParameters;
   readonly codec: StateCodec;
