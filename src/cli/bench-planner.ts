@@ -18,7 +18,7 @@ const PRESETS = {
   'mppi-generic': { samples: [2048, 8192, 16384], steps: 100, iterations: 1 },
 } as const;
 
-export const PUBLISHED_MS = {
+const PUBLISHED_MS = {
   'MPPI-Generic, RTX 4090': { 2048: 0.146, 8192: 0.232, 16384: 0.389 },
   'nav2 MPPI (CPU), i9-13900K': { 2048: 6.74, 8192: 29.9, 16384: 62.3 },
 } as const;
@@ -26,7 +26,7 @@ export const PUBLISHED_MS = {
 export const benchPlannerCommand: Command = {
   name: 'bench planner',
   summary: 'Time one planner\'s optimisations (ms median and p99, rollout-steps/s) on cpu or webgpu, with the GPU round trips per plan.',
-  usage: 'bench planner [--planner mppi|tsmc] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu] [--gpu-path resident|rollouts|resident,rollouts] [--preset mppi-generic] [--repeats N] [--set key=value] [--out DIR] [--json]',
+  usage: 'bench planner [--planner mppi|tsmc] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu] [--gpu-path resident|rollouts|resident,rollouts] [--preset mppi-generic] [--repeats N] [--threads N] [--set key=value] [--out DIR] [--json]',
   options: {
     planner: { type: 'string', description: 'mppi (default) or tsmc', valueName: 'NAME' },
     system: { type: 'string', description: 'system (default pendulum)', valueName: 'NAME' },
@@ -65,7 +65,12 @@ export const benchPlannerCommand: Command = {
     const repeats = optionalInteger(values, 'repeats', 50, 1);
     const threads = optionalInteger(values, 'threads', 0, 0);
     const overrides: Record<string, unknown> = parseOverrides(values.set as string[] | undefined);
-    const model = resolveModel(def, steps !== undefined ? { horizon: steps } : {});
+    let model;
+    try {
+      model = resolveModel(def, steps !== undefined ? { horizon: steps } : {}, 'model');
+    } catch (e) {
+      throw new UsageError(`--steps ${steps}: ${(e as Error).message}`);
+    }
     const reqBase = { x0: [...model.x0], uPrev: new Array<number>(model.controlDim).fill(0), reference: [...model.goal], shiftSteps: 1 };
     const bar = progressBar(`${planner} ${system} ${backend}`, !values.json);
     const rows = [];

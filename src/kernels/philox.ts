@@ -43,7 +43,7 @@ export function philox4x32(counter: readonly number[], key: readonly number[]): 
 }
 
 /** A word as a uniform in (0, 1) with 23 bits, exact in f32, so the shader computes the same number. */
-export function openUniform(word: number): number {
+function openUniform(word: number): number {
   return ((word >>> 9) + 0.5) / 8388608;
 }
 

@@ -56,10 +56,10 @@ export function scalarLayout(d: number, m: number) {
 }
 
 /** Stream key of MPPI's noise: the run's seed and 'mppi', so other GPU streams of the same seed differ. */
-export const MPPI_STREAM = 0x6d707069;
+const MPPI_STREAM = 0x6d707069;
 
 export const ROLLOUT_WORKGROUP = 64;
-export const REDUCE_WORKGROUP = 256;
+const REDUCE_WORKGROUP = 256;
 
 const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 

@@ -54,7 +54,7 @@ export const TSMC_SCALAR = {
 /** The per-level read-back, in order. */
 export const LEVEL_OUT = ['beta', 'logZ', 'ess', 'acceptance', 'stepSize', 'nonFinite', 'divergent', 'stepSizeNext', 'energyMin', 'energyMax', 'noValid', 'levels'] as const;
 
-export const TSMC_STREAM = { init: 0x74736930, resample: 0x74737273, hmc: 0x74736d68 } as const;
+const TSMC_STREAM = { init: 0x74736930, resample: 0x74737273, hmc: 0x74736d68 } as const;
 
 /** AUX's regions for a capacity of N particles (the layout is by capacity, so a smaller N keeps it). */
 export function tsmcAuxLayout(N: number, d: number) {
@@ -73,7 +73,7 @@ export function tsmcAuxLayout(N: number, d: number) {
 }
 
 export const TSMC_WORKGROUP = 64;
-export const TSMC_REDUCE = 256;
+const TSMC_REDUCE = 256;
 
 export function wgslTsmcSource(graphs: StepGraphs, scaling: ControlScaling): string {
   const { model } = graphs;
