@@ -74,6 +74,16 @@ describe('the planner in its own thread', () => {
     }
   });
 
+  it('the thread reports its own heap, in use and committed; none once disposed', async () => {
+    const thread = await PlannerThread.start(spec('tsmc'));
+    for (let k = 0; k < 3; k++) await thread.plan(request(k));
+    const heap = await thread.heap();
+    thread.dispose();
+    assert.ok(heap, 'a running thread answers');
+    assert.ok(heap.usedBytes > 0 && heap.usedBytes <= heap.committedBytes, `used ${heap.usedBytes} <= committed ${heap.committedBytes}`);
+    assert.equal(await thread.heap(), undefined);
+  });
+
   it('plans after dispose are refused with a reason', async () => {
     const thread = await PlannerThread.start(spec('mppi'));
     thread.dispose();

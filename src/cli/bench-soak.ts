@@ -50,6 +50,18 @@ function faultyPlanner(inner: RecedingPlanner, periodS: () => number, clock: () 
   };
 }
 
+const MB = 2 ** 20;
+
+/** Memory every 10 s: RSS, and each V8 heap in use (after a collection with --expose-gc) and committed (the young generation included). */
+interface MemorySample {
+  timeS: number;
+  rssMB: number;
+  heapMB: number;
+  heapCommittedMB: number;
+  plannerHeapMB: number;
+  plannerHeapCommittedMB: number;
+}
+
 /** A second process keeping one core busy (the machine is not ours alone on a robot either). */
 function coreLoad(): ChildProcess {
   return spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
@@ -86,7 +98,7 @@ export const benchSoakCommand: Command = {
     const loaders = Array.from({ length: load }, coreLoad);
     const rng = new Rng(params.controller.seed + 7);
     const modes = new Map<string, number>();
-    const memory: { timeS: number; heapMB: number; rssMB: number; plannerHeapMB: number }[] = [];
+    const memory: MemorySample[] = [];
     let lastChange = 0;
     const bar = progressBar(`soak ${system}`, !values.json);
     let jitterMs: RunSummary['commandJitterMs'] = null;
@@ -112,11 +124,14 @@ export const benchSoakCommand: Command = {
             // with node --expose-gc the heap is measured after a collection: its level, not the sawtooth
             (globalThis as { gc?: () => void }).gc?.();
             const m = process.memoryUsage();
-            const sample = { timeS: r.timeS, heapMB: m.heapUsed / 2 ** 20, rssMB: m.rss / 2 ** 20, plannerHeapMB: NaN };
+            const sample: MemorySample = {
+              timeS: r.timeS, rssMB: m.rss / MB, heapMB: m.heapUsed / MB, heapCommittedMB: m.heapTotal / MB, plannerHeapMB: NaN, plannerHeapCommittedMB: NaN,
+            };
             memory.push(sample);
             // the planner thread has a heap of its own (answered after its current plan)
-            void thread?.heapUsedBytes().then((b) => {
-              sample.plannerHeapMB = (b ?? NaN) / 2 ** 20;
+            void thread?.heap().then((h) => {
+              sample.plannerHeapMB = (h?.usedBytes ?? NaN) / MB;
+              sample.plannerHeapCommittedMB = (h?.committedBytes ?? NaN) / MB;
             });
           }
           bar.update((k + 1) / total, `t=${r.timeS.toFixed(0)}s`);
@@ -152,7 +167,8 @@ export const benchSoakCommand: Command = {
     console.log(`  command-period jitter p50 ${result.jitterMs.p50.toFixed(2)} ms, p99 ${result.jitterMs.p99.toFixed(2)} ms, max ${result.jitterMs.max.toFixed(1)} ms`);
     console.log(`  deadline misses ${c.deadlineMisses}, planner errors ${c.plannerErrors}, rejected states ${c.rejectedStates}, stale ticks ${c.staleTicks}`);
     console.log(`  heap ${first.heapMB.toFixed(1)} -> ${last.heapMB.toFixed(1)} MB (${(100 * result.memory.heapChange).toFixed(1)}%), RSS ${first.rssMB.toFixed(1)} -> ${last.rssMB.toFixed(1)} MB (${(100 * result.memory.rssChange).toFixed(1)}%) from t=${first.timeS.toFixed(0)} s`);
-    if (thread) console.log(`  planner thread heap ${first.plannerHeapMB.toFixed(1)} -> ${last.plannerHeapMB.toFixed(1)} MB (${(100 * result.memory.plannerHeapChange).toFixed(1)}%)`);
+    console.log(`  heap committed (young generation included) ${first.heapCommittedMB.toFixed(1)} -> ${last.heapCommittedMB.toFixed(1)} MB`);
+    if (thread) console.log(`  planner thread heap ${first.plannerHeapMB.toFixed(1)} -> ${last.plannerHeapMB.toFixed(1)} MB (${(100 * result.memory.plannerHeapChange).toFixed(1)}%), committed ${first.plannerHeapCommittedMB.toFixed(1)} -> ${last.plannerHeapCommittedMB.toFixed(1)} MB`);
     console.log(table([...modes].sort((a, b) => b[1] - a[1]).map(([k, n]) => [n, k]), ['ticks', 'mode: reason']));
     console.log(`wrote ${join(out, 'results.json')}`);
   },

@@ -3,6 +3,22 @@ import type { PlannerSpec } from './planner-spec.js';
 import type { PlanRequest, PlanResult, RecedingPlanner } from './receding.js';
 
 /** Main thread to planner thread. */
+/** A V8 heap's levels: in use, and committed (what it holds of the process's memory, the young generation included). */
+export interface HeapLevels {
+  usedBytes: number;
+  committedBytes: number;
+}
+
+/**
+ * The planner thread's young generation, capped. Left to V8, it doubles its
+ * semi-spaces as plans keep objects alive across scavenges: to 8 MB in the
+ * first 20 s and to 16 MB after about 90 s of a 40 Hz acrobot run, a +16 MB
+ * step in RSS long after start-up (bench soak's committed-heap samples). With
+ * the cap the thread reaches its final size in the warm-up; scavenges come
+ * twice as often and cost the same each (they copy the live objects, not the space).
+ */
+const PLANNER_YOUNG_GENERATION_MB = 24;
+
 export type ToPlanner =
   | { type: 'plan'; id: number; req: Omit<PlanRequest, 'deadline'> & { deadlineEpochMs?: number } }
   | { type: 'reset' }
@@ -16,7 +32,7 @@ export type FromPlanner =
   | { type: 'failed'; message: string }
   | { type: 'result'; id: number; result: PlanResult }
   | { type: 'error'; id: number; message: string }
-  | { type: 'heap'; id: number; usedBytes: number };
+  | { type: 'heap'; id: number; heap: HeapLevels };
 
 interface Pending { resolve: (r: PlanResult) => void; reject: (e: Error) => void }
 
@@ -34,7 +50,7 @@ export class PlannerThread implements RecedingPlanner {
   private worker: Worker | undefined;
   private starting: Promise<Worker> | undefined;
   private readonly pending = new Map<number, Pending>();
-  private readonly heapQueries = new Map<number, (usedBytes: number) => void>();
+  private readonly heapQueries = new Map<number, (heap: HeapLevels | undefined) => void>();
   private nextId = 0;
   private disposed = false;
 
@@ -89,11 +105,12 @@ export class PlannerThread implements RecedingPlanner {
   }
 
   /**
-   * The planner thread's heap in use (after a collection when node runs with
-   * --expose-gc), answered after the plan in progress; undefined when no
-   * thread is running. process.memoryUsage() sees only the main thread's heap.
+   * The planner thread's heap (in use after a collection when node runs with
+   * --expose-gc, and committed), answered after the plan in progress;
+   * undefined when no thread is running. process.memoryUsage() sees only the
+   * main thread's heap.
    */
-  async heapUsedBytes(): Promise<number | undefined> {
+  async heap(): Promise<HeapLevels | undefined> {
     const worker = this.worker;
     if (!worker) return undefined;
     const id = this.nextId++;
@@ -105,7 +122,7 @@ export class PlannerThread implements RecedingPlanner {
 
   dispose(): void {
     this.disposed = true;
-    for (const answer of this.heapQueries.values()) answer(NaN);
+    for (const answer of this.heapQueries.values()) answer(undefined);
     this.heapQueries.clear();
     this.fail(new Error('the planner thread was shut down'));
     void this.worker?.terminate();
@@ -121,7 +138,10 @@ export class PlannerThread implements RecedingPlanner {
     if (this.disposed) return Promise.reject(new Error('the planner thread was shut down'));
     if (this.worker) return Promise.resolve(this.worker);
     this.starting ??= new Promise<Worker>((resolve, reject) => {
-      const worker = new Worker(new URL('./planner-worker.js', import.meta.url), { workerData: this.spec });
+      const worker = new Worker(new URL('./planner-worker.js', import.meta.url), {
+        workerData: this.spec,
+        resourceLimits: { maxYoungGenerationSizeMb: PLANNER_YOUNG_GENERATION_MB },
+      });
       worker.once('message', (m: FromPlanner) => {
         if (m.type === 'ready') {
           worker.unref();
@@ -146,7 +166,7 @@ export class PlannerThread implements RecedingPlanner {
 
   private answer(msg: FromPlanner): void {
     if (msg.type === 'heap') {
-      this.heapQueries.get(msg.id)?.(msg.usedBytes);
+      this.heapQueries.get(msg.id)?.(msg.heap);
       this.heapQueries.delete(msg.id);
       return;
     }

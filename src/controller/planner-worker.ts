@@ -14,7 +14,8 @@ async function handle(built: BuiltPlanner, msg: ToPlanner): Promise<void> {
   else if (msg.type === 'block') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, msg.ms);
   else if (msg.type === 'heap') {
     (globalThis as { gc?: () => void }).gc?.();
-    send({ type: 'heap', id: msg.id, usedBytes: getHeapStatistics().used_heap_size });
+    const h = getHeapStatistics();
+    send({ type: 'heap', id: msg.id, heap: { usedBytes: h.used_heap_size, committedBytes: h.total_heap_size } });
   }
   else {
     const { deadlineEpochMs, ...req } = msg.req;
