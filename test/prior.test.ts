@@ -312,6 +312,20 @@ describe('prior: MPPI guided by a prior', () => {
     assert.ok(Array.from(without.controls).some((u) => Math.abs(u - Math.tanh(0.5)) > 0.1), 'without policy samples the plan is MPPI\'s own');
   });
 
+  it('prior.policyStdScale widens the policy\'s draws by its factor; the first draw stays the policy\'s mean', () => {
+    const prior = constantPrior(0);
+    const spread = (scale: number) => {
+      const z = prior.rollout(new Rng(9), (x, u) => step(x, u, [0]), [0.1, 0], model.goal, 4001, 1, scale)!;
+      assert.equal(z[0], Math.tanh(0.5), 'the first draw is the mean');
+      const draws = Array.from(z.subarray(1));
+      const mean = draws.reduce((a, b) => a + b, 0) / draws.length;
+      close(mean, Math.tanh(0.5), 0.01, `mean of the draws at scale ${scale}`);
+      return Math.sqrt(draws.reduce((a, b) => a + (b - mean) ** 2, 0) / (draws.length - 1));
+    };
+    close(spread(5) / spread(1), 5, 0.25, 'std ratio at scale 5');
+    assert.ok(spread(0) < 1e-12, 'scale 0: every draw is the mean');
+  });
+
   it('adds the learned value of the last state to every sample\'s cost (eq. (10))', async () => {
     const a = await plan(constantPrior(0), { policySamples: 0 });
     const b = await plan(constantPrior(7), { policySamples: 0, valueWeight: 2 });

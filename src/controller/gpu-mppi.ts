@@ -133,7 +133,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
     let drawn: Float64Array | undefined;
     const wanted = g ? Math.min(g.settings.policySamples, M) : 0;
     if (g && wanted > 0) {
-      drawn = g.prior.rollout(this.rng, g.step, req.x0, req.reference, wanted, H) ?? undefined;
+      drawn = g.prior.rollout(this.rng, g.step, req.x0, req.reference, wanted, H, g.settings.policyStdScale) ?? undefined;
       if (!drawn) notices.push('the learned policy went non-finite; planned without its samples');
     }
     const proposals = drawn ? wanted : 0;

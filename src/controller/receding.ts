@@ -151,7 +151,7 @@ export class MppiPlanner implements RecedingPlanner {
     let proposals: { hook: () => Float64Array; count: number } | undefined;
     const count = g ? Math.min(g.settings.policySamples, p.samples) : 0;
     if (g && count > 0) {
-      const drawn = g.prior.rollout(this.rng, g.step, req.x0, req.reference, count, H);
+      const drawn = g.prior.rollout(this.rng, g.step, req.x0, req.reference, count, H, g.settings.policyStdScale);
       if (drawn) proposals = { hook: () => drawn, count };
       else notices.push('the learned policy went non-finite; planned without its samples');
     }

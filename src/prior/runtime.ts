@@ -59,10 +59,11 @@ export class LearnedPrior {
   /**
    * `count` control sequences (normalised, count x horizon x m) drawn by
    * rolling pi_s through the model from x0, batched per time step; the
-   * first follows the policy's mean (no noise), the others draw from it.
-   * Null when the policy's output goes non-finite (the caller switches it off).
+   * first follows the policy's mean (no noise), the others draw from it
+   * with its std times `stdScale`. Null when the policy's output goes
+   * non-finite (the caller switches it off).
    */
-  rollout(rng: Rng, step: ModelStep, x0: readonly number[], reference: ArrayLike<number>, count: number, horizon: number): Float64Array | null {
+  rollout(rng: Rng, step: ModelStep, x0: readonly number[], reference: ArrayLike<number>, count: number, horizon: number, stdScale = 1): Float64Array | null {
     const m = this.meta.controlDim;
     const n = this.meta.stateDim;
     const { controlCenter: center, controlScale: scale, bounded } = this.meta;
@@ -74,7 +75,7 @@ export class LearnedPrior {
       for (let i = 0; i < count; i++) {
         const u: number[] = [];
         for (let j = 0; j < m; j++) {
-          let z = mean[i * m + j] + (i === 0 ? 0 : std[i * m + j] * rng.normal());
+          let z = mean[i * m + j] + (i === 0 ? 0 : stdScale * std[i * m + j] * rng.normal());
           if (!Number.isFinite(z)) return null;
           if (bounded[j]) z = z > 1 ? 1 : z < -1 ? -1 : z;
           out[(i * horizon + t) * m + j] = z;
