@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { McapStreamReader } from '@mcap/core';
 import protobuf from 'protobufjs';
 import descriptor from 'protobufjs/ext/descriptor/index.js';
-import { runLoop } from '../src/run/loop.js';
+import { GoalTracker, runLoop } from '../src/run/loop.js';
+import { Rng } from '../src/random.js';
 import { readParamsFile } from '../src/run/params-file.js';
 import { blockPlannerThread } from '../src/controller/planner-thread.js';
 import { assemble, resolveRunParams } from '../src/run/setup.js';
@@ -24,6 +25,50 @@ async function pendulumRun(planner: 'tsmc' | 'mppi', seed: number, extra: Record
     session.dispose();
   }
 }
+
+describe('the goal tracker', () => {
+  /** the definition, over the whole trace: the first stay of holdS or more, and the share of ticks in the goal from its start */
+  function fromTrace(trace: boolean[], periodS: number, holdS: number) {
+    let entered: number | null = null;
+    for (let k = 0; k < trace.length; k++) {
+      if (!trace[k]) {
+        entered = null;
+        continue;
+      }
+      entered ??= k;
+      if ((k - entered) * periodS >= holdS - 1e-9) {
+        const after = trace.slice(entered);
+        return { timeToGoalS: entered * periodS, heldFraction: after.filter(Boolean).length / after.length };
+      }
+    }
+    return { timeToGoalS: null, heldFraction: null };
+  }
+
+  it('finds the held stay and the share in the goal after it, tick by tick, as the whole trace defines them', () => {
+    const rng = new Rng(5);
+    let reached = 0;
+    for (let run = 0; run < 200; run++) {
+      // runs of in/out ticks of random lengths, so some stays are long enough and some not
+      const trace: boolean[] = [];
+      let inside = rng.uniform() < 0.5;
+      while (trace.length < 120) {
+        const length = 1 + Math.floor(rng.uniform() * (inside ? 24 : 10));
+        for (let i = 0; i < length; i++) trace.push(inside);
+        inside = !inside;
+      }
+      const periodS = 0.05;
+      const holdS = 1;
+      const tracker = new GoalTracker(holdS);
+      trace.forEach((g, k) => tracker.observe(k * periodS, g));
+      const want = fromTrace(trace, periodS, holdS);
+      assert.equal(tracker.ticks, trace.length);
+      assert.equal(tracker.timeToGoalS, want.timeToGoalS, `run ${run}`);
+      assert.equal(tracker.heldFraction, want.heldFraction, `run ${run}`);
+      if (want.timeToGoalS !== null) reached++;
+    }
+    assert.ok(reached > 20 && reached < 180, `both outcomes occur (${reached}/200 reached)`);
+  });
+});
 
 describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy plant)', () => {
   for (const planner of ['mppi', 'tsmc'] as const) {

@@ -118,7 +118,7 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
   const periodS = session.periodS;
   const ticks = Math.max(1, Math.round(opts.durationS * session.rateHz));
   const records: TickRecord[] = [];
-  const goalTrace: { timeS: number; inGoal: boolean }[] = [];
+  const goal = new GoalTracker(model.def.goalRegion?.holdS ?? 0);
   let last: TickRecord | undefined;
   // preallocated, so a long run's bookkeeping does not grow the heap
   const intervalsMs = opts.lockstep ? undefined : new Float64Array(Math.max(1, ticks - 1));
@@ -163,8 +163,8 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
     const state = sim.state;
     const record = { timeS, state, measured: measured ?? [], stateMessage, tick, inGoal: goalContains(model, state, controller) };
     if (opts.keepRecords !== false) records.push(record);
-    // success and the final error need only this much: kept even when the records are not
-    goalTrace.push({ timeS, inGoal: record.inGoal });
+    // success and the time in the goal need only this much: tracked even when the records are not kept
+    goal.observe(timeS, record.inGoal);
     last = record;
     await opts.onTick?.(record, k, ticks);
     if (k === 0 && !opts.lockstep) {
@@ -175,7 +175,7 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
     }
     sim.advance(tick.control, periodS);
   }
-  const summary = summarize(model, controller, { goalTrace, last, records }, { durationS: opts.durationS, rateHz: session.rateHz, solveMs: solveMs.subarray(0, solves) });
+  const summary = summarize(model, controller, { goal, last, records }, { durationS: opts.durationS, rateHz: session.rateHz, solveMs: solveMs.subarray(0, solves) });
   if (intervalsMs && ticks > 1) {
     const jitter = Array.from(intervalsMs, (d) => Math.abs(d - 1000 * periodS));
     summary.commandJitterMs = { p50: quantile(jitter, 0.5), p99: quantile(jitter, 0.99), max: Math.max(...jitter) };
@@ -189,29 +189,54 @@ function goalContains(model: Model, physical: number[], controller: Controller):
 
 /**
  * Success: the goal region was entered and then held for the model's hold
- * time before the run ended. timeToGoalS is when that held stay began.
+ * time before the run ended; timeToGoalS is when that held stay began, and
+ * heldFraction the share of ticks in the region from then on. Tick by tick,
+ * in constant memory: a run may last as long as the robot does.
  */
+export class GoalTracker {
+  ticks = 0;
+  timeToGoalS: number | null = null;
+  private enteredS: number | null = null;
+  private ticksSinceEntered = 0;
+  private ticksAfter = 0;
+  private inGoalAfter = 0;
+
+  constructor(private readonly holdS: number) {}
+
+  observe(timeS: number, inGoal: boolean): void {
+    this.ticks++;
+    if (this.timeToGoalS !== null) {
+      this.ticksAfter++;
+      if (inGoal) this.inGoalAfter++;
+      return;
+    }
+    if (!inGoal) {
+      this.enteredS = null;
+      this.ticksSinceEntered = 0;
+      return;
+    }
+    this.enteredS ??= timeS;
+    this.ticksSinceEntered++;
+    if (timeS - this.enteredS >= this.holdS - 1e-9) {
+      // every tick of the stay so far was in the region
+      this.timeToGoalS = this.enteredS;
+      this.ticksAfter = this.inGoalAfter = this.ticksSinceEntered;
+    }
+  }
+
+  get heldFraction(): number | null {
+    return this.timeToGoalS === null ? null : this.inGoalAfter / this.ticksAfter;
+  }
+}
+
 export function summarize(
   model: Model, controller: Controller,
-  /** every tick's time and whether it was in the goal region; the last record; the records kept (planner figures) */
-  run: { goalTrace: readonly { timeS: number; inGoal: boolean }[]; last: TickRecord | undefined; records: TickRecord[] },
+  /** whether and when the goal was reached; the last record; the records kept (planner figures) */
+  run: { goal: GoalTracker; last: TickRecord | undefined; records: TickRecord[] },
   opts: { durationS: number; rateHz: number; /** every plan's solve time */ solveMs: ArrayLike<number> },
 ): RunSummary {
-  const { goalTrace, last, records } = run;
+  const { goal: tracker, last, records } = run;
   const holdS = model.def.goalRegion?.holdS ?? 0;
-  let timeToGoalS: number | null = null;
-  let entered: number | null = null;
-  for (const r of goalTrace) {
-    if (r.inGoal) {
-      entered ??= r.timeS;
-      if (r.timeS - entered >= holdS - 1e-9) {
-        timeToGoalS = entered;
-        break;
-      }
-    } else entered = null;
-  }
-  const after = timeToGoalS === null ? [] : goalTrace.filter((r) => r.timeS >= timeToGoalS! - 1e-9);
-  const heldFraction = after.length ? after.filter((r) => r.inGoal).length / after.length : null;
   const solve = Array.from(opts.solveMs);
   // the reference in physical units, for the final-error figure
   const goal = toPhysical(model, controller.currentReference);
@@ -219,14 +244,14 @@ export function summarize(
   const finalError = last ? Math.sqrt(last.state.reduce((s, v, i) => s + stateDifference(names[i], v, goal[i]) ** 2, 0)) : NaN;
   const c = controller.counters;
   return {
-    success: timeToGoalS !== null,
-    timeToGoalS,
-    heldFraction,
+    success: tracker.timeToGoalS !== null,
+    timeToGoalS: tracker.timeToGoalS,
+    heldFraction: tracker.heldFraction,
     finalError,
     solveMs: { p50: quantile(solve, 0.5), p99: quantile(solve, 0.99), max: solve.length ? Math.max(...solve) : NaN },
     deadlineMisses: c.deadlineMisses,
     commandJitterMs: null,
-    ticks: goalTrace.length,
+    ticks: tracker.ticks,
     plannerErrors: c.plannerErrors,
     staleTicks: c.staleTicks,
     rejectedStates: c.rejectedStates,
