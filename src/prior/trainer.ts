@@ -27,7 +27,6 @@ export const TRAIN_PARAMS = {
   lambda: text('1', 'KL weight lambda of eqs. (17)/(18): 0 recovers TD-MPC2\'s update, inf BMPC\'s imitation', { maxLength: 32 }),
   entropy: num(1e-4, 'entropy weight alpha of eq. (18)', { min: 0, max: 100 }),
   gamma: num(0.97, 'discount per model step', { min: 0, max: 1, exclusive: true }),
-  bootstrap: choice('policy', ['policy', 'planner'] as const, 'the action at the TD target\'s bootstrap state: a draw of pi_s (PO-MPC), or the one the acting planner took there (SARSA: the value of the planner, for a value meant to stand in for hand-made cost terms)'),
   nStep: num(5, 'steps of observed cost before the TD target bootstraps (eq. (15) with n steps)', { min: 1, max: 1000, integer: true }),
   batch: num(256, 'transitions per update', { min: 1, max: 65536, integer: true }),
   updatesPerStep: num(1, 'gradient updates per environment step (1 / n_d2u)', { min: 0, max: 100, integer: true }),
@@ -283,9 +282,6 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     const ret = new Float32Array(B);
     const disc = new Float32Array(B);
     const abar = new Float32Array(B * m);
-    // the planner's action at the bootstrap state, where train.bootstrap is 'planner' and the episode goes on
-    const plannerAction = new Float32Array(B * m);
-    const fromPlanner = new Float32Array(B);
     const logSigma = new Float32Array(B * m);
     for (let b = 0; b < B; b++) {
       const i = Math.floor(rng.uniform() * replay.size);
@@ -303,11 +299,6 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       zs.set(replay.z.subarray(i * m, (i + 1) * m), b * m);
       ret[b] = g;
       disc[b] = gamma ** k;
-      const taken = train.bootstrap === 'planner' ? replay.after(last, 1) : undefined;
-      if (taken !== undefined) {
-        fromPlanner[b] = 1;
-        for (let j = 0; j < m; j++) plannerAction[b * m + j] = replay.z[taken * m + j];
-      }
       for (let j = 0; j < m; j++) {
         abar[b * m + j] = replay.abar[i * m + j];
         logSigma[b * m + j] = Math.log(Math.max(1e-6, replay.sigma[i * m + j]));
@@ -330,9 +321,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       // TD targets (no gradient): a~ from pi_s at the bootstrap state
       const sB = head(forward(vars.policy, tB), bounded);
       const pB = head(forward(vars.prior, tB), bounded);
-      const drawn = clipBounded(tf.add(sB.mean, tf.mul(tf.exp(sB.logStd), noiseRows())) as tf.Tensor2D);
-      const taken = tf.reshape(tf.tensor1d(fromPlanner), [B, 1]);
-      const aB = tf.add(tf.mul(taken, tf.tensor2d(plannerAction, [B, m])), tf.mul(tf.sub(1, taken), drawn)) as tf.Tensor2D;
+      const aB = clipBounded(tf.add(sB.mean, tf.mul(tf.exp(sB.logStd), noiseRows())) as tf.Tensor2D);
       // targets in cost units, regressed in symlog units; a target network's output is capped at e^40 before it
       // leaves symlog units, so states far outside the data (a spinning acrobot) cannot overflow f32
       const costOf = (v: NetVariables) => symexpT(tf.clipByValue(q(v, tB, aB), -40, 40));
