@@ -8,7 +8,8 @@ import { Rng } from '../src/random.js';
 /** Simulator parameters, declared once (ROS parameters, YAML, --set sim.KEY). */
 export const SIM_PARAMS = {
   substeps: num(10, 'integration steps per control period; the simulator never shares the planner\'s step', { min: 1, max: 10000, integer: true, readOnly: 'the plant\'s step is compiled at start' }),
-  processNoise: num(0, 'white process noise: std added to each physical state per sqrt(second)', { min: 0, max: 1e3 }),
+  processNoise: num(0, 'white process noise: std added to each physical state per sqrt(second) (sim.processNoiseOn says which)', { min: 0, max: 1e3 }),
+  processNoiseOn: choice('all', ['all', 'rates'] as const, 'where the process noise enters: every physical state, or only the joint velocities, as a disturbing torque or force would (systems measured as joints)', { readOnly: 'the noisy states are chosen at start' }),
   measurementNoise: num(0, 'std of the noise on each published physical state', { min: 0, max: 1e3 }),
   massScale: num(1, 'multiplies every mass parameter of the plant (model mismatch, e.g. 1.1 = +10%)', { min: 0.01, max: 100, readOnly: 'the plant is compiled at start' }),
   impulseAtS: num(-1, 'time of a disturbance impulse [s] (negative: none)', { max: 1e9 }),
@@ -68,6 +69,15 @@ export function plantStepError(def: ModelDefinition, periodS: number, substeps: 
   return `sim.substeps ${substeps} at a ${+periodS.toPrecision(6)} s period gives a plant step of ${dtS.toExponential(2)} s, below ${def.name}'s smallest step ${min} s: use fewer substeps or a lower rate`;
 }
 
+/** The physical states the process noise enters (sim.processNoiseOn), or why they cannot be chosen. */
+export function noisyStates(def: ModelDefinition, on: SimParams['processNoiseOn']): number[] | string {
+  const n = (def.physical?.names ?? def.stateNames).length;
+  if (on === 'all') return Array.from({ length: n }, (_, i) => i);
+  if (def.sensor?.kind !== 'joints') return `sim.processNoiseOn = rates needs a system measured as joints (positions, then velocities); ${def.name}'s state is not (use all)`;
+  const positions = def.sensor.joints.length;
+  return Array.from({ length: n - positions }, (_, i) => positions + i);
+}
+
 /** sim.x0 is empty (the system's own) or one finite number per physical state. */
 export function initialStateError(def: ModelDefinition, x0: readonly number[]): string | undefined {
   const names = def.physical?.names ?? def.stateNames;
@@ -95,6 +105,7 @@ export class Simulator {
   readonly plant: Model;
   private readonly step: StepFunction;
   private readonly rng: Rng;
+  private readonly noisyStates: number[];
   private x: number[];
   private kicked = false;
   private readonly start: number[];
@@ -118,6 +129,9 @@ export class Simulator {
     this.rng = new Rng(seed);
     const x0Error = initialStateError(def, params.x0);
     if (x0Error) throw new Error(x0Error);
+    const noisy = noisyStates(def, params.processNoiseOn);
+    if (typeof noisy === 'string') throw new Error(noisy);
+    this.noisyStates = noisy;
     const start = params.x0.length ? params.x0 : toPhysical(resolveModel(def, modelOverrides), [...def.x0]);
     this.start = fromPhysical(this.plant, start);
     this.x = [...this.start];
@@ -163,7 +177,7 @@ export class Simulator {
       this.timeS += dt;
       if (processNoise > 0 || (!this.kicked && impulseAtS >= 0 && this.timeS >= impulseAtS)) {
         const y = toPhysical(this.plant, this.x);
-        if (processNoise > 0) for (let j = 0; j < y.length; j++) y[j] += processNoise * Math.sqrt(dt) * this.rng.normal();
+        if (processNoise > 0) for (const j of this.noisyStates) y[j] += processNoise * Math.sqrt(dt) * this.rng.normal();
         if (!this.kicked && impulseAtS >= 0 && this.timeS >= impulseAtS) {
           if (impulseState >= y.length) throw new Error(`sim.impulseState ${impulseState} is not a state index (0..${y.length - 1})`);
           y[impulseState] += impulseSize;

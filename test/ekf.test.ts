@@ -88,6 +88,36 @@ describe('EKF: filtering the simulator\'s noisy measurements', () => {
   });
 });
 
+describe('the simulator\'s process noise: every state, or the joint velocities only', () => {
+  /** std of each physical state after one 0.1 s period from rest, uncontrolled, over 400 seeds */
+  function spread(on: 'all' | 'rates'): number[] {
+    const def = modelDefinition('double-integrator');
+    const ends = Array.from({ length: 400 }, (_, seed) => {
+      const sim = new Simulator(def, 0.1, resolveSimParams({ processNoise: 1, processNoiseOn: on, x0: [0, 0] }), seed);
+      sim.advance([0]);
+      return sim.state;
+    });
+    return [0, 1].map((i) => Math.sqrt(ends.reduce((a, y) => a + y[i] ** 2, 0) / ends.length));
+  }
+
+  it('rates: the positions move only through the velocities (integrated noise), the velocities as much as with all', () => {
+    const [pAll, vAll] = spread('all');
+    const [pRates, vRates] = spread('rates');
+    // std after T = 0.1 s: position sqrt(T) directly, sqrt(T^3 / 3) = 0.018 when integrated; velocity sqrt(T)
+    assert.ok(Math.abs(pAll / Math.sqrt(0.1) - 1) < 0.15, `position std with all: ${pAll}`);
+    assert.ok(pRates < 0.2 * pAll, `position std with rates: ${pRates}, against ${pAll} with all`);
+    assert.ok(Math.abs(vRates / vAll - 1) < 0.15, `velocity std: ${vRates} with rates, ${vAll} with all`);
+  });
+
+  it('rates on a system not measured as joints is refused, naming the parameter', () => {
+    assert.throws(
+      () => new Simulator(modelDefinition('pusher-slider'), 0.1, resolveSimParams({ processNoise: 0.01, processNoiseOn: 'rates' }), 1),
+      /sim.processNoiseOn = rates needs a system measured as joints.*pusher-slider/,
+    );
+    assert.throws(() => resolveRunParams('pusher-slider', { 'sim.processNoiseOn': 'rates' }), /sim.processNoiseOn = rates/);
+  });
+});
+
 describe('EKF in the controller session (estimator: ekf)', () => {
   it('plans from the estimate, counts the estimator\'s refusals and publishes the estimate as tempered_mpc_msgs/StateEstimate', async () => {
     const params = resolveRunParams('acrobot', { planner: 'mppi', threads: 1, 'mppi.samples': 16, 'mppi.iterations': 1, estimator: 'ekf' });

@@ -5,7 +5,7 @@ import { PRIOR_PARAMS } from '../prior/params.js';
 import { modelDefinition, MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { choice, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../params.js';
-import { initialStateError, plantStepError, resolveSimParams, SIM_NODE_PARAMS, SimParams, Simulator } from '../../sim/simulator.js';
+import { initialStateError, noisyStates, plantStepError, resolveSimParams, SIM_NODE_PARAMS, SimParams, Simulator } from '../../sim/simulator.js';
 import { ControllerSession } from './session.js';
 
 /**
@@ -114,6 +114,8 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   }
   const x0Error = initialStateError(nominal.def, sim.x0);
   if (x0Error) throw new Error(x0Error);
+  const noisy = noisyStates(nominal.def, sim.processNoiseOn);
+  if (typeof noisy === 'string') throw new Error(noisy);
   return { system, controller, planner: planners[controller.planner], planners, model, prior, sim, simModel };
 }
 
