@@ -2,7 +2,6 @@ import { Worker } from 'node:worker_threads';
 import type { PlannerSpec } from './planner-spec.js';
 import type { PlanRequest, PlanResult, RecedingPlanner } from './receding.js';
 
-/** Main thread to planner thread. */
 /** A V8 heap's levels: in use, and committed (what it holds of the process's memory, the young generation included). */
 export interface HeapLevels {
   usedBytes: number;
@@ -19,6 +18,7 @@ export interface HeapLevels {
  */
 const PLANNER_YOUNG_GENERATION_MB = 24;
 
+/** Main thread to planner thread. */
 export type ToPlanner =
   | { type: 'plan'; id: number; req: Omit<PlanRequest, 'deadline'> & { deadlineEpochMs?: number } }
   | { type: 'reset' }
