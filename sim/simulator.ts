@@ -105,7 +105,7 @@ export class Simulator {
   readonly plant: Model;
   private readonly step: StepFunction;
   private readonly rng: Rng;
-  private readonly noisyStates: number[];
+  private readonly noisyIndices: number[];
   private x: number[];
   private kicked = false;
   private readonly start: number[];
@@ -131,7 +131,7 @@ export class Simulator {
     if (x0Error) throw new Error(x0Error);
     const noisy = noisyStates(def, params.processNoiseOn);
     if (typeof noisy === 'string') throw new Error(noisy);
-    this.noisyStates = noisy;
+    this.noisyIndices = noisy;
     const start = params.x0.length ? params.x0 : toPhysical(resolveModel(def, modelOverrides), [...def.x0]);
     this.start = fromPhysical(this.plant, start);
     this.x = [...this.start];
@@ -177,7 +177,7 @@ export class Simulator {
       this.timeS += dt;
       if (processNoise > 0 || (!this.kicked && impulseAtS >= 0 && this.timeS >= impulseAtS)) {
         const y = toPhysical(this.plant, this.x);
-        if (processNoise > 0) for (const j of this.noisyStates) y[j] += processNoise * Math.sqrt(dt) * this.rng.normal();
+        if (processNoise > 0) for (const j of this.noisyIndices) y[j] += processNoise * Math.sqrt(dt) * this.rng.normal();
         if (!this.kicked && impulseAtS >= 0 && this.timeS >= impulseAtS) {
           if (impulseState >= y.length) throw new Error(`sim.impulseState ${impulseState} is not a state index (0..${y.length - 1})`);
           y[impulseState] += impulseSize;
