@@ -80,6 +80,9 @@ describe('CLI', () => {
     ['one particle', ['solve', '--system', 'pendulum', '--planner', 'tsmc', '--particles', '1'], /--particles must be an integer >= 2/],
     ['unknown kernel', ['solve', '--system', 'pendulum', '--planner', 'tsmc', '--set', 'kernel=gibbs'], /tsmc.kernel must be one of nuts, hmc/],
     ['a planner key on the wrong planner', ['solve', '--system', 'pendulum', '--planner', 'mppi', '--set', 'rho=0.5'], /unknown pendulum parameter 'rho'/],
+    ['train-value without a prior', ['train-value', '--system', 'acrobot'], /--prior DIR is required/],
+    ['train-value with no sweeps', ['train-value', '--system', 'acrobot', '--prior', 'p', '--sweeps', '0'], /value\.sweeps must be >= 1, got 0/],
+    ['an unknown value-iteration key', ['train-value', '--system', 'acrobot', '--prior', 'p', '--set', 'value.sweps=3'], /unknown value parameter 'sweps'/],
   ];
   for (const [what, args, message, input] of bad) {
     it(`rejects ${what} with one clear line and exit code 2`, () => {
@@ -108,8 +111,14 @@ describe('CLI', () => {
     assert.deepEqual(again.costs, out.costs, 'a seed reproduces the run');
   });
 
+  it('train-value names a missing prior in one line (exit 1, as a run that cannot load its prior)', () => {
+    const r = cli(['train-value', '--system', 'pendulum', '--prior', '/nonexistent/prior', '--out', mkdtempSync(join(tmpdir(), 'tmpc-value-'))]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.equal(r.stderr, "tempered-mpc train-value: error: prior '/nonexistent/prior': no such directory");
+  });
+
   it('every command answers --help', () => {
-    for (const c of [['systems'], ['rollout'], ['solve'], ['run'], ['bench', 'rollout'], ['bench', 'to'], ['bench', 'mpc']]) {
+    for (const c of [['systems'], ['rollout'], ['solve'], ['run'], ['bench', 'rollout'], ['bench', 'to'], ['bench', 'mpc'], ['train-prior'], ['train-value']]) {
       const r = cli([...c, '--help']);
       assert.equal(r.code, 0);
       assert.match(r.stdout, /^usage: tempered-mpc /);

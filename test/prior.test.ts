@@ -22,6 +22,7 @@ import { LearnedPrior } from '../src/prior/runtime.js';
 import { percentileSpread, PercentileScale } from '../src/prior/scale.js';
 import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, toVariables, useBackend } from '../src/prior/tensors.js';
 import { resolveTrainParams, trainPrior } from '../src/prior/trainer.js';
+import { resolveValueParams, valueIteration } from '../src/prior/value-iteration.js';
 import { ControllerSession } from '../src/run/session.js';
 import { resolveRunParams } from '../src/run/setup.js';
 import { Rng } from '../src/random.js';
@@ -409,5 +410,67 @@ describe('prior: train-prior (tiny networks, a few episodes)', function () {
       const r = await trainPrior({ run, train: resolveTrainParams({ episodes: 1, episodeS: 2, batch: 8, width: 8, depth: 1, kl, lambda }), out: dir, resume: false, version: 'test' });
       assert.ok(r.meta.updates > 0 && Number.isFinite(r.curve[0].policyLoss) && Number.isFinite(r.curve[0].priorLoss), `${kl} ${lambda}: ${JSON.stringify(r.curve[0])}`);
     }
+  });
+});
+
+describe('prior: train-value (fitted value iteration, tiny networks)', function () {
+  this.timeout(300000);
+  let dir: string;
+  let from: string;
+  const run = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 7, 'mppi.samples': 32, 'mppi.iterations': 2, threads: 1 });
+  const model = resolveModel(pendulumDef, { horizon: 7 });
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'value-'));
+    from = join(dir, 'prior');
+    await trainPrior({ run, train: resolveTrainParams({ episodes: 2, episodeS: 3, batch: 16, width: 16, depth: 1, policySamples: 8 }), out: from, resume: false, version: 'test' });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('replaces only the value: plan costs become its targets, hanging costs more than upright, the policy is kept bit for bit', async () => {
+    const out = join(dir, 'v');
+    const value = resolveValueParams({ sweeps: 2, states: 96, epochs: 60, batch: 32 });
+    const seen: number[] = [];
+    const r = await valueIteration({ run, value, from, out, resume: false, version: 'test', onSweep: (p) => seen.push(p.sweep) });
+    assert.deepEqual(seen, [1, 2]);
+    assert.ok(r.curve.every((p) => p.targets.every(Number.isFinite) && Number.isFinite(p.fitLoss) && p.targets[0] <= p.targets[2]));
+    assert.equal(r.meta.valueFloor, 0);
+    const source = loadCheckpoint(from);
+    const fitted = loadCheckpoint(out);
+    for (const name of ['policy', 'prior', 'qLambda'] as const) {
+      fitted.networks[name].layers.forEach((l, i) => assert.deepEqual(l.weight, source.networks[name].layers[i].weight, `${name} kept`));
+    }
+    const prior = LearnedPrior.load(out, model);
+    // two sweeps see 14 steps: from hanging at rest the pendulum cannot be upright by then, from upright it stays there
+    const [hanging, upright] = prior.value(Float64Array.of(0, 0, Math.PI, 0), 2, model.goal);
+    assert.ok(hanging > 10 * Math.max(1, upright), `V(hanging) ${hanging} vs V(upright) ${upright}`);
+    await assert.rejects(valueIteration({ run, value, from, out, resume: false, version: 'test' }), /already holds a prior: pass --resume/);
+    const more = await valueIteration({ run, value: { ...value, sweeps: 3 }, from, out, resume: true, version: 'test' });
+    assert.equal(more.curve.length, 3);
+    assert.deepEqual(more.curve.slice(0, 2), r.curve, 'the resumed run keeps the curve so far');
+    await assert.rejects(valueIteration({ run, value: { ...value, sweeps: 4, states: 64 }, from, out, resume: true, version: 'test' }), /values 96 states per sweep, this run asks for 64/);
+  });
+
+  it('refuses a prior without its replay buffer, one for another horizon, and a floor above a plan\'s cost', async () => {
+    const value = resolveValueParams({ sweeps: 1, states: 16, epochs: 1 });
+    const bare = join(dir, 'bare');
+    const { meta, networks } = loadCheckpoint(from);
+    saveCheckpoint(bare, networks, meta);
+    await assert.rejects(valueIteration({ run, value, from: bare, out: join(dir, 'o1'), resume: false, version: 'test' }), /has no replay\.bin: train-value draws its states from the replay buffer/);
+    const other = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 9, threads: 1 });
+    await assert.rejects(valueIteration({ run: other, value, from, out: join(dir, 'o2'), resume: false, version: 'test' }), /trained for a horizon of 7 steps, the controller plans 9/);
+    await assert.rejects(valueIteration({ run, value: { ...value, floor: 1e6 }, from, out: join(dir, 'o3'), resume: false, version: 'test' }), /below value\.floor 1000000/);
+    assert.throws(() => resolveValueParams({ sweeps: 0 }), /value\.sweeps/);
+  });
+
+  it('the value is never read below the prior\'s valueFloor, and a malformed floor is refused at load', () => {
+    const { meta, networks } = loadCheckpoint(from);
+    const states = Float64Array.of(0, 0, 1, 2, Math.PI, 0);
+    const plain = LearnedPrior.fromNetworks({ ...meta, valueFloor: undefined }, networks).value(states, 3, model.goal);
+    const high = Math.max(...plain) + 1;
+    const floored = LearnedPrior.fromNetworks({ ...meta, valueFloor: high }, networks).value(states, 3, model.goal);
+    assert.deepEqual(Array.from(floored), [high, high, high]);
+    const bad = join(dir, 'bad-floor');
+    saveCheckpoint(bad, networks, { ...meta, valueFloor: 'low' as unknown as number });
+    assert.throws(() => loadCheckpoint(bad), /valueFloor "low" is not a finite number/);
   });
 });

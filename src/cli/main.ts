@@ -15,8 +15,9 @@ import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
 import { systemsCommand } from './systems.js';
 import { trainPriorCommand } from './train-prior.js';
+import { trainValueCommand } from './train-value.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand, trainValueCommand];
 
 function overview(): string {
   return [

@@ -6,7 +6,7 @@ import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError } f
 import { progressBar } from './progress.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 
-const PROJECT_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export const PROJECT_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 export const trainPriorCommand: Command = {
   name: 'train-prior',

@@ -30,6 +30,8 @@ export interface PriorMeta {
   /** how the value networks' outputs map to cost: symexp (see networks.ts) */
   valueTransform: 'symlog';
   gamma: number;
+  /** the least cost-to-go (0 where every stage cost is non-negative): the value is never read below it; absent: no floor */
+  valueFloor?: number;
   /** the training run's parameters, as given */
   training: Record<string, unknown>;
   episodes: number;
@@ -106,6 +108,9 @@ export function loadCheckpoint(dir: string): { meta: PriorMeta; networks: PriorN
     if (meta[key] === undefined) throw new PriorError(`${label}: meta.json lacks '${key}'`);
   }
   if (meta.valueTransform !== 'symlog') throw new PriorError(`${label}: meta.json's valueTransform ${JSON.stringify(meta.valueTransform)} is not one this version reads ('symlog')`);
+  if (meta.valueFloor !== undefined && (typeof meta.valueFloor !== 'number' || !Number.isFinite(meta.valueFloor))) {
+    throw new PriorError(`${label}: meta.json's valueFloor ${JSON.stringify(meta.valueFloor)} is not a finite number`);
+  }
   const manifest = readJson('model.json') as { weightsManifest?: { paths: string[]; weights: WeightSpec[] }[] };
   const group = manifest.weightsManifest?.[0];
   if (!group || !Array.isArray(group.weights) || group.paths?.[0] !== meta.weights.file) throw new PriorError(`${label}: model.json has no weights manifest for ${meta.weights.file}`);

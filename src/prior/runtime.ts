@@ -49,11 +49,19 @@ export class LearnedPrior {
     return policyAt(this.policyNet, stateFeatures(this.meta.features, x, count, reference), count, this.meta.bounded);
   }
 
-  /** V(x) = Q(x, mean pi_s(x)) for `count` states, in cost units. */
+  /**
+   * V(x) = Q(x, mean pi_s(x)) for `count` states, in cost units, raised to
+   * the prior's `valueFloor` where it has one: a planner minimising cost
+   * seeks out any state where the network undershoots, and a value below the
+   * least cost-to-go there is never right.
+   */
   value(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): Float64Array {
     const features = stateFeatures(this.meta.features, x, count, reference);
     const { mean } = policyAt(this.policyNet, features, count, this.meta.bounded);
-    return qAt(this.qNet, features, mean, count);
+    const v = qAt(this.qNet, features, mean, count);
+    const floor = this.meta.valueFloor;
+    if (floor !== undefined) for (let i = 0; i < count; i++) if (v[i] < floor) v[i] = floor;
+    return v;
   }
 
   /**

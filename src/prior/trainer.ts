@@ -163,6 +163,18 @@ class Replay {
   }
 }
 
+/** The states (x) of a replay buffer that `Replay.save` wrote, one row each, whatever its capacity. */
+export function readReplayStates(path: string, n: number): number[][] {
+  const bytes = readFileSync(path);
+  if (bytes.length < 40 || bytes.length % 8 !== 0) throw new Error(`replay buffer '${path}' has ${bytes.length} bytes: not a replay buffer (truncated?)`);
+  const all = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+  const [capacity, nn, m, size] = all.subarray(0, 4);
+  if (nn !== n) throw new Error(`replay buffer '${path}' holds ${nn} states per row, the system has ${n}`);
+  const expected = 5 + capacity * (2 * n + 3 * m + 2);
+  if (all.length !== expected || !(size >= 0 && size <= capacity)) throw new Error(`replay buffer '${path}' has ${all.length} values, its header needs ${expected} (truncated?)`);
+  return Array.from({ length: size }, (_, i) => Array.from(all.subarray(5 + i * n, 5 + (i + 1) * n)));
+}
+
 interface TrainState {
   episodesDone: number;
   updates: number;

@@ -1,0 +1,82 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { lineChart } from '../plot/svg.js';
+import { timestamp } from './bench-to.js';
+import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError } from './command.js';
+import { progressBar } from './progress.js';
+import { RUN_OPTIONS, runOptions } from './run.js';
+import { PROJECT_VERSION } from './train-prior.js';
+import type { SweepPoint } from '../prior/value-iteration.js';
+
+export const trainValueCommand: Command = {
+  name: 'train-value',
+  summary: 'Replace a prior\'s learned value by fitted value iteration, MPPI as the improvement operator, on the costs of model.* alone (no hand-made terms); resumable.',
+  usage: 'train-value --system NAME --prior DIR [--sweeps K] [--seed K] [--params FILE.yaml] [--set key=value] [--set value.KEY=value] [--out DIR] [--resume] [--json]',
+  options: {
+    system: RUN_OPTIONS.system,
+    prior: { type: 'string', description: 'the prior (train-prior --out) whose policy, features and replay buffer are used; its value is replaced', valueName: 'DIR' },
+    params: RUN_OPTIONS.params,
+    set: { ...RUN_OPTIONS.set, description: 'override a parameter: the planner\'s and model\'s (mppi.KEY, model.KEY, prior.KEY: the plans that make the targets) or value iteration\'s (value.KEY; see docs/priors.md)' },
+    seed: RUN_OPTIONS.seed,
+    sweeps: { type: 'string', description: 'value-iteration sweeps (default 6); the same as --set value.sweeps=K', valueName: 'K' },
+    out: { type: 'string', description: 'output folder, a prior (default runs/value-SYSTEM-TIMESTAMP)', valueName: 'DIR' },
+    resume: { type: 'boolean', description: 'continue the run in --out where it stopped' },
+    json: JSON_OPTION,
+  },
+  async run(values) {
+    const from = stringOpt(values, 'prior');
+    if (!from) throw new UsageError('--prior DIR is required: the prior whose value is replaced');
+    const sets = (values.set as string[] | undefined) ?? [];
+    const valueSets: Record<string, unknown> = {};
+    const runSets = sets.filter((s) => {
+      if (!s.startsWith('value.')) return true;
+      const eq = s.indexOf('=');
+      if (eq < 0) throw new UsageError(`--set ${s}: expected key=value`);
+      valueSets[s.slice('value.'.length, eq)] = s.slice(eq + 1);
+      return false;
+    });
+    const { system, params } = runOptions({ ...values, prior: undefined, set: [...runSets, 'planner=mppi'] });
+    const sweeps = stringOpt(values, 'sweeps');
+    if (sweeps !== undefined) valueSets.sweeps = parseNumber('--sweeps', sweeps);
+    const { resolveValueParams, valueIteration } = await import('../prior/value-iteration.js');
+    let value;
+    try {
+      value = resolveValueParams(valueSets);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+    const out = stringOpt(values, 'out') ?? join('runs', `value-${system}-${timestamp()}`);
+    if (values.resume && !stringOpt(values, 'out')) throw new UsageError('--resume needs the --out of the run to continue');
+    mkdirSync(out, { recursive: true });
+    const bar = progressBar(`train-value ${system}`, !values.json);
+    let sweepsDone = 0;
+    const result = await valueIteration({
+      run: params, value, from, out, resume: values.resume === true, version: PROJECT_VERSION,
+      onPlan: (done, total) => bar.update((sweepsDone + done / total) / value.sweeps, `sweep ${sweepsDone + 1}/${value.sweeps}: plan ${done}/${total}`),
+      onSweep: ({ sweep, sweeps: total, point }) => {
+        sweepsDone = sweep;
+        if (!values.json && !process.stderr.isTTY) {
+          console.error(`sweep ${sweep}/${total}: targets p10/p50/p90 ${point.targets.map((t) => t.toFixed(1)).join(' / ')}, fit loss ${point.fitLoss.toFixed(4)}, value at the start ${point.startValue.toFixed(1)}, ${point.wallS.toFixed(1)} s`);
+        }
+      },
+    });
+    bar.done();
+    writeFileSync(join(out, 'value-curve.json'), `${JSON.stringify(result.curve, null, 1)}\n`);
+    writeFileSync(join(out, 'value-curve.svg'), valueCurve(system, result.curve));
+    const last = result.curve[result.curve.length - 1];
+    const summary = { system, out, from, backend: result.backend, wallS: result.wallS, sweeps: result.curve.length, horizon: result.meta.horizon, last };
+    if (values.json) return printJson(summary);
+    console.log(`fitted the value of ${system} over ${summary.sweeps} sweeps (${summary.sweeps * summary.horizon} model steps) in ${summary.wallS.toFixed(1)} s wall time on TensorFlow.js ${summary.backend}`);
+    if (last) console.log(`  last sweep: targets median ${last.targets[1].toFixed(1)}, fit loss ${last.fitLoss.toFixed(4)} (symlog), value at the start state ${last.startValue.toFixed(1)}`);
+    console.log(`  prior: ${out} (its policy from ${from}; use: run --prior ${out}); curve: ${join(out, 'value-curve.svg')}`);
+  },
+};
+
+function valueCurve(system: string, curve: SweepPoint[]): string {
+  const x = curve.map((p) => p.sweep);
+  return lineChart(`train-value ${system}: value iteration`, [
+    { title: 'plan-cost targets', xLabel: 'sweep', logY: true, series: ['p10', 'p50', 'p90'].map((name, k) => ({ name, x, y: curve.map((p) => Math.max(1e-6, p.targets[k])) })) },
+    { title: 'value at the start state', xLabel: 'sweep', series: [{ name: 'V(x0)', x, y: curve.map((p) => p.startValue) }] },
+    { title: 'fit loss (symlog MSE)', xLabel: 'sweep', logY: true, series: [{ name: 'loss', x, y: curve.map((p) => Math.max(1e-9, p.fitLoss)) }] },
+  ], 2);
+}

@@ -1,0 +1,283 @@
+import * as tf from '@tensorflow/tfjs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createBackend } from '../kernels/index.js';
+import { buildStepGraphs } from '../kernels/graphs.js';
+import { compileStepFunction } from '../kernels/js-source.js';
+import { modelDefinition } from '../models/index.js';
+import { resolveModel } from '../models/model.js';
+import { choice, num, ParamsOf, resolveParams } from '../params.js';
+import { Rng } from '../random.js';
+import { MppiPlanner } from '../controller/receding.js';
+import type { RunParams } from '../run/setup.js';
+import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint } from './checkpoint.js';
+import { initMlp, cloneMlp } from './mlp.js';
+import { featureDim, PriorNetworks, stateFeatures } from './networks.js';
+import { LearnedPrior, mismatch } from './runtime.js';
+import { clipGradients, forward, readVariables, symlogT, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
+import { readReplayStates } from './trainer.js';
+
+/** `train-value`'s parameters (`--set value.KEY=V`, and the named flags). */
+export const VALUE_PARAMS = {
+  sweeps: num(6, 'sweeps of value iteration: each extends the horizon the value sees by one plan (model.horizon steps)', { min: 1, max: 1000, integer: true }),
+  states: num(3000, 'states valued per sweep (one plan each)', { min: 16, max: 1e6, integer: true }),
+  keepFraction: num(0.5, 'share of the states drawn once from the prior\'s replay buffer; the rest are redrawn each sweep from where the previous sweep\'s plans ended', { min: 0, max: 1 }),
+  perturb: num(0.25, 'std of the offset added to buffered states, as a fraction of each state\'s spread in the buffer', { min: 0, max: 100 }),
+  boxFraction: num(0.2, 'share of the fixed states drawn uniformly from the box the buffer spans (widened by a fifth each side)', { min: 0, max: 1 }),
+  epochs: num(200, 'passes over the sweep\'s states when the value network is fitted', { min: 1, max: 1e5, integer: true }),
+  batch: num(256, 'states per gradient step', { min: 1, max: 65536, integer: true }),
+  learningRate: num(1e-3, 'Adam learning rate', { min: 0, max: 1, exclusive: true }),
+  gradClip: num(20, 'global gradient-norm clip', { min: 0, max: 1e9, exclusive: true }),
+  floor: num(0, 'the least cost-to-go: the value is never read below it (0 where every stage cost is non-negative, as for every bundled system)', { min: -1e12, max: 1e12 }),
+  backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for fitting: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
+} as const;
+export type ValueParams = ParamsOf<typeof VALUE_PARAMS>;
+
+export const resolveValueParams = (overrides: Record<string, unknown>): ValueParams => resolveParams('value', VALUE_PARAMS, overrides);
+
+/** One sweep's figures, for the curve. */
+export interface SweepPoint {
+  sweep: number;
+  /** the targets' 10th, 50th and 90th percentiles [cost] */
+  targets: [number, number, number];
+  /** the fit's last-epoch mean squared error, in symlog units */
+  fitLoss: number;
+  /** the fitted value at the system's start state */
+  startValue: number;
+  planS: number;
+  wallS: number;
+}
+
+export interface ValueIterationOptions {
+  run: RunParams;
+  value: ValueParams;
+  /** the prior whose value is replaced: its policy, features and replay buffer are used */
+  from: string;
+  out: string;
+  resume: boolean;
+  version: string;
+  onSweep?: (p: { sweep: number; sweeps: number; point: SweepPoint }) => void;
+  /** within a sweep: states planned so far */
+  onPlan?: (done: number, total: number) => void;
+}
+
+interface SweepState { sweepsDone: number; curve: SweepPoint[] }
+
+/**
+ * Fitted value iteration with the planner as the improvement operator: each
+ * sweep plans from a set of states with MPPI closed by the current value
+ * (eq. (10)), takes each plan's cost as the new value there, and fits the
+ * value network to those targets. After k sweeps the value is a cost-to-go
+ * over k plans (undiscounted), of the costs of model.* alone, so no
+ * hand-made shaping term has to reach past the horizon. The planner seeks
+ * out states where the value undershoots; half of each sweep's states are
+ * where the previous sweep's plans ended, so those errors are the next
+ * sweep's data, and the value is never read below `floor`. The networks
+ * other than Q come from the prior unchanged; V(x) = Q(x, mean pi_s(x)) as
+ * the runtime reads it.
+ */
+export async function valueIteration(opts: ValueIterationOptions): Promise<{ meta: PriorMeta; curve: SweepPoint[]; wallS: number; backend: string }> {
+  const t0 = performance.now();
+  const { run, value } = opts;
+  const backendName = await useBackend(value.backend);
+  const def = modelDefinition(run.system);
+  const model = resolveModel(def, run.model);
+  const base = loadCheckpoint(opts.from);
+  const problem = mismatch(base.meta, model);
+  if (problem) throw new PriorError(`prior '${opts.from}' ${problem}`);
+  const n = model.stateDim;
+  const m = model.controlDim;
+  const reference = [...model.goal];
+  const statePath = join(opts.out, 'value-state.json');
+  const poolPath = join(opts.out, 'value-states.bin');
+  const networks: PriorNetworks = { ...base.networks };
+  let state: SweepState;
+  let pool: number[][];
+  const keep = Math.floor(value.states * value.keepFraction);
+  if (opts.resume) {
+    if (!existsSync(statePath)) throw new Error(`nothing to resume in '${opts.out}' (no value-state.json)`);
+    networks.q = loadCheckpoint(opts.out).networks.q;
+    state = JSON.parse(readFileSync(statePath, 'utf8')) as SweepState;
+    pool = readRows(poolPath, n);
+    if (pool.length !== value.states) throw new Error(`cannot resume '${opts.out}': it values ${pool.length} states per sweep, this run asks for ${value.states}`);
+  } else {
+    if (existsSync(join(opts.out, 'meta.json'))) throw new Error(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
+    const replayPath = join(opts.from, 'replay.bin');
+    if (!existsSync(replayPath)) throw new Error(`prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior`);
+    const buffered = readReplayStates(replayPath, n);
+    if (buffered.length === 0) throw new Error(`prior '${opts.from}': its replay buffer is empty`);
+    pool = fixedStates(new Rng(run.controller.seed), buffered, value);
+    const f = featureDim(base.meta.features);
+    networks.q = initMlp(new Rng(run.controller.seed + 1), [f + m, ...base.meta.hidden, 1], 0.1);
+    state = { sweepsDone: 0, curve: [] };
+  }
+  const meta = (): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> => ({
+    ...base.meta, version: opts.version, gamma: 1, valueFloor: value.floor,
+    training: { ...base.meta.training, valueIteration: { ...value, sweepsDone: state.sweepsDone, from: opts.from, mppi: run.planners.mppi, prior: run.prior, model: run.model } },
+  });
+  const graphs = buildStepGraphs(model, false);
+  const step = compileStepFunction(graphs);
+  const noise = new Array<number>(model.noiseDim).fill(0);
+  const modelStep = (x: readonly number[], u: readonly number[]) => step(x, u, noise);
+  const backend = await createBackend(model, run.controller.backend, { threads: run.controller.threads > 0 ? run.controller.threads : undefined });
+  const qVars = toVariables(networks.q, 'valueQ');
+  const x0 = [...def.x0];
+  let saved: PriorMeta | undefined;
+  try {
+    for (let s = state.sweepsDone; s < value.sweeps; s++) {
+      const ts = performance.now();
+      const rng = new Rng(run.controller.seed * 7919 + s);
+      const prior = LearnedPrior.fromNetworks({ ...base.meta, valueFloor: value.floor } as PriorMeta, { ...networks, q: cloneMlp(networks.q) });
+      // the first sweep has no value yet: its targets are plain horizon costs
+      const settings = { ...run.prior, path: '', value: 'on' as const, valueWeight: s === 0 ? 0 : 1 };
+      const planner = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(rng.uniform() * 2 ** 31), { prior, step: modelStep, settings });
+      const targets = new Float64Array(pool.length);
+      const ends: number[][] = [];
+      for (let i = 0; i < pool.length; i++) {
+        planner.reset();
+        const plan = await planner.plan({ x0: pool[i], uPrev: new Array<number>(m).fill(0), reference });
+        targets[i] = plan.cost;
+        let x = pool[i];
+        for (let t = 0; t < model.horizon; t++) x = modelStep(x, Array.from(plan.controls.subarray(t * m, (t + 1) * m)));
+        ends.push(x);
+        opts.onPlan?.(i + 1, pool.length);
+      }
+      if (s === 0) {
+        const low = targets.reduce((a, b) => Math.min(a, b), Infinity);
+        if (low < value.floor) throw new Error(`a plan's cost ${low} is below value.floor ${value.floor}: this system's costs can be negative; set value.floor to a bound its cost-to-go never goes below`);
+      }
+      if (!targets.every(Number.isFinite)) throw new Error(`sweep ${s + 1}: ${targets.filter((t) => !Number.isFinite(t)).length} plans have a non-finite cost (a state outside the model's range?)`);
+      const planS = (performance.now() - ts) / 1000;
+      const fitLoss = await fitValue(qVars, prior, pool, targets, value, rng, reference);
+      await readVariables(qVars, networks.q);
+      networks.qTarget = cloneMlp(networks.q);
+      const fitted = LearnedPrior.fromNetworks({ ...base.meta, valueFloor: value.floor } as PriorMeta, networks);
+      const sorted = Float64Array.from(targets).sort();
+      const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+      const point: SweepPoint = {
+        sweep: s + 1, targets: [at(0.1), at(0.5), at(0.9)], fitLoss, startValue: fitted.value(x0, 1, reference)[0],
+        planS, wallS: (performance.now() - ts) / 1000,
+      };
+      // where this sweep's plans ended: the next sweep values them (a planner exploits the value's errors there)
+      pool.length = keep;
+      for (let k = keep; k < value.states; k++) pool.push(ends[Math.floor(rng.uniform() * ends.length)]);
+      state.sweepsDone = s + 1;
+      state.curve.push(point);
+      saved = saveCheckpoint(opts.out, networks, meta());
+      writeRows(poolPath, pool);
+      writeFileSync(statePath, `${JSON.stringify(state)}\n`);
+      opts.onSweep?.({ sweep: s + 1, sweeps: value.sweeps, point });
+    }
+    saved ??= saveCheckpoint(opts.out, networks, meta());
+  } finally {
+    backend.dispose();
+    for (const l of qVars) {
+      l.weight.dispose();
+      l.bias.dispose();
+    }
+  }
+  return { meta: saved, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName };
+}
+
+/**
+ * The states every sweep values: buffered states as they are, perturbed by
+ * `perturb` of each state's spread, and `boxFraction` of them uniform in the
+ * buffer's box widened by a fifth each side, in that mix.
+ */
+function fixedStates(rng: Rng, buffered: number[][], value: ValueParams): number[][] {
+  const n = buffered[0].length;
+  const lo = new Array<number>(n).fill(Infinity);
+  const hi = new Array<number>(n).fill(-Infinity);
+  const mean = new Array<number>(n).fill(0);
+  const sq = new Array<number>(n).fill(0);
+  for (const x of buffered) {
+    x.forEach((v, j) => {
+      lo[j] = Math.min(lo[j], v);
+      hi[j] = Math.max(hi[j], v);
+      mean[j] += v / buffered.length;
+      sq[j] += (v * v) / buffered.length;
+    });
+  }
+  const spread = mean.map((mu, j) => Math.sqrt(Math.max(0, sq[j] - mu * mu)));
+  const keep = Math.floor(value.states * value.keepFraction);
+  const box = Math.round(keep * value.boxFraction);
+  const out: number[][] = [];
+  for (let k = 0; k < keep; k++) {
+    if (k < box) {
+      out.push(lo.map((l, j) => {
+        const w = hi[j] - l;
+        return l - 0.2 * w + 1.4 * w * rng.uniform();
+      }));
+      continue;
+    }
+    const x = buffered[Math.floor(rng.uniform() * buffered.length)];
+    // half of the buffered states as they are, half perturbed
+    out.push(k % 2 === 0 ? [...x] : x.map((v, j) => v + value.perturb * spread[j] * rng.normal()));
+  }
+  // the redrawn part starts as more buffered states, until a sweep has ended somewhere
+  for (let k = keep; k < value.states; k++) out.push([...buffered[Math.floor(rng.uniform() * buffered.length)]]);
+  return out;
+}
+
+/** Fits Q(x, mean pi_s(x)) to symlog(target) by Adam on shuffled batches; the last epoch's mean loss. */
+async function fitValue(qVars: ReturnType<typeof toVariables>, prior: LearnedPrior, states: number[][], targets: Float64Array, value: ValueParams, rng: Rng, reference: number[]): Promise<number> {
+  const count = states.length;
+  const flat = Float64Array.from(states.flat());
+  const features = stateFeatures(prior.meta.features, flat, count, reference);
+  const { mean } = prior.policy(flat, count, reference);
+  const f = features.length / count;
+  const m = mean.length / count;
+  const inputs = new Float32Array(count * (f + m));
+  for (let i = 0; i < count; i++) {
+    inputs.set(features.subarray(i * f, (i + 1) * f), i * (f + m));
+    inputs.set(mean.subarray(i * m, (i + 1) * m), i * (f + m) + f);
+  }
+  const optimizer = tf.train.adam(value.learningRate);
+  const tIn = tf.tensor2d(inputs, [count, f + m]);
+  const tY = tf.tidy(() => symlogT(tf.tensor1d(Float32Array.from(targets))));
+  const B = Math.min(value.batch, count);
+  let last = NaN;
+  try {
+    for (let e = 0; e < value.epochs; e++) {
+      const order = Int32Array.from({ length: count }, (_, i) => i);
+      for (let i = count - 1; i > 0; i--) {
+        const j = Math.floor(rng.uniform() * (i + 1));
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+      const losses: tf.Tensor[] = [];
+      for (let b = 0; b + B <= count; b += B) {
+        losses.push(tf.tidy(() => {
+          const idx = tf.tensor1d(order.subarray(b, b + B), 'int32');
+          const xb = tf.gather(tIn, idx) as tf.Tensor2D;
+          const yb = tf.gather(tY, idx);
+          const { value: loss, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(tf.reshape(forward(qVars, xb), [-1]), yb))) as tf.Scalar, qVars.flatMap((l) => [l.weight, l.bias]));
+          optimizer.applyGradients(clipGradients(grads, value.gradClip) as never);
+          return loss;
+        }));
+      }
+      // one read per epoch: the backend stays busy between reads
+      const epochLoss = tf.tidy(() => tf.mean(tf.stack(losses)));
+      for (const l of losses) l.dispose();
+      last = ((await epochLoss.data()) as Float32Array)[0];
+      epochLoss.dispose();
+    }
+  } finally {
+    tIn.dispose();
+    tY.dispose();
+    optimizer.dispose();
+  }
+  return last;
+}
+
+function writeRows(path: string, rows: number[][]): void {
+  const flat = Float64Array.from(rows.flat());
+  writeFileSync(path, Buffer.from(flat.buffer));
+}
+
+function readRows(path: string, n: number): number[][] {
+  if (!existsSync(path)) throw new Error(`nothing to resume: ${path} is missing`);
+  const bytes = readFileSync(path);
+  if (bytes.length % (8 * n) !== 0) throw new Error(`${path} has ${bytes.length} bytes, not whole rows of ${n} states (truncated?)`);
+  const all = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+  return Array.from({ length: all.length / n }, (_, i) => Array.from(all.subarray(i * n, (i + 1) * n)));
+}
