@@ -28,6 +28,7 @@ export const VALUE_PARAMS = {
   batch: num(256, 'states per gradient step', { min: 1, max: 65536, integer: true }),
   learningRate: num(1e-3, 'Adam learning rate', { min: 0, max: 1, exclusive: true }),
   gradClip: num(20, 'global gradient-norm clip', { min: 0, max: 1e9, exclusive: true }),
+  monotone: choice('on', ['on', 'off'] as const, 'never let a state\'s target fall below its value from the last sweep (a cost-to-go of non-negative costs grows with the horizon; this keeps the planner from pulling the value down where it overshoots into the network\'s errors)'),
   floor: num(0, 'the least cost-to-go: the value is never read below it (0 where every stage cost is non-negative, as for every bundled system)', { min: -1e12, max: 1e12 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for fitting: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
 } as const;
@@ -94,6 +95,11 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   let state: SweepState;
   let pool: number[][];
   const keep = Math.floor(value.states * value.keepFraction);
+  const replayPath = join(opts.from, 'replay.bin');
+  if (!existsSync(replayPath)) throw new Error(`prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior`);
+  const buffered = readReplayStates(replayPath, n);
+  if (buffered.length === 0) throw new Error(`prior '${opts.from}': its replay buffer is empty`);
+  const box = bufferBox(buffered);
   if (opts.resume) {
     if (!existsSync(statePath)) throw new Error(`nothing to resume in '${opts.out}' (no value-state.json)`);
     networks.q = loadCheckpoint(opts.out).networks.q;
@@ -102,11 +108,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
     if (pool.length !== value.states) throw new Error(`cannot resume '${opts.out}': it values ${pool.length} states per sweep, this run asks for ${value.states}`);
   } else {
     if (existsSync(join(opts.out, 'meta.json'))) throw new Error(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
-    const replayPath = join(opts.from, 'replay.bin');
-    if (!existsSync(replayPath)) throw new Error(`prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior`);
-    const buffered = readReplayStates(replayPath, n);
-    if (buffered.length === 0) throw new Error(`prior '${opts.from}': its replay buffer is empty`);
-    pool = fixedStates(new Rng(run.controller.seed), buffered, value);
+    pool = fixedStates(new Rng(run.controller.seed), buffered, box, value);
     const f = featureDim(base.meta.features);
     networks.q = initMlp(new Rng(run.controller.seed + 1), [f + m, ...base.meta.hidden, 1], 0.1);
     state = { sweepsDone: 0, curve: [] };
@@ -139,8 +141,16 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
         targets[i] = plan.cost;
         let x = pool[i];
         for (let t = 0; t < model.horizon; t++) x = modelStep(x, Array.from(plan.controls.subarray(t * m, (t + 1) * m)));
-        ends.push(x);
+        // a plan that ends outside the widened box (a spinning arm) is not kept: its values would take the
+        // network's capacity from the region the controller works in, and its own target still counts
+        if (x.every((v, j) => v >= box.lo[j] && v <= box.hi[j])) ends.push(x);
         opts.onPlan?.(i + 1, pool.length);
+      }
+      if (value.monotone === 'on' && s > 0) {
+        // with non-negative costs a cost-to-go over k + 1 plans is at least the one over k: a target below the
+        // last value there is the planner exploiting the value's errors, not a shorter way
+        const last = prior.value(Float64Array.from(pool.flat()), pool.length, reference);
+        for (let i = 0; i < pool.length; i++) if (last[i] > targets[i]) targets[i] = last[i];
       }
       if (s === 0) {
         const low = targets.reduce((a, b) => Math.min(a, b), Infinity);
@@ -160,7 +170,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       };
       // where this sweep's plans ended: the next sweep values them (a planner exploits the value's errors there)
       pool.length = keep;
-      for (let k = keep; k < value.states; k++) pool.push(ends[Math.floor(rng.uniform() * ends.length)]);
+      for (let k = keep; k < value.states; k++) pool.push(ends.length ? ends[Math.floor(rng.uniform() * ends.length)] : fixed(rng, buffered, box, value, k));
       state.sweepsDone = s + 1;
       state.curve.push(point);
       saved = saveCheckpoint(opts.out, networks, meta());
@@ -179,12 +189,8 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   return { meta: saved, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName };
 }
 
-/**
- * The states every sweep values: buffered states as they are, perturbed by
- * `perturb` of each state's spread, and `boxFraction` of them uniform in the
- * buffer's box widened by a fifth each side, in that mix.
- */
-function fixedStates(rng: Rng, buffered: number[][], value: ValueParams): number[][] {
+/** The buffer's box widened by a fifth of its width each side, and each state's spread. */
+function bufferBox(buffered: number[][]): { lo: number[]; hi: number[]; spread: number[] } {
   const n = buffered[0].length;
   const lo = new Array<number>(n).fill(Infinity);
   const hi = new Array<number>(n).fill(-Infinity);
@@ -198,25 +204,25 @@ function fixedStates(rng: Rng, buffered: number[][], value: ValueParams): number
       sq[j] += (v * v) / buffered.length;
     });
   }
-  const spread = mean.map((mu, j) => Math.sqrt(Math.max(0, sq[j] - mu * mu)));
+  const width = hi.map((h, j) => h - lo[j]);
+  return {
+    lo: lo.map((l, j) => l - 0.2 * width[j]),
+    hi: hi.map((h, j) => h + 0.2 * width[j]),
+    spread: mean.map((mu, j) => Math.sqrt(Math.max(0, sq[j] - mu * mu))),
+  };
+}
+
+/** The k-th fixed state: the first `boxFraction` uniform in the box, then buffered states, every other one perturbed. */
+function fixed(rng: Rng, buffered: number[][], box: ReturnType<typeof bufferBox>, value: ValueParams, k: number): number[] {
   const keep = Math.floor(value.states * value.keepFraction);
-  const box = Math.round(keep * value.boxFraction);
-  const out: number[][] = [];
-  for (let k = 0; k < keep; k++) {
-    if (k < box) {
-      out.push(lo.map((l, j) => {
-        const w = hi[j] - l;
-        return l - 0.2 * w + 1.4 * w * rng.uniform();
-      }));
-      continue;
-    }
-    const x = buffered[Math.floor(rng.uniform() * buffered.length)];
-    // half of the buffered states as they are, half perturbed
-    out.push(k % 2 === 0 ? [...x] : x.map((v, j) => v + value.perturb * spread[j] * rng.normal()));
-  }
-  // the redrawn part starts as more buffered states, until a sweep has ended somewhere
-  for (let k = keep; k < value.states; k++) out.push([...buffered[Math.floor(rng.uniform() * buffered.length)]]);
-  return out;
+  if (k < Math.round(keep * value.boxFraction)) return box.lo.map((l, j) => l + (box.hi[j] - l) * rng.uniform());
+  const x = buffered[Math.floor(rng.uniform() * buffered.length)];
+  return k % 2 === 0 ? [...x] : x.map((v, j) => v + value.perturb * box.spread[j] * rng.normal());
+}
+
+/** The states every sweep values: `keepFraction` of them fixed, the rest (until a sweep has ended somewhere) more of the same mix. */
+function fixedStates(rng: Rng, buffered: number[][], box: ReturnType<typeof bufferBox>, value: ValueParams): number[][] {
+  return Array.from({ length: value.states }, (_, k) => fixed(rng, buffered, box, value, k));
 }
 
 /** Fits Q(x, mean pi_s(x)) to symlog(target) by Adam on shuffled batches; the last epoch's mean loss. */
