@@ -18,7 +18,7 @@ export const trainValueCommand: Command = {
     params: RUN_OPTIONS.params,
     set: { ...RUN_OPTIONS.set, description: 'override a parameter: the planner\'s and model\'s (mppi.KEY, model.KEY, prior.KEY: the plans that make the targets) or value iteration\'s (value.KEY; see docs/priors.md)' },
     seed: RUN_OPTIONS.seed,
-    sweeps: { type: 'string', description: 'value-iteration sweeps (default 6); the same as --set value.sweeps=K', valueName: 'K' },
+    sweeps: { type: 'string', description: 'value-iteration sweeps (default 8); the same as --set value.sweeps=K', valueName: 'K' },
     out: { type: 'string', description: 'output folder, a prior (default runs/value-SYSTEM-TIMESTAMP)', valueName: 'DIR' },
     resume: { type: 'boolean', description: 'continue the run in --out where it stopped' },
     json: JSON_OPTION,

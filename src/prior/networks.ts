@@ -133,6 +133,7 @@ export function policyAt(net: MlpKernel, features: Float64Array, count: number, 
  * 0.01 in the network's output is 0.01 of cost rather than 1% of the range.
  */
 export const symexp = (y: number): number => Math.sign(y) * Math.expm1(Math.abs(y));
+export const symlog = (v: number): number => Math.sign(v) * Math.log1p(Math.abs(v));
 
 /** Q at `count` (feature, normalised control) pairs, in cost units. */
 export function qAt(net: MlpKernel, features: Float64Array, z: ArrayLike<number>, count: number): Float64Array {

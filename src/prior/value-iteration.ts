@@ -12,14 +12,14 @@ import { MppiPlanner } from '../controller/receding.js';
 import type { RunParams } from '../run/setup.js';
 import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint } from './checkpoint.js';
 import { initMlp, cloneMlp } from './mlp.js';
-import { featureDim, PriorNetworks, stateFeatures } from './networks.js';
+import { featureDim, PriorNetworks, stateFeatures, symlog } from './networks.js';
 import { LearnedPrior, mismatch } from './runtime.js';
-import { clipGradients, forward, readVariables, symlogT, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
+import { clipGradients, forward, readVariables, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
 import { readReplayStates } from './trainer.js';
 
 /** `train-value`'s parameters (`--set value.KEY=V`, and the named flags). */
 export const VALUE_PARAMS = {
-  sweeps: num(6, 'sweeps of value iteration: each extends the horizon the value sees by one plan (model.horizon steps)', { min: 1, max: 1000, integer: true }),
+  sweeps: num(8, 'sweeps of value iteration: each extends the horizon the value sees by one plan (model.horizon steps); enough to reach from the start to the goal', { min: 1, max: 1000, integer: true }),
   states: num(3000, 'states valued per sweep (one plan each)', { min: 16, max: 1e6, integer: true }),
   keepFraction: num(0.5, 'share of the states drawn once from the prior\'s replay buffer; the rest are redrawn each sweep from where the previous sweep\'s plans ended', { min: 0, max: 1 }),
   perturb: num(0.25, 'std of the offset added to buffered states, as a fraction of each state\'s spread in the buffer', { min: 0, max: 100 }),
@@ -41,6 +41,7 @@ export interface SweepPoint {
   sweep: number;
   /** the targets' 10th, 50th and 90th percentiles [cost] */
   targets: [number, number, number];
+  targetMax: number;
   /** the fit's last-epoch mean squared error, in symlog units */
   fitLoss: number;
   /** the fitted value at the system's start state */
@@ -148,9 +149,12 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       }
       if (value.monotone === 'on' && s > 0) {
         // with non-negative costs a cost-to-go over k + 1 plans is at least the one over k: a target below the
-        // last value there is the planner exploiting the value's errors, not a shorter way
+        // last value there is the planner exploiting the value's errors, not a shorter way. The bound is the
+        // last value only up to the last sweep's largest target: above that the network extrapolates, and a
+        // bound from there would ratchet its error up sweep by sweep.
         const last = prior.value(Float64Array.from(pool.flat()), pool.length, reference);
-        for (let i = 0; i < pool.length; i++) if (last[i] > targets[i]) targets[i] = last[i];
+        const ceiling = state.curve[s - 1].targetMax;
+        for (let i = 0; i < pool.length; i++) targets[i] = Math.max(targets[i], Math.min(last[i], ceiling));
       }
       if (s === 0) {
         const low = targets.reduce((a, b) => Math.min(a, b), Infinity);
@@ -165,7 +169,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       const sorted = Float64Array.from(targets).sort();
       const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
       const point: SweepPoint = {
-        sweep: s + 1, targets: [at(0.1), at(0.5), at(0.9)], fitLoss, startValue: fitted.value(x0, 1, reference)[0],
+        sweep: s + 1, targets: [at(0.1), at(0.5), at(0.9)], targetMax: sorted[sorted.length - 1], fitLoss, startValue: fitted.value(x0, 1, reference)[0],
         planS, wallS: (performance.now() - ts) / 1000,
       };
       // where this sweep's plans ended: the next sweep values them (a planner exploits the value's errors there)
@@ -240,7 +244,8 @@ async function fitValue(qVars: ReturnType<typeof toVariables>, prior: LearnedPri
   }
   const optimizer = tf.train.adam(value.learningRate);
   const tIn = tf.tensor2d(inputs, [count, f + m]);
-  const tY = tf.tidy(() => symlogT(tf.tensor1d(Float32Array.from(targets))));
+  // symlog in f64 first: a target past f32's range (a spinning arm over many plans) stays a finite regression target
+  const tY = tf.tensor1d(Float32Array.from(targets, symlog));
   const B = Math.min(value.batch, count);
   let last = NaN;
   try {
