@@ -26,15 +26,7 @@ export const trainPriorCommand: Command = {
     json: JSON_OPTION,
   },
   async run(values) {
-    const sets = (values.set as string[] | undefined) ?? [];
-    const trainSets: Record<string, unknown> = {};
-    const runSets = sets.filter((s) => {
-      if (!s.startsWith('train.')) return true;
-      const eq = s.indexOf('=');
-      if (eq < 0) throw new UsageError(`--set ${s}: expected key=value`);
-      trainSets[s.slice('train.'.length, eq)] = s.slice(eq + 1);
-      return false;
-    });
+    const { own: trainSets, rest: runSets } = splitSets(values, 'train');
     const { system, params } = runOptions({ ...values, set: [...runSets, 'planner=mppi'] });
     for (const [flag, key] of [['episodes', 'episodes'], ['kl', 'kl'], ['lambda', 'lambda'], ['backend', 'backend']] as const) {
       const v = stringOpt(values, flag);
@@ -48,9 +40,7 @@ export const trainPriorCommand: Command = {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    const out = stringOpt(values, 'out') ?? join('runs', `prior-${system}-${timestamp()}`);
-    if (values.resume && !stringOpt(values, 'out')) throw new UsageError('--resume needs the --out of the run to continue');
-    mkdirSync(out, { recursive: true });
+    const out = trainingOut(values, `prior-${system}`);
     const bar = progressBar(`train-prior ${system}`, !values.json);
     const result = await trainPrior({
       run: params, train, out, resume: values.resume === true, version: PROJECT_VERSION,
@@ -76,6 +66,27 @@ export const trainPriorCommand: Command = {
     console.log(`  prior: ${out} (use: run --prior ${out} --planner mppi, or --set prior.path=${out}); learning curve: ${join(out, 'learning-curve.svg')}`);
   },
 };
+
+/** `--set` pairs split into the training command's own group (`GROUP.KEY=V`, keys without the prefix) and the rest (the run's). */
+export function splitSets(values: Record<string, unknown>, group: string): { own: Record<string, unknown>; rest: string[] } {
+  const own: Record<string, unknown> = {};
+  const rest = ((values.set as string[] | undefined) ?? []).filter((s) => {
+    if (!s.startsWith(`${group}.`)) return true;
+    const eq = s.indexOf('=');
+    if (eq < 0) throw new UsageError(`--set ${s}: expected key=value`);
+    own[s.slice(group.length + 1, eq)] = s.slice(eq + 1);
+    return false;
+  });
+  return { own, rest };
+}
+
+/** A training run's output folder, made: --out, or runs/NAME-TIMESTAMP (a resumed run must name its --out). */
+export function trainingOut(values: Record<string, unknown>, name: string): string {
+  const out = stringOpt(values, 'out') ?? join('runs', `${name}-${timestamp()}`);
+  if (values.resume && !stringOpt(values, 'out')) throw new UsageError('--resume needs the --out of the run to continue');
+  mkdirSync(out, { recursive: true });
+  return out;
+}
 
 const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : NaN);
 

@@ -1,11 +1,10 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lineChart } from '../plot/svg.js';
-import { timestamp } from './bench-to.js';
 import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
-import { PROJECT_VERSION } from './train-prior.js';
+import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import type { SweepPoint } from '../prior/value-iteration.js';
 
 export const trainValueCommand: Command = {
@@ -26,15 +25,7 @@ export const trainValueCommand: Command = {
   async run(values) {
     const from = stringOpt(values, 'prior');
     if (!from) throw new UsageError('--prior DIR is required: the prior whose value is replaced');
-    const sets = (values.set as string[] | undefined) ?? [];
-    const valueSets: Record<string, unknown> = {};
-    const runSets = sets.filter((s) => {
-      if (!s.startsWith('value.')) return true;
-      const eq = s.indexOf('=');
-      if (eq < 0) throw new UsageError(`--set ${s}: expected key=value`);
-      valueSets[s.slice('value.'.length, eq)] = s.slice(eq + 1);
-      return false;
-    });
+    const { own: valueSets, rest: runSets } = splitSets(values, 'value');
     const { system, params } = runOptions({ ...values, prior: undefined, set: [...runSets, 'planner=mppi'] });
     const sweeps = stringOpt(values, 'sweeps');
     if (sweeps !== undefined) valueSets.sweeps = parseNumber('--sweeps', sweeps);
@@ -45,9 +36,7 @@ export const trainValueCommand: Command = {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
-    const out = stringOpt(values, 'out') ?? join('runs', `value-${system}-${timestamp()}`);
-    if (values.resume && !stringOpt(values, 'out')) throw new UsageError('--resume needs the --out of the run to continue');
-    mkdirSync(out, { recursive: true });
+    const out = trainingOut(values, `value-${system}`);
     const bar = progressBar(`train-value ${system}`, !values.json);
     let sweepsDone = 0;
     const result = await valueIteration({
