@@ -448,6 +448,8 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     assert.equal(more.curve.length, 3);
     assert.deepEqual(more.curve.slice(0, 2), r.curve, 'the resumed run keeps the curve so far');
     await assert.rejects(valueIteration({ run, value: { ...value, sweeps: 4, states: 64 }, from, out, resume: true, version: 'test' }), /values 96 states per sweep, this run asks for 64/);
+    writeFileSync(join(out, 'value-state.json'), '{"sweepsDone": 3,');
+    await assert.rejects(valueIteration({ run, value: { ...value, sweeps: 4 }, from, out, resume: true, version: 'test' }), /value-state\.json is not valid JSON/);
   });
 
   it('refuses a prior without its replay buffer, one for another horizon, and a floor above a plan\'s cost', async () => {

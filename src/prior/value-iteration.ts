@@ -104,7 +104,11 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   if (opts.resume) {
     if (!existsSync(statePath)) throw new Error(`nothing to resume in '${opts.out}' (no value-state.json)`);
     networks.q = loadCheckpoint(opts.out).networks.q;
-    state = JSON.parse(readFileSync(statePath, 'utf8')) as SweepState;
+    try {
+      state = JSON.parse(readFileSync(statePath, 'utf8')) as SweepState;
+    } catch (e) {
+      throw new Error(`cannot resume '${opts.out}': value-state.json is not valid JSON (${(e as Error).message})`);
+    }
     pool = readRows(poolPath, n);
     if (pool.length !== value.states) throw new Error(`cannot resume '${opts.out}': it values ${pool.length} states per sweep, this run asks for ${value.states}`);
   } else {
