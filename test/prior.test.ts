@@ -452,12 +452,17 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     await assert.rejects(valueIteration({ run, value: { ...value, sweeps: 4 }, from, out, resume: true, version: 'test' }), /value-state\.json is not valid JSON/);
   });
 
-  it('refuses a prior without its replay buffer, one for another horizon, and a floor above a plan\'s cost', async () => {
+  it('refuses a prior without its replay buffer or with a truncated one, one for another horizon, and a floor above a plan\'s cost', async () => {
     const value = resolveValueParams({ sweeps: 1, states: 16, epochs: 1 });
     const bare = join(dir, 'bare');
     const { meta, networks } = loadCheckpoint(from);
     saveCheckpoint(bare, networks, meta);
     await assert.rejects(valueIteration({ run, value, from: bare, out: join(dir, 'o1'), resume: false, version: 'test' }), /has no replay\.bin: train-value draws its states from the replay buffer/);
+    const replay = readFileSync(join(from, 'replay.bin'));
+    writeFileSync(join(bare, 'replay.bin'), replay.subarray(0, replay.length - 8));
+    await assert.rejects(valueIteration({ run, value, from: bare, out: join(dir, 'o4'), resume: false, version: 'test' }), /replay buffer '.*replay\.bin' has \d+ values, expected \d+ \(truncated\?\)/);
+    writeFileSync(join(bare, 'replay.bin'), replay.subarray(0, 20));
+    await assert.rejects(valueIteration({ run, value, from: bare, out: join(dir, 'o5'), resume: false, version: 'test' }), /has 20 bytes: not a replay buffer/);
     const other = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 9, threads: 1 });
     await assert.rejects(valueIteration({ run: other, value, from, out: join(dir, 'o2'), resume: false, version: 'test' }), /trained for a horizon of 7 steps, the controller plans 9/);
     await assert.rejects(valueIteration({ run, value: { ...value, floor: 1e6 }, from, out: join(dir, 'o3'), resume: false, version: 'test' }), /below value\.floor 1000000/);

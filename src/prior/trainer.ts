@@ -144,11 +144,17 @@ class Replay {
     writeFileSync(path, Buffer.concat(parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength))));
   }
 
-  static load(path: string, capacity: number, n: number, m: number): Replay {
+  /** A buffer `save` wrote; `capacity` and `m` undefined take the file's own. */
+  static load(path: string, capacity: number | undefined, n: number, m: number | undefined): Replay {
     const bytes = readFileSync(path);
+    if (bytes.length < 40 || bytes.length % 8 !== 0) throw new Error(`replay buffer '${path}' has ${bytes.length} bytes: not a replay buffer (truncated?)`);
     const all = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
     const [cap, nn, mm, size, head] = all.subarray(0, 5);
+    capacity ??= cap;
+    m ??= mm;
     if (cap !== capacity || nn !== n || mm !== m) throw new Error(`replay buffer '${path}' holds ${cap} x (${nn} states, ${mm} controls), this run needs ${capacity} x (${n}, ${m})`);
+    const expected = 5 + capacity * (2 * n + 3 * m + 2);
+    if (all.length !== expected || !(size >= 0 && size <= capacity)) throw new Error(`replay buffer '${path}' has ${all.length} values, expected ${expected} (truncated?)`);
     const r = new Replay(capacity, n, m);
     let o = 5;
     for (const a of [r.x, r.z, r.cost, r.next, r.abar, r.sigma]) {
@@ -156,7 +162,6 @@ class Replay {
       o += a.length;
     }
     r.episode.set(all.subarray(o, o + capacity));
-    if (o + capacity !== all.length) throw new Error(`replay buffer '${path}' has ${all.length} values, expected ${o + capacity} (truncated?)`);
     r.size = size;
     r.head = head;
     return r;
@@ -165,14 +170,8 @@ class Replay {
 
 /** The states (x) of a replay buffer that `Replay.save` wrote, one row each, whatever its capacity. */
 export function readReplayStates(path: string, n: number): number[][] {
-  const bytes = readFileSync(path);
-  if (bytes.length < 40 || bytes.length % 8 !== 0) throw new Error(`replay buffer '${path}' has ${bytes.length} bytes: not a replay buffer (truncated?)`);
-  const all = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
-  const [capacity, nn, m, size] = all.subarray(0, 4);
-  if (nn !== n) throw new Error(`replay buffer '${path}' holds ${nn} states per row, the system has ${n}`);
-  const expected = 5 + capacity * (2 * n + 3 * m + 2);
-  if (all.length !== expected || !(size >= 0 && size <= capacity)) throw new Error(`replay buffer '${path}' has ${all.length} values, its header needs ${expected} (truncated?)`);
-  return Array.from({ length: size }, (_, i) => Array.from(all.subarray(5 + i * n, 5 + (i + 1) * n)));
+  const r = Replay.load(path, undefined, n, undefined);
+  return Array.from({ length: r.size }, (_, i) => Array.from(r.x.subarray(i * n, (i + 1) * n)));
 }
 
 interface TrainState {
