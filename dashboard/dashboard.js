@@ -152,28 +152,36 @@ function chart(title, series, opts = {}) {
 
 function buildCharts() {
   const names = meta.stateNames;
-  names.forEach((name, i) => chart(name + (meta.angles[i] ? ' (on the goal\'s branch)' : ''), [
-    { label: meta.hasTruth ? 'true' : 'measured', stroke: '#1f77b4' },
-    ...(meta.hasTruth ? [{ label: 'measured', stroke: '#bbbbbb' }] : []),
-    { label: 'plan', stroke: '#ff7f0e', dash: [6, 3] },
-    { label: 'goal', stroke: '#000000', dash: [2, 4] },
-  ], {
-    build: () => {
-      const g = meta.goal[i];
-      const t = history.t;
-      const planT = plan ? plan.times.map((dt) => plan.t0 + dt).filter((x) => x > (t.at(-1) ?? -Infinity)) : [];
-      const planV = plan ? plan.states.slice(plan.states.length - planT.length).map((row) => onGoalBranch(i, row[i], g)) : [];
-      const pad = (a) => [...a, ...planT.map(() => null)];
-      return [
-        [...t, ...planT],
-        pad(history.truth.map((row) => onGoalBranch(i, row?.[i], g))),
-        ...(meta.hasTruth ? [pad(history.measured.map((row) => onGoalBranch(i, row?.[i], g)))] : []),
-        [...t.map(() => null), ...planV],
-        [...t, ...planT].map(() => g),
-      ];
-    },
-  }));
-  meta.controlNames.forEach((name, j) => chart(`command ${name} (saturated: dots)`, [
+  const unit = (u) => (u ? ` [${u}]` : '');
+  names.forEach((name, i) => {
+    const half = meta.goalHalfWidths?.[i] ?? null;
+    chart(name + unit(meta.stateUnits?.[i]) + (meta.angles[i] ? ' (on the goal\'s branch)' : '') + (half != null ? ', goal region dotted green' : ''), [
+      // measured first, so the true state is drawn over it
+      ...(meta.hasTruth ? [{ label: 'measured', stroke: '#bbbbbb' }] : []),
+      { label: meta.hasTruth ? 'true' : 'measured', stroke: '#1f77b4' },
+      { label: 'plan', stroke: '#ff7f0e', dash: [6, 3] },
+      { label: 'goal', stroke: '#000000', dash: [2, 4] },
+      ...(half != null ? [{ label: 'goal region', stroke: '#2ca02c', dash: [1, 3] }, { label: '', stroke: '#2ca02c', dash: [1, 3] }] : []),
+    ], {
+      build: () => {
+        const g = meta.goal[i];
+        const t = history.t;
+        const planT = plan ? plan.times.map((dt) => plan.t0 + dt).filter((x) => x > (t.at(-1) ?? -Infinity)) : [];
+        const planV = plan ? plan.states.slice(plan.states.length - planT.length).map((row) => onGoalBranch(i, row[i], g)) : [];
+        const pad = (a) => [...a, ...planT.map(() => null)];
+        const all = [...t, ...planT];
+        return [
+          all,
+          ...(meta.hasTruth ? [pad(history.measured.map((row) => onGoalBranch(i, row?.[i], g)))] : []),
+          pad(history.truth.map((row) => onGoalBranch(i, row?.[i], g))),
+          [...t.map(() => null), ...planV],
+          all.map(() => g),
+          ...(half != null ? [all.map(() => g - half), all.map(() => g + half)] : []),
+        ];
+      },
+    });
+  });
+  meta.controlNames.forEach((name, j) => chart(`command ${name}${unit(meta.controlUnits?.[j])} (saturated: dots)`, [
     { label: name, stroke: '#d62728' },
     { label: 'at a limit', stroke: '#d62728', width: 0, points: { show: true, size: 6, fill: '#d62728' } },
     { label: 'lower limit', stroke: '#999999', dash: [4, 4] },
@@ -276,16 +284,37 @@ function paramRow(p, value) {
   const line = document.createElement('div');
   line.className = 'row';
   const note = document.createElement('span');
+  // the value in use: a refused change puts it back in the field, so the field never shows what is not in effect
+  let current = value;
+  const refuse = (reason) => {
+    note.className = 'error';
+    note.textContent = reason;
+    show(current);
+  };
   const apply = async (v) => {
     const r = await api('PATCH', '/params', { [p.key]: v });
-    note.className = r.ok ? 'applied' : 'error';
-    note.textContent = r.ok ? '✓' : (r.json.reasons?.[p.key] ?? r.json.error ?? `HTTP ${r.status}`);
-    if (r.ok) info.applied.push({ key: p.key, value: r.json.applied[p.key] });
+    if (!r.ok) return refuse(r.json.reasons?.[p.key] ?? r.json.error ?? `HTTP ${r.status}`);
+    note.className = 'applied';
+    note.textContent = '✓';
+    current = r.json.applied[p.key];
+    info.applied.push({ key: p.key, value: current });
   };
+  // what was typed in a number field: a blank or non-number is refused here, naming what was typed (never sent as 0)
+  const number = (text) => {
+    const t = text.trim();
+    const v = t === '' ? NaN : Number(t);
+    if (!Number.isFinite(v)) {
+      refuse(t === '' ? `${p.key} needs a number, got a blank field` : `${p.key} needs a number, got '${t}'`);
+      return undefined;
+    }
+    return v;
+  };
+  let show = () => undefined;
   let input;
   if (p.kind === 'enum') {
     input = document.createElement('select');
     for (const c of p.choices) input.add(new Option(c, c, false, c === value));
+    show = (v) => (input.value = v);
     input.onchange = () => apply(input.value);
     line.append(input);
   } else if (p.kind === 'number') {
@@ -307,23 +336,42 @@ function paramRow(p, value) {
       // applied on release, not on every pixel of the drag
       slider.onchange = () => apply(Number(slider.value));
       line.append(slider);
-      input.onchange = () => {
-        slider.value = input.value;
-        apply(Number(input.value));
+      show = (v) => {
+        input.value = String(v);
+        slider.value = String(v);
       };
-    } else input.onchange = () => apply(Number(input.value));
+      input.onchange = () => {
+        const v = number(input.value);
+        if (v === undefined) return;
+        slider.value = String(v);
+        apply(v);
+      };
+    } else {
+      show = (v) => (input.value = String(v));
+      input.onchange = () => {
+        const v = number(input.value);
+        if (v !== undefined) apply(v);
+      };
+    }
     line.append(input);
   } else if (p.kind === 'text') {
     input = document.createElement('input');
     input.type = 'text';
     input.value = value;
+    show = (v) => (input.value = v);
     input.onchange = () => apply(input.value);
     line.append(input);
   } else {
     input = document.createElement('input');
     input.type = 'text';
     input.value = value.join(', ');
-    input.onchange = () => apply(input.value.split(',').map((x) => x.trim()).filter(Boolean).map((x) => (p.rule.includes('number') ? Number(x) : x)));
+    show = (v) => (input.value = v.join(', '));
+    input.onchange = () => {
+      const items = input.value.split(',').map((x) => x.trim()).filter(Boolean);
+      if (!p.rule.includes('number')) return apply(items);
+      const numbers = items.map(number);
+      if (numbers.every((v) => v !== undefined)) apply(numbers);
+    };
     line.append(input);
   }
   input.disabled = Boolean(p.readOnly);

@@ -4,6 +4,7 @@ import { fromPhysical, Model, ModelDefinition, resolveModel, toPhysical } from '
 import { modelDefinition, MODELS } from '../src/models/index.js';
 import { choice, list, num, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../src/params.js';
 import { Rng } from '../src/random.js';
+import { InputError } from '../src/input-error.js';
 
 /** Simulator parameters, declared once (ROS parameters, YAML, --set sim.KEY). */
 export const SIM_PARAMS = {
@@ -118,19 +119,19 @@ export class Simulator {
     seed: number,
     modelOverrides: Record<string, unknown> = {},
   ) {
-    if (!(controlPeriodS > 0)) throw new Error(`control period must be positive, got ${controlPeriodS}`);
+    if (!(controlPeriodS > 0)) throw new InputError(`control period must be positive, got ${controlPeriodS}`);
     const nominal = resolveModel(def, modelOverrides);
     const stepError = plantStepError(def, controlPeriodS, params.substeps);
-    if (stepError) throw new Error(stepError);
+    if (stepError) throw new InputError(stepError);
     const scaled: Record<string, unknown> = { ...modelOverrides, dtS: controlPeriodS / params.substeps };
     for (const [k, v] of Object.entries(nominal.params)) if (MASS_PARAM.test(k)) scaled[k] = v * params.massScale;
     this.plant = resolveModel(def, scaled, 'sim plant');
     this.step = compileStepFunction(buildStepGraphs(this.plant, false));
     this.rng = new Rng(seed);
     const x0Error = initialStateError(def, params.x0);
-    if (x0Error) throw new Error(x0Error);
+    if (x0Error) throw new InputError(x0Error);
     const noisy = noisyStates(def, params.processNoiseOn);
-    if (typeof noisy === 'string') throw new Error(noisy);
+    if (typeof noisy === 'string') throw new InputError(noisy);
     this.noisyIndices = noisy;
     const start = params.x0.length ? params.x0 : toPhysical(resolveModel(def, modelOverrides), [...def.x0]);
     this.start = fromPhysical(this.plant, start);

@@ -5,6 +5,8 @@
  * these declarations.
  */
 
+import { InputError } from './input-error.js';
+
 interface ParamBase {
   doc: string;
   /** why the value cannot change while running (absent: it can, at the next tick boundary) */
@@ -74,54 +76,92 @@ export function rangeText(p: ParamDef): string {
   return `${lo}..${hi}${p.integer ? ' integer' : ''}`;
 }
 
-/** Validates one value against its declaration; the error names the parameter and the rule. */
-export function checkValue(label: string, def: ParamDef, value: unknown): ParamValue {
+/**
+ * A value as the user typed it on a command line (`--set k=v`), or wrote it
+ * where the source's own type is lost (YAML's `.nan`): text that the
+ * parameter's declaration parses. Every other source (YAML, JSON, ROS) must
+ * give the declared type: one rule everywhere, no coercion of "1024".
+ */
+export class GivenText {
+  constructor(readonly text: string) {}
+}
+
+/**
+ * A record for keys the user chose (`--set`, a file's keys): no prototype, so
+ * `__proto__` or `constructor` is a key like any other (and refused as
+ * unknown), never the object's prototype or an inherited property.
+ */
+export const keyedRecord = <T = unknown>(): Record<string, T> => Object.create(null) as Record<string, T>;
+
+/** Validates one value against its declaration; the error names the parameter, the rule and the value as given. */
+export function checkValue(label: string, def: ParamDef, given: unknown): ParamValue {
+  const value = given instanceof GivenText ? parseGivenText(label, def, given.text) : given;
   if (def.kind === 'enum') {
     if (typeof value !== 'string' || !def.choices.includes(value)) {
-      throw new Error(`${label} must be one of ${def.choices.join(', ')}, got ${describe(value)}`);
+      throw new InputError(`${label} must be one of ${def.choices.join(', ')}, got ${describe(given)}`);
     }
     return value;
   }
   if (def.kind === 'list') return checkList(label, def, value);
   if (def.kind === 'text') {
-    if (typeof value !== 'string') throw new Error(`${label} must be text, got ${describe(value)}`);
-    if (value.length > def.maxLength) throw new Error(`${label} takes at most ${def.maxLength} characters, got ${value.length}`);
+    if (typeof value !== 'string') throw new InputError(`${label} must be text, got ${describe(given)}`);
+    if (value.length > def.maxLength) throw new InputError(`${label} takes at most ${def.maxLength} characters, got ${value.length}`);
     // eslint-disable-next-line no-control-regex
-    if (/[\u0000-\u001f]/.test(value)) throw new Error(`${label} must not hold control characters, got ${describe(value)}`);
+    if (/[\u0000-\u001f]/.test(value)) throw new InputError(`${label} must not hold control characters, got ${describe(value)}`);
     return value;
   }
-  const v = typeof value === 'string' && value.trim() !== '' ? Number(value) : typeof value === 'bigint' ? Number(value) : value;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${label} must be a finite number, got ${describe(value)}`);
-  if (def.integer && !Number.isInteger(v)) throw new Error(`${label} must be an integer, got ${v}`);
+  // ROS hands integers over as bigints
+  const v = typeof value === 'bigint' ? Number(value) : value;
+  if (typeof v !== 'number') throw new InputError(`${label} must be a number, got ${describe(given)}`);
+  if (!Number.isFinite(v)) throw new InputError(`${label} must be a finite number, got ${describe(given)}`);
+  if (def.integer && !Number.isInteger(v)) throw new InputError(`${label} must be an integer, got ${v}`);
   const ex = def.exclusive;
-  if (def.min !== undefined && (ex ? v <= def.min : v < def.min)) throw new Error(`${label} must be ${ex ? '>' : '>='} ${def.min}, got ${v}`);
-  if (def.max !== undefined && (ex ? v >= def.max : v > def.max)) throw new Error(`${label} must be ${ex ? '<' : '<='} ${def.max}, got ${v}`);
+  if (def.min !== undefined && (ex ? v <= def.min : v < def.min)) throw new InputError(`${label} must be ${ex ? '>' : '>='} ${def.min}, got ${v}`);
+  if (def.max !== undefined && (ex ? v >= def.max : v > def.max)) throw new InputError(`${label} must be ${ex ? '<' : '<='} ${def.max}, got ${v}`);
   return v;
 }
 
+/** Text typed for a parameter, read as its declared kind: a number, a comma-separated list, or the text itself. */
+function parseGivenText(label: string, def: ParamDef, text: string): unknown {
+  const number = (t: string, at: string) => {
+    const v = t.trim() === '' ? NaN : Number(t.trim());
+    if (!Number.isFinite(v)) throw new InputError(`${at} must be a finite number, got '${t}'`);
+    return v;
+  };
+  if (def.kind === 'number') return number(text, label);
+  if (def.kind !== 'list') return text;
+  const items = text.trim() === '' ? [] : text.split(',').map((s) => s.trim());
+  return def.of === 'number' ? items.map((t, i) => number(t, `${label}[${i}]`)) : items;
+}
+
 function checkList(label: string, def: ListParam, value: unknown): readonly number[] | readonly string[] {
-  // --set gives text: "a,b,c" (an empty text is the empty list)
-  const items = typeof value === 'string' ? (value.trim() === '' ? [] : value.split(',').map((s) => s.trim())) : value;
-  if (!Array.isArray(items) && !ArrayBuffer.isView(items)) throw new Error(`${label} must be a list of ${def.of}s, got ${describe(value)}`);
-  const arr = Array.from(items as ArrayLike<unknown>);
-  if (arr.length > def.maxLength) throw new Error(`${label} takes at most ${def.maxLength} entries, got ${arr.length}`);
+  if (!Array.isArray(value) && !ArrayBuffer.isView(value)) throw new InputError(`${label} must be a list of ${def.of}s, got ${describe(value)}`);
+  const arr = Array.from(value as ArrayLike<unknown>);
+  if (arr.length > def.maxLength) throw new InputError(`${label} takes at most ${def.maxLength} entries, got ${arr.length}`);
   if (def.of === 'string') {
     const bad = arr.findIndex((s) => typeof s !== 'string' || s === '');
-    if (bad >= 0) throw new Error(`${label}[${bad}] must be a non-empty name, got ${describe(arr[bad])}`);
+    if (bad >= 0) throw new InputError(`${label}[${bad}] must be a non-empty name, got ${describe(arr[bad])}`);
     return arr as string[];
   }
   return arr.map((x, i) => {
-    const v = typeof x === 'string' && x.trim() !== '' ? Number(x) : x;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${label}[${i}] must be a finite number, got ${describe(x)}`);
+    const v = x instanceof GivenText ? parseGivenText(`${label}[${i}]`, { kind: 'number', default: 0, doc: '' }, x.text) : x;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${label}[${i}] must be a finite number, got ${describe(x)}`);
     return v;
   });
 }
 
-function describe(value: unknown): string {
-  if (typeof value === 'bigint') return `${value}`;
-  const text = JSON.stringify(value);
-  return text === undefined ? String(value) : text.length > 80 ? `${text.slice(0, 77)}...` : text;
+/** A value as the user gave it, short: text quoted, numbers as written (NaN, Infinity), a string's type named where a number was due. */
+export function describe(value: unknown): string {
+  if (value instanceof GivenText) return `'${clip(value.text)}'`;
+  if (typeof value === 'bigint' || typeof value === 'number' || typeof value === 'boolean') return `${value}${typeof value === 'boolean' ? ' (a boolean)' : ''}`;
+  if (typeof value === 'string') return `${clip(JSON.stringify(value))} (text)`;
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return `a list of ${value.length}`;
+  if (typeof value === 'object') return 'a map';
+  return String(value);
 }
+
+const clip = (text: string) => (text.length > 80 ? `${text.slice(0, 77)}...` : text);
 
 /** Defaults, then per-context defaults, then overrides; unknown keys are errors. */
 export function resolveParams<S extends Schema>(
@@ -134,8 +174,12 @@ export function resolveParams<S extends Schema>(
   for (const [k, def] of Object.entries(schema)) out[k] = def.default as ParamValue;
   for (const source of [contextDefaults, overrides]) {
     for (const [k, v] of Object.entries(source)) {
-      const def = schema[k];
-      if (!def) throw new Error(`unknown ${label} parameter '${k}' (known: ${Object.keys(schema).join(', ')})`);
+      // own keys only: 'constructor' or '__proto__' is no parameter
+      const def = Object.hasOwn(schema, k) ? schema[k] : undefined;
+      if (!def) {
+        const hit = nearestName(k, Object.keys(schema));
+        throw new InputError(`unknown ${label} parameter '${clip(k)}'${hit ? ` (did you mean '${hit}'?)` : ''} (known: ${Object.keys(schema).join(', ')})`);
+      }
       out[k] = checkValue(`${label}.${k}`, def, v);
     }
   }
@@ -251,14 +295,25 @@ function sameValue(a: ParamValue, b: ParamValue | undefined): boolean {
   return a === b;
 }
 
+/** Longer names get no suggestion: the edit distance costs their length squared, and no parameter is named that long. */
+export const SUGGESTION_MAX_LENGTH = 64;
+/** The longest parameter name accepted at all (anything longer is refused unread). */
+export const PARAMETER_NAME_MAX_LENGTH = 200;
+
 /** "unknown parameter 'x'", with "(did you mean 'y'?)" for a near miss among the known keys. */
 export function unknownParameter(key: string, known: readonly string[]): string {
-  const lower = key.toLowerCase();
-  const hit = known.find((k) => k.toLowerCase() === lower || k.toLowerCase().endsWith(`.${lower}`))
-    ?? known.find((k) => editDistance(k.toLowerCase(), lower) <= 2);
+  if (key.length > PARAMETER_NAME_MAX_LENGTH) return `unknown parameter '${key.slice(0, 40)}...' (${key.length} characters; no parameter name is longer than ${PARAMETER_NAME_MAX_LENGTH})`;
+  const hit = nearestName(key, known);
   return `unknown parameter '${key}'${hit ? ` (did you mean '${hit}'?)` : ''}`;
 }
 
+/** The known name a short name most likely meant: same but for case, its last part, or at most two edits away. */
+export function nearestName(key: string, known: readonly string[]): string | undefined {
+  if (key.length > SUGGESTION_MAX_LENGTH) return undefined;
+  const lower = key.toLowerCase();
+  return known.find((k) => k.toLowerCase() === lower || k.toLowerCase().endsWith(`.${lower}`))
+    ?? known.find((k) => Math.abs(k.length - key.length) <= 2 && editDistance(k.toLowerCase(), lower) <= 2);
+}
 function editDistance(a: string, b: string): number {
   let row = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {

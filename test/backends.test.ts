@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { CpuBackend } from '../src/kernels/cpu.js';
+import { webgpuMissing } from './support/webgpu.js';
 import { WebGpuBackend } from '../src/kernels/webgpu.js';
 import { MODELS } from '../src/models/index.js';
 import { Rng } from '../src/random.js';
@@ -27,13 +28,9 @@ describe('CPU worker pool', () => {
 describe('WebGPU kernels (f32) against the f64 CPU kernels', function () {
   let available = true;
   before(async function () {
-    try {
-      await WebGpuBackend.create(model('pendulum'));
-    } catch (e) {
-      if (process.env.TEMPERED_MPC_REQUIRE_WEBGPU === '1') throw e;
-      available = false;
-      console.log(`      skipping WebGPU tests: ${(e as Error).message}`);
-    }
+    const missing = await webgpuMissing();
+    available = missing === undefined;
+    if (!available) console.log(`      skipping WebGPU tests: ${missing}`);
   });
 
   for (const name of MODELS.keys()) {

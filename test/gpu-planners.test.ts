@@ -5,6 +5,7 @@ import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
 import { MPC_TSMC_PARAMS, MppiPlanner, PlanRequest } from '../src/controller/receding.js';
 import { PHILOX_WGSL, philox4x32, philoxNormals } from '../src/kernels/philox.js';
 import { gpuContext, WebGpuBackend } from '../src/kernels/webgpu.js';
+import { webgpuMissing } from './support/webgpu.js';
 import { resolveParams } from '../src/params.js';
 import { MODELS } from '../src/models/index.js';
 import { MPPI_PARAMS } from '../src/planners/mppi.js';
@@ -28,13 +29,9 @@ describe('Philox 4x32-10 (TypeScript reference)', () => {
 describe('GPU-resident planners (WebGPU, f32)', function () {
   let available = true;
   before(async function () {
-    try {
-      await gpuContext();
-    } catch (e) {
-      if (process.env.TEMPERED_MPC_REQUIRE_WEBGPU === '1') throw e;
-      available = false;
-      console.log(`      skipping GPU planner tests: ${(e as Error).message}`);
-    }
+    const missing = await webgpuMissing();
+    available = missing === undefined;
+    if (!available) console.log(`      skipping GPU planner tests: ${missing}`);
   });
   beforeEach(function () {
     if (!available) this.skip();

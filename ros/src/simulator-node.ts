@@ -167,9 +167,9 @@ export class SimulatorNode {
   private applyParameters(): void {
     const changes = this.live.takePending();
     if (!changes) return;
-    const simKeys = Object.entries(changes).filter(([k]) => k in SIM_PARAMS);
+    const simKeys = Object.entries(changes).filter(([k]) => Object.hasOwn(SIM_PARAMS, k));
     Object.assign(this.sim.params, Object.fromEntries(simKeys));
-    const nodeKeys = Object.entries(changes).filter(([k]) => k in SIM_NODE_PARAMS);
+    const nodeKeys = Object.entries(changes).filter(([k]) => Object.hasOwn(SIM_NODE_PARAMS, k));
     Object.assign(this.nodeParams, Object.fromEntries(nodeKeys));
   }
 }

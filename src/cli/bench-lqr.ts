@@ -38,7 +38,13 @@ export const benchLqrCommand: Command = {
     const goal = [...model.goal];
     const uEq = new Array<number>(model.controlDim).fill(0);
     const noise = new Array<number>(model.noiseDim).fill(0);
-    const { K } = lqr((x, u) => def.step(x, u, noise, model.params as never), goal, uEq, q, new Array<number>(model.controlDim).fill(r));
+    let K: number[][];
+    try {
+      ({ K } = lqr((x, u) => def.step(x, u, noise, model.params as never), goal, uEq, q, new Array<number>(model.controlDim).fill(r)));
+    } catch (e) {
+      // the yardstick is state feedback about an equilibrium: a plant whose goal is none has no LQR to compare with
+      throw new UsageError(`not applicable to ${model.name}: its goal is not a stabilisable equilibrium of the linearised plant (${(e as Error).message.replace(/^lqrCostToGo: /, '')})`);
+    }
     const names = physicalNames(model);
     const periodS = controlPeriodS(params.controller.rateHz, model.dtS);
     const seeds = optionalInteger(values, 'seeds', 20, 1);

@@ -1,10 +1,9 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RunSummary, runLoop } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';
-import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, optionalInteger, printJson, stringOpt, table } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, printJson, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 
@@ -21,6 +20,7 @@ export const benchMpcCommand: Command = {
   async run(values) {
     const { system, params, durationS, lockstep } = runOptions(values);
     const seeds = optionalInteger(values, 'seeds', 20, 1);
+    const out = outputFolder(values, `bench-mpc-${system}`);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const runs: ({ seed: number } & RunSummary)[] = [];
     for (let seed = 0; seed < seeds; seed++) {
@@ -43,8 +43,6 @@ export const benchMpcCommand: Command = {
       deadlineMisses: runs.reduce((s, r) => s + r.deadlineMisses, 0),
       runs,
     };
-    const out = stringOpt(values, 'out') ?? join('runs', `bench-mpc-${system}-${timestamp()}`);
-    mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'results.json'), `${JSON.stringify({ ...result, params }, null, 1)}\n`);
     if (values.json) return printJson({ ...result, out });
     console.log(table(runs.map((r) => [r.seed, String(r.success), r.timeToGoalS ?? '-', r.heldFraction === null ? '-' : `${(100 * r.heldFraction).toFixed(0)}%`, r.finalError, r.solveMs.p50, r.solveMs.p99, r.deadlineMisses]),

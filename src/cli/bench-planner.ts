@@ -1,16 +1,16 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { buildPlanner, PlannerSpec } from '../controller/planner-spec.js';
 import { MPC_TSMC_PARAMS } from '../controller/receding.js';
 import { parseBackend, WebGpuBackend } from '../kernels/index.js';
+import { gpuContext } from '../kernels/webgpu.js';
 import { modelDefinition } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { resolveParams } from '../params.js';
 import { MPPI_PARAMS } from '../planners/mppi.js';
 import { quantile } from '../samplers/stats.js';
-import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, optionalInteger, parseInteger, parseOverrides, printJson, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, MAX_THREADS, optionalInteger, parseInteger, parseOverrides, printJson, stringOpt, table, UsageError, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 
 /** MPPI-Generic's published grid (samples x 100 steps, one iteration per optimisation) and the figures beside it [ms]. */
@@ -33,7 +33,7 @@ export const benchPlannerCommand: Command = {
     samples: { type: 'string', description: 'MPPI samples M (TSMC: particles N), a comma-separated list (default the planner\'s)', valueName: 'M' },
     steps: { type: 'string', description: 'horizon T in model steps (default the system\'s)', valueName: 'T' },
     iterations: { type: 'string', description: 'MPPI iterations per optimisation (default the planner\'s)', valueName: 'J' },
-    backend: { type: 'string', description: 'cpu or webgpu (default webgpu)', valueName: 'NAME' },
+    backend: { type: 'string', description: 'cpu or webgpu (default webgpu where an adapter is found, else cpu)', valueName: 'NAME' },
     'gpu-path': { type: 'string', description: 'webgpu: resident (whole iterations on the GPU, default), rollouts (planner on the CPU, GPU rollouts: the path before), or resident,rollouts (timed interleaved, with their ratio)', valueName: 'PATH' },
     preset: { type: 'string', description: 'mppi-generic: M in {2048, 8192, 16384}, T = 100, J = 1, beside the published figures', valueName: 'NAME' },
     repeats: { type: 'string', description: 'timed optimisations per size (default 50; 5 warm-up ones run first)', valueName: 'N' },
@@ -46,11 +46,12 @@ export const benchPlannerCommand: Command = {
     const planner = stringOpt(values, 'planner') ?? 'mppi';
     if (planner !== 'mppi' && planner !== 'tsmc') throw new UsageError(`--planner must be mppi or tsmc, got '${planner}'`);
     const presetName = stringOpt(values, 'preset');
-    if (presetName !== undefined && !(presetName in PRESETS)) throw new UsageError(`unknown --preset '${presetName}' (known: ${Object.keys(PRESETS).join(', ')})`);
+    if (presetName !== undefined && !Object.hasOwn(PRESETS, presetName)) throw new UsageError(`unknown --preset '${presetName}' (known: ${Object.keys(PRESETS).join(', ')})`);
     const preset = presetName ? PRESETS[presetName as keyof typeof PRESETS] : undefined;
     const system = stringOpt(values, 'system') ?? 'pendulum';
     const def = modelDefinition(system);
-    const backend = parseBackend(stringOpt(values, 'backend') ?? 'webgpu');
+    const out = outputFolder(values, 'bench-planner');
+    const backend = await chooseBackend(stringOpt(values, 'backend'));
     const paths = (stringOpt(values, 'gpu-path') ?? 'resident').split(',').map((p) => p.trim()) as ('resident' | 'rollouts')[];
     for (const p of paths) if (p !== 'resident' && p !== 'rollouts') throw new UsageError(`--gpu-path takes resident, rollouts or both (comma-separated), got '${p}'`);
     if (backend === 'cpu' && paths.length > 1) throw new UsageError('--gpu-path with two paths needs --backend webgpu');
@@ -63,7 +64,7 @@ export const benchPlannerCommand: Command = {
       ? samplesText.split(',').map((s) => parseInteger('--samples', s.trim(), 2))
       : preset ? [...preset.samples] : [undefined];
     const repeats = optionalInteger(values, 'repeats', 50, 1);
-    const threads = optionalInteger(values, 'threads', 0, 0);
+    const threads = optionalInteger(values, 'threads', 0, 0, MAX_THREADS, `this machine has ${MAX_THREADS} cores`);
     const overrides: Record<string, unknown> = parseOverrides(values.set as string[] | undefined);
     let model;
     try {
@@ -123,8 +124,6 @@ export const benchPlannerCommand: Command = {
       planner, system, backend, device, preset: presetName ?? null, repeats, rows,
       published: presetName === 'mppi-generic' ? PUBLISHED_MS : undefined,
     };
-    const out = stringOpt(values, 'out') ?? join('runs', `bench-planner-${timestamp()}`);
-    mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
     if (values.json) return printJson({ ...result, out });
     const f = (v: number | null, digits = 1) => (v === null ? '-' : v.toFixed(digits));
@@ -142,3 +141,21 @@ export const benchPlannerCommand: Command = {
     console.log(`wrote ${join(out, 'results.json')}`);
   },
 };
+
+/** --backend as given; without it the GPU where an adapter is found, else the CPU (said on stderr: a bench must say what it measured). */
+async function chooseBackend(given: string | undefined): Promise<'cpu' | 'webgpu'> {
+  if (given !== undefined) {
+    try {
+      return parseBackend(given);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  try {
+    await gpuContext();
+    return 'webgpu';
+  } catch (e) {
+    console.error(`bench planner: no WebGPU adapter (${(e as Error).message.split('.')[0]}): measuring the CPU planners; --backend webgpu insists`);
+    return 'cpu';
+  }
+}

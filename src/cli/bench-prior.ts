@@ -1,12 +1,11 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lineChart, Series } from '../plot/svg.js';
 import { loadCheckpoint } from '../prior/checkpoint.js';
 import { runLoop } from '../run/loop.js';
 import { assemble, controllerParameterTable, resolveRunParams, RunParams } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';
-import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOpt, table, UsageError, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 
@@ -59,6 +58,7 @@ export const benchPriorCommand: Command = {
     const partsAt = optionalInteger(values, 'parts-at', 64, 0);
     const baselineH = optionalInteger(values, 'baseline-horizon', 0, 0);
     const seeds = optionalInteger(values, 'seeds', 20, 1);
+    const out = outputFolder(values, `bench-prior-${system}`);
     const configs: { horizon: number; samples: number; variant: Variant; prior?: string }[] = [];
     for (const dir of priors) {
       let horizon: number;
@@ -100,8 +100,6 @@ export const benchPriorCommand: Command = {
       });
     }
     bar.done();
-    const out = stringOpt(values, 'out') ?? join('runs', `bench-prior-${system}-${timestamp()}`);
-    mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'results.json'), `${JSON.stringify({ system, seeds, durationS, cells, params: base.params }, null, 1)}\n`);
     writeFileSync(join(out, 'prior-benefit.svg'), benefitChart(system, cells));
     if (values.json) return printJson({ system, seeds, durationS, cells, out });

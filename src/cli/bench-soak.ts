@@ -1,14 +1,14 @@
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { blockPlannerThread, PlannerThread } from '../controller/planner-thread.js';
 import type { PlanRequest, PlanResult, RecedingPlanner } from '../controller/receding.js';
 import { Rng } from '../random.js';
 import { RunSummary, runLoop } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
-import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, optionalInteger, printJson, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, printJson, table, UsageError, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
+import { shutdown } from './shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 
 /**
@@ -67,6 +67,9 @@ function coreLoad(): ChildProcess {
   return spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' });
 }
 
+/** A soak keeps no per-tick records, so it may run a day. */
+const SOAK_MAX_DURATION_S = 86_400;
+
 export const benchSoakCommand: Command = {
   name: 'bench soak',
   summary: 'Real-time soak with injected faults (sensor outages, NaN bursts, planner exceptions and stalls, parameter changes every few seconds, optional CPU load): command-period jitter, deadline misses, fallbacks by reason, heap and RSS over time.',
@@ -78,12 +81,14 @@ export const benchSoakCommand: Command = {
     out: { type: 'string', description: 'where to write results.json (default runs/bench-soak-SYSTEM-TIME)', valueName: 'DIR' },
     json: JSON_OPTION,
   },
+  interruptible: true,
   async run(values) {
-    const { system, params, durationS, lockstep } = runOptions(values);
+    const { system, params, durationS, lockstep } = runOptions(values, SOAK_MAX_DURATION_S);
     if (lockstep) throw new UsageError('bench soak runs in real time: drop --lockstep');
     const faults = !values['no-faults'];
     const load = optionalInteger(values, 'load', 0, 0);
     if (load > 16) throw new UsageError(`--load must be <= 16, got ${load}`);
+    const out = outputFolder(values, `bench-soak-${system}`);
     let simTimeS = 0;
     let periodS = 0;
     let thread: PlannerThread | undefined;
@@ -104,7 +109,7 @@ export const benchSoakCommand: Command = {
     let jitterMs: RunSummary['commandJitterMs'] = null;
     try {
       const { summary } = await runLoop(sim, session, {
-        durationS, lockstep: false, keepRecords: false,
+        durationS, lockstep: false, keepRecords: false, signal: shutdown.signal,
         measurementFilter: faults ? (t, y) => {
           simTimeS = t;
           if (within(t, SCHEDULE.sensorOutage.everyS, SCHEDULE.sensorOutage.forS)) return undefined;
@@ -112,7 +117,7 @@ export const benchSoakCommand: Command = {
           return y;
         } : undefined,
         onTick: (r, k, total) => {
-          const key = r.tick.mode === 'ok' ? 'ok' : `${r.tick.mode}: ${r.tick.reason.replace(/[\d.]+/g, '#').slice(0, 70)}`;
+          const key = r.tick.mode === 'ok' ? 'ok' : `${r.tick.mode}: ${r.tick.reason.replace(/[\d.]+/g, '#')}`;
           modes.set(key, (modes.get(key) ?? 0) + 1);
           if (faults && r.timeS - lastChange >= SCHEDULE.parameterChange.everyS) {
             lastChange = r.timeS;
@@ -143,14 +148,18 @@ export const benchSoakCommand: Command = {
       session.dispose();
       bar.done();
     }
+    if (shutdown.received) console.error(`interrupted (${shutdown.received}) after ${session.controller.counters.ticks} ticks: results.json holds the soak up to it`);
     const periodMs = 1000 * session.periodS;
     const c = session.controller.counters;
     // memory after the first minute (or the first tenth) against the end: the warm-up allocates
     const settled = memory.filter((m) => m.timeS >= Math.min(60, durationS / 10));
-    const first = settled[0] ?? memory[0];
-    const last = memory.at(-1)!;
+    const none: MemorySample = { timeS: NaN, rssMB: NaN, heapMB: NaN, heapCommittedMB: NaN, plannerHeapMB: NaN, plannerHeapCommittedMB: NaN };
+    const first = settled[0] ?? memory[0] ?? none;
+    const last = memory.at(-1) ?? none;
     const result = {
       system, planner: session.planner.name, durationS, faults, load, periodMs,
+      // a signal ends the soak early: the figures cover the ticks up to it
+      interrupted: shutdown.received ?? null,
       jitterMs: jitterMs ?? { p50: NaN, p99: NaN, max: NaN },
       ticks: c.ticks, deadlineMisses: c.deadlineMisses, plannerErrors: c.plannerErrors, rejectedStates: c.rejectedStates, staleTicks: c.staleTicks,
       modes: Object.fromEntries([...modes].sort((a, b) => b[1] - a[1])),
@@ -159,8 +168,6 @@ export const benchSoakCommand: Command = {
         plannerHeapChange: last.plannerHeapMB / first.plannerHeapMB - 1, samples: memory,
       },
     };
-    const out = stringOpt(values, 'out') ?? join('runs', `bench-soak-${system}-${timestamp()}`);
-    mkdirSync(out, { recursive: true });
     writeFileSync(join(out, 'results.json'), `${JSON.stringify(result, null, 1)}\n`);
     if (values.json) return printJson({ ...result, memory: { ...result.memory, samples: undefined }, out });
     console.log(`${result.planner} on ${system}, ${durationS} s real time, faults ${faults ? 'on' : 'off'}, load ${load}: ${c.ticks} ticks of ${periodMs.toFixed(1)} ms`);

@@ -1,21 +1,17 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend } from '../kernels/index.js';
 import { readout } from '../models/model.js';
 import { PlannerName, PLANNER_NAMES, resolvePlannerParams, solve, SOLVE_SCHEMAS, SolveResult } from '../planners/solve.js';
 import { boxPlot, lineChart, Panel } from '../plot/svg.js';
 import { quantile } from '../samplers/stats.js';
-import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, stringOpt, table, UsageError, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 
 const METHOD_LABEL: Record<PlannerName, string> = {
   tsmc: 'TSMC', nuts: 'Parallel-NUTS', mala: 'Parallel-MALA', mppi: 'Parallel-MPPI', gradient: 'Multi-start Adam',
 };
-
-export function timestamp(): string {
-  return new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '');
-}
 
 export const benchToCommand: Command = {
   name: 'bench to',
@@ -49,8 +45,8 @@ export const benchToCommand: Command = {
       }
     };
     const allParams = Object.fromEntries(methods.map((m) => [m, paramsFor(m)]));
+    const out = outputFolder(values, `bench-to-${model.name}`);
     const backend = await createBackend(model, backendFromOptions(values));
-    const out = stringOpt(values, 'out') ?? join('runs', `bench-to-${model.name}-${timestamp()}`);
 
     const results: SolveResult[] = [];
     for (const m of methods) {
@@ -70,7 +66,6 @@ export const benchToCommand: Command = {
       finalState: r.bestStates[r.bestStates.length - 1] ?? [],
     }));
 
-    mkdirSync(out, { recursive: true });
     const spread = Math.max(...summary.map((s) => s.p90)) / Math.max(1e-9, Math.min(...summary.map((s) => s.best)));
     writeFileSync(join(out, 'costs.svg'), boxPlot(
       `${model.name}: final particle costs (N=${results[0]?.particles}, seed ${seed})`, 'trajectory cost',

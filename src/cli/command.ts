@@ -1,7 +1,12 @@
+import { accessSync, constants, existsSync, mkdirSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
+import { InputError } from '../input-error.js';
+import { GivenText, nearestName, keyedRecord } from '../params.js';
 
 /** A usage or input error: printed as one line, exit code 2. */
-export class UsageError extends Error {}
+export class UsageError extends InputError {}
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -18,6 +23,10 @@ export interface Command {
   options: Record<string, OptionSpec>;
   /** How many positional arguments the command takes (default none). */
   maxPositionals?: number;
+  /** ends its work early and writes what it has on SIGINT/SIGTERM (shutdown.signal); other commands are ended at once */
+  interruptible?: boolean;
+  /** how long an interruptible command may take to finish after the first signal (default INTERRUPT_GRACE_S) */
+  interruptGraceS?: number;
   run(values: Record<string, unknown>, positionals: string[]): Promise<void>;
 }
 
@@ -40,14 +49,42 @@ export function parseCommandArgs(cmd: Command, argv: string[]) {
   }
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: joinNegativeValues(argv, options), options, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new UsageError(`${(e as Error).message.split('\n')[0]} (see tempered-mpc ${cmd.name} --help)`);
+    const err = e as Error & { code?: string };
+    const flag = /'([^']*)'/.exec(err.message)?.[1];
+    if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag !== undefined) {
+      const hit = nearestName(flag.replace(/^-+/, ''), Object.keys(options));
+      throw new UsageError(`unknown option '${flag}'${hit ? ` (did you mean '--${hit}'?)` : ''} (see tempered-mpc ${cmd.name} --help)`);
+    }
+    if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag !== undefined) {
+      const name = flag.replace(/^-+/, '').split(/[ =]/)[0];
+      throw new UsageError(options[name]?.type === 'boolean' ? `--${name} takes no value (see tempered-mpc ${cmd.name} --help)` : `--${name} needs a value (see tempered-mpc ${cmd.name} --help)`);
+    }
+    throw new UsageError(`${err.message.split('\n')[0]} (see tempered-mpc ${cmd.name} --help)`);
   }
   if (parsed.positionals.length > (cmd.maxPositionals ?? 0)) {
     throw new UsageError(`unexpected argument '${parsed.positionals[cmd.maxPositionals ?? 0]}' (see tempered-mpc ${cmd.name} --help)`);
   }
   return parsed;
+}
+
+/**
+ * `--x0 -1,0` and `--duration -5`: a value that starts with '-' followed by a
+ * number is the option's value, not another option (the argument parser
+ * would call it ambiguous); such pairs become `--x0=-1,0`.
+ */
+function joinNegativeValues(argv: string[], options: Record<string, { type: 'string' | 'boolean' }>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].startsWith('--') && !argv[i].includes('=') ? argv[i].slice(2) : undefined;
+    const next = argv[i + 1];
+    if (name !== undefined && options[name]?.type === 'string' && next !== undefined && /^-(\d|\.\d|inf)/i.test(next)) {
+      out.push(`${argv[i]}=${next}`);
+      i++;
+    } else out.push(argv[i]);
+  }
+  return out;
 }
 
 export function stringOpt(values: Record<string, unknown>, name: string): string | undefined {
@@ -68,17 +105,21 @@ export function parseNumber(label: string, text: string): number {
   return v;
 }
 
-export function parseInteger(label: string, text: string, min: number): number {
+export function parseInteger(label: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER, why = ''): number {
   const v = parseNumber(label, text);
   if (!Number.isInteger(v) || v < min) throw new UsageError(`${label} must be an integer >= ${min}, got '${text}'`);
+  if (v > max) throw new UsageError(`${label} must be at most ${max}${why ? ` (${why})` : ''}, got '${text}'`);
   return v;
 }
 
-/** An optional integer flag: its default when absent, else an integer >= min (or a usage error). */
-export function optionalInteger(values: Record<string, unknown>, name: string, fallback: number, min: number): number {
+/** An optional integer flag: its default when absent, else an integer in [min, max] (or a usage error saying why the cap). */
+export function optionalInteger(values: Record<string, unknown>, name: string, fallback: number, min: number, max?: number, why?: string): number {
   const text = stringOpt(values, name);
-  return text === undefined ? fallback : parseInteger(`--${name}`, text, min);
+  return text === undefined ? fallback : parseInteger(`--${name}`, text, min, max, why);
 }
+
+/** Most threads a --threads flag may start: one per core (more only share the cores). */
+export const MAX_THREADS = availableParallelism();
 
 export function parseVector(label: string, text: string, length: number): number[] {
   const parts = text.split(',');
@@ -86,13 +127,13 @@ export function parseVector(label: string, text: string, length: number): number
   return parts.map((p, i) => parseNumber(`${label}[${i}]`, p));
 }
 
-/** --set key=value pairs; values stay text until the parameter's schema checks them. */
-export function parseOverrides(pairs: string[] | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+/** --set key=value pairs; values stay text (GivenText) until the parameter's declaration reads them. */
+export function parseOverrides(pairs: string[] | undefined): Record<string, GivenText> {
+  const out: Record<string, GivenText> = keyedRecord();
   for (const pair of pairs ?? []) {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new UsageError(`--set expects key=value, got '${pair}'`);
-    out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+    out[pair.slice(0, eq).trim()] = new GivenText(pair.slice(eq + 1).trim());
   }
   return out;
 }
@@ -112,4 +153,53 @@ export function formatNumber(v: number): string {
   if (Number.isInteger(v)) return String(v);
   const a = Math.abs(v);
   return a !== 0 && (a < 1e-3 || a >= 1e6) ? v.toExponential(3) : v.toFixed(4).replace(/\.?0+$/, '');
+}
+
+/** A folder name for a run's output: runs/NAME-2026-12-02T13-25-36 (NAME empty: the time alone). */
+export function timestamp(): string {
+  return new Date().toISOString().slice(0, 19).replace(/:/g, '-');
+}
+
+/**
+ * The output folder (--out, else runs/NAME-TIMESTAMP), made and checked
+ * before any work starts: an empty name, a name too long for the file
+ * system, a file in the way, a place that cannot hold a folder (/proc, a
+ * read-only disk) are refused in one line naming what was given.
+ */
+export function outputFolder(values: Record<string, unknown>, name: string): string {
+  const given = stringOpt(values, 'out');
+  const out = given ?? join('runs', name ? `${name}-${timestamp()}` : timestamp());
+  const label = `--out '${out.length > 60 ? `${out.slice(0, 57)}...` : out}'`;
+  if (out.trim() === '') throw new UsageError('--out must name a folder, got an empty text');
+  const long = out.split(sep).find((part) => Buffer.byteLength(part) > 255);
+  if (long !== undefined) throw new UsageError(`${label}: the name '${long.slice(0, 20)}...' has ${Buffer.byteLength(long)} bytes; a file system takes at most 255`);
+  try {
+    makeFolders(out);
+    if (!statSync(out).isDirectory()) throw Object.assign(new Error('not a folder'), { code: 'ENOTDIR' });
+    accessSync(out, constants.W_OK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why: Record<string, string> = {
+      EEXIST: 'a file of that name is in the way', ENOTDIR: 'a file is in the way (not a folder)', EACCES: 'permission denied', EPERM: 'permission denied',
+      EROFS: 'the file system is read-only', ENOENT: 'it cannot be made there', ENAMETOOLONG: 'the name is too long', ENOSPC: 'no space left',
+    };
+    throw new UsageError(`${label}: cannot write there (${code ? `${why[code] ?? code}` : (e as Error).message})`);
+  }
+  return out;
+}
+
+/**
+ * mkdir -p, one level at a time: Node's own recursive mkdir spins forever
+ * where a parent exists but refuses children (/proc/foo answers ENOENT).
+ */
+function makeFolders(path: string): void {
+  const missing: string[] = [];
+  let at = resolve(path);
+  while (!existsSync(at)) {
+    missing.push(at);
+    const parent = dirname(at);
+    if (parent === at) break;
+    at = parent;
+  }
+  for (const folder of missing.reverse()) mkdirSync(folder);
 }

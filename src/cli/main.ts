@@ -8,7 +8,9 @@ import { benchMpcCommand } from './bench-mpc.js';
 import { benchPriorCommand } from './bench-prior.js';
 import { benchPlannerCommand } from './bench-planner.js';
 import { benchToCommand } from './bench-to.js';
-import { Command, helpText, parseCommandArgs, UsageError } from './command.js';
+import { Command, helpText, parseCommandArgs } from './command.js';
+import { shutdown } from './shutdown.js';
+import { isInputError } from '../input-error.js';
 import { paramsCommand } from './params.js';
 import { rolloutCommand } from './rollout.js';
 import { runCommand } from './run.js';
@@ -45,12 +47,18 @@ export async function main(argv: string[]): Promise<number> {
   }
   const found = findCommand(argv);
   if (!found) {
-    const group = COMMANDS.filter((c) => c.name.startsWith(`${argv[0]} `)).map((c) => c.name);
-    const hint = group.length ? `; try: ${group.join(', ')}` : '';
+    const group = COMMANDS.filter((c) => c.name.startsWith(`${argv[0]} `));
+    // `bench --help`: the group's commands
+    if (group.length && (argv.length === 1 || argv[1] === '--help' || argv[1] === '-h')) {
+      console.log([`usage: tempered-mpc ${argv[0]} COMMAND [options]   (tempered-mpc ${argv[0]} COMMAND --help for details)`, '', 'commands:', ...group.map((c) => `  ${c.name.padEnd(16)} ${c.summary}`)].join('\n'));
+      return argv.length === 1 ? 2 : 0;
+    }
+    const hint = group.length ? `; try: ${group.map((c) => c.name).join(', ')}` : '';
     console.error(`tempered-mpc: error: unknown command '${argv.slice(0, group.length ? 2 : 1).join(' ')}'${hint} (see tempered-mpc --help)`);
     return 2;
   }
   const { cmd, rest } = found;
+  shutdown.install(cmd.interruptible === true, (code) => process.exit(code), cmd.interruptGraceS);
   try {
     const { values, positionals } = parseCommandArgs(cmd, rest);
     if (values.help) {
@@ -58,13 +66,13 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     await cmd.run(values, positionals);
-    return 0;
+    return shutdown.signalExitCode ?? 0;
   } catch (e) {
-    const usage = e instanceof UsageError;
+    const input = isInputError(e);
     const message = (e as Error).message ?? String(e);
     console.error(`tempered-mpc ${cmd.name}: error: ${message.split('\n')[0]}`);
-    if (!usage && process.env.TEMPERED_MPC_DEBUG) console.error((e as Error).stack);
-    return usage ? 2 : 1;
+    if (!input && process.env.TEMPERED_MPC_DEBUG) console.error((e as Error).stack);
+    return shutdown.signalExitCode ?? (input ? 2 : 1);
   }
 }
 
@@ -74,6 +82,8 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   throw e;
 });
 
-main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
+// Every way out ends here: the closers run, then the process exits (a worker or socket left open cannot keep it alive).
+main(process.argv.slice(2)).then(async (code) => {
+  await shutdown.close();
+  process.exit(code);
 });

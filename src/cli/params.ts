@@ -28,6 +28,7 @@ export const paramsCommand: Command = {
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
+    if (values.yaml && values.json) throw new UsageError('--yaml and --json each choose the output: give one');
     if (values.yaml) {
       const header = [`# Every parameter of the tempered-mpc nodes for ${system}, at its value (tempered-mpc params --system ${system} --yaml).`,
         '# Delete what you do not change; the values are the MPC defaults of this system.'];

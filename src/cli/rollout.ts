@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { keyedRecord } from '../params.js';
 import { createBackend, parseBackend } from '../kernels/index.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, readout, resolveModel } from '../models/model.js';
@@ -15,9 +16,13 @@ export const SET_OPTION = { type: 'string', description: 'override a documented 
 /** Resolves --system and --set into a model, turning lookup errors into usage errors. */
 export function modelFromOptions(values: Record<string, unknown>, extraKeys: ReadonlySet<string> = new Set()): { model: Model; rest: Record<string, unknown> } {
   const overrides = parseOverrides(values.set as string[] | undefined);
-  const modelOverrides: Record<string, string> = {};
-  const rest: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(overrides)) (extraKeys.has(k) ? rest : modelOverrides)[k] = v;
+  const modelOverrides: Record<string, unknown> = keyedRecord();
+  const rest: Record<string, unknown> = keyedRecord();
+  // model keys bare (horizon) or as `run` names them (model.horizon)
+  for (const [k, v] of Object.entries(overrides)) {
+    if (extraKeys.has(k)) rest[k] = v;
+    else modelOverrides[k.startsWith('model.') ? k.slice('model.'.length) : k] = v;
+  }
   try {
     return { model: resolveModel(modelDefinition(requireString(values, 'system')), modelOverrides), rest };
   } catch (e) {
@@ -36,6 +41,8 @@ export function backendFromOptions(values: Record<string, unknown>) {
 /** Parses a JSON array of T rows of m finite numbers, naming the first problem found. */
 export function parseControls(text: string, model: Model, source: string): Float64Array {
   let data: unknown;
+  // a byte-order mark (some editors write one) is not part of the JSON
+  text = text.replace(/^\uFEFF/, '');
   try {
     data = JSON.parse(text);
   } catch (e) {
@@ -49,11 +56,17 @@ export function parseControls(text: string, model: Model, source: string): Float
     const values = typeof row === 'number' && m === 1 ? [row] : row;
     if (!Array.isArray(values) || values.length !== m) throw new UsageError(`${source}: row ${t} must hold ${m} numbers`);
     values.forEach((v: unknown, j) => {
-      if (typeof v !== 'number' || !Number.isFinite(v)) throw new UsageError(`${source}: row ${t} entry ${j} is not a finite number (${JSON.stringify(v)})`);
+      if (typeof v !== 'number') throw new UsageError(`${source}: row ${t} entry ${j} is not a finite number (${JSON.stringify(v)})`);
+      if (!Number.isFinite(v)) throw new UsageError(`${source}: row ${t} entry ${j} is not a finite number (${overflowingLiteral(text) ?? v} overflows a double)`);
       out[t * m + j] = v;
     });
   });
   return out;
+}
+
+/** The first number literal in a JSON text too large for a double (1e999), as written. */
+function overflowingLiteral(text: string): string | undefined {
+  return text.match(/-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?/g)?.find((t) => !Number.isFinite(Number(t)));
 }
 
 function readControls(spec: string, model: Model): Float64Array {

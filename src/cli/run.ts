@@ -1,17 +1,21 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { physicalNames, toPhysical } from '../models/model.js';
-import { runLoop, SimControl, TickRecord } from '../run/loop.js';
+import { RunSummary, runLoop, SimControl, TickRecord } from '../run/loop.js';
 import { readParamsFile } from '../run/params-file.js';
 import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
 import { logTopics, McapLog } from '../telemetry/mcap-log.js';
 import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner } from '../telemetry/server.js';
-import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
+import { shutdown } from './shutdown.js';
 import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 import { modelDefinition } from '../models/index.js';
+import { GivenText, keyedRecord } from '../params.js';
+
+/** The longest run `run` and `bench mpc` take: they keep every tick for the plot (an hour at 50 Hz is 180,000 ticks). */
+export const MAX_DURATION_S = 3600;
 
 /** Options read by runOptions(), shared by `run` and `bench mpc`. */
 export const RUN_OPTIONS: Record<string, OptionSpec> = {
@@ -41,7 +45,9 @@ export const runCommand: Command = {
     token: { type: 'string', description: 'with --serve: the token a change must carry (Authorization: Bearer T); generated when listening beyond loopback', valueName: 'T' },
     json: JSON_OPTION,
   },
+  interruptible: true,
   async run(values) {
+    // everything the user gave is checked before anything starts (a planner thread, a server, a file)
     const { system, params, durationS, lockstep } = runOptions(values);
     const seed = params.controller.seed;
     // --serve, or the telemetryPort parameter (as the ROS node reads it)
@@ -49,69 +55,84 @@ export const runCommand: Command = {
     for (const flag of ['host', 'port', 'token']) if (!serve && values[flag] !== undefined) throw new UsageError(`--${flag} needs --serve`);
     const port = optionalInteger(values, 'port', params.controller.telemetryPort || 8765, 0);
     if (port > 65535) throw new UsageError(`--port must be 0..65535, got ${port}`);
+    const token = stringOpt(values, 'token');
+    if (token !== undefined && token.trim() === '') throw new UsageError('--token must not be empty: a change would then need no token (leave --token out on loopback, or give one)');
+    const encoding = stringOpt(values, 'log-encoding') ?? 'protobuf';
+    if (encoding !== 'protobuf' && encoding !== 'json') throw new UsageError(`--log-encoding must be protobuf or json, got '${encoding}'`);
+    const out = outputFolder(values, '');
     const { session, sim } = await assemble(params, { lockstep });
+    shutdown.onExit(() => session.dispose());
     const topics = logTopics(session.codec.type, session.estimator !== undefined);
     let telemetry: Telemetry | undefined;
     const control = new SimControl();
     if (serve) {
-      try {
-        const served = await serveTelemetry(session, params.controller, topics, {
-          host: stringOpt(values, 'host'), port, token: stringOpt(values, 'token'), simulator: { control, stateNames: physicalNames(session.model) },
-        });
-        telemetry = served.telemetry;
-        // stderr: --json keeps stdout for the result
-        console.error(telemetryBanner(served.telemetry, served.address));
-      } catch (e) {
-        session.dispose();
-        throw e;
-      }
+      const served = await serveTelemetry(session, params.controller, topics, {
+        host: stringOpt(values, 'host'), port, token, simulator: { control, stateNames: physicalNames(session.model) },
+      });
+      telemetry = served.telemetry;
+      shutdown.onExit(() => telemetry?.close());
+      // stderr: --json keeps stdout for the result
+      console.error(telemetryBanner(served.telemetry, served.address));
     }
-    const out = stringOpt(values, 'out') ?? join('runs', timestamp());
-    mkdirSync(out, { recursive: true });
-    const encoding = stringOpt(values, 'log-encoding') ?? 'protobuf';
-    if (encoding !== 'protobuf' && encoding !== 'json') throw new UsageError(`--log-encoding must be protobuf or json, got '${encoding}'`);
     const log = await McapLog.create(join(out, 'run.mcap'), topics, encoding);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
+    // real time: logged at the wall clock (a stall shows in the log), published at the simulated time; lockstep: simulated time alone
+    const wallS = () => (performance.timeOrigin + performance.now()) / 1000;
     // every message goes to the log, and live to any Foxglove client subscribed to its topic
-    const emit = (topic: string, timeS: number, message: object) => {
-      log.write(topic, timeS, message);
+    const emit = (topic: string, timeS: number, message: object, logTimeS: number | undefined) => {
+      void log.write(topic, timeS, message, logTimeS);
       telemetry?.publish(topic, timeS, () => message);
     };
     const onTick = async (r: TickRecord, k: number, total: number) => {
-      if (r.stateMessage) emit('/tempered_mpc/state', r.timeS, r.stateMessage);
+      const at = lockstep ? undefined : wallS();
+      if (r.stateMessage) emit('/tempered_mpc/state', r.timeS, r.stateMessage, at);
       const estimate = session.estimateMessage();
-      if (estimate) emit('/tempered_mpc/state_estimate', r.timeS, estimate);
-      emit('/tempered_mpc/true_state', r.timeS, session.codec.encode(r.state, r.timeS));
-      emit('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick));
-      emit('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick));
-      emit('/tempered_mpc/status', r.timeS, session.statusMessage(r.tick));
+      if (estimate) emit('/tempered_mpc/state_estimate', r.timeS, estimate, at);
+      emit('/tempered_mpc/true_state', r.timeS, session.codec.encode(r.state, r.timeS), at);
+      emit('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick), at);
+      emit('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick), at);
+      emit('/tempered_mpc/status', r.timeS, session.statusMessage(r.tick), at);
       telemetry?.publish(SCENE_TOPIC, r.timeS, () => session.sceneMessage(r.tick));
       telemetry?.observe(r.tick);
       bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
     };
-    const { records, summary } = await runLoop(sim, session, { durationS, lockstep, onTick, control: serve ? control : undefined }).finally(() => telemetry?.close());
-    bar.done();
-    await log.close();
+    let run;
+    try {
+      run = await runLoop(sim, session, { durationS, lockstep, onTick, control: serve ? control : undefined, signal: shutdown.signal });
+    } finally {
+      // an error or a signal still leaves a whole, readable log of everything up to it
+      bar.done();
+      await telemetry?.close();
+      await log.close();
+    }
+    const { records, summary } = run;
+    const interrupted = shutdown.received ?? null;
     const result = {
       success: summary.success,
       timeToGoalS: summary.timeToGoalS,
+      firstInGoalS: summary.firstInGoalS,
       finalError: summary.finalError,
       solveMs: summary.solveMs,
       deadlineMisses: summary.deadlineMisses,
       commandJitterMs: summary.commandJitterMs,
       ticks: summary.ticks,
+      interrupted,
       out,
     };
-    writeFileSync(join(out, 'summary.json'), `${JSON.stringify({ ...result, system, planner: params.controller.planner, seed, lockstep, summary, params }, null, 1)}\n`);
+    writeFileSync(join(out, 'summary.json'), `${JSON.stringify({
+      ...result, system, planner: params.controller.planner, seed, lockstep, summary, params,
+      // what the run ended with, and when each live change took effect (simulated time)
+      paramsAtEnd: session.parameterValues(), parameterChanges: session.parameterChanges, parameterChangeCount: session.parameterChangeCount,
+    }, null, 1)}\n`);
     const model = session.model;
     writeFileSync(join(out, 'run.svg'), runChart(model, records, summary, `${system} / ${params.controller.planner}${lockstep ? ' (lockstep)' : ''}`, session.budgetMs, session.controller.currentReference));
-    session.dispose();
+    if (interrupted) console.error(`interrupted (${interrupted}) at t=${summary.ticks > 0 ? ((summary.ticks - 1) / session.rateHz).toFixed(2) : 0} s of ${durationS} s: the log, summary and plot hold everything up to it`);
     if (values.json) return printJson(result);
     const names = physicalNames(model);
     const final = toPhysical(model, [...session.controller.currentReference]);
     console.log(`${system} with ${params.controller.planner} at ${session.rateHz.toFixed(1)} Hz for ${durationS} s${lockstep ? ' (lockstep)' : ''}, seed ${seed}`);
     console.log(`  goal: ${summary.goal}  (reference ${names.map((n, i) => `${n}=${+final[i].toFixed(4)}`).join(', ')})`);
-    console.log(`  ${summary.success ? `SUCCESS: goal reached at ${summary.timeToGoalS!.toFixed(2)} s and held ${summary.holdS} s (in the goal ${(100 * summary.heldFraction!).toFixed(0)}% of the time after)` : 'FAILED: goal not reached and held'}; final error ${summary.finalError.toFixed(4)}`);
+    console.log(`  ${outcomeLine(summary)}; final error ${summary.finalError.toFixed(4)}`);
     console.log(`  solve ms p50 ${summary.solveMs.p50.toFixed(1)}, p99 ${summary.solveMs.p99.toFixed(1)}, max ${summary.solveMs.max.toFixed(1)} (budget ${session.budgetMs.toFixed(1)}); deadline misses ${summary.deadlineMisses}/${summary.ticks}`);
     const j = summary.commandJitterMs;
     if (j) console.log(`  command-period jitter p50 ${j.p50.toFixed(2)} ms, p99 ${j.p99.toFixed(2)} ms, max ${j.max.toFixed(1)} ms (period ${(1000 * session.periodS).toFixed(1)} ms)`);
@@ -120,16 +141,27 @@ export const runCommand: Command = {
     if (summary.plannerErrors || summary.staleTicks || summary.rejectedStates) {
       console.log(`  planner errors ${summary.plannerErrors}, stale ticks ${summary.staleTicks}, rejected states ${summary.rejectedStates}`);
     }
+    if (session.parameterChangeCount) console.log(`  live parameter changes: ${session.parameterChangeCount} (in summary.json: parameterChanges, paramsAtEnd)`);
     console.log(`  wrote ${join(out, 'run.mcap')} (Foxglove), ${join(out, 'summary.json')}, ${join(out, 'run.svg')}`);
   },
 };
+
+/** What happened with the goal, in words: reached and held, reached but not held long enough (and why), or never reached. */
+export function outcomeLine(summary: RunSummary): string {
+  if (summary.success) {
+    return `SUCCESS: goal reached at ${summary.timeToGoalS!.toFixed(2)} s and held ${summary.holdS} s (in the goal ${(100 * summary.heldFraction!).toFixed(0)}% of the time after)`;
+  }
+  if (summary.firstInGoalS === null) return 'FAILED: goal never reached';
+  return `FAILED: goal first reached at ${summary.firstInGoalS.toFixed(2)} s, but success needs it held ${summary.holdS} s`
+    + ` (longest stay ${summary.longestStayS.toFixed(2)} s${summary.endedInGoal ? '; in the goal when the run ended: a longer --duration may succeed' : ''})`;
+}
 
 /**
  * The options `run` and `bench mpc` share: system, parameter file, --set,
  * --planner, --rate, --duration, --x0 and --lockstep, resolved into run parameters
  * (file < --set < dedicated flags).
  */
-export function runOptions(values: Record<string, unknown>) {
+export function runOptions(values: Record<string, unknown>, maxDurationS = MAX_DURATION_S) {
   const system = requireString(values, 'system');
   let def;
   try {
@@ -137,7 +169,7 @@ export function runOptions(values: Record<string, unknown>) {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const flat: Record<string, unknown> = {};
+  const flat: Record<string, unknown> = keyedRecord();
   const paramsPath = stringOpt(values, 'params');
   try {
     if (paramsPath) Object.assign(flat, readParamsFile(paramsPath));
@@ -146,7 +178,7 @@ export function runOptions(values: Record<string, unknown>) {
   }
   Object.assign(flat, parseOverrides(values.set as string[] | undefined));
   const seed = stringOpt(values, 'seed');
-  if (seed !== undefined) flat.seed = seed;
+  if (seed !== undefined) flat.seed = new GivenText(seed);
   const planner = stringOpt(values, 'planner');
   if (planner !== undefined) flat.planner = planner;
   const prior = stringOpt(values, 'prior');
@@ -159,7 +191,7 @@ export function runOptions(values: Record<string, unknown>) {
   if (rate !== undefined) flat.rateHz = parseNumber('--rate', rate);
   const durationText = stringOpt(values, 'duration');
   const durationS = durationText === undefined ? 15 : parseNumber('--duration', durationText);
-  if (!(durationS > 0)) throw new UsageError(`--duration must be positive, got ${durationS}`);
+  if (!(durationS > 0) || durationS > maxDurationS) throw new UsageError(`--duration must be in (0, ${maxDurationS}] s, got ${durationText}${durationS > maxDurationS && maxDurationS === MAX_DURATION_S ? ' (longer runs: bench soak, or the ROS node)' : ''}`);
   const x0Text = stringOpt(values, 'x0');
   if (x0Text !== undefined) flat['sim.x0'] = parseVector('--x0', x0Text, def.stateNames.length);
   try {

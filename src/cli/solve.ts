@@ -57,6 +57,7 @@ export const solveCommand: Command = {
       const shown = levels.length <= 12 ? levels : [...levels.slice(0, 6), ...levels.slice(-6)];
       console.log(table(shown.map((l) => [levels.indexOf(l) + 1, l.beta, l.ess, l.acceptance, l.energyMin, l.energyMedian, l.nonFinite]),
         ['level', 'beta', 'ESS', 'accept', 'E min', 'E median', 'NaN']));
+      if (shown.length < levels.length) console.log(`(levels 7-${levels.length - 6} of ${levels.length} not shown; --json lists them all)`);
     }
   },
 };

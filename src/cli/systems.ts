@@ -21,6 +21,9 @@ export function describeSystems() {
       x0: model.x0,
       goal: model.goal,
       controlLimits: { lower: model.controlLimits.lower.map(finiteOrNull), upper: model.controlLimits.upper.map(finiteOrNull) },
+      // what `run` and `bench mpc` call success (null: none; a trajectory-optimisation test function)
+      goalRegion: def.goalRegion ? { doc: def.goalRegion.doc, holdS: def.goalRegion.holdS } : null,
+      runsAsController: def.sensor !== undefined,
       params: Object.fromEntries(Object.entries(def.params).map(([k, spec]) => [k, { ...spec }])),
     };
   });
@@ -50,6 +53,10 @@ export const systemsCommand: Command = {
       console.log(`${s.name}: ${s.summary}`);
       console.log(`  state   [${s.stateNames.join(', ')}]  x0 = [${s.x0.join(', ')}]  goal = [${s.goal.map((g) => +g.toFixed(6)).join(', ')}]`);
       console.log(`  control [${s.controlNames.join(', ')}]  limits ${s.controlLimits.lower.map((lo, i) => `[${lo ?? '-inf'}, ${s.controlLimits.upper[i] ?? 'inf'}]`).join(' ')}`);
+      console.log(s.goalRegion
+        ? `  success: the goal region ${s.goalRegion.doc.replace(/, held [\d.]+ s$/, '')}, entered and held ${s.goalRegion.holdS} s before the run ends (run --duration must leave time to hold it)`
+        : '  success: no goal region (a test function for trajectory optimisation: solve, bench to)');
+      if (!s.runsAsController) console.log('  not a controller plant: it has no state to measure (run, bench mpc and train-* refuse it)');
       console.log(`  parameters (override with --set key=value):`);
       console.log(table(Object.entries(s.params).map(([k, p]) => [`    ${k}`, p.default, rangeText(p), p.doc]), ['    key', 'default', 'range', 'meaning']));
     }

@@ -1,9 +1,10 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { GivenText, keyedRecord } from '../params.js';
 import { lineChart } from '../plot/svg.js';
-import { timestamp } from './bench-to.js';
-import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError } from './command.js';
+import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
+import { shutdown } from './shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 
 export const PROJECT_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -25,6 +26,9 @@ export const trainPriorCommand: Command = {
     resume: { type: 'boolean', description: 'continue the run in --out where it stopped' },
     json: JSON_OPTION,
   },
+  interruptible: true,
+  // an episode runs to its end before the checkpoint is written
+  interruptGraceS: 60,
   async run(values) {
     const { own: trainSets, rest: runSets } = splitSets(values, 'train');
     const { system, params } = runOptions({ ...values, set: [...runSets, 'planner=mppi'] });
@@ -43,7 +47,7 @@ export const trainPriorCommand: Command = {
     const out = trainingOut(values, `prior-${system}`);
     const bar = progressBar(`train-prior ${system}`, !values.json);
     const result = await trainPrior({
-      run: params, train, out, resume: values.resume === true, version: PROJECT_VERSION,
+      run: params, train, out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal,
       onEpisode: ({ episode, episodes, point }) => {
         bar.update(episode / episodes, `ep ${episode}/${episodes} cost ${point.meanCost.toFixed(3)} goal ${point.goalS.toFixed(1)} s`);
         if (!values.json && !process.stderr.isTTY && (episode % 5 === 0 || episode === episodes)) {
@@ -58,8 +62,9 @@ export const trainPriorCommand: Command = {
     const last = curve.slice(-Math.min(10, curve.length));
     const summary = {
       system, out, backend: result.backend, wallS: result.wallS, episodes: result.meta.episodes, updates: result.meta.updates,
-      horizon: result.meta.horizon, lastEpisodes: { count: last.length, meanCost: mean(last.map((p) => p.meanCost)), endInGoal: last.filter((p) => p.endsInGoal).length },
+      horizon: result.meta.horizon, interrupted: shutdown.received ?? null, lastEpisodes: { count: last.length, meanCost: mean(last.map((p) => p.meanCost)), endInGoal: last.filter((p) => p.endsInGoal).length },
     };
+    if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after episode ${summary.episodes}: checkpoint written to ${out} (continue with --resume)`);
     if (values.json) return printJson(summary);
     console.log(`trained a prior for ${system} (horizon ${summary.horizon} steps) in ${summary.wallS.toFixed(1)} s wall time on TensorFlow.js ${summary.backend}: ${summary.episodes} episodes, ${summary.updates} updates`);
     console.log(`  last ${last.length} episodes: mean cost ${summary.lastEpisodes.meanCost.toFixed(3)} per step, ${summary.lastEpisodes.endInGoal}/${last.length} end in the goal region`);
@@ -69,12 +74,12 @@ export const trainPriorCommand: Command = {
 
 /** `--set` pairs split into the training command's own group (`GROUP.KEY=V`, keys without the prefix) and the rest (the run's). */
 export function splitSets(values: Record<string, unknown>, group: string): { own: Record<string, unknown>; rest: string[] } {
-  const own: Record<string, unknown> = {};
+  const own: Record<string, unknown> = keyedRecord();
   const rest = ((values.set as string[] | undefined) ?? []).filter((s) => {
     if (!s.startsWith(`${group}.`)) return true;
     const eq = s.indexOf('=');
     if (eq < 0) throw new UsageError(`--set ${s}: expected key=value`);
-    own[s.slice(group.length + 1, eq)] = s.slice(eq + 1);
+    own[s.slice(group.length + 1, eq)] = new GivenText(s.slice(eq + 1));
     return false;
   });
   return { own, rest };
@@ -82,9 +87,8 @@ export function splitSets(values: Record<string, unknown>, group: string): { own
 
 /** A training run's output folder, made: --out, or runs/NAME-TIMESTAMP (a resumed run must name its --out). */
 export function trainingOut(values: Record<string, unknown>, name: string): string {
-  const out = stringOpt(values, 'out') ?? join('runs', `${name}-${timestamp()}`);
   if (values.resume && !stringOpt(values, 'out')) throw new UsageError('--resume needs the --out of the run to continue');
-  mkdirSync(out, { recursive: true });
+  const out = outputFolder(values, name);
   return out;
 }
 

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { lineChart } from '../plot/svg.js';
 import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError } from './command.js';
 import { progressBar } from './progress.js';
+import { shutdown } from './shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import type { SweepPoint } from '../prior/value-iteration.js';
@@ -22,6 +23,7 @@ export const trainValueCommand: Command = {
     resume: { type: 'boolean', description: 'continue the run in --out where it stopped' },
     json: JSON_OPTION,
   },
+  interruptible: true,
   async run(values) {
     const from = stringOpt(values, 'prior');
     if (!from) throw new UsageError('--prior DIR is required: the prior whose value is replaced');
@@ -40,7 +42,7 @@ export const trainValueCommand: Command = {
     const bar = progressBar(`train-value ${system}`, !values.json);
     let sweepsDone = 0;
     const result = await valueIteration({
-      run: params, value, from, out, resume: values.resume === true, version: PROJECT_VERSION,
+      run: params, value, from, out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal,
       onPlan: (done, total) => bar.update((sweepsDone + done / total) / value.sweeps, `sweep ${sweepsDone + 1}/${value.sweeps}: plan ${done}/${total}`),
       onSweep: ({ sweep, sweeps: total, point }) => {
         sweepsDone = sweep;
@@ -53,7 +55,11 @@ export const trainValueCommand: Command = {
     writeFileSync(join(out, 'value-curve.json'), `${JSON.stringify(result.curve, null, 1)}\n`);
     writeFileSync(join(out, 'value-curve.svg'), valueCurve(system, result.curve));
     const last = result.curve[result.curve.length - 1];
-    const summary = { system, out, from, backend: result.backend, wallS: result.wallS, sweeps: result.curve.length, horizon: result.meta.horizon, last };
+    const summary = {
+      system, out, from, backend: result.backend, wallS: result.wallS, sweeps: result.curve.length, horizon: result.meta?.horizon ?? NaN, last,
+      interrupted: shutdown.received ?? null,
+    };
+    if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after ${summary.sweeps} whole sweeps: the checkpoint in ${out} holds them (continue with --resume)`);
     if (values.json) return printJson(summary);
     console.log(`fitted the value of ${system} over ${summary.sweeps} sweeps (${summary.sweeps * summary.horizon} model steps) in ${summary.wallS.toFixed(1)} s wall time on TensorFlow.js ${summary.backend}`);
     if (last) console.log(`  last sweep: targets median ${last.targets[1].toFixed(1)}, fit loss ${last.fitLoss.toFixed(4)} (symlog), value at the start state ${last.startValue.toFixed(1)}`);

@@ -7,6 +7,7 @@ import type { MPPI_PARAMS } from '../planners/mppi.js';
 import { controlScaling, toControls } from '../planners/problem.js';
 import { Rng } from '../random.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from './receding.js';
+import { InputError } from '../input-error.js';
 
 const ENTRY_POINTS = ['prepare', 'rollout', 'select_elites', 'update', 'rollout_mean', 'finish'] as const;
 type EntryPoint = (typeof ENTRY_POINTS)[number];
@@ -67,7 +68,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
 
   static async create(model: Model, backend: WebGpuBackend, params: ParamsOf<typeof MPPI_PARAMS>, seed: number, guide?: PriorGuide): Promise<GpuMppiPlanner> {
     if (guide && guide.settings.value === 'on') {
-      throw new Error('prior.value is on, but the GPU-resident MPPI (backend webgpu) does not evaluate the learned value: set prior.value off, or backend cpu');
+      throw new InputError('prior.value is on, but the GPU-resident MPPI (backend webgpu) does not evaluate the learned value: set prior.value off, or backend cpu');
     }
     const code = wgslMppiSource(buildStepGraphs(model, false), controlScaling(model));
     const program = await GpuProgram.create(backend, code, `${model.name}-mppi`, MPPI_BUFFERS, ENTRY_POINTS);

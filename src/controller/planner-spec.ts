@@ -14,6 +14,7 @@ import { buildStepGraphs } from '../kernels/graphs.js';
 import type { PRIOR_PARAMS } from '../prior/params.js';
 import { LearnedPrior } from '../prior/runtime.js';
 import { MPC_TSMC_PARAMS, MppiPlanner, PriorGuide, RecedingPlanner, TsmcPlanner } from './receding.js';
+import { InputError } from '../input-error.js';
 
 /**
  * Everything that builds a receding-horizon planner, as plain data: it
@@ -59,7 +60,7 @@ export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
   const tsmcParams = { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>;
   const resident = backend instanceof WebGpuBackend && spec.gpuPath !== 'rollouts';
   if (spec.planner === 'tsmc' && resident && guide) {
-    throw new Error('prior.path is set, but the GPU-resident TSMC (backend webgpu) does not use a learned prior: clear prior.path, or backend cpu');
+    throw new InputError('prior.path is set, but the GPU-resident TSMC (backend webgpu) does not use a learned prior: clear prior.path, or backend cpu');
   }
   if (spec.planner === 'tsmc') planner = resident ? await GpuTsmcPlanner.create(model, backend, tsmcParams, spec.seed) : new TsmcPlanner(model, backend, tsmcParams, rng, guide);
   else if (resident) planner = await GpuMppiPlanner.create(model, backend, mppiParams, spec.seed, guide);
@@ -83,7 +84,7 @@ function countingRoundTrips(inner: RecedingPlanner, counters: GpuCounters): Rece
 
 function priorGuide(spec: PlannerSpec, model: Model): PriorGuide {
   if (spec.planner === 'tsmc' && spec.prior!.tsmcCentre !== 'policy') {
-    throw new Error('prior.path is set, but TSMC uses a learned prior only to centre its sampling prior on the policy: set prior.tsmcCentre: policy, or clear prior.path');
+    throw new InputError('prior.path is set, but TSMC uses a learned prior only to centre its sampling prior on the policy: set prior.tsmcCentre: policy, or clear prior.path');
   }
   const prior = LearnedPrior.load(spec.prior!.path, model);
   const step = compileStepFunction(buildStepGraphs(model, false));

@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { PlannerSpec } from './planner-spec.js';
 import type { PlanRequest, PlanResult, RecedingPlanner } from './receding.js';
+import { InputError } from '../input-error.js';
 
 /** A V8 heap's levels: in use, and committed (what it holds of the process's memory, the young generation included). */
 export interface HeapLevels {
@@ -29,7 +30,8 @@ export type ToPlanner =
 /** Planner thread to main thread. */
 export type FromPlanner =
   | { type: 'ready' }
-  | { type: 'failed'; message: string }
+  /** building the planner failed; `input`: because of what the user gave (exit 2), not a failure */
+  | { type: 'failed'; message: string; input: boolean }
   | { type: 'result'; id: number; result: PlanResult }
   | { type: 'error'; id: number; message: string }
   | { type: 'heap'; id: number; heap: HeapLevels };
@@ -150,7 +152,7 @@ export class PlannerThread implements RecedingPlanner {
           resolve(worker);
         } else {
           void worker.terminate();
-          reject(new Error(m.type === 'failed' ? m.message : `planner thread: unexpected first message ${m.type}`));
+          reject(m.type === 'failed' ? (m.input ? new InputError(m.message) : new Error(m.message)) : new Error(`planner thread: unexpected first message ${m.type}`));
         }
       });
       worker.on('error', (e) => {

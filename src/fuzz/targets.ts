@@ -10,7 +10,11 @@ import { checkValue, ParamValue } from '../params.js';
 import { parseParamsText } from '../run/params-file.js';
 import { ControllerSession } from '../run/session.js';
 import { resolveRunParams } from '../run/setup.js';
+import { InputError } from '../input-error.js';
+import { SimControl } from '../run/loop.js';
+import { CLIENT_FRAME_LIMIT_BYTES, CLIENT_MESSAGE_ENTRIES_LIMIT, SUBPROTOCOLS } from '../telemetry/foxglove-live.js';
 import { Telemetry } from '../telemetry/server.js';
+import { WebSocket } from 'ws';
 
 /**
  * Property-based fuzzing of every surface where input reaches the
@@ -88,10 +92,13 @@ async function check<T>(name: string, arbitrary: fc.Arbitrary<T>, numRuns: numbe
     target: name,
     runs: details.numRuns,
     failed: details.failed,
-    ...(details.failed ? { counterexample: fc.stringify(details.counterexample), error: String((details.errorInstance as Error | undefined)?.message ?? details.errorInstance) } : {}),
+    // clipped: a counterexample near a 64 kB cap would fill the screen
+    ...(details.failed ? { counterexample: clipText(fc.stringify(details.counterexample)), error: clipText(String((details.errorInstance as Error | undefined)?.message ?? details.errorInstance)) } : {}),
     wallS: (performance.now() - start) / 1000,
   };
 }
+
+const clipText = (text: string) => (text.length > 600 ? `${text.slice(0, 300)} ...(${text.length} characters)... ${text.slice(-200)}` : text);
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -213,7 +220,8 @@ const yamlTarget: FuzzTarget = {
       try {
         resolveRunParams('pendulum', parseParamsText(yamlText, 'fuzz.yaml'));
       } catch (e) {
-        if (!(e instanceof Error) || e.constructor !== Error || !e.message) fail(`not a worded refusal: ${String(e)}`);
+        // bad input from a file is the user's: an InputError (exit 2) with its reason
+        if (!(e instanceof InputError) || !e.message) fail(`not a worded refusal of input: ${String(e)}`);
       }
     });
   },
@@ -276,4 +284,170 @@ const commandTarget: FuzzTarget = {
   },
 };
 
-export const FUZZ_TARGETS: readonly FuzzTarget[] = [messageTarget('state'), messageTarget('goal'), parameterTarget, httpPatchTarget, yamlTarget, cliTarget, controlsTarget, commandTarget];
+/**
+ * The longest a telemetry request or WebSocket message may hold the command
+ * thread once warm (the first of each kind pays for compiling its code):
+ * 20% of the pendulum's 100 ms command period, the jitter a real-time run
+ * with clients must stay within.
+ */
+export const COMMAND_THREAD_LAG_LIMIT_MS = 20;
+
+/** Text of about `bytes` bytes: sizes up to (and just past) the caps are where bounds break. */
+const sized = (bytes: number) => 'k'.repeat(Math.max(0, bytes));
+const hugeSize = fc.constantFrom(100, 1000, 10_000, 60_000, CLIENT_FRAME_LIMIT_BYTES - 20, CLIENT_FRAME_LIMIT_BYTES + 10);
+
+const telemetryTarget: FuzzTarget = {
+  name: 'telemetry',
+  doc: `the telemetry server's routes (PATCH /params, POST /sim/ACTION) with bodies up to and past the 64 kB cap, huge keys, foreign origins: a worded 4xx or the change; never a 5xx; a cross-origin change is refused; no request takes ${COMMAND_THREAD_LAG_LIMIT_MS} ms or more on the command thread (the framework's parsing included)`,
+  run: (numRuns, seed) => withSmallSession(async (session) => {
+    const control = new SimControl();
+    const telemetry = new Telemetry(session, { simulator: { control, stateNames: ['theta', 'omega'] } });
+    let longestMs = 0;
+    try {
+      const keys = session.live.list.map((e) => e.key);
+      const key = fc.oneof(fc.constantFrom(...keys), fc.constantFrom('__proto__', 'constructor', ''), fc.string(), hugeSize.map(sized));
+      const body = fc.oneof(
+        fc.dictionary(key, nastyValue, { maxKeys: 4 }).map((d) => JSON.stringify(d, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))),
+        fc.tuple(hugeSize, fc.integer({ min: 1, max: 3000 })).map(([size, n]) => JSON.stringify(Object.fromEntries(Array.from({ length: n }, (_, i) => [`${sized(size / n)}${i}`, i])))),
+        fc.record({ state: nastyValue, size: nastyValue }, { requiredKeys: [] }).map((d) => JSON.stringify(d, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))),
+        fc.string(),
+      );
+      const request = fc.record({
+        route: fc.constantFrom('PATCH /params', 'POST /sim/pause', 'POST /sim/resume', 'POST /sim/push', 'POST /sim/reset', 'POST /sim/nope'),
+        payload: body,
+        origin: fc.constantFrom(undefined, 'http://evil.example', 'http://localhost:80', 'null'),
+      });
+      // warm: the first request of each route compiles its code
+      for (const url of ['/params', '/sim/pause', '/sim/push', '/sim/resume']) await telemetry.app.inject({ method: url === '/params' ? 'PATCH' : 'POST', url, payload: '{}', headers: { 'content-type': 'application/json' } });
+      const report = await check('telemetry', request, numRuns, seed, async ({ route, payload, origin }) => {
+        const [method, url] = route.split(' ') as ['PATCH' | 'POST', string];
+        const before = JSON.stringify(session.parameterValues());
+        const pausedBefore = control.paused;
+        const send = async () => {
+          const start = performance.now();
+          const answer = await telemetry.app.inject({ method, url, payload, headers: { 'content-type': 'application/json', ...(origin ? { origin } : {}) } });
+          return { answer, ms: performance.now() - start };
+        };
+        let { answer: r, ms } = await send();
+        // a collection can land in any request: a slow one is sent twice more, and the fastest of the three counts
+        for (let again = 0; again < 2 && ms >= COMMAND_THREAD_LAG_LIMIT_MS; again++) {
+          session.live.takePending();
+          const retry = await send();
+          ms = Math.min(ms, retry.ms);
+          r = retry.answer;
+        }
+        longestMs = Math.max(longestMs, ms);
+        if (ms >= COMMAND_THREAD_LAG_LIMIT_MS) fail(`${route} with ${payload.length} bytes held the thread ${ms.toFixed(1)} ms`);
+        if (r.statusCode >= 500) fail(`${r.statusCode} for ${route}: ${r.body.slice(0, 200)}`);
+        if (origin === 'http://evil.example' || origin === 'null') {
+          if (r.statusCode !== 403) fail(`a cross-origin ${route} from ${origin} got ${r.statusCode}`);
+          if (control.paused !== pausedBefore) fail('a cross-origin request changed the simulator');
+        }
+        if (r.statusCode >= 400) {
+          const answer = r.json() as { error?: string; message?: string };
+          if (!answer.error && !answer.message) fail(`a ${r.statusCode} without a reason`);
+          if (JSON.stringify(session.parameterValues()) !== before) fail('a refused request changed values');
+        }
+        session.live.takePending();
+        control.resume();
+      });
+      // inject's time includes the framework's own; the route's share is bounded by it
+      return { ...report, note: `longest request ${longestMs.toFixed(1)} ms (in-process, the whole framework included)` };
+    } finally {
+      await telemetry.close();
+    }
+  }),
+};
+
+/** One message a Foxglove client might send: valid operations with any count of entries, wrong shapes, garbage, sizes up to the cap. */
+const wsMessage = fc.oneof(
+  fc.tuple(fc.constantFrom(1, 5, CLIENT_MESSAGE_ENTRIES_LIMIT, CLIENT_MESSAGE_ENTRIES_LIMIT + 1, 3000), fc.integer({ min: 0, max: 20 }))
+    .map(([n, channel]) => JSON.stringify({ op: 'subscribe', subscriptions: Array.from({ length: n }, (_, i) => ({ id: i, channelId: channel + (i % 3) })) })),
+  fc.integer({ min: 1, max: 3000 }).map((n) => JSON.stringify({ op: 'unsubscribe', subscriptionIds: Array.from({ length: n }, (_, i) => i) })),
+  fc.tuple(fc.array(fc.oneof(fc.constantFrom('mppi.samples', 'budgetMs', 'constructor', '__proto__'), fc.string()), { maxLength: 5 }), fc.integer({ min: 0, max: 2000 }))
+    .map(([names, extra]) => JSON.stringify({ op: 'getParameters', id: 'g', parameterNames: [...names, ...Array.from({ length: extra }, (_, i) => `p${i}`)] })),
+  fc.array(fc.record({ name: fc.oneof(fc.constantFrom('mppi.temperature', 'mppi.samples', 'budgetMs', 'rateHz', '__proto__'), fc.string(), hugeSize.map(sized)), value: nastyValue }), { maxLength: 4 })
+    .map((parameters) => JSON.stringify({ op: 'setParameters', id: 's', parameters }, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v))),
+  hugeSize.map((n) => JSON.stringify({ op: 'subscribeParameterUpdates', parameterNames: [sized(n - 60)] })),
+  fc.jsonValue().map((v) => JSON.stringify(v)),
+  fc.string(),
+  hugeSize.map(sized),
+);
+
+const websocketTarget: FuzzTarget = {
+  name: 'websocket',
+  doc: `Foxglove WebSocket messages over a real socket (subscriptions and parameter lists of any length, frames up to and past the 64 kB cap, garbage): a status or an answer, never a crash; the server keeps serving; no message holds the command thread ${COMMAND_THREAD_LAG_LIMIT_MS} ms or more`,
+  run: (numRuns, seed) => withSmallSession(async (session) => {
+    const telemetry = new Telemetry(session, { port: 0, topics: { '/tempered_mpc/command': 'std_msgs/msg/Float64MultiArray' } });
+    const address = (await telemetry.listen()).replace(/^http/, 'ws');
+    let ws: WebSocket | undefined;
+    const connect = () => new Promise<WebSocket>((resolve, reject) => {
+      const socket = new WebSocket(address, [SUBPROTOCOLS[0]]);
+      socket.once('open', () => resolve(socket));
+      socket.once('error', reject);
+    });
+    // a getParameters round trip: the server has handled everything sent before it
+    const sync = (socket: WebSocket) => new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the server stopped answering')), 5000);
+      // a frame past the cap closes the connection: no answer will come on it
+      const onClose = () => {
+        clearTimeout(timer);
+        socket.off('message', onMessage);
+        reject(new Error('closed'));
+      };
+      const onMessage = (data: unknown) => {
+        const text = String(data);
+        if (text.includes('"parameterValues"') && text.includes('"id":"sync"')) {
+          clearTimeout(timer);
+          socket.off('message', onMessage);
+          socket.off('close', onClose);
+          resolve();
+        }
+      };
+      socket.once('close', onClose);
+      socket.on('message', onMessage);
+      socket.send(JSON.stringify({ op: 'getParameters', id: 'sync', parameterNames: ['budgetMs'] }));
+    });
+    try {
+      // warm: each operation once, then the longest time counts from here
+      ws = await connect();
+      for (const op of ['subscribe', 'unsubscribe', 'setParameters', 'bogus']) ws.send(JSON.stringify({ op, subscriptions: [{ id: 99, channelId: 0 }], subscriptionIds: [99], parameters: [], id: 'w' }));
+      await sync(ws);
+      telemetry.foxglove.longestMessageMs = 0;
+      let longestMs = 0;
+      const report = await check('websocket', fc.array(wsMessage, { minLength: 1, maxLength: 3 }), numRuns, seed, async (messages) => {
+        const sendAll = async () => {
+          telemetry.foxglove.longestMessageMs = 0;
+          for (const text of messages) {
+            if (!ws || ws.readyState !== WebSocket.OPEN) ws = await connect();
+            ws.send(text);
+          }
+          // a frame past the cap closes that connection (1009): the server goes on with the next
+          if (ws!.readyState !== WebSocket.OPEN) ws = await connect();
+          try {
+            await sync(ws!);
+          } catch (e) {
+            if ((e as Error).message !== 'closed') throw e;
+            ws = await connect();
+            await sync(ws);
+          }
+          session.live.takePending();
+          return telemetry.foxglove.longestMessageMs;
+        };
+        let ms = await sendAll();
+        // a collection can land in any message: slow messages are sent twice more, and the fastest of the three counts
+        for (let again = 0; again < 2 && ms >= COMMAND_THREAD_LAG_LIMIT_MS; again++) ms = Math.min(ms, await sendAll());
+        longestMs = Math.max(longestMs, ms);
+        if (ms >= COMMAND_THREAD_LAG_LIMIT_MS) fail(`a message held the command thread ${ms.toFixed(1)} ms`);
+      });
+      return { ...report, note: `longest message ${longestMs.toFixed(2)} ms on the command thread` };
+    } finally {
+      ws?.terminate();
+      await telemetry.close();
+    }
+  }),
+};
+
+export const FUZZ_TARGETS: readonly FuzzTarget[] = [
+  messageTarget('state'), messageTarget('goal'), parameterTarget, httpPatchTarget, telemetryTarget, websocketTarget, yamlTarget, cliTarget, controlsTarget, commandTarget,
+];

@@ -2,6 +2,7 @@ import type { PlanDiagnostics } from '../controller/receding.js';
 import type { Model, SensorInterface } from '../models/model.js';
 import { physicalNames, toPhysical } from '../models/model.js';
 import { TYPES } from './definitions.js';
+import { InputError } from '../input-error.js';
 
 /**
  * The messages both doors speak, as plain objects with ROS field names, and
@@ -127,7 +128,7 @@ export class StateCodec {
     const own = sensor.kind === 'joints' ? sensor.joints : [];
     if (jointNames.length && sensor.kind !== 'joints') throw new Error(`jointNames: system '${model.name}' takes a pose (geometry_msgs/PoseStamped), not joints`);
     if (jointNames.length && jointNames.length !== own.length) {
-      throw new Error(`jointNames: system '${model.name}' has ${own.length} joint(s) (${own.join(', ')}), got ${jointNames.length} name(s): ${jointNames.join(', ')}`);
+      throw new InputError(`jointNames: system '${model.name}' has ${own.length} joint(s) (${own.join(', ')}), got ${jointNames.length} name(s): ${jointNames.join(', ')}`);
     }
     if (new Set(jointNames).size !== jointNames.length) throw new Error(`jointNames: names repeat (${jointNames.join(', ')})`);
     this.jointNames = jointNames.length ? [...jointNames] : [...own];

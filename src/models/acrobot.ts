@@ -28,6 +28,7 @@ export const acrobot = defineModel<AcrobotParam>({
   name: 'acrobot',
   summary: 'Spong acrobot swing-up, elbow torque only, RK4 (q1=0 hangs down)',
   stateNames: ['q1', 'q2', 'dq1', 'dq2'],
+  physicalUnits: ['rad', 'rad', 'rad/s', 'rad/s'],
   sensor: { kind: 'joints', joints: ['q1', 'q2'] },
   // q1 = 0 hangs down; the second link drawn twice its centre-of-mass distance long
   sketch: ([q1, q2], p) => {
@@ -35,6 +36,7 @@ export const acrobot = defineModel<AcrobotParam>({
     return [[0, 0], elbow, [elbow[0] + 2 * p.lc2 * Math.sin(q1 + q2), elbow[1] - 2 * p.lc2 * Math.cos(q1 + q2)]];
   },
   controlNames: ['u'],
+  controlUnits: ['N·m'],
   params: {
     m1: num(1, 'link 1 mass [kg]', { min: 1e-6 }),
     m2: num(1, 'link 2 mass [kg]', { min: 1e-6 }),
@@ -62,6 +64,7 @@ export const acrobot = defineModel<AcrobotParam>({
   goalRegion: {
     doc: 'both links within 0.2 rad of the goal angles and joint rates below 1 rad/s, held 2 s',
     holdS: 2,
+    halfWidths: [0.2, 0.2, 1, 1],
     contains: ([q1, q2, dq1, dq2], [r1, r2]) =>
       Math.abs(angleError(q1, r1)) < 0.2 && Math.abs(angleError(q2, r2)) < 0.2 && Math.abs(dq1) < 1 && Math.abs(dq2) < 1,
   },

@@ -14,8 +14,10 @@ export const cartDoublePendulum = defineModel<CartParam>({
   name: 'cart-double-pendulum',
   summary: 'double pendulum on a cart swing-up, cart force, RK4 (angles absolute, 0 hangs down)',
   stateNames: ['x', 'th1', 'th2', 'dx', 'dth1', 'dth2'],
+  physicalUnits: ['m', 'rad', 'rad', 'm/s', 'rad/s', 'rad/s'],
   sensor: { kind: 'joints', joints: ['x', 'th1', 'th2'] },
   controlNames: ['u'],
+  controlUnits: ['N'],
   params: {
     mc: num(1, 'cart mass [kg]', { min: 1e-6 }),
     m1: num(0.5, 'first bob mass [kg]', { min: 1e-6 }),
@@ -40,6 +42,7 @@ export const cartDoublePendulum = defineModel<CartParam>({
   goalRegion: {
     doc: 'both links within 0.2 rad of upright, cart within 0.5 m of the goal, all rates below 1 (m|rad)/s, held 2 s',
     holdS: 2,
+    halfWidths: [0.5, 0.2, 0.2, 1, 1, 1],
     contains: ([x, th1, th2, dx, dth1, dth2], [rx, r1, r2]) =>
       Math.abs(angleError(th1, r1)) < 0.2 && Math.abs(angleError(th2, r2)) < 0.2 && Math.abs(x - rx) < 0.5
       && Math.abs(dx) < 1 && Math.abs(dth1) < 1 && Math.abs(dth2) < 1,

@@ -10,8 +10,10 @@ export const doubleIntegrator = defineModel({
   name: 'double-integrator',
   summary: 'linear-quadratic double integrator (closed-form reference problem)',
   stateNames: ['p', 'v'],
+  physicalUnits: ['m', 'm/s'],
   sensor: { kind: 'joints', joints: ['p'] },
   controlNames: ['u'],
+  controlUnits: ['m/s²'],
   params: {
     dtS: num(0.1, 'time step [s]', { min: 1e-6 }),
     horizon: num(20, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
@@ -22,6 +24,7 @@ export const doubleIntegrator = defineModel({
   goalRegion: {
     doc: '|p - p_goal| < 0.05 and |v - v_goal| < 0.05, held 1 s',
     holdS: 1,
+    halfWidths: [0.05, 0.05],
     contains: ([p, v], [rp, rv]) => Math.abs(p - rp) < 0.05 && Math.abs(v - rv) < 0.05,
   },
   step([p, v], [u], _w, { dtS }) {

@@ -5,6 +5,7 @@ import { ModelDefinition } from './model.js';
 import { pendulum } from './pendulum.js';
 import { pusherSlider } from './pusher-slider.js';
 import { shekel } from './shekel.js';
+import { InputError } from '../input-error.js';
 
 /** Every model the project ships, by name. Adding a model is one file plus one line here. */
 export const MODELS: ReadonlyMap<string, ModelDefinition> = new Map(
@@ -13,6 +14,6 @@ export const MODELS: ReadonlyMap<string, ModelDefinition> = new Map(
 
 export function modelDefinition(name: string): ModelDefinition {
   const def = MODELS.get(name);
-  if (!def) throw new Error(`unknown system '${name}' (known: ${[...MODELS.keys()].join(', ')})`);
+  if (!def) throw new InputError(`unknown system '${name}' (known: ${[...MODELS.keys()].join(', ')})`);
   return def;
 }

@@ -15,7 +15,11 @@ export interface ModelDefinition<K extends string = string> {
   name: string;
   summary: string;
   stateNames: readonly string[];
+  /** units of the physical state (physicalNames, in order), for axes and docs: '' for a pure number */
+  physicalUnits: readonly string[];
   controlNames: readonly string[];
+  /** units of each control ('' for a pure number or an index) */
+  controlUnits: readonly string[];
   /** Per-step exogenous noise inputs (e.g. Gumbel noise); zero unless a caller supplies them. */
   noiseDim?: number;
   /** Physical and cost parameters; `dtS` and `horizon` are always present. */
@@ -60,6 +64,12 @@ export type SensorInterface = { kind: 'joints'; joints: readonly string[] } | { 
 export interface GoalRegion<K extends string = string> {
   doc: string;
   holdS: number;
+  /**
+   * The region's half-width about the goal along each physical state
+   * (Infinity: not bounded), drawn as a band in plots; for a region that is
+   * not a box (a disc), the box around it.
+   */
+  halfWidths: readonly number[];
   contains(x: readonly number[], ref: readonly number[], p: ParamValues<K>): boolean;
 }
 
@@ -94,6 +104,7 @@ export interface Model {
 export function defineModel<K extends string>(def: ModelDefinition<K>): ModelDefinition<K> {
   const n = def.stateNames.length;
   if (def.x0.length !== n || def.goal.length !== n) throw new Error(`${def.name}: x0 and goal need ${n} entries`);
+  if (def.physicalUnits.length !== (def.physical?.names ?? def.stateNames).length || def.controlUnits.length !== def.controlNames.length) throw new Error(`${def.name}: a unit for every physical state and control`);
   const s = def.sensor;
   if (s && (s.kind === 'joints' ? 2 * s.joints.length : 3) !== n) throw new Error(`${def.name}: its ${s.kind} sensor does not carry ${n} states`);
   return def;
@@ -139,6 +150,9 @@ export function stateDifference(name: string, a: number, b: number): number {
 export function onGoalBranch(name: string, v: number, goal: number): number {
   return isAngle(name) ? goal + stateDifference(name, v, goal) : v;
 }
+
+/** "theta [rad]": a physical state's or control's name with its unit, for axes. */
+export const withUnit = (name: string, unit: string) => (unit ? `${name} [${unit}]` : name);
 
 export function physicalNames(model: Model): readonly string[] {
   return model.def.physical?.names ?? model.def.stateNames;

@@ -13,10 +13,12 @@ export const pendulum = defineModel({
   name: 'pendulum',
   summary: 'variational-integrator pendulum swing-up (theta=0 hangs down; omega = phi/dtS)',
   stateNames: ['theta', 'phi'],
+  physicalUnits: ['rad', 'rad/s'],
   sensor: { kind: 'joints', joints: ['theta'] },
   // theta = 0 hangs down
   sketch: ([theta], p) => [[0, 0], [p.l * Math.sin(theta), -p.l * Math.cos(theta)]],
   controlNames: ['u'],
+  controlUnits: ['N·m'],
   params: {
     m: num(1, 'bob mass [kg]', { min: 1e-6 }),
     l: num(1, 'rod length [m]', { min: 1e-6 }),
@@ -46,6 +48,7 @@ export const pendulum = defineModel({
   goalRegion: {
     doc: '|theta - pi| < 0.1 rad and |omega| < 0.5 rad/s, held 5 s',
     holdS: 5,
+    halfWidths: [0.1, 0.5],
     contains: ([theta, phi], [rTheta], p) => Math.abs(angleError(theta, rTheta)) < 0.1 && Math.abs(phi / p.dtS) < 0.5,
   },
   physical: {

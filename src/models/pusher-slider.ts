@@ -28,9 +28,11 @@ export const pusherSlider = defineModel<PusherParam>({
   name: 'pusher-slider',
   summary: 'quasi-static pusher-slider (ellipsoidal limit surface, sticking contact, relaxed edge choice)',
   stateNames: ['bx', 'by', 'alpha'],
+  physicalUnits: ['m', 'm', 'rad'],
   sensor: { kind: 'pose2d' },
   sketch: ([x, y]) => [[x, y]],
   controlNames: ['e', 's', 'vx', 'vy'],
+  controlUnits: ['', 'm', 'm/s', 'm/s'],
   noiseDim: 4,
   params: {
     side: num(0.09, 'square slider side length [m]', { min: 1e-4 }),
@@ -50,6 +52,7 @@ export const pusherSlider = defineModel<PusherParam>({
   goalRegion: {
     doc: 'slider centre within 2 cm of the goal and orientation within 0.1 rad, held 1 s',
     holdS: 1,
+    halfWidths: [0.02, 0.02, 0.1],
     contains: ([bx, by, alpha], [gx, gy, ga]) => Math.hypot(bx - gx, by - gy) < 0.02 && Math.abs(angleError(alpha, ga)) < 0.1,
   },
   step([bx, by, alpha], [e, s, vx, vy], gumbel, p) {

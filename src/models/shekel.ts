@@ -15,7 +15,9 @@ export const shekel = defineModel({
   name: 'shekel',
   summary: 'negative Shekel energy over theta in R^2 (TSMC paper Example 1; no dynamics)',
   stateNames: [],
+  physicalUnits: [],
   controlNames: ['theta1', 'theta2'],
+  controlUnits: ['', ''],
   params: {
     dtS: num(1, 'unused (no dynamics)', { min: 1e-6 }),
     horizon: num(1, 'fixed at 1: theta is one control', { min: 1, max: 1, integer: true }),

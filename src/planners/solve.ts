@@ -49,7 +49,7 @@ export function parsePlanner(name: string): PlannerName {
 /** Defaults for a planner on a system: the schema's, then the system's (Table S-I), then the caller's overrides. */
 export function resolvePlannerParams<P extends PlannerName>(planner: P, system: string, overrides: Record<string, unknown> = {}) {
   const schema = SOLVE_SCHEMAS[planner] as Schema;
-  const systemDefaults = Object.fromEntries(Object.entries(TSMC_SYSTEM_DEFAULTS[system] ?? {}).filter(([k]) => k in schema));
+  const systemDefaults = Object.fromEntries(Object.entries(TSMC_SYSTEM_DEFAULTS[system] ?? {}).filter(([k]) => Object.hasOwn(schema, k)));
   return resolveParams(planner, schema, overrides, systemDefaults) as ParamsOf<(typeof SOLVE_SCHEMAS)[P]>;
 }
 

@@ -20,6 +20,8 @@ export interface Panel {
   series: Series[];
   /** shaded horizontal band, e.g. a goal region */
   band?: { lo: number; hi: number; label?: string };
+  /** shaded spans of x, e.g. the time a goal was held; the label goes at the top of the first */
+  spans?: { from: number; to: number; label?: string }[];
   logY?: boolean;
 }
 
@@ -76,6 +78,14 @@ function panelSvg(p: Panel, x0: number, y0: number, w: number, h: number): strin
     const bottom = sy(p.band.lo);
     out.push(`<rect x="${x0 + m.l}" y="${Math.min(top, bottom)}" width="${pw}" height="${Math.abs(bottom - top)}" fill="#2ca02c" opacity="0.12"/>`);
   }
+  for (const span of p.spans ?? []) {
+    const left = sx(Math.max(xl, span.from));
+    const right = sx(Math.min(xh, span.to));
+    if (!(right > left)) continue;
+    out.push(`<rect x="${left}" y="${y0 + m.t}" width="${right - left}" height="${ph}" fill="#1f77b4" opacity="0.08"/>`);
+    if (span.label) out.push(`<text x="${left + 3}" y="${y0 + m.t + 11}" font-size="9" fill="#1f77b4">${esc(span.label)}</text>`);
+  }
+  if (p.band?.label) out.push(`<text x="${x0 + m.l + pw + 28}" y="${y0 + m.t + ph - 4}" font-size="9" fill="#2ca02c">${esc(p.band.label)}</text>`);
   for (const t of niceTicks(xl, xh)) {
     out.push(`<line x1="${sx(t)}" x2="${sx(t)}" y1="${y0 + m.t + ph}" y2="${y0 + m.t + ph + 4}" stroke="#666"/>`);
     out.push(`<text x="${sx(t)}" y="${y0 + m.t + ph + 16}" font-size="10" text-anchor="middle">${fmt(t)}</text>`);

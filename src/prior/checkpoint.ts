@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSyn
 import { join } from 'node:path';
 import type { Mlp } from './mlp.js';
 import { NETWORK_NAMES, PriorNetworks, StateFeatures } from './networks.js';
+import { InputError } from '../input-error.js';
 
 export const PRIOR_FORMAT = 'tempered-mpc-prior/1';
 
@@ -74,23 +75,27 @@ export function saveCheckpoint(dir: string, networks: PriorNetworks, meta: Omit<
     savedAt: new Date().toISOString(),
     weights: { file: 'weights.bin', bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') },
   };
-  const write = (file: string, content: string | Buffer) => {
-    writeFileSync(join(dir, `${file}.tmp`), content);
-    renameSync(join(dir, `${file}.tmp`), join(dir, file));
-  };
+  const write = (file: string, content: string | Buffer) => writeFileAtomic(join(dir, file), content);
   write('weights.bin', bytes);
   write('model.json', `${JSON.stringify({ format: 'weights-manifest', generatedBy: `tempered-mpc ${meta.version}`, weightsManifest: [{ paths: ['weights.bin'], weights: specs }] }, null, 1)}\n`);
   write('meta.json', `${JSON.stringify(full, null, 1)}\n`);
   return full;
 }
 
-/** A checkpoint that cannot be used, with the one-line reason. */
-export class PriorError extends Error {}
+/** Writes a file whole or not at all (a temporary file renamed over it): a run killed mid-write leaves the last checkpoint readable. */
+export function writeFileAtomic(path: string, content: string | NodeJS.ArrayBufferView): void {
+  writeFileSync(`${path}.tmp`, content);
+  renameSync(`${path}.tmp`, path);
+}
+
+/** A checkpoint that cannot be used, with the one-line reason; a prior that cannot be used as given (missing, corrupt, made for another plant): bad input. */
+export class PriorError extends InputError {}
 
 /** Reads a checkpoint, refusing (PriorError) anything missing, malformed, truncated or corrupt. */
 export function loadCheckpoint(dir: string): { meta: PriorMeta; networks: PriorNetworks } {
   const label = `prior '${dir}'`;
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new PriorError(`${label}: no such directory`);
+  if (!existsSync(dir)) throw new PriorError(`${label}: no such directory`);
+  if (!statSync(dir).isDirectory()) throw new PriorError(`${label}: a file, not a directory (a prior is the folder train-prior --out wrote)`);
   const readJson = (file: string): unknown => {
     const path = join(dir, file);
     if (!existsSync(path)) throw new PriorError(`${label}: ${file} is missing`);

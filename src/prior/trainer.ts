@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend } from '../kernels/index.js';
 import { compileStageCostFunction, compileStepFunction } from '../kernels/js-source.js';
@@ -12,11 +12,12 @@ import { Rng } from '../random.js';
 import { MppiPlanner } from '../controller/receding.js';
 import { controlPeriodS, RunParams } from '../run/setup.js';
 import { Simulator } from '../../sim/simulator.js';
-import { loadCheckpoint, PriorMeta, saveCheckpoint } from './checkpoint.js';
+import { loadCheckpoint, PriorMeta, saveCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { boundedControls, defaultFeatures, featureDim, initNetworks, NETWORK_NAMES, PriorNetworks, StateFeatures, stateFeatures } from './networks.js';
 import { LearnedPrior } from './runtime.js';
 import { PercentileScale } from './scale.js';
 import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, NetVariables, polyak, readVariables, symexpT, symlogT, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
+import { InputError } from '../input-error.js';
 
 /** `train-prior`'s parameters (keys of `--set train.KEY=V`, and the named flags). */
 export const TRAIN_PARAMS = {
@@ -50,7 +51,7 @@ export function parseLambda(text: string): number {
   const t = text.trim().toLowerCase();
   if (t === 'inf' || t === 'infinity') return Infinity;
   const v = Number(t);
-  if (t === '' || !Number.isFinite(v) || v < 0) throw new Error(`train.lambda must be a non-negative number or inf, got ${JSON.stringify(text)}`);
+  if (t === '' || !Number.isFinite(v) || v < 0) throw new InputError(`train.lambda must be a non-negative number or inf, got ${JSON.stringify(text)}`);
   return v;
 }
 
@@ -67,7 +68,7 @@ export function parseOverrideList(label: string, text: string): Record<string, n
   for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
     const eq = item.indexOf('=');
     const v = Number(item.slice(eq + 1));
-    if (eq <= 0 || item.slice(eq + 1).trim() === '' || !Number.isFinite(v)) throw new Error(`${label} must be key=number pairs separated by commas, got ${JSON.stringify(item)}`);
+    if (eq <= 0 || item.slice(eq + 1).trim() === '' || !Number.isFinite(v)) throw new InputError(`${label} must be key=number pairs separated by commas, got ${JSON.stringify(item)}`);
     out[item.slice(0, eq).trim()] = v;
   }
   return out;
@@ -141,20 +142,20 @@ class Replay {
   save(path: string): void {
     const header = Float64Array.of(this.capacity, this.n, this.m, this.size, this.head);
     const parts = [header, this.x, this.z, this.cost, this.next, this.abar, this.sigma, Float64Array.from(this.episode)];
-    writeFileSync(path, Buffer.concat(parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength))));
+    writeFileAtomic(path, Buffer.concat(parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength))));
   }
 
   /** A buffer `save` wrote; `capacity` and `m` undefined take the file's own. */
   static load(path: string, capacity: number | undefined, n: number, m: number | undefined): Replay {
     const bytes = readFileSync(path);
-    if (bytes.length < 40 || bytes.length % 8 !== 0) throw new Error(`replay buffer '${path}' has ${bytes.length} bytes: not a replay buffer (truncated?)`);
+    if (bytes.length < 40 || bytes.length % 8 !== 0) throw new InputError(`replay buffer '${path}' has ${bytes.length} bytes: not a replay buffer (truncated?)`);
     const all = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
     const [cap, nn, mm, size, head] = all.subarray(0, 5);
     capacity ??= cap;
     m ??= mm;
-    if (cap !== capacity || nn !== n || mm !== m) throw new Error(`replay buffer '${path}' holds ${cap} x (${nn} states, ${mm} controls), this run needs ${capacity} x (${n}, ${m})`);
+    if (cap !== capacity || nn !== n || mm !== m) throw new InputError(`replay buffer '${path}' holds ${cap} x (${nn} states, ${mm} controls), this run needs ${capacity} x (${n}, ${m})`);
     const expected = 5 + capacity * (2 * n + 3 * m + 2);
-    if (all.length !== expected || !(size >= 0 && size <= capacity)) throw new Error(`replay buffer '${path}' has ${all.length} values, expected ${expected} (truncated?)`);
+    if (all.length !== expected || !(size >= 0 && size <= capacity)) throw new InputError(`replay buffer '${path}' has ${all.length} values, expected ${expected} (truncated?)`);
     const r = new Replay(capacity, n, m);
     let o = 5;
     for (const a of [r.x, r.z, r.cost, r.next, r.abar, r.sigma]) {
@@ -189,6 +190,8 @@ export interface TrainOptions {
   resume: boolean;
   version: string;
   onEpisode?: (p: TrainProgress) => void;
+  /** stops training after the episode under way, with a checkpoint (SIGINT, SIGTERM) */
+  signal?: AbortSignal;
 }
 
 export interface TrainResult {
@@ -196,6 +199,8 @@ export interface TrainResult {
   curve: EpisodePoint[];
   wallS: number;
   backend: string;
+  /** stopped early by the signal (the checkpoint holds the episodes done) */
+  interrupted: boolean;
 }
 
 /**
@@ -219,12 +224,12 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   const model = resolveModel(def, run.model);
   const periodS = controlPeriodS(run.controller.rateHz, model.dtS);
   if (Math.abs(periodS - model.dtS) > 1e-9 * model.dtS) {
-    throw new Error(`train-prior needs one model step per control period (a transition is a model step): rateHz ${run.controller.rateHz} gives ${periodS} s, the model's dtS is ${model.dtS} s`);
+    throw new InputError(`train-prior needs one model step per control period (a transition is a model step): rateHz ${run.controller.rateHz} gives ${periodS} s, the model's dtS is ${model.dtS} s`);
   }
   // the planner that acts: on the prior's own model with its value, or a teacher with its own cost terms
   const teacherOverrides = parseOverrideList('train.teacherModel', train.teacherModel);
   const teacher = Object.keys(teacherOverrides).length ? resolveModel(def, { ...run.model, ...teacherOverrides }, 'train.teacherModel') : model;
-  if (teacher.horizon !== model.horizon || teacher.dtS !== model.dtS) throw new Error('train.teacherModel may change cost terms, not the horizon or the step');
+  if (teacher.horizon !== model.horizon || teacher.dtS !== model.dtS) throw new InputError('train.teacherModel may change cost terms, not the horizon or the step');
   const n = model.stateDim;
   const m = model.controlDim;
   const graphs = buildStepGraphs(model, false);
@@ -244,16 +249,16 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   let state: TrainState;
   let replay: Replay;
   if (opts.resume) {
-    if (!existsSync(statePath)) throw new Error(`nothing to resume in '${opts.out}' (no train-state.json)`);
+    if (!existsSync(statePath)) throw new InputError(`nothing to resume in '${opts.out}' (no train-state.json)`);
     const loaded = loadCheckpoint(opts.out);
     const problem = resumeMismatch(loaded.meta, model, hidden);
-    if (problem) throw new Error(`cannot resume '${opts.out}': ${problem}`);
+    if (problem) throw new InputError(`cannot resume '${opts.out}': ${problem}`);
     networks = loaded.networks;
     features = loaded.meta.features;
     state = JSON.parse(readFileSync(statePath, 'utf8')) as TrainState;
     replay = Replay.load(replayPath, train.capacity, n, m);
   } else {
-    if (existsSync(join(opts.out, 'meta.json'))) throw new Error(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
+    if (existsSync(join(opts.out, 'meta.json'))) throw new InputError(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
     features = defaultFeatures(model);
     networks = initNetworks(new Rng(run.controller.seed), { stateDim: n, controlDim: m, features, hidden });
     state = { episodesDone: 0, updates: 0, curve: [], scales: { prior: new PercentileScale().toJSON(), kl: new PercentileScale().toJSON(), q: new PercentileScale().toJSON() }, rngSeed: run.controller.seed };
@@ -279,7 +284,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     const meta = saveCheckpoint(opts.out, networks, metaBase());
     state.scales = { prior: scales.prior.toJSON(), kl: scales.kl.toJSON(), q: scales.q.toJSON() };
     replay.save(replayPath);
-    writeFileSync(statePath, `${JSON.stringify(state)}\n`);
+    writeFileAtomic(statePath, `${JSON.stringify(state)}\n`);
     return meta;
   };
 
@@ -404,7 +409,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   let meta: PriorMeta | undefined;
   try {
     const ticks = Math.max(1, Math.round(train.episodeS / periodS));
-    for (let e = state.episodesDone; e < train.episodes; e++) {
+    for (let e = state.episodesDone; e < train.episodes && !opts.signal?.aborted; e++) {
       const te = performance.now();
       const rng = new Rng(run.controller.seed * 104729 + e);
       const x0Physical = run.sim.x0.length ? run.sim.x0 : [...(def.physical ? def.physical.toPhysical(def.x0 as number[], model.params as never) as number[] : def.x0)];
@@ -451,8 +456,10 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       point.wallS = (performance.now() - te) / 1000;
       state.curve.push(point);
       state.episodesDone = e + 1;
-      if (state.episodesDone % train.checkpointEvery === 0 || state.episodesDone === train.episodes) meta = await writeCheckpoint();
+      if (state.episodesDone % train.checkpointEvery === 0 || state.episodesDone === train.episodes || opts.signal?.aborted) meta = await writeCheckpoint();
       opts.onEpisode?.({ episode: e + 1, episodes: train.episodes, point });
+      // the tensor work never waits on I/O: let a signal's handler run between episodes
+      await new Promise((resolve) => setImmediate(resolve));
     }
     meta ??= await writeCheckpoint();
   } finally {
@@ -463,7 +470,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     }
     for (const o of Object.values(optimizers)) o.dispose();
   }
-  return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName };
+  return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true };
 }
 
 /** Each raw feature's scale: the spread of its difference from the reference in the data (at least 1e-3). */

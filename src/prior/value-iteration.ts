@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend } from '../kernels/index.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
@@ -10,12 +10,13 @@ import { choice, num, ParamsOf, resolveParams } from '../params.js';
 import { Rng } from '../random.js';
 import { MppiPlanner } from '../controller/receding.js';
 import type { RunParams } from '../run/setup.js';
-import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint } from './checkpoint.js';
+import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { initMlp, cloneMlp } from './mlp.js';
 import { featureDim, PriorNetworks, stateFeatures, symlog } from './networks.js';
 import { LearnedPrior, mismatch } from './runtime.js';
 import { clipGradients, forward, readVariables, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
 import { readReplayStates } from './trainer.js';
+import { InputError } from '../input-error.js';
 
 /** `train-value`'s parameters (`--set value.KEY=V`, and the named flags). */
 export const VALUE_PARAMS = {
@@ -59,6 +60,8 @@ export interface ValueIterationOptions {
   resume: boolean;
   version: string;
   onSweep?: (p: { sweep: number; sweeps: number; point: SweepPoint }) => void;
+  /** stops at once (SIGINT, SIGTERM): the sweep under way is dropped, the last sweep's checkpoint stays as it was */
+  signal?: AbortSignal;
   /** within a sweep: states planned so far */
   onPlan?: (done: number, total: number) => void;
 }
@@ -78,7 +81,7 @@ interface SweepState { sweepsDone: number; curve: SweepPoint[] }
  * other than Q come from the prior unchanged; V(x) = Q(x, mean pi_s(x)) as
  * the runtime reads it.
  */
-export async function valueIteration(opts: ValueIterationOptions): Promise<{ meta: PriorMeta; curve: SweepPoint[]; wallS: number; backend: string }> {
+export async function valueIteration(opts: ValueIterationOptions): Promise<{ meta: PriorMeta | undefined; curve: SweepPoint[]; wallS: number; backend: string; interrupted: boolean }> {
   const t0 = performance.now();
   const { run, value } = opts;
   const backendName = await useBackend(value.backend);
@@ -97,22 +100,22 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   let pool: number[][];
   const keep = Math.floor(value.states * value.keepFraction);
   const replayPath = join(opts.from, 'replay.bin');
-  if (!existsSync(replayPath)) throw new Error(`prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior`);
+  if (!existsSync(replayPath)) throw new InputError(`prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior`);
   const buffered = readReplayStates(replayPath, n);
-  if (buffered.length === 0) throw new Error(`prior '${opts.from}': its replay buffer is empty`);
+  if (buffered.length === 0) throw new InputError(`prior '${opts.from}': its replay buffer is empty`);
   const box = bufferBox(buffered);
   if (opts.resume) {
-    if (!existsSync(statePath)) throw new Error(`nothing to resume in '${opts.out}' (no value-state.json)`);
+    if (!existsSync(statePath)) throw new InputError(`nothing to resume in '${opts.out}' (no value-state.json)`);
     networks.q = loadCheckpoint(opts.out).networks.q;
     try {
       state = JSON.parse(readFileSync(statePath, 'utf8')) as SweepState;
     } catch (e) {
-      throw new Error(`cannot resume '${opts.out}': value-state.json is not valid JSON (${(e as Error).message})`);
+      throw new InputError(`cannot resume '${opts.out}': value-state.json is not valid JSON (${(e as Error).message})`);
     }
     pool = readRows(poolPath, n);
-    if (pool.length !== value.states) throw new Error(`cannot resume '${opts.out}': it values ${pool.length} states per sweep, this run asks for ${value.states}`);
+    if (pool.length !== value.states) throw new InputError(`cannot resume '${opts.out}': it values ${pool.length} states per sweep, this run asks for ${value.states}`);
   } else {
-    if (existsSync(join(opts.out, 'meta.json'))) throw new Error(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
+    if (existsSync(join(opts.out, 'meta.json'))) throw new InputError(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
     pool = fixedStates(new Rng(run.controller.seed), buffered, box, value);
     const f = featureDim(base.meta.features);
     networks.q = initMlp(new Rng(run.controller.seed + 1), [f + m, ...base.meta.hidden, 1], 0.1);
@@ -131,7 +134,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   const x0 = [...def.x0];
   let saved: PriorMeta | undefined;
   try {
-    for (let s = state.sweepsDone; s < value.sweeps; s++) {
+    for (let s = state.sweepsDone; s < value.sweeps && !opts.signal?.aborted; s++) {
       const ts = performance.now();
       const rng = new Rng(run.controller.seed * 7919 + s);
       const prior = LearnedPrior.fromNetworks({ ...base.meta, valueFloor: value.floor } as PriorMeta, { ...networks, q: cloneMlp(networks.q) });
@@ -140,7 +143,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       const planner = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(rng.uniform() * 2 ** 31), { prior, step: modelStep, settings });
       const targets = new Float64Array(pool.length);
       const ends: number[][] = [];
-      for (let i = 0; i < pool.length; i++) {
+      for (let i = 0; i < pool.length && !opts.signal?.aborted; i++) {
         planner.reset();
         const plan = await planner.plan({ x0: pool[i], uPrev: new Array<number>(m).fill(0), reference });
         targets[i] = plan.cost;
@@ -150,7 +153,10 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
         // network's capacity from the region the controller works in, and its own target still counts
         if (x.every((v, j) => v >= box.lo[j] && v <= box.hi[j])) ends.push(x);
         opts.onPlan?.(i + 1, pool.length);
+        // planning never waits on I/O: let a signal's handler run between plans
+        if (i % 16 === 15) await new Promise((resolve) => setImmediate(resolve));
       }
+      if (opts.signal?.aborted) break;
       if (value.monotone === 'on' && s > 0) {
         // with non-negative costs a cost-to-go over k + 1 plans is at least the one over k: a target below the
         // last value there is the planner exploiting the value's errors, not a shorter way. The bound is the
@@ -183,10 +189,11 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       state.curve.push(point);
       saved = saveCheckpoint(opts.out, networks, meta());
       writeRows(poolPath, pool);
-      writeFileSync(statePath, `${JSON.stringify(state)}\n`);
+      writeFileAtomic(statePath, `${JSON.stringify(state)}\n`);
       opts.onSweep?.({ sweep: s + 1, sweeps: value.sweeps, point });
     }
-    saved ??= saveCheckpoint(opts.out, networks, meta());
+    // interrupted before its first sweep: nothing new to save (a resumed run's checkpoint is as it was)
+    if (!opts.signal?.aborted) saved ??= saveCheckpoint(opts.out, networks, meta());
   } finally {
     backend.dispose();
     for (const l of qVars) {
@@ -194,7 +201,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       l.bias.dispose();
     }
   }
-  return { meta: saved, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName };
+  return { meta: saved, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true };
 }
 
 /** The buffer's box widened by a fifth of its width each side, and each state's spread. */
@@ -286,13 +293,13 @@ async function fitValue(qVars: ReturnType<typeof toVariables>, prior: LearnedPri
 
 function writeRows(path: string, rows: number[][]): void {
   const flat = Float64Array.from(rows.flat());
-  writeFileSync(path, Buffer.from(flat.buffer));
+  writeFileAtomic(path, Buffer.from(flat.buffer));
 }
 
 function readRows(path: string, n: number): number[][] {
-  if (!existsSync(path)) throw new Error(`nothing to resume: ${path} is missing`);
+  if (!existsSync(path)) throw new InputError(`nothing to resume: ${path} is missing`);
   const bytes = readFileSync(path);
-  if (bytes.length % (8 * n) !== 0) throw new Error(`${path} has ${bytes.length} bytes, not whole rows of ${n} states (truncated?)`);
+  if (bytes.length % (8 * n) !== 0) throw new InputError(`${path} has ${bytes.length} bytes, not whole rows of ${n} states (truncated?)`);
   const all = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
   return Array.from({ length: all.length / n }, (_, i) => Array.from(all.subarray(i * n, (i + 1) * n)));
 }

@@ -23,6 +23,12 @@ export interface RunSummary {
   timeToGoalS: number | null;
   /** share of the ticks from timeToGoalS to the end spent in the goal region (null without success) */
   heldFraction: number | null;
+  /** when the goal region was first entered, held or not (null: never) */
+  firstInGoalS: number | null;
+  /** the longest unbroken stay in the goal region [s] */
+  longestStayS: number;
+  /** whether the last tick was in the goal region */
+  endedInGoal: boolean;
   finalError: number;
   solveMs: { p50: number; p99: number; max: number };
   deadlineMisses: number;
@@ -52,6 +58,8 @@ export interface LoopOptions {
   measurementFilter?: (timeS: number, y: number[]) => number[] | undefined;
   /** pause, step, reset and push from outside (the dashboard) */
   control?: SimControl;
+  /** ends the run early at the next tick (SIGINT, SIGTERM): what was done is summarised as usual */
+  signal?: AbortSignal;
 }
 
 /**
@@ -97,9 +105,13 @@ export class SimControl {
   }
 
   /** The loop's gate before a tick: waits while paused (a step lets one tick through); applies queued actions. Returns the milliseconds waited. */
-  async gate(sim: Simulator): Promise<number> {
+  async gate(sim: Simulator, signal?: AbortSignal): Promise<number> {
     const start = performance.now();
-    while (this.pausedFlag && this.steps === 0) await new Promise<void>((resolve) => (this.wake = resolve));
+    // a signal ends a pause, so an interrupted run can finish
+    const onAbort = () => this.wake?.();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    while (this.pausedFlag && this.steps === 0 && !signal?.aborted) await new Promise<void>((resolve) => (this.wake = resolve));
+    signal?.removeEventListener('abort', onAbort);
     this.wake = undefined;
     if (this.steps > 0) this.steps--;
     for (const act of this.actions.splice(0)) act(sim);
@@ -136,18 +148,20 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
   let stateMessage = give(measured, 0);
   await session.warmUp();
   let wallStart = performance.now();
-  for (let k = 0; k < ticks; k++) {
+  const { signal } = opts;
+  for (let k = 0; k < ticks && !signal?.aborted; k++) {
     const timeS = k * periodS;
     // a pause shifts the real-time schedule by its length
     if (opts.control) {
-      const pausedMs = await opts.control.gate(sim);
+      const pausedMs = await opts.control.gate(sim, signal);
       wallStart += pausedMs;
       lastCommandMs += pausedMs;
     }
     if (!opts.lockstep) {
       const wait = wallStart + timeS * 1000 - performance.now();
-      if (wait > 0) await sleep(wait);
+      if (wait > 0) await sleep(wait, undefined, signal ? { signal } : undefined).catch(() => undefined);
     }
+    if (signal?.aborted) break;
     if (k > 0) {
       measuredRaw = sim.measure();
       measured = opts.measurementFilter ? opts.measurementFilter(timeS, measuredRaw) : measuredRaw;
@@ -176,8 +190,9 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
     sim.advance(tick.control, periodS);
   }
   const summary = summarize(model, controller, { goal, last, records }, { durationS: opts.durationS, rateHz: session.rateHz, solveMs: solveMs.subarray(0, solves) });
-  if (intervalsMs && ticks > 1) {
-    const jitter = Array.from(intervalsMs, (d) => Math.abs(d - 1000 * periodS));
+  const done = goal.ticks;
+  if (intervalsMs && done > 1) {
+    const jitter = Array.from(intervalsMs.subarray(0, done - 1), (d) => Math.abs(d - 1000 * periodS));
     summary.commandJitterMs = { p50: quantile(jitter, 0.5), p99: quantile(jitter, 0.99), max: Math.max(...jitter) };
   }
   return { records, summary };
@@ -196,7 +211,12 @@ function goalContains(model: Model, physical: number[], controller: Controller):
 export class GoalTracker {
   ticks = 0;
   timeToGoalS: number | null = null;
+  firstInGoalS: number | null = null;
+  longestStayS = 0;
+  lastInGoal = false;
   private enteredS: number | null = null;
+  /** the current stay's start, after success too (for the longest stay) */
+  private stayFromS: number | null = null;
   private ticksSinceEntered = 0;
   private ticksAfter = 0;
   private inGoalAfter = 0;
@@ -205,6 +225,12 @@ export class GoalTracker {
 
   observe(timeS: number, inGoal: boolean): void {
     this.ticks++;
+    this.lastInGoal = inGoal;
+    if (inGoal) {
+      this.firstInGoalS ??= timeS;
+      this.stayFromS ??= timeS;
+      this.longestStayS = Math.max(this.longestStayS, timeS - this.stayFromS);
+    } else this.stayFromS = null;
     if (this.timeToGoalS !== null) {
       this.ticksAfter++;
       if (inGoal) this.inGoalAfter++;
@@ -247,6 +273,9 @@ export function summarize(
     success: tracker.timeToGoalS !== null,
     timeToGoalS: tracker.timeToGoalS,
     heldFraction: tracker.heldFraction,
+    firstInGoalS: tracker.firstInGoalS,
+    longestStayS: tracker.longestStayS,
+    endedInGoal: tracker.lastInGoal,
     finalError,
     solveMs: { p50: quantile(solve, 0.5), p99: quantile(solve, 0.99), max: solve.length ? Math.max(...solve) : NaN },
     deadlineMisses: c.deadlineMisses,

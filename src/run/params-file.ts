@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { parse } from 'yaml';
-import { ParamEntry, ParamValue, rangeText } from '../params.js';
+import { parseDocument, visit } from 'yaml';
+import { GivenText, ParamEntry, ParamValue, rangeText, keyedRecord } from '../params.js';
+import { InputError } from '../input-error.js';
 
 /** Node names in ROS 2 parameter files (launch/ uses the same files). */
 export const CONTROLLER_NODE = 'tempered_mpc_controller';
@@ -16,7 +17,7 @@ export function readParamsFile(path: string): Record<string, unknown> {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new Error(`parameter file '${path}': cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new InputError(`parameter file '${path}': cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return parseParamsText(text, path);
 }
@@ -24,23 +25,31 @@ export function readParamsFile(path: string): Record<string, unknown> {
 /** The same, from the file's text; `path` names it in errors. */
 export function parseParamsText(text: string, path: string): Record<string, unknown> {
   let doc: unknown;
+  // problems are errors below; the parser's own warnings would only reach stderr
+  const parsed = parseDocument(text.replace(/^\uFEFF/, ''), { logLevel: 'error' });
+  if (parsed.errors.length) throw new InputError(`parameter file '${path}': malformed YAML (${parsed.errors[0].message.split('\n')[0]})`);
+  // .nan, .inf and 1e999 keep their text, so a refusal names what the file says
+  visit(parsed, {
+    Scalar(_key, node) {
+      if (typeof node.value === 'number' && !Number.isFinite(node.value)) node.value = new GivenText(node.source ?? String(node.value));
+    },
+  });
   try {
-    // problems are errors below; the parser's own warnings would only reach stderr
-    doc = parse(text, { logLevel: 'error' });
+    doc = parsed.toJS({ maxAliasCount: 100 });
   } catch (e) {
-    throw new Error(`parameter file '${path}': malformed YAML (${(e as Error).message.split('\n')[0]})`);
+    throw new InputError(`parameter file '${path}': malformed YAML (${(e as Error).message.split('\n')[0]})`);
   }
   if (doc === null || doc === undefined) return {};
-  if (typeof doc !== 'object' || Array.isArray(doc)) throw new Error(`parameter file '${path}': expected a map of node names`);
-  const out: Record<string, unknown> = {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new InputError(`parameter file '${path}': expected a map of node names`);
+  const out: Record<string, unknown> = keyedRecord();
   for (const [node, body] of Object.entries(doc as Record<string, unknown>)) {
     const name = node.replace(/^\//, '');
     const params = (body as Record<string, unknown> | null)?.ros__parameters;
     if (params === undefined || typeof params !== 'object' || params === null || Array.isArray(params)) {
-      throw new Error(`parameter file '${path}': node '${node}' needs a 'ros__parameters' map`);
+      throw new InputError(`parameter file '${path}': node '${node}' needs a 'ros__parameters' map`);
     }
     const prefix = name === SIMULATOR_NODE ? 'sim.' : name === CONTROLLER_NODE || name === '**' ? '' : undefined;
-    if (prefix === undefined) throw new Error(`parameter file '${path}': unknown node '${node}' (expected ${CONTROLLER_NODE} or ${SIMULATOR_NODE})`);
+    if (prefix === undefined) throw new InputError(`parameter file '${path}': unknown node '${node}' (expected ${CONTROLLER_NODE} or ${SIMULATOR_NODE})`);
     flatten(params as Record<string, unknown>, prefix, out, path);
   }
   return out;
@@ -48,10 +57,11 @@ export function parseParamsText(text: string, path: string): Record<string, unkn
 
 function flatten(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>, path: string): void {
   for (const [k, v] of Object.entries(obj)) {
-    if (v !== null && typeof v === 'object' && !Array.isArray(v)) flatten(v as Record<string, unknown>, `${prefix}${k}.`, out, path);
+    if (v instanceof GivenText) out[`${prefix}${k}`] = v;
+    else if (v !== null && typeof v === 'object' && !Array.isArray(v)) flatten(v as Record<string, unknown>, `${prefix}${k}.`, out, path);
     else if (Array.isArray(v)) out[`${prefix}${k}`] = v;
     else if (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean') out[`${prefix}${k}`] = v;
-    else throw new Error(`parameter file '${path}': '${prefix}${k}' has an unsupported value`);
+    else throw new InputError(`parameter file '${path}': '${prefix}${k}' has an unsupported value`);
   }
 }
 

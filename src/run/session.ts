@@ -11,6 +11,7 @@ import { modelDefinition } from '../models/index.js';
 import { Model, resolveModel, toPhysical } from '../models/model.js';
 import { LiveParameters, ParamValue, SetResult } from '../params.js';
 import { controllerConsistency, controllerParameterTable, controlPeriodS, planPeriodS, RunParams } from './setup.js';
+import { InputError } from '../input-error.js';
 
 /** Warm-up plans before the first tick of a real-time session (see `warmUp`). */
 const REAL_TIME_WARM_UP_PLANS = 5;
@@ -59,7 +60,7 @@ export class ControllerSession {
    */
   static async create(params: RunParams, opts: { lockstep: boolean; wrapPlanner?: (planner: RecedingPlanner) => RecedingPlanner }): Promise<ControllerSession> {
     const model = resolveModel(modelDefinition(params.system), params.model);
-    if (!model.def.sensor) throw new Error(`system '${params.system}' has no state to measure, so it cannot run as a controller`);
+    if (!model.def.sensor) throw new InputError(`system '${params.system}' has no state to measure, so it cannot run as a controller`);
     const c = params.controller;
     const spec: PlannerSpec = {
       system: params.system, model: params.model, planner: c.planner, params: { ...params.planners[c.planner] },
@@ -138,15 +139,23 @@ export class ControllerSession {
   }
 
   async tick(nowS: number): Promise<TickResult> {
-    this.applyParameters();
+    this.applyParameters(nowS);
     const tick = await this.controller.tick(nowS);
     this.estimator?.setCommand(tick.control);
     return tick;
   }
 
-  private applyParameters(): void {
+  /** Live parameter changes as they took effect, oldest first (the latest PARAMETER_CHANGES_KEPT of them): a run's summary says what it ran with. */
+  readonly parameterChanges: { timeS: number; changes: Record<string, ParamValue> }[] = [];
+  /** live parameter changes taken in all, those dropped from parameterChanges included */
+  parameterChangeCount = 0;
+
+  private applyParameters(nowS: number): void {
     const changes = this.live.takePending();
     if (!changes) return;
+    this.parameterChangeCount++;
+    this.parameterChanges.push({ timeS: nowS, changes });
+    if (this.parameterChanges.length > PARAMETER_CHANGES_KEPT) this.parameterChanges.shift();
     const values = this.live.values();
     this.controller.setTiming(timing(values as RunParams['controller'], this.planPeriodS));
     if (this.estimator) Object.assign(this.estimator.params, ekfParams(values as RunParams['controller']));
@@ -210,6 +219,9 @@ export class ControllerSession {
     this.disposePlanner();
   }
 }
+
+/** How many live parameter changes a session keeps for its summary (a tuning session rarely makes more; memory stays bounded if it does). */
+const PARAMETER_CHANGES_KEPT = 1000;
 
 function ekfParams(c: { estimatorProcessNoise: number; estimatorMeasurementNoise: number; estimatorGate: number }) {
   return { processNoise: c.estimatorProcessNoise, measurementNoise: c.estimatorMeasurementNoise, gate: c.estimatorGate };

@@ -4,9 +4,10 @@ import { MPPI_PARAMS } from '../planners/mppi.js';
 import { PRIOR_PARAMS } from '../prior/params.js';
 import { modelDefinition, MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
-import { choice, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../params.js';
+import { choice, describe, GivenText, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema, keyedRecord } from '../params.js';
 import { initialStateError, noisyStates, plantStepError, resolveSimParams, SIM_NODE_PARAMS, SimParams, Simulator } from '../../sim/simulator.js';
 import { ControllerSession } from './session.js';
+import { InputError } from '../input-error.js';
 
 /**
  * MPC defaults per system: sampling budgets sized for real time on a small
@@ -63,16 +64,16 @@ export interface RunParams {
  * plant itself and seeds it with the controller's seed + 1).
  */
 function splitSimulatorGroup(system: string, group: Record<string, unknown>): { sim: SimParams; simModel: Record<string, unknown> } {
-  const plant: Record<string, unknown> = {};
-  const node: Record<string, unknown> = {};
-  const simModel: Record<string, unknown> = {};
+  const plant: Record<string, unknown> = keyedRecord();
+  const node: Record<string, unknown> = keyedRecord();
+  const simModel: Record<string, unknown> = keyedRecord();
   for (const [k, v] of Object.entries(group)) {
     if (k.startsWith('model.')) simModel[k.slice('model.'.length)] = v;
-    else if (k in SIM_NODE_PARAMS) node[k] = v;
+    else if (Object.hasOwn(SIM_NODE_PARAMS, k)) node[k] = v;
     else plant[k] = v;
   }
   const nodeParams = resolveParams('sim', SIM_NODE_PARAMS as Schema, node);
-  if (node.system !== undefined && String(nodeParams.system) !== system) throw new Error(`the simulator's parameters are for system '${String(nodeParams.system)}', not '${system}'`);
+  if (node.system !== undefined && String(nodeParams.system) !== system) throw new InputError(`the simulator's parameters are for system '${String(nodeParams.system)}', not '${system}'`);
   resolveModel(modelDefinition(system), simModel, 'sim.model');
   return { sim: resolveSimParams(plant), simModel };
 }
@@ -84,15 +85,20 @@ const GROUPS = ['controller', 'tsmc', 'mppi', 'prior', 'model', 'sim'] as const;
  * bare (rateHz), `tsmc.KEY` / `mppi.KEY`, `prior.KEY`, `model.KEY` and `sim.KEY`.
  */
 export function resolveRunParams(system: string, flat: Record<string, unknown>): RunParams {
-  if (flat.system !== undefined && flat.system !== system) {
-    throw new Error(`the parameters are for system '${String(flat.system)}', not '${system}'`);
+  const def = modelDefinition(system);
+  if (!def.sensor) throw new InputError(`system '${system}' has no state to measure, so it cannot run as a controller (it is for trajectory optimisation: solve, bench to)`);
+  const givenSystem = flat.system instanceof GivenText ? flat.system.text : flat.system;
+  if (givenSystem !== undefined && givenSystem !== system) {
+    throw new InputError(`the parameters are for system ${describe(givenSystem)}, not '${system}'`);
   }
-  const groups: Record<(typeof GROUPS)[number], Record<string, unknown>> = { controller: {}, tsmc: {}, mppi: {}, prior: {}, model: {}, sim: {} };
+  const groups: Record<(typeof GROUPS)[number], Record<string, unknown>> = { controller: keyedRecord(), tsmc: keyedRecord(), mppi: keyedRecord(), prior: keyedRecord(), model: keyedRecord(), sim: keyedRecord() };
   for (const [key, value] of Object.entries(flat)) {
     if (key === 'system') continue;
     const dot = key.indexOf('.');
     const group = (dot < 0 ? 'controller' : key.slice(0, dot)) as (typeof GROUPS)[number];
-    if (!GROUPS.includes(group)) throw new Error(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., prior., model., sim.)`);
+    if (!GROUPS.includes(group)) throw new InputError(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., prior., model., sim.)`);
+    // `tsmc: 5` in a file: a group given a value
+    if (dot < 0 && (GROUPS as readonly string[]).includes(key)) throw new InputError(`'${key}' is a group of parameters (${key}.KEY, a map in a file), got ${describe(value)}`);
     groups[group][dot < 0 ? key : key.slice(dot + 1)] = value;
   }
   const controller = resolveParams('controller', CONTROLLER_PARAMS, groups.controller);
@@ -108,14 +114,14 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   const { sim, simModel } = splitSimulatorGroup(system, groups.sim);
   const periodS = controlPeriodS(controller.rateHz, nominal.dtS);
   const stepError = plantStepError(nominal.def, periodS, sim.substeps);
-  if (stepError) throw new Error(stepError);
+  if (stepError) throw new InputError(stepError);
   if (controller.planRateHz > 1 / periodS * (1 + 1e-9)) {
-    throw new Error(`planRateHz ${controller.planRateHz} is above the command rate ${+(1 / periodS).toFixed(6)} Hz${controller.rateHz > 0 ? '' : ' (rateHz 0: 1 / the model\'s dtS)'}: plans cannot start more often than commands leave`);
+    throw new InputError(`planRateHz ${controller.planRateHz} is above the command rate ${+(1 / periodS).toFixed(6)} Hz${controller.rateHz > 0 ? '' : ' (rateHz 0: 1 / the model\'s dtS)'}: plans cannot start more often than commands leave`);
   }
   const x0Error = initialStateError(nominal.def, sim.x0);
-  if (x0Error) throw new Error(x0Error);
+  if (x0Error) throw new InputError(x0Error);
   const noisy = noisyStates(nominal.def, sim.processNoiseOn);
-  if (typeof noisy === 'string') throw new Error(noisy);
+  if (typeof noisy === 'string') throw new InputError(noisy);
   return { system, controller, planner: planners[controller.planner], planners, model, prior, sim, simModel };
 }
 

@@ -6,12 +6,22 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { msgJsonSchema } from '../interfaces/definitions.js';
 import { protobufSchema } from '../interfaces/protobuf.js';
 import type { ParamValue, SetResult } from '../params.js';
+import { sameOrigin } from './origin.js';
 
 /** The subprotocol names a Foxglove client may offer: the protocol's own and the SDK's newer name for the same protocol. */
 export const SUBPROTOCOLS = ['foxglove.websocket.v1', 'foxglove.sdk.v1'] as const;
 
 /** Bytes queued for one client beyond which it is dropped: a stalled client must not grow memory. */
 export const CLIENT_QUEUE_LIMIT_BYTES = 2 ** 20;
+
+/** The largest frame a client may send (HTTP bodies have the same cap); a larger one closes the connection (code 1009). */
+export const CLIENT_FRAME_LIMIT_BYTES = 64 * 1024;
+
+/** Most entries one client message may carry (subscriptions, parameter names or values): a message with more is refused whole, with one status. */
+export const CLIENT_MESSAGE_ENTRIES_LIMIT = 128;
+
+/** Origins whose pages may change parameters without a token (Foxglove's web app connects from here). */
+export const FOXGLOVE_WEB_ORIGINS = ['https://app.foxglove.dev'] as const;
 
 // a CommonJS package: its named exports come through the default import
 const { FoxgloveServer, ServerCapability } = foxglove;
@@ -41,6 +51,8 @@ export class FoxgloveLive {
   private readonly authorized = new WeakSet<object>();
   /** clients dropped for not reading */
   dropped = 0;
+  /** the longest time one client message held the command thread [ms] (the fuzzing's property) */
+  longestMessageMs = 0;
 
   constructor(
     private readonly source: LiveParameterSource,
@@ -49,18 +61,24 @@ export class FoxgloveLive {
     /** when set, only a connection made with ?token=TOKEN may change parameters */
     private readonly token?: string,
     name = 'tempered-mpc',
+    /** web origins besides the server's own whose connections may change parameters when no token is needed */
+    private readonly trustedOrigins: readonly string[] = FOXGLOVE_WEB_ORIGINS,
   ) {
     this.server = new FoxgloveServer({ name, capabilities: [ServerCapability.parameters, ServerCapability.parametersSubscribe] });
     this.wss = new WebSocketServer({
       noServer: true,
+      maxPayload: CLIENT_FRAME_LIMIT_BYTES,
       handleProtocols: (offered) => [...offered].find((p) => (SUBPROTOCOLS as readonly string[]).includes(p)) ?? false,
     });
     this.wss.on('connection', (ws, req) => {
       this.clients.add(ws);
       const given = new URL(req.url ?? '/', 'ws://host').searchParams.get('token');
-      if (this.token === undefined || given === this.token) this.authorized.add(ws);
+      // without a token, only a connection from no page, this server's own or a trusted one may change parameters: a page elsewhere may watch
+      if (this.token === undefined ? sameOrigin(req.headers.origin, req.headers.host, this.trustedOrigins) : given === this.token) this.authorized.add(ws);
       ws.on('close', () => this.clients.delete(ws));
+      ws.on('error', () => ws.terminate());
       this.server.handleConnection(ws as never, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
+      this.guard(ws);
     });
     const json = new TextEncoder();
     for (const [topic, type] of Object.entries(topics)) {
@@ -82,7 +100,7 @@ export class FoxgloveLive {
     });
     this.server.on('getParameters', ({ parameterNames, id }, connection) => {
       const values = this.source.parameterValues();
-      const names = parameterNames.length ? parameterNames.filter((n) => n in values) : Object.keys(values);
+      const names = parameterNames.length ? parameterNames.filter((n) => Object.hasOwn(values, n)) : Object.keys(values);
       this.server.publishParameterValues(names.map((n) => toFoxglove(n, values[n])), id, connection);
     });
     this.server.on('setParameters', ({ parameters, id }, connection) => {
@@ -100,9 +118,48 @@ export class FoxgloveLive {
       // the protocol answers a set with the values now in effect (refused ones unchanged)
       if (id !== undefined) {
         const values = this.source.parameterValues();
-        this.server.publishParameterValues(parameters.map((p) => p.name).filter((n) => n in values).map((n) => toFoxglove(n, values[n])), id, connection);
+        this.server.publishParameterValues(parameters.map((p) => p.name).filter((n) => Object.hasOwn(values, n)).map((n) => toFoxglove(n, values[n])), id, connection);
       }
     });
+  }
+
+  /**
+   * Bounds the work one client message can cause on the command thread: the
+   * protocol library answers every entry of a message (100,000 subscriptions
+   * would be 100,000 status replies), so a message with more than
+   * CLIENT_MESSAGE_ENTRIES_LIMIT entries is refused whole, with one status.
+   * Frames are already capped at CLIENT_FRAME_LIMIT_BYTES.
+   */
+  private guard(ws: WebSocket): void {
+    const handle = ws.onmessage;
+    ws.onmessage = (event) => {
+      const start = performance.now();
+      this.handleGuarded(ws, event, handle);
+      this.longestMessageMs = Math.max(this.longestMessageMs, performance.now() - start);
+    };
+  }
+
+  private handleGuarded(ws: WebSocket, event: WebSocket.MessageEvent, handle: WebSocket['onmessage']): void {
+    if (typeof event.data === 'string') {
+      let entries = 0;
+      let op = '';
+      try {
+        const message = JSON.parse(event.data) as Record<string, unknown>;
+        op = String(message?.op ?? '');
+        for (const key of ['subscriptions', 'subscriptionIds', 'parameterNames', 'parameters', 'channels', 'channelIds']) {
+          const list = message?.[key];
+          if (Array.isArray(list)) entries = Math.max(entries, list.length);
+        }
+      } catch {
+        this.server.sendStatus({ level: 2, message: 'refused: a message that is not JSON' }, ws as never);
+        return;
+      }
+      if (entries > CLIENT_MESSAGE_ENTRIES_LIMIT) {
+        this.server.sendStatus({ level: 2, message: `refused: '${op.slice(0, 40)}' with ${entries} entries, at most ${CLIENT_MESSAGE_ENTRIES_LIMIT} in one message` }, ws as never);
+        return;
+      }
+    }
+    handle?.call(ws, event);
   }
 
   /** A JSON channel beside the message types of msgs/ (e.g. foxglove.SceneUpdate for the 3-D panel). */

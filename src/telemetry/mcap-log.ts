@@ -68,12 +68,18 @@ export class McapLog {
     return new McapLog(file, writer, channels);
   }
 
-  write(topic: string, timeS: number, message: object): Promise<unknown> {
+  /**
+   * Queues a message published at `timeS` (the controller's clock: simulated
+   * time in an embedded run), logged at `logTimeS` when given (real time: the
+   * wall clock, so a stall shows in the log) or else at `timeS` too.
+   */
+  write(topic: string, timeS: number, message: object, logTimeS?: number): Promise<unknown> {
     const channel = this.channels.get(topic);
     if (channel === undefined) throw new Error(`no channel for topic '${topic}'`);
-    const time = BigInt(Math.round(timeS * 1e9));
+    const publishTime = BigInt(Math.round(timeS * 1e9));
+    const logTime = logTimeS === undefined ? publishTime : BigInt(Math.round(logTimeS * 1e9));
     const data = channel.encode(message);
-    this.queue = this.queue.then(() => this.writer.addMessage({ channelId: channel.id, sequence: 0, logTime: time, publishTime: time, data }));
+    this.queue = this.queue.then(() => this.writer.addMessage({ channelId: channel.id, sequence: 0, logTime, publishTime, data }));
     return this.queue;
   }
 

@@ -3,6 +3,9 @@ import type { ControllerCounters, TickMode, TickResult } from '../controller/con
 
 const MODES: readonly TickMode[] = ['ok', 'late', 'fallback', 'stale', 'waiting'];
 
+/** prom-client's default gauges whose names end in _total (a counter's suffix). */
+const NON_COUNTERS_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 /**
  * The controller's figures in Prometheus form, named by its conventions,
  * with Node's default process metrics (event-loop lag matters for a control
@@ -19,6 +22,9 @@ export class ControllerMetrics {
 
   constructor(planner: string, budgetS: number) {
     collectDefaultMetrics({ register: this.registry });
+    // gauges named *_total break Prometheus's naming rule (promtool refuses them); the per-type
+    // nodejs_active_{handles,requests,resources} gauges beside them hold the same counts
+    for (const name of NON_COUNTERS_NAMED_TOTAL) this.registry.removeSingleMetric(name);
     this.registry.setDefaultLabels({ planner });
     const r = [this.registry];
     // buckets around the budget: what matters is how close to it a solve comes

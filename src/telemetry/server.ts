@@ -9,10 +9,12 @@ import { protobufSchema } from '../interfaces/protobuf.js';
 import { SCENE_UPDATE, SCENE_UPDATE_SCHEMA } from '../interfaces/scene.js';
 import { isAngle, Model, physicalNames, toPhysical } from '../models/model.js';
 import type { ParamEntry, ParamValue, SetResult } from '../params.js';
-import { rangeText } from '../params.js';
+import { describe, rangeText } from '../params.js';
+import { InputError } from '../input-error.js';
 import type { SimControl } from '../run/loop.js';
 import { CONTROLLER_NODE, nodeParameterYaml } from '../run/params-file.js';
 import { FoxgloveLive } from './foxglove-live.js';
+import { sameOrigin } from './origin.js';
 import { ControllerMetrics } from './metrics.js';
 
 /**
@@ -44,6 +46,8 @@ export interface TelemetryOptions {
   encoding?: 'protobuf' | 'json';
   /** an embedded run's simulator controls (pause, step, reset, push) */
   simulator?: { control: SimControl; stateNames: readonly string[] };
+  /** web origins besides the server's own whose Foxglove connections may change parameters without the token (default: Foxglove's web app) */
+  trustedOrigins?: readonly string[];
 }
 
 /** The dashboard's static files (dashboard/ at the package root) and the chart library's. */
@@ -59,6 +63,10 @@ const STATIC: Readonly<Record<string, { path: string; type: string }>> = {
 };
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** Most parameters one change may name (there are about 60; a bigger request is refused unread). */
+export const MAX_CHANGES_PER_REQUEST = 128;
+
 
 /** The live topic of the plan as a foxglove.SceneUpdate. */
 export const SCENE_TOPIC = '/tempered_mpc/plan_scene';
@@ -79,10 +87,12 @@ export class Telemetry {
 
   constructor(private readonly source: TelemetrySource, readonly options: TelemetryOptions = {}) {
     const host = options.host ?? '127.0.0.1';
+    // an empty token would let a change through with no Authorization header at all
+    if (options.token !== undefined && options.token.trim() === '') throw new InputError('the telemetry token must not be empty (leave it unset on loopback, or give one)');
     this.token = options.token ?? (LOOPBACK.has(host) ? undefined : randomBytes(18).toString('base64url'));
     this.metrics = new ControllerMetrics(source.planner.name, source.budgetMs / 1000);
     this.app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
-    this.foxglove = new FoxgloveLive(source, options.topics ?? {}, options.encoding ?? 'protobuf', this.token);
+    this.foxglove = new FoxgloveLive(source, options.topics ?? {}, options.encoding ?? 'protobuf', this.token, undefined, options.trustedOrigins);
     // the plan in Foxglove's 3-D panel, where the system has a planar sketch
     if (source.model.def.sketch) this.foxglove.addJsonChannel(SCENE_TOPIC, SCENE_UPDATE, SCENE_UPDATE_SCHEMA);
     this.foxglove.attach(this.app.server);
@@ -102,7 +112,19 @@ export class Telemetry {
 
   /** Listens; returns the address. */
   async listen(): Promise<string> {
-    return this.app.listen({ host: this.options.host ?? '127.0.0.1', port: this.options.port ?? 8765 });
+    const address = await this.app.listen({ host: this.options.host ?? '127.0.0.1', port: this.options.port ?? 8765 });
+    const bound = this.app.server.address();
+    this.port = typeof bound === 'object' && bound ? bound.port : undefined;
+    return address;
+  }
+
+  /** the port the server listens on (--serve, --port 0: the one the system chose), once listening */
+  port: number | undefined;
+
+  /** The parameters in effect, with telemetryPort as served (a run served by --serve has telemetryPort 0 in its parameters). */
+  private parameterValues(): Record<string, ParamValue> {
+    const values = this.source.parameterValues();
+    return this.port !== undefined && Object.hasOwn(values, 'telemetryPort') ? { ...values, telemetryPort: this.port } : values;
   }
 
   close(): Promise<void> {
@@ -112,13 +134,20 @@ export class Telemetry {
 
   private routes(): void {
     const { app, source } = this;
+    // every state-changing route: a page of another origin may not call it, token or not
+    app.addHook('onRequest', async (req, reply) => {
+      if (req.method === 'GET' || req.method === 'HEAD') return;
+      if (!sameOrigin(req.headers.origin, req.headers.host)) {
+        return reply.code(403).send({ error: `refused: a page at ${String(req.headers.origin).slice(0, 100)} may not change this server (cross-origin)` });
+      }
+    });
     for (const [url, file] of Object.entries(STATIC)) {
       app.get(url, async (_req, reply) => reply.type(file.type).send(await readFile(file.path)));
     }
     app.get('/params.yaml', async (_req, reply) => {
       const yaml = [
         '# The controller\'s parameters as they are now (tempered-mpc telemetry): `run --params` and the launch files read this file.',
-        ...nodeParameterYaml(CONTROLLER_NODE, { entries: source.live.list, values: source.parameterValues() }),
+        ...nodeParameterYaml(CONTROLLER_NODE, { entries: source.live.list, values: this.parameterValues() }),
       ].join('\n');
       return reply.type('application/yaml; charset=utf-8').header('content-disposition', `attachment; filename="${CONTROLLER_NODE}.yaml"`).send(`${yaml}\n`);
     });
@@ -143,7 +172,10 @@ export class Telemetry {
       else if (action === 'reset') sim.control.reset();
       else if (action === 'push') {
         const body = (req.body ?? {}) as { state?: unknown; size?: unknown };
-        const problem = sim.control.push(Number(body.state), Number(body.size), sim.stateNames.length);
+        if (typeof body.state !== 'number' || typeof body.size !== 'number') {
+          return reply.code(400).send({ error: `a push needs {"state": INDEX, "size": NUMBER}, got state ${describe(body.state)} and size ${describe(body.size)}` });
+        }
+        const problem = sim.control.push(body.state, body.size, sim.stateNames.length);
         if (problem) return reply.code(400).send({ error: problem });
       } else return reply.code(404).send({ error: `unknown simulator action '${basename(action)}' (pause, resume, step, reset, push)` });
       return { paused: sim.control.paused };
@@ -159,6 +191,11 @@ export class Telemetry {
         // which states are angles (plotted on the goal's branch), by the models' one rule
         angles: physicalNames(source.model).map(isAngle),
         controlNames: source.model.def.controlNames,
+        stateUnits: source.model.def.physicalUnits,
+        controlUnits: source.model.def.controlUnits,
+        // the goal region as bands about the goal (null: unbounded along that state), and how long it must be held
+        goalHalfWidths: source.model.def.goalRegion?.halfWidths.map(finiteOrNull) ?? null,
+        holdS: source.model.def.goalRegion?.holdS ?? null,
         controlLimits: { lower: limits.lower.map(finiteOrNull), upper: limits.upper.map(finiteOrNull) },
         goal: toPhysical(source.model, source.controller.currentReference),
         periodMs: 1000 * source.periodS,
@@ -174,7 +211,7 @@ export class Telemetry {
       return this.metrics.registry.metrics();
     });
     app.get('/params', async () => ({
-      values: source.parameterValues(),
+      values: this.parameterValues(),
       schema: source.live.list.map((e) => ({
         key: e.key, kind: e.def.kind, doc: e.def.doc, rule: rangeText(e.def), readOnly: e.readOnly ?? null,
         ...(e.def.kind === 'number' ? { min: e.def.min ?? null, max: e.def.max ?? null, integer: e.def.integer ?? false } : {}),
@@ -189,6 +226,8 @@ export class Telemetry {
       if (body === null || typeof body !== 'object' || Array.isArray(body)) {
         return reply.code(400).send({ error: 'the body must be a JSON object of parameter changes, e.g. {"mppi.temperature": 0.02}', reasons: {} });
       }
+      const count = Object.keys(body).length;
+      if (count > MAX_CHANGES_PER_REQUEST) return reply.code(400).send({ error: `nothing applied: ${count} parameters in one change, at most ${MAX_CHANGES_PER_REQUEST}`, reasons: {} });
       const result = source.requestParameters(body as Record<string, unknown>);
       if (!result.ok) return reply.code(400).send({ error: 'nothing applied', reasons: result.reasons });
       return { applied: result.applied, appliesAt: 'the next tick' };
