@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -218,6 +218,13 @@ describe('run --serve (a real-time run with the server up)', () => {
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     assert.equal(code, 0, stderr);
     assert.ok(JSON.parse(stdout).ticks === 40);
+    // the live change is in the record: when it took effect, and the value the run ended with
+    const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
+    assert.equal(summary.params.planners.mppi.temperature !== 0.05, true, 'the start values stay as they were');
+    assert.equal(summary.paramsAtEnd['mppi.temperature'], 0.05);
+    assert.equal(summary.parameterChangeCount, 1);
+    assert.deepEqual(summary.parameterChanges[0].changes, { 'mppi.temperature': 0.05 });
+    assert.ok(summary.parameterChanges[0].timeS > 0 && summary.parameterChanges[0].timeS < 4);
   });
 
   it('--port without --serve is a usage error', () => {

@@ -13,7 +13,7 @@ const CLIENTS = fileURLToPath(new URL('../telemetry/bench-clients.js', import.me
 interface MemorySample { timeS: number; rssMB: number; heapMB: number; externalMB: number }
 interface Leg { summary: RunSummary; memory: { settled: MemorySample; end: MemorySample; maxRssMB: number; samples: MemorySample[] } }
 
-type LegKind = 'none' | 'clients' | 'stalled';
+type LegKind = 'none' | 'clients' | 'stalled' | 'hostile';
 
 /**
  * Telemetry's cost to the loop: the same real-time run three times: without
@@ -38,11 +38,11 @@ export const benchTelemetryCommand: Command = {
     if (lockstep) throw new UsageError('bench telemetry runs in real time: drop --lockstep');
     // the legs with the server measure what its clients cost: at least one
     const clients = optionalInteger(values, 'clients', 10, 1, 100);
-    const leg = async (kind: LegKind): Promise<Leg & { received?: number[]; dropped?: number; stalledQueueKB?: number }> => {
+    const leg = async (kind: LegKind): Promise<Leg & { received?: number[]; dropped?: number; stalledQueueKB?: number; hostile?: Record<string, number> }> => {
       const { session, sim } = await assemble(params, { lockstep: false });
       const topics = logTopics(session.codec.type, session.estimator !== undefined);
       const served = kind !== 'none' ? await serveTelemetry(session, params.controller, topics, { port: 0 }) : undefined;
-      const child = served && spawn(process.execPath, [CLIENTS, served.address.replace(/^http/, 'ws'), String(clients), ...(kind === 'stalled' ? ['stalled'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = served && spawn(process.execPath, [CLIENTS, served.address.replace(/^http/, 'ws'), String(clients), ...(kind === 'stalled' || kind === 'hostile' ? [kind] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child?.stdout!.on('data', (d) => (out += d));
       // let the clients connect and subscribe
@@ -72,16 +72,17 @@ export const benchTelemetryCommand: Command = {
         sample(durationS);
         const stalledQueueKB = served && served.telemetry.foxglove.largestQueueBytes / 1024;
         let received: number[] | undefined;
+        let hostile: Record<string, number> | undefined;
         if (child) {
           const exited = new Promise((r) => child.once('exit', r));
           child.kill('SIGTERM');
           await exited;
-          received = (JSON.parse(out.trim() || '{"received":[]}') as { received: number[] }).received;
+          ({ received, hostile } = JSON.parse(out.trim() || '{"received":[]}') as { received: number[]; hostile?: Record<string, number> });
         }
         // from 10 s on: the first seconds allocate what a run needs
         const settled = samples.find((m) => m.timeS >= Math.min(10, durationS / 2)) ?? samples[0];
         return {
-          summary, received, dropped: served?.telemetry.foxglove.dropped, stalledQueueKB,
+          summary, received, dropped: served?.telemetry.foxglove.dropped, stalledQueueKB, ...(kind === 'hostile' ? { hostile } : {}),
           memory: { settled, end: samples.at(-1)!, maxRssMB: Math.max(...samples.map((m) => m.rssMB)), samples },
         };
       } finally {
@@ -92,7 +93,7 @@ export const benchTelemetryCommand: Command = {
     };
     const only = values.leg as string | undefined;
     if (only !== undefined) {
-      if (!['none', 'clients', 'stalled'].includes(only)) throw new UsageError(`--leg must be none, clients or stalled, got '${only}'`);
+      if (!['none', 'clients', 'stalled', 'hostile'].includes(only)) throw new UsageError(`--leg must be none, clients, stalled or hostile, got '${only}'`);
       return printJson(await leg(only as LegKind));
     }
     // each leg in a fresh process: RSS never shrinks back, so legs sharing a process would inherit each other's peaks
@@ -108,6 +109,7 @@ export const benchTelemetryCommand: Command = {
     const without = await inChild('none');
     const withClients = await inChild('clients');
     const withStalled = await inChild('stalled');
+    const withHostile = await inChild('hostile');
     const p99 = (l: Leg) => l.summary.solveMs.p99;
     // the stalled client's own cost: the leg with it against the same clients without it
     const stalledEffectMB = {
@@ -119,8 +121,10 @@ export const benchTelemetryCommand: Command = {
     const result = {
       system, planner: params.controller.planner, durationS, clients,
       solveP99Ms: { without: p99(without), with: p99(withClients), change: p99(withClients) / p99(without) - 1, withStalled: p99(withStalled) },
-      commandJitterP99Ms: { without: without.summary.commandJitterMs?.p99, with: withClients.summary.commandJitterMs?.p99, withStalled: withStalled.summary.commandJitterMs?.p99 },
-      deadlineMisses: { without: without.summary.deadlineMisses, with: withClients.summary.deadlineMisses, withStalled: withStalled.summary.deadlineMisses },
+      commandJitterP99Ms: { without: without.summary.commandJitterMs?.p99, with: withClients.summary.commandJitterMs?.p99, withStalled: withStalled.summary.commandJitterMs?.p99, withHostile: withHostile.summary.commandJitterMs?.p99 },
+      deadlineMisses: { without: without.summary.deadlineMisses, with: withClients.summary.deadlineMisses, withStalled: withStalled.summary.deadlineMisses, withHostile: withHostile.summary.deadlineMisses },
+      // the first-hour review's attacks, every 200 ms from loopback, beside the N clients: does the plant stay controlled?
+      hostile: { success: withHostile.summary.success, timeToGoalS: withHostile.summary.timeToGoalS, heldFraction: withHostile.summary.heldFraction, sent: withHostile.hostile },
       messagesPerClient: withClients.received, stalledClientDropped: withStalled.dropped, stalledClientQueueKB: withStalled.stalledQueueKB,
       stalledEffectMB,
       memory: { without: without.memory, with: withClients.memory, withStalled: withStalled.memory },
@@ -130,6 +134,10 @@ export const benchTelemetryCommand: Command = {
     console.log(`  solve p99 ${p99(without).toFixed(1)} ms without the server, ${p99(withClients).toFixed(1)} ms with (${(100 * result.solveP99Ms.change).toFixed(1)}%)`);
     console.log(`  command jitter p99 ${result.commandJitterP99Ms.without?.toFixed(2)} -> ${result.commandJitterP99Ms.with?.toFixed(2)} ms; deadline misses ${result.deadlineMisses.without} -> ${result.deadlineMisses.with}`);
     console.log(`  messages per client ${withClients.received?.join(', ')}; stalled clients dropped ${withStalled.dropped}`);
+    const h = result.hostile;
+    console.log(`  with a hostile client beside them (oversized and malformed PATCHes, cross-origin changes, 100k-entry subscribes, oversized frames every 200 ms): `
+      + `${h.success ? `goal at ${h.timeToGoalS?.toFixed(2)} s and held (${(100 * (h.heldFraction ?? 0)).toFixed(0)}% of the time after)` : 'goal NOT reached and held'}; `
+      + `jitter p99 ${result.commandJitterP99Ms.withHostile?.toFixed(2)} ms; deadline misses ${result.deadlineMisses.withHostile}; sent ${Object.entries(h.sent ?? {}).map(([k, n]) => `${k} ${n}`).join(', ')}`);
     const mem = (l: Leg) => `RSS ${l.memory.settled.rssMB.toFixed(1)} -> ${l.memory.end.rssMB.toFixed(1)} MB (max ${l.memory.maxRssMB.toFixed(1)}), heap ${l.memory.settled.heapMB.toFixed(1)} -> ${l.memory.end.heapMB.toFixed(1)} MB, external ${l.memory.settled.externalMB.toFixed(1)} -> ${l.memory.end.externalMB.toFixed(1)} MB`;
     console.log(`  memory from t=${withClients.memory.settled.timeS.toFixed(0)} s without the server: ${mem(without)}`);
     console.log(`  with the clients: ${mem(withClients)}`);
