@@ -161,7 +161,7 @@ function buildCharts() {
       { label: meta.hasTruth ? 'true' : 'measured', stroke: '#1f77b4' },
       { label: 'plan', stroke: '#ff7f0e', dash: [6, 3] },
       { label: 'goal', stroke: '#000000', dash: [2, 4] },
-      ...(half != null ? [{ label: 'goal region', stroke: '#2ca02c', dash: [1, 3] }, { label: '', stroke: '#2ca02c', dash: [1, 3] }] : []),
+      ...(half != null ? [{ label: 'goal region −', stroke: '#2ca02c', dash: [1, 3] }, { label: 'goal region +', stroke: '#2ca02c', dash: [1, 3] }] : []),
     ], {
       build: () => {
         const g = meta.goal[i];
