@@ -4,6 +4,3 @@
  * check of user input throws this class (or a subclass), wherever it sits.
  */
 export class InputError extends Error {}
-
-/** Whether an error names bad input (exit 2) rather than a failure (exit 1). */
-export const isInputError = (e: unknown): boolean => e instanceof InputError;

@@ -144,7 +144,8 @@ function checkList(label: string, def: ListParam, value: unknown): readonly numb
     return arr as string[];
   }
   return arr.map((x, i) => {
-    const v = x instanceof GivenText ? parseGivenText(`${label}[${i}]`, { kind: 'number', default: 0, doc: '' }, x.text) : x;
+    // a list item given as text is a YAML .nan or .inf: refused below, naming what the file says
+    const v = x instanceof GivenText ? Number(x.text) : x;
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${label}[${i}] must be a finite number, got ${describe(x)}`);
     return v;
   });
@@ -296,9 +297,9 @@ function sameValue(a: ParamValue, b: ParamValue | undefined): boolean {
 }
 
 /** Longer names get no suggestion: the edit distance costs their length squared, and no parameter is named that long. */
-export const SUGGESTION_MAX_LENGTH = 64;
+const SUGGESTION_MAX_LENGTH = 64;
 /** The longest parameter name accepted at all (anything longer is refused unread). */
-export const PARAMETER_NAME_MAX_LENGTH = 200;
+const PARAMETER_NAME_MAX_LENGTH = 200;
 
 /** "unknown parameter 'x'", with "(did you mean 'y'?)" for a near miss among the known keys. */
 export function unknownParameter(key: string, known: readonly string[]): string {

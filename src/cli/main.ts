@@ -10,7 +10,7 @@ import { benchPlannerCommand } from './bench-planner.js';
 import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs } from './command.js';
 import { shutdown } from './shutdown.js';
-import { isInputError } from '../input-error.js';
+import { InputError } from '../input-error.js';
 import { paramsCommand } from './params.js';
 import { rolloutCommand } from './rollout.js';
 import { runCommand } from './run.js';
@@ -68,7 +68,7 @@ export async function main(argv: string[]): Promise<number> {
     await cmd.run(values, positionals);
     return shutdown.signalExitCode ?? 0;
   } catch (e) {
-    const input = isInputError(e);
+    const input = e instanceof InputError;
     const message = (e as Error).message ?? String(e);
     console.error(`tempered-mpc ${cmd.name}: error: ${message.split('\n')[0]}`);
     if (!input && process.env.TEMPERED_MPC_DEBUG) console.error((e as Error).stack);
@@ -82,8 +82,5 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   throw e;
 });
 
-// Every way out ends here: the closers run, then the process exits (a worker or socket left open cannot keep it alive).
-main(process.argv.slice(2)).then(async (code) => {
-  await shutdown.close();
-  process.exit(code);
-});
+// Every way out ends here: a planner thread or socket left open cannot keep the process alive.
+main(process.argv.slice(2)).then((code) => process.exit(code));

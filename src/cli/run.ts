@@ -61,7 +61,6 @@ export const runCommand: Command = {
     if (encoding !== 'protobuf' && encoding !== 'json') throw new UsageError(`--log-encoding must be protobuf or json, got '${encoding}'`);
     const out = outputFolder(values, '');
     const { session, sim } = await assemble(params, { lockstep });
-    shutdown.onExit(() => session.dispose());
     const topics = logTopics(session.codec.type, session.estimator !== undefined);
     let telemetry: Telemetry | undefined;
     const control = new SimControl();
@@ -70,7 +69,6 @@ export const runCommand: Command = {
         host: stringOpt(values, 'host'), port, token, simulator: { control, stateNames: physicalNames(session.model) },
       });
       telemetry = served.telemetry;
-      shutdown.onExit(() => telemetry?.close());
       // stderr: --json keeps stdout for the result
       console.error(telemetryBanner(served.telemetry, served.address));
     }
@@ -126,6 +124,7 @@ export const runCommand: Command = {
     }, null, 1)}\n`);
     const model = session.model;
     writeFileSync(join(out, 'run.svg'), runChart(model, records, summary, `${system} / ${params.controller.planner}${lockstep ? ' (lockstep)' : ''}`, session.budgetMs, session.controller.currentReference));
+    session.dispose();
     if (interrupted) console.error(`interrupted (${interrupted}) at t=${summary.ticks > 0 ? ((summary.ticks - 1) / session.rateHz).toFixed(2) : 0} s of ${durationS} s: the log, summary and plot hold everything up to it`);
     if (values.json) return printJson(result);
     const names = physicalNames(model);
@@ -163,12 +162,9 @@ export function outcomeLine(summary: RunSummary): string {
  */
 export function runOptions(values: Record<string, unknown>, maxDurationS = MAX_DURATION_S) {
   const system = requireString(values, 'system');
-  let def;
-  try {
-    def = modelDefinition(system);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  const def = modelDefinition(system);
+  // before anything starts (train-prior would otherwise report its networks' sizes); ControllerSession refuses it too, for the ROS node
+  if (!def.sensor) throw new UsageError(`system '${system}' has no state to measure, so it cannot run as a controller (it is for trajectory optimisation: solve, bench to)`);
   const flat: Record<string, unknown> = keyedRecord();
   const paramsPath = stringOpt(values, 'params');
   try {

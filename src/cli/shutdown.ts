@@ -5,47 +5,24 @@
  * writes what it has (the log closed and readable, the summary saying it was
  * interrupted, checkpoints whole); any other command is ended at once. A
  * second signal, or an interruptible command still running its grace time
- * (10 s unless it says otherwise) after the first, ends the process without waiting. Whatever happened, the registered
- * closers run (planner threads, servers) and the process exits, so nothing
- * left behind (a worker, a socket) can keep it alive.
+ * (10 s unless it says otherwise) after the first, ends the process without
+ * waiting. Every way out ends in process.exit, so nothing left behind (a
+ * planner thread, a socket) can keep the process alive.
  */
-export const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
-export type ShutdownSignal = keyof typeof SIGNAL_EXIT_CODES;
+const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
+type ShutdownSignal = keyof typeof SIGNAL_EXIT_CODES;
 
 /** How long an interruptible command may take to finish after the first signal, unless it says otherwise. */
 export const INTERRUPT_GRACE_S = 10;
-/** How long one closer may take before the exit goes on without it. */
-const CLOSER_LIMIT_MS = 5_000;
 
-export class Shutdown {
+class Shutdown {
   private readonly abort = new AbortController();
-  private readonly closers: (() => unknown)[] = [];
   /** the first signal received, if any */
   received: ShutdownSignal | undefined;
 
   /** Aborted by the first SIGINT or SIGTERM; its reason is the signal's name. */
   get signal(): AbortSignal {
     return this.abort.signal;
-  }
-
-  /** Registers cleanup for every way out (run last-registered first); returns its removal. */
-  onExit(close: () => unknown): () => void {
-    this.closers.push(close);
-    return () => {
-      const i = this.closers.indexOf(close);
-      if (i >= 0) this.closers.splice(i, 1);
-    };
-  }
-
-  /** Runs the closers once, each bounded in time; a failing one is reported and the rest still run. */
-  async close(): Promise<void> {
-    for (const close of this.closers.splice(0).reverse()) {
-      try {
-        await Promise.race([Promise.resolve().then(close), new Promise((resolve) => setTimeout(resolve, CLOSER_LIMIT_MS).unref())]);
-      } catch (e) {
-        process.stderr.write(`tempered-mpc: while shutting down: ${(e as Error).message}\n`);
-      }
-    }
   }
 
   /** The exit code a run ended by a signal has (128 + the signal's number). */
@@ -67,7 +44,7 @@ export class Shutdown {
         this.abort.abort(name);
         if (!interruptible) {
           process.stderr.write(`tempered-mpc: interrupted (${name})\n`);
-          void this.close().then(() => exit(code));
+          exit(code);
           return;
         }
         process.stderr.write(`tempered-mpc: interrupted (${name}): finishing the log and summary (${name === 'SIGINT' ? 'Ctrl-C' : name} again to quit at once)\n`);
@@ -80,5 +57,5 @@ export class Shutdown {
   }
 }
 
-/** The process's one shutdown path (the CLI's commands register with it). */
+/** The process's one shutdown path (the CLI's commands read its signal). */
 export const shutdown = new Shutdown();

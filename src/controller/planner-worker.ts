@@ -1,6 +1,6 @@
 import { getHeapStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
-import { isInputError } from '../input-error.js';
+import { InputError } from '../input-error.js';
 import { buildPlanner, BuiltPlanner, PlannerSpec } from './planner-spec.js';
 import type { FromPlanner, ToPlanner } from './planner-thread.js';
 
@@ -39,5 +39,5 @@ try {
   });
   send({ type: 'ready' });
 } catch (e) {
-  send({ type: 'failed', message: (e as Error).message, input: isInputError(e) });
+  send({ type: 'failed', message: (e as Error).message, input: e instanceof InputError });
 }

@@ -85,8 +85,6 @@ const GROUPS = ['controller', 'tsmc', 'mppi', 'prior', 'model', 'sim'] as const;
  * bare (rateHz), `tsmc.KEY` / `mppi.KEY`, `prior.KEY`, `model.KEY` and `sim.KEY`.
  */
 export function resolveRunParams(system: string, flat: Record<string, unknown>): RunParams {
-  const def = modelDefinition(system);
-  if (!def.sensor) throw new InputError(`system '${system}' has no state to measure, so it cannot run as a controller (it is for trajectory optimisation: solve, bench to)`);
   const givenSystem = flat.system instanceof GivenText ? flat.system.text : flat.system;
   if (givenSystem !== undefined && givenSystem !== system) {
     throw new InputError(`the parameters are for system ${describe(givenSystem)}, not '${system}'`);

@@ -17,11 +17,11 @@ export const CLIENT_QUEUE_LIMIT_BYTES = 2 ** 20;
 /** The largest frame a client may send (HTTP bodies have the same cap); a larger one closes the connection (code 1009). */
 export const CLIENT_FRAME_LIMIT_BYTES = 64 * 1024;
 
-/** Most entries one client message may carry (subscriptions, parameter names or values): a message with more is refused whole, with one status. */
+/** Most entries one client message may carry (subscriptions, parameter names or values; the keys of a PATCH): a message with more is refused whole, with one reason. */
 export const CLIENT_MESSAGE_ENTRIES_LIMIT = 128;
 
 /** Origins whose pages may change parameters without a token (Foxglove's web app connects from here). */
-export const FOXGLOVE_WEB_ORIGINS = ['https://app.foxglove.dev'] as const;
+const FOXGLOVE_WEB_ORIGINS: readonly string[] = ['https://app.foxglove.dev'];
 
 // a CommonJS package: its named exports come through the default import
 const { FoxgloveServer, ServerCapability } = foxglove;
@@ -61,8 +61,6 @@ export class FoxgloveLive {
     /** when set, only a connection made with ?token=TOKEN may change parameters */
     private readonly token?: string,
     name = 'tempered-mpc',
-    /** web origins besides the server's own whose connections may change parameters when no token is needed */
-    private readonly trustedOrigins: readonly string[] = FOXGLOVE_WEB_ORIGINS,
   ) {
     this.server = new FoxgloveServer({ name, capabilities: [ServerCapability.parameters, ServerCapability.parametersSubscribe] });
     this.wss = new WebSocketServer({
@@ -74,7 +72,7 @@ export class FoxgloveLive {
       this.clients.add(ws);
       const given = new URL(req.url ?? '/', 'ws://host').searchParams.get('token');
       // without a token, only a connection from no page, this server's own or a trusted one may change parameters: a page elsewhere may watch
-      if (this.token === undefined ? sameOrigin(req.headers.origin, req.headers.host, this.trustedOrigins) : given === this.token) this.authorized.add(ws);
+      if (this.token === undefined ? sameOrigin(req.headers.origin, req.headers.host, FOXGLOVE_WEB_ORIGINS) : given === this.token) this.authorized.add(ws);
       ws.on('close', () => this.clients.delete(ws));
       ws.on('error', () => ws.terminate());
       this.server.handleConnection(ws as never, `${req.socket.remoteAddress}:${req.socket.remotePort}`);

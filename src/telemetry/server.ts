@@ -13,7 +13,7 @@ import { describe, rangeText } from '../params.js';
 import { InputError } from '../input-error.js';
 import type { SimControl } from '../run/loop.js';
 import { CONTROLLER_NODE, nodeParameterYaml } from '../run/params-file.js';
-import { FoxgloveLive } from './foxglove-live.js';
+import { CLIENT_MESSAGE_ENTRIES_LIMIT, FoxgloveLive } from './foxglove-live.js';
 import { sameOrigin } from './origin.js';
 import { ControllerMetrics } from './metrics.js';
 
@@ -46,8 +46,6 @@ export interface TelemetryOptions {
   encoding?: 'protobuf' | 'json';
   /** an embedded run's simulator controls (pause, step, reset, push) */
   simulator?: { control: SimControl; stateNames: readonly string[] };
-  /** web origins besides the server's own whose Foxglove connections may change parameters without the token (default: Foxglove's web app) */
-  trustedOrigins?: readonly string[];
 }
 
 /** The dashboard's static files (dashboard/ at the package root) and the chart library's. */
@@ -63,9 +61,6 @@ const STATIC: Readonly<Record<string, { path: string; type: string }>> = {
 };
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
-
-/** Most parameters one change may name (there are about 60; a bigger request is refused unread). */
-export const MAX_CHANGES_PER_REQUEST = 128;
 
 
 /** The live topic of the plan as a foxglove.SceneUpdate. */
@@ -92,7 +87,7 @@ export class Telemetry {
     this.token = options.token ?? (LOOPBACK.has(host) ? undefined : randomBytes(18).toString('base64url'));
     this.metrics = new ControllerMetrics(source.planner.name, source.budgetMs / 1000);
     this.app = Fastify({ logger: false, bodyLimit: 64 * 1024 });
-    this.foxglove = new FoxgloveLive(source, options.topics ?? {}, options.encoding ?? 'protobuf', this.token, undefined, options.trustedOrigins);
+    this.foxglove = new FoxgloveLive(source, options.topics ?? {}, options.encoding ?? 'protobuf', this.token);
     // the plan in Foxglove's 3-D panel, where the system has a planar sketch
     if (source.model.def.sketch) this.foxglove.addJsonChannel(SCENE_TOPIC, SCENE_UPDATE, SCENE_UPDATE_SCHEMA);
     this.foxglove.attach(this.app.server);
@@ -227,7 +222,7 @@ export class Telemetry {
         return reply.code(400).send({ error: 'the body must be a JSON object of parameter changes, e.g. {"mppi.temperature": 0.02}', reasons: {} });
       }
       const count = Object.keys(body).length;
-      if (count > MAX_CHANGES_PER_REQUEST) return reply.code(400).send({ error: `nothing applied: ${count} parameters in one change, at most ${MAX_CHANGES_PER_REQUEST}`, reasons: {} });
+      if (count > CLIENT_MESSAGE_ENTRIES_LIMIT) return reply.code(400).send({ error: `nothing applied: ${count} parameters in one change, at most ${CLIENT_MESSAGE_ENTRIES_LIMIT}`, reasons: {} });
       const result = source.requestParameters(body as Record<string, unknown>);
       if (!result.ok) return reply.code(400).send({ error: 'nothing applied', reasons: result.reasons });
       return { applied: result.applied, appliesAt: 'the next tick' };
