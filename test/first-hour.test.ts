@@ -233,7 +233,7 @@ describe('first hour: a run that reaches the goal but ends before the hold says 
     assert.ok(summary.firstInGoalS > 0 && summary.firstInGoalS < 5, `first in the goal at ${summary.firstInGoalS}`);
     assert.match(r.stdout, /FAILED: goal first reached at \d\.\d\d s, but success needs it held 5 s \(longest stay [\d.]+ s; in the goal when the run ended: a longer --duration may succeed\)/);
     const svg = readFileSync(join(out, 'run.svg'), 'utf8');
-    for (const label of ['theta [rad]', 'omega [rad/s]', 'u [N·m]', 'solve [ms]', 'goal region', 'needs 5 s']) assert.ok(svg.includes(label), label);
+    for (const label of ['theta [rad]', 'omega [rad/s]', 'u [× umax]', 'solve [ms]', 'goal region', 'needs 5 s']) assert.ok(svg.includes(label), label);
     // the true state is drawn last of the state series, over the measured one
     assert.ok(svg.indexOf('stroke="#bbbbbb"') < svg.indexOf('stroke="#1f77b4"'), 'measured under true');
   });

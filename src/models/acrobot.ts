@@ -3,6 +3,9 @@ import { num } from '../params.js';
 import { lqrCostToGo, lqrTerminalCost } from './lqr.js';
 import { angleError, defineModel, ParamValues } from './model.js';
 
+/** The goal region's half-widths along q1, q2, dq1, dq2: the region's test and its plotted bands read the same numbers. */
+const GOAL_HALF_WIDTHS = [0.2, 0.2, 1, 1] as const;
+
 type AcrobotParam = 'm1' | 'm2' | 'l1' | 'lc1' | 'lc2' | 'I1' | 'I2' | 'b1' | 'b2' | 'g' | 'umax' | 'wAngle' | 'wRate' | 'wControl' | 'wEnergy' | 'terminalScale' | 'terminalLqr';
 
 /**
@@ -36,7 +39,7 @@ export const acrobot = defineModel<AcrobotParam>({
     return [[0, 0], elbow, [elbow[0] + 2 * p.lc2 * Math.sin(q1 + q2), elbow[1] - 2 * p.lc2 * Math.cos(q1 + q2)]];
   },
   controlNames: ['u'],
-  controlUnits: ['N·m'],
+  controlUnits: ['× umax'],
   params: {
     m1: num(1, 'link 1 mass [kg]', { min: 1e-6 }),
     m2: num(1, 'link 2 mass [kg]', { min: 1e-6 }),
@@ -64,9 +67,9 @@ export const acrobot = defineModel<AcrobotParam>({
   goalRegion: {
     doc: 'both links within 0.2 rad of the goal angles and joint rates below 1 rad/s, held 2 s',
     holdS: 2,
-    halfWidths: [0.2, 0.2, 1, 1],
+    halfWidths: GOAL_HALF_WIDTHS,
     contains: ([q1, q2, dq1, dq2], [r1, r2]) =>
-      Math.abs(angleError(q1, r1)) < 0.2 && Math.abs(angleError(q2, r2)) < 0.2 && Math.abs(dq1) < 1 && Math.abs(dq2) < 1,
+      Math.abs(angleError(q1, r1)) < GOAL_HALF_WIDTHS[0] && Math.abs(angleError(q2, r2)) < GOAL_HALF_WIDTHS[1] && Math.abs(dq1) < GOAL_HALF_WIDTHS[2] && Math.abs(dq2) < GOAL_HALF_WIDTHS[3],
   },
   step(x, u, _w, p) {
     return acrobotStep(x, u, p);

@@ -2,6 +2,9 @@ import { add, clamp, cos, mul, rk4, Scalar, sin, solveSpd, sq, sub, weightedSqua
 import { num } from '../params.js';
 import { angleError, defineModel, ParamValues } from './model.js';
 
+/** The goal region's half-widths along x, th1, th2, dx, dth1, dth2: the region's test and its plotted bands read the same numbers. */
+const GOAL_HALF_WIDTHS = [0.5, 0.2, 0.2, 1, 1, 1] as const;
+
 type CartParam = 'mc' | 'm1' | 'm2' | 'l1' | 'l2' | 'bc' | 'bj' | 'g' | 'umax' | 'wPos' | 'wAngle' | 'wRate' | 'wControl' | 'terminalScale';
 
 /**
@@ -17,7 +20,7 @@ export const cartDoublePendulum = defineModel<CartParam>({
   physicalUnits: ['m', 'rad', 'rad', 'm/s', 'rad/s', 'rad/s'],
   sensor: { kind: 'joints', joints: ['x', 'th1', 'th2'] },
   controlNames: ['u'],
-  controlUnits: ['N'],
+  controlUnits: ['× umax'],
   params: {
     mc: num(1, 'cart mass [kg]', { min: 1e-6 }),
     m1: num(0.5, 'first bob mass [kg]', { min: 1e-6 }),
@@ -42,10 +45,10 @@ export const cartDoublePendulum = defineModel<CartParam>({
   goalRegion: {
     doc: 'both links within 0.2 rad of upright, cart within 0.5 m of the goal, all rates below 1 (m|rad)/s, held 2 s',
     holdS: 2,
-    halfWidths: [0.5, 0.2, 0.2, 1, 1, 1],
+    halfWidths: GOAL_HALF_WIDTHS,
     contains: ([x, th1, th2, dx, dth1, dth2], [rx, r1, r2]) =>
-      Math.abs(angleError(th1, r1)) < 0.2 && Math.abs(angleError(th2, r2)) < 0.2 && Math.abs(x - rx) < 0.5
-      && Math.abs(dx) < 1 && Math.abs(dth1) < 1 && Math.abs(dth2) < 1,
+      Math.abs(angleError(th1, r1)) < GOAL_HALF_WIDTHS[1] && Math.abs(angleError(th2, r2)) < GOAL_HALF_WIDTHS[2] && Math.abs(x - rx) < GOAL_HALF_WIDTHS[0]
+      && Math.abs(dx) < GOAL_HALF_WIDTHS[3] && Math.abs(dth1) < GOAL_HALF_WIDTHS[4] && Math.abs(dth2) < GOAL_HALF_WIDTHS[5],
   },
   step(x, [u], _w, p) {
     const force = mul(p.umax, clamp(u, -1, 1));

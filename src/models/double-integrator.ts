@@ -2,6 +2,9 @@ import { add, mul, sq, sub } from '../expr/expr.js';
 import { num } from '../params.js';
 import { defineModel } from './model.js';
 
+/** The goal region's half-widths along p, v: the region's test and its plotted bands read the same numbers. */
+const GOAL_HALF_WIDTHS = [0.05, 0.05] as const;
+
 /**
  * Linear-quadratic double integrator: exact answers exist for everything, so
  * samplers and gradients are checked against closed forms on it.
@@ -24,8 +27,8 @@ export const doubleIntegrator = defineModel({
   goalRegion: {
     doc: '|p - p_goal| < 0.05 and |v - v_goal| < 0.05, held 1 s',
     holdS: 1,
-    halfWidths: [0.05, 0.05],
-    contains: ([p, v], [rp, rv]) => Math.abs(p - rp) < 0.05 && Math.abs(v - rv) < 0.05,
+    halfWidths: GOAL_HALF_WIDTHS,
+    contains: ([p, v], [rp, rv]) => Math.abs(p - rp) < GOAL_HALF_WIDTHS[0] && Math.abs(v - rv) < GOAL_HALF_WIDTHS[1],
   },
   step([p, v], [u], _w, { dtS }) {
     return [add(p, mul(dtS, v)), add(v, mul(dtS, u))];

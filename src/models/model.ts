@@ -18,7 +18,7 @@ export interface ModelDefinition<K extends string = string> {
   /** units of the physical state (physicalNames, in order), for axes and docs: '' for a pure number */
   physicalUnits: readonly string[];
   controlNames: readonly string[];
-  /** units of each control ('' for a pure number or an index) */
+  /** units of each control ('' for a pure number or an index; '× umax' for a command scaled by the model's umax) */
   controlUnits: readonly string[];
   /** Per-step exogenous noise inputs (e.g. Gumbel noise); zero unless a caller supplies them. */
   noiseDim?: number;

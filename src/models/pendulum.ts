@@ -2,6 +2,9 @@ import { add, asin, clamp, cos, div, mul, Scalar, sin, sq, sub } from '../expr/e
 import { num } from '../params.js';
 import { angleError, defineModel } from './model.js';
 
+/** The goal region's half-widths along theta, omega: the region's test and its plotted bands read the same numbers. */
+const GOAL_HALF_WIDTHS = [0.1, 0.5] as const;
+
 /**
  * Torque-limited pendulum, discrete variational (SO(2)) integrator, as in the
  * certifiable trajectory optimisation pendulum the TSMC paper follows.
@@ -18,7 +21,7 @@ export const pendulum = defineModel({
   // theta = 0 hangs down
   sketch: ([theta], p) => [[0, 0], [p.l * Math.sin(theta), -p.l * Math.cos(theta)]],
   controlNames: ['u'],
-  controlUnits: ['N·m'],
+  controlUnits: ['× umax'],
   params: {
     m: num(1, 'bob mass [kg]', { min: 1e-6 }),
     l: num(1, 'rod length [m]', { min: 1e-6 }),
@@ -48,8 +51,8 @@ export const pendulum = defineModel({
   goalRegion: {
     doc: '|theta - pi| < 0.1 rad and |omega| < 0.5 rad/s, held 5 s',
     holdS: 5,
-    halfWidths: [0.1, 0.5],
-    contains: ([theta, phi], [rTheta], p) => Math.abs(angleError(theta, rTheta)) < 0.1 && Math.abs(phi / p.dtS) < 0.5,
+    halfWidths: GOAL_HALF_WIDTHS,
+    contains: ([theta, phi], [rTheta], p) => Math.abs(angleError(theta, rTheta)) < GOAL_HALF_WIDTHS[0] && Math.abs(phi / p.dtS) < GOAL_HALF_WIDTHS[1],
   },
   physical: {
     names: ['theta', 'omega'],

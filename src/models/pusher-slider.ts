@@ -2,6 +2,9 @@ import { add, clamp, cos, div, min, mul, Scalar, sin, softmax, sq, sub, sum, wei
 import { num } from '../params.js';
 import { angleError, defineModel, ParamValues } from './model.js';
 
+/** The goal region's half-widths along bx, by, alpha (the position's disc of radius 0.02 m drawn as its box): the region's test and its plotted bands read the same numbers. */
+const GOAL_HALF_WIDTHS = [0.02, 0.02, 0.1] as const;
+
 type PusherParam = 'side' | 'umax' | 'smax' | 'edgeTemperature' | 'wPos' | 'wAngle' | 'terminalScale' | 'wSwitch';
 
 /** Inward normals of the four edges in the slider frame: 1 left, 2 bottom, 3 right, 4 top. */
@@ -32,7 +35,7 @@ export const pusherSlider = defineModel<PusherParam>({
   sensor: { kind: 'pose2d' },
   sketch: ([x, y]) => [[x, y]],
   controlNames: ['e', 's', 'vx', 'vy'],
-  controlUnits: ['', 'm', 'm/s', 'm/s'],
+  controlUnits: ['', '', 'm/s', 'm/s'],
   noiseDim: 4,
   params: {
     side: num(0.09, 'square slider side length [m]', { min: 1e-4 }),
@@ -52,8 +55,8 @@ export const pusherSlider = defineModel<PusherParam>({
   goalRegion: {
     doc: 'slider centre within 2 cm of the goal and orientation within 0.1 rad, held 1 s',
     holdS: 1,
-    halfWidths: [0.02, 0.02, 0.1],
-    contains: ([bx, by, alpha], [gx, gy, ga]) => Math.hypot(bx - gx, by - gy) < 0.02 && Math.abs(angleError(alpha, ga)) < 0.1,
+    halfWidths: GOAL_HALF_WIDTHS,
+    contains: ([bx, by, alpha], [gx, gy, ga]) => Math.hypot(bx - gx, by - gy) < GOAL_HALF_WIDTHS[0] && Math.abs(angleError(alpha, ga)) < GOAL_HALF_WIDTHS[2],
   },
   step([bx, by, alpha], [e, s, vx, vy], gumbel, p) {
     const weights = edgeWeights(e, gumbel, p);
