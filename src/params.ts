@@ -121,17 +121,20 @@ export function checkValue(label: string, def: ParamDef, given: unknown): ParamV
   return v;
 }
 
+/** Typed text read as a finite number; the error names the label and the text as given. */
+export function parseNumber(label: string, text: string): number {
+  const t = text.trim();
+  const v = t === '' ? NaN : Number(t);
+  if (!Number.isFinite(v)) throw new InputError(`${label} must be a finite number, got '${text}'`);
+  return v;
+}
+
 /** Text typed for a parameter, read as its declared kind: a number, a comma-separated list, or the text itself. */
 function parseGivenText(label: string, def: ParamDef, text: string): unknown {
-  const number = (t: string, at: string) => {
-    const v = t.trim() === '' ? NaN : Number(t.trim());
-    if (!Number.isFinite(v)) throw new InputError(`${at} must be a finite number, got '${t}'`);
-    return v;
-  };
-  if (def.kind === 'number') return number(text, label);
+  if (def.kind === 'number') return parseNumber(label, text);
   if (def.kind !== 'list') return text;
   const items = text.trim() === '' ? [] : text.split(',').map((s) => s.trim());
-  return def.of === 'number' ? items.map((t, i) => number(t, `${label}[${i}]`)) : items;
+  return def.of === 'number' ? items.map((t, i) => parseNumber(`${label}[${i}]`, t)) : items;
 }
 
 function checkList(label: string, def: ListParam, value: unknown): readonly number[] | readonly string[] {

@@ -1,6 +1,7 @@
 import { FUZZ_TARGETS } from '../fuzz/targets.js';
-import { Command, JSON_OPTION, optionalInteger, printJson, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, printJson, stringOpt, table } from './command.js';
 import { progressBar } from './progress.js';
+import { InputError } from '../input-error.js';
 
 export const benchFuzzCommand: Command = {
   name: 'bench fuzz',
@@ -14,11 +15,11 @@ export const benchFuzzCommand: Command = {
   },
   async run(values) {
     const runs = optionalInteger(values, 'runs', 10000, 1);
-    if (runs > 10_000_000) throw new UsageError(`--runs must be <= 10000000, got ${runs}`);
+    if (runs > 10_000_000) throw new InputError(`--runs must be <= 10000000, got ${runs}`);
     const seed = optionalInteger(values, 'seed', 0, 0);
     const only = stringOpt(values, 'target');
     const targets = only === undefined ? FUZZ_TARGETS : FUZZ_TARGETS.filter((t) => t.name === only);
-    if (targets.length === 0) throw new UsageError(`unknown --target '${only}' (known: ${FUZZ_TARGETS.map((t) => t.name).join(', ')})`);
+    if (targets.length === 0) throw new InputError(`unknown --target '${only}' (known: ${FUZZ_TARGETS.map((t) => t.name).join(', ')})`);
     const bar = progressBar('fuzz', !values.json);
     const reports = [];
     for (const [i, target] of targets.entries()) {

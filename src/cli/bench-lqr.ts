@@ -3,8 +3,9 @@ import { modelDefinition } from '../models/index.js';
 import { lqr } from '../models/lqr.js';
 import { controlPeriodS } from '../run/setup.js';
 import { Simulator } from '../../sim/simulator.js';
-import { Command, JSON_OPTION, optionalInteger, parseNumber, parseVector, printJson, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseNumber, parseVector, printJson, stringOpt, table } from './command.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
+import { InputError } from '../input-error.js';
 
 /**
  * A yardstick for balancing under noise: the LQR at the goal with perfect
@@ -28,13 +29,13 @@ export const benchLqrCommand: Command = {
     const { system, params, durationS } = runOptions({ ...values, lockstep: true });
     const def = modelDefinition(system);
     const model = resolveModel(def, params.model);
-    if (!def.goalRegion) throw new UsageError(`system '${system}' has no goal region to hold`);
+    if (!def.goalRegion) throw new InputError(`system '${system}' has no goal region to hold`);
     const n = model.stateDim;
     const qText = stringOpt(values, 'q');
     const q = qText === undefined ? new Array<number>(n).fill(1) : parseVector('--q', qText, n);
     const rText = stringOpt(values, 'r');
     const r = rText === undefined ? 0.01 : parseNumber('--r', rText);
-    if (!(r > 0) || !q.every((w) => w >= 0)) throw new UsageError(`LQR weights must be non-negative with --r positive, got --q ${q.join(',')} --r ${r}`);
+    if (!(r > 0) || !q.every((w) => w >= 0)) throw new InputError(`LQR weights must be non-negative with --r positive, got --q ${q.join(',')} --r ${r}`);
     const goal = [...model.goal];
     const uEq = new Array<number>(model.controlDim).fill(0);
     const noise = new Array<number>(model.noiseDim).fill(0);
@@ -43,7 +44,7 @@ export const benchLqrCommand: Command = {
       ({ K } = lqr((x, u) => def.step(x, u, noise, model.params as never), goal, uEq, q, new Array<number>(model.controlDim).fill(r)));
     } catch (e) {
       // the yardstick is state feedback about an equilibrium: a plant whose goal is none has no LQR to compare with
-      throw new UsageError(`not applicable to ${model.name}: its goal is not a stabilisable equilibrium of the linearised plant (${(e as Error).message.replace(/^lqrCostToGo: /, '')})`);
+      throw new InputError(`not applicable to ${model.name}: its goal is not a stabilisable equilibrium of the linearised plant (${(e as Error).message.replace(/^lqrCostToGo: /, '')})`);
     }
     const names = physicalNames(model);
     const periodS = controlPeriodS(params.controller.rateHz, model.dtS);

@@ -10,8 +10,9 @@ import { resolveModel } from '../models/model.js';
 import { resolveParams } from '../params.js';
 import { MPPI_PARAMS } from '../planners/mppi.js';
 import { quantile } from '../samplers/stats.js';
-import { Command, JSON_OPTION, MAX_THREADS, optionalInteger, parseInteger, parseOverrides, printJson, stringOpt, table, UsageError, outputFolder } from './command.js';
+import { Command, JSON_OPTION, MAX_THREADS, optionalInteger, parseInteger, parseOverrides, printJson, stringOpt, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
+import { InputError } from '../input-error.js';
 
 /** MPPI-Generic's published grid (samples x 100 steps, one iteration per optimisation) and the figures beside it [ms]. */
 const PRESETS = {
@@ -44,17 +45,17 @@ export const benchPlannerCommand: Command = {
   },
   async run(values) {
     const planner = stringOpt(values, 'planner') ?? 'mppi';
-    if (planner !== 'mppi' && planner !== 'tsmc') throw new UsageError(`--planner must be mppi or tsmc, got '${planner}'`);
+    if (planner !== 'mppi' && planner !== 'tsmc') throw new InputError(`--planner must be mppi or tsmc, got '${planner}'`);
     const presetName = stringOpt(values, 'preset');
-    if (presetName !== undefined && !Object.hasOwn(PRESETS, presetName)) throw new UsageError(`unknown --preset '${presetName}' (known: ${Object.keys(PRESETS).join(', ')})`);
+    if (presetName !== undefined && !Object.hasOwn(PRESETS, presetName)) throw new InputError(`unknown --preset '${presetName}' (known: ${Object.keys(PRESETS).join(', ')})`);
     const preset = presetName ? PRESETS[presetName as keyof typeof PRESETS] : undefined;
     const system = stringOpt(values, 'system') ?? 'pendulum';
     const def = modelDefinition(system);
     const out = outputFolder(values, 'bench-planner');
     const backend = await chooseBackend(stringOpt(values, 'backend'));
     const paths = (stringOpt(values, 'gpu-path') ?? 'resident').split(',').map((p) => p.trim()) as ('resident' | 'rollouts')[];
-    for (const p of paths) if (p !== 'resident' && p !== 'rollouts') throw new UsageError(`--gpu-path takes resident, rollouts or both (comma-separated), got '${p}'`);
-    if (backend === 'cpu' && paths.length > 1) throw new UsageError('--gpu-path with two paths needs --backend webgpu');
+    for (const p of paths) if (p !== 'resident' && p !== 'rollouts') throw new InputError(`--gpu-path takes resident, rollouts or both (comma-separated), got '${p}'`);
+    if (backend === 'cpu' && paths.length > 1) throw new InputError('--gpu-path with two paths needs --backend webgpu');
     const stepsText = stringOpt(values, 'steps');
     const steps = stepsText !== undefined ? parseInteger('--steps', stepsText, 1) : preset?.steps;
     const iterationsText = stringOpt(values, 'iterations');
@@ -70,7 +71,7 @@ export const benchPlannerCommand: Command = {
     try {
       model = resolveModel(def, steps !== undefined ? { horizon: steps } : {}, 'model');
     } catch (e) {
-      throw new UsageError(`--steps ${steps}: ${(e as Error).message}`);
+      throw new InputError(`--steps ${steps}: ${(e as Error).message}`);
     }
     const reqBase = { x0: [...model.x0], uPrev: new Array<number>(model.controlDim).fill(0), reference: [...model.goal], shiftSteps: 1 };
     const bar = progressBar(`${planner} ${system} ${backend}`, !values.json);
@@ -144,13 +145,7 @@ export const benchPlannerCommand: Command = {
 
 /** --backend as given; without it the GPU where an adapter is found, else the CPU (said on stderr: a bench must say what it measured). */
 async function chooseBackend(given: string | undefined): Promise<'cpu' | 'webgpu'> {
-  if (given !== undefined) {
-    try {
-      return parseBackend(given);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-  }
+  if (given !== undefined) return parseBackend(given);
   try {
     await gpuContext();
     return 'webgpu';

@@ -5,9 +5,10 @@ import { loadCheckpoint } from '../prior/checkpoint.js';
 import { runLoop } from '../run/loop.js';
 import { assemble, controllerParameterTable, resolveRunParams, RunParams } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';
-import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOpt, table, UsageError, outputFolder } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOpt, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
+import { InputError } from '../input-error.js';
 
 /** How a configuration uses its prior. */
 const VARIANTS = {
@@ -51,22 +52,17 @@ export const benchPriorCommand: Command = {
   },
   async run(values) {
     const priors = (values.prior as string[] | undefined) ?? [];
-    if (priors.length === 0) throw new UsageError('--prior DIR is required (repeat it for priors of other horizons)');
+    if (priors.length === 0) throw new InputError('--prior DIR is required (repeat it for priors of other horizons)');
     const { system, durationS } = runOptions({ ...values, prior: undefined, lockstep: true });
     const samples = (stringOpt(values, 'samples') ?? '16,64,256,1024').split(',').map((t) => parseNumber('--samples', t));
-    if (samples.some((m) => !Number.isInteger(m) || m < 2)) throw new UsageError(`--samples must be integers >= 2, got ${stringOpt(values, 'samples')}`);
+    if (samples.some((m) => !Number.isInteger(m) || m < 2)) throw new InputError(`--samples must be integers >= 2, got ${stringOpt(values, 'samples')}`);
     const partsAt = optionalInteger(values, 'parts-at', 64, 0);
     const baselineH = optionalInteger(values, 'baseline-horizon', 0, 0);
     const seeds = optionalInteger(values, 'seeds', 20, 1);
     const out = outputFolder(values, `bench-prior-${system}`);
     const configs: { horizon: number; samples: number; variant: Variant; prior?: string }[] = [];
     for (const dir of priors) {
-      let horizon: number;
-      try {
-        horizon = loadCheckpoint(dir).meta.horizon;
-      } catch (e) {
-        throw new UsageError((e as Error).message);
-      }
+      const horizon = loadCheckpoint(dir).meta.horizon;
       for (const m of samples) {
         configs.push({ horizon, samples: m, variant: 'plain' }, { horizon, samples: m, variant: 'prior', prior: dir });
         if (m === partsAt) configs.push({ horizon, samples: m, variant: 'value', prior: dir }, { horizon, samples: m, variant: 'policy', prior: dir });

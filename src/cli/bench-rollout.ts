@@ -1,8 +1,9 @@
 import { CpuBackend, RolloutBackend, WebGpuBackend } from '../kernels/index.js';
 import { sharedZeros } from '../kernels/pool.js';
 import { Rng } from '../random.js';
-import { Command, JSON_OPTION, MAX_THREADS, optionalInteger, parseNumber, printJson, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, MAX_THREADS, optionalInteger, parseNumber, printJson, stringOpt, table } from './command.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
+import { InputError } from '../input-error.js';
 
 /** Most samples `bench rollout` takes: 2^20 rollouts of a 100-step horizon are already 800 MB of controls. */
 const MAX_BENCH_SAMPLES = 2 ** 20;
@@ -42,7 +43,7 @@ export const benchRolloutCommand: Command = {
     const threads = optionalInteger(values, 'threads', MAX_THREADS, 1, MAX_THREADS, `this machine has ${MAX_THREADS} cores`);
     const secondsText = stringOpt(values, 'seconds');
     const seconds = secondsText === undefined ? 2 : parseNumber('--seconds', secondsText);
-    if (!(seconds > 0 && seconds <= 600)) throw new UsageError(`--seconds must be in (0, 600], got '${secondsText}'`);
+    if (!(seconds > 0 && seconds <= 600)) throw new InputError(`--seconds must be in (0, 600], got '${secondsText}'`);
     const backend: RolloutBackend = kind === 'cpu' ? new CpuBackend(model, { threads }) : await WebGpuBackend.create(model);
     const controls = sharedZeros(samples * model.horizon * model.controlDim);
     new Rng(1).fillNormal(controls, 0.3);

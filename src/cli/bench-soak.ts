@@ -6,10 +6,11 @@ import type { PlanRequest, PlanResult, RecedingPlanner } from '../controller/rec
 import { Rng } from '../random.js';
 import { RunSummary, runLoop } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
-import { Command, JSON_OPTION, optionalInteger, printJson, table, UsageError, outputFolder } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, printJson, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { shutdown } from './shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
+import { InputError } from '../input-error.js';
 
 /**
  * Faults, on a fixed schedule from the start of the run (seconds): what a
@@ -84,10 +85,10 @@ export const benchSoakCommand: Command = {
   interruptible: true,
   async run(values) {
     const { system, params, durationS, lockstep } = runOptions(values, SOAK_MAX_DURATION_S);
-    if (lockstep) throw new UsageError('bench soak runs in real time: drop --lockstep');
+    if (lockstep) throw new InputError('bench soak runs in real time: drop --lockstep');
     const faults = !values['no-faults'];
     const load = optionalInteger(values, 'load', 0, 0);
-    if (load > 16) throw new UsageError(`--load must be <= 16, got ${load}`);
+    if (load > 16) throw new InputError(`--load must be <= 16, got ${load}`);
     const out = outputFolder(values, `bench-soak-${system}`);
     let simTimeS = 0;
     let periodS = 0;

@@ -5,8 +5,9 @@ import { assemble } from '../run/setup.js';
 import { logTopics } from '../telemetry/mcap-log.js';
 import { CLIENT_QUEUE_LIMIT_BYTES } from '../telemetry/foxglove-live.js';
 import { serveTelemetry } from '../telemetry/server.js';
-import { Command, JSON_OPTION, optionalInteger, printJson, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, printJson } from './command.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
+import { InputError } from '../input-error.js';
 
 const CLIENTS = fileURLToPath(new URL('../telemetry/bench-clients.js', import.meta.url));
 
@@ -35,7 +36,7 @@ export const benchTelemetryCommand: Command = {
   },
   async run(values) {
     const { system, params, durationS, lockstep } = runOptions(values);
-    if (lockstep) throw new UsageError('bench telemetry runs in real time: drop --lockstep');
+    if (lockstep) throw new InputError('bench telemetry runs in real time: drop --lockstep');
     // the legs with the server measure what its clients cost: at least one
     const clients = optionalInteger(values, 'clients', 10, 1, 100);
     const leg = async (kind: LegKind): Promise<Leg & { received?: number[]; dropped?: number; stalledQueueKB?: number; hostile?: Record<string, number> }> => {
@@ -93,7 +94,7 @@ export const benchTelemetryCommand: Command = {
     };
     const only = values.leg as string | undefined;
     if (only !== undefined) {
-      if (!['none', 'clients', 'stalled', 'hostile'].includes(only)) throw new UsageError(`--leg must be none, clients, stalled or hostile, got '${only}'`);
+      if (!['none', 'clients', 'stalled', 'hostile'].includes(only)) throw new InputError(`--leg must be none, clients, stalled or hostile, got '${only}'`);
       return printJson(await leg(only as LegKind));
     }
     // each leg in a fresh process: RSS never shrinks back, so legs sharing a process would inherit each other's peaks

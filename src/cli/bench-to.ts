@@ -5,9 +5,10 @@ import { readout } from '../models/model.js';
 import { PlannerName, PLANNER_NAMES, resolvePlannerParams, solve, SOLVE_SCHEMAS, SolveResult } from '../planners/solve.js';
 import { boxPlot, lineChart, Panel } from '../plot/svg.js';
 import { quantile } from '../samplers/stats.js';
-import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, stringOpt, table, UsageError, outputFolder } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, stringOpt, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
+import { InputError } from '../input-error.js';
 
 const METHOD_LABEL: Record<PlannerName, string> = {
   tsmc: 'TSMC', nuts: 'Parallel-NUTS', mala: 'Parallel-MALA', mppi: 'Parallel-MPPI', gradient: 'Multi-start Adam',
@@ -32,17 +33,13 @@ export const benchToCommand: Command = {
     const { model, rest } = modelFromOptions(values, plannerKeys);
     const methodsText = stringOpt(values, 'methods');
     const methods = (methodsText ? methodsText.split(',').map((s) => s.trim()) : PLANNER_NAMES) as PlannerName[];
-    for (const m of methods) if (!(PLANNER_NAMES as string[]).includes(m)) throw new UsageError(`unknown method '${m}' (known: ${PLANNER_NAMES.join(', ')})`);
+    for (const m of methods) if (!(PLANNER_NAMES as string[]).includes(m)) throw new InputError(`unknown method '${m}' (known: ${PLANNER_NAMES.join(', ')})`);
     const particlesText = stringOpt(values, 'particles');
     if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
     const seed = optionalInteger(values, 'seed', 0, 0);
     const paramsFor = (m: PlannerName) => {
-      const own = Object.fromEntries(Object.entries(rest).filter(([k]) => k in SOLVE_SCHEMAS[m]));
-      try {
-        return resolvePlannerParams(m, model.name, own);
-      } catch (e) {
-        throw new UsageError((e as Error).message);
-      }
+      const own = Object.fromEntries(Object.entries(rest).filter(([k]) => Object.hasOwn(SOLVE_SCHEMAS[m], k)));
+      return resolvePlannerParams(m, model.name, own);
     };
     const allParams = Object.fromEntries(methods.map((m) => [m, paramsFor(m)]));
     const out = outputFolder(values, `bench-to-${model.name}`);

@@ -3,10 +3,10 @@ import { availableParallelism } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { InputError } from '../input-error.js';
-import { GivenText, nearestName, keyedRecord } from '../params.js';
+import { GivenText, nearestName, keyedRecord, parseNumber } from '../params.js';
 
-/** A usage or input error: printed as one line, exit code 2. */
-export class UsageError extends InputError {}
+// text typed for a number reads the same in a flag as in --set
+export { parseNumber };
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -55,16 +55,16 @@ export function parseCommandArgs(cmd: Command, argv: string[]) {
     const flag = /'([^']*)'/.exec(err.message)?.[1];
     if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && flag !== undefined) {
       const hit = nearestName(flag.replace(/^-+/, ''), Object.keys(options));
-      throw new UsageError(`unknown option '${flag}'${hit ? ` (did you mean '--${hit}'?)` : ''} (see tempered-mpc ${cmd.name} --help)`);
+      throw new InputError(`unknown option '${flag}'${hit ? ` (did you mean '--${hit}'?)` : ''} (see tempered-mpc ${cmd.name} --help)`);
     }
     if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && flag !== undefined) {
       const name = flag.replace(/^-+/, '').split(/[ =]/)[0];
-      throw new UsageError(options[name]?.type === 'boolean' ? `--${name} takes no value (see tempered-mpc ${cmd.name} --help)` : `--${name} needs a value (see tempered-mpc ${cmd.name} --help)`);
+      throw new InputError(options[name]?.type === 'boolean' ? `--${name} takes no value (see tempered-mpc ${cmd.name} --help)` : `--${name} needs a value (see tempered-mpc ${cmd.name} --help)`);
     }
-    throw new UsageError(`${err.message.split('\n')[0]} (see tempered-mpc ${cmd.name} --help)`);
+    throw new InputError(`${err.message.split('\n')[0]} (see tempered-mpc ${cmd.name} --help)`);
   }
   if (parsed.positionals.length > (cmd.maxPositionals ?? 0)) {
-    throw new UsageError(`unexpected argument '${parsed.positionals[cmd.maxPositionals ?? 0]}' (see tempered-mpc ${cmd.name} --help)`);
+    throw new InputError(`unexpected argument '${parsed.positionals[cmd.maxPositionals ?? 0]}' (see tempered-mpc ${cmd.name} --help)`);
   }
   return parsed;
 }
@@ -94,21 +94,14 @@ export function stringOpt(values: Record<string, unknown>, name: string): string
 
 export function requireString(values: Record<string, unknown>, name: string): string {
   const v = stringOpt(values, name);
-  if (v === undefined || v === '') throw new UsageError(`--${name} is required`);
-  return v;
-}
-
-export function parseNumber(label: string, text: string): number {
-  const t = text.trim();
-  const v = t === '' ? NaN : Number(t);
-  if (!Number.isFinite(v)) throw new UsageError(`${label} must be a finite number, got '${text}'`);
+  if (v === undefined || v === '') throw new InputError(`--${name} is required`);
   return v;
 }
 
 export function parseInteger(label: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER, why = ''): number {
   const v = parseNumber(label, text);
-  if (!Number.isInteger(v) || v < min) throw new UsageError(`${label} must be an integer >= ${min}, got '${text}'`);
-  if (v > max) throw new UsageError(`${label} must be at most ${max}${why ? ` (${why})` : ''}, got '${text}'`);
+  if (!Number.isInteger(v) || v < min) throw new InputError(`${label} must be an integer >= ${min}, got '${text}'`);
+  if (v > max) throw new InputError(`${label} must be at most ${max}${why ? ` (${why})` : ''}, got '${text}'`);
   return v;
 }
 
@@ -123,7 +116,7 @@ export const MAX_THREADS = availableParallelism();
 
 export function parseVector(label: string, text: string, length: number): number[] {
   const parts = text.split(',');
-  if (parts.length !== length) throw new UsageError(`${label} needs ${length} comma-separated numbers, got ${parts.length}`);
+  if (parts.length !== length) throw new InputError(`${label} needs ${length} comma-separated numbers, got ${parts.length}`);
   return parts.map((p, i) => parseNumber(`${label}[${i}]`, p));
 }
 
@@ -132,7 +125,7 @@ export function parseOverrides(pairs: string[] | undefined): Record<string, Give
   const out: Record<string, GivenText> = keyedRecord();
   for (const pair of pairs ?? []) {
     const eq = pair.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--set expects key=value, got '${pair}'`);
+    if (eq <= 0) throw new InputError(`--set expects key=value, got '${pair}'`);
     out[pair.slice(0, eq).trim()] = new GivenText(pair.slice(eq + 1).trim());
   }
   return out;
@@ -170,9 +163,9 @@ export function outputFolder(values: Record<string, unknown>, name: string): str
   const given = stringOpt(values, 'out');
   const out = given ?? join('runs', name ? `${name}-${timestamp()}` : timestamp());
   const label = `--out '${out.length > 60 ? `${out.slice(0, 57)}...` : out}'`;
-  if (out.trim() === '') throw new UsageError('--out must name a folder, got an empty text');
+  if (out.trim() === '') throw new InputError('--out must name a folder, got an empty text');
   const long = out.split(sep).find((part) => Buffer.byteLength(part) > 255);
-  if (long !== undefined) throw new UsageError(`${label}: the name '${long.slice(0, 20)}...' has ${Buffer.byteLength(long)} bytes; a file system takes at most 255`);
+  if (long !== undefined) throw new InputError(`${label}: the name '${long.slice(0, 20)}...' has ${Buffer.byteLength(long)} bytes; a file system takes at most 255`);
   try {
     makeFolders(out);
     if (!statSync(out).isDirectory()) throw Object.assign(new Error('not a folder'), { code: 'ENOTDIR' });
@@ -183,7 +176,7 @@ export function outputFolder(values: Record<string, unknown>, name: string): str
       EEXIST: 'a file of that name is in the way', ENOTDIR: 'a file is in the way (not a folder)', EACCES: 'permission denied', EPERM: 'permission denied',
       EROFS: 'the file system is read-only', ENOENT: 'it cannot be made there', ENAMETOOLONG: 'the name is too long', ENOSPC: 'no space left',
     };
-    throw new UsageError(`${label}: cannot write there (${code ? `${why[code] ?? code}` : (e as Error).message})`);
+    throw new InputError(`${label}: cannot write there (${code ? `${why[code] ?? code}` : (e as Error).message})`);
   }
   return out;
 }

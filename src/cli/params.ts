@@ -2,8 +2,9 @@ import { ParamEntry, ParamValue, rangeText } from '../params.js';
 import { CONTROLLER_NODE, nodeParameterYaml, SIMULATOR_NODE } from '../run/params-file.js';
 import { controllerParameterTable, resolveRunParams } from '../run/setup.js';
 import { simulatorParameterTable } from '../../sim/simulator.js';
-import { Command, JSON_OPTION, printJson, requireString, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, printJson, requireString, stringOpt, table } from './command.js';
 import { SYSTEM_OPTION } from './rollout.js';
+import { InputError } from '../input-error.js';
 
 interface Table { entries: ParamEntry[]; values: Record<string, ParamValue> }
 
@@ -20,15 +21,9 @@ export const paramsCommand: Command = {
   async run(values) {
     const system = requireString(values, 'system');
     const planner = stringOpt(values, 'planner');
-    let controller: Table;
-    let simulator: Table;
-    try {
-      controller = controllerParameterTable(resolveRunParams(system, planner === undefined ? {} : { planner }));
-      simulator = simulatorParameterTable(system);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
-    if (values.yaml && values.json) throw new UsageError('--yaml and --json each choose the output: give one');
+    const controller: Table = controllerParameterTable(resolveRunParams(system, planner === undefined ? {} : { planner }));
+    const simulator: Table = simulatorParameterTable(system);
+    if (values.yaml && values.json) throw new InputError('--yaml and --json each choose the output: give one');
     if (values.yaml) {
       const header = [`# Every parameter of the tempered-mpc nodes for ${system}, at its value (tempered-mpc params --system ${system} --yaml).`,
         '# Delete what you do not change; the values are the MPC defaults of this system.'];

@@ -5,9 +5,8 @@ import { modelDefinition } from '../models/index.js';
 import { Model, readout, resolveModel } from '../models/model.js';
 import { rows } from '../arrays.js';
 import { Rng } from '../random.js';
-import {
-  Command, JSON_OPTION, parseInteger, parseOverrides, parseVector, printJson, requireString, stringOpt, table, UsageError,
-} from './command.js';
+import { Command, JSON_OPTION, parseInteger, parseOverrides, parseVector, printJson, requireString, stringOpt, table } from './command.js';
+import { InputError } from '../input-error.js';
 
 export const SYSTEM_OPTION = { type: 'string', description: 'system name (see tempered-mpc systems)', valueName: 'NAME' } as const;
 export const BACKEND_OPTION = { type: 'string', description: 'cpu (f64, all cores) or webgpu (f32); default cpu', valueName: 'cpu|webgpu' } as const;
@@ -23,19 +22,11 @@ export function modelFromOptions(values: Record<string, unknown>, extraKeys: Rea
     if (extraKeys.has(k)) rest[k] = v;
     else modelOverrides[k.startsWith('model.') ? k.slice('model.'.length) : k] = v;
   }
-  try {
-    return { model: resolveModel(modelDefinition(requireString(values, 'system')), modelOverrides), rest };
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  return { model: resolveModel(modelDefinition(requireString(values, 'system')), modelOverrides), rest };
 }
 
 export function backendFromOptions(values: Record<string, unknown>) {
-  try {
-    return parseBackend(stringOpt(values, 'backend') ?? 'cpu');
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  return parseBackend(stringOpt(values, 'backend') ?? 'cpu');
 }
 
 /** Parses a JSON array of T rows of m finite numbers, naming the first problem found. */
@@ -46,18 +37,18 @@ export function parseControls(text: string, model: Model, source: string): Float
   try {
     data = JSON.parse(text);
   } catch (e) {
-    throw new UsageError(`${source}: malformed JSON (${(e as Error).message})`);
+    throw new InputError(`${source}: malformed JSON (${(e as Error).message})`);
   }
   const { horizon: T, controlDim: m } = model;
-  if (!Array.isArray(data)) throw new UsageError(`${source}: expected a JSON array of ${T} rows of ${m} numbers`);
-  if (data.length !== T) throw new UsageError(`${source}: has ${data.length} rows, expected ${T} (the horizon of ${model.name})`);
+  if (!Array.isArray(data)) throw new InputError(`${source}: expected a JSON array of ${T} rows of ${m} numbers`);
+  if (data.length !== T) throw new InputError(`${source}: has ${data.length} rows, expected ${T} (the horizon of ${model.name})`);
   const out = new Float64Array(T * m);
   data.forEach((row: unknown, t) => {
     const values = typeof row === 'number' && m === 1 ? [row] : row;
-    if (!Array.isArray(values) || values.length !== m) throw new UsageError(`${source}: row ${t} must hold ${m} numbers`);
+    if (!Array.isArray(values) || values.length !== m) throw new InputError(`${source}: row ${t} must hold ${m} numbers`);
     values.forEach((v: unknown, j) => {
-      if (typeof v !== 'number') throw new UsageError(`${source}: row ${t} entry ${j} is not a finite number (${JSON.stringify(v)})`);
-      if (!Number.isFinite(v)) throw new UsageError(`${source}: row ${t} entry ${j} is not a finite number (${overflowingLiteral(text) ?? v} overflows a double)`);
+      if (typeof v !== 'number') throw new InputError(`${source}: row ${t} entry ${j} is not a finite number (${JSON.stringify(v)})`);
+      if (!Number.isFinite(v)) throw new InputError(`${source}: row ${t} entry ${j} is not a finite number (${overflowingLiteral(text) ?? v} overflows a double)`);
       out[t * m + j] = v;
     });
   });
@@ -75,7 +66,7 @@ function readControls(spec: string, model: Model): Float64Array {
   try {
     text = readFileSync(spec === '-' ? 0 : spec, 'utf8');
   } catch (e) {
-    throw new UsageError(`${source}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new InputError(`${source}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return parseControls(text, model, source);
 }
@@ -104,7 +95,7 @@ export const rolloutCommand: Command = {
     let noise: Float64Array | undefined;
     if (seedText !== undefined) {
       const seed = parseInteger('--seed', seedText, 0);
-      if (model.noiseDim === 0) throw new UsageError(`system '${model.name}' has no stochastic inputs; --seed does not apply`);
+      if (model.noiseDim === 0) throw new InputError(`system '${model.name}' has no stochastic inputs; --seed does not apply`);
       const rng = new Rng(seed);
       noise = new Float64Array(model.horizon * model.noiseDim).map(() => rng.gumbel());
     }

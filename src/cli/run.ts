@@ -7,12 +7,13 @@ import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
 import { logTopics, McapLog } from '../telemetry/mcap-log.js';
 import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner } from '../telemetry/server.js';
-import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, UsageError, outputFolder } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { shutdown } from './shutdown.js';
 import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 import { modelDefinition } from '../models/index.js';
 import { GivenText, keyedRecord } from '../params.js';
+import { InputError } from '../input-error.js';
 
 /** The longest run `run` and `bench mpc` take: they keep every tick for the plot (an hour at 50 Hz is 180,000 ticks). */
 export const MAX_DURATION_S = 3600;
@@ -52,13 +53,13 @@ export const runCommand: Command = {
     const seed = params.controller.seed;
     // --serve, or the telemetryPort parameter (as the ROS node reads it)
     const serve = values.serve === true || params.controller.telemetryPort > 0;
-    for (const flag of ['host', 'port', 'token']) if (!serve && values[flag] !== undefined) throw new UsageError(`--${flag} needs --serve`);
+    for (const flag of ['host', 'port', 'token']) if (!serve && values[flag] !== undefined) throw new InputError(`--${flag} needs --serve`);
     const port = optionalInteger(values, 'port', params.controller.telemetryPort || 8765, 0);
-    if (port > 65535) throw new UsageError(`--port must be 0..65535, got ${port}`);
+    if (port > 65535) throw new InputError(`--port must be 0..65535, got ${port}`);
     const token = stringOpt(values, 'token');
-    if (token !== undefined && token.trim() === '') throw new UsageError('--token must not be empty: a change would then need no token (leave --token out on loopback, or give one)');
+    if (token !== undefined && token.trim() === '') throw new InputError('--token must not be empty: a change would then need no token (leave --token out on loopback, or give one)');
     const encoding = stringOpt(values, 'log-encoding') ?? 'protobuf';
-    if (encoding !== 'protobuf' && encoding !== 'json') throw new UsageError(`--log-encoding must be protobuf or json, got '${encoding}'`);
+    if (encoding !== 'protobuf' && encoding !== 'json') throw new InputError(`--log-encoding must be protobuf or json, got '${encoding}'`);
     const out = outputFolder(values, '');
     const { session, sim } = await assemble(params, { lockstep });
     const topics = logTopics(session.codec.type, session.estimator !== undefined);
@@ -164,14 +165,10 @@ export function runOptions(values: Record<string, unknown>, maxDurationS = MAX_D
   const system = requireString(values, 'system');
   const def = modelDefinition(system);
   // before anything starts (train-prior would otherwise report its networks' sizes); ControllerSession refuses it too, for the ROS node
-  if (!def.sensor) throw new UsageError(`system '${system}' has no state to measure, so it cannot run as a controller (it is for trajectory optimisation: solve, bench to)`);
+  if (!def.sensor) throw new InputError(`system '${system}' has no state to measure, so it cannot run as a controller (it is for trajectory optimisation: solve, bench to)`);
   const flat: Record<string, unknown> = keyedRecord();
   const paramsPath = stringOpt(values, 'params');
-  try {
-    if (paramsPath) Object.assign(flat, readParamsFile(paramsPath));
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  if (paramsPath) Object.assign(flat, readParamsFile(paramsPath));
   Object.assign(flat, parseOverrides(values.set as string[] | undefined));
   const seed = stringOpt(values, 'seed');
   if (seed !== undefined) flat.seed = new GivenText(seed);
@@ -179,7 +176,7 @@ export function runOptions(values: Record<string, unknown>, maxDurationS = MAX_D
   if (planner !== undefined) flat.planner = planner;
   const prior = stringOpt(values, 'prior');
   if (prior !== undefined) {
-    if (planner !== undefined && planner !== 'mppi') throw new UsageError(`--prior guides MPPI: drop --planner ${planner}, or use --planner mppi`);
+    if (planner !== undefined && planner !== 'mppi') throw new InputError(`--prior guides MPPI: drop --planner ${planner}, or use --planner mppi`);
     flat['prior.path'] = prior;
     flat.planner = 'mppi';
   }
@@ -187,12 +184,8 @@ export function runOptions(values: Record<string, unknown>, maxDurationS = MAX_D
   if (rate !== undefined) flat.rateHz = parseNumber('--rate', rate);
   const durationText = stringOpt(values, 'duration');
   const durationS = durationText === undefined ? 15 : parseNumber('--duration', durationText);
-  if (!(durationS > 0) || durationS > maxDurationS) throw new UsageError(`--duration must be in (0, ${maxDurationS}] s, got ${durationText}${durationS > maxDurationS && maxDurationS === MAX_DURATION_S ? ' (longer runs: bench soak, or the ROS node)' : ''}`);
+  if (!(durationS > 0) || durationS > maxDurationS) throw new InputError(`--duration must be in (0, ${maxDurationS}] s, got ${durationText}${durationS > maxDurationS && maxDurationS === MAX_DURATION_S ? ' (longer runs: bench soak, or the ROS node)' : ''}`);
   const x0Text = stringOpt(values, 'x0');
   if (x0Text !== undefined) flat['sim.x0'] = parseVector('--x0', x0Text, def.stateNames.length);
-  try {
-    return { system, params: resolveRunParams(system, flat), durationS, lockstep: Boolean(values.lockstep) };
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  return { system, params: resolveRunParams(system, flat), durationS, lockstep: Boolean(values.lockstep) };
 }

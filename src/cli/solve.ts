@@ -1,15 +1,11 @@
 import { createBackend } from '../kernels/index.js';
 import { parsePlanner, PLANNER_NAMES, resolvePlannerParams, solve, SOLVE_SCHEMAS } from '../planners/solve.js';
-import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, requireString, stringOpt, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, requireString, stringOpt, table } from './command.js';
 import { progressBar } from './progress.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 
 export function plannerFromOptions(values: Record<string, unknown>) {
-  try {
-    return parsePlanner(requireString(values, 'planner'));
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  return parsePlanner(requireString(values, 'planner'));
 }
 
 export const solveCommand: Command = {
@@ -37,12 +33,7 @@ export const solveCommand: Command = {
     const particlesText = stringOpt(values, 'particles');
     if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
     const seed = optionalInteger(values, 'seed', 0, 0);
-    let params;
-    try {
-      params = resolvePlannerParams(planner, model.name, rest);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
+    const params = resolvePlannerParams(planner, model.name, rest);
     const backend = await createBackend(model, backendFromOptions(values));
     const bar = progressBar(`${planner} on ${model.name}`, !values.json);
     const result = await solve(backend, { planner, params, seed, onProgress: (f, note) => bar.update(f, note) });

@@ -1,7 +1,8 @@
 import { MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { rangeText } from '../params.js';
-import { Command, JSON_OPTION, printJson, table, UsageError } from './command.js';
+import { Command, JSON_OPTION, printJson, table } from './command.js';
+import { InputError } from '../input-error.js';
 
 /** Limits as JSON: unbounded sides are null. */
 const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
@@ -39,7 +40,7 @@ export const systemsCommand: Command = {
     let systems = describeSystems();
     if (positionals[0]) {
       systems = systems.filter((s) => s.name === positionals[0]);
-      if (!systems.length) throw new UsageError(`unknown system '${positionals[0]}' (known: ${[...MODELS.keys()].join(', ')})`);
+      if (!systems.length) throw new InputError(`unknown system '${positionals[0]}' (known: ${[...MODELS.keys()].join(', ')})`);
     }
     if (values.json) return printJson({ systems });
     const detailed = positionals.length === 1;

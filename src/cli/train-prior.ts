@@ -2,10 +2,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GivenText, keyedRecord } from '../params.js';
 import { lineChart } from '../plot/svg.js';
-import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError, outputFolder } from './command.js';
+import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { shutdown } from './shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
+import { InputError } from '../input-error.js';
 
 export const PROJECT_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -38,12 +39,7 @@ export const trainPriorCommand: Command = {
     }
     // the tensor library is loaded only by the command that trains
     const { resolveTrainParams, trainPrior } = await import('../prior/trainer.js');
-    let train;
-    try {
-      train = resolveTrainParams(trainSets);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
+    const train = resolveTrainParams(trainSets);
     const out = trainingOut(values, `prior-${system}`);
     const bar = progressBar(`train-prior ${system}`, !values.json);
     const result = await trainPrior({
@@ -78,7 +74,7 @@ export function splitSets(values: Record<string, unknown>, group: string): { own
   const rest = ((values.set as string[] | undefined) ?? []).filter((s) => {
     if (!s.startsWith(`${group}.`)) return true;
     const eq = s.indexOf('=');
-    if (eq < 0) throw new UsageError(`--set ${s}: expected key=value`);
+    if (eq < 0) throw new InputError(`--set ${s}: expected key=value`);
     own[s.slice(group.length + 1, eq)] = new GivenText(s.slice(eq + 1));
     return false;
   });
@@ -87,7 +83,7 @@ export function splitSets(values: Record<string, unknown>, group: string): { own
 
 /** A training run's output folder, made: --out, or runs/NAME-TIMESTAMP (a resumed run must name its --out). */
 export function trainingOut(values: Record<string, unknown>, name: string): string {
-  if (values.resume && !stringOpt(values, 'out')) throw new UsageError('--resume needs the --out of the run to continue');
+  if (values.resume && !stringOpt(values, 'out')) throw new InputError('--resume needs the --out of the run to continue');
   const out = outputFolder(values, name);
   return out;
 }

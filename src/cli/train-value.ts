@@ -1,12 +1,13 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lineChart } from '../plot/svg.js';
-import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, UsageError } from './command.js';
+import { Command, JSON_OPTION, parseNumber, printJson, stringOpt } from './command.js';
 import { progressBar } from './progress.js';
 import { shutdown } from './shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import type { SweepPoint } from '../prior/value-iteration.js';
+import { InputError } from '../input-error.js';
 
 export const trainValueCommand: Command = {
   name: 'train-value',
@@ -26,18 +27,13 @@ export const trainValueCommand: Command = {
   interruptible: true,
   async run(values) {
     const from = stringOpt(values, 'prior');
-    if (!from) throw new UsageError('--prior DIR is required: the prior whose value is replaced');
+    if (!from) throw new InputError('--prior DIR is required: the prior whose value is replaced');
     const { own: valueSets, rest: runSets } = splitSets(values, 'value');
     const { system, params } = runOptions({ ...values, prior: undefined, set: [...runSets, 'planner=mppi'] });
     const sweeps = stringOpt(values, 'sweeps');
     if (sweeps !== undefined) valueSets.sweeps = parseNumber('--sweeps', sweeps);
     const { resolveValueParams, valueIteration } = await import('../prior/value-iteration.js');
-    let value;
-    try {
-      value = resolveValueParams(valueSets);
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
+    const value = resolveValueParams(valueSets);
     const out = trainingOut(values, `value-${system}`);
     const bar = progressBar(`train-value ${system}`, !values.json);
     let sweepsDone = 0;

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { stringify } from 'yaml';
-import { parseCommandArgs, UsageError } from '../cli/command.js';
+import { parseCommandArgs } from '../cli/command.js';
 import { parseControls } from '../cli/rollout.js';
 import { runCommand, runOptions } from '../cli/run.js';
 import { decodeCommand, toTime } from '../interfaces/messages.js';
@@ -244,7 +244,7 @@ const cliTarget: FuzzTarget = {
         if (values.help) return;
         runOptions(values);
       } catch (e) {
-        if (!(e instanceof UsageError) || !e.message || e.message.includes('\n')) fail(`not a one-line usage error: ${String(e)}`);
+        if (!(e instanceof InputError) || !e.message || e.message.includes('\n')) fail(`not a one-line usage error: ${String(e)}`);
       }
     });
   },
@@ -264,7 +264,7 @@ const controlsTarget: FuzzTarget = {
         const u = parseControls(json, model, 'fuzz');
         if (u.length !== 3 || !u.every(Number.isFinite)) fail('accepted a wrong controls array');
       } catch (e) {
-        if (!(e instanceof UsageError) || !e.message.startsWith('fuzz')) fail(`not a usage error naming the file: ${String(e)}`);
+        if (!(e instanceof InputError) || !e.message.startsWith('fuzz')) fail(`not a usage error naming the file: ${String(e)}`);
       }
     });
   },

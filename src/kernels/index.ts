@@ -2,12 +2,13 @@ import type { Model } from '../models/model.js';
 import type { RolloutBackend } from './backend.js';
 import { CpuBackend } from './cpu.js';
 import { WebGpuBackend } from './webgpu.js';
+import { InputError } from '../input-error.js';
 
 export type BackendKind = 'cpu' | 'webgpu';
 export const BACKENDS: readonly BackendKind[] = ['cpu', 'webgpu'];
 
 export function parseBackend(name: string): BackendKind {
-  if (!(BACKENDS as readonly string[]).includes(name)) throw new Error(`unknown backend '${name}' (known: ${BACKENDS.join(', ')})`);
+  if (!(BACKENDS as readonly string[]).includes(name)) throw new InputError(`unknown backend '${name}' (known: ${BACKENDS.join(', ')})`);
   return name as BackendKind;
 }
 

@@ -9,6 +9,7 @@ import { rows } from '../arrays.js';
 import { projectedAdam } from './gradient.js';
 import { ControlPrior, RolloutContext, toControls, TrajectoryTarget } from './problem.js';
 import { MOVE_PARAMS, moveKernel, runTsmc, SAMPLING_PARAMS, TSMC_PARAMS, TSMC_SYSTEM_DEFAULTS } from './tsmc.js';
+import { InputError } from '../input-error.js';
 
 /** Trajectory optimisers: TSMC and the TSMC paper's baselines (§V), all started from the same prior particles. */
 export const SOLVE_SCHEMAS = {
@@ -42,7 +43,7 @@ export type PlannerName = keyof typeof SOLVE_SCHEMAS;
 export const PLANNER_NAMES = Object.keys(SOLVE_SCHEMAS) as PlannerName[];
 
 export function parsePlanner(name: string): PlannerName {
-  if (!(PLANNER_NAMES as string[]).includes(name)) throw new Error(`unknown planner '${name}' (known: ${PLANNER_NAMES.join(', ')})`);
+  if (!(PLANNER_NAMES as string[]).includes(name)) throw new InputError(`unknown planner '${name}' (known: ${PLANNER_NAMES.join(', ')})`);
   return name as PlannerName;
 }
 

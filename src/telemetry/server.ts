@@ -79,6 +79,8 @@ export class Telemetry {
   /** Foxglove WebSocket clients, on the same port */
   readonly foxglove: FoxgloveLive;
   private lastTick: TickResult | undefined;
+  /** the port the server listens on (--serve, --port 0: the one the system chose), once listening */
+  port: number | undefined;
 
   constructor(private readonly source: TelemetrySource, readonly options: TelemetryOptions = {}) {
     const host = options.host ?? '127.0.0.1';
@@ -112,9 +114,6 @@ export class Telemetry {
     this.port = typeof bound === 'object' && bound ? bound.port : undefined;
     return address;
   }
-
-  /** the port the server listens on (--serve, --port 0: the one the system chose), once listening */
-  port: number | undefined;
 
   /** The parameters in effect, with telemetryPort as served (a run served by --serve has telemetryPort 0 in its parameters). */
   private parameterValues(): Record<string, ParamValue> {
