@@ -121,6 +121,26 @@ describe('first hour: one shutdown path (SIGINT, SIGTERM)', function () {
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.equal(JSON.parse(resumed.stdout).episodes, state.episodesDone + 1);
   });
+
+  it('SIGINT during train-value: exit 130, the sweep under way dropped, the last whole sweep\'s checkpoint kept and resumable', async () => {
+    const prior = tmp('value-prior');
+    const tiny = ['--set', 'model.horizon=5', '--set', 'mppi.samples=16', '--set', 'mppi.iterations=1', '--set', 'threads=1'];
+    const trained = spawnSync(process.execPath, [CLI, 'train-prior', '--system', 'pendulum', '--episodes', '3', ...tiny, '--set', 'train.episodeS=1', '--set', 'train.width=8',
+      '--set', 'train.depth=1', '--set', 'train.batch=8', '--set', 'train.capacity=2000', '--backend', 'cpu', '--out', prior, '--json'], { encoding: 'utf8' });
+    assert.equal(trained.status, 0, trained.stderr);
+    const out = tmp('value');
+    const value = [...tiny, '--set', 'value.states=64', '--set', 'value.epochs=2', '--set', 'value.backend=cpu'];
+    // non-TTY progress: a line per sweep; the signal comes after the second
+    const r = await interrupt(['train-value', '--system', 'pendulum', '--prior', prior, '--sweeps', '1000', ...value, '--out', out], 'SIGINT', (e) => /sweep 2\/1000/.test(e));
+    assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, /interrupted \(SIGINT\) after \d+ whole sweeps/);
+    const state = JSON.parse(readFileSync(join(out, 'value-state.json'), 'utf8')) as { sweepsDone: number };
+    assert.ok(state.sweepsDone >= 2 && state.sweepsDone < 1000, `${state.sweepsDone} sweeps done`);
+    loadCheckpoint(out);
+    const resumed = spawnSync(process.execPath, [CLI, 'train-value', '--system', 'pendulum', '--prior', prior, '--sweeps', String(state.sweepsDone + 1), ...value, '--out', out, '--resume', '--json'], { encoding: 'utf8' });
+    assert.equal(resumed.status, 0, resumed.stderr);
+    assert.equal(JSON.parse(resumed.stdout).sweeps, state.sweepsDone + 1);
+  });
 });
 
 describe('first hour: every bad input gets one line and exit 2 within 5 s', function () {
