@@ -311,7 +311,14 @@ function paramRow(p, value) {
   };
   let show = () => undefined;
   let input;
-  if (p.kind === 'enum') {
+  if (p.kind === 'flag') {
+    input = document.createElement('input');
+    input.type = 'checkbox';
+    input.checked = value === true;
+    show = (v) => (input.checked = v === true);
+    input.onchange = () => apply(input.checked);
+    line.append(input);
+  } else if (p.kind === 'enum') {
     input = document.createElement('select');
     for (const c of p.choices) input.add(new Option(c, c, false, c === value));
     show = (v) => (input.value = v);

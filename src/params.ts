@@ -38,6 +38,12 @@ export interface ListParam<E extends 'number' | 'string' = 'number' | 'string'> 
   maxLength: number;
 }
 
+/** A switch: true or false (never an enumeration of 'on' and 'off', which YAML and ROS read as booleans). */
+export interface FlagParam extends ParamBase {
+  kind: 'flag';
+  default: boolean;
+}
+
 /** Free text, e.g. a path. */
 export interface TextParam extends ParamBase {
   kind: 'text';
@@ -45,12 +51,12 @@ export interface TextParam extends ParamBase {
   maxLength: number;
 }
 
-export type ParamDef = NumberParam | EnumParam | ListParam | TextParam;
+export type ParamDef = NumberParam | EnumParam | ListParam | TextParam | FlagParam;
 export type Schema = Readonly<Record<string, ParamDef>>;
-export type ParamValue = number | string | readonly number[] | readonly string[];
+export type ParamValue = number | string | boolean | readonly number[] | readonly string[];
 
 export type ParamsOf<S extends Schema> = {
-  -readonly [K in keyof S]: S[K] extends EnumParam<infer C> ? C : S[K] extends ListParam<infer E> ? (E extends 'number' ? number[] : string[]) : S[K] extends TextParam ? string : number;
+  -readonly [K in keyof S]: S[K] extends EnumParam<infer C> ? C : S[K] extends ListParam<infer E> ? (E extends 'number' ? number[] : string[]) : S[K] extends TextParam ? string : S[K] extends FlagParam ? boolean : number;
 };
 
 type Extras<P> = Omit<P, 'kind' | 'default' | 'doc' | 'choices' | 'of'>;
@@ -64,11 +70,15 @@ export const choice = <C extends string>(d: C, choices: readonly C[], doc: strin
 export const list = <E extends 'number' | 'string'>(of: E, doc: string, extras: Extras<ListParam> & { maxLength: number }): ListParam<E> =>
   ({ kind: 'list', of, default: [], doc, ...extras } as ListParam<E>);
 
+export const flag = (d: boolean, doc: string, extras: Extras<FlagParam> = {}): FlagParam =>
+  ({ kind: 'flag', default: d, doc, ...extras });
+
 export const text = (d: string, doc: string, extras: Extras<TextParam>): TextParam =>
   ({ kind: 'text', default: d, doc, ...extras });
 
 export function rangeText(p: ParamDef): string {
   if (p.kind === 'enum') return p.choices.join('|');
+  if (p.kind === 'flag') return 'true|false';
   if (p.kind === 'text') return `text (at most ${p.maxLength} characters)`;
   if (p.kind === 'list') return `list of ${p.of}s (at most ${p.maxLength})`;
   const lo = p.min === undefined ? '' : `${p.exclusive ? '(' : '['}${p.min}`;
@@ -103,6 +113,10 @@ export function checkValue(label: string, def: ParamDef, given: unknown): ParamV
     return value;
   }
   if (def.kind === 'list') return checkList(label, def, value);
+  if (def.kind === 'flag') {
+    if (typeof value !== 'boolean') throw new InputError(`${label} must be true or false, got ${describe(given)}`);
+    return value;
+  }
   if (def.kind === 'text') {
     if (typeof value !== 'string') throw new InputError(`${label} must be text, got ${describe(given)}`);
     if (value.length > def.maxLength) throw new InputError(`${label} takes at most ${def.maxLength} characters, got ${value.length}`);
@@ -132,6 +146,7 @@ export function parseNumber(label: string, text: string): number {
 /** Text typed for a parameter, read as its declared kind: a number, a comma-separated list, or the text itself. */
 function parseGivenText(label: string, def: ParamDef, text: string): unknown {
   if (def.kind === 'number') return parseNumber(label, text);
+  if (def.kind === 'flag') return text.trim() === 'true' ? true : text.trim() === 'false' ? false : text;
   if (def.kind !== 'list') return text;
   const items = text.trim() === '' ? [] : text.split(',').map((s) => s.trim());
   return def.of === 'number' ? items.map((t, i) => parseNumber(`${label}[${i}]`, t)) : items;
@@ -294,7 +309,7 @@ export class LiveParameters {
   }
 }
 
-function sameValue(a: ParamValue, b: ParamValue | undefined): boolean {
+export function sameValue(a: ParamValue, b: ParamValue | undefined): boolean {
   if (Array.isArray(a) || Array.isArray(b)) return JSON.stringify(a) === JSON.stringify(b);
   return a === b;
 }

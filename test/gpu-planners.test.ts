@@ -195,7 +195,7 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
     const guide = {
       prior: { rollout: () => zStar.slice() },
       step: () => new Float64Array(2),
-      settings: { path: 'stand-in', policySamples: 1, value: 'off' as const, valueWeight: 0 },
+      settings: { path: 'stand-in', policySamples: 1, value: false, valueWeight: 0 },
     } as unknown as ConstructorParameters<typeof MppiPlanner>[4];
     const planner = await GpuMppiPlanner.create(m, backend, params, 3, guide);
     const r = await planner.plan({ x0: [1, 0], uPrev: [0], reference: [0, 0] });
@@ -219,8 +219,8 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
   it('refuses a learned value it cannot evaluate, with the way out', async () => {
     const m = model('pendulum');
     const backend = await WebGpuBackend.create(m);
-    const guide = { prior: {}, step: () => new Float64Array(2), settings: { path: 'p', policySamples: 8, value: 'on', valueWeight: 1 } } as unknown as ConstructorParameters<typeof MppiPlanner>[4];
-    await assert.rejects(GpuMppiPlanner.create(m, backend, resolveParams('mppi', MPPI_PARAMS, {}), 1, guide), /prior.value is on.*set prior.value off, or backend cpu/);
+    const guide = { prior: {}, step: () => new Float64Array(2), settings: { path: 'p', policySamples: 8, value: true, valueWeight: 1 } } as unknown as ConstructorParameters<typeof MppiPlanner>[4];
+    await assert.rejects(GpuMppiPlanner.create(m, backend, resolveParams('mppi', MPPI_PARAMS, {}), 1, guide), /prior.value is true.*set prior.value false, or backend cpu/);
   });
 
   it('TSMC samples the double integrator\'s exact Gaussian target: mean within 0.2 sd, variance ratios 0.8-1.25, log Z', async () => {

@@ -306,11 +306,11 @@ describe('prior: MPPI guided by a prior', () => {
   });
 
   it('draws prior.policySamples of its samples from the policy, rolled through the model', async () => {
-    const r = await plan(constantPrior(0), { policySamples: 16, value: 'off' });
+    const r = await plan(constantPrior(0), { policySamples: 16, value: false });
     // every sample came from the policy (tanh(0.5) with std 0.02): so does the plan (the mean, or the
     // best sample, within 5 std)
     for (const u of r.controls) assert.ok(Math.abs(u - Math.tanh(0.5)) < 0.1, `planned control ${u}`);
-    const without = await plan(constantPrior(0), { policySamples: 0, value: 'off' });
+    const without = await plan(constantPrior(0), { policySamples: 0, value: false });
     assert.ok(Array.from(without.controls).some((u) => Math.abs(u - Math.tanh(0.5)) > 0.1), 'without policy samples the plan is MPPI\'s own');
   });
 
@@ -335,7 +335,7 @@ describe('prior: MPPI guided by a prior', () => {
   });
 
   it('a prior whose outputs go non-finite is switched off for the plan, with a notice, never a NaN control', async () => {
-    const r = await plan(constantPrior(0, NaN), { policySamples: 8, value: 'off' });
+    const r = await plan(constantPrior(0, NaN), { policySamples: 8, value: false });
     assert.ok(r.controls.every(Number.isFinite));
     assert.match(r.diagnostics!.notice!, /learned policy went non-finite; planned without its samples/);
     const v = await plan(constantPrior(Infinity), { policySamples: 0 });

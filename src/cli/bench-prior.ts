@@ -15,7 +15,7 @@ const VARIANTS = {
   plain: {},
   prior: {},
   value: { 'prior.policySamples': 0 },
-  policy: { 'prior.value': 'off' },
+  policy: { 'prior.value': false },
 } as const;
 type Variant = keyof typeof VARIANTS;
 

@@ -67,8 +67,8 @@ export class GpuMppiPlanner implements RecedingPlanner {
   }
 
   static async create(model: Model, backend: WebGpuBackend, params: ParamsOf<typeof MPPI_PARAMS>, seed: number, guide?: PriorGuide): Promise<GpuMppiPlanner> {
-    if (guide && guide.settings.value === 'on') {
-      throw new InputError('prior.value is on, but the GPU-resident MPPI (backend webgpu) does not evaluate the learned value: set prior.value off, or backend cpu');
+    if (guide && guide.settings.value) {
+      throw new InputError('prior.value is true, but the GPU-resident MPPI (backend webgpu) does not evaluate the learned value: set prior.value false, or backend cpu');
     }
     const code = wgslMppiSource(buildStepGraphs(model, false), controlScaling(model));
     const program = await GpuProgram.create(backend, code, `${model.name}-mppi`, MPPI_BUFFERS, ENTRY_POINTS);
@@ -130,7 +130,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
     const M = p.samples;
     const notices: string[] = [];
     const g = this.guide;
-    if (g && g.settings.value === 'on') notices.push('prior.value is on, but the GPU-resident MPPI does not evaluate the learned value; planned without it');
+    if (g && g.settings.value) notices.push('prior.value is true, but the GPU-resident MPPI does not evaluate the learned value; planned without it');
     let drawn: Float64Array | undefined;
     const wanted = g ? Math.min(g.settings.policySamples, M) : 0;
     if (g && wanted > 0) {

@@ -125,7 +125,7 @@ export class MppiPlanner implements RecedingPlanner {
     const context = { x0: req.x0, uPrev: req.uPrev, reference: req.reference };
     const notices: string[] = [];
     const g = this.guide;
-    const useValue = g !== undefined && g.settings.value === 'on' && g.settings.valueWeight > 0;
+    const useValue = g !== undefined && g.settings.value && g.settings.valueWeight > 0;
     let valueOff = false;
     const n = this.model.stateDim;
     const H = this.model.horizon;

@@ -275,7 +275,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   });
   const threads = { threads: run.controller.threads > 0 ? run.controller.threads : undefined };
   const backend = await createBackend(teacher, run.controller.backend, threads);
-  const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: teacher === model ? 'on' as const : 'off' as const };
+  const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: teacher === model };
   const current = () => LearnedPrior.fromNetworks(metaBase() as PriorMeta, networks);
   const guide = { prior: current(), step: (x: readonly number[], u: readonly number[]) => step(x, u, noise), settings };
   const gamma = train.gamma;

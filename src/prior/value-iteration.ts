@@ -6,7 +6,7 @@ import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStepFunction } from '../kernels/js-source.js';
 import { modelDefinition } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
-import { choice, num, ParamsOf, resolveParams } from '../params.js';
+import { choice, flag, num, ParamsOf, resolveParams } from '../params.js';
 import { Rng } from '../random.js';
 import { MppiPlanner } from '../controller/receding.js';
 import type { RunParams } from '../run/setup.js';
@@ -29,7 +29,7 @@ export const VALUE_PARAMS = {
   batch: num(256, 'states per gradient step', { min: 1, max: 65536, integer: true }),
   learningRate: num(1e-3, 'Adam learning rate', { min: 0, max: 1, exclusive: true }),
   gradClip: num(20, 'global gradient-norm clip', { min: 0, max: 1e9, exclusive: true }),
-  monotone: choice('on', ['on', 'off'] as const, 'never let a state\'s target fall below its value from the last sweep (a cost-to-go of non-negative costs grows with the horizon; this keeps the planner from pulling the value down where it overshoots into the network\'s errors)'),
+  monotone: flag(true, 'never let a state\'s target fall below its value from the last sweep (a cost-to-go of non-negative costs grows with the horizon; this keeps the planner from pulling the value down where it overshoots into the network\'s errors)'),
   floor: num(0, 'the least cost-to-go: the value is never read below it (0 where every stage cost is non-negative, as for every bundled system)', { min: -1e12, max: 1e12 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for fitting: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
 } as const;
@@ -139,7 +139,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       const rng = new Rng(run.controller.seed * 7919 + s);
       const prior = LearnedPrior.fromNetworks({ ...base.meta, valueFloor: value.floor } as PriorMeta, { ...networks, q: cloneMlp(networks.q) });
       // the first sweep has no value yet: its targets are plain horizon costs
-      const settings = { ...run.prior, path: '', value: 'on' as const, valueWeight: s === 0 ? 0 : 1 };
+      const settings = { ...run.prior, path: '', value: true, valueWeight: s === 0 ? 0 : 1 };
       const planner = new MppiPlanner(model, backend, { ...run.planners.mppi } as never, new Rng(rng.uniform() * 2 ** 31), { prior, step: modelStep, settings });
       const targets = new Float64Array(pool.length);
       const ends: number[][] = [];
@@ -157,7 +157,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
         if (i % 16 === 15) await new Promise((resolve) => setImmediate(resolve));
       }
       if (opts.signal?.aborted) break;
-      if (value.monotone === 'on' && s > 0) {
+      if (value.monotone && s > 0) {
         // with non-negative costs a cost-to-go over k + 1 plans is at least the one over k: a target below the
         // last value there is the planner exploiting the value's errors, not a shorter way. The bound is the
         // last value only up to the last sweep's largest target: above that the network extrapolates, and a

@@ -8,9 +8,20 @@ export const CONTROLLER_NODE = 'tempered_mpc_controller';
 export const SIMULATOR_NODE = 'tempered_mpc_simulator';
 
 /**
+ * Parameters every ROS 2 node has, which a `ros2 param dump` lists with the
+ * node's own: the embedded run has no use for them, so a dump still loads.
+ */
+const ROS_NODE_PARAMETERS = new Set(['use_sim_time', 'start_type_description_service']);
+const ROS_NODE_PARAMETER_GROUPS = ['qos_overrides.'];
+
+/**
  * Reads a ROS 2 parameter YAML (`<node>: ros__parameters: {...}`) into flat
  * keys: the controller's as they are (nested maps joined with '.'), the
- * simulator's under `sim.`. `/**` (all nodes) applies to both.
+ * simulator's under `sim.`. A node key names a node by its bare name, its
+ * fully qualified name (`/tempered_mpc/tempered_mpc_controller`, as
+ * `ros2 param dump` writes it) or a wildcard path ending in it
+ * (`/**\/tempered_mpc_controller`); the embedded run has no namespace, so
+ * only the key's last name counts, and `/**` or `/*` applies to both nodes.
  */
 export function readParamsFile(path: string): Record<string, unknown> {
   let text: string;
@@ -43,22 +54,24 @@ export function parseParamsText(text: string, path: string): Record<string, unkn
   if (typeof doc !== 'object' || Array.isArray(doc)) throw new InputError(`parameter file '${path}': expected a map of node names`);
   const out: Record<string, unknown> = keyedRecord();
   for (const [node, body] of Object.entries(doc as Record<string, unknown>)) {
-    const name = node.replace(/^\//, '');
+    const name = node.split('/').at(-1)!;
     const params = (body as Record<string, unknown> | null)?.ros__parameters;
     if (params === undefined || typeof params !== 'object' || params === null || Array.isArray(params)) {
       throw new InputError(`parameter file '${path}': node '${node}' needs a 'ros__parameters' map`);
     }
-    const prefix = name === SIMULATOR_NODE ? 'sim.' : name === CONTROLLER_NODE || name === '**' ? '' : undefined;
+    const prefix = name === SIMULATOR_NODE ? 'sim.' : name === CONTROLLER_NODE || name === '**' || name === '*' ? '' : undefined;
     if (prefix === undefined) throw new InputError(`parameter file '${path}': unknown node '${node}' (expected ${CONTROLLER_NODE} or ${SIMULATOR_NODE})`);
     flatten(params as Record<string, unknown>, prefix, out, path);
   }
   return out;
 }
 
-function flatten(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>, path: string): void {
+function flatten(obj: Record<string, unknown>, prefix: string, out: Record<string, unknown>, path: string, group = ''): void {
   for (const [k, v] of Object.entries(obj)) {
+    const name = `${group}${k}`;
+    if (ROS_NODE_PARAMETERS.has(name) || ROS_NODE_PARAMETER_GROUPS.some((g) => name.startsWith(g))) continue;
     if (v instanceof GivenText) out[`${prefix}${k}`] = v;
-    else if (v !== null && typeof v === 'object' && !Array.isArray(v)) flatten(v as Record<string, unknown>, `${prefix}${k}.`, out, path);
+    else if (v !== null && typeof v === 'object' && !Array.isArray(v)) flatten(v as Record<string, unknown>, `${prefix}${k}.`, out, path, `${name}.`);
     else if (Array.isArray(v)) out[`${prefix}${k}`] = v;
     else if (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean') out[`${prefix}${k}`] = v;
     else throw new InputError(`parameter file '${path}': '${prefix}${k}' has an unsupported value`);
@@ -69,6 +82,7 @@ function flatten(obj: Record<string, unknown>, prefix: string, out: Record<strin
 function yamlValue(entry: ParamEntry, v: ParamValue): string {
   if (Array.isArray(v)) return `[${v.map((x) => (typeof x === 'number' ? yamlNumber(x, false) : JSON.stringify(x))).join(', ')}]`;
   if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'boolean') return String(v);
   const d = entry.def;
   return yamlNumber(v as number, d.kind === 'number' && d.integer === true);
 }

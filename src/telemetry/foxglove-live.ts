@@ -210,6 +210,7 @@ export class FoxgloveLive {
 
 function toFoxglove(name: string, value: ParamValue): Parameter {
   if (typeof value === 'number') return { name, value, type: 'float64' };
+  if (typeof value === 'boolean') return { name, value };
   if (Array.isArray(value) && value.every((v) => typeof v === 'number')) return { name, value: [...value] as number[], type: 'float64_array' };
   return { name, value: typeof value === 'string' ? value : [...value] };
 }
