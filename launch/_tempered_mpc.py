@@ -1,6 +1,6 @@
 """Shared pieces of the tempered_mpc launch files (not a launch file itself)."""
 import os
-import tempfile
+import re
 
 import yaml
 from launch import LaunchDescription
@@ -11,6 +11,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
+from launch_ros.parameter_descriptions import Parameter
 from lifecycle_msgs.msg import Transition
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,41 +24,50 @@ def config(name):
     return os.path.join(HERE, 'config', name)
 
 
-def node_parameters(node_name, values):
-    """A parameter file for one node, keyed by its bare name.
-
-    rclnodejs 2.2 takes overrides only under the bare node name (or /**), so
-    the dict parameters of launch_ros, which it keys by the fully qualified
-    name (/namespace/node), would be ignored.
-    """
-    with tempfile.NamedTemporaryFile('w', prefix=f'{node_name}_', suffix='.yaml', delete=False) as f:
-        yaml.safe_dump({node_name: {'ros__parameters': values}}, f)
-        return f.name
+def rules(values):
+    """Parameters as `-p name:=value` rules after the parameter file (so they win), not as a temporary file."""
+    return [Parameter(name, value) for name, value in values.items()]
 
 
 def controller_with_autostart(params_file, namespace, use_sim_time, autostart, remappings=()):
     """The managed controller node, configured and then activated when autostart is true."""
     controller = LifecycleNode(
         package='tempered_mpc', executable='controller', name=CONTROLLER, namespace=namespace,
-        parameters=[params_file, node_parameters(CONTROLLER, {'use_sim_time': use_sim_time})], remappings=list(remappings), output='screen')
+        parameters=[params_file, *rules({'use_sim_time': use_sim_time})], remappings=list(remappings), output='screen')
     configure = EmitEvent(
         event=ChangeState(lifecycle_node_matcher=matches_action(controller), transition_id=Transition.TRANSITION_CONFIGURE),
         condition=IfCondition(autostart))
     activate = RegisterEventHandler(OnStateTransition(
-        # only after the first configure: a later deactivate must stay inactive
+        # only after the first configure (handle_once): a controller taken down and configured again stays inactive
         target_lifecycle_node=controller, start_state='configuring', goal_state='inactive',
         entities=[EmitEvent(event=ChangeState(
-            lifecycle_node_matcher=matches_action(controller), transition_id=Transition.TRANSITION_ACTIVATE))]),
+            lifecycle_node_matcher=matches_action(controller), transition_id=Transition.TRANSITION_ACTIVATE))],
+        handle_once=True),
         condition=IfCondition(autostart))
     return [controller, activate, configure]
 
 
-def controller_rate_hz(params_file):
-    """The controller's rateHz from a parameter file (the simulator steps at it in lockstep)."""
+def key_matches(key, namespace, name):
+    """Whether a parameter file's node key applies to /namespace/name: ros/src/overrides.ts's rule, for the launch side.
+
+    rclcpp's matching (a leading / added, /* one name, /** any number), and a
+    bare name in any namespace, as the nodes take it.
+    """
+    if '/' not in key and '*' not in key:
+        return key == name
+    fqn = (namespace.rstrip('/') + '/' + name) if namespace.startswith('/') else '/' + (namespace + '/' if namespace else '') + name
+    pattern = ('' if key.startswith('/') else '/') + key
+    return re.fullmatch(pattern.replace('/*', '(/\\w+)'), fqn) is not None
+
+
+def controller_rate_hz(params_file, namespace):
+    """The controller's rateHz from a parameter file (the simulator steps at it in lockstep), the last matching key's."""
     with open(params_file, encoding='utf-8') as f:
         doc = yaml.safe_load(f) or {}
-    params = (doc.get(CONTROLLER) or doc.get('/' + CONTROLLER) or {}).get('ros__parameters', {})
-    rate = float(params.get('rateHz', 0.0))
+    rate = 0.0
+    for key, body in doc.items():
+        params = (body or {}).get('ros__parameters', {}) if key_matches(str(key), namespace, CONTROLLER) else {}
+        rate = float(params.get('rateHz', rate))
     if rate <= 0.0:
         raise RuntimeError(f"{params_file}: lockstep needs the controller's rateHz in the file (0 means 1/dt of the model)")
     return rate
@@ -79,9 +89,9 @@ def sim_launch_description(system, params_name):
         lockstep = LaunchConfiguration('lockstep').perform(context).lower() in ('true', '1', 'yes')
         sim_params = {'system': system, 'stepping': 'lockstep' if lockstep else 'realtime'}
         if lockstep:
-            sim_params['stateRateHz'] = controller_rate_hz(params_file)
+            sim_params['stateRateHz'] = controller_rate_hz(params_file, namespace)
         simulator = Node(package='tempered_mpc', executable='simulator', name=SIMULATOR, namespace=namespace,
-                         parameters=[params_file, node_parameters(SIMULATOR, sim_params)], output='screen')
+                         parameters=[params_file, *rules(sim_params)], output='screen')
         return [simulator, *controller_with_autostart(params_file, namespace, lockstep, LaunchConfiguration('autostart'))]
 
     return LaunchDescription([*args, OpaqueFunction(function=nodes)])

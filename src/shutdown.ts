@@ -1,6 +1,6 @@
 /**
- * The one way out of every command: a normal end, an error, SIGINT or
- * SIGTERM. main() installs it. The first signal aborts `signal`: a command
+ * The one way out of every process, the CLI's commands and the ROS nodes:
+ * a normal end, an error, SIGINT or SIGTERM. Each main() installs it. The first signal aborts `signal`: a command
  * that declares itself interruptible ends its loop at the next step and
  * writes what it has (the log closed and readable, the summary saying it was
  * interrupted, checkpoints whole); any other command is ended at once. A
@@ -30,26 +30,29 @@ class Shutdown {
     return this.received && SIGNAL_EXIT_CODES[this.received];
   }
 
-  /** Handles SIGINT and SIGTERM for the command about to run. */
-  install(interruptible: boolean, exit: (code: number) => void, graceS = INTERRUPT_GRACE_S): void {
+  /**
+   * Handles SIGINT and SIGTERM for the command about to run. `who` and
+   * `finishing` word the notice (who is interrupted, what it finishes).
+   */
+  install(interruptible: boolean, exit: (code: number) => void, graceS = INTERRUPT_GRACE_S, who = 'tempered-mpc', finishing = 'finishing the log and summary'): void {
     for (const name of Object.keys(SIGNAL_EXIT_CODES) as ShutdownSignal[]) {
       process.on(name, () => {
         const code = SIGNAL_EXIT_CODES[name];
         if (this.received) {
-          process.stderr.write(`tempered-mpc: ${name} again: quitting now\n`);
+          process.stderr.write(`${who}: ${name} again: quitting now\n`);
           exit(code);
           return;
         }
         this.received = name;
         this.abort.abort(name);
         if (!interruptible) {
-          process.stderr.write(`tempered-mpc: interrupted (${name})\n`);
+          process.stderr.write(`${who}: interrupted (${name})\n`);
           exit(code);
           return;
         }
-        process.stderr.write(`tempered-mpc: interrupted (${name}): finishing the log and summary (${name === 'SIGINT' ? 'Ctrl-C' : name} again to quit at once)\n`);
+        process.stderr.write(`${who}: interrupted (${name}): ${finishing} (${name === 'SIGINT' ? 'Ctrl-C' : name} again to quit at once)\n`);
         setTimeout(() => {
-          process.stderr.write(`tempered-mpc: not finished ${graceS} s after ${name}: quitting\n`);
+          process.stderr.write(`${who}: not finished ${graceS} s after ${name}: quitting\n`);
           exit(code);
         }, graceS * 1000).unref();
       });

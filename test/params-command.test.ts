@@ -35,8 +35,8 @@ describe('params command: every parameter from the schema, and a complete ROS 2 
       const overrides = rosTyped(r.stdout);
       overrides.tempered_mpc_controller.threads = 1n;
       const s = createStandIn({ overrides });
-      const controller = new ControllerNode(s.rcl);
-      const sim = new SimulatorNode(s.rcl);
+      const controller = new ControllerNode(s.rcl, { parameterRules: s.parameterRules() });
+      const sim = new SimulatorNode(s.rcl, { parameterRules: s.parameterRules() });
       try {
         assert.equal(await controller.transition('configure'), true, s.logs.map((l) => l.text).join('\n'));
         assert.equal(controller.current!.params.system, system);

@@ -86,20 +86,24 @@ describe('ROS controller node (stand-in for rclnodejs): lifecycle', () => {
     const s = pendulumStandIn();
     const commands = collect<{ data: number[] }>(s, '/command', TYPES.command);
     const statuses = collect<StatusMsg>(s, '/status', TYPES.status);
-    const c = track(new ControllerNode(s.rcl));
+    const c = track(new ControllerNode(s.rcl, { parameterRules: s.parameterRules() }));
     assert.equal(c.lifecycleState, 'unconfigured');
     assert.equal(await lifecycle(c).requestTransition('activate'), false);
     assert.equal(c.lifecycleState, 'unconfigured');
-    assert.ok(s.logs.some((l) => l.level === 'error' && /activate/.test(l.text)), 'the refusal is logged');
+    assert.ok(s.logs.some((l) => l.level === 'warn' && /^activate: not possible from unconfigured \(possible: configure, shutdown\)$/.test(l.text)), 'the refusal is logged in one line');
+    assert.ok(!s.logs.some((l) => l.level === 'error'), 'a transition that is merely not possible now is no error');
 
     assert.equal(await lifecycle(c).requestTransition('configure'), true);
     assert.equal(c.lifecycleState, 'inactive');
     assert.equal(await lifecycle(c).requestTransition('activate'), true);
     assert.equal(c.lifecycleState, 'active');
     // no state yet: the timer ticks with the safe command and says why
-    await until('two status messages', () => statuses.length >= 2);
-    assert.equal(statuses[0].mode_name, 'waiting');
-    assert.equal(statuses[0].reason, 'no state received yet');
+    // activation waits up to 2 s for a first state: meanwhile the inactive node's status says so, once a second
+    assert.ok(statuses.some((m) => m.mode_name === 'waiting' && m.reason === 'inactive: activate to control'), 'a status while inactive');
+    const ticking = () => statuses.filter((m) => m.reason !== 'inactive: activate to control');
+    await until('two status messages', () => ticking().length >= 2);
+    assert.equal(ticking()[0].mode_name, 'waiting');
+    assert.equal(ticking()[0].reason, 'no state received yet');
     assert.deepEqual(Array.from(commands[0].data), [0]);
 
     const before = commands.length;
@@ -112,13 +116,14 @@ describe('ROS controller node (stand-in for rclnodejs): lifecycle', () => {
     assert.equal(await lifecycle(c).requestTransition('cleanup'), true);
     assert.equal(c.lifecycleState, 'unconfigured');
     assert.equal(c.current, undefined, 'cleanup releases the session and its kernels');
+    assert.ok(s.logs.some((l) => l.level === 'info' && /^cleaned up: released/.test(l.text)), 'cleanup is logged');
     assert.equal(await lifecycle(c).requestTransition('shutdown'), true);
     assert.equal(c.lifecycleState, 'finalized');
   });
 
   it('fails configure with the reason when a parameter file value is bad, and configures once it is fixed', async () => {
     const s = pendulumStandIn({ 'mppi.samples': 1n, budgetMs: 20n });
-    const c = track(new ControllerNode(s.rcl));
+    const c = track(new ControllerNode(s.rcl, { parameterRules: s.parameterRules() }));
     assert.equal(await c.transition('configure'), false);
     assert.equal(c.lifecycleState, 'unconfigured');
     const reason = s.logs.filter((l) => l.level === 'error').map((l) => l.text).join('\n');
@@ -137,7 +142,7 @@ describe('ROS controller node (stand-in for rclnodejs): lifecycle', () => {
 describe('ROS controller node (stand-in for rclnodejs): parameters from the schema', () => {
   it('declares every parameter with a descriptor that goes on the wire as rcl_interfaces/ParameterDescriptor: description, range, read-only', () => {
     const s = pendulumStandIn();
-    const c = track(new ControllerNode(s.rcl));
+    const c = track(new ControllerNode(s.rcl, { parameterRules: s.parameterRules() }));
     const writer = new MessageWriter(definitionsOf('rcl_interfaces/msg/ParameterDescriptor'));
     const reader = new MessageReader(definitionsOf('rcl_interfaces/msg/ParameterDescriptor'));
     type Wire = { name: string; type: number; description: string; additional_constraints: string; read_only: boolean;
@@ -157,8 +162,8 @@ describe('ROS controller node (stand-in for rclnodejs): parameters from the sche
     assert.deepEqual([particles.integer_range[0].from_value, particles.integer_range[0].to_value], [2n, 65536n]);
 
     const horizon = describe('model.horizon');
-    assert.equal(horizon.read_only, true);
-    assert.match(horizon.additional_constraints, /read-only: model parameters are compiled into the rollout kernels/);
+    assert.equal(horizon.read_only, false, 'read-only binds at configure: before it, a bad value can be set right');
+    assert.match(horizon.additional_constraints, /read-only from configure on: model parameters are compiled into the rollout kernels/);
     const system = describe('system');
     assert.equal(system.type, PARAMETER.STRING);
     assert.match(system.additional_constraints, /one of: pendulum, acrobot/);
@@ -171,7 +176,7 @@ describe('ROS controller node (stand-in for rclnodejs): parameters from the sche
 
   it('refuses out-of-range, wrong-type, read-only and unknown sets with their reasons, and a multi-parameter set with one bad value changes nothing', async () => {
     const s = pendulumStandIn();
-    const c = track(new ControllerNode(s.rcl));
+    const c = track(new ControllerNode(s.rcl, { parameterRules: s.parameterRules() }));
     assert.equal(await c.transition('configure'), true);
     const { Parameter } = s.rcl;
     const reason = (r: { successful: boolean; reason: string }) => (r.successful ? 'accepted' : r.reason);
@@ -183,7 +188,8 @@ describe('ROS controller node (stand-in for rclnodejs): parameters from the sche
     ]).map(reason);
     assert.match(range, /mppi\.temperature must be > 0, got -1/);
     assert.match(type, /mppi\.temperature takes a double, got a string \(hot\)/);
-    assert.match(readOnly, /model\.horizon is readonly/);
+    assert.match(readOnly, /^model\.horizon is read-only \(model parameters are compiled into the rollout kernels at configure\): cleanup, set it, then configure again$/);
+    assert.equal(c.node.setParameters([new Parameter('model.horizon', PARAMETER.INTEGER, 20)])[0].successful, true, 'the value it holds passes: a dump loads back');
     assert.match(unknown, /unknown parameter 'mppi\.temprature' \(did you mean 'mppi\.temperature'\?\)/);
 
     const session = c.current!;
@@ -211,7 +217,7 @@ describe('ROS controller node (stand-in for rclnodejs): telemetry server', () =>
   it('telemetryPort starts the server at configure; a PATCH goes through the node\'s parameter server; cleanup closes it', async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const s = pendulumStandIn({ telemetryPort: BigInt(port) });
-    const c = track(new ControllerNode(s.rcl));
+    const c = track(new ControllerNode(s.rcl, { parameterRules: s.parameterRules() }));
     assert.equal(await c.transition('configure'), true);
     const base = `http://127.0.0.1:${port}`;
     const status = await (await fetch(`${base}/status`)).json() as { planner: string };
@@ -234,7 +240,7 @@ describe('ROS nodes (stand-in for rclnodejs): bad messages on the topics', () =>
     const s = pendulumStandIn();
     const statuses = collect<StatusMsg>(s, '/status', TYPES.status);
     const commands = collect<{ data: number[] }>(s, '/command', TYPES.command);
-    const c = track(new ControllerNode(s.rcl));
+    const c = track(new ControllerNode(s.rcl, { parameterRules: s.parameterRules() }));
     assert.equal(await c.transition('configure'), true);
     assert.equal(await c.transition('activate'), true);
     const now = () => Number(c.node.now().nanoseconds) * 1e-9;
@@ -271,7 +277,7 @@ describe('ROS nodes (stand-in for rclnodejs): bad messages on the topics', () =>
 
   it('the simulator holds zero on a malformed command and says why', async () => {
     const s = pendulumStandIn({}, { stepping: 'realtime', stateRateHz: 50.0 });
-    const sim = track(new SimulatorNode(s.rcl));
+    const sim = track(new SimulatorNode(s.rcl, { parameterRules: s.parameterRules() }));
     await sim.start();
     s.bus.publish('/command', TYPES.command, { layout: { dim: [], data_offset: 0 }, data: [0.5, 0.5] });
     s.bus.publish('/command', TYPES.command, { layout: { dim: [], data_offset: 0 }, data: [NaN] });
@@ -301,9 +307,9 @@ describe('ROS nodes (stand-in for rclnodejs): pendulum swing-up in lockstep thro
     });
     const commands = collect<{ data: number[] }>(s, '/command', TYPES.command);
     const truth = collect<{ position: number[]; velocity: number[] }>(s, '/true_state', TYPES.jointState);
-    const simNode = track(new SimulatorNode(s.rcl));
+    const simNode = track(new SimulatorNode(s.rcl, { parameterRules: s.parameterRules() }));
     const loop = simNode.start();
-    const c = track(new ControllerNode(s.rcl));
+    const c = track(new ControllerNode(s.rcl, { parameterRules: s.parameterRules() }));
     assert.equal(await lifecycle(c).requestTransition('configure'), true);
     assert.equal(await lifecycle(c).requestTransition('activate'), true);
     await until(`${ticks} commands`, () => commands.length >= ticks, 120000);

@@ -7,15 +7,25 @@ import { ControllerSession } from '../../src/run/session.js';
 import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
 import { logTopics } from '../../src/telemetry/mcap-log.js';
 import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
-import { declareAll, onSetParameters, readAll, refuseUndeclared, toRos } from './parameters.js';
+import { serveLifecycleIntrospection, transitionsFrom } from './lifecycle.js';
+import { overridesFor, ParameterRule } from './overrides.js';
+import { Declaring, declareAll, globalParameterEvents, onSetParameters, readAll, guardSets, toRos, unusedOverrides } from './parameters.js';
 import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, subscriberCount, Subscription, Timer, TRANSITION } from './rcl.js';
 
 /** How long activation waits for a first state before it goes on without a warm-up solve. */
 const FIRST_STATE_WAIT_MS = 2000;
+/** How long stopping waits for a tick still planning before it publishes the safe command over it. */
+const STOP_TICK_WAIT_MS = 1000;
+/** How long stopping waits for the subscribers to acknowledge the safe command (reliable QoS). */
+const SAFE_COMMAND_ACK_NS = 500_000_000n;
+/** While configured but inactive the status still says so, this often. */
+const INACTIVE_STATUS_PERIOD_NS = 1_000_000_000n;
 
 export interface ControllerNodeOptions {
   name?: string;
   namespace?: string;
+  /** the command line's parameter rules (overrides.ts: commandLineRules) */
+  parameterRules?: readonly ParameterRule[];
 }
 
 /**
@@ -29,7 +39,13 @@ export interface ControllerNodeOptions {
  *   wall timer at rateHz, or with use_sim_time on the state messages of the
  *   simulated clock (lockstep with the simulator node);
  * - deactivate: stops ticking and publishes the safe command once;
- * - cleanup / shutdown: releases everything.
+ * - cleanup / shutdown: releases everything; shutdown, error processing and
+ *   `stop()` (the process's signals and exit) publish the safe command
+ *   first when the node was active, so no path out of active leaves the
+ *   last command standing on the actuators.
+ *
+ * Read-only parameters bind at configure: before it, a bad value from a
+ * parameter file can be set right with `ros2 param set`.
  *
  * rclnodejs 2.2 runs transition callbacks synchronously, while building the
  * kernels and the warm-up solve are asynchronous; so the ChangeState service
@@ -49,7 +65,10 @@ export class ControllerNode {
   private publishers: { command: Publisher; plan: Publisher; status: Publisher; estimate?: Publisher } | undefined;
   private subscriptions: Subscription[] = [];
   private timer: Timer | undefined;
+  private statusTimer: Timer | undefined;
   private active = false;
+  /** set by activate, cleared by the safe command: whoever ends the node while set publishes it */
+  private safeCommandOwed = false;
   private inFlight: Promise<void> | undefined;
   private useSimTime = false;
   /** sim time: the latest /clock and the next tick time */
@@ -62,65 +81,96 @@ export class ControllerNode {
   constructor(private readonly rcl: Rclnodejs, opts: ControllerNodeOptions = {}) {
     const node = new rcl.lifecycle.LifecycleNode(opts.name ?? 'tempered_mpc_controller', opts.namespace ?? '');
     this.node = node;
-    const check = onSetParameters(this.entryMap, () => (this.session ? (c) => this.session!.requestParameters(c) : undefined));
+    globalParameterEvents(rcl, node);
+    serveLifecycleIntrospection(node, () => this.lifecycleState);
+    const configured = () => this.session !== undefined;
+    const check = onSetParameters(node, this.entryMap, () => (this.session ? (c) => this.session!.requestParameters(c) : undefined), configured, 'cleanup, set it, then configure again');
     node.addOnSetParametersCallback((parameters) => {
       const result = check(parameters);
       if (result.successful) for (const p of parameters) this.declareProblems.delete(p.name);
       return result;
     });
-    this.declareParameters();
-    refuseUndeclared(node);
+    // the node's name and namespace after the command line's remapping (ros2 run ... -r __ns:=/robot)
+    const { byName, named } = overridesFor(opts.parameterRules ?? [], node.namespace(), node.name());
+    const simTime = byName.get('use_sim_time');
+    if (simTime) node.setParameters([simTime]);
+    this.declareParameters({ overrides: byName, bound: configured, bindsAt: 'read-only from configure on' });
+    for (const warning of unusedOverrides(node, named)) this.log('warn', warning);
+    guardSets(node);
     node.registerOnConfigure(() => this.commitConfigure());
     node.registerOnActivate(() => this.commitActivate());
     node.registerOnDeactivate(() => this.onDeactivate());
-    node.registerOnCleanup(() => this.onCleanup());
-    node.registerOnShutdown(() => this.onCleanup());
-    node.registerOnError(() => this.onCleanup());
+    node.registerOnCleanup(() => this.onCleanup('cleaned up'));
+    node.registerOnShutdown(() => this.onShutdown('shut down'));
+    node.registerOnError(() => this.onShutdown('error processing'));
     // ChangeState requests (ros2 lifecycle set, launch) await the asynchronous part first
     const machine = node as unknown as { _onChangeState(request: unknown, response: unknown): unknown };
     const handle = machine._onChangeState.bind(node);
-    machine._onChangeState = async (request: { transition: { id: number; label: string } }, response: ChangeStateResponse) => {
+    machine._onChangeState = (request: { transition: { id: number; label: string } }, response: ChangeStateResponse) => this.serially(async () => {
       const label = request.transition.label || labelOf(request.transition.id);
-      await this.prepare(label);
-      try {
-        return handle(request, response);
-      } catch (e) {
-        // an impossible transition (activate while unconfigured, say) is refused, never thrown at the executor
-        this.discardPrepared();
-        this.log('error', `${label}: ${(e as Error).message}`);
+      const refuse = () => {
         const result = response.template ?? { success: false };
         result.success = false;
         response.send(result);
+      };
+      if (!this.possible(label || `transition ${request.transition.id}`)) return refuse();
+      await this.prepare(label);
+      try {
+        handle(request, response);
+      } catch (e) {
+        this.discardPrepared();
+        this.log('error', `${label}: ${(e as Error).message}`);
+        refuse();
       }
-    };
+    });
+  }
+
+  /** Transitions one at a time: a request that comes while another is preparing is judged from the state that one leaves. */
+  private transitions: Promise<unknown> = Promise.resolve();
+  private serially<T>(run: () => Promise<T>): Promise<T> {
+    const next = this.transitions.then(run);
+    this.transitions = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Whether `label` can be taken from the current state; if not, says so in one line (rcl would log an ERROR for a request that is merely not possible now). */
+  private possible(label: string): boolean {
+    const state = this.lifecycleState;
+    const available = transitionsFrom(state);
+    if (available.some((t) => t.transition.label === label)) return true;
+    this.log('warn', `${label}: not possible from ${state} (possible: ${available.map((t) => t.transition.label).join(', ') || 'none'})`);
+    return false;
   }
 
   /** Declares `system`, then everything its model needs, with the MPC defaults of that system. */
-  private declareParameters(): void {
+  private declareParameters(how: Declaring): void {
     const systemEntry: ParamEntry = { key: 'system', def: SYSTEM_PARAM, readOnly: SYSTEM_PARAM.readOnly };
     const note = (problems: Map<string, string>) => problems.forEach((reason, key) => this.declareProblems.set(key, reason));
-    note(declareAll(this.rcl, this.node, [systemEntry], { system: SYSTEM_PARAM.default }));
+    note(declareAll(this.rcl, this.node, [systemEntry], { system: SYSTEM_PARAM.default }, how));
     const system = String(this.node.getParameter('system').value);
     const table = controllerParameterTable(resolveRunParams(system, {}));
     for (const e of table.entries) {
       this.entries.push(e);
       this.entryMap.set(e.key, e);
     }
-    note(declareAll(this.rcl, this.node, table.entries, table.values));
+    note(declareAll(this.rcl, this.node, table.entries, table.values, how));
   }
 
   /** Runs a transition as a ChangeState request would: the asynchronous part, then the state machine. */
-  async transition(label: 'configure' | 'activate' | 'deactivate' | 'cleanup' | 'shutdown'): Promise<boolean> {
-    await this.prepare(label);
-    const result = new this.rcl.lifecycle.CallbackReturnValue();
-    try {
-      this.node[label](result);
-    } catch (e) {
-      this.discardPrepared();
-      this.log('error', `${label}: ${(e as Error).message}`);
-      return false;
-    }
-    return result.isSuccess();
+  transition(label: 'configure' | 'activate' | 'deactivate' | 'cleanup' | 'shutdown'): Promise<boolean> {
+    return this.serially(async () => {
+      if (!this.possible(label)) return false;
+      await this.prepare(label);
+      const result = new this.rcl.lifecycle.CallbackReturnValue();
+      try {
+        this.node[label](result);
+      } catch (e) {
+        this.discardPrepared();
+        this.log('error', `${label}: ${(e as Error).message}`);
+        return false;
+      }
+      return result.isSuccess();
+    });
   }
 
   get lifecycleState(): string {
@@ -222,6 +272,7 @@ export class ControllerNode {
     }
     this.session = session;
     this.telemetry = prepared.telemetry;
+    this.startInactiveStatus();
     this.log('info', `configured: ${session.params.system} with ${session.planner.name} at ${session.rateHz} Hz (budget ${session.budgetMs.toFixed(1)} ms, ${session.params.controller.backend} backend), state as ${session.codec.type}${this.useSimTime ? ', simulated time' : ''}`);
     return CALLBACK.SUCCESS;
   }
@@ -231,7 +282,9 @@ export class ControllerNode {
     this.prepared = undefined;
     if (!this.session) return this.fail('activate', 'not configured');
     if (!prepared || prepared.error) return this.fail('activate', prepared?.error ?? 'activate needs its preparation (send it through the ChangeState service or transition())');
+    this.stopInactiveStatus();
     this.active = true;
+    this.safeCommandOwed = true;
     if (this.useSimTime) {
       this.nextTickS = -Infinity;
       queueMicrotask(() => this.maybeTickSimTime());
@@ -245,27 +298,85 @@ export class ControllerNode {
 
   private onDeactivate() {
     this.stopTicking();
-    if (this.session && this.publishers) {
-      this.publishers.command.publish(this.session.commandMessage(this.safeTick('deactivated')) as never);
-    }
+    this.publishSafe('deactivated');
+    this.startInactiveStatus();
     this.log('info', 'inactive: published the safe command once');
     return CALLBACK.SUCCESS;
   }
 
-  private onCleanup() {
+  private onCleanup(what: string) {
     this.stopTicking();
+    this.stopInactiveStatus();
     this.destroyEndpoints();
     void this.telemetry?.close();
     this.telemetry = undefined;
+    const had = this.session !== undefined;
     this.session?.dispose();
     this.session = undefined;
+    if (had) this.log('info', `${what}: released the planner, the model and the topics`);
     return CALLBACK.SUCCESS;
+  }
+
+  /** Shutdown and error processing: from active, the safe command goes out before the publishers do. */
+  private onShutdown(what: string) {
+    this.stopTicking();
+    if (this.safeCommandOwed) this.publishSafe(what);
+    return this.onCleanup(what);
+  }
+
+  /**
+   * The way out for the process (SIGINT, SIGTERM, launch's Ctrl-C): stops
+   * ticking, lets a tick that is planning finish (bounded) without
+   * publishing, publishes the safe command if the node was active and waits
+   * (bounded) for its subscribers to acknowledge it, then shuts the node
+   * down through its state machine, so `transition_event` says finalized.
+   */
+  async stop(why: string): Promise<void> {
+    this.stopTicking();
+    if (this.inFlight) await Promise.race([this.inFlight, sleep(STOP_TICK_WAIT_MS)]);
+    if (this.safeCommandOwed) this.publishSafe(why, true);
+    if (this.lifecycleState !== 'finalized') await this.transition('shutdown');
+  }
+
+  /**
+   * Publishes the safe command (and a status saying why) if the node has
+   * its publishers; `flush` waits for reliable subscribers to acknowledge.
+   * Synchronous, so the process's exit handler can call it too.
+   */
+  publishSafe(why: string, flush = false): void {
+    const session = this.session;
+    const publishers = this.publishers;
+    if (!session || !publishers) return;
+    this.safeCommandOwed = false;
+    const tick = this.safeTick(why);
+    publishers.command.publish(session.commandMessage(tick) as never);
+    publishers.status.publish(session.statusMessage(tick) as never);
+    if (flush) (publishers.command as unknown as { waitForAllAcked?(timeoutNs: bigint): boolean }).waitForAllAcked?.(SAFE_COMMAND_ACK_NS);
+  }
+
+  /** Whether the node was activated and the safe command has not followed: a process exiting then publishes it. */
+  get owesSafeCommand(): boolean {
+    return this.safeCommandOwed;
   }
 
   private stopTicking(): void {
     this.active = false;
     if (this.timer) this.node.destroyTimer(this.timer);
     this.timer = undefined;
+  }
+
+  /** Configured and inactive: a status once a second, so a monitor sees the node is there and why it does not control. */
+  private startInactiveStatus(): void {
+    this.stopInactiveStatus();
+    this.statusTimer = this.node.createTimer(INACTIVE_STATUS_PERIOD_NS, () => {
+      if (!this.session || !this.publishers || this.active) return;
+      this.publishers.status.publish(this.session.statusMessage(this.safeTick('inactive: activate to control')) as never);
+    });
+  }
+
+  private stopInactiveStatus(): void {
+    if (this.statusTimer) this.node.destroyTimer(this.statusTimer);
+    this.statusTimer = undefined;
   }
 
   private destroyEndpoints(): void {

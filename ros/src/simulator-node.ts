@@ -5,12 +5,15 @@ import { modelDefinition } from '../../src/models/index.js';
 import { Model, resolveModel } from '../../src/models/model.js';
 import { LiveParameters, ParamEntry, ParamsOf, resolveParams, schemaEntries, Schema } from '../../src/params.js';
 import { SIM_NODE_PARAMS, SIM_PARAMS, SimParams, Simulator, simulatorParameterTable } from '../../sim/simulator.js';
-import { declareAll, onSetParameters, readAll, refuseUndeclared } from './parameters.js';
+import { overridesFor, ParameterRule } from './overrides.js';
+import { Declaring, declareAll, globalParameterEvents, onSetParameters, readAll, guardSets, unusedOverrides } from './parameters.js';
 import { keepLast1, Node, nowS, Publisher, Rclnodejs, Timer } from './rcl.js';
 
 export interface SimulatorNodeOptions {
   name?: string;
   namespace?: string;
+  /** the command line's parameter rules (overrides.ts: commandLineRules) */
+  parameterRules?: readonly ParameterRule[];
 }
 
 /** Republish the waiting state this often in lockstep, for subscribers that join late or lose it (best effort). */
@@ -45,22 +48,30 @@ export class SimulatorNode {
   constructor(rcl: Rclnodejs, opts: SimulatorNodeOptions = {}) {
     const node = new rcl.Node(opts.name ?? 'tempered_mpc_simulator', opts.namespace ?? '');
     this.node = node;
+    globalParameterEvents(rcl, node);
     const entries = new Map<string, ParamEntry>();
-    node.addOnSetParametersCallback(onSetParameters(entries, () => (this.live ? (c) => this.live.request(c) : undefined)));
+    // a simulator runs from the start: its read-only parameters are bound from the start
+    const bound = () => true;
+    node.addOnSetParametersCallback(onSetParameters(node, entries, () => (this.live ? (c) => this.live.request(c) : undefined), bound, 'restart the simulator to change it'));
+    const { byName, named } = overridesFor(opts.parameterRules ?? [], node.namespace(), node.name());
+    const simTime = byName.get('use_sim_time');
+    if (simTime) node.setParameters([simTime]);
+    const how: Declaring = { overrides: byName, bound, bindsAt: 'read-only' };
     // `system` first: the rest depends on the plant
     const systemEntries = schemaEntries({ system: SIM_NODE_PARAMS.system });
-    const problems = declareAll(rcl, node, systemEntries, { system: SIM_NODE_PARAMS.system.default });
+    const problems = declareAll(rcl, node, systemEntries, { system: SIM_NODE_PARAMS.system.default }, how);
     const system = String(node.getParameter('system').value);
     const def = modelDefinition(system);
     const { entries: all, values: defaults } = simulatorParameterTable(system);
     const table = all.filter((e) => e.key !== 'system');
     for (const e of all) entries.set(e.key, e);
-    declareAll(rcl, node, table, defaults).forEach((reason, key) => problems.set(key, reason));
+    declareAll(rcl, node, table, defaults, how).forEach((reason, key) => problems.set(key, reason));
+    for (const warning of unusedOverrides(node, named)) node.getLogger().warn(warning);
     // a simulator cannot run on bad parameters: fail at start, naming them
     if (problems.size) throw new Error(`simulator parameters: ${[...problems.values()].join('; ')}`);
     const values = { system, ...readAll(node, table) };
     this.live = new LiveParameters([...entries.values()], values as never);
-    refuseUndeclared(node);
+    guardSets(node);
     const group = (prefix: string) => Object.fromEntries(Object.entries(values).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
     this.nodeParams = resolveParams('simulator', SIM_NODE_PARAMS as Schema, pick(values, Object.keys(SIM_NODE_PARAMS))) as ParamsOf<typeof SIM_NODE_PARAMS>;
     const simParams = resolveParams('sim', SIM_PARAMS, pick(values, Object.keys(SIM_PARAMS))) as SimParams;

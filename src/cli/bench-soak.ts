@@ -8,7 +8,7 @@ import { RunSummary, runLoop } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
 import { Command, JSON_OPTION, optionalInteger, printJson, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
-import { shutdown } from './shutdown.js';
+import { shutdown } from '../shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 import { InputError } from '../input-error.js';
 

@@ -196,3 +196,20 @@ function makeFolders(path: string): void {
   }
   for (const folder of missing.reverse()) mkdirSync(folder);
 }
+
+/**
+ * The training modules, which need TensorFlow.js: an optional dependency,
+ * left out of the installed ROS package (ros/runtime-modules.mjs), which
+ * only controls. Without it, one line says where training runs.
+ */
+export async function loadTraining<T>(load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ERR_MODULE_NOT_FOUND' && /@tensorflow\//.test(err.message)) {
+      throw new Error('training needs TensorFlow.js (@tensorflow/tfjs), which this install leaves out (the ROS package carries only what control needs): train from a checkout after `npm ci`');
+    }
+    throw e;
+  }
+}

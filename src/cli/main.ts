@@ -9,7 +9,7 @@ import { benchPriorCommand } from './bench-prior.js';
 import { benchPlannerCommand } from './bench-planner.js';
 import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs } from './command.js';
-import { shutdown } from './shutdown.js';
+import { shutdown } from '../shutdown.js';
 import { InputError } from '../input-error.js';
 import { paramsCommand } from './params.js';
 import { rolloutCommand } from './rollout.js';

@@ -9,7 +9,7 @@ import { logTopics, McapLog } from '../telemetry/mcap-log.js';
 import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner } from '../telemetry/server.js';
 import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
-import { shutdown } from './shutdown.js';
+import { shutdown } from '../shutdown.js';
 import { SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 import { modelDefinition } from '../models/index.js';
 import { GivenText, keyedRecord } from '../params.js';

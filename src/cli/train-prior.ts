@@ -2,9 +2,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GivenText, keyedRecord } from '../params.js';
 import { lineChart } from '../plot/svg.js';
-import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, outputFolder } from './command.js';
+import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, outputFolder, loadTraining } from './command.js';
 import { progressBar } from './progress.js';
-import { shutdown } from './shutdown.js';
+import { shutdown } from '../shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 import { InputError } from '../input-error.js';
 
@@ -38,7 +38,7 @@ export const trainPriorCommand: Command = {
       if (v !== undefined) trainSets[key] = flag === 'episodes' ? parseNumber('--episodes', v) : v;
     }
     // the tensor library is loaded only by the command that trains
-    const { resolveTrainParams, trainPrior } = await import('../prior/trainer.js');
+    const { resolveTrainParams, trainPrior } = await loadTraining(() => import('../prior/trainer.js'));
     const train = resolveTrainParams(trainSets);
     const out = trainingOut(values, `prior-${system}`);
     const bar = progressBar(`train-prior ${system}`, !values.json);

@@ -1,9 +1,9 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lineChart } from '../plot/svg.js';
-import { Command, JSON_OPTION, parseNumber, printJson, stringOpt } from './command.js';
+import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, loadTraining } from './command.js';
 import { progressBar } from './progress.js';
-import { shutdown } from './shutdown.js';
+import { shutdown } from '../shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import type { SweepPoint } from '../prior/value-iteration.js';
@@ -32,7 +32,7 @@ export const trainValueCommand: Command = {
     const { system, params } = runOptions({ ...values, prior: undefined, set: [...runSets, 'planner=mppi'] });
     const sweeps = stringOpt(values, 'sweeps');
     if (sweeps !== undefined) valueSets.sweeps = parseNumber('--sweeps', sweeps);
-    const { resolveValueParams, valueIteration } = await import('../prior/value-iteration.js');
+    const { resolveValueParams, valueIteration } = await loadTraining(() => import('../prior/value-iteration.js'));
     const value = resolveValueParams(valueSets);
     const out = trainingOut(values, `value-${system}`);
     const bar = progressBar(`train-value ${system}`, !values.json);

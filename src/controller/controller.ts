@@ -133,6 +133,8 @@ type TickBase = Pick<TickResult, 'timeS' | 'planned' | 'solveMs' | 'info' | 'dia
 export class Controller {
   readonly counters: ControllerCounters = { ticks: 0, deadlineMisses: 0, plannerErrors: 0, rejectedStates: 0, rejectedGoals: 0, staleTicks: 0 };
   lastRejection = '';
+  /** states refused since the last one accepted, and the latest reason: a stale or waiting status says why */
+  private refusedStates = { count: 0, reason: '' };
   private state: { x: number[]; stampS: number } | undefined;
   private reference: number[];
   /** the plan in effect */
@@ -187,12 +189,22 @@ export class Controller {
     const reason = checkVector('state', y, this.model.stateDim) ?? this.stampProblem(stampS, nowS);
     if (reason) return this.reject('state', reason);
     this.state = { x: fromPhysical(this.model, y), stampS };
+    this.refusedStates = { count: 0, reason: '' };
     return undefined;
+  }
+
+  /** A missing-state reason, with why the states that did come were refused. */
+  private withRefusals(reason: string): string {
+    const r = this.refusedStates;
+    return r.count === 0 ? reason : `${reason}; ${r.count} state${r.count === 1 ? '' : 's'} refused since the last good one, the latest: ${r.reason}`;
   }
 
   /** Counts and remembers a refused input (state, goal) from either door. */
   reject(kind: 'state' | 'goal', reason: string): string {
-    if (kind === 'state') this.counters.rejectedStates++;
+    if (kind === 'state') {
+      this.counters.rejectedStates++;
+      this.refusedStates = { count: this.refusedStates.count + 1, reason };
+    }
     else this.counters.rejectedGoals++;
     this.lastRejection = reason;
     return reason;
@@ -248,7 +260,7 @@ export class Controller {
 
   async tick(nowS: number): Promise<TickResult> {
     this.counters.ticks++;
-    if (!this.state) return this.emit(this.base(nowS), this.safeCommand, null, 'waiting', 'no state received yet');
+    if (!this.state) return this.emit(this.base(nowS), this.safeCommand, null, 'waiting', this.withRefusals('no state received yet'));
     const age = nowS - this.state.stampS;
     if (age > this.options.staleTimeoutS) {
       this.counters.staleTicks++;
@@ -259,7 +271,7 @@ export class Controller {
         this.lastPlanStartS = undefined;
         this.planner.reset();
       }
-      return this.emit(this.base(nowS), this.safeCommand, null, 'stale', `no fresh state for ${age.toFixed(3)} s (timeout ${this.options.staleTimeoutS} s)`);
+      return this.emit(this.base(nowS), this.safeCommand, null, 'stale', this.withRefusals(`no fresh state for ${age.toFixed(3)} s (timeout ${this.options.staleTimeoutS} s)`));
     }
     this.promote(nowS);
     const eps = 1e-6 * this.options.periodS;

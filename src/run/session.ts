@@ -230,7 +230,8 @@ function ekfParams(c: { estimatorProcessNoise: number; estimatorMeasurementNoise
 /** The controller's timing from its parameters: budget 0 means 80% of the plan period. */
 function timing(c: RunParams['controller'], planPeriodS: number) {
   return {
-    budgetMs: c.budgetMs > 0 ? c.budgetMs : 0.8 * planPeriodS * 1000, staleTimeoutS: c.staleTimeoutS, futureStampToleranceS: c.futureStampToleranceS,
+    // to the microsecond: 0.8 x 100 ms is 80.00000000000001 in doubles
+    budgetMs: c.budgetMs > 0 ? c.budgetMs : Math.round(0.8 * planPeriodS * 1e6) / 1e3, staleTimeoutS: c.staleTimeoutS, futureStampToleranceS: c.futureStampToleranceS,
     planTimeoutS: c.planTimeoutS, interpolation: c.commandInterpolation,
   };
 }

@@ -7,7 +7,12 @@
  * applied at declaration, `use_sim_time` declared by the node's time
  * source, the lifecycle state machine with synchronous transition callbacks
  * and the ChangeState service handler `_onChangeState`, topic names
- * resolved against the namespace. Every published message travels as CDR
+ * resolved against the namespace, parameter overrides matched as its
+ * JavaScript matches them (only `/**` and the bare node name: the nodes
+ * resolve the other keys themselves), parameter events on the relative
+ * topic `parameter_events`, the lifecycle services' answers in the shape
+ * its handlers give them (GetAvailableTransitions in camelCase fields the
+ * message lacks). Every published message travels as CDR
  * bytes (@foxglove/rosmsg2-serialization, with the Jazzy definitions and
  * msgs/msg), so a message the nodes could not put on the wire fails here.
  * Delivery is asynchronous (setImmediate), like an executor's.
@@ -15,6 +20,7 @@
 import { MessageReader, MessageWriter } from '@foxglove/rosmsg2-serialization';
 import { definitionsOf, TYPES } from '../../src/interfaces/definitions.js';
 import { fromTime } from '../../src/interfaces/messages.js';
+import type { ParameterRule } from '../../ros/src/overrides.js';
 import type { Rclnodejs } from '../../ros/src/rcl.js';
 
 const T = { NOT_SET: 0, BOOL: 1, INTEGER: 2, DOUBLE: 3, STRING: 4, BOOL_ARRAY: 6, INTEGER_ARRAY: 7, DOUBLE_ARRAY: 8, STRING_ARRAY: 9 };
@@ -75,8 +81,25 @@ class ParameterDescriptor {
   }
 }
 
+/** rcl_interfaces/msg/ParameterValue of a parameter, as rclnodejs's toParameterMessage() fills it. */
+function parameterValueMessage(p: Parameter): object {
+  const v = p.value;
+  return {
+    type: p.type,
+    bool_value: p.type === T.BOOL ? v : false,
+    integer_value: p.type === T.INTEGER ? v : 0n,
+    double_value: p.type === T.DOUBLE ? v : 0,
+    string_value: p.type === T.STRING ? v : '',
+    byte_array_value: [], bool_array_value: p.type === T.BOOL_ARRAY ? v : [],
+    integer_array_value: p.type === T.INTEGER_ARRAY ? v : [],
+    double_array_value: p.type === T.DOUBLE_ARRAY ? v : [],
+    string_array_value: p.type === T.STRING_ARRAY ? v : [],
+  };
+}
+
 class QoS {
   static readonly profileSensorData = 'qos_profile_sensor_data';
+  static readonly profileParameterEvents = 'qos_profile_parameter_events';
   static readonly HistoryPolicy = { RMW_QOS_POLICY_HISTORY_SYSTEM_DEFAULT: 0, RMW_QOS_POLICY_HISTORY_KEEP_LAST: 1, RMW_QOS_POLICY_HISTORY_KEEP_ALL: 2 };
   static readonly ReliabilityPolicy = { RMW_QOS_POLICY_RELIABILITY_SYSTEM_DEFAULT: 0, RMW_QOS_POLICY_RELIABILITY_RELIABLE: 1, RMW_QOS_POLICY_RELIABILITY_BEST_EFFORT: 2 };
   constructor(readonly history = 1, readonly depth = 10, readonly reliabilityPolicy = 1) {}
@@ -120,14 +143,20 @@ export class Bus {
 }
 
 export interface StandInOptions {
-  /** parameter overrides by node name, as a parameter file gives them (integers as bigint) */
+  /** parameter overrides by bare node name, as a parameter file gives them (integers as bigint) */
   overrides?: Record<string, Record<string, unknown>>;
+  /** further rules in command-line order, under any node key (`/ns/name`, `/**`, `/*\/name`) */
+  rules?: { name: string; parameters: Record<string, unknown> }[];
 }
 
 export interface StandIn {
   rcl: Rclnodejs;
   bus: Bus;
   logs: { node: string; level: string; text: string }[];
+  /** every rule as rcl hands them over (what overrides.ts's commandLineRules returns on the real library) */
+  parameterRules(): ParameterRule[];
+  /** a service request as a client sends it; resolves with the response the node's handler sends */
+  callService(name: string, request?: object): Promise<Record<string, unknown>>;
 }
 
 /** What the stand-in's lifecycle nodes add: a ChangeState request as `ros2 lifecycle set` sends it. */
@@ -138,6 +167,11 @@ export interface StandInLifecycle {
 export function createStandIn(opts: StandInOptions = {}): StandIn {
   const bus = new Bus();
   const logs: { node: string; level: string; text: string }[] = [];
+  const rules = [
+    ...Object.entries(opts.overrides ?? {}).map(([name, parameters]) => ({ name, parameters })),
+    ...(opts.rules ?? []),
+  ].map((r) => ({ name: r.name, parameters: Object.entries(r.parameters).map(([k, v]) => parameterFromYaml(k, v)) }));
+  const services = new Map<string, (request: object, response: { template: Record<string, unknown>; send(r: Record<string, unknown>): void }) => void>();
 
   class Node {
     private readonly params = new Map<string, Parameter>();
@@ -146,16 +180,31 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
     private readonly overrides: Map<string, Parameter>;
     private readonly timers = new Set<NodeJS.Timeout>();
 
+    /** as rclnodejs: on the relative topic, so a namespace moves it */
+    _parameterEventPublisher: { publish(msg: unknown): void };
+
     constructor(readonly nodeName: string, readonly ns = '') {
-      this.overrides = new Map(Object.entries(opts.overrides?.[nodeName] ?? {}).map(([k, v]) => [k, parameterFromYaml(k, v)]));
-      // the time source declares use_sim_time
+      // rclnodejs's JavaScript: the /** rules, then the bare name's
+      this.overrides = new Map(rules.filter((r) => r.name === '/**' || r.name === nodeName).flatMap((r) => r.parameters.map((p) => [p.name, p] as const)));
+      this._parameterEventPublisher = this.createPublisher('rcl_interfaces/msg/ParameterEvent', 'parameter_events');
+      // the time source declares use_sim_time; on Jazzy the type description service its read-only switch
       this.declareParameter(new Parameter('use_sim_time', T.BOOL, false));
+      this.declareParameter(new Parameter('start_type_description_service', T.BOOL, true), new ParameterDescriptor('start_type_description_service', T.BOOL, '', true));
     }
 
     name(): string {
       return this.nodeName;
     }
 
+    /** as rclnodejs: '/' for the root */
+    namespace(): string {
+      const ns = this.ns.replace(/\/$/, '');
+      return ns === '' ? '/' : ns.startsWith('/') ? ns : `/${ns}`;
+    }
+
+    get fullyQualifiedName(): string {
+      return `${this.namespace().replace(/\/$/, '')}/${this.nodeName}`;
+    }
     resolve(topic: string): string {
       if (topic.startsWith('/')) return topic;
       const ns = this.ns.replace(/\/$/, '');
@@ -246,14 +295,26 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
         if (!r.successful) return r;
       }
       for (const p of ps) this.params.set(p.name, p);
+      const entries = ps.map((p) => ({ name: p.name, value: parameterValueMessage(p) }));
+      this._parameterEventPublisher?.publish({
+        stamp: { sec: 0, nanosec: 0 }, node: this.fullyQualifiedName,
+        new_parameters: declaring ? entries : [], changed_parameters: declaring ? [] : entries, deleted_parameters: [],
+      });
       return { successful: true, reason: '' };
     }
 
     createPublisher(type: string, topic: string) {
       const full = this.resolve(topic);
+      let alive = true;
       return {
         topic: full,
-        publish: (msg: unknown) => bus.publish(full, type, msg),
+        publish: (msg: unknown) => {
+          // rclnodejs throws on a destroyed publisher ("publisher pointer is invalid")
+          if (!alive) throw new Error(`publisher on ${full} is destroyed`);
+          bus.publish(full, type, msg);
+        },
+        destroy: () => (alive = false),
+        waitForAllAcked: () => true,
         // a getter, as rclnodejs 2.2's runtime has it (its declarations say a method)
         get subscriptionCount() {
           return bus.count(full, type);
@@ -265,7 +326,13 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
       return bus.subscribe(this.resolve(topic), type, callback);
     }
 
-    destroyPublisher(): void {}
+    destroyPublisher(publisher: { destroy(): void }): void {
+      publisher.destroy();
+    }
+
+    createService(_type: string, name: string, callback: (request: object, response: { template: Record<string, unknown>; send(r: Record<string, unknown>): void }) => void) {
+      services.set(name.startsWith('~/') ? `${this.fullyQualifiedName}/${name.slice(2)}` : this.resolve(name), callback);
+    }
 
     destroySubscription(sub: Sub): void {
       sub.alive = false;
@@ -304,6 +371,21 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
   class LifecycleNode extends Node {
     private state: Primary = 'unconfigured';
     private readonly cbs = new Map<string, (prev: unknown) => number>();
+
+    constructor(nodeName: string, ns = '') {
+      super(nodeName, ns);
+      // as rclnodejs: the handler is looked up when a request comes
+      this.createService('lifecycle_msgs/srv/GetAvailableTransitions', '~/get_available_transitions', (req, res) => this._onGetAvailableTransitions(req, res));
+    }
+
+    /** rclnodejs 2.2's handler: TransitionDescription objects with camelCase fields */
+    _onGetAvailableTransitions(_request: object, response: { template: Record<string, unknown>; send(r: Record<string, unknown>): void }) {
+      const result = response.template;
+      result.available_transitions = Object.entries(TRANSITIONS).filter(([, t]) => t.from.includes(this.state)).map(([label, t]) => ({
+        transition: { id: 0, label }, startState: { id: PRIMARY[this.state], label: this.state }, goalState: { id: PRIMARY[t.to], label: t.to },
+      }));
+      response.send(result);
+    }
 
     /** as the runtime State of rclnodejs 2.2: `id` and `label` (no asMessage(), whatever its declarations say) */
     get currentState() {
@@ -371,6 +453,12 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
     }
   }
 
+  const parameterRules = () => rules as unknown as ParameterRule[];
+  const callService = (name: string, request: object = {}) => new Promise<Record<string, unknown>>((resolve, reject) => {
+    const handler = services.get(name);
+    if (!handler) return reject(new Error(`no service ${name}`));
+    handler(request, { template: {}, send: resolve });
+  });
   const rcl = {
     init: async () => undefined,
     shutdown: () => undefined,
@@ -380,5 +468,5 @@ export function createStandIn(opts: StandInOptions = {}): StandIn {
     QoS,
     lifecycle: { LifecycleNode, CallbackReturnValue },
   };
-  return { rcl: rcl as unknown as Rclnodejs, bus, logs };
+  return { rcl: rcl as unknown as Rclnodejs, bus, logs, parameterRules, callService };
 }
