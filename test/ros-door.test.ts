@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageReader, MessageWriter } from '@foxglove/rosmsg2-serialization';
-import { parse } from 'yaml';
 import { ControllerNode } from '../ros/src/controller-node.js';
 import { nodeKeyMatches } from '../ros/src/overrides.js';
 import { PARAMETER } from '../ros/src/rcl.js';
@@ -17,7 +16,8 @@ import { VALUE_PARAMS } from '../src/prior/value-iteration.js';
 import { readParamsFile } from '../src/run/params-file.js';
 import { controllerParameterTable, resolveRunParams } from '../src/run/setup.js';
 import { simulatorParameterTable } from '../sim/simulator.js';
-import { createStandIn, parameterFromYaml, StandIn, StandInOptions } from './support/rclnodejs-standin.js';
+import { createStandIn, parameterFromYaml, StandIn } from './support/rclnodejs-standin.js';
+import { collect, parameterFileRules, until } from './support/ros-bus.js';
 
 /*
  * The ROS door's ways in and out, through the STAND-IN for rclnodejs
@@ -30,24 +30,6 @@ import { createStandIn, parameterFromYaml, StandIn, StandInOptions } from './sup
 
 const FQN = '/tempered_mpc/tempered_mpc_controller';
 const FAST = { planner: 'mppi', 'mppi.samples': 64n, 'mppi.iterations': 2n, threads: 1n };
-
-function standIn(opts: StandInOptions): StandIn {
-  return createStandIn(opts);
-}
-
-function collect<T>(s: StandIn, topic: string, type: string): T[] {
-  const got: T[] = [];
-  s.bus.subscribe(topic, type, (m) => got.push(m as T));
-  return got;
-}
-
-async function until(what: string, condition: () => boolean, timeoutMs = 20000): Promise<void> {
-  const start = performance.now();
-  while (!condition()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 const made: ControllerNode[] = [];
 function controller(s: StandIn, namespace = 'tempered_mpc'): ControllerNode {
@@ -83,7 +65,7 @@ async function controlling(s: StandIn, c: ControllerNode, commands: { data: numb
 describe('ROS door (stand-in for rclnodejs): the safe command on every way out of active', () => {
   for (const way of ['shutdown', 'stop'] as const) {
     it(`${way === 'shutdown' ? 'a shutdown transition from active' : 'stop(), the path of SIGINT, SIGTERM and launch\'s Ctrl-C'}: the last command is the safe one, and the node ends finalized`, async () => {
-      const s = standIn({ overrides: { tempered_mpc_controller: FAST } });
+      const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
       const commands = collect<{ data: number[] }>(s, '/tempered_mpc/command', TYPES.command);
       const statuses = collect<StatusMsg>(s, '/tempered_mpc/status', TYPES.status);
       const c = controller(s);
@@ -99,7 +81,7 @@ describe('ROS door (stand-in for rclnodejs): the safe command on every way out o
   }
 
   it('stop() while a tick is planning: the tick publishes nothing after the safe command', async () => {
-    const s = standIn({ overrides: { tempered_mpc_controller: FAST } });
+    const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
     const commands = collect<{ data: number[] }>(s, '/tempered_mpc/command', TYPES.command);
     const c = controller(s);
     await controlling(s, c, commands);
@@ -120,7 +102,7 @@ describe('ROS door (stand-in for rclnodejs): the safe command on every way out o
   });
 
   it('a node never activated publishes nothing on its way out (no command to take back)', async () => {
-    const s = standIn({ overrides: { tempered_mpc_controller: FAST } });
+    const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
     const commands = collect<{ data: number[] }>(s, '/tempered_mpc/command', TYPES.command);
     const c = controller(s);
     assert.equal(await c.transition('configure'), true);
@@ -157,22 +139,6 @@ function paramDump(fqn: string, c: { node: { getParameters(): { name: string; ty
   return `${lines.join('\n')}\n`;
 }
 
-/** A parameter file's rules as rcl reads them: one per node key, dotted names, integers typed as integers. */
-function rulesOf(text: string): NonNullable<StandInOptions['rules']> {
-  const doc = parse(text, { intAsBigInt: true }) as Record<string, { ros__parameters: Record<string, unknown> }>;
-  return Object.entries(doc).map(([name, body]) => {
-    const flat: Record<string, unknown> = {};
-    const walk = (o: Record<string, unknown>, prefix: string) => {
-      for (const [k, v] of Object.entries(o)) {
-        if (v && typeof v === 'object' && !Array.isArray(v)) walk(v as Record<string, unknown>, `${prefix}${k}.`);
-        else flat[`${prefix}${k}`] = v;
-      }
-    };
-    walk(body.ros__parameters, '');
-    return { name, parameters: flat };
-  });
-}
-
 describe('ROS door (stand-in for rclnodejs): parameter files as ROS 2 keys them', () => {
   it('matches node keys as rclcpp does: the fully qualified name, /* and /**; a bare name in any namespace', () => {
     const cases: [string, string, boolean][] = [
@@ -186,7 +152,7 @@ describe('ROS door (stand-in for rclnodejs): parameter files as ROS 2 keys them'
   });
 
   it('applies a key by fully qualified name that rclnodejs alone ignores, the later key winning', () => {
-    const s = standIn({
+    const s = createStandIn({
       rules: [
         { name: '/**', parameters: { 'tsmc.particles': 96n, 'model.horizon': 15n } },
         { name: FQN, parameters: { 'tsmc.particles': 128n, budgetMs: 60.0 } },
@@ -200,20 +166,20 @@ describe('ROS door (stand-in for rclnodejs): parameter files as ROS 2 keys them'
   });
 
   it('warns once for a misspelt parameter in a key naming this node, with the nearest name', () => {
-    const s = standIn({ rules: [{ name: FQN, parameters: { 'tsmc.particle': 10n } }, { name: '/**', parameters: { substeps: 10n } }] });
+    const s = createStandIn({ rules: [{ name: FQN, parameters: { 'tsmc.particle': 10n } }, { name: '/**', parameters: { substeps: 10n } }] });
     controller(s);
     const warnings = s.logs.filter((l) => l.level === 'warn').map((l) => l.text);
     assert.deepEqual(warnings, ["parameter overrides: unknown parameter 'tsmc.particle' (did you mean 'tsmc.particles'?); ignored"], 'a wildcard\'s parameters may be another node\'s');
   });
 
   it('a `ros2 param dump` loads back: as the parameter file of a new node (every value the same) and of `tempered-mpc run --params`', async () => {
-    const s = standIn({ overrides: { tempered_mpc_controller: { ...FAST, 'tsmc.particles': 128n, budgetMs: 60.0, 'prior.value': false } } });
+    const s = createStandIn({ overrides: { tempered_mpc_controller: { ...FAST, 'tsmc.particles': 128n, budgetMs: 60.0, 'prior.value': false } } });
     const first = controller(s);
     const dump = paramDump(FQN, first);
     assert.match(dump, /^\/tempered_mpc\/tempered_mpc_controller:\n {2}ros__parameters:\n/);
     assert.match(dump, /\n {4}use_sim_time: false\n/, 'a dump holds the node\'s own ROS parameters too');
 
-    const again = controller(standIn({ rules: rulesOf(dump) }));
+    const again = controller(createStandIn({ rules: parameterFileRules(dump) }));
     const values = (c: ControllerNode) => Object.fromEntries(c.node.getParameters().map((p) => [p.name, p.value]));
     assert.deepEqual(values(again), values(first));
     assert.equal(again.node.getParameter('prior.value').value, false);
@@ -221,7 +187,7 @@ describe('ROS door (stand-in for rclnodejs): parameter files as ROS 2 keys them'
 
     // `ros2 param load` of the dump into the running node: every set passes, read-only ones included (they hold the dumped values)
     assert.equal(await first.transition('configure'), true);
-    const loaded = first.node.setParameters(rulesOf(dump).flatMap((r) => Object.entries(r.parameters)).map(([name, value]) => parameterFromYaml(name, value) as never));
+    const loaded = first.node.setParameters(parameterFileRules(dump).flatMap((r) => Object.entries(r.parameters)).map(([name, value]) => parameterFromYaml(name, value) as never));
     assert.deepEqual(loaded.filter((r) => !r.successful), []);
 
     const folder = mkdtempSync(join(tmpdir(), 'tmpc-dump-'));
@@ -250,7 +216,7 @@ describe('ROS door (stand-in for rclnodejs): parameter files as ROS 2 keys them'
 
 describe('ROS door (stand-in for rclnodejs): parameters of a running node', () => {
   it('read-only binds at configure: a bad value from the file is set right while unconfigured, refused once configured, and its own value passes', async () => {
-    const s = standIn({ overrides: { tempered_mpc_controller: { ...FAST, 'model.horizon': 0n } } });
+    const s = createStandIn({ overrides: { tempered_mpc_controller: { ...FAST, 'model.horizon': 0n } } });
     const c = controller(s);
     assert.equal(await c.transition('configure'), false);
     assert.match(s.logs.filter((l) => l.level === 'error').map((l) => l.text).join('\n'), /model\.horizon/);
@@ -267,7 +233,7 @@ describe('ROS door (stand-in for rclnodejs): parameters of a running node', () =
   });
 
   it('publishes parameter events on the global /parameter_events, naming the node by its fully qualified name', async () => {
-    const s = standIn({ overrides: { tempered_mpc_controller: FAST, tempered_mpc_simulator: { system: 'pendulum' } } });
+    const s = createStandIn({ overrides: { tempered_mpc_controller: FAST, tempered_mpc_simulator: { system: 'pendulum' } } });
     const events = collect<{ node: string; changed_parameters: { name: string; value: { double_value: number } }[] }>(s, '/parameter_events', 'rcl_interfaces/msg/ParameterEvent');
     const c = controller(s);
     const sim = new SimulatorNode(s.rcl, { namespace: 'tempered_mpc', parameterRules: s.parameterRules() });
@@ -282,7 +248,7 @@ describe('ROS door (stand-in for rclnodejs): parameters of a running node', () =
   });
 
   it('a type refusal shows a double as ROS writes it (512.0), and the default budget is 80 ms to the microsecond', async () => {
-    const s = standIn({ overrides: { tempered_mpc_controller: FAST } });
+    const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
     const c = controller(s);
     const { Parameter } = s.rcl;
     assert.match(c.node.setParameters([new Parameter('mppi.samples', PARAMETER.DOUBLE, 512)])[0].reason, /mppi\.samples takes an integer, got a double \(512\.0\)/);
@@ -291,7 +257,7 @@ describe('ROS door (stand-in for rclnodejs): parameters of a running node', () =
   });
 
   it('a stale status names why the states that came were refused', async () => {
-    const s = standIn({ overrides: { tempered_mpc_controller: FAST } });
+    const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
     const statuses = collect<StatusMsg>(s, '/tempered_mpc/status', TYPES.status);
     const c = controller(s);
     assert.equal(await c.transition('configure'), true);
@@ -304,7 +270,7 @@ describe('ROS door (stand-in for rclnodejs): parameters of a running node', () =
 
 describe('ROS door (stand-in for rclnodejs): what `ros2 lifecycle list` reads', () => {
   it('answers GetAvailableTransitions with the message\'s own fields, and serves the whole transition graph', async () => {
-    const s = standIn({ overrides: { tempered_mpc_controller: FAST } });
+    const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
     const c = controller(s);
     const writer = new MessageWriter(definitionsOf('lifecycle_msgs/msg/TransitionDescription'));
     const reader = new MessageReader(definitionsOf('lifecycle_msgs/msg/TransitionDescription'));

@@ -3,7 +3,6 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageReader, MessageWriter } from '@foxglove/rosmsg2-serialization';
-import { parse } from 'yaml';
 import { ControllerNode } from '../ros/src/controller-node.js';
 import { SimulatorNode } from '../ros/src/simulator-node.js';
 import { PARAMETER } from '../ros/src/rcl.js';
@@ -13,6 +12,7 @@ import { runLoop } from '../src/run/loop.js';
 import { readParamsFile } from '../src/run/params-file.js';
 import { assemble, resolveRunParams } from '../src/run/setup.js';
 import { createStandIn, StandIn, StandInLifecycle } from './support/rclnodejs-standin.js';
+import { collect, parameterFileRules, until } from './support/ros-bus.js';
 
 /*
  * The ROS nodes' own code, driven through an in-process STAND-IN for
@@ -23,22 +23,9 @@ import { createStandIn, StandIn, StandInLifecycle } from './support/rclnodejs-st
 
 const PENDULUM_YAML = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
 
-/** A ROS 2 parameter file as the nodes get it: keys joined with '.', integers typed as integers. */
+/** A ROS 2 parameter file as the nodes get it, by node key: keys joined with '.', integers typed as integers. */
 function overridesFrom(path: string): Record<string, Record<string, unknown>> {
-  const doc = parse(readFileSync(path, 'utf8'), { intAsBigInt: true }) as Record<string, { ros__parameters: Record<string, unknown> }>;
-  const out: Record<string, Record<string, unknown>> = {};
-  for (const [node, body] of Object.entries(doc)) {
-    const flat: Record<string, unknown> = {};
-    const walk = (o: Record<string, unknown>, prefix: string) => {
-      for (const [k, v] of Object.entries(o)) {
-        if (v && typeof v === 'object' && !Array.isArray(v)) walk(v as Record<string, unknown>, `${prefix}${k}.`);
-        else flat[`${prefix}${k}`] = v;
-      }
-    };
-    walk(body.ros__parameters, '');
-    out[node] = flat;
-  }
-  return out;
+  return Object.fromEntries(parameterFileRules(readFileSync(path, 'utf8')).map((r) => [r.name, r.parameters]));
 }
 
 function pendulumStandIn(controller: Record<string, unknown> = {}, simulator: Record<string, unknown> = {}): StandIn {
@@ -49,20 +36,6 @@ function pendulumStandIn(controller: Record<string, unknown> = {}, simulator: Re
       tempered_mpc_simulator: { ...base.tempered_mpc_simulator, system: 'pendulum', ...simulator },
     },
   });
-}
-
-function collect<T>(s: StandIn, topic: string, type: string): T[] {
-  const got: T[] = [];
-  s.bus.subscribe(topic, type, (m) => got.push(m as T));
-  return got;
-}
-
-async function until(what: string, condition: () => boolean, timeoutMs = 20000): Promise<void> {
-  const start = performance.now();
-  while (!condition()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 const lifecycle = (c: ControllerNode) => c.node as unknown as StandInLifecycle;

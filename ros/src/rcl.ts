@@ -49,7 +49,7 @@ export async function loadRclnodejs(): Promise<Rclnodejs> {
   try {
     mod = (await import('rclnodejs')) as { default?: unknown };
   } catch (e) {
-    throw new Error(`rclnodejs is not available (${(e as Error).message.split('\n')[0]}). Source a ROS 2 installation (Humble or Jazzy) and run \`npm install rclnodejs@2.2\` in the tempered-mpc folder; see the README, "On ROS 2".`);
+    throw new Error(`rclnodejs is not available (${(e as Error).message.split('\n')[0]}). Source a ROS 2 installation (Jazzy) and run \`npm run ros:install\` in the tempered-mpc folder; see the README, "On ROS 2".`);
   }
   return (mod.default ?? mod) as Rclnodejs;
 }
