@@ -101,6 +101,25 @@ describe('ROS door (stand-in for rclnodejs): the safe command on every way out o
     assert.deepEqual(Array.from(commands.at(-1)!.data), [0]);
   });
 
+  it('error processing: a deactivate that fails before its safe command goes out ends in unconfigured with the safe command published', async () => {
+    const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
+    const commands = collect<{ data: number[] }>(s, '/tempered_mpc/command', TYPES.command);
+    const c = controller(s);
+    await controlling(s, c, commands);
+    const session = c.current!;
+    const commandMessage = session.commandMessage.bind(session);
+    let failures = 1;
+    session.commandMessage = (tick) => {
+      if (tick.reason === 'deactivated' && failures-- > 0) throw new Error('stand-in failure while deactivating');
+      return commandMessage(tick);
+    };
+    // (rclnodejs reports the error processing's result, SUCCESS, as the transition's)
+    await c.transition('deactivate');
+    assert.equal(c.lifecycleState, 'unconfigured', 'error processing, then unconfigured');
+    await sleep(300);
+    assert.deepEqual(Array.from(commands.at(-1)!.data), [0], 'error processing published it');
+  });
+
   it('a node never activated publishes nothing on its way out (no command to take back)', async () => {
     const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
     const commands = collect<{ data: number[] }>(s, '/tempered_mpc/command', TYPES.command);

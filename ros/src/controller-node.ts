@@ -347,9 +347,10 @@ export class ControllerNode {
     const session = this.session;
     const publishers = this.publishers;
     if (!session || !publishers) return;
-    this.safeCommandOwed = false;
     const tick = this.safeTick(why);
     publishers.command.publish(session.commandMessage(tick) as never);
+    // owed until it is out: a publish that throws leaves it to error processing or the exit handler
+    this.safeCommandOwed = false;
     publishers.status.publish(session.statusMessage(tick) as never);
     if (flush) (publishers.command as unknown as { waitForAllAcked?(timeoutNs: bigint): boolean }).waitForAllAcked?.(SAFE_COMMAND_ACK_NS);
   }
