@@ -318,6 +318,13 @@ export function sameValue(a: ParamValue, b: ParamValue | undefined): boolean {
 const SUGGESTION_MAX_LENGTH = 64;
 /** The longest parameter name accepted at all (anything longer is refused unread). */
 const PARAMETER_NAME_MAX_LENGTH = 200;
+/**
+ * Most parameters one request may name (a PATCH, a client message, a ROS
+ * set_parameters): every table has fewer than half as many, and a request
+ * with more is refused whole, unread, so no client can make the command
+ * thread look up thousands of unknown names.
+ */
+export const PARAMETERS_PER_REQUEST_LIMIT = 128;
 
 /** "unknown parameter 'x'", with "(did you mean 'y'?)" for a near miss among the known keys. */
 export function unknownParameter(key: string, known: readonly string[]): string {

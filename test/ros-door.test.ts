@@ -266,6 +266,20 @@ describe('ROS door (stand-in for rclnodejs): parameters of a running node', () =
     sim.node.destroy();
   });
 
+  it('a set of more parameters than any table has is refused whole, unread, in one reason', () => {
+    const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
+    const c = controller(s);
+    const { Parameter } = s.rcl;
+    const many = Array.from({ length: 5000 }, (_, i) => new Parameter(`no.such.parameter.${i}`, PARAMETER.DOUBLE, 1));
+    const started = performance.now();
+    const results = c.node.setParameters(many);
+    const atomic = c.node.setParametersAtomically(many);
+    assert.ok(performance.now() - started < 200, 'no name was looked up');
+    assert.equal(results.length, 5000);
+    assert.ok(results.every((r) => !r.successful && r.reason === '5000 parameters in one request; at most 128'));
+    assert.equal(atomic.reason, '5000 parameters in one request; at most 128');
+  });
+
   it('a type refusal shows a double as ROS writes it (512.0), and the default budget is 80 ms to the microsecond', async () => {
     const s = createStandIn({ overrides: { tempered_mpc_controller: FAST } });
     const c = controller(s);

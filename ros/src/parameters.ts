@@ -1,4 +1,4 @@
-import { checkValue, ParamEntry, ParamValue, rangeText, sameValue, SetResult, unknownParameter } from '../../src/params.js';
+import { checkValue, ParamEntry, PARAMETERS_PER_REQUEST_LIMIT, ParamValue, rangeText, sameValue, SetResult, unknownParameter } from '../../src/params.js';
 import { Node, Parameter, ParameterDescriptor, PARAMETER, Rclnodejs } from './rcl.js';
 
 /** When a node's read-only parameters bind: the controller's from configure on, the simulator's from the start. */
@@ -183,7 +183,9 @@ export function onSetParameters(
  * any name and fails the type check; such names are answered first, with
  * the schema's words. And a set of a read-only parameter rclnodejs owns
  * (`start_type_description_service`) to the value it holds is a no-op that
- * passes, so a `ros2 param dump` loads back with `ros2 param load`.
+ * passes, so a `ros2 param dump` loads back with `ros2 param load`. A
+ * request naming more than PARAMETERS_PER_REQUEST_LIMIT parameters is
+ * refused whole, unread.
  */
 export function guardSets(node: Node): void {
   const known = () => node.getParameters().map((p) => p.name);
@@ -193,13 +195,16 @@ export function guardSets(node: Node): void {
     const held = node.getParameter(p.name);
     return held.type === p.type && sameRosValue(held.value, p.value);
   };
+  const tooMany = (n: number) => ({ successful: false, reason: `${n} parameters in one request; at most ${PARAMETERS_PER_REQUEST_LIMIT}` });
   node.setParametersAtomically = (parameters = []) => {
+    if (parameters.length > PARAMETERS_PER_REQUEST_LIMIT) return tooMany(parameters.length);
     const unknown = parameters.find((p) => !node.hasParameter(p.name));
     if (unknown) return { successful: false, reason: unknownParameter(unknown.name, known()) };
     const changes = parameters.filter((p) => !heldAlready(p));
     return changes.length === 0 ? { successful: true, reason: '' } : atomically(changes);
   };
-  node.setParameters = (parameters = []) => parameters.map((p) => node.setParametersAtomically([p]));
+  node.setParameters = (parameters = []) =>
+    parameters.length > PARAMETERS_PER_REQUEST_LIMIT ? parameters.map(() => tooMany(parameters.length)) : parameters.map((p) => node.setParametersAtomically([p]));
 }
 
 function sameRosValue(a: unknown, b: unknown): boolean {

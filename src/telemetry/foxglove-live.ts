@@ -5,7 +5,7 @@ import type { Parameter } from '@foxglove/ws-protocol';
 import { WebSocket, WebSocketServer } from 'ws';
 import { msgJsonSchema } from '../interfaces/definitions.js';
 import { protobufSchema } from '../interfaces/protobuf.js';
-import type { ParamValue, SetResult } from '../params.js';
+import { PARAMETERS_PER_REQUEST_LIMIT, type ParamValue, type SetResult } from '../params.js';
 import { sameOrigin } from './origin.js';
 
 /** The subprotocol names a Foxglove client may offer: the protocol's own and the SDK's newer name for the same protocol. */
@@ -18,7 +18,7 @@ export const CLIENT_QUEUE_LIMIT_BYTES = 2 ** 20;
 export const CLIENT_FRAME_LIMIT_BYTES = 64 * 1024;
 
 /** Most entries one client message may carry (subscriptions, parameter names or values; the keys of a PATCH): a message with more is refused whole, with one reason. */
-export const CLIENT_MESSAGE_ENTRIES_LIMIT = 128;
+export const CLIENT_MESSAGE_ENTRIES_LIMIT = PARAMETERS_PER_REQUEST_LIMIT;
 
 /** Origins whose pages may change parameters without a token (Foxglove's web app connects from here). */
 const FOXGLOVE_WEB_ORIGINS: readonly string[] = ['https://app.foxglove.dev'];
