@@ -1,6 +1,5 @@
 """Shared pieces of the tempered_mpc launch files (not a launch file itself)."""
 import os
-import re
 
 import yaml
 from launch import LaunchDescription
@@ -13,6 +12,8 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import Parameter
 from lifecycle_msgs.msg import Transition
+
+from _node_keys import key_matches
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONTROLLER = 'tempered_mpc_controller'
@@ -45,19 +46,6 @@ def controller_with_autostart(params_file, namespace, use_sim_time, autostart, r
         handle_once=True),
         condition=IfCondition(autostart))
     return [controller, activate, configure]
-
-
-def key_matches(key, namespace, name):
-    """Whether a parameter file's node key applies to /namespace/name: ros/src/overrides.ts's rule, for the launch side.
-
-    rclcpp's matching (a leading / added, /* one name, /** any number), and a
-    bare name in any namespace, as the nodes take it.
-    """
-    if '/' not in key and '*' not in key:
-        return key == name
-    fqn = (namespace.rstrip('/') + '/' + name) if namespace.startswith('/') else '/' + (namespace + '/' if namespace else '') + name
-    pattern = ('' if key.startswith('/') else '/') + key
-    return re.fullmatch(pattern.replace('/*', '(/\\w+)'), fqn) is not None
 
 
 def controller_rate_hz(params_file, namespace):
