@@ -313,7 +313,13 @@ describe('ROS door (stand-in for rclnodejs): what `ros2 lifecycle list` reads', 
 
     const available = onWire((await s.callService(`${FQN}/get_available_transitions`)).available_transitions);
     assert.deepEqual(available.map(line), ['configure [1]: unconfigured -> configuring', 'shutdown [5]: unconfigured -> shuttingdown']);
-    assert.equal(await c.transition('configure'), true);
+    // a ChangeState request by id alone, as launch_ros sends it
+    const byId = new Promise<boolean>((resolve) => {
+      const machine = c.node as unknown as { _onChangeState(request: object, response: object): unknown };
+      void machine._onChangeState({ transition: { id: 1, label: '' } }, { template: { success: false }, send: (r: { success: boolean }) => resolve(r.success) });
+    });
+    assert.equal(await byId, true);
+    assert.equal(c.lifecycleState, 'inactive');
     const inactive = onWire((await s.callService(`${FQN}/get_available_transitions`)).available_transitions);
     assert.deepEqual(inactive.map((d) => d.transition.label), ['cleanup', 'activate', 'shutdown']);
 

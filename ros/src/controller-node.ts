@@ -7,10 +7,10 @@ import { ControllerSession } from '../../src/run/session.js';
 import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
 import { logTopics } from '../../src/telemetry/mcap-log.js';
 import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
-import { serveLifecycleIntrospection, transitionsFrom } from './lifecycle.js';
+import { serveLifecycleIntrospection, transitionGraph, transitionsFrom } from './lifecycle.js';
 import { overridesFor, ParameterRule } from './overrides.js';
 import { Declaring, declareAll, globalParameterEvents, onSetParameters, readAll, guardSets, toRos, unusedOverrides } from './parameters.js';
-import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, subscriberCount, Subscription, Timer, TRANSITION } from './rcl.js';
+import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, subscriberCount, Subscription, Timer } from './rcl.js';
 
 /** How long activation waits for a first state before it goes on without a warm-up solve. */
 const FIRST_STATE_WAIT_MS = 2000;
@@ -500,6 +500,7 @@ interface ChangeStateResponse {
   send(result: { success: boolean }): void;
 }
 
+/** A ChangeState request's label when it carries only the id (lifecycle_msgs/msg/Transition). */
 function labelOf(id: number): string {
-  return Object.entries(TRANSITION).find(([, v]) => v === id)?.[0].replace(/^(unconfigured|inactive|active)_/, '') ?? '';
+  return transitionGraph().find((t) => t.transition.id === id)?.transition.label ?? '';
 }

@@ -37,12 +37,6 @@ export const CALLBACK = {
   ERROR: 99 as Rcl.lifecycle.CallbackReturnCode.ERROR,
 } as const;
 
-/** lifecycle_msgs/msg/Transition ids (ChangeState requests carry an id or a label). */
-export const TRANSITION: Readonly<Record<string, number>> = {
-  configure: 1, cleanup: 2, activate: 3, deactivate: 4,
-  unconfigured_shutdown: 5, inactive_shutdown: 6, active_shutdown: 7, shutdown: 5,
-};
-
 /** Loads the real rclnodejs (ESM: its default export), with a message that says what to do when it is missing. */
 export async function loadRclnodejs(): Promise<Rclnodejs> {
   let mod: { default?: unknown };
