@@ -157,10 +157,12 @@ describe('a stalled planner does not hold the commands back (real time)', () => 
     };
   }
 
-  it('the planner thread blocked for 5 periods: a command still leaves every period on time, following the previous plan, and control resumes', async () => {
-    const { modes, p99, listing, errors } = await stalledRun('worker');
+  it('the planner thread blocked for 5 periods: a command still leaves every period, following the previous plan, and control resumes', async () => {
+    const { modes, p99, lateness, listing, errors } = await stalledRun('worker');
     console.log(`      command timing error p99 ${p99.toFixed(2)} ms (period 100 ms) through a 500 ms block of the planner's thread`);
-    assert.ok(p99 < 20, `p99 of the command timing error ${p99.toFixed(1)} ms, under 20% of the 100 ms period\n${listing}`);
+    // the behaviour, not a timing target (those are bench soak's): no command waits for the 500 ms block,
+    // as every one does with the planner on the main thread (the next test); half a period leaves room for a busy machine
+    assert.ok(Math.max(...lateness) < 50, `every command within half the 100 ms period of its schedule\n${listing}`);
     const late = modes.filter((m) => m.startsWith('late'));
     assert.ok(late.length >= 4, `the stall is seen for most of its 5 periods\n${listing}`);
     for (const m of late) assert.match(m, /late: the planner is still working on the plan asked for \d+ ms ago \(budget 80\.0 ms\); following the previous plan/);
