@@ -15,7 +15,12 @@ import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from tempered_mpc_msgs.msg import PlannerStatus
 
-seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 40.0
+try:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 40.0
+except ValueError:
+    sys.exit(f"check-solve: SECONDS must be a number, got '{sys.argv[1]}'")
+if not 1 <= seconds <= 3600:
+    sys.exit(f'check-solve: SECONDS must be within 1..3600, got {sys.argv[1]}')
 topic = sys.argv[2] if len(sys.argv) > 2 else '/tempered_mpc/status'
 rclpy.init()
 node = rclpy.create_node('check_solve')

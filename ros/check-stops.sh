@@ -8,6 +8,9 @@
 #   ros/check-stops.sh [WAY ...]     WAY: shutdown | ctrl-c | sigterm, each optionally
 #                                    +lockstep and/or +telemetry (default: all twelve)
 set -uo pipefail
+for way in "$@"; do
+  [[ $way =~ ^(shutdown|ctrl-c|sigterm)(\+lockstep)?(\+telemetry)?$ ]] || { echo "check-stops: unknown way '$way' (shutdown, ctrl-c or sigterm, then optionally +lockstep, +telemetry)" >&2; exit 2; }
+done
 command -v ros2 > /dev/null || { echo "check-stops: source a ROS 2 installation and this package first" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -60,7 +63,8 @@ check() {
     kill -INT -- -"$group"
     while [[ ! -f $log.rc ]]; do sleep 0.05; done
   fi
-  kill -TERM $recorder; wait $recorder 2> /dev/null
+  # the recorder writes line by line: nothing is lost when it is killed (rclpy does not always end on a signal)
+  kill -KILL $recorder; wait $recorder 2> /dev/null
   local last; last=$(tail -1 "$commands" | cut -d' ' -f2-)
   local errors; errors=$(grep -cE 'ERROR|rror|died|escalat' "$log")
   printf '%-28s commands %4d  last %-8s launch exit %s%s  error lines %s\n' "$way" "$(wc -l < "$commands")" "$last" \

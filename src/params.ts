@@ -309,8 +309,11 @@ export class LiveParameters {
   }
 }
 
-export function sameValue(a: ParamValue, b: ParamValue | undefined): boolean {
-  if (Array.isArray(a) || Array.isArray(b)) return JSON.stringify(a) === JSON.stringify(b);
+/** Whether two values are the same: scalars by ===, lists (arrays or typed arrays, as ROS hands them over) item by item. */
+export function sameValue(a: unknown, b: unknown): boolean {
+  const list = (v: unknown) => (Array.isArray(v) || ArrayBuffer.isView(v) ? Array.from(v as ArrayLike<unknown>) : undefined);
+  const [la, lb] = [list(a), list(b)];
+  if (la || lb) return la !== undefined && lb !== undefined && la.length === lb.length && la.every((x, i) => x === lb[i]);
   return a === b;
 }
 

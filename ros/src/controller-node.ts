@@ -8,8 +8,8 @@ import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../
 import { logTopics } from '../../src/telemetry/mcap-log.js';
 import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
 import { serveLifecycleIntrospection, transitionGraph, transitionsFrom } from './lifecycle.js';
-import { overridesFor, ParameterRule } from './overrides.js';
-import { Declaring, declareAll, globalParameterEvents, onSetParameters, readAll, guardSets, toRos, unusedOverrides } from './parameters.js';
+import type { ParameterRule } from './overrides.js';
+import { adoptCommandLine, Declaring, declareAll, onSetParameters, readAll, toRos } from './parameters.js';
 import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, subscriberCount, Subscription, Timer } from './rcl.js';
 
 /** How long activation waits for a first state before it goes on without a warm-up solve. */
@@ -81,7 +81,6 @@ export class ControllerNode {
   constructor(private readonly rcl: Rclnodejs, opts: ControllerNodeOptions = {}) {
     const node = new rcl.lifecycle.LifecycleNode(opts.name ?? 'tempered_mpc_controller', opts.namespace ?? '');
     this.node = node;
-    globalParameterEvents(rcl, node);
     serveLifecycleIntrospection(node, () => this.lifecycleState);
     const configured = () => this.session !== undefined;
     const check = onSetParameters(node, this.entryMap, () => (this.session ? (c) => this.session!.requestParameters(c) : undefined), configured, 'cleanup, set it, then configure again');
@@ -90,39 +89,23 @@ export class ControllerNode {
       if (result.successful) for (const p of parameters) this.declareProblems.delete(p.name);
       return result;
     });
-    // the node's name and namespace after the command line's remapping (ros2 run ... -r __ns:=/robot)
-    const { byName, named } = overridesFor(opts.parameterRules ?? [], node.namespace(), node.name());
-    const simTime = byName.get('use_sim_time');
-    if (simTime) node.setParameters([simTime]);
-    this.declareParameters({ overrides: byName, bound: configured, bindsAt: 'read-only from configure on' });
-    for (const warning of unusedOverrides(node, named)) this.log('warn', warning);
-    guardSets(node);
+    const commandLine = adoptCommandLine(rcl, node, opts.parameterRules ?? []);
+    this.declareParameters({ overrides: commandLine.overrides, bound: configured, bindsAt: 'read-only from configure on' });
+    commandLine.warnUnused();
     node.registerOnConfigure(() => this.commitConfigure());
     node.registerOnActivate(() => this.commitActivate());
     node.registerOnDeactivate(() => this.onDeactivate());
     node.registerOnCleanup(() => this.onCleanup('cleaned up'));
     node.registerOnShutdown(() => this.onShutdown('shut down'));
     node.registerOnError(() => this.onShutdown('error processing'));
-    // ChangeState requests (ros2 lifecycle set, launch) await the asynchronous part first
+    // ChangeState requests (ros2 lifecycle set, launch) take the same way as transition(): the asynchronous part first
     const machine = node as unknown as { _onChangeState(request: unknown, response: unknown): unknown };
-    const handle = machine._onChangeState.bind(node);
-    machine._onChangeState = (request: { transition: { id: number; label: string } }, response: ChangeStateResponse) => this.serially(async () => {
-      const label = request.transition.label || labelOf(request.transition.id);
-      const refuse = () => {
-        const result = response.template ?? { success: false };
-        result.success = false;
-        response.send(result);
-      };
-      if (!this.possible(label || `transition ${request.transition.id}`)) return refuse();
-      await this.prepare(label);
-      try {
-        handle(request, response);
-      } catch (e) {
-        this.discardPrepared();
-        this.log('error', `${label}: ${(e as Error).message}`);
-        refuse();
-      }
-    });
+    machine._onChangeState = async (request: { transition: { id: number; label: string } }, response: ChangeStateResponse) => {
+      const result = response.template ?? { success: false };
+      // transition() refuses, in one line, any label that is not a transition possible now
+      result.success = await this.transition((request.transition.label || labelOf(request.transition.id) || `transition ${request.transition.id}`) as TransitionLabel);
+      response.send(result);
+    };
   }
 
   /** Transitions one at a time: a request that comes while another is preparing is judged from the state that one leaves. */
@@ -156,8 +139,12 @@ export class ControllerNode {
     note(declareAll(this.rcl, this.node, table.entries, table.values, how));
   }
 
-  /** Runs a transition as a ChangeState request would: the asynchronous part, then the state machine. */
-  transition(label: 'configure' | 'activate' | 'deactivate' | 'cleanup' | 'shutdown'): Promise<boolean> {
+  /**
+   * Runs a transition, as a ChangeState request does: refused in one line
+   * when not possible from the current state, else the asynchronous part,
+   * then the state machine. One at a time (serially).
+   */
+  transition(label: TransitionLabel): Promise<boolean> {
     return this.serially(async () => {
       if (!this.possible(label)) return false;
       await this.prepare(label);
@@ -494,6 +481,8 @@ export class ControllerNode {
     return this.session;
   }
 }
+
+type TransitionLabel = 'configure' | 'activate' | 'deactivate' | 'cleanup' | 'shutdown';
 
 interface ChangeStateResponse {
   template?: { success: boolean };

@@ -1,4 +1,5 @@
 import { checkValue, ParamEntry, PARAMETERS_PER_REQUEST_LIMIT, ParamValue, rangeText, sameValue, SetResult, unknownParameter } from '../../src/params.js';
+import { overridesFor, ParameterRule } from './overrides.js';
 import { Node, Parameter, ParameterDescriptor, PARAMETER, Rclnodejs } from './rcl.js';
 
 /** When a node's read-only parameters bind: the controller's from configure on, the simulator's from the start. */
@@ -155,7 +156,7 @@ export function onSetParameters(
       if ('reason' in r) reasons.push(r.reason);
       else if (entry.readOnly && bound() && node.hasParameter(p.name)) {
         const held = fromRos(entry, node.getParameter(p.name));
-        if (!('value' in held) || !sameValue(r.value as ParamValue, held.value as ParamValue)) reasons.push(`${p.name} is read-only (${entry.readOnly}): ${unbind}`);
+        if (!('value' in held) || !sameValue(r.value, held.value)) reasons.push(`${p.name} is read-only (${entry.readOnly}): ${unbind}`);
       } else changes[p.name] = r.value;
     }
     if (reasons.length) return { successful: false, reason: reasons.join('; ') };
@@ -187,13 +188,13 @@ export function onSetParameters(
  * request naming more than PARAMETERS_PER_REQUEST_LIMIT parameters is
  * refused whole, unread.
  */
-export function guardSets(node: Node): void {
+function guardSets(node: Node): void {
   const known = () => node.getParameters().map((p) => p.name);
   const atomically = node.setParametersAtomically.bind(node);
   const heldAlready = (p: Parameter) => {
     if (!node.getParameterDescriptor(p.name)?.readOnly) return false;
     const held = node.getParameter(p.name);
-    return held.type === p.type && sameRosValue(held.value, p.value);
+    return held.type === p.type && sameValue(held.value, p.value);
   };
   const tooMany = (n: number) => ({ successful: false, reason: `${n} parameters in one request; at most ${PARAMETERS_PER_REQUEST_LIMIT}` });
   node.setParametersAtomically = (parameters = []) => {
@@ -207,31 +208,39 @@ export function guardSets(node: Node): void {
     parameters.length > PARAMETERS_PER_REQUEST_LIMIT ? parameters.map(() => tooMany(parameters.length)) : parameters.map((p) => node.setParametersAtomically([p]));
 }
 
-function sameRosValue(a: unknown, b: unknown): boolean {
-  const list = (v: unknown) => (Array.isArray(v) || ArrayBuffer.isView(v) ? Array.from(v as ArrayLike<unknown>) : undefined);
-  const [la, lb] = [list(a), list(b)];
-  if (la && lb) return la.length === lb.length && la.every((x, i) => x === lb[i]);
-  return a === b;
-}
-
 /**
  * rclnodejs 2.2 publishes parameter events on the relative topic
  * `parameter_events`, which a namespace moves (`/tempered_mpc/parameter_events`);
  * ROS 2 tools watch the global `/parameter_events`. The node's event
  * publisher is replaced by one there, with the events' own QoS.
  */
-export function globalParameterEvents(rcl: Rclnodejs, node: Node): void {
+function globalParameterEvents(rcl: Rclnodejs, node: Node): void {
   const owner = node as unknown as { _parameterEventPublisher: unknown };
   node.destroyPublisher(owner._parameterEventPublisher as never);
   owner._parameterEventPublisher = node.createPublisher('rcl_interfaces/msg/ParameterEvent' as never, '/parameter_events', { qos: rcl.QoS.profileParameterEvents as never });
 }
 
 /**
- * A warning for each parameter that a rule naming this node (not a
- * wildcard, which names every node) sets and the node does not have, with
- * the nearest name it does have: a misspelt key is reported, not lost.
+ * What both nodes do with the command line before declaring their tables:
+ * parameter events moved to the global topic, the set methods guarded, and
+ * the overrides resolved for this node under its remapped name and
+ * namespace (overrides.ts), `use_sim_time` applied at once (the time source
+ * declared it already). `warnUnused`, called after the declarations,
+ * reports each parameter a rule naming this node sets and the node does not
+ * have (not a wildcard's, which may be another node's), with the nearest
+ * name it does have: a misspelt key is reported, not lost.
  */
-export function unusedOverrides(node: Node, named: readonly string[]): string[] {
-  const known = node.getParameters().map((p) => p.name);
-  return named.filter((name) => !node.hasParameter(name)).map((name) => `parameter overrides: ${unknownParameter(name, known)}; ignored`);
+export function adoptCommandLine(rcl: Rclnodejs, node: Node, rules: readonly ParameterRule[]): { overrides: Map<string, Parameter>; warnUnused(): void } {
+  globalParameterEvents(rcl, node);
+  guardSets(node);
+  const { byName, named } = overridesFor(rules, node.namespace(), node.name());
+  const simTime = byName.get('use_sim_time');
+  if (simTime) node.setParameters([simTime]);
+  return {
+    overrides: byName,
+    warnUnused: () => {
+      const known = node.getParameters().map((p) => p.name);
+      for (const name of named.filter((n) => !node.hasParameter(n))) node.getLogger().warn(`parameter overrides: ${unknownParameter(name, known)}; ignored`);
+    },
+  };
 }

@@ -5,8 +5,8 @@ import { modelDefinition } from '../../src/models/index.js';
 import { Model, resolveModel } from '../../src/models/model.js';
 import { LiveParameters, ParamEntry, ParamsOf, resolveParams, schemaEntries, Schema } from '../../src/params.js';
 import { SIM_NODE_PARAMS, SIM_PARAMS, SimParams, Simulator, simulatorParameterTable } from '../../sim/simulator.js';
-import { overridesFor, ParameterRule } from './overrides.js';
-import { Declaring, declareAll, globalParameterEvents, onSetParameters, readAll, guardSets, unusedOverrides } from './parameters.js';
+import type { ParameterRule } from './overrides.js';
+import { adoptCommandLine, Declaring, declareAll, onSetParameters, readAll } from './parameters.js';
 import { keepLast1, Node, nowS, Publisher, Rclnodejs, Timer } from './rcl.js';
 
 export interface SimulatorNodeOptions {
@@ -48,15 +48,12 @@ export class SimulatorNode {
   constructor(rcl: Rclnodejs, opts: SimulatorNodeOptions = {}) {
     const node = new rcl.Node(opts.name ?? 'tempered_mpc_simulator', opts.namespace ?? '');
     this.node = node;
-    globalParameterEvents(rcl, node);
     const entries = new Map<string, ParamEntry>();
     // a simulator runs from the start: its read-only parameters are bound from the start
     const bound = () => true;
     node.addOnSetParametersCallback(onSetParameters(node, entries, () => (this.live ? (c) => this.live.request(c) : undefined), bound, 'restart the simulator to change it'));
-    const { byName, named } = overridesFor(opts.parameterRules ?? [], node.namespace(), node.name());
-    const simTime = byName.get('use_sim_time');
-    if (simTime) node.setParameters([simTime]);
-    const how: Declaring = { overrides: byName, bound, bindsAt: 'read-only' };
+    const commandLine = adoptCommandLine(rcl, node, opts.parameterRules ?? []);
+    const how: Declaring = { overrides: commandLine.overrides, bound, bindsAt: 'read-only' };
     // `system` first: the rest depends on the plant
     const systemEntries = schemaEntries({ system: SIM_NODE_PARAMS.system });
     const problems = declareAll(rcl, node, systemEntries, { system: SIM_NODE_PARAMS.system.default }, how);
@@ -66,12 +63,11 @@ export class SimulatorNode {
     const table = all.filter((e) => e.key !== 'system');
     for (const e of all) entries.set(e.key, e);
     declareAll(rcl, node, table, defaults, how).forEach((reason, key) => problems.set(key, reason));
-    for (const warning of unusedOverrides(node, named)) node.getLogger().warn(warning);
+    commandLine.warnUnused();
     // a simulator cannot run on bad parameters: fail at start, naming them
     if (problems.size) throw new Error(`simulator parameters: ${[...problems.values()].join('; ')}`);
     const values = { system, ...readAll(node, table) };
     this.live = new LiveParameters([...entries.values()], values as never);
-    guardSets(node);
     const group = (prefix: string) => Object.fromEntries(Object.entries(values).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v]));
     this.nodeParams = resolveParams('simulator', SIM_NODE_PARAMS as Schema, pick(values, Object.keys(SIM_NODE_PARAMS))) as ParamsOf<typeof SIM_NODE_PARAMS>;
     const simParams = resolveParams('sim', SIM_PARAMS, pick(values, Object.keys(SIM_PARAMS))) as SimParams;
