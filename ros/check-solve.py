@@ -11,10 +11,6 @@ solve_ms against the budget, with the deadline misses the controller counted
 import sys
 import time
 
-import rclpy
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from tempered_mpc_msgs.msg import PlannerStatus
-
 try:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 40.0
 except ValueError:
@@ -22,6 +18,12 @@ except ValueError:
 if not 1 <= seconds <= 3600:
     sys.exit(f'check-solve: SECONDS must be within 1..3600, got {sys.argv[1]}')
 topic = sys.argv[2] if len(sys.argv) > 2 else '/tempered_mpc/status'
+try:
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from tempered_mpc_msgs.msg import PlannerStatus
+except ImportError as e:
+    sys.exit(f'check-solve: source a ROS 2 installation and this package first ({e})')
 rclpy.init()
 node = rclpy.create_node('check_solve')
 planned = []
