@@ -11,12 +11,18 @@ solve_ms against the budget, with the deadline misses the controller counted
 import sys
 import time
 
+
+def refuse(reason):
+    print(f'check-solve: {reason}', file=sys.stderr)
+    sys.exit(2)
+
+
 try:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 40.0
 except ValueError:
-    sys.exit(f"check-solve: SECONDS must be a number, got '{sys.argv[1]}'")
+    refuse(f"SECONDS must be a number, got '{sys.argv[1]}'")
 if not 1 <= seconds <= 3600:
-    sys.exit(f'check-solve: SECONDS must be within 1..3600, got {sys.argv[1]}')
+    refuse(f'SECONDS must be within 1..3600, got {sys.argv[1]}')
 topic = sys.argv[2] if len(sys.argv) > 2 else '/tempered_mpc/status'
 try:
     import rclpy
