@@ -23,7 +23,7 @@ describe('launch files: the parameter-file key rule in Python', () => {
   it('launch/_node_keys.py gives the same answer as ros/src/overrides.ts for every key and namespace', () => {
     const cases = KEYS.flatMap((key) => NAMESPACES.map((ns) => [key, ns]));
     const script = `import json, sys\nfrom _node_keys import key_matches\nprint(json.dumps([key_matches(k, ns, ${JSON.stringify(NAME)}) for k, ns in json.load(sys.stdin)]))`;
-    const run = spawnSync('python3', ['-c', script], { cwd: LAUNCH, input: JSON.stringify(cases), encoding: 'utf8' });
+    const run = spawnSync('python3', ['-c', script], { cwd: LAUNCH, input: JSON.stringify(cases), encoding: 'utf8', env: { ...process.env, PYTHONDONTWRITEBYTECODE: '1' } });
     assert.equal(run.status, 0, run.stderr);
     const fromPython = JSON.parse(run.stdout) as boolean[];
     const mismatches = cases.filter(([key, ns], i) => fromPython[i] !== nodeKeyMatches(key, ns, NAME));
