@@ -10,8 +10,9 @@ const info = { frames: 0, statusFrames: 0, applied: [] };
 window.dashboard = info;
 
 let meta; // /status: names, goal, limits, period and budget
-const history = { t: [], truth: [], measured: [], control: [], cost: [], solve: [], late: [], figures: new Map(), spread: [], sigma: [] };
-let ladder = null; // the last plan's tempering ladder (TSMC)
+const history = { t: [], truth: [], measured: [], control: [], cost: [], solve: [], late: [], figures: new Map(), series: new Map() };
+// the last plan's series, by name (PlannerStatus.series): what the planner's `last` charts draw
+let lastSeries = new Map();
 let plan; // { t0, times, states }
 const charts = [];
 
@@ -115,9 +116,14 @@ function onStatus(s) {
   while (history.cost.length < history.t.length) push(history.cost, Number.isFinite(s.cost) && s.cost > 0 ? s.cost : null);
   while (history.solve.length < history.t.length) push(history.solve, s.solve_ms > 0 ? s.solve_ms : null);
   while (history.late.length < history.t.length) push(history.late, s.mode_name === 'late' ? s.budget_ms : null);
-  while (history.spread.length < history.t.length) push(history.spread, s.cost_spread.length === 4 ? s.cost_spread : null);
-  while (history.sigma.length < history.t.length) push(history.sigma, s.sigma.length ? s.sigma : null);
-  if (s.ladder_beta.length) ladder = { beta: s.ladder_beta, ess: s.ladder_ess_ratio, acceptance: s.ladder_acceptance };
+  // the planner's series: each over time (a row per tick, null when no plan landed) and the last plan's
+  const landed = new Map(s.series.map((x) => [x.name, x.values]));
+  if (landed.size) lastSeries = landed;
+  for (const name of new Set([...history.series.keys(), ...landed.keys()])) {
+    if (!history.series.has(name)) history.series.set(name, []);
+    const rows = history.series.get(name);
+    while (rows.length < history.t.length) push(rows, landed.get(name)?.length ? landed.get(name) : null);
+  }
   s.info_names.forEach((name, i) => {
     if (!history.figures.has(name)) history.figures.set(name, []);
   });
@@ -207,21 +213,32 @@ function buildCharts() {
     height: 140,
     build: () => [history.t.slice(0, history.solve.length), history.solve, history.solve.map(() => meta.budgetMs), history.solve.map(() => meta.periodMs), history.late],
   });
-  if (meta.planner === 'tsmc') {
-    chart('TSMC: tempering ladder of the last plan (x: level)', [
-      { label: 'beta', stroke: '#1f77b4', points: { show: true } },
-      { label: 'ESS / N', stroke: '#2ca02c', points: { show: true } },
-      { label: 'acceptance', stroke: '#d62728', points: { show: true } },
-    ], { height: 140, build: () => (ladder ? [ladder.beta.map((_, k) => k + 1), ladder.beta, ladder.ess, ladder.acceptance] : [[], [], [], []]) });
-  } else {
-    chart('MPPI: sample cost spread of the last iteration, per plan', [
-      { label: 'min', stroke: '#2ca02c' }, { label: 'p10', stroke: '#1f77b4' }, { label: 'median', stroke: '#ff7f0e' }, { label: 'p90', stroke: '#d62728' },
-    ], { height: 140, log: true, build: () => [history.t.slice(0, history.spread.length), ...[0, 1, 2, 3].map((q) => history.spread.map((r) => (r && r[q] > 0 ? r[q] : null)))] });
-    chart('MPPI: sampling std per control at the first step', meta.controlNames.map((n, j) => ({ label: n, stroke: ['#9467bd', '#8c564b', '#e377c2'][j % 3] })), {
-      height: 120, build: () => [history.t.slice(0, history.sigma.length), ...meta.controlNames.map((_, j) => history.sigma.map((r) => r?.[j] ?? null))],
-    });
+  // the planner's own charts, as its registry entry declares them (GET /status: plannerCharts)
+  const palette = ['#2ca02c', '#1f77b4', '#ff7f0e', '#d62728', '#9467bd', '#8c564b', '#e377c2'];
+  for (const c of meta.plannerCharts ?? []) {
+    if (c.kind === 'last') {
+      chart(c.title, c.series.map((name, i) => ({ label: c.labels?.[i] ?? name, stroke: palette[i % palette.length], points: { show: true } })), {
+        height: 140, log: c.log,
+        build: () => {
+          const rows = c.series.map((name) => lastSeries.get(name) ?? []);
+          const length = Math.max(0, ...rows.map((r) => r.length));
+          return [Array.from({ length }, (_, k) => k + 1), ...rows.map((r) => Array.from({ length }, (_, k) => r[k] ?? null))];
+        },
+      });
+    } else {
+      const labels = c.perControl ? meta.controlNames : c.lineLabels ?? [];
+      const lines = c.series.flatMap((name) => labels.map((label, k) => ({ name, k, label: c.series.length > 1 ? `${name} ${label}` : label })));
+      chart(c.title, lines.map((l, i) => ({ label: l.label, stroke: palette[i % palette.length] })), {
+        height: 140, log: c.log,
+        build: () => {
+          const length = Math.max(0, ...c.series.map((name) => history.series.get(name)?.length ?? 0));
+          const value = (row, k) => (row && Number.isFinite(row[k]) && (!c.log || row[k] > 0) ? row[k] : null);
+          return [history.t.slice(0, length), ...lines.map((l) => Array.from({ length }, (_, t) => value(history.series.get(l.name)?.[t], l.k)))];
+        },
+      });
+    }
   }
-  chart('planner figures per plan, each over its largest value so far (tsmc: beta, essRatio, acceptance, levels; mppi: iterations, rollouts)', [], { height: 140 });
+  chart('planner figures per plan (PlannerStatus info), each over its largest value so far', [], { height: 140 });
 }
 
 function drawPlannerFigures() {

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppliedPlan, Controller, sampleAt } from '../src/controller/controller.js';
-import { MppiPlanner, PlanRequest, PlanResult, RecedingPlanner } from '../src/controller/receding.js';
+import { PlanRequest, PlanResult, RecedingPlanner } from '../src/planners/receding.js';
+import { MppiPlanner } from '../src/planners/mppi/receding.js';
 import { CpuBackend } from '../src/kernels/cpu.js';
 import { Rng } from '../src/random.js';
 import { resolveParams } from '../src/params.js';
-import { MPPI_PARAMS } from '../src/planners/mppi.js';
+import { MPPI_PARAMS } from '../src/planners/mppi/mppi.js';
 import { model } from './helpers.js';
 
 const pendulum = model('pendulum');

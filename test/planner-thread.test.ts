@@ -38,17 +38,17 @@ describe('the planner in its own thread', () => {
     const mppi = await PlannerThread.start(spec('mppi'));
     try {
       const t = await tsmc.plan(request(1));
-      const ladder = t.diagnostics!.ladder!;
-      assert.equal(ladder.beta.length, t.info.levels);
-      assert.equal(ladder.essRatio.length, t.info.levels);
-      assert.equal(ladder.beta.at(-1), t.info.beta);
-      for (let k = 1; k < ladder.beta.length; k++) assert.ok(ladder.beta[k] > ladder.beta[k - 1], 'beta rises along the ladder');
-      assert.ok(ladder.essRatio.every((r) => r > 0 && r <= 1 + 1e-9));
+      const { ladder_beta: beta, ladder_ess_ratio: essRatio } = t.diagnostics!.series!;
+      assert.equal(beta.length, t.info.levels);
+      assert.equal(essRatio.length, t.info.levels);
+      assert.equal(beta.at(-1), t.info.beta);
+      for (let k = 1; k < beta.length; k++) assert.ok(beta[k] > beta[k - 1], 'beta rises along the ladder');
+      assert.ok(essRatio.every((r) => r > 0 && r <= 1 + 1e-9));
       const m = await mppi.plan(request(1));
-      const spread = m.diagnostics!.costSpread!;
+      const spread = m.diagnostics!.series!.cost_spread;
       assert.equal(spread.length, 4);
       for (let k = 1; k < 4; k++) assert.ok(spread[k] >= spread[k - 1], 'min <= p10 <= median <= p90');
-      assert.equal(m.diagnostics!.sigma!.length, 1);
+      assert.equal(m.diagnostics!.series!.sigma.length, 1);
     } finally {
       tsmc.dispose();
       mppi.dispose();

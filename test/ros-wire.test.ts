@@ -22,9 +22,9 @@ function wire<T>(type: string, msg: unknown): T {
 describe('interface package tempered_mpc_msgs', () => {
   it('every msgs/msg/*.msg parses as a ROS 2 message definition and has a CDR form', () => {
     const files = readdirSync(join(ROOT, 'msgs/msg')).filter((f) => f.endsWith('.msg'));
-    assert.deepEqual(files.sort(), ['Plan.msg', 'PlannerStatus.msg', 'StateEstimate.msg']);
+    assert.deepEqual(files.sort(), ['NamedSeries.msg', 'Plan.msg', 'PlannerStatus.msg', 'StateEstimate.msg']);
     for (const [name, def] of ownDefinitions()) {
-      assert.ok(def.definitions.length > 3, name);
+      assert.ok(def.definitions.length >= 2, name);
       assert.ok(new MessageWriter(definitionsOf(name)).calculateByteSize({}) > 0, `${name} has a CDR layout`);
     }
     assert.throws(() => parseMsgFile('float64 x\nfloat64[ y\n', 'bad.msg', 'p/msg/Bad'), /bad\.msg: not a ROS 2 message definition \(Could not parse line/);
@@ -104,6 +104,11 @@ describe('wire format: every message the nodes publish or take, through CDR and 
       assert.equal(status.mode, 0);
       assert.ok(Number.isNaN(status.cost as number), 'NaN travels as NaN in CDR');
       assert.deepEqual(status.info_names, ['iterations', 'rollouts']);
+      // the planner's diagnostics as named series (NamedSeries[]), as MPPI's registry entry declares them
+      const series = status.series as { name: string; values: Float64Array }[];
+      assert.deepEqual(series.map((x) => x.name), ['cost_spread', 'sigma']);
+      assert.equal(series[0].values.length, 4);
+      assert.deepEqual(Array.from(series[1].values), tick.diagnostics!.series!.sigma);
       assert.ok(Math.abs((status.budget_ms as number) - 80) < 1e-9, 'the default budget: 80% of the period');
 
       const clock = wire<{ clock: { sec: number; nanosec: number } }>(TYPES.clock, { clock: toTime(1.7) });

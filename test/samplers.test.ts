@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { CpuBackend } from '../src/kernels/cpu.js';
 import type { RolloutBackend, RolloutRequest } from '../src/kernels/backend.js';
 import { ControlPrior, TrajectoryTarget } from '../src/planners/problem.js';
-import { leapfrogStepsAt, moveKernel, runTsmc } from '../src/planners/tsmc.js';
+import { leapfrogStepsAt, moveKernel, runTsmc } from '../src/planners/tsmc/tsmc.js';
 import { Rng } from '../src/random.js';
 import { resample } from '../src/samplers/resampling.js';
 import { initParticles } from '../src/samplers/target.js';

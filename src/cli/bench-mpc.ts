@@ -10,7 +10,7 @@ import { RUN_OPTIONS, runOptions } from './run.js';
 export const benchMpcCommand: Command = {
   name: 'bench mpc',
   summary: 'Closed-loop benchmark: the embedded run over many seeds; success rate, time to goal, final error, solve-time percentiles and deadline misses.',
-  usage: 'bench mpc --system NAME [--planner tsmc|mppi] [--prior DIR] [--seeds N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--lockstep] [--out DIR] [--json]',
+  usage: 'bench mpc --system NAME [--planner NAME] [--prior DIR] [--seeds N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--lockstep] [--out DIR] [--json]',
   options: {
     ...RUN_OPTIONS,
     seeds: { type: 'string', description: 'number of seeds, 0..N-1 (default 20)', valueName: 'N' },

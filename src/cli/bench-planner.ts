@@ -2,13 +2,13 @@ import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { buildPlanner, PlannerSpec } from '../controller/planner-spec.js';
-import { MPC_TSMC_PARAMS } from '../controller/receding.js';
 import { parseBackend, WebGpuBackend } from '../kernels/index.js';
 import { gpuContext } from '../kernels/webgpu.js';
 import { modelDefinition } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { resolveParams } from '../params.js';
-import { MPPI_PARAMS } from '../planners/mppi.js';
+import { PLANNER_NAMES, plannerDescriptor } from '../planners/registry.js';
+import { PRIOR_PARAMS } from '../prior/params.js';
 import { quantile } from '../samplers/stats.js';
 import { Command, JSON_OPTION, MAX_THREADS, optionalInteger, parseInteger, parseOverrides, printJson, stringOpt, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
@@ -27,11 +27,12 @@ const PUBLISHED_MS = {
 export const benchPlannerCommand: Command = {
   name: 'bench planner',
   summary: 'Time one planner\'s optimisations (ms median and p99, rollout-steps/s) on cpu or webgpu, with the GPU round trips per plan.',
-  usage: 'bench planner [--planner mppi|tsmc] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu] [--gpu-path resident|rollouts|resident,rollouts] [--preset mppi-generic] [--repeats N] [--threads N] [--set key=value] [--out DIR] [--json]',
+  usage: 'bench planner [--planner NAME] [--prior DIR] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu] [--gpu-path resident|rollouts|resident,rollouts] [--preset mppi-generic] [--repeats N] [--threads N] [--set key=value] [--out DIR] [--json]',
   options: {
-    planner: { type: 'string', description: 'mppi (default) or tsmc', valueName: 'NAME' },
+    planner: { type: 'string', description: `a planner of the registry (${PLANNER_NAMES.join(', ')}; default mppi)`, valueName: 'NAME' },
+    prior: { type: 'string', description: 'a learned prior (train-prior --out) for the planner to use', valueName: 'DIR' },
     system: { type: 'string', description: 'system (default pendulum)', valueName: 'NAME' },
-    samples: { type: 'string', description: 'MPPI samples M (TSMC: particles N), a comma-separated list (default the planner\'s)', valueName: 'M' },
+    samples: { type: 'string', description: 'the planner\'s size (MPPI: samples M; TSMC, SPO, TRT-SMC: particles), a comma-separated list (default the planner\'s)', valueName: 'M' },
     steps: { type: 'string', description: 'horizon T in model steps (default the system\'s)', valueName: 'T' },
     iterations: { type: 'string', description: 'MPPI iterations per optimisation (default the planner\'s)', valueName: 'J' },
     backend: { type: 'string', description: 'cpu or webgpu (default webgpu where an adapter is found, else cpu)', valueName: 'NAME' },
@@ -45,7 +46,9 @@ export const benchPlannerCommand: Command = {
   },
   async run(values) {
     const planner = stringOpt(values, 'planner') ?? 'mppi';
-    if (planner !== 'mppi' && planner !== 'tsmc') throw new InputError(`--planner must be mppi or tsmc, got '${planner}'`);
+    const descriptor = plannerDescriptor(planner);
+    const priorPath = stringOpt(values, 'prior');
+    const prior = priorPath !== undefined ? resolveParams('prior', PRIOR_PARAMS, { path: priorPath, tsmcCentre: 'policy' }) : undefined;
     const presetName = stringOpt(values, 'preset');
     if (presetName !== undefined && !Object.hasOwn(PRESETS, presetName)) throw new InputError(`unknown --preset '${presetName}' (known: ${Object.keys(PRESETS).join(', ')})`);
     const preset = presetName ? PRESETS[presetName as keyof typeof PRESETS] : undefined;
@@ -77,14 +80,17 @@ export const benchPlannerCommand: Command = {
     const bar = progressBar(`${planner} ${system} ${backend}`, !values.json);
     const rows = [];
     let device = backend === 'cpu' ? `${cpus()[0]?.model ?? 'CPU'} (${threads || cpus().length} threads)` : '';
-    const sizeKey = planner === 'mppi' ? 'samples' : 'particles';
+    const { sizeKey } = descriptor;
+    const hasIterations = Object.hasOwn(descriptor.schema, 'iterations');
+    if (iterations !== undefined && !hasIterations) throw new InputError(`--iterations: planner ${planner} has no iterations`);
     for (const [index, size] of sizes.entries()) {
-      const sized = { ...overrides, ...(size !== undefined ? { [sizeKey]: size } : {}), ...(iterations !== undefined && planner === 'mppi' ? { iterations } : {}) };
-      const params: Record<string, number | string> = planner === 'mppi' ? resolveParams('mppi', MPPI_PARAMS, sized) : resolveParams('tsmc', MPC_TSMC_PARAMS, sized);
+      const sized = { ...overrides, ...(size !== undefined ? { [sizeKey]: size } : {}), ...(iterations !== undefined ? { iterations } : {}) };
+      // the schema's defaults, not the system's: the figures measure the planner at a given size
+      const params = resolveParams(planner, descriptor.schema, sized);
       const count = params[sizeKey] as number;
       // several paths are timed interleaved, plan by plan, so their ratio holds when the machine's speed drifts
       const built = await Promise.all(paths.map((gpuPath) => buildPlanner({
-        system, model: steps !== undefined ? { horizon: steps } : {}, planner, params, backend, threads, seed: 1, gpuPath,
+        system, model: steps !== undefined ? { horizon: steps } : {}, planner, params, prior, backend, threads, seed: 1, gpuPath,
       } satisfies PlannerSpec)));
       for (const b of built) if (b.backend instanceof WebGpuBackend) device = b.backend.adapterName;
       const times = paths.map(() => [] as number[]);
@@ -98,7 +104,7 @@ export const benchPlannerCommand: Command = {
           times[p].push(ms);
           for (const [key, v] of Object.entries(r.info)) (info[p][key] ??= []).push(v);
         }
-        bar.update((index + (k + 1) / (5 + repeats)) / sizes.length, `${planner === 'mppi' ? 'M' : 'N'} = ${count}`);
+        bar.update((index + (k + 1) / (5 + repeats)) / sizes.length, `${sizeKey} ${count}`);
       }
       for (const b of built) b.backend.dispose();
       for (const [p, gpuPath] of paths.entries()) {
@@ -109,7 +115,7 @@ export const benchPlannerCommand: Command = {
           path: backend === 'webgpu' ? gpuPath : 'cpu',
           samples: count,
           steps: model.horizon,
-          iterations: planner === 'mppi' ? params.iterations as number : null,
+          iterations: hasIterations ? params.iterations as number : null,
           msMedian: median,
           msP99: quantile(times[p], 0.99),
           rolloutStepsPerS: rollouts !== null ? (rollouts * model.horizon) / (median / 1000) : null,
@@ -130,7 +136,7 @@ export const benchPlannerCommand: Command = {
     const f = (v: number | null, digits = 1) => (v === null ? '-' : v.toFixed(digits));
     console.log(table(rows.map((r) => [r.path, r.samples, r.steps, r.iterations ?? '-', f(r.msMedian, 2), f(r.msP99, 2), r.rolloutStepsPerS === null ? '-' : r.rolloutStepsPerS.toExponential(2),
       f(r.perPlan.gpuSubmits), f(r.perPlan.gpuReadbacks), f(r.perPlan.gpuKiBUp), f(r.perPlan.gpuKiBDown)]),
-    ['path', planner === 'mppi' ? 'M' : 'N', 'T', 'J', 'ms p50', 'ms p99', 'rollout-steps/s', 'submits', 'read-backs', 'KiB up', 'KiB down']));
+    ['path', sizeKey, 'T', 'J', 'ms p50', 'ms p99', 'rollout-steps/s', 'submits', 'read-backs', 'KiB up', 'KiB down']));
     console.log(`\n${planner} on ${system}, ${backend}: ${device}`);
     for (const r of rows.filter((row) => row.path === 'resident')) {
       const before = rows.find((row) => row.path === 'rollouts' && row.samples === r.samples);

@@ -2,7 +2,8 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { blockPlannerThread, PlannerThread } from '../controller/planner-thread.js';
-import type { PlanRequest, PlanResult, RecedingPlanner } from '../controller/receding.js';
+import type { PlanRequest, PlanResult, RecedingPlanner } from '../planners/receding.js';
+import { plannerDescriptor } from '../planners/registry.js';
 import { Rng } from '../random.js';
 import { RunSummary, runLoop } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
@@ -74,7 +75,7 @@ const SOAK_MAX_DURATION_S = 86_400;
 export const benchSoakCommand: Command = {
   name: 'bench soak',
   summary: 'Real-time soak with injected faults (sensor outages, NaN bursts, planner exceptions and stalls, parameter changes every few seconds, optional CPU load): command-period jitter, deadline misses, fallbacks by reason, heap and RSS over time.',
-  usage: 'bench soak --system NAME [--planner tsmc|mppi] [--duration SEC] [--params FILE.yaml] [--set key=value] [--no-faults] [--load N] [--out DIR] [--json]  (run node with --expose-gc for heap levels after collection)',
+  usage: 'bench soak --system NAME [--planner NAME] [--duration SEC] [--params FILE.yaml] [--set key=value] [--no-faults] [--load N] [--out DIR] [--json]  (run node with --expose-gc for heap levels after collection)',
   options: {
     ...RUN_OPTIONS,
     'no-faults': { type: 'boolean', description: 'run without injected faults (a baseline)' },
@@ -122,9 +123,9 @@ export const benchSoakCommand: Command = {
           modes.set(key, (modes.get(key) ?? 0) + 1);
           if (faults && r.timeS - lastChange >= SCHEDULE.parameterChange.everyS) {
             lastChange = r.timeS;
-            const key2 = `${session.planner.name}.${session.planner.name === 'tsmc' ? 'lambda' : 'temperature'}`;
-            const base = session.params.planner[key2.split('.')[1]] as number;
-            session.requestParameters({ [key2]: base * (0.5 + rng.uniform()) });
+            const { liveKey } = plannerDescriptor(session.planner.name);
+            const base = session.params.planner[liveKey] as number;
+            session.requestParameters({ [`${session.planner.name}.${liveKey}`]: base * (0.5 + rng.uniform()) });
           }
           if (k % Math.max(1, Math.round(session.rateHz * 10)) === 0) {
             // with node --expose-gc the heap is measured after a collection: its level, not the sawtooth

@@ -27,7 +27,7 @@ type LegKind = 'none' | 'clients' | 'stalled' | 'hostile';
 export const benchTelemetryCommand: Command = {
   name: 'bench telemetry',
   summary: 'Telemetry\'s cost to a real-time run: p99 solve time and command jitter without the server and with N Foxglove clients on every channel, and memory with and without one more, stalled client.',
-  usage: 'bench telemetry --system NAME [--planner tsmc|mppi] [--clients N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 ..] [--json]',
+  usage: 'bench telemetry --system NAME [--planner NAME] [--clients N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 ..] [--json]',
   options: {
     ...RUN_OPTIONS,
     clients: { type: 'string', description: 'Foxglove clients (default 10)', valueName: 'N' },

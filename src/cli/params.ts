@@ -11,10 +11,10 @@ interface Table { entries: ParamEntry[]; values: Record<string, ParamValue> }
 export const paramsCommand: Command = {
   name: 'params',
   summary: 'Every parameter of the controller and simulator nodes for a system, with its value, rule and meaning; --yaml writes them as a complete ROS 2 parameter file (what the launch files and `run --params` read).',
-  usage: 'params --system NAME [--planner tsmc|mppi] [--yaml] [--json]',
+  usage: 'params --system NAME [--planner NAME] [--yaml] [--json]',
   options: {
     system: SYSTEM_OPTION,
-    planner: { type: 'string', description: 'the planner the file selects (default tsmc)', valueName: 'NAME' },
+    planner: { type: 'string', description: 'the planner the file selects (default: the registry\'s first, tsmc)', valueName: 'NAME' },
     yaml: { type: 'boolean', description: 'print a ROS 2 parameter file' },
     json: JSON_OPTION,
   },

@@ -1,3 +1,4 @@
+import { PLANNER_NAMES } from '../planners/registry.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { physicalNames, toPhysical } from '../models/model.js';
@@ -21,7 +22,7 @@ export const MAX_DURATION_S = 3600;
 /** Options read by runOptions(), shared by `run` and `bench mpc`. */
 export const RUN_OPTIONS: Record<string, OptionSpec> = {
   system: SYSTEM_OPTION,
-  planner: { type: 'string', description: 'tsmc or mppi (default: the parameter file\'s, else tsmc)', valueName: 'NAME' },
+  planner: { type: 'string', description: `a planner of the registry: ${PLANNER_NAMES.join(', ')} (default: the parameter file's, else ${PLANNER_NAMES[0]}; with --prior, mppi)`, valueName: 'NAME' },
   duration: { type: 'string', description: 'simulated seconds (default 15)', valueName: 'SEC' },
   rate: { type: 'string', description: 'control rate in Hz (default 1/dt of the system)', valueName: 'HZ' },
   params: { type: 'string', description: 'ROS 2 parameter YAML (the files in launch/config)', valueName: 'FILE' },
@@ -35,7 +36,7 @@ export const RUN_OPTIONS: Record<string, OptionSpec> = {
 export const runCommand: Command = {
   name: 'run',
   summary: 'Run the controller against the bundled simulator, embedded (no ROS): progress, summary, and an MCAP log, summary.json and a plot in --out.',
-  usage: 'run --system NAME [--planner tsmc|mppi] [--prior DIR] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--serve [--host H] [--port P] [--token T]] [--log-encoding protobuf|json] [--out DIR] [--json]',
+  usage: 'run --system NAME [--planner NAME] [--prior DIR] [--duration SEC] [--rate HZ] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--seed K] [--lockstep] [--serve [--host H] [--port P] [--token T]] [--log-encoding protobuf|json] [--out DIR] [--json]',
   options: {
     ...RUN_OPTIONS,
     out: { type: 'string', description: 'output folder (default runs/TIMESTAMP)', valueName: 'DIR' },
@@ -176,9 +177,9 @@ export function runOptions(values: Record<string, unknown>, maxDurationS = MAX_D
   if (planner !== undefined) flat.planner = planner;
   const prior = stringOpt(values, 'prior');
   if (prior !== undefined) {
-    if (planner !== undefined && planner !== 'mppi') throw new InputError(`--prior guides MPPI: drop --planner ${planner}, or use --planner mppi`);
     flat['prior.path'] = prior;
-    flat.planner = 'mppi';
+    // a prior given without a planner guides MPPI (PO-MPC); the planner's descriptor refuses settings it cannot use
+    if (planner === undefined) flat.planner = 'mppi';
   }
   const rate = stringOpt(values, 'rate');
   if (rate !== undefined) flat.rateHz = parseNumber('--rate', rate);

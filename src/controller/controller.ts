@@ -2,11 +2,12 @@ import { fromPhysical, Model } from '../models/model.js';
 import { choice, list, num } from '../params.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
-import type { PlanDiagnostics, PlanResult, RecedingPlanner } from './receding.js';
+import type { PlanDiagnostics, PlanResult, RecedingPlanner } from '../planners/receding.js';
+import { PLANNER_NAMES } from '../planners/registry.js';
 
 /** Controller parameters, declared once (ROS parameters, YAML files, --set). */
 export const CONTROLLER_PARAMS = {
-  planner: choice('tsmc', ['tsmc', 'mppi'] as const, 'the receding-horizon planner', { readOnly: 'the planner is built at configure' }),
+  planner: choice(PLANNER_NAMES[0], PLANNER_NAMES, 'the receding-horizon planner (the planner registry: src/planners/registry.ts)', { readOnly: 'the planner is built at configure' }),
   plannerThread: choice('worker', ['worker', 'main'] as const,
     'where the planner runs: worker (its own thread: a slow or stalled planner cannot delay a command) or main (the command thread: a stall blocks commands; for profiling)',
     { readOnly: 'the planner is built at configure' }),

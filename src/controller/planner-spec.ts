@@ -1,19 +1,17 @@
 import { availableParallelism } from 'node:os';
 import { createBackend, WebGpuBackend } from '../kernels/index.js';
 import type { GpuCounters } from '../kernels/webgpu.js';
-import { GpuMppiPlanner } from './gpu-mppi.js';
-import { GpuTsmcPlanner } from './gpu-tsmc.js';
 import type { BackendKind, RolloutBackend } from '../kernels/index.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, resolveModel } from '../models/model.js';
 import type { ParamsOf, ParamValue } from '../params.js';
-import type { MPPI_PARAMS } from '../planners/mppi.js';
 import { Rng } from '../random.js';
 import { compileStepFunction } from '../kernels/js-source.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import type { PRIOR_PARAMS } from '../prior/params.js';
 import { LearnedPrior } from '../prior/runtime.js';
-import { MPC_TSMC_PARAMS, MppiPlanner, PriorGuide, RecedingPlanner, TsmcPlanner } from './receding.js';
+import type { PriorGuide, RecedingPlanner } from '../planners/receding.js';
+import { plannerDescriptor } from '../planners/registry.js';
 import { InputError } from '../input-error.js';
 
 /**
@@ -25,7 +23,8 @@ export interface PlannerSpec {
   system: string;
   /** model overrides, as the user gave them */
   model: Record<string, unknown>;
-  planner: 'tsmc' | 'mppi';
+  /** a name in the planner registry */
+  planner: string;
   /** the planner's own parameters */
   params: Record<string, ParamValue>;
   /** a learned prior (`prior.path`, loaded here, in the planner's thread) and how it is used */
@@ -35,7 +34,7 @@ export interface PlannerSpec {
   threads: number;
   seed: number;
   /**
-   * webgpu only: 'resident' (default) runs whole MPPI iterations and TSMC levels on the GPU;
+   * webgpu only: 'resident' (default) runs the planner's iterations on the GPU where it has a GPU path;
    * 'rollouts' keeps the planner on the CPU and uses the GPU as a rollout
    * service (the path before the GPU-resident planner; `bench planner` compares them)
    */
@@ -49,22 +48,21 @@ export interface BuiltPlanner {
 }
 
 export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
+  const descriptor = plannerDescriptor(spec.planner);
   const model = resolveModel(modelDefinition(spec.system), spec.model);
-  // a prior that does not fit is refused before anything is compiled
+  const wantsGpu = spec.backend === 'webgpu' && spec.gpuPath !== 'rollouts';
+  // a prior that does not fit (or a planner that needs one and has none) is refused before anything is compiled
+  if (spec.prior?.path) {
+    const problem = descriptor.priorProblem?.(spec.prior, wantsGpu);
+    if (problem) throw new InputError(problem);
+  } else if (descriptor.prior === 'required') {
+    throw new InputError(`planner ${descriptor.name} plans with a learned prior: set prior.path (a directory from train-prior)`);
+  }
   const guide = spec.prior?.path ? priorGuide(spec, model) : undefined;
   const backend = await createBackend(model, spec.backend, { threads: spec.threads > 0 ? spec.threads : availableParallelism() });
+  const gpu = backend instanceof WebGpuBackend && wantsGpu ? backend : undefined;
   // the planner owns a copy of its parameters: live changes must not leak into the caller's
-  const rng = new Rng(spec.seed);
-  const mppiParams = { ...spec.params } as ParamsOf<typeof MPPI_PARAMS>;
-  let planner: RecedingPlanner;
-  const tsmcParams = { ...spec.params } as ParamsOf<typeof MPC_TSMC_PARAMS>;
-  const resident = backend instanceof WebGpuBackend && spec.gpuPath !== 'rollouts';
-  if (spec.planner === 'tsmc' && resident && guide) {
-    throw new InputError('prior.path is set, but the GPU-resident TSMC (backend webgpu) does not use a learned prior: clear prior.path, or backend cpu');
-  }
-  if (spec.planner === 'tsmc') planner = resident ? await GpuTsmcPlanner.create(model, backend, tsmcParams, spec.seed) : new TsmcPlanner(model, backend, tsmcParams, rng, guide);
-  else if (resident) planner = await GpuMppiPlanner.create(model, backend, mppiParams, spec.seed, guide);
-  else planner = new MppiPlanner(model, backend, mppiParams, rng, guide);
+  const planner = await descriptor.build({ model, backend, params: { ...spec.params }, seed: spec.seed, rng: new Rng(spec.seed), guide, gpu });
   return { model, backend, planner: backend instanceof WebGpuBackend ? countingRoundTrips(planner, backend.counters) : planner };
 }
 
@@ -83,9 +81,6 @@ function countingRoundTrips(inner: RecedingPlanner, counters: GpuCounters): Rece
 }
 
 function priorGuide(spec: PlannerSpec, model: Model): PriorGuide {
-  if (spec.planner === 'tsmc' && spec.prior!.tsmcCentre !== 'policy') {
-    throw new InputError('prior.path is set, but TSMC uses a learned prior only to centre its sampling prior on the policy: set prior.tsmcCentre: policy, or clear prior.path');
-  }
   const prior = LearnedPrior.load(spec.prior!.path, model);
   const step = compileStepFunction(buildStepGraphs(model, false));
   const noise = new Array<number>(model.noiseDim).fill(0);

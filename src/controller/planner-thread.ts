@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { PlannerSpec } from './planner-spec.js';
-import type { PlanRequest, PlanResult, RecedingPlanner } from './receding.js';
+import type { PlanRequest, PlanResult, RecedingPlanner } from '../planners/receding.js';
 import { InputError } from '../input-error.js';
 
 /** A V8 heap's levels: in use, and committed (what it holds of the process's memory, the young generation included). */

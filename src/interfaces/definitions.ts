@@ -48,7 +48,10 @@ export function parseMsgFile(text: string, label: string, name: string): Message
     throw new Error(`${label}: not a ROS 2 message definition (${(e as Error).message})`);
   }
   if (parsed.length !== 1) throw new Error(`${label}: expected one message definition, found ${parsed.length}`);
-  return { name, definitions: parsed[0].definitions };
+  // a bare type name is one of this package's own (rosidl's rule), e.g. `NamedSeries[] series`
+  const pkg = name.split('/')[0];
+  const definitions = parsed[0].definitions.map((f) => (f.isComplex && !f.type.includes('/') ? { ...f, type: `${pkg}/${f.type}` } : f));
+  return { name, definitions };
 }
 
 /** `pkg/msg/Name` and `pkg/Name` name the same type. */

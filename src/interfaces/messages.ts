@@ -1,4 +1,4 @@
-import type { PlanDiagnostics } from '../controller/receding.js';
+import type { PlanDiagnostics } from '../planners/receding.js';
 import type { Model, SensorInterface } from '../models/model.js';
 import { physicalNames, toPhysical } from '../models/model.js';
 import { TYPES } from './definitions.js';
@@ -80,11 +80,7 @@ export interface StatusMsg {
   last_rejection: string;
   info_names: string[];
   info_values: number[];
-  ladder_beta: number[];
-  ladder_ess_ratio: number[];
-  ladder_acceptance: number[];
-  cost_spread: number[];
-  sigma: number[];
+  series: { name: string; values: number[] }[];
 }
 
 export function toTime(timeS: number): Time {
@@ -269,10 +265,6 @@ export function statusMessage(s: StatusInput): StatusMsg {
     last_rejection: s.lastRejection,
     info_names: Object.keys(s.info),
     info_values: Object.values(s.info),
-    ladder_beta: s.diagnostics?.ladder?.beta ?? [],
-    ladder_ess_ratio: s.diagnostics?.ladder?.essRatio ?? [],
-    ladder_acceptance: s.diagnostics?.ladder?.acceptance ?? [],
-    cost_spread: s.diagnostics?.costSpread ?? [],
-    sigma: s.diagnostics?.sigma ?? [],
+    series: Object.entries(s.diagnostics?.series ?? {}).map(([name, values]) => ({ name, values })),
   };
 }

@@ -4,11 +4,11 @@ import { num, ParamsOf, resolveParams, Schema } from '../params.js';
 import { Rng } from '../random.js';
 import type { LevelInfo } from '../samplers/tempering.js';
 import { initParticles, MoveInfo } from '../samplers/target.js';
-import { mppi } from './mppi.js';
+import { mppi } from './mppi/mppi.js';
 import { rows } from '../arrays.js';
 import { projectedAdam } from './gradient.js';
 import { ControlPrior, RolloutContext, toControls, TrajectoryTarget } from './problem.js';
-import { MOVE_PARAMS, moveKernel, runTsmc, SAMPLING_PARAMS, TSMC_PARAMS, TSMC_SYSTEM_DEFAULTS } from './tsmc.js';
+import { MOVE_PARAMS, moveKernel, runTsmc, SAMPLING_PARAMS, TSMC_PARAMS, TSMC_SYSTEM_DEFAULTS } from './tsmc/tsmc.js';
 import { InputError } from '../input-error.js';
 
 /** Trajectory optimisers: TSMC and the TSMC paper's baselines (§V), all started from the same prior particles. */

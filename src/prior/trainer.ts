@@ -9,7 +9,7 @@ import { fromPhysical, inGoalRegion, Model, resolveModel } from '../models/model
 import { choice, num, ParamsOf, resolveParams, text } from '../params.js';
 import { controlScaling, toNormalised } from '../planners/problem.js';
 import { Rng } from '../random.js';
-import { MppiPlanner } from '../controller/receding.js';
+import { MppiPlanner } from '../planners/mppi/receding.js';
 import { controlPeriodS, RunParams } from '../run/setup.js';
 import { Simulator } from '../../sim/simulator.js';
 import { loadCheckpoint, PriorMeta, saveCheckpoint, writeFileAtomic } from './checkpoint.js';

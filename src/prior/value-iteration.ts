@@ -8,7 +8,7 @@ import { modelDefinition } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { choice, flag, num, ParamsOf, resolveParams } from '../params.js';
 import { Rng } from '../random.js';
-import { MppiPlanner } from '../controller/receding.js';
+import { MppiPlanner } from '../planners/mppi/receding.js';
 import type { RunParams } from '../run/setup.js';
 import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint, writeFileAtomic } from './checkpoint.js';
 import { initMlp, cloneMlp } from './mlp.js';

@@ -1,7 +1,7 @@
 import { checkVector, Controller, TickResult } from '../controller/controller.js';
 import { buildPlanner, PlannerSpec } from '../controller/planner-spec.js';
 import { PlannerThread } from '../controller/planner-thread.js';
-import type { RecedingPlanner } from '../controller/receding.js';
+import type { RecedingPlanner } from '../planners/receding.js';
 import { Ekf, linearize } from '../estimation/ekf.js';
 import {
   CommandMsg, commandMessage, PlanMsg, planMessage, StateCodec, StateEstimateMsg, stateEstimateMessage, StatusMsg, statusMessage,

@@ -1,6 +1,5 @@
 import { CONTROLLER_PARAMS } from '../controller/controller.js';
-import { MPC_TSMC_PARAMS } from '../controller/receding.js';
-import { MPPI_PARAMS } from '../planners/mppi.js';
+import { PLANNERS } from '../planners/registry.js';
 import { PRIOR_PARAMS } from '../prior/params.js';
 import { modelDefinition, MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
@@ -10,35 +9,21 @@ import { ControllerSession } from './session.js';
 import { InputError } from '../input-error.js';
 
 /**
- * MPC defaults per system: sampling budgets sized for real time on a small
- * CPU (the papers' N=100 solves are offline). Every value can be overridden.
+ * The model as the controller plans with it, per system (planner tuning
+ * lives with each planner in the registry). Every value can be overridden.
  */
-// Tuned on the pendulum swing-up: white noise at PO-MPC's sigmaMax = 2 chatters
-// and cannot hold the upright; smooth noise and a carried-over sigma can.
-const PENDULUM_MPPI = { samples: 1024, iterations: 8, temperature: 0.01, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' };
-
-export const MPC_SYSTEM_DEFAULTS: Readonly<Record<string, { tsmc?: Record<string, unknown>; mppi?: Record<string, unknown>; model?: Record<string, unknown> }>> = {
+export const MPC_MODEL_DEFAULTS: Readonly<Record<string, Record<string, unknown>>> = {
   // A 2 s horizon, not the offline 3 s: near the upright an open-loop plan
   // diverges like exp(sqrt(g/l) t), so with noise the last second of a 3 s
   // plan is noise and the shifted plan is a poor warm start (plan cost at the
   // upright ~1 instead of ~0.03, and TSMC falls into swing-around minima).
-  pendulum: { tsmc: { lambda: 0.1, stepSize: 0.2, particles: 64, targetAcceptance: 0.75 }, mppi: PENDULUM_MPPI, model: { horizon: 20 } },
+  pendulum: { horizon: 20 },
   // 0.6 s ahead with the LQR cost-to-go as terminal cost, and an energy term
   // for the swing-up. Longer plans at the upright are hopelessly ill-conditioned
   // (at 2 s, 1e-4 on the first control moves the cost by ~300), and shorter
   // plans without the LQR term cannot see why to act now (non-minimum phase).
-  acrobot: {
-    tsmc: { lambda: 0.1, stepSize: 0.02, particles: 32, maxTreeDepth: 3 },
-    mppi: { samples: 512, iterations: 4, temperature: 10, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' },
-    model: { horizon: 24, wEnergy: 10, terminalLqr: 1 },
-  },
-  'cart-double-pendulum': { tsmc: { lambda: 0.1, stepSize: 0.05, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
-  'pusher-slider': { tsmc: { lambda: 0.2, stepSize: 0.01, particles: 64 }, mppi: { samples: 512, iterations: 4 } },
-  'double-integrator': { tsmc: { particles: 64 }, mppi: { samples: 128, iterations: 3 } },
+  acrobot: { horizon: 24, wEnergy: 10, terminalLqr: 1 },
 };
-
-export const MPC_PLANNER_SCHEMAS = { tsmc: MPC_TSMC_PARAMS, mppi: MPPI_PARAMS } as const;
-export type PlannerName = keyof typeof MPC_PLANNER_SCHEMAS;
 
 /** All parameters of a run, grouped by who owns them; keys in YAML and --set are `group.key` (or bare for the controller). */
 export interface RunParams {
@@ -46,8 +31,8 @@ export interface RunParams {
   controller: ParamsOf<typeof CONTROLLER_PARAMS>;
   /** the selected planner's parameters (the same object as planners[controller.planner]) */
   planner: Record<string, ParamValue>;
-  /** both planners, resolved with the system's MPC defaults: the inactive one can be tuned too */
-  planners: Record<PlannerName, Record<string, ParamValue>>;
+  /** every registered planner's, resolved with its defaults for the system: the inactive ones can be tuned too */
+  planners: Record<string, Record<string, ParamValue>>;
   /** the model overrides (MPC defaults and the user's), as given */
   model: Record<string, unknown>;
   /** a learned prior and how the planner uses it */
@@ -78,35 +63,34 @@ function splitSimulatorGroup(system: string, group: Record<string, unknown>): { 
   return { sim: resolveSimParams(plant), simModel };
 }
 
-const GROUPS = ['controller', 'tsmc', 'mppi', 'prior', 'model', 'sim'] as const;
+const GROUPS = ['controller', ...PLANNERS.map((p) => p.name), 'prior', 'model', 'sim'] as const;
 
 /**
  * Splits flat parameters into their owners. Accepted keys: controller keys
- * bare (rateHz), `tsmc.KEY` / `mppi.KEY`, `prior.KEY`, `model.KEY` and `sim.KEY`.
+ * bare (rateHz), `PLANNER.KEY` for each registered planner, `prior.KEY`, `model.KEY` and `sim.KEY`.
  */
 export function resolveRunParams(system: string, flat: Record<string, unknown>): RunParams {
   const givenSystem = flat.system instanceof GivenText ? flat.system.text : flat.system;
   if (givenSystem !== undefined && givenSystem !== system) {
     throw new InputError(`the parameters are for system ${describe(givenSystem)}, not '${system}'`);
   }
-  const groups: Record<(typeof GROUPS)[number], Record<string, unknown>> = { controller: keyedRecord(), tsmc: keyedRecord(), mppi: keyedRecord(), prior: keyedRecord(), model: keyedRecord(), sim: keyedRecord() };
+  const groups: Record<string, Record<string, unknown>> = keyedRecord();
+  for (const g of GROUPS) groups[g] = keyedRecord();
   for (const [key, value] of Object.entries(flat)) {
     if (key === 'system') continue;
     const dot = key.indexOf('.');
-    const group = (dot < 0 ? 'controller' : key.slice(0, dot)) as (typeof GROUPS)[number];
-    if (!GROUPS.includes(group)) throw new InputError(`unknown parameter group in '${key}' (use controller keys bare, or tsmc., mppi., prior., model., sim.)`);
+    const group = dot < 0 ? 'controller' : key.slice(0, dot);
+    if (!GROUPS.includes(group)) throw new InputError(`unknown parameter group in '${key}' (use controller keys bare, or ${GROUPS.slice(1).map((g) => `${g}.`).join(', ')})`);
     // `tsmc: 5` in a file: a group given a value
     if (dot < 0 && (GROUPS as readonly string[]).includes(key)) throw new InputError(`'${key}' is a group of parameters (${key}.KEY, a map in a file), got ${describe(value)}`);
     groups[group][dot < 0 ? key : key.slice(dot + 1)] = value;
   }
   const controller = resolveParams('controller', CONTROLLER_PARAMS, groups.controller);
-  // both planners are checked, so a typo in the other one never passes silently
-  const planners = {
-    tsmc: resolveParams('tsmc', MPC_TSMC_PARAMS as Schema, groups.tsmc, MPC_SYSTEM_DEFAULTS[system]?.tsmc ?? {}),
-    mppi: resolveParams('mppi', MPPI_PARAMS as Schema, groups.mppi, MPC_SYSTEM_DEFAULTS[system]?.mppi ?? {}),
-  };
+  // every planner is checked, so a typo in an inactive one never passes silently
+  const planners = keyedRecord<Record<string, ParamValue>>();
+  for (const p of PLANNERS) planners[p.name] = resolveParams(p.name, p.schema, groups[p.name], p.systemDefaults[system] ?? {});
   const prior = resolveParams('prior', PRIOR_PARAMS, groups.prior);
-  const model = { ...MPC_SYSTEM_DEFAULTS[system]?.model, ...groups.model };
+  const model = { ...MPC_MODEL_DEFAULTS[system], ...groups.model };
   // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
   const nominal = resolveModel(modelDefinition(system), model, 'model');
   const { sim, simModel } = splitSimulatorGroup(system, groups.sim);
@@ -135,7 +119,7 @@ export function planPeriodS(planRateHz: number, commandPeriodS: number): number 
 
 /**
  * The controller's parameters as one flat table (`system`, controller keys
- * bare, `tsmc.*`, `mppi.*`, `prior.*`, `model.*`) with their values: the ROS node
+ * bare, `PLANNER.*` for each registered planner, `prior.*`, `model.*`) with their values: the ROS node
  * declares exactly these, and the live-parameter path checks against them.
  */
 export function controllerParameterTable(params: RunParams): { entries: ParamEntry[]; values: Record<string, ParamValue> } {
@@ -143,8 +127,7 @@ export function controllerParameterTable(params: RunParams): { entries: ParamEnt
   const entries = [
     ...schemaEntries({ system: SYSTEM_PARAM }),
     ...schemaEntries(CONTROLLER_PARAMS),
-    ...schemaEntries(MPC_TSMC_PARAMS, 'tsmc.'),
-    ...schemaEntries(MPPI_PARAMS, 'mppi.'),
+    ...PLANNERS.flatMap((p) => schemaEntries(p.schema, `${p.name}.`)),
     ...schemaEntries(PRIOR_PARAMS, 'prior.'),
     ...schemaEntries(def.params, 'model.', 'model parameters are compiled into the rollout kernels at configure'),
   ];
@@ -154,8 +137,7 @@ export function controllerParameterTable(params: RunParams): { entries: ParamEnt
     ...params.controller,
     // the names in effect: the system's own unless set
     jointNames: params.controller.jointNames.length || def.sensor?.kind !== 'joints' ? params.controller.jointNames : [...def.sensor.joints],
-    ...prefixed('tsmc.', params.planners.tsmc),
-    ...prefixed('mppi.', params.planners.mppi),
+    ...Object.assign({}, ...PLANNERS.map((p) => prefixed(`${p.name}.`, params.planners[p.name]))),
     ...prefixed('prior.', params.prior),
     ...prefixed('model.', model),
   };
@@ -168,8 +150,11 @@ export const SYSTEM_PARAM = choice('pendulum', [...MODELS.keys()], 'the plant mo
 export function controllerConsistency(periodS: number, plansEveryS = periodS) {
   return (v: Readonly<Record<string, ParamValue>>): Record<string, string> => {
     const reasons: Record<string, string> = {};
-    if ((v['mppi.sigmaMin'] as number) > (v['mppi.sigmaMax'] as number)) {
-      reasons['mppi.sigmaMin'] = `mppi.sigmaMin ${v['mppi.sigmaMin']} must not exceed mppi.sigmaMax ${v['mppi.sigmaMax']}`;
+    for (const p of PLANNERS) {
+      if (!p.consistency) continue;
+      const prefix = `${p.name}.`;
+      const own = Object.fromEntries(Object.entries(v).flatMap(([k, x]) => (k.startsWith(prefix) ? [[k.slice(prefix.length), x]] : [])));
+      for (const [k, why] of Object.entries(p.consistency(own))) reasons[`${prefix}${k}`] = why;
     }
     if ((v.budgetMs as number) > 1000 * plansEveryS) {
       reasons.budgetMs = plansEveryS === periodS

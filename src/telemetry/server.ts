@@ -1,3 +1,4 @@
+import { plannerDescriptor } from '../planners/registry.js';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -180,6 +181,8 @@ export class Telemetry {
       const limits = source.model.controlLimits;
       return {
         planner: source.planner.name,
+        // how to draw the planner's diagnostics (PlannerStatus.series), as its registry entry declares them
+        plannerCharts: plannerDescriptor(source.planner.name).charts,
         system: source.model.name,
         stateNames: physicalNames(source.model),
         // which states are angles (plotted on the goal's branch), by the models' one rule

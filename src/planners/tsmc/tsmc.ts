@@ -1,11 +1,11 @@
-import { choice, num } from '../params.js';
-import type { Rng } from '../random.js';
-import { hmcKernel } from '../samplers/hmc.js';
-import { malaKernel } from '../samplers/mala.js';
-import { nutsKernel } from '../samplers/nuts.js';
-import type { ResamplingScheme } from '../samplers/resampling.js';
-import { temperedSmc, TemperedState } from '../samplers/tempering.js';
-import type { MoveKernel, Target } from '../samplers/target.js';
+import { choice, num } from '../../params.js';
+import type { Rng } from '../../random.js';
+import { hmcKernel } from '../../samplers/hmc.js';
+import { malaKernel } from '../../samplers/mala.js';
+import { nutsKernel } from '../../samplers/nuts.js';
+import type { ResamplingScheme } from '../../samplers/resampling.js';
+import { temperedSmc, TemperedState } from '../../samplers/tempering.js';
+import type { MoveKernel, Target } from '../../samplers/target.js';
 
 /** Parameters shared by every sampling planner (declared once, composed below). */
 export const SAMPLING_PARAMS = {

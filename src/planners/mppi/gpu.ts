@@ -1,13 +1,13 @@
-import { buildStepGraphs } from '../kernels/graphs.js';
-import { GpuProgram, tickHeader, WebGpuBackend } from '../kernels/webgpu.js';
-import { FLAG, HEADER, MPPI_BUFFERS, NO_COST, ROLLOUT_WORKGROUP, SCALAR, scalarLayout, wgslMppiSource } from '../kernels/wgsl-mppi.js';
-import type { Model } from '../models/model.js';
-import type { ParamsOf } from '../params.js';
-import type { MPPI_PARAMS } from '../planners/mppi.js';
-import { controlScaling, toControls } from '../planners/problem.js';
-import { Rng } from '../random.js';
-import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from './receding.js';
-import { InputError } from '../input-error.js';
+import { buildStepGraphs } from '../../kernels/graphs.js';
+import { GpuProgram, tickHeader, WebGpuBackend } from '../../kernels/webgpu.js';
+import { FLAG, HEADER, MPPI_BUFFERS, NO_COST, ROLLOUT_WORKGROUP, SCALAR, scalarLayout, wgslMppiSource } from '../../kernels/wgsl-mppi.js';
+import type { Model } from '../../models/model.js';
+import type { ParamsOf } from '../../params.js';
+import type { MPPI_PARAMS } from './mppi.js';
+import { controlScaling, toControls } from '../problem.js';
+import { Rng } from '../../random.js';
+import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from '../receding.js';
+import { InputError } from '../../input-error.js';
 
 const ENTRY_POINTS = ['prepare', 'rollout', 'select_elites', 'update', 'rollout_mean', 'finish'] as const;
 type EntryPoint = (typeof ENTRY_POINTS)[number];
@@ -196,8 +196,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
       cost: cost >= NO_COST ? Infinity : cost,
       info: { iterations, rollouts: iterations * M + 1 },
       diagnostics: {
-        costSpread: at(SCALAR.outFinite) > 0 ? Array.from(slice(SCALAR.outSpread, 4)) : [],
-        sigma,
+        series: { cost_spread: at(SCALAR.outFinite) > 0 ? Array.from(slice(SCALAR.outSpread, 4)) : [], sigma },
         ...(notices.length ? { notice: notices.join('; ') } : {}),
       },
     };

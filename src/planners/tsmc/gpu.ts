@@ -1,12 +1,13 @@
-import { buildStepGraphs } from '../kernels/graphs.js';
-import { GpuProgram, tickHeader, WebGpuBackend } from '../kernels/webgpu.js';
-import { NO_COST } from '../kernels/wgsl-mppi.js';
-import { LEVEL_OUT, TSMC_BUFFERS, TSMC_FLAG, TSMC_HEADER, TSMC_SCALAR, TSMC_WORKGROUP, tsmcAuxLayout, wgslTsmcSource } from '../kernels/wgsl-tsmc.js';
-import type { Model } from '../models/model.js';
-import type { ParamsOf } from '../params.js';
-import { controlScaling, toControls } from '../planners/problem.js';
-import { leapfrogStepsAt } from '../planners/tsmc.js';
-import type { MPC_TSMC_PARAMS, PlanRequest, PlanResult, RecedingPlanner } from './receding.js';
+import { buildStepGraphs } from '../../kernels/graphs.js';
+import { GpuProgram, tickHeader, WebGpuBackend } from '../../kernels/webgpu.js';
+import { NO_COST } from '../../kernels/wgsl-mppi.js';
+import { LEVEL_OUT, TSMC_BUFFERS, TSMC_FLAG, TSMC_HEADER, TSMC_SCALAR, TSMC_WORKGROUP, tsmcAuxLayout, wgslTsmcSource } from '../../kernels/wgsl-tsmc.js';
+import type { Model } from '../../models/model.js';
+import type { ParamsOf } from '../../params.js';
+import { controlScaling, toControls } from '../problem.js';
+import { leapfrogStepsAt } from './tsmc.js';
+import type { PlanRequest, PlanResult, RecedingPlanner } from '../receding.js';
+import type { MPC_TSMC_PARAMS } from './receding.js';
 
 const ENTRY_POINTS = [
   'evaluate', 'prepare_mean', 'prepare', 'store_prepared', 'flip', 'reweight', 'resample',
@@ -216,7 +217,7 @@ export class GpuTsmcPlanner implements RecedingPlanner {
         essRatio: (last?.ess ?? N) / N,
       },
       diagnostics: {
-        ladder: { beta: levels.map((l) => l.beta), essRatio: levels.map((l) => l.ess / N), acceptance: levels.map((l) => l.acceptance) },
+        series: { ladder_beta: levels.map((l) => l.beta), ladder_ess_ratio: levels.map((l) => l.ess / N), ladder_acceptance: levels.map((l) => l.acceptance) },
         // said once (and again after a reset), not on every tick
         ...(p.kernel === 'nuts' && !warm ? { notice: `GPU TSMC moves with HMC (${p.pathLength === 'adapted' ? 'adapted path length' : `leapfrogSteps = ${p.leapfrogSteps}`}); NUTS runs on the CPU planner (backend cpu)` } : {}),
       },

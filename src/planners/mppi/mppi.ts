@@ -1,5 +1,5 @@
-import { choice, num } from '../params.js';
-import type { Rng } from '../random.js';
+import { choice, num, ParamsOf } from '../../params.js';
+import type { Rng } from '../../random.js';
 
 export const MPPI_PARAMS = {
   samples: num(512, 'rollouts per iteration per nominal (M)', { min: 2, max: 1 << 20, integer: true }),
@@ -12,18 +12,8 @@ export const MPPI_PARAMS = {
   noiseCorrelation: num(0, 'AR(1) correlation of the sampling noise along the horizon (0 = white, as in PO-MPC)', { min: 0, max: 0.999 }),
 } as const;
 
-export interface MppiParams {
-  samples: number;
-  iterations: number;
-  elites: number;
-  temperature: number;
-  sigmaMin: number;
-  sigmaMax: number;
-  /** false: fixed sigma = sigmaMax (the TSMC paper's Parallel-MPPI baseline) */
-  adaptSigma: boolean;
-  /** AR(1) correlation of the noise along time, with unit marginal variance */
-  noiseCorrelation: number;
-}
+/** MPPI's settings: the schema's, plus whether sigma adapts (false: fixed at sigmaMax, the TSMC paper's Parallel-MPPI baseline). */
+export type MppiParams = Omit<ParamsOf<typeof MPPI_PARAMS>, 'sigmaWarmStart'> & { adaptSigma: boolean };
 
 /** Unit-variance noise along a horizon: white, or AR(1)-correlated per control channel. */
 function fillNoise(rng: Rng, out: Float64Array, m: number, rho: number): void {
