@@ -1,6 +1,8 @@
 import { InputError } from '../input-error.js';
 import type { PlannerDescriptor } from './descriptor.js';
 import { MPPI } from './mppi/index.js';
+import { SPO } from './spo/index.js';
+import { TRTSMC } from './trtsmc/index.js';
 import { TSMC } from './tsmc/index.js';
 
 /**
@@ -11,6 +13,8 @@ import { TSMC } from './tsmc/index.js';
 export const PLANNERS: readonly PlannerDescriptor[] = [
   TSMC,
   MPPI,
+  SPO,
+  TRTSMC,
 ];
 
 export const PLANNER_NAMES = PLANNERS.map((p) => p.name) as readonly string[];

@@ -58,9 +58,32 @@ export class LearnedPrior {
   value(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): Float64Array {
     const features = stateFeatures(this.meta.features, x, count, reference);
     const { mean } = policyAt(this.policyNet, features, count, this.meta.bounded);
-    const v = qAt(this.qNet, features, mean, count);
+    return this.floored(qAt(this.qNet, features, mean, count));
+  }
+
+  /** pi_s(.|x) and V(x) for `count` states at once (one feature pass): what a planner stepping particles through time needs per step. */
+  policyValue(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): { mean: Float64Array; std: Float64Array; value: Float64Array } {
+    const features = stateFeatures(this.meta.features, x, count, reference);
+    const { mean, std } = policyAt(this.policyNet, features, count, this.meta.bounded);
+    return { mean, std, value: this.floored(qAt(this.qNet, features, mean, count)) };
+  }
+
+  /**
+   * Q(x, z) in cost units (floored as the value is) for `count` states with
+   * `perState` actions each (normalised, count x perState x m): row r * perState + b
+   * is state r's action b.
+   */
+  q(x: ArrayLike<number>, count: number, z: ArrayLike<number>, perState: number, reference: ArrayLike<number>): Float64Array {
+    const features = stateFeatures(this.meta.features, x, count, reference);
+    const d = features.length / Math.max(1, count);
+    const repeated = new Float64Array(count * perState * d);
+    for (let r = 0; r < count; r++) for (let b = 0; b < perState; b++) repeated.set(features.subarray(r * d, (r + 1) * d), (r * perState + b) * d);
+    return this.floored(qAt(this.qNet, repeated, z, count * perState));
+  }
+
+  private floored(v: Float64Array): Float64Array {
     const floor = this.meta.valueFloor;
-    if (floor !== undefined) for (let i = 0; i < count; i++) if (v[i] < floor) v[i] = floor;
+    if (floor !== undefined) for (let i = 0; i < v.length; i++) if (v[i] < floor) v[i] = floor;
     return v;
   }
 

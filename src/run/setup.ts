@@ -59,8 +59,8 @@ function splitSimulatorGroup(system: string, group: Record<string, unknown>): { 
   }
   const nodeParams = resolveParams('sim', SIM_NODE_PARAMS as Schema, node);
   if (node.system !== undefined && String(nodeParams.system) !== system) throw new InputError(`the simulator's parameters are for system '${String(nodeParams.system)}', not '${system}'`);
-  resolveModel(modelDefinition(system), simModel, 'sim.model');
-  return { sim: resolveSimParams(plant), simModel };
+  const plantModel = resolveModel(modelDefinition(system), simModel, 'sim.model');
+  return { sim: resolveSimParams(plant), simModel: resolvedOverrides(plantModel.params, simModel) };
 }
 
 const GROUPS = ['controller', ...PLANNERS.map((p) => p.name), 'prior', 'model', 'sim'] as const;
@@ -90,9 +90,10 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   const planners = keyedRecord<Record<string, ParamValue>>();
   for (const p of PLANNERS) planners[p.name] = resolveParams(p.name, p.schema, groups[p.name], p.systemDefaults[system] ?? {});
   const prior = resolveParams('prior', PRIOR_PARAMS, groups.prior);
-  const model = { ...MPC_MODEL_DEFAULTS[system], ...groups.model };
   // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
-  const nominal = resolveModel(modelDefinition(system), model, 'model');
+  const nominal = resolveModel(modelDefinition(system), { ...MPC_MODEL_DEFAULTS[system], ...groups.model }, 'model');
+  // kept as the values they resolved to (numbers, not --set's text): they cross into the planner's thread
+  const model = resolvedOverrides(nominal.params, { ...MPC_MODEL_DEFAULTS[system], ...groups.model });
   const { sim, simModel } = splitSimulatorGroup(system, groups.sim);
   const periodS = controlPeriodS(controller.rateHz, nominal.dtS);
   const stepError = plantStepError(nominal.def, periodS, sim.substeps);
@@ -106,6 +107,10 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   if (typeof noisy === 'string') throw new InputError(noisy);
   return { system, controller, planner: planners[controller.planner], planners, model, prior, sim, simModel };
 }
+
+/** The keys the user gave, with the values they resolved to. */
+const resolvedOverrides = (resolved: Readonly<Record<string, number>>, given: object): Record<string, unknown> =>
+  Object.fromEntries(Object.keys(given).map((k) => [k, resolved[k]]));
 
 /** The control period: 1 / rateHz, or the model's step when rateHz is 0. */
 export function controlPeriodS(rateHz: number, modelDtS: number): number {

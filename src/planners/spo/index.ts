@@ -1,0 +1,29 @@
+import type { PlannerDescriptor } from '../descriptor.js';
+import { policyProposal, SMC_TIME_PARAMS, SmcTimePlanner, SmcVariant } from './receding.js';
+
+/** SPO (Macfarlane et al.): the policy proposes, advantages weigh, q-hat from the surviving particles' root ancestors (Algorithm 1). */
+export const SPO_VARIANT: SmcVariant = {
+  name: 'spo',
+  proposal: (p, bounded) => policyProposal(p.policyStdScale as number, bounded),
+  rootWeights: (r) => r.survivingWeights,
+  revive: () => false,
+};
+
+/** The SMC-over-time charts both members share: the weights' health along the depth, and q-hat over the root particles. */
+export const SMC_TIME_CHARTS = [
+  { title: 'SMC over time: ESS / K along the depth of the last plan (x: step)', kind: 'last', series: ['ess_ratio'], labels: ['ESS / K'] },
+  { title: 'SMC over time: q-hat over the root particles of the last plan (x: particle)', kind: 'last', series: ['q_hat'], labels: ['q-hat'] },
+] as const;
+
+export const SPO: PlannerDescriptor = {
+  name: 'spo',
+  summary: 'SPO: SMC over time with a learned policy as proposal and advantage weights; needs a prior (train-prior)',
+  schema: SMC_TIME_PARAMS,
+  systemDefaults: {},
+  sizeKey: 'particles',
+  liveKey: 'eta',
+  prior: 'required',
+  priorProblem: (_settings, gpuResident) => (gpuResident ? 'planner spo runs on the CPU (its networks are not on the GPU yet): backend cpu' : undefined),
+  build: ({ model, params, rng, guide }) => new SmcTimePlanner(model, params as never, rng, guide!, SPO_VARIANT),
+  charts: SMC_TIME_CHARTS,
+};

@@ -1,0 +1,173 @@
+import { compileStageCostFunction, compileStepFunction } from '../../kernels/js-source.js';
+import { buildStepGraphs } from '../../kernels/graphs.js';
+import type { Model } from '../../models/model.js';
+import { choice, flag, num, ParamsOf } from '../../params.js';
+import type { Rng } from '../../random.js';
+import { controlScaling } from '../problem.js';
+import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner, shiftSequence } from '../receding.js';
+import { normalise, Proposal, SmcResult, smcOverTime } from './smc.js';
+
+/** SMC planning over time: the parameters SPO and TRT-SMC share (`spo.*`, `trtsmc.*`). */
+export const SMC_TIME_PARAMS = {
+  particles: num(16, 'particles K, stepped through the model together', { min: 2, max: 4096, integer: true }),
+  depth: num(0, 'planning depth h in model steps (0 = the model\'s horizon; at most the horizon); the learned value closes each particle at the depth reached', { min: 0, max: 10000, integer: true }),
+  resampleEvery: num(2, 'resample every r steps (r >= depth: never, plain importance sampling)', { min: 1, max: 10000, integer: true }),
+  resampling: choice('systematic', ['systematic', 'multinomial'] as const, 'resampling scheme'),
+  eta: num(1, 'temperature of the advantage weights exp(A / eta), in cost units (used when klBound is 0)', { min: 0, max: 1e9, exclusive: true }),
+  klBound: num(0, 'when > 0: eta is solved each plan from SPO\'s dual (eq. (7)) for this KL bound between q-hat and the policy, over the first step\'s advantages', { min: 0, max: 100 }),
+  policyStdScale: num(1, 'multiplies the policy\'s std when it proposes actions (weights are corrected by pi / q): wider proposals explore more at small K', { min: 0, max: 100, exclusive: true }),
+  command: choice('mean', ['mean', 'sample'] as const, 'the command from q-hat: its weighted mean, or a draw from it'),
+  warmStart: flag(true, 'one particle follows the shifted previous plan (while it or an offspring survives resampling), so the last plan stays in reach'),
+} as const;
+
+type SmcTimeParams = ParamsOf<typeof SMC_TIME_PARAMS>;
+
+/** How a member of the family proposes actions and reads q-hat; the loop, the plan and the diagnostics are shared. */
+export interface SmcVariant {
+  name: string;
+  /** the proposal for this plan's settings */
+  proposal(params: Readonly<Record<string, unknown>>, bounded: readonly boolean[], guide: PriorGuide, reference: readonly number[]): Proposal;
+  /** q-hat over the root particles (K weights summing to 1) */
+  rootWeights(r: SmcResult): Float64Array;
+  /** TRT-SMC: revived resampling */
+  revive(params: Readonly<Record<string, unknown>>): boolean;
+  /** a name for the proposal's per-step figure, if it has one (an info key and a series) */
+  figureName?: string;
+}
+
+/** Gaussian draws from pi (std times `scale`), clipped to the bounds, with log pi / q of each draw. */
+export function policyProposal(scale: number, bounded: readonly boolean[]): Proposal {
+  return (_states, count, policy, rng) => {
+    const m = bounded.length;
+    const actions = new Float64Array(count * m);
+    const logCorrection = new Float64Array(count);
+    for (let i = 0; i < count; i++) {
+      for (let j = 0; j < m; j++) {
+        const k = i * m + j;
+        const e = rng.normal();
+        let z = policy.mean[k] + scale * policy.std[k] * e;
+        if (bounded[j]) z = z > 1 ? 1 : z < -1 ? -1 : z;
+        actions[k] = z;
+        // log N(z; mu, s) - log N(z; mu, scale s), at the unclipped draw
+        if (scale !== 1) logCorrection[i] += -0.5 * (scale * e) ** 2 + 0.5 * e * e + Math.log(scale);
+      }
+    }
+    return { actions, logCorrection };
+  };
+}
+
+/**
+ * An SMC-over-time planner in receding horizon (SPO and TRT-SMC): each
+ * tick runs one pass of K particles from the current state. The command is
+ * read from q-hat over the root particles' first actions (its weighted mean,
+ * or a draw); the published plan is the ancestral trajectory of the
+ * best-weighted particle, continued by the policy's mean beyond the depth
+ * reached, so the plan topic and the command side's interpolation work as
+ * with the other planners. Under a deadline the pass stops at the depth
+ * reached (the value closes it there) and says so.
+ */
+export class SmcTimePlanner implements RecedingPlanner {
+  readonly name: string;
+  private readonly step;
+  private readonly stageCost;
+  private readonly scaling;
+  private readonly bounded: boolean[];
+  /** the last published plan (normalised), for the warm start */
+  private last: Float64Array | undefined;
+
+  constructor(
+    readonly model: Model,
+    readonly params: SmcTimeParams & Record<string, unknown>,
+    private readonly rng: Rng,
+    readonly guide: PriorGuide,
+    private readonly variant: SmcVariant,
+  ) {
+    this.name = variant.name;
+    const graphs = buildStepGraphs(model, false);
+    const step = compileStepFunction(graphs);
+    const noise = new Array<number>(model.noiseDim).fill(0);
+    this.step = (x: readonly number[], u: readonly number[]) => step(x, u, noise);
+    this.stageCost = compileStageCostFunction(graphs);
+    this.scaling = controlScaling(model);
+    this.bounded = guide.prior.meta.bounded;
+  }
+
+  reset(): void {
+    this.last = undefined;
+  }
+
+  updateParams(changes: Readonly<Record<string, unknown>>): void {
+    applyPlannerChanges(this.params, this.guide, changes);
+  }
+
+  async plan(req: PlanRequest): Promise<PlanResult> {
+    const p = this.params;
+    const { model } = this;
+    const m = model.controlDim;
+    const H = model.horizon;
+    const depth = p.depth > 0 ? Math.min(p.depth, H) : H;
+    const prior = this.guide.prior;
+    const toPhysical = (z: ArrayLike<number>) => Array.from({ length: m }, (_, j) => this.scaling.center[j] + this.scaling.scale[j] * z[j]);
+    const r = smcOverTime({
+      stateDim: model.stateDim, controlDim: m, x0: req.x0, uPrev: req.uPrev,
+      policyValue: (x, count) => prior.policyValue(x, count, req.reference),
+      step: this.step,
+      stageCost: (x, u, uPrev) => this.stageCost(x, u, uPrev, req.reference),
+      toPhysical, gamma: prior.meta.gamma,
+    }, {
+      particles: p.particles, depth, resampleEvery: p.resampleEvery, resampling: p.resampling, eta: p.eta, klBound: p.klBound,
+      revive: this.variant.revive(p), deadline: req.deadline,
+      guide: p.warmStart && this.last ? shiftSequence(this.last, m, req.shiftSteps ?? 1).subarray(0, depth * m) : undefined,
+    }, this.variant.proposal(p, this.bounded, this.guide, req.reference), this.rng);
+    const K = p.particles;
+    const q = this.variant.rootWeights(r);
+    if (!q.every(Number.isFinite)) throw new Error(`${this.name}: q-hat is not finite (the learned prior's output or the model went non-finite at every particle)`);
+    const command = new Float64Array(m);
+    if (p.command === 'sample') {
+      let u = this.rng.uniform();
+      let j = 0;
+      while (j < K - 1 && (u -= q[j]) > 0) j++;
+      command.set(r.rootActions.subarray(j * m, (j + 1) * m));
+    } else {
+      for (let j = 0; j < K; j++) for (let k = 0; k < m; k++) command[k] += q[j] * r.rootActions[j * m + k];
+    }
+    // the published plan: the best-weighted particle's ancestral trajectory, then the policy's mean to the horizon
+    const w = normalise(r.logWeights);
+    let best = 0;
+    for (let i = 1; i < K; i++) if (w[i] > w[best]) best = i;
+    const d = r.depthReached;
+    const z = new Float64Array(H * m);
+    z.set(r.trajectories.subarray(best * d * m, (best + 1) * d * m));
+    z.set(command, 0);
+    let x = Float64Array.from(r.states.subarray(best * model.stateDim, (best + 1) * model.stateDim));
+    for (let t = d; t < H; t++) {
+      const { mean } = prior.policy(x, 1, req.reference);
+      z.set(mean, t * m);
+      x = Float64Array.from(this.step(Array.from(x), toPhysical(mean)));
+    }
+    this.last = z;
+    const controls = new Float64Array(H * m);
+    for (let t = 0; t < H; t++) controls.set(toPhysical(z.subarray(t * m, (t + 1) * m)), t * m);
+    const finalEss = r.essRatios.at(-1) ?? 1;
+    const figures = r.proposalFigures;
+    return {
+      controls,
+      // the plan's cost in the value's units: V(x0) from the SMC estimate
+      cost: r.valueSmc,
+      info: {
+        depth: d, essRatio: finalEss, resamples: r.resamples, eta: r.eta, valueRoot: r.valueRoot, valueSmc: r.valueSmc,
+        ...(this.variant.figureName && figures.length ? { [this.variant.figureName]: figures.reduce((a, b) => a + b, 0) / figures.length } : {}),
+      },
+      diagnostics: {
+        series: {
+          ess_ratio: r.essRatios,
+          q_hat: Array.from(q),
+          ...(this.variant.figureName ? { [snake(this.variant.figureName)]: figures } : {}),
+        },
+        ...(d < depth ? { notice: `the deadline stopped the pass at depth ${d} of ${depth}` } : {}),
+      },
+    };
+  }
+}
+
+const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);

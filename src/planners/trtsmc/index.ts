@@ -1,0 +1,78 @@
+import { flag, num } from '../../params.js';
+import type { PlannerDescriptor } from '../descriptor.js';
+import { SMC_TIME_CHARTS } from '../spo/index.js';
+import { SMC_TIME_PARAMS, SmcTimePlanner, SmcVariant } from '../spo/receding.js';
+import type { Proposal } from '../spo/smc.js';
+import { normalise } from '../spo/smc.js';
+import { trustRegion } from './trust-region.js';
+
+export const TRTSMC_PARAMS = {
+  ...SMC_TIME_PARAMS,
+  alpha: num(0.1, 'greediness of the trust-region proposal: KL(q || pi) <= alpha KL(pi* || pi) over the atoms (0 = the policy, 1 = greedy in the learned Q)', { min: 0, max: 1 }),
+  atoms: num(16, 'atoms B drawn from the policy at each particle and step, over which the proposal is solved', { min: 2, max: 1024, integer: true }),
+  revive: flag(true, 'revived resampling: resampled particles continue from their parent\'s last non-terminal (finite) state, not its current one'),
+} as const;
+
+/**
+ * At each particle: B atoms from pi (std x policyStdScale, clipped), their
+ * learned Q, the trust-region Boltzmann policy over them, one atom drawn;
+ * log(pi / q) = log(1 / B) - log q_b. The per-step figure is the mean
+ * inverse temperature beta of the finite ones.
+ */
+function trustRegionProposal(alpha: number, atoms: number, scale: number, bounded: readonly boolean[], q: (states: Float64Array, count: number, z: Float64Array, perState: number) => Float64Array): Proposal {
+  const m = bounded.length;
+  return (states, count, policy, rng) => {
+    const B = atoms;
+    const z = new Float64Array(count * B * m);
+    for (let i = 0; i < count; i++) {
+      for (let b = 0; b < B; b++) {
+        for (let j = 0; j < m; j++) {
+          let v = policy.mean[i * m + j] + scale * policy.std[i * m + j] * rng.normal();
+          if (bounded[j]) v = v > 1 ? 1 : v < -1 ? -1 : v;
+          z[(i * B + b) * m + j] = v;
+        }
+      }
+    }
+    const values = q(states, count, z, B);
+    const actions = new Float64Array(count * m);
+    const logCorrection = new Float64Array(count);
+    let betaSum = 0;
+    let betaCount = 0;
+    for (let i = 0; i < count; i++) {
+      const step = trustRegion(values.subarray(i * B, (i + 1) * B), alpha);
+      let u = rng.uniform();
+      let k = 0;
+      while (k < B - 1 && (u -= step.probs[k]) > 0) k++;
+      actions.set(z.subarray((i * B + k) * m, (i * B + k + 1) * m), i * m);
+      logCorrection[i] = -Math.log(B) - Math.log(step.probs[k]);
+      if (Number.isFinite(step.beta)) {
+        betaSum += step.beta;
+        betaCount++;
+      }
+    }
+    return { actions, logCorrection, figure: betaCount ? betaSum / betaCount : Infinity };
+  };
+}
+
+/** TRT-SMC: SPO's loop with the trust-region twisted proposal, revived resampling, and q-hat from the backed-up ancestor statistics (Algorithm 2). */
+export const TRTSMC_VARIANT: SmcVariant = {
+  name: 'trtsmc',
+  proposal: (p, bounded, guide, reference) => trustRegionProposal(p.alpha as number, p.atoms as number, p.policyStdScale as number, bounded,
+    (states, count, z, perState) => guide.prior.q(states, count, z, perState, reference)),
+  rootWeights: (r) => normalise(r.backedUp),
+  revive: (p) => p.revive === true,
+  figureName: 'beta',
+};
+
+export const TRTSMC: PlannerDescriptor = {
+  name: 'trtsmc',
+  summary: 'TRT-SMC: SMC over time with a trust-region twisted proposal over the learned Q and backed-up ancestor statistics; needs a prior (train-prior)',
+  schema: TRTSMC_PARAMS,
+  systemDefaults: {},
+  sizeKey: 'particles',
+  liveKey: 'alpha',
+  prior: 'required',
+  priorProblem: (_settings, gpuResident) => (gpuResident ? 'planner trtsmc runs on the CPU (its networks are not on the GPU yet): backend cpu' : undefined),
+  build: ({ model, params, rng, guide }) => new SmcTimePlanner(model, params as never, rng, guide!, TRTSMC_VARIANT),
+  charts: [...SMC_TIME_CHARTS, { title: 'TRT-SMC: mean inverse temperature beta of the proposal along the depth (x: step)', kind: 'last', series: ['beta'], labels: ['beta'] }],
+};

@@ -1,0 +1,254 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildPlanner } from '../src/controller/planner-spec.js';
+import { pendulum as pendulumDef } from '../src/models/pendulum.js';
+import { resolveModel } from '../src/models/model.js';
+import { PLANNERS } from '../src/planners/registry.js';
+import { controlScaling } from '../src/planners/problem.js';
+import { saveCheckpoint } from '../src/prior/checkpoint.js';
+import { boundedControls, defaultFeatures, initNetworks } from '../src/prior/networks.js';
+import { Rng } from '../src/random.js';
+import { ControllerSession } from '../src/run/session.js';
+import { controllerParameterTable, resolveRunParams } from '../src/run/setup.js';
+import { dualEta, Proposal, SmcProblem, SmcSettings, smcOverTime } from '../src/planners/spo/smc.js';
+import { trustRegion } from '../src/planners/trtsmc/trust-region.js';
+
+/**
+ * A 1-D problem small enough to weigh by hand: x' = x + u, l = x^2 + u^2,
+ * V(x) = x^2, gamma 1, controls not scaled. The policy's output is unused by
+ * the fixed proposals below.
+ */
+const handProblem = (gamma = 1): SmcProblem => ({
+  stateDim: 1, controlDim: 1, x0: [1], uPrev: [0], gamma,
+  policyValue: (x, count) => ({ mean: new Float64Array(count), std: new Float64Array(count).fill(1), value: Float64Array.from(x.subarray(0, count), (v) => v * v) }),
+  step: (x, u) => [x[0] + u[0]],
+  stageCost: (x, u) => x[0] * x[0] + u[0] * u[0],
+  toPhysical: (z) => [z[0]],
+});
+
+/** Particle i's action at step t from a table (rows: steps), with no proposal correction. */
+const fixed = (table: number[][]): Proposal => {
+  let t = 0;
+  return (_s, count) => ({ actions: Float64Array.from(table[t++].slice(0, count)), logCorrection: new Float64Array(count) });
+};
+
+const settings = (over: Partial<SmcSettings> = {}): SmcSettings => ({
+  particles: 3, depth: 2, resampleEvery: 100, resampling: 'systematic', eta: 1, klBound: 0, revive: false, ...over,
+});
+
+const normalised = (logW: number[]) => {
+  const w = logW.map(Math.exp);
+  const total = w.reduce((a, b) => a + b, 0);
+  return w.map((v) => v / total);
+};
+
+const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-12, label = '') => {
+  assert.equal(a.length, b.length, label);
+  for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= tol, `${label}[${i}]: ${a[i]} vs ${b[i]}`);
+};
+
+describe('SMC planning over time (SPO, TRT-SMC)', () => {
+  const actions = [[0.5, -1, 0], [0.1, 0.2, -0.3]];
+
+  it('SPO: weights and q-hat of a 3-particle, 2-step case, by hand', () => {
+    // by hand, A_t = -(l_t + V(x_{t+1}) - V(x_t)):
+    // particle 0: x 1 -> 1.5 -> 1.6: A0 = -(1.25 + 2.25 - 1) = -2.5, A1 = -(2.25 + 0.01 + 2.56 - 2.25) = -2.57
+    // particle 1: x 1 -> 0 -> 0.2:   A0 = -(2 + 0 - 1) = -1,        A1 = -(0 + 0.04 + 0.04 - 0) = -0.08
+    // particle 2: x 1 -> 1 -> 0.7:   A0 = -(1 + 1 - 1) = -1,        A1 = -(1 + 0.09 + 0.49 - 1) = -0.58
+    const r = smcOverTime(handProblem(), settings(), fixed(actions), new Rng(1));
+    close(r.logWeights, [-5.07, -1.08, -1.58], 1e-12, 'log weights');
+    close(r.survivingWeights, normalised([-5.07, -1.08, -1.58]), 1e-12, 'q-hat');
+    close(r.rootActions, actions[0], 0, 'root actions');
+    assert.equal(r.depthReached, 2);
+    assert.equal(r.resamples, 0);
+    // eta 2 halves every log weight
+    const hot = smcOverTime(handProblem(), settings({ eta: 2 }), fixed(actions), new Rng(1));
+    close(hot.survivingWeights, normalised([-2.535, -0.54, -0.79]), 1e-12, 'q-hat at eta 2');
+  });
+
+  it('SPO: resampling after step 1 moves states and ancestors; q-hat sums the survivors onto their roots', () => {
+    // ancestors drawn as [1, 1, 2]: particles 0 and 1 continue from x = 0 (root 1), particle 2 from x = 1 (root 2), weights reset
+    const r = smcOverTime(handProblem(), settings({ resampleEvery: 1, resampleIndices: () => Int32Array.from([1, 1, 2]) }), fixed(actions), new Rng(1));
+    assert.deepEqual(Array.from(r.ancestors), [1, 1, 2]);
+    // step 2 by hand: x 0 -u 0.1-> 0.1: A = -(0.01 + 0.01) = -0.02; x 0 -u 0.2-> 0.2: -0.08; x 1 -u -0.3-> 0.7: -0.58
+    close(r.logWeights, [-0.02, -0.08, -0.58], 1e-12, 'log weights after resampling');
+    const w = normalised([-0.02, -0.08, -0.58]);
+    close(r.survivingWeights, [0, w[0] + w[1], w[2]], 1e-12, 'q-hat');
+    assert.equal(r.resamples, 1);
+    // the trajectories travel with their particles: particle 0 now holds root 1's first action
+    close(r.trajectories, [-1, 0.1, -1, 0.2, 0, -0.3], 0, 'ancestral trajectories');
+  });
+
+  it('discounting: the advantage of step t counts gamma^t', () => {
+    // gamma 0.5: A0 = -(l0 + 0.5 V(x1) - V(x0)), A1 = -(l1 + 0.5 V(x2) - V(x1)), log w = A0 + 0.5 A1
+    const g = 0.5;
+    const byHand = [[1.5, 1.6, 0.5, 0.1], [0, 0.2, -1, 0.2], [1, 0.7, 0, -0.3]].map(([x1, x2, a0, a1]) => {
+      const A0 = -(1 + a0 * a0 + g * x1 * x1 - 1);
+      const A1 = -(x1 * x1 + a1 * a1 + g * x2 * x2 - x1 * x1);
+      return A0 + g * A1;
+    });
+    const r = smcOverTime(handProblem(g), settings(), fixed(actions), new Rng(1));
+    close(r.logWeights, byHand, 1e-12, 'discounted log weights');
+  });
+
+  it('TRT-SMC: backed-up ancestor statistics equal their definition on a fixed resampling history', () => {
+    const K = 4;
+    const depth = 5;
+    const rng = new Rng(3);
+    const table = Array.from({ length: depth }, () => Array.from({ length: K }, () => rng.normal() * 0.7));
+    const corrections = Array.from({ length: depth }, () => Array.from({ length: K }, () => rng.normal() * 0.1));
+    let t = 0;
+    const proposal: Proposal = () => {
+      const draw = { actions: Float64Array.from(table[t]), logCorrection: Float64Array.from(corrections[t]) };
+      t++;
+      return draw;
+    };
+    const history = [[0, 0, 1, 3], [2, 2, 2, 0], [1, 3, 3, 3], [0, 1, 2, 3]];
+    let call = 0;
+    const r = smcOverTime(handProblem(0.9), settings({ particles: K, depth, resampleEvery: 1, eta: 0.7, resampleIndices: () => Int32Array.from(history[call++]) }), proposal, new Rng(1));
+    // the definition (Algorithm 2, lines 8-9): Q_j += log mean over {i : J_i = j} of the incremental weight w_t / w_{t-1}
+    let x = new Array<number>(K).fill(1);
+    let J = [0, 1, 2, 3];
+    const expected = new Array<number>(K).fill(0);
+    for (let s = 0; s < depth; s++) {
+      const inc = x.map((xi, i) => {
+        const a = table[s][i];
+        const x1 = xi + a;
+        return corrections[s][i] + 0.9 ** s * -(xi * xi + a * a + 0.9 * x1 * x1 - xi * xi) / 0.7;
+      });
+      for (let j = 0; j < K; j++) {
+        const members = J.flatMap((anc, i) => (anc === j ? [i] : []));
+        if (members.length) expected[j] += Math.log(members.reduce((acc, i) => acc + Math.exp(inc[i]), 0) / members.length);
+      }
+      x = x.map((xi, i) => xi + table[s][i]);
+      if (s + 1 < depth) {
+        const idx = history[s];
+        x = idx.map((k) => x[k]);
+        J = idx.map((k) => J[k]);
+      }
+    }
+    close(r.backedUp, expected, 1e-10, 'backed-up statistics');
+    assert.deepEqual(Array.from(r.ancestors), J);
+  });
+
+  it('revived resampling continues a resampled particle from its parent\'s last finite state', () => {
+    // particle 1's second step goes non-finite: its weight is zero and its reference stays at its last finite state
+    const problem = { ...handProblem(), step: (x: readonly number[], u: readonly number[]) => [u[0] > 5 ? NaN : x[0] + u[0]] };
+    const r = smcOverTime(problem, settings({ particles: 2, depth: 3, resampleEvery: 2, revive: true, resampleIndices: () => Int32Array.from([0, 0]) }), fixed([[0.1, 0.2], [0.1, 9], [0, 0]]), new Rng(1));
+    assert.equal(r.depthReached, 3);
+    assert.ok(r.states.every(Number.isFinite), 'both particles continue from finite states');
+    close(r.states, [1.2, 1.2], 1e-12, 'continued from particle 0\'s state');
+  });
+
+  it('anytime: a deadline in the past stops the pass after its first step and says how deep it got', () => {
+    const r = smcOverTime(handProblem(), settings({ deadline: performance.now() - 1 }), fixed(actions), new Rng(1));
+    assert.equal(r.depthReached, 1);
+    close(r.logWeights, [-2.5, -1, -1], 1e-12, 'one step of weights');
+  });
+
+  it('SPO dual: eta from eq. (7) shrinks as the KL bound grows', () => {
+    const a = [-3, -1, -0.5, 0, -2, -4];
+    const loose = dualEta(a, 2);
+    const tight = dualEta(a, 0.05);
+    assert.ok(loose < tight, `eta ${loose} at KL 2 vs ${tight} at KL 0.05`);
+    // at the optimum, KL(q || uniform) of q ∝ exp(A / eta) meets the bound
+    for (const [bound, eta] of [[0.05, tight], [0.5, dualEta(a, 0.5)]]) {
+      const w = normalised(a.map((v) => v / eta));
+      const kl = w.reduce((acc, p) => acc + (p > 0 ? p * Math.log(p * a.length) : 0), 0);
+      assert.ok(Math.abs(kl - bound) < 1e-3, `KL ${kl} vs bound ${bound}`);
+    }
+  });
+
+  describe('TRT-SMC trust-region proposal (eq. (7), Appendix B.5) on a one-step problem with a known Q', () => {
+    const q = [3.2, 1.5, 4.0, 1.9, 2.7, 5.5, 1.7, 3.3];
+    const B = q.length;
+    const kl = (p: Float64Array) => p.reduce((acc, v) => acc + (v > 0 ? v * Math.log(v * B) : 0), 0);
+
+    it('meets the KL bound alpha KL(greedy || prior) to 1e-3', () => {
+      for (const alpha of [0.05, 0.1, 0.3, 0.5, 0.9]) {
+        const r = trustRegion(q, alpha);
+        assert.ok(Math.abs(kl(r.probs) - alpha * Math.log(B)) < 1e-3, `alpha ${alpha}: KL ${kl(r.probs)} vs ${alpha * Math.log(B)}`);
+        assert.ok(Math.abs(r.probs.reduce((a, b) => a + b, 0) - 1) < 1e-12);
+        // lower cost, more mass
+        for (let i = 0; i < B; i++) for (let j = 0; j < B; j++) if (q[i] < q[j]) assert.ok(r.probs[i] >= r.probs[j]);
+      }
+    });
+
+    it('is the prior at alpha 0 and the greedy policy at alpha 1', () => {
+      close(trustRegion(q, 0).probs, new Array<number>(B).fill(1 / B), 1e-15, 'alpha 0');
+      close(trustRegion(q, 1).probs, q.map((v) => (v === 1.5 ? 1 : 0)), 0, 'alpha 1');
+      // ties share the greedy mass
+      close(trustRegion([2, 1, 1, 3], 1).probs, [0, 0.5, 0.5, 0], 0, 'tied minimum');
+      // a non-finite Q gets no mass
+      assert.equal(trustRegion([1, NaN, 2, 3], 0.5).probs[1], 0);
+    });
+  });
+
+  describe('spo and trtsmc through the planner registry (a prior with untrained networks)', () => {
+    const model = resolveModel(pendulumDef, { horizon: 10 });
+    let dir: string;
+    before(() => {
+      dir = mkdtempSync(join(tmpdir(), 'smc-prior-'));
+      const s = controlScaling(model);
+      saveCheckpoint(dir, initNetworks(new Rng(2), { stateDim: 2, controlDim: 1, features: defaultFeatures(model), hidden: [16, 16] }), {
+        version: 'test', system: 'pendulum', stateNames: ['theta', 'omega'], controlNames: ['u'], stateDim: 2, controlDim: 1, horizon: 10, dtS: model.dtS,
+        reference: [...model.goal], features: defaultFeatures(model), controlCenter: Array.from(s.center), controlScale: Array.from(s.scale), bounded: boundedControls(model),
+        hidden: [16, 16], valueTransform: 'symlog', gamma: 0.97, training: {}, episodes: 0, updates: 0,
+      });
+    });
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    for (const name of ['spo', 'trtsmc']) {
+      it(`${name}: plans from the state, publishes a whole plan, reports its series and figures, and runs in a session`, async () => {
+        const params = resolveRunParams('pendulum', { planner: name, 'model.horizon': 10, 'prior.path': dir, threads: 1, plannerThread: 'main', [`${name}.particles`]: 8 });
+        const { planner } = await buildPlanner({ system: 'pendulum', model: params.model, planner: name, params: params.planner, prior: params.prior, backend: 'cpu', threads: 1, seed: 4 });
+        const r = await planner.plan({ x0: [0.3, 0], uPrev: [0], reference: [...model.goal] });
+        assert.equal(r.controls.length, 10);
+        assert.ok(r.controls.every((u) => Number.isFinite(u) && Math.abs(u) <= 1 + 1e-12));
+        assert.equal(r.info.depth, 10);
+        const series = r.diagnostics!.series!;
+        assert.equal(series.ess_ratio.length, 10);
+        assert.ok(Math.abs(series.q_hat.reduce((a, b) => a + b, 0) - 1) < 1e-9, 'q-hat sums to 1');
+        if (name === 'trtsmc') assert.equal(series.beta.length, 10);
+        // the same seed, the same plan: the planner owns its random stream
+        const again = await buildPlanner({ system: 'pendulum', model: params.model, planner: name, params: params.planner, prior: params.prior, backend: 'cpu', threads: 1, seed: 4 });
+        assert.deepEqual(Array.from((await again.planner.plan({ x0: [0.3, 0], uPrev: [0], reference: [...model.goal] })).controls), Array.from(r.controls));
+        // a deadline already passed: the pass stops after its first step and the plan says so
+        const late = await planner.plan({ x0: [0.3, 0], uPrev: [0], reference: [...model.goal], deadline: performance.now() - 1 });
+        assert.equal(late.info.depth, 1);
+        assert.match(late.diagnostics!.notice!, /the deadline stopped the pass at depth 1 of 10/);
+        assert.equal(late.controls.length, 10, 'the policy continues the plan to the horizon');
+        const session = await ControllerSession.create(params, { lockstep: true });
+        try {
+          session.onStateMessage(session.codec.encode([0.2, 0.1], 0), 0);
+          const tick = await session.tick(0);
+          assert.equal(tick.mode, 'ok');
+          const status = session.statusMessage(tick);
+          assert.ok(status.series.some((x) => x.name === 'q_hat'));
+        } finally {
+          session.dispose();
+        }
+      });
+    }
+
+    it('needs a prior: without prior.path, or on the GPU-resident path, each is refused with one line', async () => {
+      for (const name of ['spo', 'trtsmc']) {
+        const params = resolveRunParams('pendulum', { planner: name, threads: 1, plannerThread: 'main' });
+        await assert.rejects(ControllerSession.create(params, { lockstep: true }), new RegExp(`planner ${name} plans with a learned prior: set prior.path`));
+        await assert.rejects(buildPlanner({ system: 'pendulum', model: { horizon: 10 }, planner: name, params: params.planner, prior: { ...params.prior, path: dir }, backend: 'webgpu', threads: 1, seed: 1 }),
+          new RegExp(`planner ${name} runs on the CPU`));
+      }
+    });
+
+    it('every registered planner\'s parameters are in the one parameter table, with their prefix', () => {
+      const { entries } = controllerParameterTable(resolveRunParams('pendulum', {}));
+      for (const p of PLANNERS) {
+        for (const key of Object.keys(p.schema)) assert.ok(entries.some((e) => e.key === `${p.name}.${key}`), `${p.name}.${key}`);
+      }
+      assert.throws(() => resolveRunParams('pendulum', { 'spo.particles': 1 }), /spo\.particles must be >= 2/);
+      assert.throws(() => resolveRunParams('pendulum', { planner: 'smc' }), /planner must be one of tsmc, mppi, spo, trtsmc/);
+    });
+  });
+});
