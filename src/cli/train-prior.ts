@@ -12,11 +12,12 @@ export const PROJECT_VERSION = (JSON.parse(readFileSync(new URL('../../../packag
 
 export const trainPriorCommand: Command = {
   name: 'train-prior',
-  summary: 'Train a PO-MPC prior (sampling policy, adaptive prior, value) for MPPI, simulation-in-the-loop against the bundled simulator; checkpoints, a learning curve and a resumable run in --out.',
-  usage: 'train-prior --system NAME [--episodes N] [--kl forward|reverse] [--lambda L|inf] [--seed K] [--params FILE.yaml] [--set key=value] [--set train.KEY=value] [--backend wasm|webgpu|cpu] [--out DIR] [--resume] [--json]',
+  summary: 'Train a prior (sampling policy, adaptive prior, value), simulation-in-the-loop against the bundled simulator: acting with MPPI (PO-MPC) or with SPO / TRT-SMC (their EM loop), distilling the planner\'s first-step distribution; checkpoints, a learning curve and a resumable run in --out.',
+  usage: 'train-prior --system NAME [--planner mppi|spo|trtsmc] [--episodes N] [--kl forward|reverse] [--lambda L|inf] [--seed K] [--params FILE.yaml] [--set key=value] [--set train.KEY=value] [--backend wasm|webgpu|cpu] [--out DIR] [--resume] [--json]',
   options: {
     system: RUN_OPTIONS.system,
     params: RUN_OPTIONS.params,
+    planner: { type: 'string', description: 'the planner that acts and whose first-step distribution the policy learns: mppi (default, PO-MPC), spo or trtsmc (their EM loop, SPO Algorithm 2 / TRT-SMC Algorithm 3)', valueName: 'NAME' },
     set: { ...RUN_OPTIONS.set, description: 'override a parameter: the run\'s (mppi.KEY, model.KEY, sim.KEY, ...) or training\'s (train.KEY; see docs/priors.md)' },
     seed: RUN_OPTIONS.seed,
     episodes: { type: 'string', description: 'closed-loop episodes (default 40); the same as --set train.episodes=N', valueName: 'N' },
@@ -32,7 +33,8 @@ export const trainPriorCommand: Command = {
   interruptGraceS: 60,
   async run(values) {
     const { own: trainSets, rest: runSets } = splitSets(values, 'train');
-    const { system, params } = runOptions({ ...values, set: [...runSets, 'planner=mppi'] });
+    const planner = stringOpt(values, 'planner') ?? 'mppi';
+    const { system, params } = runOptions({ ...values, set: runSets, planner, prior: undefined });
     for (const [flag, key] of [['episodes', 'episodes'], ['kl', 'kl'], ['lambda', 'lambda'], ['backend', 'backend']] as const) {
       const v = stringOpt(values, flag);
       if (v !== undefined) trainSets[key] = flag === 'episodes' ? parseNumber('--episodes', v) : v;
@@ -64,7 +66,7 @@ export const trainPriorCommand: Command = {
     if (values.json) return printJson(summary);
     console.log(`trained a prior for ${system} (horizon ${summary.horizon} steps) in ${summary.wallS.toFixed(1)} s wall time on TensorFlow.js ${summary.backend}: ${summary.episodes} episodes, ${summary.updates} updates`);
     console.log(`  last ${last.length} episodes: mean cost ${summary.lastEpisodes.meanCost.toFixed(3)} per step, ${summary.lastEpisodes.endInGoal}/${last.length} end in the goal region`);
-    console.log(`  prior: ${out} (use: run --prior ${out} --planner mppi, or --set prior.path=${out}); learning curve: ${join(out, 'learning-curve.svg')}`);
+    console.log(`  prior: ${out} (use: run --prior ${out} --planner ${planner}, or --set prior.path=${out}); learning curve: ${join(out, 'learning-curve.svg')}`);
   },
 };
 

@@ -135,6 +135,24 @@ export function compileStepFunction(graphs: StepGraphs): StepFunction {
   return (0, eval)(source) as StepFunction;
 }
 
+/** The terminal cost of one state, for one sample: `(x, ref) => l_T`. */
+export type TerminalCostFunction = (x: readonly number[], ref: readonly number[]) => number;
+
+export function compileTerminalCostFunction(graphs: StepGraphs): TerminalCostFunction {
+  const { stateDim: n } = graphs.model;
+  const body = emitBody([graphs.terminal], javascript);
+  const source = [
+    '(function (X, R) {',
+    '"use strict";',
+    ...list('x', n).map((x, i) => `const ${x} = X[${i}];`),
+    ...list('r', n).map((r, i) => `const ${r} = R[${i}];`),
+    ...body.code,
+    `return ${body.refs[0]};`,
+    '})',
+  ].join('\n');
+  return (0, eval)(source) as TerminalCostFunction;
+}
+
 /** The stage cost l(x, u, u_prev, ref) of one step, for one sample: `(x, u, uPrev, ref) => l`. */
 export type StageCostFunction = (x: readonly number[], u: readonly number[], uPrev: readonly number[], ref: readonly number[]) => number;
 

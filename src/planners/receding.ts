@@ -47,6 +47,12 @@ export interface RecedingPlanner {
   reset(): void;
   /** live parameter changes, validated by the planner's schema; called between plans */
   updateParams(changes: Readonly<Record<string, unknown>>): void;
+  /**
+   * the last plan's first-step action distribution (normalised mean and std
+   * per control): what train-prior distils into the policy (PO-MPC's
+   * (a_bar_0, sigma_0); SPO's and TRT-SMC's q-hat). Planners without one cannot train a prior.
+   */
+  firstStep?(): { mean: number[]; sigma: number[] } | undefined;
 }
 
 /** z shifted `steps` steps earlier; the last step is held. */

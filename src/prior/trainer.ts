@@ -9,7 +9,8 @@ import { fromPhysical, inGoalRegion, Model, resolveModel } from '../models/model
 import { choice, num, ParamsOf, resolveParams, text } from '../params.js';
 import { controlScaling, toNormalised } from '../planners/problem.js';
 import { Rng } from '../random.js';
-import { MppiPlanner } from '../planners/mppi/receding.js';
+import { plannerDescriptor } from '../planners/registry.js';
+import type { RecedingPlanner } from '../planners/receding.js';
 import { controlPeriodS, RunParams } from '../run/setup.js';
 import { Simulator } from '../../sim/simulator.js';
 import { loadCheckpoint, PriorMeta, saveCheckpoint, writeFileAtomic } from './checkpoint.js';
@@ -205,7 +206,7 @@ export interface TrainResult {
 
 /**
  * PO-MPC's Algorithm 2 without a learned world model (the plant model is
- * known): episodes of MPPI guided by the current networks against the
+ * known): episodes of the acting planner (MPPI; SPO or TRT-SMC for their EM loop) guided by the current networks against the
  * noisy simulator fill a replay buffer of (x, u, cost, x', a_bar_0,
  * sigma_0); after each step, updates of the value Q (n-step TD toward
  * the target network, eqs. (14)/(15)), the adaptive prior (reverse or
@@ -270,7 +271,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   const metaBase = (): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> => ({
     version: opts.version, system: model.name, stateNames: [...def.stateNames], controlNames: [...def.controlNames], stateDim: n, controlDim: m,
     horizon: model.horizon, dtS: model.dtS, reference, features, controlCenter: Array.from(scaling.center), controlScale: Array.from(scaling.scale), bounded,
-    hidden, valueTransform: 'symlog', gamma: train.gamma, training: { ...train, mppi: run.planners.mppi, sim: run.sim, model: run.model },
+    hidden, valueTransform: 'symlog', gamma: train.gamma, training: { ...train, planner: run.controller.planner, [run.controller.planner]: run.planners[run.controller.planner], sim: run.sim, model: run.model },
     episodes: state.episodesDone, updates: state.updates,
   });
   const threads = { threads: run.controller.threads > 0 ? run.controller.threads : undefined };
@@ -278,6 +279,13 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: teacher === model };
   const current = () => LearnedPrior.fromNetworks(metaBase() as PriorMeta, networks);
   const guide = { prior: current(), step: (x: readonly number[], u: readonly number[]) => step(x, u, noise), settings };
+  // the planner that acts (the E-step): any registered planner that reports its first-step distribution, guided by the current networks
+  const acting = plannerDescriptor(run.controller.planner);
+  const actor = async (seed: number): Promise<RecedingPlanner> => {
+    const p = await acting.build({ model: teacher, backend, params: { ...run.planners[acting.name] }, seed, rng: new Rng(seed), guide });
+    if (!p.firstStep) throw new InputError(`planner ${acting.name} reports no first-step distribution, so train-prior cannot distil it (use mppi, spo or trtsmc)`);
+    return p;
+  };
   const gamma = train.gamma;
   const writeCheckpoint = async () => {
     for (const k of NETWORK_NAMES) await readVariables(vars[k], networks[k]);
@@ -395,12 +403,12 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
 
   /** Lazy reanalyze: re-plan some buffered states with the current networks and store their first-step distribution anew. */
   const reanalyze = async (rng: Rng) => {
-    const fresh = new MppiPlanner(teacher, backend, { ...run.planners.mppi } as never, new Rng(rng.uniform() * 2 ** 31), guide);
+    const fresh = await actor(Math.floor(rng.uniform() * 2 ** 31));
     for (let r = 0; r < Math.min(train.reanalyzeCount, replay.size); r++) {
       const i = Math.floor(rng.uniform() * replay.size);
       fresh.reset();
       await fresh.plan({ x0: Array.from(replay.x.subarray(i * n, (i + 1) * n)), uPrev: new Array<number>(m).fill(0), reference });
-      const first = fresh.firstStep()!;
+      const first = fresh.firstStep!()!;
       replay.abar.set(first.mean, i * m);
       replay.sigma.set(first.sigma, i * m);
     }
@@ -416,7 +424,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       const start = x0Physical.map((v) => v + train.startSpread * rng.normal());
       const sim = new Simulator(def, periodS, { ...run.sim, x0: start }, run.controller.seed + 1 + e, { ...run.model, ...run.simModel });
       // each episode's random streams come from the run's seed and the episode's number, so a resumed run draws what an uninterrupted one would have
-      const planner = new MppiPlanner(teacher, backend, { ...run.planners.mppi } as never, new Rng(run.controller.seed * 7919 + e), guide);
+      const planner = await actor(run.controller.seed * 7919 + e);
       let uPrev = new Array<number>(m).fill(0);
       let x = fromPhysical(model, sim.measure());
       const point: EpisodePoint = { episode: e + 1, meanCost: 0, goalS: 0, endsInGoal: false, updates: 0, qLoss: 0, priorLoss: 0, policyLoss: 0, wallS: 0 };
@@ -424,7 +432,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       for (let t = 0; t < ticks; t++) {
         const plan = await planner.plan({ x0: x, uPrev, reference });
         const u = Array.from(plan.controls.subarray(0, m));
-        const first = planner.firstStep()!;
+        const first = planner.firstStep!()!;
         const c = stageCost(x, u, uPrev, reference);
         sim.advance(u);
         const next = fromPhysical(model, sim.measure());

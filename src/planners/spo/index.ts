@@ -4,7 +4,7 @@ import { policyProposal, SMC_TIME_PARAMS, SmcTimePlanner, SmcVariant } from './r
 /** SPO (Macfarlane et al.): the policy proposes, advantages weigh, q-hat from the surviving particles' root ancestors (Algorithm 1). */
 export const SPO_VARIANT: SmcVariant = {
   name: 'spo',
-  proposal: (p, bounded) => policyProposal(p.policyStdScale as number, bounded),
+  proposal: (p, bounded) => policyProposal(p.policyStdScale as number, bounded, p.meanParticle === true),
   rootWeights: (r) => r.survivingWeights,
   revive: () => false,
 };

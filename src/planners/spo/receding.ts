@@ -1,10 +1,11 @@
-import { compileStageCostFunction, compileStepFunction } from '../../kernels/js-source.js';
+import { compileStageCostFunction, compileStepFunction, compileTerminalCostFunction } from '../../kernels/js-source.js';
 import { buildStepGraphs } from '../../kernels/graphs.js';
 import type { Model } from '../../models/model.js';
 import { choice, flag, num, ParamsOf } from '../../params.js';
 import type { Rng } from '../../random.js';
 import { controlScaling } from '../problem.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner, shiftSequence } from '../receding.js';
+import { LOG_STD_RANGE } from '../../prior/networks.js';
 import { normalise, Proposal, SmcResult, smcOverTime } from './smc.js';
 
 /** SMC planning over time: the parameters SPO and TRT-SMC share (`spo.*`, `trtsmc.*`). */
@@ -15,8 +16,10 @@ export const SMC_TIME_PARAMS = {
   resampling: choice('systematic', ['systematic', 'multinomial'] as const, 'resampling scheme'),
   eta: num(1, 'temperature of the advantage weights exp(A / eta), in cost units (used when klBound is 0)', { min: 0, max: 1e9, exclusive: true }),
   klBound: num(0, 'when > 0: eta is solved each plan from SPO\'s dual (eq. (7)) for this KL bound between q-hat and the policy, over the first step\'s advantages', { min: 0, max: 100 }),
+  gamma: num(1, 'discount of the advantages along the depth: the weights telescope to the discounted cost plus gamma^h V at the depth (1: the value closes the plan as MPPI\'s terminal cost does, which is what train-value fits; a TD-trained prior\'s own gamma is in its meta.json)', { min: 0.5, max: 1 }),
   policyStdScale: num(1, 'multiplies the policy\'s std when it proposes actions (weights are corrected by pi / q): wider proposals explore more at small K', { min: 0, max: 100, exclusive: true }),
   command: choice('mean', ['mean', 'sample'] as const, 'the command from q-hat: its weighted mean, or a draw from it'),
+  meanParticle: flag(true, 'one particle follows the policy\'s mean (no noise): the policy\'s own choice is always among the candidates'),
   warmStart: flag(true, 'one particle follows the shifted previous plan (while it or an offspring survives resampling), so the last plan stays in reach'),
 } as const;
 
@@ -35,8 +38,12 @@ export interface SmcVariant {
   figureName?: string;
 }
 
-/** Gaussian draws from pi (std times `scale`), clipped to the bounds, with log pi / q of each draw. */
-export function policyProposal(scale: number, bounded: readonly boolean[]): Proposal {
+/**
+ * Gaussian draws from pi (std times `scale`), clipped to the bounds, with
+ * log pi / q of each draw; with `meanParticle` the last particle takes the
+ * policy's mean (a draw with no noise, as PO-MPC's first policy sample is).
+ */
+export function policyProposal(scale: number, bounded: readonly boolean[], meanParticle = false): Proposal {
   return (_states, count, policy, rng) => {
     const m = bounded.length;
     const actions = new Float64Array(count * m);
@@ -44,7 +51,7 @@ export function policyProposal(scale: number, bounded: readonly boolean[]): Prop
     for (let i = 0; i < count; i++) {
       for (let j = 0; j < m; j++) {
         const k = i * m + j;
-        const e = rng.normal();
+        const e = meanParticle && i === count - 1 ? 0 : rng.normal();
         let z = policy.mean[k] + scale * policy.std[k] * e;
         if (bounded[j]) z = z > 1 ? 1 : z < -1 ? -1 : z;
         actions[k] = z;
@@ -70,10 +77,13 @@ export class SmcTimePlanner implements RecedingPlanner {
   readonly name: string;
   private readonly step;
   private readonly stageCost;
+  private readonly terminalCost;
   private readonly scaling;
   private readonly bounded: boolean[];
   /** the last published plan (normalised), for the warm start */
   private last: Float64Array | undefined;
+  /** q-hat's mean and std over the root actions of the last plan */
+  private first: { mean: number[]; sigma: number[] } | undefined;
 
   constructor(
     readonly model: Model,
@@ -88,12 +98,18 @@ export class SmcTimePlanner implements RecedingPlanner {
     const noise = new Array<number>(model.noiseDim).fill(0);
     this.step = (x: readonly number[], u: readonly number[]) => step(x, u, noise);
     this.stageCost = compileStageCostFunction(graphs);
+    this.terminalCost = compileTerminalCostFunction(graphs);
     this.scaling = controlScaling(model);
     this.bounded = guide.prior.meta.bounded;
   }
 
   reset(): void {
     this.last = undefined;
+    this.first = undefined;
+  }
+
+  firstStep(): { mean: number[]; sigma: number[] } | undefined {
+    return this.first;
   }
 
   updateParams(changes: Readonly<Record<string, unknown>>): void {
@@ -110,10 +126,17 @@ export class SmcTimePlanner implements RecedingPlanner {
     const toPhysical = (z: ArrayLike<number>) => Array.from({ length: m }, (_, j) => this.scaling.center[j] + this.scaling.scale[j] * z[j]);
     const r = smcOverTime({
       stateDim: model.stateDim, controlDim: m, x0: req.x0, uPrev: req.uPrev,
-      policyValue: (x, count) => prior.policyValue(x, count, req.reference),
+      // the value as MPPI takes it: prior.value switches it, prior.valueWeight scales it
+      policyValue: (x, count) => {
+        const out = prior.policyValue(x, count, req.reference);
+        const { value: on, valueWeight } = this.guide.settings;
+        for (let i = 0; i < count; i++) out.value[i] = on ? valueWeight * out.value[i] : 0;
+        return out;
+      },
       step: this.step,
       stageCost: (x, u, uPrev) => this.stageCost(x, u, uPrev, req.reference),
-      toPhysical, gamma: prior.meta.gamma,
+      terminalCost: (x) => this.terminalCost(x, req.reference),
+      toPhysical, gamma: p.gamma,
     }, {
       particles: p.particles, depth, resampleEvery: p.resampleEvery, resampling: p.resampling, eta: p.eta, klBound: p.klBound,
       revive: this.variant.revive(p), deadline: req.deadline,
@@ -146,6 +169,7 @@ export class SmcTimePlanner implements RecedingPlanner {
       x = Float64Array.from(this.step(Array.from(x), toPhysical(mean)));
     }
     this.last = z;
+    this.first = firstStepOf(q, r.rootActions, m);
     const controls = new Float64Array(H * m);
     for (let t = 0; t < H; t++) controls.set(toPhysical(z.subarray(t * m, (t + 1) * m)), t * m);
     const finalEss = r.essRatios.at(-1) ?? 1;
@@ -168,6 +192,15 @@ export class SmcTimePlanner implements RecedingPlanner {
       },
     };
   }
+}
+
+/** q-hat's weighted mean and std per control (the std floored at the policy's least, exp(LOG_STD_RANGE[0])): the distribution the M-step distils. */
+function firstStepOf(q: Float64Array, actions: Float64Array, m: number): { mean: number[]; sigma: number[] } {
+  const mean = new Array<number>(m).fill(0);
+  const sigma = new Array<number>(m).fill(0);
+  for (let j = 0; j < q.length; j++) for (let k = 0; k < m; k++) mean[k] += q[j] * actions[j * m + k];
+  for (let j = 0; j < q.length; j++) for (let k = 0; k < m; k++) sigma[k] += q[j] * (actions[j * m + k] - mean[k]) ** 2;
+  return { mean, sigma: sigma.map((v) => Math.max(Math.exp(LOG_STD_RANGE[0]), Math.sqrt(v))) };
 }
 
 const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);

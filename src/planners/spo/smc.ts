@@ -26,6 +26,8 @@ export interface SmcProblem {
   /** x' = f(x, u) and the stage cost l(x, u, u_prev), u physical */
   step(x: readonly number[], u: readonly number[]): number[];
   stageCost(x: readonly number[], u: readonly number[], uPrev: readonly number[]): number;
+  /** the model's terminal cost, added with the value where the pass ends (as MPPI closes its plans); absent: none */
+  terminalCost?(x: readonly number[]): number;
   /** normalised to physical control */
   toPhysical(z: ArrayLike<number>): number[];
   /** the value's discount per step */
@@ -239,6 +241,19 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     if (settings.revive) here = problem.policyValue(states, K);
     logW = new Float64Array(K);
     resamples++;
+  }
+  // where the pass ended: the model's terminal cost joins the value bootstrap, as it closes MPPI's and TSMC's plans
+  if (problem.terminalCost && depthReached > 0) {
+    const discount = problem.gamma ** depthReached;
+    const members: number[][] = Array.from({ length: K }, () => []);
+    for (let i = 0; i < K; i++) members[ancestors[i]].push(i);
+    const increment = new Float64Array(K);
+    for (let i = 0; i < K; i++) {
+      const c = problem.terminalCost(Array.from(states.subarray(i * n, (i + 1) * n)));
+      increment[i] = Number.isFinite(c) ? -discount * c / eta : -Infinity;
+    }
+    for (let j = 0; j < K; j++) if (members[j].length) backedUp[j] += logMeanExp(increment, members[j]);
+    for (let i = 0; i < K; i++) logW[i] += increment[i];
   }
   const final = normalise(logW);
   const survivingWeights = new Float64Array(K);
