@@ -9,6 +9,7 @@ import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOp
 import { progressBar } from './progress.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 import { InputError } from '../input-error.js';
+import { plannerDescriptor } from '../planners/registry.js';
 
 /** How a configuration uses its prior. */
 const VARIANTS = {
@@ -39,13 +40,15 @@ export interface Cell {
 export const benchPriorCommand: Command = {
   name: 'bench prior',
   summary: 'Closed-loop benefit of learned priors: success rate and time to goal against M and the horizon, with and without each learned part; table, results.json and a plot.',
-  usage: 'bench prior --system NAME --prior DIR [--prior DIR ...] [--samples 16,64,256,1024] [--parts-at M] [--baseline-horizon H] [--seeds N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 ..] [--out DIR] [--json]',
+  usage: 'bench prior --system NAME --prior DIR [--prior DIR ...] [--samples 16,64,256,1024] [--compare spo,trtsmc,mppi --budgets 160,640,2560] [--parts-at M] [--baseline-horizon H] [--seeds N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 ..] [--out DIR] [--json]',
   options: {
     ...RUN_OPTIONS,
     prior: { type: 'string', multiple: true, description: 'a trained prior (repeat for priors of other horizons)', valueName: 'DIR' },
     samples: { type: 'string', description: 'MPPI sample counts M (default 16,64,256,1024)', valueName: 'M,...' },
     'parts-at': { type: 'string', description: 'the M at which each learned part is also measured alone (default 64; 0 = none)', valueName: 'M' },
     'baseline-horizon': { type: 'string', description: 'also measure plain MPPI at this horizon and every M (e.g. the system\'s default; 0 = none)', valueName: 'H' },
+    compare: { type: 'string', description: 'instead: planners guided by the (first) prior side by side at equal budgets of model steps per tick, e.g. spo,trtsmc,mppi', valueName: 'P,...' },
+    budgets: { type: 'string', description: 'with --compare: model steps per tick (default 160,640,2560); MPPI gets budget / (H J) samples, the SMC planners budget / H particles', valueName: 'S,...' },
     seeds: { type: 'string', description: 'seeds per configuration, 0..N-1 (default 20)', valueName: 'N' },
     out: { type: 'string', description: 'output folder (default runs/bench-prior-SYSTEM-TIME)', valueName: 'DIR' },
     json: JSON_OPTION,
@@ -60,6 +63,8 @@ export const benchPriorCommand: Command = {
     const baselineH = optionalInteger(values, 'baseline-horizon', 0, 0);
     const seeds = optionalInteger(values, 'seeds', 20, 1);
     const out = outputFolder(values, `bench-prior-${system}`);
+    const compare = stringOpt(values, 'compare');
+    if (compare !== undefined) return comparePlanners(values, system, durationS, priors[0], compare, seeds, out);
     const configs: { horizon: number; samples: number; variant: Variant; prior?: string }[] = [];
     for (const dir of priors) {
       const horizon = loadCheckpoint(dir).meta.horizon;
@@ -74,26 +79,8 @@ export const benchPriorCommand: Command = {
     const cells: Cell[] = [];
     for (const [k, c] of configs.entries()) {
       const flat: Record<string, unknown> = { ...flatOf(base.params), 'model.horizon': c.horizon, 'mppi.samples': c.samples, ...(c.prior ? { 'prior.path': c.prior, ...VARIANTS[c.variant] } : {}) };
-      const params = resolveRunParams(system, flat);
-      const runs = [];
-      for (let seed = 0; seed < seeds; seed++) {
-        const { session, sim } = await assemble({ ...params, controller: { ...params.controller, seed } }, { lockstep: true });
-        try {
-          const { summary } = await runLoop(sim, session, {
-            durationS, lockstep: true, keepRecords: false,
-            onTick: (_r, i, total) => bar.update((k + (seed + (i + 1) / total) / seeds) / configs.length, `H ${c.horizon} M ${c.samples} ${c.variant} seed ${seed}`),
-          });
-          runs.push(summary);
-        } finally {
-          session.dispose();
-        }
-      }
-      const ttg = runs.filter((r) => r.success).map((r) => r.timeToGoalS!);
-      cells.push({
-        ...c, seeds, successes: ttg.length,
-        timeToGoalS: { median: ttg.length ? quantile(ttg, 0.5) : null, max: ttg.length ? Math.max(...ttg) : null },
-        solveMsP50: quantile(runs.map((r) => r.solveMs.p50), 0.5),
-      });
+      const outcome = await closedLoop(resolveRunParams(system, flat), seeds, durationS, (fraction, note) => bar.update((k + fraction) / configs.length, `H ${c.horizon} M ${c.samples} ${c.variant} ${note}`));
+      cells.push({ ...c, ...outcome });
     }
     bar.done();
     writeFileSync(join(out, 'results.json'), `${JSON.stringify({ system, seeds, durationS, cells, params: base.params }, null, 1)}\n`);
@@ -104,6 +91,82 @@ export const benchPriorCommand: Command = {
     console.log(`wrote ${join(out, 'results.json')} and ${join(out, 'prior-benefit.svg')}`);
   },
 };
+
+/** Lockstep runs over seeds 0..N-1: successes, time to goal of the successes, the median solve time. */
+async function closedLoop(params: RunParams, seeds: number, durationS: number, progress: (fraction: number, note: string) => void) {
+  const runs = [];
+  for (let seed = 0; seed < seeds; seed++) {
+    const { session, sim } = await assemble({ ...params, controller: { ...params.controller, seed } }, { lockstep: true });
+    try {
+      const { summary } = await runLoop(sim, session, {
+        durationS, lockstep: true, keepRecords: false,
+        onTick: (_r, i, total) => progress((seed + (i + 1) / total) / seeds, `seed ${seed}`),
+      });
+      runs.push(summary);
+    } finally {
+      session.dispose();
+    }
+  }
+  const ttg = runs.filter((r) => r.success).map((r) => r.timeToGoalS!);
+  return {
+    seeds, successes: ttg.length,
+    timeToGoalS: { median: ttg.length ? quantile(ttg, 0.5) : null, max: ttg.length ? Math.max(...ttg) : null },
+    solveMsP50: quantile(runs.map((r) => r.solveMs.p50), 0.5),
+  };
+}
+
+interface CompareCell { planner: string; budget: number; size: number; successes: number; seeds: number; timeToGoalS: { median: number | null; max: number | null }; solveMsP50: number }
+
+/**
+ * Planners guided by one prior, side by side at equal budgets of model steps
+ * per tick: an SMC-over-time planner steps `particles` particles `H` deep
+ * (particles = budget / H; TRT-SMC's atoms are network evaluations, not model
+ * steps); MPPI rolls `samples` sequences H long in each of J iterations
+ * (samples = budget / (H J)). Everything else is the run's parameters.
+ */
+async function comparePlanners(values: Record<string, unknown>, system: string, durationS: number, prior: string, compareText: string, seeds: number, out: string) {
+  const planners = compareText.split(',').map((t) => t.trim());
+  for (const name of planners) plannerDescriptor(name);
+  const budgets = (stringOpt(values, 'budgets') ?? '160,640,2560').split(',').map((t) => parseNumber('--budgets', t));
+  const horizon = loadCheckpoint(prior).meta.horizon;
+  const base = runOptions({ ...values, prior: undefined, lockstep: true });
+  const bar = progressBar(`bench prior ${system}: ${planners.join(', ')}`, !values.json);
+  const cells: CompareCell[] = [];
+  const total = budgets.length * planners.length;
+  for (const budget of budgets) {
+    for (const planner of planners) {
+      const flat: Record<string, unknown> = { ...flatOf(base.params), planner, 'model.horizon': horizon, 'prior.path': prior };
+      const iterations = planner === 'mppi' ? base.params.planners.mppi.iterations as number : 1;
+      const sizeKey = plannerDescriptor(planner).sizeKey;
+      const size = Math.round(budget / (horizon * iterations));
+      if (size < 2) throw new InputError(`--budgets ${budget}: ${planner} would get ${size} ${sizeKey} at H ${horizon}${planner === 'mppi' ? ` and ${iterations} iterations` : ''} (at least 2)`);
+      flat[`${planner}.${sizeKey}`] = size;
+      const k = cells.length;
+      const outcome = await closedLoop(resolveRunParams(system, flat), seeds, durationS, (fraction, note) => bar.update((k + fraction) / total, `${budget} steps ${planner} ${sizeKey} ${size} ${note}`));
+      cells.push({ planner, budget, size, ...outcome });
+    }
+  }
+  bar.done();
+  writeFileSync(join(out, 'results.json'), `${JSON.stringify({ system, seeds, durationS, prior, horizon, cells, params: base.params }, null, 1)}\n`);
+  writeFileSync(join(out, 'planners.svg'), compareChart(system, horizon, cells));
+  if (values.json) return printJson({ system, seeds, durationS, cells, out });
+  console.log(table(cells.map((c) => [c.budget, c.planner, c.size, `${c.successes}/${c.seeds}`, c.timeToGoalS.median ?? '-', c.timeToGoalS.max ?? '-', c.solveMsP50]),
+    ['model steps per tick', 'planner', 'particles / samples', 'successes', 'time to goal median [s]', 'max [s]', 'solve p50 [ms]']));
+  console.log(`wrote ${join(out, 'results.json')} and ${join(out, 'planners.svg')}`);
+}
+
+function compareChart(system: string, horizon: number, cells: CompareCell[]): string {
+  const planners = [...new Set(cells.map((c) => c.planner))];
+  const colors = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd'];
+  const series = (y: (c: CompareCell) => number | null): Series[] => planners.map((p, i) => {
+    const row = cells.filter((c) => c.planner === p).sort((a, b) => a.budget - b.budget);
+    return { name: p, x: row.map((c) => Math.log2(c.budget)), y: row.map((c) => y(c) ?? NaN), color: colors[i % colors.length] };
+  });
+  return lineChart(`bench prior ${system} (H ${horizon}): planners guided by one prior at equal model steps per tick`, [
+    { title: 'success rate', xLabel: 'log2 model steps per tick', series: series((c) => c.successes / c.seeds) },
+    { title: 'time to goal, median of successes [s]', xLabel: 'log2 model steps per tick', series: series((c) => c.timeToGoalS.median) },
+  ], 2);
+}
 
 /** The run's parameters as flat keys again (so one configuration can change a few of them): the controller's table, and the simulator's. */
 function flatOf(p: RunParams): Record<string, unknown> {

@@ -1,6 +1,6 @@
 import { flag, num } from '../../params.js';
 import type { PlannerDescriptor } from '../descriptor.js';
-import { SMC_TIME_CHARTS } from '../spo/index.js';
+import { SMC_TIME_CHARTS, SMC_TIME_SYSTEM_DEFAULTS } from '../spo/index.js';
 import { SMC_TIME_PARAMS, SmcTimePlanner, SmcVariant } from '../spo/receding.js';
 import type { Proposal } from '../spo/smc.js';
 import { normalise } from '../spo/smc.js';
@@ -68,7 +68,7 @@ export const TRTSMC: PlannerDescriptor = {
   name: 'trtsmc',
   summary: 'TRT-SMC: SMC over time with a trust-region twisted proposal over the learned Q and backed-up ancestor statistics; needs a prior (train-prior)',
   schema: TRTSMC_PARAMS,
-  systemDefaults: {},
+  systemDefaults: Object.fromEntries(Object.entries(SMC_TIME_SYSTEM_DEFAULTS).map(([system, d]) => [system, { ...d, atoms: 8 }])),
   sizeKey: 'particles',
   liveKey: 'alpha',
   prior: 'required',
