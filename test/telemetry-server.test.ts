@@ -13,9 +13,9 @@ import protobuf from 'protobufjs';
 import descriptor from 'protobufjs/ext/descriptor/index.js';
 import type { Channel } from '@foxglove/ws-protocol';
 import { WebSocket } from 'ws';
-import { logTopics } from '../src/telemetry/mcap-log.js';
+import { logTopics, SCENE_TOPIC } from '../src/telemetry/channels.js';
 import { CLIENT_QUEUE_LIMIT_BYTES } from '../src/telemetry/foxglove-live.js';
-import { SCENE_TOPIC, Telemetry } from '../src/telemetry/server.js';
+import { Telemetry } from '../src/telemetry/server.js';
 
 const CONFIG = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
 

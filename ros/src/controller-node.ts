@@ -1,16 +1,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TickResult } from '../../src/controller/controller.js';
 import { TYPES } from '../../src/interfaces/definitions.js';
+import { CHANNELS, logTopics, TICK_CHANNELS, tickMessages, topicOf } from '../../src/telemetry/channels.js';
 import { fromTime } from '../../src/interfaces/messages.js';
 import type { ParamEntry } from '../../src/params.js';
 import { ControllerSession } from '../../src/run/session.js';
 import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
-import { logTopics } from '../../src/telemetry/mcap-log.js';
-import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
+import { serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
 import { serveLifecycleIntrospection, transitionGraph, transitionsFrom } from './lifecycle.js';
 import type { ParameterRule } from './overrides.js';
 import { adoptCommandLine, Declaring, declareAll, onSetParameters, readAll, toRos } from './parameters.js';
-import { CALLBACK, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, reliable, subscriberCount, Subscription, Timer } from './rcl.js';
+import { CALLBACK, channelQos, keepLast1, LifecycleNode, nowS, Publisher, Rclnodejs, subscriberCount, Subscription, Timer } from './rcl.js';
 
 /** How long activation waits for a first state before it goes on without a warm-up solve. */
 const FIRST_STATE_WAIT_MS = 2000;
@@ -62,7 +62,8 @@ export class ControllerNode {
   private session: ControllerSession | undefined;
   private telemetry: Telemetry | undefined;
   private prepared: { session?: ControllerSession; telemetry?: Telemetry; error?: string } | undefined;
-  private publishers: { command: Publisher; plan: Publisher; status: Publisher; estimate?: Publisher } | undefined;
+  /** one publisher per controller channel of the channel table (the estimate only with an estimator), by channel name */
+  private publishers: Map<string, Publisher> | undefined;
   private subscriptions: Subscription[] = [];
   private timer: Timer | undefined;
   private statusTimer: Timer | undefined;
@@ -238,14 +239,10 @@ export class ControllerNode {
     try {
       const node = this.node;
       const rcl = this.rcl;
-      this.publishers = {
-        command: node.createPublisher(TYPES.command as never, 'command', { qos: keepLast1(rcl, true) }) as unknown as Publisher,
-        plan: node.createPublisher(TYPES.plan as never, 'plan', { qos: reliable(rcl, 10) }) as unknown as Publisher,
-        status: node.createPublisher(TYPES.status as never, 'status', { qos: reliable(rcl, 10) }) as unknown as Publisher,
-        ...(session.estimator ? { estimate: node.createPublisher(TYPES.estimate as never, 'state_estimate', { qos: reliable(rcl, 10) }) as unknown as Publisher } : {}),
-      };
+      this.publishers = new Map(TICK_CHANNELS.filter((c) => c.name !== 'state_estimate' || session.estimator)
+        .map((c) => [c.name, node.createPublisher(c.type as never, c.name, { qos: channelQos(rcl, c.qos) }) as unknown as Publisher]));
       this.subscriptions = [
-        node.createSubscription(session.codec.type as never, 'state', { qos: keepLast1(rcl, false) }, (msg: unknown) => this.onState(msg)),
+        node.createSubscription(session.codec.type as never, 'state', { qos: channelQos(rcl, 'stream') }, (msg: unknown) => this.onState(msg)),
         node.createSubscription(session.codec.type as never, 'goal', { qos: keepLast1(rcl, true) }, (msg: unknown) => this.onGoal(msg)),
       ];
       if (this.useSimTime) {
@@ -335,11 +332,12 @@ export class ControllerNode {
     const publishers = this.publishers;
     if (!session || !publishers) return;
     const tick = this.safeTick(why);
-    publishers.command.publish(session.commandMessage(tick) as never);
+    const command = publishers.get('command')!;
+    command.publish(session.commandMessage(tick) as never);
     // owed until it is out: a publish that throws leaves it to error processing or the exit handler
     this.safeCommandOwed = false;
-    publishers.status.publish(session.statusMessage(tick) as never);
-    if (flush) (publishers.command as unknown as { waitForAllAcked?(timeoutNs: bigint): boolean }).waitForAllAcked?.(SAFE_COMMAND_ACK_NS);
+    publishers.get('status')!.publish(session.statusMessage(tick) as never);
+    if (flush) (command as unknown as { waitForAllAcked?(timeoutNs: bigint): boolean }).waitForAllAcked?.(SAFE_COMMAND_ACK_NS);
   }
 
   /** Whether the node was activated and the safe command has not followed: a process exiting then publishes it. */
@@ -358,7 +356,7 @@ export class ControllerNode {
     this.stopInactiveStatus();
     this.statusTimer = this.node.createTimer(INACTIVE_STATUS_PERIOD_NS, () => {
       if (!this.session || !this.publishers || this.active) return;
-      this.publishers.status.publish(this.session.statusMessage(this.safeTick('inactive: activate to control')) as never);
+      this.publishers.get('status')!.publish(this.session.statusMessage(this.safeTick('inactive: activate to control')) as never);
     });
   }
 
@@ -370,7 +368,7 @@ export class ControllerNode {
   private destroyEndpoints(): void {
     for (const s of this.subscriptions) this.node.destroySubscription(s);
     this.subscriptions = [];
-    if (this.publishers) for (const p of Object.values(this.publishers)) this.node.destroyPublisher(p as never);
+    if (this.publishers) for (const p of this.publishers.values()) this.node.destroyPublisher(p as never);
     this.publishers = undefined;
   }
 
@@ -386,7 +384,7 @@ export class ControllerNode {
     // under simulated time the clock and the state travel on two topics: the state's stamp is the time
     const now = this.useSimTime ? Math.max(this.clockS, stamp ?? -Infinity) : nowS(this.node);
     const reason = session.onStateMessage(msg, now);
-    this.telemetry?.publish('/tempered_mpc/state', stamp ?? now, () => msg as object);
+    this.telemetry?.publish(topicOf('state'), stamp ?? now, () => msg as object);
     if (reason) return this.log('warn', `state refused: ${reason}`, 'state');
     this.lastStateStampS = stamp!;
     if (this.useSimTime) this.maybeTickSimTime();
@@ -442,20 +440,19 @@ export class ControllerNode {
     const tick = await session.tick(atS);
     // deactivated or cleaned up while planning: publish nothing
     if (!this.active || !this.publishers || this.session !== session) return;
-    this.publishers.command.publish(session.commandMessage(tick) as never);
-    this.publishers.status.publish(session.statusMessage(tick) as never);
-    const estimate = this.publishers.estimate && session.estimateMessage();
-    if (estimate) this.publishers.estimate!.publish(estimate as never);
-    // predicting the plan's states costs a rollout: only for someone who listens
-    if (subscriberCount(this.publishers.plan) > 0) this.publishers.plan.publish(session.planMessage(tick) as never);
+    // each controller channel of the table, built once for ROS and the live telemetry; an on-demand one (the plan's predicted states cost a rollout) only for someone who listens
     const t = this.telemetry;
-    if (t) {
-      t.observe(tick);
-      t.publish('/tempered_mpc/command', tick.timeS, () => session.commandMessage(tick));
-      t.publish('/tempered_mpc/status', tick.timeS, () => session.statusMessage(tick));
-      t.publish('/tempered_mpc/plan', tick.timeS, () => session.planMessage(tick));
-      t.publish(SCENE_TOPIC, tick.timeS, () => session.sceneMessage(tick));
-      if (estimate) t.publish('/tempered_mpc/state_estimate', tick.timeS, () => estimate);
+    t?.observe(tick);
+    const message = tickMessages(session, tick);
+    for (const c of CHANNELS) {
+      if (!c.build) continue;
+      const publisher = this.publishers.get(c.name);
+      if (publisher && (!c.onDemand || subscriberCount(publisher) > 0)) {
+        const m = message(c);
+        if (m) publisher.publish(m as never);
+      }
+      // the live server builds only what a client subscribed to, and has a channel only for what this run has
+      t?.publish(topicOf(c.name), tick.timeS, () => message(c)!);
     }
   }
 

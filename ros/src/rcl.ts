@@ -1,3 +1,4 @@
+import type { ChannelQos } from '../../src/telemetry/channels.js';
 import type * as Rcl from 'rclnodejs';
 
 /**
@@ -60,6 +61,11 @@ export function keepLast1(rcl: Rclnodejs, reliable: boolean): QoS {
 /** Reliable, keep last `depth`: plan and status, which loggers and bags should not lose. */
 export function reliable(rcl: Rclnodejs, depth: number): QoS {
   return new rcl.QoS(rcl.QoS.HistoryPolicy.RMW_QOS_POLICY_HISTORY_KEEP_LAST, depth, rcl.QoS.ReliabilityPolicy.RMW_QOS_POLICY_RELIABILITY_RELIABLE);
+}
+
+/** A channel's QoS (src/telemetry/channels.ts) as rclnodejs takes it. */
+export function channelQos(rcl: Rclnodejs, qos: ChannelQos): QoS {
+  return qos === 'history' ? reliable(rcl, 10) : keepLast1(rcl, qos === 'latest');
 }
 
 /** Subscribers of a publisher: rclnodejs 2.2 has a getter where its declarations have a method. */

@@ -1,3 +1,4 @@
+import { channel } from '../../src/telemetry/channels.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TYPES } from '../../src/interfaces/definitions.js';
 import { decodeCommand, StateCodec, toTime } from '../../src/interfaces/messages.js';
@@ -7,7 +8,7 @@ import { LiveParameters, ParamEntry, ParamsOf, resolveParams, schemaEntries, Sch
 import { SIM_NODE_PARAMS, SIM_PARAMS, SimParams, Simulator, simulatorParameterTable } from '../../sim/simulator.js';
 import type { ParameterRule } from './overrides.js';
 import { adoptCommandLine, Declaring, declareAll, onSetParameters, readAll } from './parameters.js';
-import { keepLast1, Node, nowS, Publisher, Rclnodejs, Timer } from './rcl.js';
+import { channelQos, keepLast1, Node, nowS, Publisher, Rclnodejs, Timer } from './rcl.js';
 
 export interface SimulatorNodeOptions {
   name?: string;
@@ -78,11 +79,11 @@ export class SimulatorNode {
     this.command = new Array<number>(this.model.controlDim).fill(0);
     const lockstep = this.nodeParams.stepping === 'lockstep';
     this.pub = {
-      state: node.createPublisher(this.codec.type as never, 'state', { qos: keepLast1(rcl, false) }) as unknown as Publisher,
-      trueState: node.createPublisher(this.codec.type as never, 'true_state', { qos: keepLast1(rcl, true) }) as unknown as Publisher,
+      state: node.createPublisher(this.codec.type as never, 'state', { qos: channelQos(rcl, channel('state').qos) }) as unknown as Publisher,
+      trueState: node.createPublisher(this.codec.type as never, 'true_state', { qos: channelQos(rcl, channel('true_state').qos) }) as unknown as Publisher,
       ...(lockstep ? { clock: node.createPublisher(TYPES.clock as never, '/clock', { qos: keepLast1(rcl, true) }) as unknown as Publisher } : {}),
     };
-    node.createSubscription(TYPES.command as never, 'command', { qos: keepLast1(rcl, true) }, (msg: unknown) => this.onCommand(msg));
+    node.createSubscription(TYPES.command as never, 'command', { qos: channelQos(rcl, channel('command').qos) }, (msg: unknown) => this.onCommand(msg));
   }
 
   get lockstep(): boolean {

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { runLoop, RunSummary } from '../run/loop.js';
 import { assemble } from '../run/setup.js';
-import { logTopics } from '../telemetry/mcap-log.js';
+import { logTopics, TICK_CHANNELS, tickMessages, topicOf } from '../telemetry/channels.js';
 import { CLIENT_QUEUE_LIMIT_BYTES } from '../telemetry/foxglove-live.js';
 import { serveTelemetry } from '../telemetry/server.js';
 import { Command, JSON_OPTION, optionalInteger, printJson } from './command.js';
@@ -62,11 +62,10 @@ export const benchTelemetryCommand: Command = {
             if (!t) return;
             // every topic at the control rate, as `run --serve` sends them
             t.observe(r.tick);
-            if (r.stateMessage) t.publish('/tempered_mpc/state', r.timeS, () => r.stateMessage!);
-            t.publish('/tempered_mpc/true_state', r.timeS, () => session.codec.encode(r.state, r.timeS));
-            t.publish('/tempered_mpc/command', r.timeS, () => session.commandMessage(r.tick));
-            t.publish('/tempered_mpc/plan', r.timeS, () => session.planMessage(r.tick));
-            t.publish('/tempered_mpc/status', r.timeS, () => session.statusMessage(r.tick));
+            if (r.stateMessage) t.publish(topicOf('state'), r.timeS, () => r.stateMessage!);
+            t.publish(topicOf('true_state'), r.timeS, () => session.codec.encode(r.state, r.timeS));
+            const message = tickMessages(session, r.tick);
+            for (const c of TICK_CHANNELS) t.publish(topicOf(c.name), r.timeS, () => message(c)!);
           },
         });
         (globalThis as { gc?: () => void }).gc?.();

@@ -6,8 +6,9 @@ import { RunSummary, runLoop, SimControl, TickRecord } from '../run/loop.js';
 import { readParamsFile } from '../run/params-file.js';
 import { runChart } from '../run/plot.js';
 import { assemble, resolveRunParams } from '../run/setup.js';
-import { logTopics, McapLog } from '../telemetry/mcap-log.js';
-import { SCENE_TOPIC, serveTelemetry, Telemetry, telemetryBanner } from '../telemetry/server.js';
+import { CHANNELS, logTopics, tickMessages, topicOf } from '../telemetry/channels.js';
+import { McapLog } from '../telemetry/mcap-log.js';
+import { serveTelemetry, Telemetry, telemetryBanner } from '../telemetry/server.js';
 import { Command, JSON_OPTION, optionalInteger, OptionSpec, parseNumber, parseOverrides, parseVector, printJson, requireString, stringOpt, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { shutdown } from '../shutdown.js';
@@ -85,14 +86,18 @@ export const runCommand: Command = {
     };
     const onTick = async (r: TickRecord, k: number, total: number) => {
       const at = lockstep ? undefined : wallS();
-      if (r.stateMessage) emit('/tempered_mpc/state', r.timeS, r.stateMessage, at);
-      const estimate = session.estimateMessage();
-      if (estimate) emit('/tempered_mpc/state_estimate', r.timeS, estimate, at);
-      emit('/tempered_mpc/true_state', r.timeS, session.codec.encode(r.state, r.timeS), at);
-      emit('/tempered_mpc/command', r.timeS, session.commandMessage(r.tick), at);
-      emit('/tempered_mpc/plan', r.timeS, session.planMessage(r.tick), at);
-      emit('/tempered_mpc/status', r.timeS, session.statusMessage(r.tick), at);
-      telemetry?.publish(SCENE_TOPIC, r.timeS, () => session.sceneMessage(r.tick));
+      // the simulator's channels, then the controller's (the channel table's order)
+      if (r.stateMessage) emit(topicOf('state'), r.timeS, r.stateMessage, at);
+      emit(topicOf('true_state'), r.timeS, session.codec.encode(r.state, r.timeS), at);
+      const message = tickMessages(session, r.tick);
+      for (const c of CHANNELS) {
+        if (!c.build) continue;
+        if (!c.logged) telemetry?.publish(topicOf(c.name), r.timeS, () => message(c)!);
+        else {
+          const m = message(c);
+          if (m) emit(topicOf(c.name), r.timeS, m, at);
+        }
+      }
       telemetry?.observe(r.tick);
       bar.update((k + 1) / total, `t=${r.timeS.toFixed(1)}s ${r.tick.mode} ${r.tick.solveMs.toFixed(0)}ms${r.inGoal ? ' in goal' : ''}`);
     };

@@ -1,26 +1,10 @@
 import { open, FileHandle } from 'node:fs/promises';
 import { McapWriter } from '@mcap/core';
-import { msgJsonSchema, TYPES } from '../interfaces/definitions.js';
+import { msgJsonSchema } from '../interfaces/definitions.js';
 import { protobufSchema } from '../interfaces/protobuf.js';
 
 /** How the log encodes its messages: protobuf (compact; the default) or JSON (readable as text). */
 export type LogEncoding = 'protobuf' | 'json';
-
-/**
- * The topics an embedded run logs, by the names and types the ROS graph of
- * a launch file has (namespace /tempered_mpc): a log of `tempered-mpc run`
- * and a `ros2 bag record` of the nodes carry the same messages.
- */
-export function logTopics(stateType: string, withEstimate = false): Record<string, string> {
-  return {
-    '/tempered_mpc/state': stateType,
-    ...(withEstimate ? { '/tempered_mpc/state_estimate': TYPES.estimate } : {}),
-    '/tempered_mpc/true_state': stateType,
-    '/tempered_mpc/command': TYPES.command,
-    '/tempered_mpc/plan': TYPES.plan,
-    '/tempered_mpc/status': TYPES.status,
-  };
-}
 
 /**
  * An MCAP file of protobuf-encoded messages (or JSON) with the schemas

@@ -1,3 +1,4 @@
+import { SCENE_TOPIC } from './channels.js';
 import { plannerDescriptor } from '../planners/registry.js';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -65,7 +66,6 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
 
 /** The live topic of the plan as a foxglove.SceneUpdate. */
-export const SCENE_TOPIC = '/tempered_mpc/plan_scene';
 
 /**
  * Live telemetry and tuning over HTTP, free of any transport to the robot:
