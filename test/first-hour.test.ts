@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { McapStreamReader } from '@mcap/core';
 import { WebSocket } from 'ws';
-import { loadCheckpoint } from '../src/prior/checkpoint.js';
+import { loadCheckpoint } from '../src/learned/checkpoint.js';
 import { parseParamsText } from '../src/run/params-file.js';
 import { resolveRunParams } from '../src/run/setup.js';
 import { ControllerSession } from '../src/run/session.js';

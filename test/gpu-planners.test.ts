@@ -11,7 +11,7 @@ import { webgpuMissing } from './support/webgpu.js';
 import { resolveParams } from '../src/params.js';
 import { MODELS } from '../src/models/index.js';
 import { MPPI_PARAMS } from '../src/planners/mppi/mppi.js';
-import { controlScaling, toNormalised } from '../src/planners/problem.js';
+import { controlScaling, toNormalised } from '../src/models/controls.js';
 import { runLoop } from '../src/run/loop.js';
 import { assemble, resolveRunParams } from '../src/run/setup.js';
 import { readParamsFile } from '../src/run/params-file.js';

@@ -8,7 +8,7 @@ import { modelDefinition } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { resolveParams } from '../params.js';
 import { PLANNER_NAMES, plannerDescriptor } from '../planners/registry.js';
-import { PRIOR_PARAMS } from '../prior/params.js';
+import { PRIOR_PARAMS } from '../learned/params.js';
 import { quantile } from '../samplers/stats.js';
 import { Command, JSON_OPTION, MAX_THREADS, optionalInteger, parseInteger, parseOverrides, printJson, stringOpt, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lineChart, Series } from '../plot/svg.js';
-import { loadCheckpoint } from '../prior/checkpoint.js';
+import { loadCheckpoint } from '../learned/checkpoint.js';
 import { runLoop } from '../run/loop.js';
 import { assemble, controllerParameterTable, resolveRunParams, RunParams } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';

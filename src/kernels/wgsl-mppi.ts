@@ -1,6 +1,6 @@
 import { emitBody, wgsl } from '../expr/emit.js';
 import type { Scalar } from '../expr/expr.js';
-import type { ControlScaling } from '../planners/problem.js';
+import type { ControlScaling } from '../models/controls.js';
 import { loopInvariantNodes, StepGraphs } from './graphs.js';
 import { PHILOX_WGSL } from './philox.js';
 import { StorageSpec, storageDeclarations } from './webgpu.js';

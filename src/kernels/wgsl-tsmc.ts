@@ -1,5 +1,5 @@
 import { wgsl } from '../expr/emit.js';
-import type { ControlScaling } from '../planners/problem.js';
+import type { ControlScaling } from '../models/controls.js';
 import type { StepGraphs } from './graphs.js';
 import { PHILOX_WGSL } from './philox.js';
 import { wgslCostGradFunction } from './wgsl-source.js';

@@ -2,7 +2,7 @@ import type { RolloutBackend } from '../kernels/backend.js';
 import type { WebGpuBackend } from '../kernels/webgpu.js';
 import type { Model } from '../models/model.js';
 import type { ParamsOf, ParamValue, Schema } from '../params.js';
-import type { PRIOR_PARAMS } from '../prior/params.js';
+import type { PRIOR_PARAMS } from '../learned/params.js';
 import type { Rng } from '../random.js';
 import type { PriorGuide, RecedingPlanner } from './receding.js';
 

@@ -1,6 +1,6 @@
 import type { ParamsOf } from '../params.js';
-import type { PRIOR_PARAMS } from '../prior/params.js';
-import type { LearnedPrior, ModelStep } from '../prior/runtime.js';
+import type { PRIOR_PARAMS } from '../learned/params.js';
+import type { LearnedPrior, ModelStep } from '../learned/runtime.js';
 
 /** What a receding-horizon planner is asked each tick (planner state units). */
 export interface PlanRequest {

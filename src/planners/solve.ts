@@ -7,7 +7,8 @@ import { initParticles, MoveInfo } from '../samplers/target.js';
 import { mppi } from './mppi/mppi.js';
 import { rows } from '../arrays.js';
 import { projectedAdam } from './gradient.js';
-import { ControlPrior, RolloutContext, toControls, TrajectoryTarget } from './problem.js';
+import { ControlPrior, RolloutContext, TrajectoryTarget } from './problem.js';
+import { boundedCoordinates, toControls } from '../models/controls.js';
 import { MOVE_PARAMS, moveKernel, runTsmc, SAMPLING_PARAMS, TSMC_PARAMS, TSMC_SYSTEM_DEFAULTS } from './tsmc/tsmc.js';
 import { InputError } from '../input-error.js';
 
@@ -202,9 +203,4 @@ export async function solve(backend: RolloutBackend, opts: SolveOptions): Promis
   };
 }
 
-export function boundedCoordinates(model: Model): (k: number) => boolean {
-  const m = model.controlDim;
-  const { lower, upper } = model.controlLimits;
-  return (k) => Number.isFinite(lower[k % m]) && Number.isFinite(upper[k % m]);
-}
 

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { gpuContext } from '../kernels/webgpu.js';
-import type { Mlp } from './mlp.js';
-import { LOG_STD_RANGE } from './networks.js';
+import type { Mlp } from '../learned/mlp.js';
+import { LOG_STD_RANGE } from '../learned/networks.js';
 
 /**
  * The trainer's tensor side (TensorFlow.js): the same networks and heads as

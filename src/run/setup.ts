@@ -1,6 +1,6 @@
 import { CONTROLLER_PARAMS } from '../controller/controller.js';
 import { PLANNERS } from '../planners/registry.js';
-import { PRIOR_PARAMS } from '../prior/params.js';
+import { PRIOR_PARAMS } from '../learned/params.js';
 import { modelDefinition, MODELS } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
 import { choice, describe, GivenText, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema, keyedRecord } from '../params.js';

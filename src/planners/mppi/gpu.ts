@@ -4,7 +4,7 @@ import { FLAG, HEADER, MPPI_BUFFERS, NO_COST, ROLLOUT_WORKGROUP, SCALAR, scalarL
 import type { Model } from '../../models/model.js';
 import type { ParamsOf } from '../../params.js';
 import type { MPPI_PARAMS } from './mppi.js';
-import { controlScaling, toControls } from '../problem.js';
+import { controlScaling, toControls } from '../../models/controls.js';
 import { Rng } from '../../random.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from '../receding.js';
 import { InputError } from '../../input-error.js';

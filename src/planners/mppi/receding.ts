@@ -2,9 +2,9 @@ import type { RolloutBackend } from '../../kernels/backend.js';
 import type { Model } from '../../models/model.js';
 import type { ParamsOf } from '../../params.js';
 import type { Rng } from '../../random.js';
-import { controlScaling, toControls } from '../problem.js';
+import { controlScaling, toControls } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner, shiftSequence } from '../receding.js';
-import { boundedCoordinates } from '../solve.js';
+import { boundedCoordinates } from '../../models/controls.js';
 import { MPPI_PARAMS, mppi } from './mppi.js';
 
 /**

@@ -3,9 +3,9 @@ import { buildStepGraphs } from '../../kernels/graphs.js';
 import type { Model } from '../../models/model.js';
 import { choice, flag, num, ParamsOf } from '../../params.js';
 import type { Rng } from '../../random.js';
-import { controlScaling } from '../problem.js';
+import { controlScaling } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner, shiftSequence } from '../receding.js';
-import { LOG_STD_RANGE } from '../../prior/networks.js';
+import { LOG_STD_RANGE } from '../../learned/networks.js';
 import { normalise, Proposal, SmcResult, smcOverTime } from './smc.js';
 
 /** SMC planning over time: the parameters SPO and TRT-SMC share (`spo.*`, `trtsmc.*`). */

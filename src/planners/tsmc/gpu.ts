@@ -4,7 +4,7 @@ import { NO_COST } from '../../kernels/wgsl-mppi.js';
 import { LEVEL_OUT, TSMC_BUFFERS, TSMC_FLAG, TSMC_HEADER, TSMC_SCALAR, TSMC_WORKGROUP, tsmcAuxLayout, wgslTsmcSource } from '../../kernels/wgsl-tsmc.js';
 import type { Model } from '../../models/model.js';
 import type { ParamsOf } from '../../params.js';
-import { controlScaling, toControls } from '../problem.js';
+import { controlScaling, toControls } from '../../models/controls.js';
 import { leapfrogStepsAt } from './tsmc.js';
 import type { PlanRequest, PlanResult, RecedingPlanner } from '../receding.js';
 import type { MPC_TSMC_PARAMS } from './receding.js';

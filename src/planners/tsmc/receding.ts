@@ -3,9 +3,10 @@ import type { Model } from '../../models/model.js';
 import { num, ParamsOf } from '../../params.js';
 import type { Rng } from '../../random.js';
 import { projectedAdam } from '../gradient.js';
-import { ControlPrior, controlScaling, toControls, TrajectoryTarget } from '../problem.js';
+import { ControlPrior, TrajectoryTarget } from '../problem.js';
+import { controlScaling, toControls } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner, shiftSequence } from '../receding.js';
-import { boundedCoordinates } from '../solve.js';
+import { boundedCoordinates } from '../../models/controls.js';
 import { runTsmc, TSMC_PARAMS } from './tsmc.js';
 
 export const MPC_TSMC_PARAMS = {

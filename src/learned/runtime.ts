@@ -1,6 +1,6 @@
 import type { Model } from '../models/model.js';
 import type { Rng } from '../random.js';
-import { controlScaling } from '../planners/problem.js';
+import { controlScaling } from '../models/controls.js';
 import { loadCheckpoint, PriorError, PriorMeta } from './checkpoint.js';
 import { compileMlp, MlpKernel, mlpInputs, mlpOutputs } from './mlp.js';
 import { featureDim, policyAt, PriorNetworks, qAt, stateFeatures } from './networks.js';

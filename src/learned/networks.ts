@@ -3,7 +3,7 @@ import type { Model } from '../models/model.js';
 import { Rng } from '../random.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStageCostFunction } from '../kernels/js-source.js';
-import { boundedCoordinates } from '../planners/solve.js';
+import { boundedCoordinates } from '../models/controls.js';
 import { cloneMlp, initMlp, Mlp, MlpKernel } from './mlp.js';
 
 /** The networks of a prior, as PO-MPC names them. */
