@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MessageReader, MessageWriter } from '@foxglove/rosmsg2-serialization';
 import { definitionsOf, ownDefinitions, parseMsgFile, TYPES } from '../src/interfaces/definitions.js';
+import { logTopics, TICK_CHANNELS } from '../src/telemetry/channels.js';
 import { decodeCommand, fromTime, StateCodec, toTime } from '../src/interfaces/messages.js';
 import { ControllerSession } from '../src/run/session.js';
 import { resolveRunParams } from '../src/run/setup.js';
@@ -110,6 +111,14 @@ describe('wire format: every message the nodes publish or take, through CDR and 
       assert.equal(series[0].values.length, 4);
       assert.deepEqual(Array.from(series[1].values), tick.diagnostics!.series!.sigma);
       assert.ok(Math.abs((status.budget_ms as number) - 80) < 1e-9, 'the default budget: 80% of the period');
+
+      // every controller channel of the channel table builds a message of its declared type
+      for (const c of TICK_CHANNELS) {
+        const m = c.build!(session, tick);
+        if (c.name === 'state_estimate') assert.equal(m, undefined, 'no estimator, no estimate');
+        else assert.doesNotThrow(() => wire(c.type, m), c.name);
+      }
+      assert.deepEqual(Object.keys(logTopics(session.codec.type)), ['/tempered_mpc/state', '/tempered_mpc/true_state', '/tempered_mpc/command', '/tempered_mpc/status', '/tempered_mpc/plan']);
 
       const clock = wire<{ clock: { sec: number; nanosec: number } }>(TYPES.clock, { clock: toTime(1.7) });
       assert.ok(Math.abs(fromTime(clock.clock)! - 1.7) < 1e-9);

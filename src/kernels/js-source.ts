@@ -138,37 +138,29 @@ export function compileStepFunction(graphs: StepGraphs): StepFunction {
 /** The terminal cost of one state, for one sample: `(x, ref) => l_T`. */
 export type TerminalCostFunction = (x: readonly number[], ref: readonly number[]) => number;
 
-export function compileTerminalCostFunction(graphs: StepGraphs): TerminalCostFunction {
-  const { stateDim: n } = graphs.model;
-  const body = emitBody([graphs.terminal], javascript);
-  const source = [
-    '(function (X, R) {',
-    '"use strict";',
-    ...list('x', n).map((x, i) => `const ${x} = X[${i}];`),
-    ...list('r', n).map((r, i) => `const ${r} = R[${i}];`),
-    ...body.code,
-    `return ${body.refs[0]};`,
-    '})',
-  ].join('\n');
-  return (0, eval)(source) as TerminalCostFunction;
-}
-
 /** The stage cost l(x, u, u_prev, ref) of one step, for one sample: `(x, u, uPrev, ref) => l`. */
 export type StageCostFunction = (x: readonly number[], u: readonly number[], uPrev: readonly number[], ref: readonly number[]) => number;
 
+export function compileTerminalCostFunction(graphs: StepGraphs): TerminalCostFunction {
+  const { stateDim: n } = graphs.model;
+  return compileScalarFunction(graphs.terminal, [['X', 'x', n], ['R', 'r', n]]) as TerminalCostFunction;
+}
+
 export function compileStageCostFunction(graphs: StepGraphs): StageCostFunction {
   const { stateDim: n, controlDim: m } = graphs.model;
-  const body = emitBody([graphs.stage], javascript);
+  return compileScalarFunction(graphs.stage, [['X', 'x', n], ['U', 'u', m], ['P', 'p', m], ['R', 'r', n]]) as StageCostFunction;
+}
+
+/** One scalar of the graphs as a plain function of arrays: each argument names its array, the graph's input prefix and its length. */
+function compileScalarFunction(output: Scalar, args: readonly (readonly [string, string, number])[]): (...arrays: (readonly number[])[]) => number {
+  const body = emitBody([output], javascript);
   const source = [
-    '(function (X, U, P, R) {',
+    `(function (${args.map(([name]) => name).join(', ')}) {`,
     '"use strict";',
-    ...list('x', n).map((x, i) => `const ${x} = X[${i}];`),
-    ...list('u', m).map((u, i) => `const ${u} = U[${i}];`),
-    ...list('p', m).map((p, i) => `const ${p} = P[${i}];`),
-    ...list('r', n).map((r, i) => `const ${r} = R[${i}];`),
+    ...args.flatMap(([name, prefix, length]) => list(prefix, length).map((v, i) => `const ${v} = ${name}[${i}];`)),
     ...body.code,
     `return ${body.refs[0]};`,
     '})',
   ].join('\n');
-  return (0, eval)(source) as StageCostFunction;
+  return (0, eval)(source) as (...arrays: (readonly number[])[]) => number;
 }
