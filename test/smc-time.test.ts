@@ -63,6 +63,9 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
     close(r.rootActions, actions[0], 0, 'root actions');
     assert.equal(r.depthReached, 2);
     assert.equal(r.resamples, 0);
+    // the model's terminal cost closes the pass with the value: l_T(x) = x^2 at x2 = 1.6, 0.2, 0.7
+    const closed = smcOverTime({ ...handProblem(), terminalCost: (x) => x[0] * x[0] }, settings(), fixed(actions), new Rng(1));
+    close(closed.logWeights, [-5.07 - 2.56, -1.08 - 0.04, -1.58 - 0.49], 1e-12, 'log weights with the terminal cost');
     // eta 2 halves every log weight
     const hot = smcOverTime(handProblem(), settings({ eta: 2 }), fixed(actions), new Rng(1));
     close(hot.survivingWeights, normalised([-2.535, -0.54, -0.79]), 1e-12, 'q-hat at eta 2');
