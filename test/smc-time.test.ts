@@ -115,6 +115,7 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
     let x = new Array<number>(K).fill(1);
     let J = [0, 1, 2, 3];
     const expected = new Array<number>(K).fill(0);
+    const baseline = new Array<number>(K).fill(0);
     for (let s = 0; s < depth; s++) {
       const inc = x.map((xi, i) => {
         const a = table[s][i];
@@ -124,6 +125,7 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
       for (let j = 0; j < K; j++) {
         const members = J.flatMap((anc, i) => (anc === j ? [i] : []));
         if (members.length) expected[j] += Math.log(members.reduce((acc, i) => acc + Math.exp(inc[i]), 0) / members.length);
+        if (members.length) baseline[j] += Math.log(inc.reduce((acc, v) => acc + Math.exp(v), 0) / K);
       }
       x = x.map((xi, i) => xi + table[s][i]);
       if (s + 1 < depth) {
@@ -133,6 +135,7 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
       }
     }
     close(r.backedUp, expected, 1e-10, 'backed-up statistics');
+    close(r.backedUpBaseline, baseline, 1e-10, 'their per-step baselines');
     assert.deepEqual(Array.from(r.ancestors), J);
   });
 

@@ -79,6 +79,13 @@ export interface SmcResult {
   survivingWeights: Float64Array;
   /** TRT-SMC's backed-up ancestor log-statistics Q-hat (K): the running sum of log mean incremental weight over each root's descendants */
   backedUp: Float64Array;
+  /**
+   * for each root, the sum of the steps' log mean incremental weight over all
+   * particles, over the steps the root had descendants: backedUp minus this
+   * compares roots fairly when some lose every descendant early (a step a root
+   * misses counts as an average one, not as a free one)
+   */
+  backedUpBaseline: Float64Array;
   /** the final particles: log weights, root ancestors, trajectories (K x depthReached x m, ancestral: copied with their particle at resampling), states */
   logWeights: Float64Array;
   ancestors: Int32Array;
@@ -164,6 +171,7 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
   let trajectories = new Float64Array(K * h * m);
   const rootActions = new Float64Array(K * m);
   const backedUp = new Float64Array(K);
+  const backedUpBaseline = new Float64Array(K);
   const essRatios: number[] = [];
   const proposalFigures: number[] = [];
   let resamples = 0;
@@ -212,7 +220,12 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     // TRT-SMC Algorithm 2, lines 8-9: each root's statistic gains log mean of its descendants' incremental weights
     const members: number[][] = Array.from({ length: K }, () => []);
     for (let i = 0; i < K; i++) members[ancestors[i]].push(i);
-    for (let j = 0; j < K; j++) if (members[j].length) backedUp[j] += logMeanExp(increment, members[j]);
+    const stepMean = logMeanExp(increment);
+    for (let j = 0; j < K; j++) {
+      if (!members[j].length) continue;
+      backedUp[j] += logMeanExp(increment, members[j]);
+      if (Number.isFinite(stepMean)) backedUpBaseline[j] += stepMean;
+    }
     for (let i = 0; i < K; i++) logW[i] += increment[i];
     for (let i = 0; i < K; i++) if (!terminal[i]) reference.set(next.subarray(i * n, (i + 1) * n), i * n);
     const w = normalise(logW);
@@ -252,7 +265,12 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
       const c = problem.terminalCost(Array.from(states.subarray(i * n, (i + 1) * n)));
       increment[i] = Number.isFinite(c) ? -discount * c / eta : -Infinity;
     }
-    for (let j = 0; j < K; j++) if (members[j].length) backedUp[j] += logMeanExp(increment, members[j]);
+    const stepMean = logMeanExp(increment);
+    for (let j = 0; j < K; j++) {
+      if (!members[j].length) continue;
+      backedUp[j] += logMeanExp(increment, members[j]);
+      if (Number.isFinite(stepMean)) backedUpBaseline[j] += stepMean;
+    }
     for (let i = 0; i < K; i++) logW[i] += increment[i];
   }
   const final = normalise(logW);
@@ -260,7 +278,7 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
   for (let i = 0; i < K; i++) survivingWeights[ancestors[i]] += final[i];
   const valueSmc = valueRoot - eta * logMeanExp(backedUp);
   return {
-    rootActions, survivingWeights, backedUp, logWeights: logW, ancestors,
+    rootActions, survivingWeights, backedUp, backedUpBaseline, logWeights: logW, ancestors,
     trajectories: depthReached === h ? trajectories : cut(trajectories, K, h, depthReached, m),
     states, depthReached, essRatios, proposalFigures, resamples, eta, valueRoot, valueSmc,
   };

@@ -59,7 +59,8 @@ export const TRTSMC_VARIANT: SmcVariant = {
   name: 'trtsmc',
   proposal: (p, bounded, guide, reference) => trustRegionProposal(p.alpha as number, p.atoms as number, p.policyStdScale as number, bounded,
     (states, count, z, perState) => guide.prior.q(states, count, z, perState, reference)),
-  rootWeights: (r) => normalise(r.backedUp),
+  // q-hat ∝ pi exp(Q-hat) over the root atoms (the root's log(pi / q) is inside Q-hat), each root against the steps it took part in
+  rootWeights: (r) => normalise(r.backedUp.map((v, j) => v - r.backedUpBaseline[j])),
   revive: (p) => p.revive === true,
   figureName: 'beta',
 };
