@@ -178,6 +178,22 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
   let eta = settings.eta;
   let here = problem.policyValue(states, K);
   const valueRoot = here.value[0];
+  /**
+   * Adds a step's log incremental weights: to the particles' weights, and
+   * (TRT-SMC Algorithm 2, lines 8-9) to each root's statistic the log mean
+   * over its descendants, with the step's mean over all particles as its baseline.
+   */
+  const addIncrement = (increment: Float64Array) => {
+    const members: number[][] = Array.from({ length: K }, () => []);
+    for (let i = 0; i < K; i++) members[ancestors[i]].push(i);
+    const stepMean = logMeanExp(increment);
+    for (let j = 0; j < K; j++) {
+      if (!members[j].length) continue;
+      backedUp[j] += logMeanExp(increment, members[j]);
+      if (Number.isFinite(stepMean)) backedUpBaseline[j] += stepMean;
+    }
+    for (let i = 0; i < K; i++) logW[i] += increment[i];
+  };
   let depthReached = 0;
   let guided = settings.guide ? 0 : -1;
   for (let t = 0; t < h; t++) {
@@ -217,16 +233,7 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     // the quantity the value was trained on (undiscounted, each step would add (1 - gamma) V and favour states the value calls bad)
     const discount = problem.gamma ** t;
     for (let i = 0; i < K; i++) increment[i] = advantage[i] === -Infinity ? -Infinity : draw.logCorrection[i] + discount * advantage[i] / eta;
-    // TRT-SMC Algorithm 2, lines 8-9: each root's statistic gains log mean of its descendants' incremental weights
-    const members: number[][] = Array.from({ length: K }, () => []);
-    for (let i = 0; i < K; i++) members[ancestors[i]].push(i);
-    const stepMean = logMeanExp(increment);
-    for (let j = 0; j < K; j++) {
-      if (!members[j].length) continue;
-      backedUp[j] += logMeanExp(increment, members[j]);
-      if (Number.isFinite(stepMean)) backedUpBaseline[j] += stepMean;
-    }
-    for (let i = 0; i < K; i++) logW[i] += increment[i];
+    addIncrement(increment);
     for (let i = 0; i < K; i++) if (!terminal[i]) reference.set(next.subarray(i * n, (i + 1) * n), i * n);
     const w = normalise(logW);
     essRatios.push(essRatio(w));
@@ -258,20 +265,12 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
   // where the pass ended: the model's terminal cost joins the value bootstrap, as it closes MPPI's and TSMC's plans
   if (problem.terminalCost && depthReached > 0) {
     const discount = problem.gamma ** depthReached;
-    const members: number[][] = Array.from({ length: K }, () => []);
-    for (let i = 0; i < K; i++) members[ancestors[i]].push(i);
     const increment = new Float64Array(K);
     for (let i = 0; i < K; i++) {
       const c = problem.terminalCost(Array.from(states.subarray(i * n, (i + 1) * n)));
       increment[i] = Number.isFinite(c) ? -discount * c / eta : -Infinity;
     }
-    const stepMean = logMeanExp(increment);
-    for (let j = 0; j < K; j++) {
-      if (!members[j].length) continue;
-      backedUp[j] += logMeanExp(increment, members[j]);
-      if (Number.isFinite(stepMean)) backedUpBaseline[j] += stepMean;
-    }
-    for (let i = 0; i < K; i++) logW[i] += increment[i];
+    addIncrement(increment);
   }
   const final = normalise(logW);
   const survivingWeights = new Float64Array(K);
