@@ -119,6 +119,7 @@ function onStatus(s) {
   // the planner's series: each over time (a row per tick, null when no plan landed) and the last plan's
   const landed = new Map(s.series.map((x) => [x.name, x.values]));
   if (landed.size) lastSeries = landed;
+  info.series = [...new Set([...(info.series ?? []), ...landed.keys()])];
   for (const name of new Set([...history.series.keys(), ...landed.keys()])) {
     if (!history.series.has(name)) history.series.set(name, []);
     const rows = history.series.get(name);

@@ -50,6 +50,10 @@ describe('dashboard in Chromium (playwright-core), during a lockstep run', funct
       const points = await page.evaluate(() => document.querySelectorAll('.chart canvas').length);
       assert.ok(points >= 6, `${points} charts drawn`);
       assert.match(await page.textContent('#status') ?? '', /tick \d+/);
+      // the planner's own charts, as its registry entry declares them, fed by the status's named series
+      const titles = await page.evaluate(() => [...document.querySelectorAll('.chart h3')].map((h) => h.textContent));
+      assert.ok(titles.includes('MPPI: sample cost spread of the last iteration, per plan') && titles.includes('MPPI: sampling std per control at the first step'), titles.join(' | '));
+      assert.deepEqual(await page.evaluate(() => (window as unknown as { dashboard: { series: string[] } }).dashboard.series), ['cost_spread', 'sigma']);
 
       // a parameter through the panel: type, commit, see it applied
       const field = page.locator('.param[data-key="mppi.temperature"] input[type=number]');
