@@ -55,7 +55,8 @@ export const benchPlannerCommand: Command = {
     const system = stringOpt(values, 'system') ?? 'pendulum';
     const def = modelDefinition(system);
     const out = outputFolder(values, 'bench-planner');
-    const backend = await chooseBackend(stringOpt(values, 'backend'));
+    // a planner without a GPU path is measured on the CPU unless --backend says otherwise (and is then refused with the reason)
+    const backend = descriptor.gpu || stringOpt(values, 'backend') !== undefined ? await chooseBackend(stringOpt(values, 'backend')) : 'cpu';
     const paths = (stringOpt(values, 'gpu-path') ?? 'resident').split(',').map((p) => p.trim()) as ('resident' | 'rollouts')[];
     for (const p of paths) if (p !== 'resident' && p !== 'rollouts') throw new InputError(`--gpu-path takes resident, rollouts or both (comma-separated), got '${p}'`);
     if (backend === 'cpu' && paths.length > 1) throw new InputError('--gpu-path with two paths needs --backend webgpu');

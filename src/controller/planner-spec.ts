@@ -51,6 +51,7 @@ export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
   const descriptor = plannerDescriptor(spec.planner);
   const model = resolveModel(modelDefinition(spec.system), spec.model);
   const wantsGpu = spec.backend === 'webgpu' && spec.gpuPath !== 'rollouts';
+  if (spec.backend === 'webgpu' && !descriptor.gpu) throw new InputError(`planner ${descriptor.name} runs on the CPU only (no GPU path yet): backend cpu`);
   // a prior that does not fit (or a planner that needs one and has none) is refused before anything is compiled
   if (spec.prior?.path) {
     const problem = descriptor.priorProblem?.(spec.prior, wantsGpu);

@@ -27,10 +27,10 @@ export const SPO: PlannerDescriptor = {
   schema: SMC_TIME_PARAMS,
   // sharp weights (eta 0.01 against stage costs of ~1-10) and wide draws: with 16 particles the planner must find a good action, not average many
   systemDefaults: SMC_TIME_SYSTEM_DEFAULTS,
+  gpu: false,
   sizeKey: 'particles',
   liveKey: 'eta',
   prior: 'required',
-  priorProblem: (_settings, gpuResident) => (gpuResident ? 'planner spo runs on the CPU (its networks are not on the GPU yet): backend cpu' : undefined),
   build: ({ model, params, rng, guide }) => new SmcTimePlanner(model, params as never, rng, guide!, SPO_VARIANT),
   charts: SMC_TIME_CHARTS,
 };

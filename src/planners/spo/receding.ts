@@ -179,7 +179,7 @@ export class SmcTimePlanner implements RecedingPlanner {
       // the plan's cost in the value's units: V(x0) from the SMC estimate
       cost: r.valueSmc,
       info: {
-        depth: d, essRatio: finalEss, resamples: r.resamples, eta: r.eta, valueRoot: r.valueRoot, valueSmc: r.valueSmc,
+        depth: d, rollouts: (K * d) / H, essRatio: finalEss, resamples: r.resamples, eta: r.eta, valueRoot: r.valueRoot, valueSmc: r.valueSmc,
         ...(this.variant.figureName && figures.length ? { [this.variant.figureName]: figures.reduce((a, b) => a + b, 0) / figures.length } : {}),
       },
       diagnostics: {

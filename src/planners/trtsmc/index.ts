@@ -71,10 +71,10 @@ export const TRTSMC: PlannerDescriptor = {
   schema: TRTSMC_PARAMS,
   // the pendulum's learned Q (a PO-MPC prior) misleads the twisted proposal: 19/20 at alpha 0, 16/20 at 0.03, 4-7/20 at 0.1 (docs/results.md)
   systemDefaults: Object.fromEntries(Object.entries(SMC_TIME_SYSTEM_DEFAULTS).map(([system, d]) => [system, { ...d, atoms: 8, ...(system === 'pendulum' ? { alpha: 0 } : {}) }])),
+  gpu: false,
   sizeKey: 'particles',
   liveKey: 'alpha',
   prior: 'required',
-  priorProblem: (_settings, gpuResident) => (gpuResident ? 'planner trtsmc runs on the CPU (its networks are not on the GPU yet): backend cpu' : undefined),
   build: ({ model, params, rng, guide }) => new SmcTimePlanner(model, params as never, rng, guide!, TRTSMC_VARIANT),
   charts: [...SMC_TIME_CHARTS, { title: 'TRT-SMC: mean inverse temperature beta of the proposal along the depth (x: step)', kind: 'last', series: ['beta'], labels: ['beta'] }],
 };
