@@ -14,6 +14,8 @@ import { InputError } from '../input-error.js';
 import { SimControl } from '../run/loop.js';
 import { CLIENT_FRAME_LIMIT_BYTES, CLIENT_MESSAGE_ENTRIES_LIMIT, SUBPROTOCOLS } from '../telemetry/foxglove-live.js';
 import { Telemetry } from '../telemetry/server.js';
+import { topicOf } from '../telemetry/channels.js';
+import { TYPES } from '../interfaces/definitions.js';
 import { WebSocket } from 'ws';
 
 /**
@@ -378,7 +380,7 @@ const websocketTarget: FuzzTarget = {
   name: 'websocket',
   doc: `Foxglove WebSocket messages over a real socket (subscriptions and parameter lists of any length, frames up to and past the 64 kB cap, garbage): a status or an answer, never a crash; the server keeps serving; no message holds the command thread ${COMMAND_THREAD_LAG_LIMIT_MS} ms or more`,
   run: (numRuns, seed) => withSmallSession(async (session) => {
-    const telemetry = new Telemetry(session, { port: 0, topics: { '/tempered_mpc/command': 'std_msgs/msg/Float64MultiArray' } });
+    const telemetry = new Telemetry(session, { port: 0, topics: { [topicOf('command')]: TYPES.command } });
     const address = (await telemetry.listen()).replace(/^http/, 'ws');
     let ws: WebSocket | undefined;
     const connect = () => new Promise<WebSocket>((resolve, reject) => {
