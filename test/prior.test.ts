@@ -384,6 +384,26 @@ describe('prior: train-prior (tiny networks, a few episodes)', function () {
     session.dispose();
   });
 
+  it('a stop between episodes keeps every episode done, though the last periodic checkpoint was earlier', async () => {
+    const run = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 5, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1 });
+    const stop = new AbortController();
+    const r = await trainPrior({
+      run, train: resolveTrainParams({ episodes: 6, episodeS: 0.5, batch: 8, width: 8, depth: 1, checkpointEvery: 2 }), out, resume: false, version: 'test',
+      signal: stop.signal, onEpisode: (p) => p.episode === 3 && stop.abort(),
+    });
+    assert.equal(r.meta.episodes, 3, 'episode 3 is in the checkpoint, not only episode 2');
+    assert.equal((JSON.parse(readFileSync(join(out, 'train-state.json'), 'utf8')) as { episodesDone: number }).episodesDone, 3);
+  });
+
+  it('acts with SPO and distils its q-hat (the EM loop): the prior loads for SPO', async () => {
+    const run = resolveRunParams('pendulum', { planner: 'spo', 'model.horizon': 5, 'spo.particles': 8, threads: 1 });
+    const r = await trainPrior({ run, train: resolveTrainParams({ episodes: 2, episodeS: 1, batch: 8, width: 8, depth: 1 }), out, resume: false, version: 'test' });
+    assert.equal((r.meta.training as { planner: string }).planner, 'spo');
+    assert.ok(r.meta.updates > 0 && r.curve.every((p) => Number.isFinite(p.policyLoss)));
+    const session = await ControllerSession.create(resolveRunParams('pendulum', { planner: 'spo', 'model.horizon': 5, 'prior.path': out, plannerThread: 'main', threads: 1 }), { lockstep: true });
+    session.dispose();
+  });
+
   it('trains from a teacher: the acting planner has its own cost terms, the prior is for model.*', async () => {
     const run = resolveRunParams('acrobot', { planner: 'mppi', 'model.horizon': 5, 'model.wEnergy': 0, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1 });
     const r = await trainPrior({ run, train: resolveTrainParams({ episodes: 1, episodeS: 0.5, batch: 8, width: 8, depth: 1, teacherModel: 'wEnergy=10' }), out: join(out, 'teacher'), resume: false, version: 'test' });

@@ -469,7 +469,8 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       // the tensor work never waits on I/O: let a signal's handler run between episodes
       await new Promise((resolve) => setImmediate(resolve));
     }
-    meta ??= await writeCheckpoint();
+    // the last episodes since a periodic checkpoint are written too (a signal between episodes ends the loop at its top)
+    if (!meta || meta.episodes !== state.episodesDone) meta = await writeCheckpoint();
   } finally {
     backend.dispose();
     for (const k of NETWORK_NAMES) for (const l of vars[k]) {
