@@ -195,10 +195,12 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     for (let i = 0; i < K; i++) logW[i] += increment[i];
   };
   let depthReached = 0;
+  let slowestStepMs = 0;
   let guided = settings.guide ? 0 : -1;
   for (let t = 0; t < h; t++) {
-    // anytime: a plan always has its first step; later steps only while time remains
-    if (t > 0 && settings.deadline !== undefined && performance.now() >= settings.deadline) break;
+    // anytime: a plan always has its first step; a later one only if it can end by the deadline (judged by the slowest step so far)
+    const stepStart = performance.now();
+    if (t > 0 && settings.deadline !== undefined && stepStart + slowestStepMs >= settings.deadline) break;
     const draw = proposal(states, K, here, rng);
     if (guided >= 0) {
       draw.actions.set(settings.guide!.subarray(t * m, (t + 1) * m), guided * m);
@@ -240,6 +242,7 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     states = next;
     here = ahead;
     depthReached = t + 1;
+    slowestStepMs = Math.max(slowestStepMs, performance.now() - stepStart);
     // resample every r steps, but not after the last: q-hat reads the final weights
     if ((t + 1) % settings.resampleEvery !== 0 || t + 1 >= h) continue;
     if (!logW.some(Number.isFinite)) break;

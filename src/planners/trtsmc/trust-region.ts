@@ -56,9 +56,12 @@ export function trustRegion(q: ArrayLike<number>, alpha: number): TrustRegionSte
     lo = hi;
     hi *= 4;
   }
+  // to 1e-6 of the bound: the planner solves this at every particle and step
   for (let k = 0; k < 200 && hi - lo > 1e-14 * hi; k++) {
     const mid = 0.5 * (lo + hi);
-    if (boltzmann(q, mid, min, probs) < bound) lo = mid;
+    const kl = boltzmann(q, mid, min, probs);
+    if (Math.abs(kl - bound) < 1e-6) return { probs, beta: mid, kl, bound };
+    if (kl < bound) lo = mid;
     else hi = mid;
   }
   const beta = 0.5 * (lo + hi);
