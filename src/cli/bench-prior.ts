@@ -139,7 +139,8 @@ async function comparePlanners(values: Record<string, unknown>, system: string, 
       const iterations = planner === 'mppi' ? base.params.planners.mppi.iterations as number : 1;
       const sizeKey = plannerDescriptor(planner).sizeKey;
       const size = Math.round(budget / (horizon * iterations));
-      if (size < 2) throw new InputError(`--budgets ${budget}: ${planner} would get ${size} ${sizeKey} at H ${horizon}${planner === 'mppi' ? ` and ${iterations} iterations` : ''} (at least 2)`);
+      const most = (plannerDescriptor(planner).schema[sizeKey] as { max?: number }).max ?? Infinity;
+      if (size < 2 || size > most) throw new InputError(`--budgets ${budget}: ${planner} would get ${size} ${sizeKey} at H ${horizon}${planner === 'mppi' ? ` and ${iterations} iterations` : ''} (it takes 2 to ${most})`);
       flat[`${planner}.${sizeKey}`] = size;
       const k = cells.length;
       const outcome = await closedLoop(resolveRunParams(system, flat), seeds, durationS, (fraction, note) => bar.update((k + fraction) / total, `${budget} steps ${planner} ${sizeKey} ${size} ${note}`));

@@ -7,6 +7,7 @@ import { progressBar } from './progress.js';
 import { shutdown } from '../shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 import { InputError } from '../input-error.js';
+import { plannerDescriptor, PLANNERS } from '../planners/registry.js';
 
 export const PROJECT_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
@@ -34,6 +35,8 @@ export const trainPriorCommand: Command = {
   async run(values) {
     const { own: trainSets, rest: runSets } = splitSets(values, 'train');
     const planner = stringOpt(values, 'planner') ?? 'mppi';
+    // refused before anything is written
+    if (!plannerDescriptor(planner).distils) throw new InputError(`--planner ${planner}: it reports no first-step distribution to distil (use ${PLANNERS.filter((p) => p.distils).map((p) => p.name).join(', ')})`);
     const { system, params } = runOptions({ ...values, set: runSets, planner, prior: undefined });
     for (const [flag, key] of [['episodes', 'episodes'], ['kl', 'kl'], ['lambda', 'lambda'], ['backend', 'backend']] as const) {
       const v = stringOpt(values, flag);

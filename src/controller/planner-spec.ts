@@ -57,7 +57,7 @@ export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
     const problem = descriptor.priorProblem?.(spec.prior, wantsGpu);
     if (problem) throw new InputError(problem);
   } else if (descriptor.prior === 'required') {
-    throw new InputError(`planner ${descriptor.name} plans with a learned prior: set prior.path (a directory from train-prior)`);
+    throw new InputError(`planner ${descriptor.name} plans with a learned prior: set prior.path (--prior DIR on the command line; a directory from train-prior)`);
   }
   const guide = spec.prior?.path ? priorGuide(spec, model) : undefined;
   const backend = await createBackend(model, spec.backend, { threads: spec.threads > 0 ? spec.threads : availableParallelism() });

@@ -52,6 +52,8 @@ export interface PlannerDescriptor {
   readonly schema: Schema;
   /** per system: values that replace the schema's defaults (each can be overridden) */
   readonly systemDefaults: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+  /** whether it reports its first-step action distribution (`RecedingPlanner.firstStep`), so train-prior can act with it and distil it */
+  readonly distils: boolean;
   /** whether it has a GPU-resident path (backend webgpu); without one it runs on the CPU only */
   readonly gpu: boolean;
   /** the key that sizes the planner (samples, particles): `bench planner` sweeps it */

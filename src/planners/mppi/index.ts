@@ -20,6 +20,7 @@ export const MPPI: PlannerDescriptor = {
     'pusher-slider': { samples: 512, iterations: 4 },
     'double-integrator': { samples: 128, iterations: 3 },
   },
+  distils: true,
   gpu: true,
   sizeKey: 'samples',
   liveKey: 'temperature',

@@ -27,6 +27,7 @@ export const SPO: PlannerDescriptor = {
   schema: SMC_TIME_PARAMS,
   // sharp weights (eta 0.01 against stage costs of ~1-10) and wide draws: with 16 particles the planner must find a good action, not average many
   systemDefaults: SMC_TIME_SYSTEM_DEFAULTS,
+  distils: true,
   gpu: false,
   sizeKey: 'particles',
   liveKey: 'eta',

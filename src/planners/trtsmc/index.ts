@@ -75,6 +75,7 @@ export const TRTSMC: PlannerDescriptor = {
     pendulum: { ...SMC_TIME_SYSTEM_DEFAULTS.pendulum, atoms: 8, alpha: 0 },
     acrobot: { ...SMC_TIME_SYSTEM_DEFAULTS.acrobot, atoms: 4 },
   },
+  distils: true,
   gpu: false,
   sizeKey: 'particles',
   liveKey: 'alpha',

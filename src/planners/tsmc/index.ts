@@ -15,6 +15,7 @@ export const TSMC: PlannerDescriptor = {
     'pusher-slider': { lambda: 0.2, stepSize: 0.01, particles: 64 },
     'double-integrator': { particles: 64 },
   },
+  distils: false,
   gpu: true,
   sizeKey: 'particles',
   liveKey: 'lambda',
