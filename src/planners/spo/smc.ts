@@ -1,5 +1,6 @@
 import type { Rng } from '../../random.js';
 import { resample, ResamplingScheme } from '../../samplers/resampling.js';
+import { ess, logSumExp, normalise as normaliseLogWeights } from '../../samplers/stats.js';
 
 /**
  * SMC planning over time (SPO Algorithm 1; TRT-SMC Algorithm 2 with its
@@ -103,29 +104,14 @@ export interface SmcResult {
   valueSmc: number;
 }
 
-const logMeanExp = (xs: ArrayLike<number>, idx?: ArrayLike<number>): number => {
-  const n = idx ? idx.length : xs.length;
-  let max = -Infinity;
-  for (let k = 0; k < n; k++) max = Math.max(max, xs[idx ? idx[k] : k]);
-  if (max === -Infinity) return -Infinity;
-  let s = 0;
-  for (let k = 0; k < n; k++) s += Math.exp(xs[idx ? idx[k] : k] - max);
-  return max + Math.log(s / n);
-};
+/** log of the mean of exp(xs) (over the entries `idx` when given). */
+const logMeanExp = (xs: ArrayLike<number>, idx?: ArrayLike<number>): number =>
+  (idx ? logSumExp(Array.from(idx, (k) => xs[k])) - Math.log(idx.length) : logSumExp(xs) - Math.log(xs.length));
 
-/** Normalised weights from log weights (all -inf: uniform, so the caller can still read something). */
+/** Normalised weights from log weights; all -inf: uniform, so the caller can still read something. */
 export function normalise(logW: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < logW.length; i++) max = Math.max(max, logW[i]);
-  const w = new Float64Array(logW.length);
-  if (max === -Infinity) return w.fill(1 / logW.length);
-  let total = 0;
-  for (let i = 0; i < logW.length; i++) total += (w[i] = Math.exp(logW[i] - max));
-  for (let i = 0; i < w.length; i++) w[i] /= total;
-  return w;
+  return logSumExp(logW) === -Infinity ? new Float64Array(logW.length).fill(1 / logW.length) : normaliseLogWeights(logW);
 }
-
-const essRatio = (w: Float64Array) => 1 / (w.reduce((a, b) => a + b * b, 0) * w.length);
 
 /**
  * eta minimising SPO's dual g(eta) = eta eps + eta log mean exp(A / eta)
@@ -238,7 +224,7 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     addIncrement(increment);
     for (let i = 0; i < K; i++) if (!terminal[i]) reference.set(next.subarray(i * n, (i + 1) * n), i * n);
     const w = normalise(logW);
-    essRatios.push(essRatio(w));
+    essRatios.push(logW.some(Number.isFinite) ? ess(logW) / K : 1);
     states = next;
     here = ahead;
     depthReached = t + 1;
