@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TickResult } from '../../src/controller/controller.js';
 import { TYPES } from '../../src/interfaces/definitions.js';
-import { CHANNELS, logTopics, TICK_CHANNELS, tickMessages, topicOf } from '../../src/telemetry/channels.js';
+import { channel, CHANNELS, logTopics, TICK_CHANNELS, tickMessages, topicOf } from '../../src/telemetry/channels.js';
 import { fromTime } from '../../src/interfaces/messages.js';
 import type { ParamEntry } from '../../src/params.js';
 import { ControllerSession } from '../../src/run/session.js';
@@ -242,8 +242,8 @@ export class ControllerNode {
       this.publishers = new Map(TICK_CHANNELS.filter((c) => c.name !== 'state_estimate' || session.estimator)
         .map((c) => [c.name, node.createPublisher(c.type as never, c.name, { qos: channelQos(rcl, c.qos) }) as unknown as Publisher]));
       this.subscriptions = [
-        node.createSubscription(session.codec.type as never, 'state', { qos: channelQos(rcl, 'stream') }, (msg: unknown) => this.onState(msg)),
-        node.createSubscription(session.codec.type as never, 'goal', { qos: keepLast1(rcl, true) }, (msg: unknown) => this.onGoal(msg)),
+        node.createSubscription(session.codec.type as never, 'state', { qos: channelQos(rcl, channel('state').qos) }, (msg: unknown) => this.onState(msg)),
+        node.createSubscription(session.codec.type as never, 'goal', { qos: channelQos(rcl, channel('goal').qos) }, (msg: unknown) => this.onGoal(msg)),
       ];
       if (this.useSimTime) {
         this.subscriptions.push(node.createSubscription(TYPES.clock as never, '/clock', { qos: keepLast1(rcl, false) }, (msg: unknown) => this.onClock(msg)));

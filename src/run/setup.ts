@@ -91,9 +91,10 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   for (const p of PLANNERS) planners[p.name] = resolveParams(p.name, p.schema, groups[p.name], p.systemDefaults[system] ?? {});
   const prior = resolveParams('prior', PRIOR_PARAMS, groups.prior);
   // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
-  const nominal = resolveModel(modelDefinition(system), { ...MPC_MODEL_DEFAULTS[system], ...groups.model }, 'model');
+  const givenModel = { ...MPC_MODEL_DEFAULTS[system], ...groups.model };
+  const nominal = resolveModel(modelDefinition(system), givenModel, 'model');
   // kept as the values they resolved to (numbers, not --set's text): they cross into the planner's thread
-  const model = resolvedOverrides(nominal.params, { ...MPC_MODEL_DEFAULTS[system], ...groups.model });
+  const model = resolvedOverrides(nominal.params, givenModel);
   const { sim, simModel } = splitSimulatorGroup(system, groups.sim);
   const periodS = controlPeriodS(controller.rateHz, nominal.dtS);
   const stepError = plantStepError(nominal.def, periodS, sim.substeps);

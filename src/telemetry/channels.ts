@@ -28,8 +28,8 @@ export interface Channel {
   /** a message type (`pkg/msg/Name`); `state` depends on the system's sensor (joint states or a pose) */
   type: string | 'sensor';
   qos: ChannelQos;
-  /** who publishes it: the controller each tick, the simulator (the plant), or only the live telemetry (not a ROS topic, not logged) */
-  from: 'controller' | 'simulator' | 'telemetry';
+  /** who publishes it: the controller each tick, the simulator (the plant), an operator (the controller subscribes), or only the live telemetry (not a ROS topic, not logged) */
+  from: 'controller' | 'simulator' | 'operator' | 'telemetry';
   /** the controller's message for this tick (undefined: none this tick) */
   build?: (session: ControllerSession, tick: TickResult) => object | undefined;
   /** building it costs work (the plan's predicted states): only for someone who listens */
@@ -42,6 +42,7 @@ export interface Channel {
 /** Every channel of the package, once: the MCAP log, `run`, `bench telemetry`, the ROS nodes and the telemetry server read this table. */
 export const CHANNELS: readonly Channel[] = [
   { name: 'state', type: 'sensor', qos: 'stream', from: 'simulator', logged: true, doc: 'the measured state (joint states or a pose), as the sensor publishes it' },
+  { name: 'goal', type: 'sensor', qos: 'latest', from: 'operator', logged: false, doc: 'the goal the controller tracks, as a state message (the system\'s goal until one arrives)' },
   { name: 'true_state', type: 'sensor', qos: 'latest', from: 'simulator', logged: true, doc: 'the plant\'s true state (simulation only)' },
   {
     name: 'state_estimate', type: TYPES.estimate, qos: 'history', from: 'controller', logged: true, doc: 'the EKF\'s estimate, when the controller filters its states',
