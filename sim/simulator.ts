@@ -38,9 +38,10 @@ export type SimParams = ParamsOf<typeof SIM_PARAMS>;
  * plant's SIM_PARAMS bare, `model.*` read-only) with their defaults for
  * `system`: the ROS node declares exactly these, `tempered-mpc params` lists them.
  */
-export function simulatorParameterTable(system: string): { entries: ParamEntry[]; values: Record<string, ParamValue> } {
+export function simulatorParameterTable(system: string, run?: { sim: SimParams; simModel: Record<string, unknown> }): { entries: ParamEntry[]; values: Record<string, ParamValue> } {
   const def = modelDefinition(system);
   const nominal = resolveModel(def);
+  const plant = run ? resolveModel(def, run.simModel) : nominal;
   return {
     entries: [
       ...schemaEntries(SIM_NODE_PARAMS as Schema),
@@ -49,8 +50,9 @@ export function simulatorParameterTable(system: string): { entries: ParamEntry[]
     ],
     values: {
       ...resolveParams('simulator', SIM_NODE_PARAMS as Schema), system,
-      ...resolveParams('sim', SIM_PARAMS), x0: toPhysical(nominal, [...def.x0]),
-      ...Object.fromEntries(Object.entries(nominal.params).map(([k, v]) => [`model.${k}`, v])),
+      ...(run ? run.sim : resolveParams('sim', SIM_PARAMS)),
+      x0: run?.sim.x0.length ? run.sim.x0 : toPhysical(nominal, [...def.x0]),
+      ...Object.fromEntries(Object.entries(plant.params).map(([k, v]) => [`model.${k}`, v])),
     },
   };
 }

@@ -5,29 +5,33 @@ import { assemble } from '../run/setup.js';
 import { quantile } from '../samplers/stats.js';
 import { Command, JSON_OPTION, optionalInteger, printJson, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
+import { InputError } from '../input-error.js';
+import { CONTROLLER_PARAMS } from '../controller/controller.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 
 export const benchMpcCommand: Command = {
   name: 'bench mpc',
   summary: 'Closed-loop benchmark: the embedded run over many seeds; success rate, time to goal, final error, solve-time percentiles and deadline misses.',
-  usage: 'bench mpc --system NAME [--planner NAME] [--prior DIR] [--seeds N] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--lockstep] [--out DIR] [--json]',
+  usage: 'bench mpc --system NAME [--planner NAME] [--prior DIR] [--seeds N] [--seed K] [--duration SEC] [--params FILE.yaml] [--set key=value] [--x0 a,b,...] [--lockstep] [--out DIR] [--json]',
   options: {
     ...RUN_OPTIONS,
-    seeds: { type: 'string', description: 'number of seeds, 0..N-1 (default 20)', valueName: 'N' },
+    seeds: { type: 'string', description: 'number of seeds, K..K+N-1 for --seed K (default 20, from 0)', valueName: 'N' },
     out: { type: 'string', description: 'where to write results.json (default runs/bench-mpc-SYSTEM-TIME)', valueName: 'DIR' },
     json: JSON_OPTION,
   },
+  check(values) {
+    benchMpcOptions(values);
+  },
   async run(values) {
-    const { system, params, durationS, lockstep } = runOptions(values);
-    const seeds = optionalInteger(values, 'seeds', 20, 1);
+    const { system, params, durationS, lockstep, seeds, firstSeed } = benchMpcOptions(values);
     const out = outputFolder(values, `bench-mpc-${system}`);
     const bar = progressBar(`${params.controller.planner} ${system}`, !values.json);
     const runs: ({ seed: number } & RunSummary)[] = [];
-    for (let seed = 0; seed < seeds; seed++) {
+    for (let seed = firstSeed; seed < firstSeed + seeds; seed++) {
       const { session, sim } = await assemble({ ...params, controller: { ...params.controller, seed } }, { lockstep });
       const { summary } = await runLoop(sim, session, {
         durationS, lockstep,
-        onTick: (_r, k, total) => bar.update((seed + (k + 1) / total) / seeds, `seed ${seed}`),
+        onTick: (_r, k, total) => bar.update((seed - firstSeed + (k + 1) / total) / seeds, `seed ${seed}`),
       });
       session.dispose();
       runs.push({ seed, ...summary });
@@ -36,7 +40,7 @@ export const benchMpcCommand: Command = {
     const ok = runs.filter((r) => r.success);
     const ttg = ok.map((r) => r.timeToGoalS!);
     const result = {
-      system, planner: params.controller.planner, lockstep, seeds, durationS,
+      system, planner: params.controller.planner, lockstep, seeds, firstSeed, durationS,
       successes: ok.length,
       timeToGoalS: { median: quantile(ttg, 0.5), max: ttg.length ? Math.max(...ttg) : null },
       solveMs: { p50: quantile(runs.map((r) => r.solveMs.p50), 0.5), p99: Math.max(...runs.map((r) => r.solveMs.p99)), max: Math.max(...runs.map((r) => r.solveMs.max)) },
@@ -56,3 +60,13 @@ export const benchMpcCommand: Command = {
     console.log(`wrote ${join(out, 'results.json')}`);
   },
 };
+
+/** The run's options, and the seeds: N of them from --seed (default 0). */
+function benchMpcOptions(values: Record<string, unknown>) {
+  const run = runOptions(values);
+  const seeds = optionalInteger(values, 'seeds', 20, 1);
+  const firstSeed = run.params.controller.seed;
+  const maxSeed = CONTROLLER_PARAMS.seed.max!;
+  if (firstSeed + seeds - 1 > maxSeed) throw new InputError(`--seed ${firstSeed} with --seeds ${seeds} runs past the largest seed ${maxSeed}`);
+  return { ...run, seeds, firstSeed };
+}

@@ -28,20 +28,11 @@ export const benchToCommand: Command = {
     out: { type: 'string', description: 'output folder (default runs/bench-to-SYSTEM-TIME)', valueName: 'DIR' },
     json: JSON_OPTION,
   },
+  check(values) {
+    benchToOptions(values);
+  },
   async run(values) {
-    const plannerKeys = new Set(PLANNER_NAMES.flatMap((p) => Object.keys(SOLVE_SCHEMAS[p])));
-    const { model, rest } = modelFromOptions(values, plannerKeys);
-    const methodsText = stringOpt(values, 'methods');
-    const methods = (methodsText ? methodsText.split(',').map((s) => s.trim()) : PLANNER_NAMES) as PlannerName[];
-    for (const m of methods) if (!(PLANNER_NAMES as string[]).includes(m)) throw new InputError(`unknown method '${m}' (known: ${PLANNER_NAMES.join(', ')})`);
-    const particlesText = stringOpt(values, 'particles');
-    if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
-    const seed = optionalInteger(values, 'seed', 0, 0);
-    const paramsFor = (m: PlannerName) => {
-      const own = Object.fromEntries(Object.entries(rest).filter(([k]) => Object.hasOwn(SOLVE_SCHEMAS[m], k)));
-      return resolvePlannerParams(m, model.name, own);
-    };
-    const allParams = Object.fromEntries(methods.map((m) => [m, paramsFor(m)]));
+    const { model, methods, seed, allParams } = benchToOptions(values);
     const out = outputFolder(values, `bench-to-${model.name}`);
     const backend = await createBackend(model, backendFromOptions(values));
 
@@ -102,4 +93,22 @@ function trajectoryChart(model: import('../models/model.js').Model, results: Sol
     });
   }
   return lineChart(`${model.name}: best trajectory of each method`, panels, 1, 760, 190);
+}
+
+/** The system, the methods, the seed and each method's parameters, checked. */
+function benchToOptions(values: Record<string, unknown>) {
+  const plannerKeys = new Set(PLANNER_NAMES.flatMap((p) => Object.keys(SOLVE_SCHEMAS[p])));
+  const { model, rest } = modelFromOptions(values, plannerKeys);
+  const methodsText = stringOpt(values, 'methods');
+  const methods = (methodsText ? methodsText.split(',').map((s) => s.trim()) : PLANNER_NAMES) as PlannerName[];
+  for (const m of methods) if (!(PLANNER_NAMES as string[]).includes(m)) throw new InputError(`unknown method '${m}' (known: ${PLANNER_NAMES.join(', ')})`);
+  const particlesText = stringOpt(values, 'particles');
+  if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
+  const seed = optionalInteger(values, 'seed', 0, 0);
+  const paramsFor = (m: PlannerName) => {
+    const own = Object.fromEntries(Object.entries(rest).filter(([k]) => Object.hasOwn(SOLVE_SCHEMAS[m], k)));
+    return resolvePlannerParams(m, model.name, own);
+  };
+  const allParams = Object.fromEntries(methods.map((m) => [m, paramsFor(m)]));
+  return { model, methods, seed, allParams };
 }

@@ -28,6 +28,8 @@ export interface Command {
   /** how long an interruptible command may take to finish after the first signal (default INTERRUPT_GRACE_S) */
   interruptGraceS?: number;
   run(values: Record<string, unknown>, positionals: string[]): Promise<void>;
+  /** checks everything the user gave by the rules `run` applies, doing no work (a sweep checks each cell before queueing it) */
+  check?(values: Record<string, unknown>): Promise<void> | void;
 }
 
 export const JSON_OPTION: OptionSpec = { type: 'boolean', description: 'print machine-readable JSON' };

@@ -15,11 +15,13 @@ import { paramsCommand } from './params.js';
 import { rolloutCommand } from './rollout.js';
 import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
+import { sweepCommand } from './sweep.js';
+import { workerCommand } from './worker.js';
 import { systemsCommand } from './systems.js';
 import { trainPriorCommand } from './train-prior.js';
 import { trainValueCommand } from './train-value.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand, trainValueCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand, trainValueCommand, sweepCommand, workerCommand];
 
 function overview(): string {
   return [
@@ -81,6 +83,12 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
   throw e;
 });
+
+// A job a sweep runs ends with its runner: the runner's end closes the job's stdin (a killed worker leaves no orphan running on).
+if (process.env.TEMPERED_MPC_EXIT_WITH_PARENT === '1') {
+  process.stdin.on('end', () => process.exit(143));
+  process.stdin.resume();
+}
 
 // Every way out ends here: a planner thread or socket left open cannot keep the process alive.
 main(process.argv.slice(2)).then((code) => process.exit(code));

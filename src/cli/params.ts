@@ -1,6 +1,6 @@
 import { ParamEntry, ParamValue, rangeText } from '../params.js';
 import { CONTROLLER_NODE, nodeParameterYaml, SIMULATOR_NODE } from '../run/params-file.js';
-import { controllerParameterTable, resolveRunParams } from '../run/setup.js';
+import { controllerParameterTable, resolveRunParams, RunParams } from '../run/setup.js';
 import { simulatorParameterTable } from '../../sim/simulator.js';
 import { Command, JSON_OPTION, printJson, requireString, stringOpt, table } from './command.js';
 import { SYSTEM_OPTION } from './rollout.js';
@@ -21,13 +21,13 @@ export const paramsCommand: Command = {
   async run(values) {
     const system = requireString(values, 'system');
     const planner = stringOpt(values, 'planner');
-    const controller: Table = controllerParameterTable(resolveRunParams(system, planner === undefined ? {} : { planner }));
+    const run = resolveRunParams(system, planner === undefined ? {} : { planner });
+    const controller: Table = controllerParameterTable(run);
     const simulator: Table = simulatorParameterTable(system);
     if (values.yaml && values.json) throw new InputError('--yaml and --json each choose the output: give one');
     if (values.yaml) {
-      const header = [`# Every parameter of the tempered-mpc nodes for ${system}, at its value (tempered-mpc params --system ${system} --yaml).`,
-        '# Delete what you do not change; the values are the MPC defaults of this system.'];
-      console.log([...header, ...nodeParameterYaml(CONTROLLER_NODE, controller), ...nodeParameterYaml(SIMULATOR_NODE, simulator)].join('\n'));
+      console.log(parameterFileYaml(run, [`Every parameter of the tempered-mpc nodes for ${system}, at its value (tempered-mpc params --system ${system} --yaml).`,
+        'Delete what you do not change; the values are the MPC defaults of this system.']));
       return;
     }
     const rows = (t: Table) => t.entries.map((e) => ({ key: e.key, value: t.values[e.key], rule: rangeText(e.def), readOnly: e.readOnly ?? null, doc: e.def.doc }));
@@ -39,3 +39,8 @@ export const paramsCommand: Command = {
     }
   },
 };
+
+/** A complete ROS 2 parameter file of both nodes at a run's values (what the launch files and `run --params` read), under a comment header. */
+export function parameterFileYaml(run: RunParams, header: string[]): string {
+  return [...header.map((l) => `# ${l}`), ...nodeParameterYaml(CONTROLLER_NODE, controllerParameterTable(run)), ...nodeParameterYaml(SIMULATOR_NODE, simulatorParameterTable(run.system, run))].join('\n');
+}

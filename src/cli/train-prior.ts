@@ -32,19 +32,11 @@ export const trainPriorCommand: Command = {
   interruptible: true,
   // an episode runs to its end before the checkpoint is written
   interruptGraceS: 60,
+  async check(values) {
+    await trainPriorOptions(values);
+  },
   async run(values) {
-    const { own: trainSets, rest: runSets } = splitSets(values, 'train');
-    const planner = stringOpt(values, 'planner') ?? 'mppi';
-    // refused before anything is written
-    if (!plannerDescriptor(planner).distils) throw new InputError(`--planner ${planner}: it reports no first-step distribution to distil (use ${PLANNERS.filter((p) => p.distils).map((p) => p.name).join(', ')})`);
-    const { system, params } = runOptions({ ...values, set: runSets, planner, prior: undefined });
-    for (const [flag, key] of [['episodes', 'episodes'], ['kl', 'kl'], ['lambda', 'lambda'], ['backend', 'backend']] as const) {
-      const v = stringOpt(values, flag);
-      if (v !== undefined) trainSets[key] = flag === 'episodes' ? parseNumber('--episodes', v) : v;
-    }
-    // the tensor library is loaded only by the command that trains
-    const { resolveTrainParams, trainPrior } = await loadTraining(() => import('../prior/trainer.js'));
-    const train = resolveTrainParams(trainSets);
+    const { system, params, planner, train, trainPrior } = await trainPriorOptions(values);
     const out = trainingOut(values, `prior-${system}`);
     const bar = progressBar(`train-prior ${system}`, !values.json);
     const result = await trainPrior({
@@ -72,6 +64,21 @@ export const trainPriorCommand: Command = {
     console.log(`  prior: ${out} (use: run --prior ${out} --planner ${planner}, or --set prior.path=${out}); learning curve: ${join(out, 'learning-curve.svg')}`);
   },
 };
+
+/** The run's parameters, the acting planner and training's parameters, checked before anything is written. */
+async function trainPriorOptions(values: Record<string, unknown>) {
+  const { own: trainSets, rest: runSets } = splitSets(values, 'train');
+  const planner = stringOpt(values, 'planner') ?? 'mppi';
+  if (!plannerDescriptor(planner).distils) throw new InputError(`--planner ${planner}: it reports no first-step distribution to distil (use ${PLANNERS.filter((p) => p.distils).map((p) => p.name).join(', ')})`);
+  const { system, params } = runOptions({ ...values, set: runSets, planner, prior: undefined });
+  for (const [flag, key] of [['episodes', 'episodes'], ['kl', 'kl'], ['lambda', 'lambda'], ['backend', 'backend']] as const) {
+    const v = stringOpt(values, flag);
+    if (v !== undefined) trainSets[key] = flag === 'episodes' ? parseNumber('--episodes', v) : v;
+  }
+  // the tensor library is loaded only by the command that trains
+  const { resolveTrainParams, trainPrior } = await loadTraining(() => import('../prior/trainer.js'));
+  return { system, params, planner, train: resolveTrainParams(trainSets), trainPrior };
+}
 
 /** `--set` pairs split into the training command's own group (`GROUP.KEY=V`, keys without the prefix) and the rest (the run's). */
 export function splitSets(values: Record<string, unknown>, group: string): { own: Record<string, unknown>; rest: string[] } {
