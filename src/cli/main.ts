@@ -17,11 +17,12 @@ import { runCommand } from './run.js';
 import { solveCommand } from './solve.js';
 import { sweepCommand } from './sweep.js';
 import { workerCommand } from './worker.js';
+import { trainActorCommand } from './train-actor.js';
 import { systemsCommand } from './systems.js';
 import { trainPriorCommand } from './train-prior.js';
 import { trainValueCommand } from './train-value.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand, trainValueCommand, sweepCommand, workerCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand, trainValueCommand, sweepCommand, workerCommand, trainActorCommand];
 
 function overview(): string {
   return [

@@ -3,7 +3,7 @@ import { basename, join } from 'node:path';
 import { InputError } from '../input-error.js';
 import { checkJob, removeFolder, scratchFolder } from '../sweep/jobs.js';
 import { SweepMetrics, serveSweepMetrics } from '../sweep/metrics.js';
-import { probeRedis, redisConnection, redisLabel } from '../sweep/queue.js';
+import { probeRedis, redisConnection, redisLabel } from '../queue/redis.js';
 import { bestGroup, CellRecord, Group, groups, queueOverhead, ResultStore, resultsCsv, sweepChart, writeJson } from '../sweep/results.js';
 import { Cell, readSweepSpec, SweepSpec, sweepCells } from '../sweep/spec.js';
 import { runSweep, SweepProgress } from '../sweep/sweep.js';

@@ -2,19 +2,21 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GivenText, keyedRecord } from '../params.js';
 import { lineChart } from '../plot/svg.js';
-import { Command, JSON_OPTION, parseNumber, printJson, stringOpt, outputFolder, loadTraining } from './command.js';
+import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOpt, outputFolder, loadTraining } from './command.js';
+import { probeRedis, redisConnection, redisLabel } from '../queue/redis.js';
 import { progressBar } from './progress.js';
 import { shutdown } from '../shutdown.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
 import { InputError } from '../input-error.js';
 import { plannerDescriptor, PLANNERS } from '../planners/registry.js';
+import { resolveTrainParams } from '../prior/train-params.js';
 
 export const PROJECT_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 export const trainPriorCommand: Command = {
   name: 'train-prior',
   summary: 'Train a prior (sampling policy, adaptive prior, value), simulation-in-the-loop against the bundled simulator: acting with MPPI (PO-MPC) or with SPO / TRT-SMC (their EM loop), distilling the planner\'s first-step distribution; checkpoints, a learning curve and a resumable run in --out.',
-  usage: 'train-prior --system NAME [--planner mppi|spo|trtsmc] [--episodes N] [--kl forward|reverse] [--lambda L|inf] [--seed K] [--params FILE.yaml] [--set key=value] [--set train.KEY=value] [--backend wasm|webgpu|cpu] [--out DIR] [--resume] [--json]',
+  usage: 'train-prior --system NAME [--planner mppi|spo|trtsmc] [--queue redis://HOST:PORT [--actors N] [--max-lag N]] [--episodes N] [--kl forward|reverse] [--lambda L|inf] [--seed K] [--params FILE.yaml] [--set key=value] [--set train.KEY=value] [--backend wasm|webgpu|cpu] [--out DIR] [--resume] [--json]',
   options: {
     system: RUN_OPTIONS.system,
     params: RUN_OPTIONS.params,
@@ -27,6 +29,9 @@ export const trainPriorCommand: Command = {
     backend: { type: 'string', description: 'TensorFlow.js backend: wasm (default), webgpu, cpu', valueName: 'B' },
     out: { type: 'string', description: 'output folder (default runs/prior-SYSTEM-TIMESTAMP)', valueName: 'DIR' },
     resume: { type: 'boolean', description: 'continue the run in --out where it stopped' },
+    queue: { type: 'string', description: 'act on workers: episodes go on the BullMQ queue at this Redis for `tempered-mpc worker`s, the networks come back through it; this process learns', valueName: 'URL' },
+    actors: { type: 'string', description: 'with --queue: episodes acted at once (default 1: the same run as without --queue, seed for seed)', valueName: 'N' },
+    'max-lag': { type: 'string', description: 'with --queue: steps an actor may plan ahead of the learner (default 0: each plan sees the networks its last step led to)', valueName: 'N' },
     json: JSON_OPTION,
   },
   interruptible: true,
@@ -36,11 +41,18 @@ export const trainPriorCommand: Command = {
     await trainPriorOptions(values);
   },
   async run(values) {
-    const { system, params, planner, train, trainPrior } = await trainPriorOptions(values);
+    const { system, params, planner, train, remote } = await trainPriorOptions(values);
+    // the tensor library is loaded only by the command that trains
+    const { trainPrior } = await loadTraining(() => import('../prior/trainer.js'));
     const out = trainingOut(values, `prior-${system}`);
     const bar = progressBar(`train-prior ${system}`, !values.json);
+    if (remote) {
+      const probe = await probeRedis(remote.url);
+      if ('unreachable' in probe) throw new Error(`cannot reach Redis at ${redisLabel(remote.url)} (${probe.unreachable}): is redis-server running there?`);
+    }
     const result = await trainPrior({
       run: params, train, out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal,
+      remote: remote && { ...remote, log: (line: string) => console.error(`train-prior: ${line}`) },
       onEpisode: ({ episode, episodes, point }) => {
         bar.update(episode / episodes, `ep ${episode}/${episodes} cost ${point.meanCost.toFixed(3)} goal ${point.goalS.toFixed(1)} s`);
         if (!values.json && !process.stderr.isTTY && (episode % 5 === 0 || episode === episodes)) {
@@ -55,11 +67,12 @@ export const trainPriorCommand: Command = {
     const last = curve.slice(-Math.min(10, curve.length));
     const summary = {
       system, out, backend: result.backend, wallS: result.wallS, episodes: result.meta.episodes, updates: result.meta.updates,
-      horizon: result.meta.horizon, interrupted: shutdown.received ?? null, lastEpisodes: { count: last.length, meanCost: mean(last.map((p) => p.meanCost)), endInGoal: last.filter((p) => p.endsInGoal).length },
+      horizon: result.meta.horizon, interrupted: shutdown.received ?? null, actors: result.actors ?? null, lastEpisodes: { count: last.length, meanCost: mean(last.map((p) => p.meanCost)), endInGoal: last.filter((p) => p.endsInGoal).length },
     };
     if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after episode ${summary.episodes}: checkpoint written to ${out} (continue with --resume)`);
     if (values.json) return printJson(summary);
     console.log(`trained a prior for ${system} (horizon ${summary.horizon} steps) in ${summary.wallS.toFixed(1)} s wall time on TensorFlow.js ${summary.backend}: ${summary.episodes} episodes, ${summary.updates} updates`);
+    if (summary.actors) console.log(`  ${summary.actors.count} actor(s) on workers, max lag ${summary.actors.maxLag}: the networks they planned with were ${summary.actors.staleness.mean.toFixed(2)} updates behind on average, ${summary.actors.staleness.max} at most`);
     console.log(`  last ${last.length} episodes: mean cost ${summary.lastEpisodes.meanCost.toFixed(3)} per step, ${summary.lastEpisodes.endInGoal}/${last.length} end in the goal region`);
     console.log(`  prior: ${out} (use: run --prior ${out} --planner ${planner}, or --set prior.path=${out}); learning curve: ${join(out, 'learning-curve.svg')}`);
   },
@@ -75,9 +88,11 @@ async function trainPriorOptions(values: Record<string, unknown>) {
     const v = stringOpt(values, flag);
     if (v !== undefined) trainSets[key] = flag === 'episodes' ? parseNumber('--episodes', v) : v;
   }
-  // the tensor library is loaded only by the command that trains
-  const { resolveTrainParams, trainPrior } = await loadTraining(() => import('../prior/trainer.js'));
-  return { system, params, planner, train: resolveTrainParams(trainSets), trainPrior };
+  const url = stringOpt(values, 'queue');
+  for (const flag of ['actors', 'max-lag']) if (url === undefined && values[flag] !== undefined) throw new InputError(`--${flag} needs --queue (the actors are workers on a queue)`);
+  if (url !== undefined) redisConnection(url);
+  const remote = url === undefined ? undefined : { url, actors: optionalInteger(values, 'actors', 1, 1, 1024), maxLag: optionalInteger(values, 'max-lag', 0, 0, 1_000_000) };
+  return { system, params, planner, train: resolveTrainParams(trainSets), remote };
 }
 
 /** `--set` pairs split into the training command's own group (`GROUP.KEY=V`, keys without the prefix) and the rest (the run's). */

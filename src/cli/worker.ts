@@ -1,4 +1,5 @@
-import { probeRedis, QUEUE_NAME, redisConnection, redisLabel, startWorker } from '../sweep/queue.js';
+import { probeRedis, QUEUE_NAME, redisConnection, redisLabel } from '../queue/redis.js';
+import { startWorker } from '../sweep/worker.js';
 import { shutdown } from '../shutdown.js';
 import { Command, optionalInteger, outputFolder, requireString } from './command.js';
 import { MEMORY_OPTION } from './sweep.js';

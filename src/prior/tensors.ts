@@ -2,14 +2,13 @@ import * as tf from '@tensorflow/tfjs';
 import { gpuContext } from '../kernels/webgpu.js';
 import type { Mlp } from '../learned/mlp.js';
 import { LOG_STD_RANGE } from '../learned/networks.js';
+import type { TrainBackend } from './train-params.js';
 
 /**
  * The trainer's tensor side (TensorFlow.js): the same networks and heads as
  * the plain-number runtime (mlp.ts, networks.ts), as variables to train.
  */
 
-export const TRAIN_BACKENDS = ['wasm', 'cpu', 'webgpu'] as const;
-export type TrainBackend = (typeof TRAIN_BACKENDS)[number];
 
 /**
  * Selects the tensor backend: WASM on CPUs (its binary ships in the

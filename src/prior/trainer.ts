@@ -1,79 +1,20 @@
 import * as tf from '@tensorflow/tfjs';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createBackend } from '../kernels/index.js';
-import { compileStageCostFunction, compileStepFunction } from '../kernels/js-source.js';
-import { buildStepGraphs } from '../kernels/graphs.js';
-import { modelDefinition } from '../models/index.js';
-import { fromPhysical, inGoalRegion, Model, resolveModel } from '../models/model.js';
-import { choice, num, ParamsOf, resolveParams, text } from '../params.js';
-import { controlScaling, toNormalised } from '../models/controls.js';
+import type { Model } from '../models/model.js';
+import { controlScaling } from '../models/controls.js';
 import { Rng } from '../random.js';
-import { plannerDescriptor } from '../planners/registry.js';
-import type { RecedingPlanner } from '../planners/receding.js';
-import { controlPeriodS, RunParams } from '../run/setup.js';
-import { Simulator } from '../../sim/simulator.js';
+import type { RunParams } from '../run/setup.js';
 import { loadCheckpoint, PriorMeta, saveCheckpoint, writeFileAtomic } from '../learned/checkpoint.js';
 import { boundedControls, defaultFeatures, featureDim, initNetworks, NETWORK_NAMES, PriorNetworks, StateFeatures, stateFeatures } from '../learned/networks.js';
 import { LearnedPrior } from '../learned/runtime.js';
 import { PercentileScale } from './scale.js';
-import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, NetVariables, polyak, readVariables, symexpT, symlogT, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
+import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, NetVariables, polyak, readVariables, symexpT, symlogT, toVariables, useBackend } from './tensors.js';
+import { parseLambda, TrainParams } from './train-params.js';
+import { actEpisode, acting, actingModels, episodeStart, Transition } from './acting.js';
+import { LearnerChannel } from './remote.js';
+import { openQueue, QueuedJob } from '../queue/redis.js';
 import { InputError } from '../input-error.js';
-
-/** `train-prior`'s parameters (keys of `--set train.KEY=V`, and the named flags). */
-export const TRAIN_PARAMS = {
-  episodes: num(40, 'closed-loop episodes against the simulator', { min: 1, max: 1e6, integer: true }),
-  episodeS: num(8, 'length of one episode [s]', { min: 0.1, max: 3600 }),
-  startSpread: num(0.3, 'std of the random offset added to each physical state of the system\'s x0 at an episode\'s start', { min: 0, max: 100 }),
-  kl: choice('reverse', ['reverse', 'forward'] as const, 'how the adaptive prior is fitted to the planner: reverse KL (eq. (8)/(12), mode-seeking) or forward KL (eq. (9)/(13), covering)'),
-  lambda: text('1', 'KL weight lambda of eqs. (17)/(18): 0 recovers TD-MPC2\'s update, inf BMPC\'s imitation', { maxLength: 32 }),
-  entropy: num(1e-4, 'entropy weight alpha of eq. (18)', { min: 0, max: 100 }),
-  gamma: num(0.97, 'discount per model step', { min: 0, max: 1, exclusive: true }),
-  nStep: num(5, 'steps of observed cost before the TD target bootstraps (eq. (15) with n steps)', { min: 1, max: 1000, integer: true }),
-  batch: num(256, 'transitions per update', { min: 1, max: 65536, integer: true }),
-  updatesPerStep: num(1, 'gradient updates per environment step (1 / n_d2u)', { min: 0, max: 100, integer: true }),
-  learningRate: num(1e-3, 'Adam learning rate', { min: 0, max: 1, exclusive: true }),
-  gradClip: num(20, 'global gradient-norm clip per network', { min: 0, max: 1e9, exclusive: true }),
-  tau: num(0.01, 'Polyak rate of the target networks', { min: 0, max: 1, exclusive: true }),
-  width: num(64, 'units per hidden layer (sized for the control rate: the planner runs the networks on the CPU every plan)', { min: 1, max: 4096, integer: true }),
-  depth: num(2, 'hidden layers', { min: 1, max: 8, integer: true }),
-  policySamples: num(32, 'MPPI samples drawn from the sampling policy during training (n_pi)', { min: 0, max: 1 << 20, integer: true }),
-  reanalyzeEvery: num(0, 'lazy reanalyze: every this many updates, re-plan a few buffered states with the current networks (0 = off)', { min: 0, max: 1e6, integer: true }),
-  reanalyzeCount: num(8, 'states re-planned per reanalyze', { min: 1, max: 4096, integer: true }),
-  capacity: num(100000, 'replay buffer size [transitions], allocated at start', { min: 1, max: 2e6, integer: true }),
-  checkpointEvery: num(10, 'episodes between checkpoints (the last episode always writes one)', { min: 1, max: 1e6, integer: true }),
-  teacherModel: text('', 'model overrides (key=value,...) for the planner that acts while training, e.g. "wEnergy=10,terminalLqr=1": a teacher with hand-made cost terms whose behaviour the prior learns from, while its value learns the costs of model.* (empty: the planner uses model.* itself, with the value)', { maxLength: 1024 }),
-  backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for training: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
-} as const;
-export type TrainParams = ParamsOf<typeof TRAIN_PARAMS>;
-
-/** lambda as text: a non-negative number or `inf`. */
-export function parseLambda(text: string): number {
-  const t = text.trim().toLowerCase();
-  if (t === 'inf' || t === 'infinity') return Infinity;
-  const v = Number(t);
-  if (t === '' || !Number.isFinite(v) || v < 0) throw new InputError(`train.lambda must be a non-negative number or inf, got ${JSON.stringify(text)}`);
-  return v;
-}
-
-export function resolveTrainParams(overrides: Record<string, unknown>): TrainParams {
-  const p = resolveParams('train', TRAIN_PARAMS, overrides);
-  parseLambda(p.lambda);
-  parseOverrideList('train.teacherModel', p.teacherModel);
-  return p;
-}
-
-/** "a=1,b=2" as {a: 1, b: 2}. */
-export function parseOverrideList(label: string, text: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const eq = item.indexOf('=');
-    const v = Number(item.slice(eq + 1));
-    if (eq <= 0 || item.slice(eq + 1).trim() === '' || !Number.isFinite(v)) throw new InputError(`${label} must be key=number pairs separated by commas, got ${JSON.stringify(item)}`);
-    out[item.slice(0, eq).trim()] = v;
-  }
-  return out;
-}
 
 /** One episode's figures, for the learning curve. */
 export interface EpisodePoint {
@@ -193,6 +134,17 @@ export interface TrainOptions {
   onEpisode?: (p: TrainProgress) => void;
   /** stops training after the episode under way, with a checkpoint (SIGINT, SIGTERM) */
   signal?: AbortSignal;
+  /** episodes acted by workers through a BullMQ queue instead of here */
+  remote?: RemoteActors;
+}
+
+export interface RemoteActors {
+  url: string;
+  /** episodes under way at once */
+  actors: number;
+  /** an actor's transitions that may be not yet learned from when it plans (0: each plan sees the networks its last step led to) */
+  maxLag: number;
+  log(line: string): void;
 }
 
 export interface TrainResult {
@@ -202,6 +154,8 @@ export interface TrainResult {
   backend: string;
   /** stopped early by the signal (the checkpoint holds the episodes done) */
   interrupted: boolean;
+  /** with actors: how many, and how stale the networks they planned with were (updates behind the learner when their transition was learned from) */
+  actors?: { count: number; maxLag: number; staleness: { mean: number; max: number } };
 }
 
 /**
@@ -221,23 +175,10 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   const { run, train } = opts;
   const lambda = parseLambda(train.lambda);
   const backendName = await useBackend(train.backend);
-  const def = modelDefinition(run.system);
-  const model = resolveModel(def, run.model);
-  const periodS = controlPeriodS(run.controller.rateHz, model.dtS);
-  if (Math.abs(periodS - model.dtS) > 1e-9 * model.dtS) {
-    throw new InputError(`train-prior needs one model step per control period (a transition is a model step): rateHz ${run.controller.rateHz} gives ${periodS} s, the model's dtS is ${model.dtS} s`);
-  }
-  // the planner that acts: on the prior's own model with its value, or a teacher with its own cost terms
-  const teacherOverrides = parseOverrideList('train.teacherModel', train.teacherModel);
-  const teacher = Object.keys(teacherOverrides).length ? resolveModel(def, { ...run.model, ...teacherOverrides }, 'train.teacherModel') : model;
-  if (teacher.horizon !== model.horizon || teacher.dtS !== model.dtS) throw new InputError('train.teacherModel may change cost terms, not the horizon or the step');
+  const { def, model, periodS } = actingModels(run, train);
+  const scaling = controlScaling(model);
   const n = model.stateDim;
   const m = model.controlDim;
-  const graphs = buildStepGraphs(model, false);
-  const stageCost = compileStageCostFunction(graphs);
-  const step = compileStepFunction(graphs);
-  const noise = new Array<number>(model.noiseDim).fill(0);
-  const scaling = controlScaling(model);
   const bounded = boundedControls(model);
   const reference = [...model.goal];
   const hidden = new Array<number>(train.depth).fill(train.width);
@@ -274,18 +215,9 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     hidden, valueTransform: 'symlog', gamma: train.gamma, training: { ...train, planner: run.controller.planner, [run.controller.planner]: run.planners[run.controller.planner], sim: run.sim, model: run.model },
     episodes: state.episodesDone, updates: state.updates,
   });
-  const threads = { threads: run.controller.threads > 0 ? run.controller.threads : undefined };
-  const backend = await createBackend(teacher, run.controller.backend, threads);
-  const settings = { ...run.prior, path: '', policySamples: train.policySamples, value: teacher === model };
   const current = () => LearnedPrior.fromNetworks(metaBase() as PriorMeta, networks);
-  const guide = { prior: current(), step: (x: readonly number[], u: readonly number[]) => step(x, u, noise), settings };
-  // the planner that acts (the E-step): any registered planner that reports its first-step distribution, guided by the current networks
-  const acting = plannerDescriptor(run.controller.planner);
-  const actor = async (seed: number): Promise<RecedingPlanner> => {
-    const p = await acting.build({ model: teacher, backend, params: { ...run.planners[acting.name] }, seed, rng: new Rng(seed), guide });
-    if (!p.firstStep) throw new InputError(`planner ${acting.name} reports no first-step distribution, so train-prior cannot distil it (use mppi, spo or trtsmc)`);
-    return p;
-  };
+  // the planner that acts (the E-step) here: every step in a single process, a planner for reanalyze with actors elsewhere
+  const act = await acting(run, train, current());
   const gamma = train.gamma;
   const writeCheckpoint = async () => {
     for (const k of NETWORK_NAMES) await readVariables(vars[k], networks[k]);
@@ -403,7 +335,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
 
   /** Lazy reanalyze: re-plan some buffered states with the current networks and store their first-step distribution anew. */
   const reanalyze = async (rng: Rng) => {
-    const fresh = await actor(Math.floor(rng.uniform() * 2 ** 31));
+    const fresh = await act.planner(Math.floor(rng.uniform() * 2 ** 31));
     for (let r = 0; r < Math.min(train.reanalyzeCount, replay.size); r++) {
       const i = Math.floor(rng.uniform() * replay.size);
       fresh.reset();
@@ -414,72 +346,132 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     }
   };
 
+  /** An episode under way, as the learner sees it: its random stream (the start's, then the updates'), its figures so far. */
+  interface Episode { e: number; rng: Rng; point: EpisodePoint; inGoal: boolean; startedMs: number }
+  const begin = (e: number): Episode & { start: number[] } => {
+    const { rng, start } = episodeStart(run, act, train.startSpread, e);
+    return { e, rng, start, inGoal: false, startedMs: performance.now(), point: { episode: e + 1, meanCost: 0, goalS: 0, endsInGoal: false, updates: 0, qLoss: 0, priorLoss: 0, policyLoss: 0, wallS: 0 } };
+  };
+  /** Learns from one transition (Algorithm 2's inner loop); true when the networks changed. */
+  const learn = async (tr: Transition, ep: Episode): Promise<boolean> => {
+    replay.push(tr.x, tr.z, tr.cost, tr.next, tr.abar, tr.sigma, tr.episode);
+    ep.point.meanCost += tr.cost / act.ticks;
+    ep.inGoal = tr.inGoal;
+    if (tr.inGoal) ep.point.goalS += periodS;
+    if (replay.size < Math.min(train.batch, 64)) return false;
+    // the state scales fitted to the first data, before the first update (the networks have seen nothing yet)
+    if (state.updates === 0) fitScales(features, replay.x, replay.size, reference);
+    for (let k = 0; k < train.updatesPerStep; k++) {
+      const l = await update(ep.rng);
+      ep.point.qLoss += l.q;
+      ep.point.priorLoss += l.prior;
+      ep.point.policyLoss += l.policy;
+      ep.point.updates++;
+      if (train.reanalyzeEvery > 0 && state.updates % train.reanalyzeEvery === 0) await reanalyze(ep.rng);
+    }
+    act.guide.prior = current();
+    return true;
+  };
   let meta: PriorMeta | undefined;
-  try {
-    const ticks = Math.max(1, Math.round(train.episodeS / periodS));
-    for (let e = state.episodesDone; e < train.episodes && !opts.signal?.aborted; e++) {
-      const te = performance.now();
-      const rng = new Rng(run.controller.seed * 104729 + e);
-      const x0Physical = run.sim.x0.length ? run.sim.x0 : [...(def.physical ? def.physical.toPhysical(def.x0 as number[], model.params as never) as number[] : def.x0)];
-      const start = x0Physical.map((v) => v + train.startSpread * rng.normal());
-      const sim = new Simulator(def, periodS, { ...run.sim, x0: start }, run.controller.seed + 1 + e, { ...run.model, ...run.simModel });
-      // each episode's random streams come from the run's seed and the episode's number, so a resumed run draws what an uninterrupted one would have
-      const planner = await actor(run.controller.seed * 7919 + e);
-      let uPrev = new Array<number>(m).fill(0);
-      let x = fromPhysical(model, sim.measure());
-      const point: EpisodePoint = { episode: e + 1, meanCost: 0, goalS: 0, endsInGoal: false, updates: 0, qLoss: 0, priorLoss: 0, policyLoss: 0, wallS: 0 };
-      let inGoal = false;
-      for (let t = 0; t < ticks; t++) {
-        const plan = await planner.plan({ x0: x, uPrev, reference });
-        const u = Array.from(plan.controls.subarray(0, m));
-        const first = planner.firstStep!()!;
-        const c = stageCost(x, u, uPrev, reference);
-        sim.advance(u);
-        const next = fromPhysical(model, sim.measure());
-        replay.push(x, toNormalised(u, scaling), c, next, first.mean, first.sigma, e);
-        point.meanCost += c / ticks;
-        inGoal = inGoalRegion(model, fromPhysical(model, sim.state), reference) ?? false;
-        if (inGoal) point.goalS += periodS;
-        x = next;
-        uPrev = u;
-        if (replay.size < Math.min(train.batch, 64)) continue;
-        // the state scales fitted to the first data, before the first update (the networks have seen nothing yet)
-        if (state.updates === 0) fitScales(features, replay.x, replay.size, reference);
-        for (let k = 0; k < train.updatesPerStep; k++) {
-          const l = await update(rng);
-          point.qLoss += l.q;
-          point.priorLoss += l.prior;
-          point.policyLoss += l.policy;
-          point.updates++;
-          if (train.reanalyzeEvery > 0 && state.updates % train.reanalyzeEvery === 0) await reanalyze(rng);
+  const finish = async (ep: Episode) => {
+    const point = ep.point;
+    if (point.updates) {
+      point.qLoss /= point.updates;
+      point.priorLoss /= point.updates;
+      point.policyLoss /= point.updates;
+    }
+    point.endsInGoal = ep.inGoal;
+    point.wallS = (performance.now() - ep.startedMs) / 1000;
+    state.curve.push(point);
+    state.episodesDone++;
+    if (state.episodesDone % train.checkpointEvery === 0 || state.episodesDone === train.episodes || opts.signal?.aborted) meta = await writeCheckpoint();
+    opts.onEpisode?.({ episode: state.episodesDone, episodes: train.episodes, point });
+  };
+  /**
+   * Episodes acted by workers (train-prior --queue): up to `actors` episode
+   * jobs at once on the BullMQ queue; transitions learned from in arrival
+   * order, each acknowledged after the networks it led to are published.
+   */
+  const learnFromActors = async (remote: RemoteActors): Promise<NonNullable<TrainResult['actors']>> => {
+    const channel = await LearnerChannel.open(remote.url, { run, train, maxLag: remote.maxLag });
+    await channel.publish(state.updates, metaBase() as PriorMeta, networks);
+    const queue = openQueue<QueuedJob, unknown>(remote.url, (up, why) => remote.log(up ? 'Redis is back' : `Redis is unreachable (${why}): waiting for it`));
+    const inflight = new Map<number, Episode>();
+    const jobs = new Map<number, string>();
+    const staleness: number[] = [];
+    let next = state.episodesDone;
+    const fill = async () => {
+      while (inflight.size < remote.actors && next < train.episodes && !opts.signal?.aborted) {
+        const ep = begin(next++);
+        inflight.set(ep.e, ep);
+        const id = `train-${channel.run}-e${ep.e}`;
+        jobs.set(ep.e, id);
+        const argv = ['train-actor', `--run=${channel.run}`, `--episode=${ep.e}`, `--start=${ep.start.join(',')}`];
+        await queue.add('train-actor', { kind: 'train-actor', argv, cell: ep.e }, { jobId: id, attempts: 1 });
+      }
+    };
+    try {
+      await fill();
+      let quietS = 0;
+      while (inflight.size && !opts.signal?.aborted) {
+        const tr = await channel.next(1);
+        if (!tr) {
+          // an actor that failed fails the run: its episode is half learned from
+          for (const [e, id] of jobs) {
+            const job = await queue.getJob(id);
+            if (job && await job.isFailed()) throw new Error(`the actor of episode ${e + 1} failed: ${job.failedReason}`);
+          }
+          if (++quietS % 15 === 0 && (await queue.getWorkersCount()) === 0) remote.log(`no worker takes jobs from the queue: start one (tempered-mpc worker --queue URL)`);
+          continue;
         }
-        guide.prior = current();
+        quietS = 0;
+        const ep = inflight.get(tr.episode);
+        if (!ep) throw new Error(`a transition of episode ${tr.episode + 1}, which is not under way`);
+        staleness.push(state.updates - tr.version);
+        if (await learn(tr, ep)) await channel.publish(state.updates, metaBase() as PriorMeta, networks);
+        await channel.acknowledge(tr.episode);
+        if (tr.t === act.ticks - 1) {
+          inflight.delete(ep.e);
+          jobs.delete(ep.e);
+          await finish(ep);
+          await fill();
+        }
       }
-      if (point.updates) {
-        point.qLoss /= point.updates;
-        point.priorLoss /= point.updates;
-        point.policyLoss /= point.updates;
+    } finally {
+      // waiting jobs are taken back; running actors see the run stop
+      for (const id of jobs.values()) await queue.remove(id).catch(() => 0);
+      await channel.close();
+      await queue.close();
+    }
+    const mean = staleness.length ? staleness.reduce((a, b) => a + b, 0) / staleness.length : 0;
+    return { count: remote.actors, maxLag: remote.maxLag, staleness: { mean, max: staleness.length ? Math.max(...staleness) : 0 } };
+  };
+  let actors: TrainResult['actors'];
+  try {
+    if (opts.remote) actors = await learnFromActors(opts.remote);
+    else {
+      for (let e = state.episodesDone; e < train.episodes && !opts.signal?.aborted; e++) {
+        const ep = begin(e);
+        // the learner takes each transition before the next plan, which sees the networks it led to
+        await actEpisode(act, run, e, ep.start, () => state.updates, async (tr) => {
+          await learn(tr, ep);
+        });
+        await finish(ep);
+        // the tensor work never waits on I/O: let a signal's handler run between episodes
+        await new Promise((resolve) => setImmediate(resolve));
       }
-      point.endsInGoal = inGoal;
-      point.wallS = (performance.now() - te) / 1000;
-      state.curve.push(point);
-      state.episodesDone = e + 1;
-      if (state.episodesDone % train.checkpointEvery === 0 || state.episodesDone === train.episodes || opts.signal?.aborted) meta = await writeCheckpoint();
-      opts.onEpisode?.({ episode: e + 1, episodes: train.episodes, point });
-      // the tensor work never waits on I/O: let a signal's handler run between episodes
-      await new Promise((resolve) => setImmediate(resolve));
     }
     // the last episodes since a periodic checkpoint are written too (a signal between episodes ends the loop at its top)
     if (!meta || meta.episodes !== state.episodesDone) meta = await writeCheckpoint();
   } finally {
-    backend.dispose();
+    act.dispose();
     for (const k of NETWORK_NAMES) for (const l of vars[k]) {
       l.weight.dispose();
       l.bias.dispose();
     }
     for (const o of Object.values(optimizers)) o.dispose();
   }
-  return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true };
+  return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true, actors };
 }
 
 /** Each raw feature's scale: the spread of its difference from the reference in the data (at least 1e-3). */

@@ -14,7 +14,8 @@ import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint, writeFileAtomic 
 import { initMlp, cloneMlp } from '../learned/mlp.js';
 import { featureDim, PriorNetworks, stateFeatures, symlog } from '../learned/networks.js';
 import { LearnedPrior, mismatch } from '../learned/runtime.js';
-import { clipGradients, forward, readVariables, toVariables, TRAIN_BACKENDS, useBackend } from './tensors.js';
+import { clipGradients, forward, readVariables, toVariables, useBackend } from './tensors.js';
+import { TRAIN_BACKENDS } from './train-params.js';
 import { readReplayStates } from './trainer.js';
 import { InputError } from '../input-error.js';
 

@@ -7,7 +7,9 @@ import { benchMpcCommand } from '../cli/bench-mpc.js';
 import { benchToCommand } from '../cli/bench-to.js';
 import { Command, parseCommandArgs } from '../cli/command.js';
 import { trainPriorCommand } from '../cli/train-prior.js';
+import { trainActorCommand } from '../cli/train-actor.js';
 import { InputError } from '../input-error.js';
+import type { JobInput } from '../queue/redis.js';
 import { PLANNER_NAMES as SOLVE_METHODS } from '../planners/solve.js';
 
 /** A figure a job reports; `timing` ones depend on the machine, the others only on the job's inputs (lockstep runs are deterministic). */
@@ -22,6 +24,8 @@ export type Metrics = Record<string, number | null>;
 export interface JobKind {
   command: string;
   cli: Command;
+  /** a job of the project's own making (train-prior's actors), not one a sweep spec may name */
+  internal?: true;
   /** whether each cell can take its own seed (else the command runs its own seeds) */
   seeded: boolean;
   seedArgs(seed: number): string[];
@@ -106,7 +110,17 @@ export const JOB_KINDS: Record<string, JobKind> = {
       episodes: num(j.episodes), lastMeanCost: num(at(j, 'lastEpisodes', 'meanCost')), lastEndInGoal: num(at(j, 'lastEpisodes', 'endInGoal')), wallS: num(j.wallS),
     }),
   },
+  'train-actor': {
+    command: 'train-actor', cli: trainActorCommand, internal: true, seeded: false, runParams: false,
+    seedArgs: () => [],
+    reserved: ['out', 'json'],
+    metrics: { ticks: { doc: 'steps acted' } },
+    read: (j) => ({ ticks: num(j.ticks) }),
+  },
 };
+
+/** The jobs a sweep spec may name. */
+export const SWEEP_JOBS = Object.values(JOB_KINDS).filter((k) => !k.internal).map((k) => k.command);
 
 export function jobKind(name: string, fail: (message: string) => Error = (m) => new InputError(m)): JobKind {
   const kind = Object.hasOwn(JOB_KINDS, name) ? JOB_KINDS[name] : undefined;
@@ -117,12 +131,6 @@ export function jobKind(name: string, fail: (message: string) => Error = (m) => 
 /** The options the runner gives every job (runJob). */
 const RUNNER_OPTIONS = ['out', 'json'];
 
-/** What a job asks of its runner: a command line and the parameter file's text. */
-export interface JobInput {
-  kind: string;
-  argv: string[];
-  paramsText?: string;
-}
 
 /**
  * Checks a job's command line by the command's own rules (its options and the
@@ -177,6 +185,8 @@ export interface RunJobOptions {
   /** kills the job's process */
   signal?: AbortSignal;
   worker: string;
+  /** more environment for the job's process */
+  env?: Record<string, string>;
 }
 
 /**
@@ -193,7 +203,7 @@ export function runJob(job: JobInput, opts: RunJobOptions): Promise<JobResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [`--max-old-space-size=${opts.maxMemoryMb}`, CLI, ...argv], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, TEMPERED_MPC_EXIT_WITH_PARENT: '1' },
+      env: { ...process.env, ...opts.env, TEMPERED_MPC_EXIT_WITH_PARENT: '1' },
     });
     let stdout = '';
     let stderr = '';

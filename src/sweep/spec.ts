@@ -5,7 +5,7 @@ import { parseDocument } from 'yaml';
 import { InputError } from '../input-error.js';
 import { describe, keyedRecord, nearestName } from '../params.js';
 import { Rng } from '../random.js';
-import { JOB_KINDS, JobKind, jobKind } from './jobs.js';
+import { JobKind, jobKind, SWEEP_JOBS } from './jobs.js';
 
 /** A value one cell gives a swept key (as `--set key=value` writes it). */
 export type CellValue = number | string | boolean;
@@ -81,8 +81,8 @@ export function parseSweepSpec(text: string, path: string): SweepSpec {
       throw fail(`unknown field '${k}'${hit ? ` (did you mean '${hit}'?)` : ''} (fields: ${SPEC_KEYS.join(', ')})`);
     }
   }
-  if (typeof raw.job !== 'string') throw fail(`'job' must name the job (${Object.keys(JOB_KINDS).join(', ')}), got ${describe(raw.job)}`);
-  const kind = jobKind(raw.job, (m) => fail(m));
+  if (typeof raw.job !== 'string' || !SWEEP_JOBS.includes(raw.job)) throw fail(`unknown job ${describe(raw.job)} (a sweep runs: ${SWEEP_JOBS.join(', ')})`);
+  const kind = jobKind(raw.job);
   const args = optionArgs(raw.args, kind, fail);
   let params: SweepSpec['params'];
   if (raw.params !== undefined) {

@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Cell } from './spec.js';
-import { JobFailure, runJob } from './jobs.js';
-import { openQueue, QueuedJob, redisLabel } from './queue.js';
+import { JobFailure, JobResult, runJob } from './jobs.js';
+import { openQueue, QueuedJob, redisLabel } from '../queue/redis.js';
 import { ResultStore } from './results.js';
 
 /** Where a sweep stands, for its progress bar and metrics. */
@@ -93,7 +93,7 @@ async function runOnQueue(opts: SweepRunOptions, url: string): Promise<SweepOutc
   const label = redisLabel(url);
   let paused = false;
   let lost = false;
-  const queue = openQueue(url, (up, why) => {
+  const queue = openQueue<QueuedJob, JobResult>(url, (up, why) => {
     paused = !up;
     if (up) opts.log(`Redis at ${label} is back: the sweep goes on (cells it lost are queued again)`);
     else {

@@ -1,11 +1,8 @@
-import { hostname } from 'node:os';
-import { join } from 'node:path';
-import { Job, Queue, type RedisOptions, UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import { Queue, type RedisOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { InputError } from '../input-error.js';
-import { checkJob, JobFailure, JobInput, JobResult, removeFolder, runJob, scratchFolder } from './jobs.js';
 
-/** The one BullMQ queue sweeps put their cells on and workers take them from. */
+/** The one BullMQ queue sweeps (and train-prior's actors) put their jobs on and workers take them from. */
 export const QUEUE_NAME = 'tempered-mpc-jobs';
 
 /** A Redis URL without its password, for messages. */
@@ -80,90 +77,8 @@ export async function probeRedis(url: string): Promise<{ version: string } | { u
   }
 }
 
-/** What a job carries through the queue. */
-export interface QueuedJob extends JobInput {
-  /** the cell's index in its sweep, for the worker's log */
-  cell: number;
-}
-
-export interface WorkerOptions {
-  url: string;
-  concurrency: number;
-  /** where each job's output folder goes */
-  out: string;
-  /** how long a job stays with a worker that stops answering before another may take it [s] */
-  lockS: number;
-  maxMemoryMb: number;
-  log: (line: string) => void;
-}
-
-/**
- * A BullMQ worker running each job in a child process (runJob). A job whose
- * command line its own checks refuse fails at once, without retries (a
- * queue anyone can write to must not make it run anything else); a job
- * that fails for other reasons fails with its reason. stop(): the jobs
- * under way are killed and put back on the queue for another worker.
- */
-export async function startWorker(opts: WorkerOptions) {
-  const connection = redisConnection(opts.url);
-  const me = `${hostname()}:${process.pid}`;
-  const running = new Map<string, AbortController>();
-  let stopping = false;
-  const scratch = scratchFolder();
-  const worker = new Worker<QueuedJob, JobResult>(QUEUE_NAME, async (job: Job<QueuedJob, JobResult>, token?: string) => {
-    const id = job.id!;
-    try {
-      await checkJob(job.data, scratch);
-    } catch (e) {
-      throw new UnrecoverableError(`refused: ${(e as Error).message}`);
-    }
-    const abort = new AbortController();
-    running.set(id, abort);
-    opts.log(`cell ${job.data.cell} (${id}): ${job.data.argv.slice(0, 2).join(' ')} started`);
-    try {
-      const result = await runJob(job.data, { out: join(opts.out, id), maxMemoryMb: opts.maxMemoryMb, signal: abort.signal, worker: me });
-      opts.log(`cell ${job.data.cell} (${id}): done in ${result.wallS.toFixed(1)} s`);
-      return result;
-    } catch (e) {
-      if (stopping) {
-        // back to the queue at once, for another worker (not counted as a failure)
-        await job.moveToWait(token);
-        throw new WaitingError();
-      }
-      const why = e instanceof JobFailure ? e.message : (e as Error).message;
-      opts.log(`cell ${job.data.cell} (${id}): failed: ${why}`);
-      throw new UnrecoverableError(why);
-    } finally {
-      running.delete(id);
-    }
-  }, {
-    connection, concurrency: opts.concurrency, autorun: false,
-    lockDuration: opts.lockS * 1000,
-    stalledInterval: Math.max(500, (opts.lockS * 1000) / 2),
-    // a worker lost mid-job (killed, its machine gone) gives the job back; a job that kills every worker that takes it is failed at the third
-    maxStalledCount: 3,
-    name: me,
-  });
-  return {
-    worker,
-    me,
-    running: () => running.size,
-    run: () => worker.run(),
-    /** Kills the jobs under way (they go back to the queue) and closes the worker. */
-    async stop() {
-      stopping = true;
-      for (const a of running.values()) a.abort();
-      // the killed jobs put themselves back before the worker closes
-      const deadline = Date.now() + 5000;
-      while (running.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      await worker.close(true);
-      removeFolder(scratch);
-    },
-  };
-}
-
-/** A queue for submitting cells, with the connection's comings and goings reported. */
-export function openQueue(url: string, onConnection: (up: boolean, why: string) => void): Queue<QueuedJob, JobResult> {
+/** A queue for submitting jobs, with the connection's comings and goings reported. */
+export function openQueue<D, R>(url: string, onConnection: (up: boolean, why: string) => void): Queue<D, R> {
   // our own client, so its connection events can be watched
   const client = new Redis(redisConnection(url));
   let up = true;
@@ -179,7 +94,20 @@ export function openQueue(url: string, onConnection: (up: boolean, why: string) 
     up = true;
     onConnection(true, 'ready');
   });
-  const queue = new Queue<QueuedJob, JobResult>(QUEUE_NAME, { connection: client });
+  const queue = new Queue<D, R>(QUEUE_NAME, { connection: client });
   queue.on('error', (e: Error) => down((e as NodeJS.ErrnoException).code ?? e.message));
   return queue;
+}
+
+/** What a job asks of its runner: a command line (a command a worker knows) and a parameter file's text. */
+export interface JobInput {
+  kind: string;
+  argv: string[];
+  paramsText?: string;
+}
+
+/** What a job carries through the queue. */
+export interface QueuedJob extends JobInput {
+  /** the cell's index in its sweep (the episode's, for train-prior's actors), for the worker's log */
+  cell: number;
 }
