@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { initNetworks } from '../src/learned/networks.js';
+import { decodeSnapshot, encodeSnapshot } from '../src/prior/remote.js';
+import { Rng } from '../src/random.js';
+import type { PriorMeta } from '../src/learned/checkpoint.js';
+import { RedisServer, redisMissing } from './support/redis.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+/** A small training run: 4 pendulum episodes of 3 s with updates from the second (seconds, not minutes). */
+const TINY = ['--system', 'pendulum', '--episodes', '4', '--set', 'train.episodeS=3', '--set', 'train.width=8', '--set', 'train.batch=32', '--set', 'mppi.samples=32'];
+
+const sha = (dir: string) => (JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { weights: { sha256: string } }).weights.sha256;
+
+describe('train-prior: actors on workers', function () {
+  this.timeout(300_000);
+  const dir = mkdtempSync(join(tmpdir(), 'actors-'));
+  let redis: RedisServer;
+  const workers: ChildProcess[] = [];
+  const worker = (name: string) => {
+    const p = spawn(process.execPath, [CLI, 'worker', '--queue', redis.url, '--out', join(dir, name)], { stdio: 'ignore' });
+    workers.push(p);
+  };
+  const train = (out: string, extra: string[]) => spawnSync(process.execPath, [CLI, 'train-prior', ...TINY, '--out', join(dir, out), '--json', ...extra], { encoding: 'utf8' });
+
+  before(async function () {
+    const missing = redisMissing();
+    if (missing) {
+      console.log(`      skipping the actor tests: ${missing}`);
+      this.skip();
+    }
+    redis = await RedisServer.start();
+  });
+  after(async () => {
+    for (const p of workers) p.kill('SIGTERM');
+    await redis?.stop();
+  });
+
+  it('a snapshot of the networks survives Redis byte for byte', () => {
+    const networks = initNetworks(new Rng(3), { stateDim: 2, controlDim: 1, features: { angle: [true, false], raw: [false, true], scale: [1, 2] }, hidden: [5, 4] });
+    const meta = { system: 'pendulum', features: { angle: [true, false], raw: [false, true], scale: [1, 0.25] } } as unknown as PriorMeta;
+    const back = decodeSnapshot(encodeSnapshot(7, meta, networks));
+    assert.equal(back.version, 7);
+    assert.deepEqual(back.meta, meta);
+    assert.deepEqual(back.networks, networks);
+  });
+
+  it('one actor on a worker reproduces the single-process run bit for bit; two actors train too and report their staleness', async () => {
+    const local = train('local', []);
+    assert.equal(local.status, 0, local.stderr);
+    worker('w1');
+    const one = train('one', ['--queue', redis.url]);
+    assert.equal(one.status, 0, one.stderr);
+    assert.equal(sha(join(dir, 'one')), sha(join(dir, 'local')), 'the same weights, to the bit');
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 'one', 'learning-curve.json'), 'utf8')).map((p: { meanCost: number }) => p.meanCost),
+      JSON.parse(readFileSync(join(dir, 'local', 'learning-curve.json'), 'utf8')).map((p: { meanCost: number }) => p.meanCost));
+    worker('w2');
+    const two = train('two', ['--queue', redis.url, '--actors', '2', '--max-lag', '2']);
+    assert.equal(two.status, 0, two.stderr);
+    const summary = JSON.parse(two.stdout) as { episodes: number; updates: number; actors: { count: number; maxLag: number; staleness: { mean: number; max: number } } };
+    assert.equal(summary.episodes, 4);
+    assert.ok(summary.updates > 0);
+    assert.equal(summary.actors.count, 2);
+    assert.ok(summary.actors.staleness.max >= 0 && Number.isFinite(summary.actors.staleness.mean));
+    // the runs' keys are gone from Redis but their stop flags (kept a minute for actors still running); the queue's finished jobs stay, as BullMQ keeps them
+    const client = new Redis(redis.url);
+    client.on('error', () => undefined);
+    try {
+      const left = await client.keys('tempered-mpc:train:*');
+      assert.equal(left.length, 2);
+      for (const k of left) assert.match(k, /:stopped$/);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('refusals: --actors without --queue, an actor outside a worker, a Redis that is not there', () => {
+    const noQueue = spawnSync(process.execPath, [CLI, 'train-prior', ...TINY, '--actors', '2', '--out', join(dir, 'x')], { encoding: 'utf8' });
+    assert.equal(noQueue.status, 2);
+    assert.match(noQueue.stderr.trim(), /^tempered-mpc train-prior: error: --actors needs --queue/);
+    const actor = spawnSync(process.execPath, [CLI, 'train-actor', '--run', 'ab12', '--episode', '0', '--start', '0,0'], { encoding: 'utf8', env: { ...process.env, TEMPERED_MPC_QUEUE: '' } });
+    assert.equal(actor.status, 2);
+    assert.match(actor.stderr.trim(), /train-actor is run by `tempered-mpc worker`/);
+    const gone = spawnSync(process.execPath, [CLI, 'train-prior', ...TINY, '--queue', 'redis://127.0.0.1:1', '--out', join(dir, 'gone')], { encoding: 'utf8' });
+    assert.equal(gone.status, 1);
+    assert.equal(gone.stderr.trim().split('\n').length, 1);
+    assert.match(gone.stderr, /cannot reach Redis at redis:\/\/127\.0\.0\.1:1 \(ECONNREFUSED\)/);
+  });
+});
