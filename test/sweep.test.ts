@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { JOB_KINDS } from '../src/sweep/jobs.js';
 import { parseSweepSpec, sweepCells } from '../src/sweep/spec.js';
-import { RedisServer, redisMissing } from './support/redis.js';
+import { RedisServer, redisMissing, testCertificates } from './support/redis.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PENDULUM_PARAMS = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
@@ -15,8 +15,8 @@ const PENDULUM_PARAMS = fileURLToPath(new URL('../../launch/config/pendulum.yaml
 interface Ran { code: number | null; stdout: string; stderr: string }
 
 /** The CLI as a user runs it; `lines` sees stderr as it comes. */
-function cli(args: string[], lines?: (line: string) => void): { proc: ChildProcess; done: Promise<Ran> } {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function cli(args: string[], lines?: (line: string) => void, env: Record<string, string> = {}): { proc: ChildProcess; done: Promise<Ran> } {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let stdout = '';
   let stderr = '';
   proc.stdout!.on('data', (d: Buffer) => {
@@ -111,8 +111,8 @@ describe('sweep and worker on BullMQ with a real Redis', function () {
   const reference = new Map<string, Record<string, number | null>>();
   const workers: ChildProcess[] = [];
 
-  const startWorker = (url: string, name: string, extra: string[] = [], lines?: (l: string) => void) => {
-    const w = cli(['worker', '--queue', url, '--out', join(dir, name), '--lock-s', '2', ...extra], lines);
+  const startWorker = (url: string, name: string, extra: string[] = [], lines?: (l: string) => void, env: Record<string, string> = {}) => {
+    const w = cli(['worker', '--queue', url, '--out', join(dir, name), '--lock-s', '2', ...extra], lines, env);
     workers.push(w.proc);
     return w;
   };
@@ -174,15 +174,27 @@ describe('sweep and worker on BullMQ with a real Redis', function () {
     assert.match(again.stderr, /36 already done/);
   });
 
-  it('two workers give exactly the in-process results', async () => {
+  it('two workers give exactly the in-process results; --serve has the sweep\'s Prometheus metrics', async function () {
     assert.equal(reference.size, 36, 'needs the in-process sweep');
     startWorker(redis.url, 'w1');
     startWorker(redis.url, 'w2');
     const out = join(dir, 'queued');
-    const r = await cli(['sweep', '--spec', spec, '--queue', redis.url, '--out', out, '--json']).done;
+    let scraped: Promise<string> | undefined;
+    const r = await cli(['sweep', '--spec', spec, '--queue', redis.url, '--out', out, '--serve', '--port', '0', '--json'], (l) => {
+      const at = /metrics at (http:\/\/127\.0\.0\.1:\d+)\/metrics/.exec(l);
+      // scraped once a cell is done, while the sweep runs
+      if (at) scraped = new Promise((resolve) => setTimeout(() => resolve(fetch(`${at[1]}/metrics`).then((res) => res.text())), 4000));
+    }).done;
     assert.equal(r.code, 0, r.stderr);
     const lines = sameAsReference(out, 36);
     assert.equal(new Set(lines.map((l) => l.worker)).size, 2, 'both workers took cells');
+    assert.ok(scraped, r.stderr);
+    const text = await scraped;
+    for (const name of ['tempered_mpc_sweep_cells{state="done"}', 'tempered_mpc_sweep_queue_depth', 'tempered_mpc_sweep_workers 2', 'tempered_mpc_sweep_jobs_per_second']) assert.ok(text.includes(name), `${name} in\n${text}`);
+    if (spawnSync('promtool', ['--version']).status === 0) {
+      const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+      assert.equal(lint.status, 0, `${lint.stdout}${lint.stderr}`);
+    } else if (process.env.TEMPERED_MPC_REQUIRE_PROMTOOL === '1') assert.fail('promtool is required here (bash .ci/install-promtool.sh)');
   });
 
   it('a worker killed with SIGKILL mid-job: its cell goes to the other worker, nothing lost or counted twice', async () => {
@@ -234,6 +246,31 @@ describe('sweep and worker on BullMQ with a real Redis', function () {
     assert.ok(log.some((l) => /unreachable .*paused/.test(l)), log.join('\n'));
     assert.ok(log.some((l) => /is back/.test(l)), log.join('\n'));
     assert.ok((JSON.parse(r.stdout) as { resubmitted: number }).resubmitted > 0);
+  });
+
+  it('TLS (rediss://): with the server\'s CA trusted it runs; without it, one line says the certificate is not trusted', async function () {
+    const files = testCertificates();
+    if (typeof files === 'string') {
+      if (process.env.TEMPERED_MPC_REQUIRE_REDIS === '1') assert.fail(files);
+      console.log(`      skipping: ${files}`);
+      this.skip();
+    }
+    const secure = await RedisServer.start([], files);
+    try {
+      const one = join(dir, 'one-tls.yaml');
+      writeFileSync(one, specText([32], [0.3], 1));
+      const untrusted = await cli(['sweep', '--spec', one, '--queue', secure.url, '--out', join(dir, 'untrusted')]).done;
+      assert.equal(untrusted.code, 2, untrusted.stderr);
+      assert.match(untrusted.stderr.trim(), /^tempered-mpc sweep: error: --queue rediss:\/\/127\.0\.0\.1:\d+: the server's TLS certificate is not trusted \(SELF_SIGNED_CERT_IN_CHAIN\): give its CA with NODE_EXTRA_CA_CERTS=ca\.pem$/);
+      const trust = { NODE_EXTRA_CA_CERTS: files.ca };
+      startWorker(secure.url, 'tls-worker', [], undefined, trust);
+      const r = await cli(['sweep', '--spec', one, '--queue', secure.url, '--out', join(dir, 'tls-out'), '--json'], undefined, trust).done;
+      assert.equal(r.code, 0, r.stderr);
+      sameAsReference(join(dir, 'tls-out'), 1);
+    } finally {
+      await stopWorkers();
+      await secure.stop();
+    }
   });
 
   it('a password: the right one works, a wrong one is refused in one line before anything is queued', async () => {

@@ -27,6 +27,8 @@ export interface Command {
   interruptible?: boolean;
   /** how long an interruptible command may take to finish after the first signal (default INTERRUPT_GRACE_S) */
   interruptGraceS?: number;
+  /** what an interruptible command finishes after the first signal, for its notice (default: the log and summary) */
+  interruptFinishing?: string;
   run(values: Record<string, unknown>, positionals: string[]): Promise<void>;
   /** checks everything the user gave by the rules `run` applies, doing no work (a sweep checks each cell before queueing it) */
   check?(values: Record<string, unknown>): Promise<void> | void;

@@ -61,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const { cmd, rest } = found;
-  shutdown.install(cmd.interruptible === true, (code) => process.exit(code), cmd.interruptGraceS);
+  shutdown.install(cmd.interruptible === true, (code) => process.exit(code), cmd.interruptGraceS, undefined, cmd.interruptFinishing);
   try {
     const { values, positionals } = parseCommandArgs(cmd, rest);
     if (values.help) {

@@ -34,6 +34,7 @@ export const sweepCommand: Command = {
     json: JSON_OPTION,
   },
   interruptible: true,
+  interruptFinishing: 'writing the results so far (the cells under way are run again next time)',
   async run(values) {
     const spec = readSweepSpec(requireString(values, 'spec'));
     const cells = sweepCells(spec);

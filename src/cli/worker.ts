@@ -16,6 +16,7 @@ export const workerCommand: Command = {
     out: { type: 'string', description: 'where each job\'s output folder goes (default runs/worker-TIME)', valueName: 'DIR' },
   },
   interruptible: true,
+  interruptFinishing: 'putting the jobs under way back on the queue',
   async run(values) {
     const url = requireString(values, 'queue');
     redisConnection(url);

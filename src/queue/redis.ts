@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { Queue, type RedisOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { InputError } from '../input-error.js';
@@ -39,7 +40,7 @@ export function redisConnection(url: string): RedisOptions {
     ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
     ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
     // TLS verifies the server against the system's CAs (and NODE_EXTRA_CA_CERTS)
-    ...(u.protocol === 'rediss:' ? { tls: { servername: u.hostname } } : {}),
+    ...(u.protocol === 'rediss:' ? { tls: isIP(u.hostname.replace(/^\[|\]$/g, '')) ? {} : { servername: u.hostname } } : {}),
     maxRetriesPerRequest: null,
     retryStrategy: (attempt: number) => Math.min(200 * attempt, 2000),
   };
@@ -71,6 +72,7 @@ export async function probeRedis(url: string): Promise<{ version: string } | { u
     if (e instanceof InputError) throw e;
     const err = (reason ?? e) as NodeJS.ErrnoException;
     if (/WRONGPASS|NOAUTH|invalid (username-)?password|AUTH/i.test(err.message)) throw new InputError(`--queue ${redisLabel(url)}: Redis refused the credentials (${err.message.split('\n')[0]})`);
+    if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(err.code ?? '')) throw new InputError(`--queue ${redisLabel(url)}: the server's TLS certificate is not trusted (${err.code}): give its CA with NODE_EXTRA_CA_CERTS=ca.pem`);
     return { unreachable: err.code ?? err.message.split('\n')[0] };
   } finally {
     client.disconnect();

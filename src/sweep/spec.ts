@@ -81,7 +81,7 @@ export function parseSweepSpec(text: string, path: string): SweepSpec {
       throw fail(`unknown field '${k}'${hit ? ` (did you mean '${hit}'?)` : ''} (fields: ${SPEC_KEYS.join(', ')})`);
     }
   }
-  if (typeof raw.job !== 'string' || !SWEEP_JOBS.includes(raw.job)) throw fail(`unknown job ${describe(raw.job)} (a sweep runs: ${SWEEP_JOBS.join(', ')})`);
+  if (typeof raw.job !== 'string' || !SWEEP_JOBS.includes(raw.job)) throw fail(`unknown job ${typeof raw.job === 'string' ? `'${raw.job}'` : describe(raw.job)} (a sweep runs: ${SWEEP_JOBS.join(', ')})`);
   const kind = jobKind(raw.job);
   const args = optionArgs(raw.args, kind, fail);
   let params: SweepSpec['params'];
