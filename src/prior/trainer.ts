@@ -347,10 +347,10 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   };
 
   /** An episode under way, as the learner sees it: its random stream (the start's, then the updates'), its figures so far. */
-  interface Episode { e: number; rng: Rng; point: EpisodePoint; inGoal: boolean; startedMs: number }
+  interface Episode { e: number; rng: Rng; point: EpisodePoint; inGoal: boolean; startedMs: number; steps: number }
   const begin = (e: number): Episode & { start: number[] } => {
     const { rng, start } = episodeStart(run, act, train.startSpread, e);
-    return { e, rng, start, inGoal: false, startedMs: performance.now(), point: { episode: e + 1, meanCost: 0, goalS: 0, endsInGoal: false, updates: 0, qLoss: 0, priorLoss: 0, policyLoss: 0, wallS: 0 } };
+    return { e, rng, start, inGoal: false, startedMs: performance.now(), steps: 0, point: { episode: e + 1, meanCost: 0, goalS: 0, endsInGoal: false, updates: 0, qLoss: 0, priorLoss: 0, policyLoss: 0, wallS: 0 } };
   };
   /** Learns from one transition (Algorithm 2's inner loop); true when the networks changed. */
   const learn = async (tr: Transition, ep: Episode): Promise<boolean> => {
@@ -427,6 +427,9 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
         quietS = 0;
         const ep = inflight.get(tr.episode);
         if (!ep) throw new Error(`a transition of episode ${tr.episode + 1}, which is not under way`);
+        // a worker lost mid-episode and its job run again by another would send the episode's first steps twice
+        if (tr.t !== ep.steps) throw new Error(`episode ${tr.episode + 1} sent step ${tr.t + 1} after ${ep.steps}: its actor was lost mid-episode and started again (continue from the last checkpoint with --resume)`);
+        ep.steps++;
         staleness.push(state.updates - tr.version);
         if (await learn(tr, ep)) await channel.publish(state.updates, metaBase() as PriorMeta, networks);
         await channel.acknowledge(tr.episode);

@@ -26,6 +26,8 @@ export interface JobKind {
   cli: Command;
   /** a job of the project's own making (train-prior's actors), not one a sweep spec may name */
   internal?: true;
+  /** whether the job may start over on another worker when its own stops (false: what it did so far is already used) */
+  restartable: boolean;
   /** whether each cell can take its own seed (else the command runs its own seeds) */
   seeded: boolean;
   seedArgs(seed: number): string[];
@@ -52,7 +54,7 @@ const median = (v: number[]): number | null => {
  */
 export const JOB_KINDS: Record<string, JobKind> = {
   'bench mpc': {
-    command: 'bench mpc', cli: benchMpcCommand, seeded: true, runParams: true,
+    command: 'bench mpc', restartable: true, cli: benchMpcCommand, seeded: true, runParams: true,
     seedArgs: (s) => [`--seed=${s}`, '--seeds=1'],
     reserved: ['out', 'json', 'seed'],
     metrics: {
@@ -75,7 +77,7 @@ export const JOB_KINDS: Record<string, JobKind> = {
     }),
   },
   'bench to': {
-    command: 'bench to', cli: benchToCommand, seeded: true, runParams: false,
+    command: 'bench to', restartable: true, cli: benchToCommand, seeded: true, runParams: false,
     seedArgs: (s) => [`--seed=${s}`],
     reserved: ['out', 'json', 'seed'],
     metrics: Object.fromEntries(SOLVE_METHODS.flatMap((m) => [
@@ -97,7 +99,7 @@ export const JOB_KINDS: Record<string, JobKind> = {
     },
   },
   'train-prior': {
-    command: 'train-prior', cli: trainPriorCommand, seeded: true, runParams: true,
+    command: 'train-prior', restartable: true, cli: trainPriorCommand, seeded: true, runParams: true,
     seedArgs: (s) => [`--seed=${s}`],
     reserved: ['out', 'json', 'seed', 'resume'],
     metrics: {
@@ -111,7 +113,7 @@ export const JOB_KINDS: Record<string, JobKind> = {
     }),
   },
   'train-actor': {
-    command: 'train-actor', cli: trainActorCommand, internal: true, seeded: false, runParams: false,
+    command: 'train-actor', restartable: false, cli: trainActorCommand, internal: true, seeded: false, runParams: false,
     seedArgs: () => [],
     reserved: ['out', 'json'],
     metrics: { ticks: { doc: 'steps acted' } },

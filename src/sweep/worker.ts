@@ -2,9 +2,8 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import { QUEUE_NAME, QueuedJob, redisConnection } from '../queue/redis.js';
-import { checkJob, JobFailure, JobResult, removeFolder, runJob, scratchFolder } from './jobs.js';
+import { checkJob, JobFailure, jobKind, JobResult, removeFolder, runJob, scratchFolder } from './jobs.js';
 import { QUEUE_ENV } from '../cli/train-actor.js';
-
 
 export interface WorkerOptions {
   url: string;
@@ -22,7 +21,8 @@ export interface WorkerOptions {
  * command line its own checks refuse fails at once, without retries (a
  * queue anyone can write to must not make it run anything else); a job
  * that fails for other reasons fails with its reason. stop(): the jobs
- * under way are killed and put back on the queue for another worker.
+ * under way are killed and put back on the queue for another worker (those
+ * that cannot start over, train-prior's actors, fail).
  */
 export async function startWorker(opts: WorkerOptions) {
   const connection = redisConnection(opts.url);
@@ -45,12 +45,12 @@ export async function startWorker(opts: WorkerOptions) {
       opts.log(`cell ${job.data.cell} (${id}): done in ${result.wallS.toFixed(1)} s`);
       return result;
     } catch (e) {
-      if (stopping) {
+      if (stopping && jobKind(job.data.kind).restartable) {
         // back to the queue at once, for another worker (not counted as a failure)
         await job.moveToWait(token);
         throw new WaitingError();
       }
-      const why = e instanceof JobFailure ? e.message : (e as Error).message;
+      const why = stopping ? 'its worker stopped mid-job' : e instanceof JobFailure ? e.message : (e as Error).message;
       opts.log(`cell ${job.data.cell} (${id}): failed: ${why}`);
       throw new UnrecoverableError(why);
     } finally {
