@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { initNetworks } from '../src/learned/networks.js';
 import { decodeSnapshot, encodeSnapshot } from '../src/prior/remote.js';
+import { Replay } from '../src/prior/trainer.js';
 import { Rng } from '../src/random.js';
 import type { PriorMeta } from '../src/learned/checkpoint.js';
 import { RedisServer, redisMissing } from './support/redis.js';
@@ -17,6 +18,26 @@ const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const TINY = ['--system', 'pendulum', '--episodes', '4', '--set', 'train.episodeS=3', '--set', 'train.width=8', '--set', 'train.batch=32', '--set', 'mppi.samples=32'];
 
 const sha = (dir: string) => (JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as { weights: { sha256: string } }).weights.sha256;
+
+describe('train-prior: the replay buffer with episodes acted at once', () => {
+  it('n steps ahead means the same episode\'s n-th next step, however episodes interleave', () => {
+    const r = new Replay(10, 1, 1);
+    // two actors' episodes 3 and 4 alternating, then 4 alone: rows 0..7
+    const order = [3, 4, 3, 4, 3, 4, 4, 4];
+    order.forEach((e, i) => r.push([i], [0], i, [i], [0], [1], e));
+    r.interleave = 2;
+    assert.equal(r.after(0, 1), 2);
+    assert.equal(r.after(0, 2), 4);
+    assert.equal(r.after(0, 3), undefined, 'episode 3 has no fourth step');
+    assert.equal(r.after(1, 3), 6);
+    assert.equal(r.after(5, 2), 7);
+    assert.equal(r.after(6, 2), undefined, 'past the newest row');
+    // one episode at a time: the next rows, as before
+    r.interleave = 1;
+    assert.equal(r.after(0, 1), undefined, 'row 1 is another episode');
+    assert.equal(r.after(5, 2), 7);
+  });
+});
 
 describe('train-prior: actors on workers', function () {
   this.timeout(300_000);

@@ -40,7 +40,7 @@ export interface TrainProgress {
 }
 
 /** The replay buffer of (x, u, cost, x', a_bar_0, sigma_0) with each row's episode, as flat arrays. */
-class Replay {
+export class Replay {
   readonly x: Float64Array;
   readonly z: Float64Array;
   readonly cost: Float64Array;
@@ -74,11 +74,23 @@ class Replay {
     this.size = Math.min(this.size + 1, this.capacity);
   }
 
-  /** Row k steps after row i, if it exists and belongs to the same episode. */
+  /**
+   * Rows of episodes acted at once (actors on workers) interleave: at most
+   * this many rows lie between one step of an episode and its next.
+   */
+  interleave = 1;
+
+  /** The row of the step k steps after row i's in the same episode, if the buffer holds it. */
   after(i: number, k: number): number | undefined {
-    const j = (i + k) % this.capacity;
-    if (k >= this.size || (this.head - 1 - i + this.capacity) % this.capacity < k) return undefined;
-    return this.episode[j] === this.episode[i] ? j : undefined;
+    if (k === 0) return i;
+    let seen = 0;
+    for (let r = 1; r <= k * this.interleave; r++) {
+      // past the newest row
+      if ((this.head - 1 - i + this.capacity) % this.capacity < r) return undefined;
+      const j = (i + r) % this.capacity;
+      if (this.episode[j] === this.episode[i] && ++seen === k) return j;
+    }
+    return undefined;
   }
 
   save(path: string): void {
@@ -394,6 +406,8 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
    */
   const learnFromActors = async (remote: RemoteActors): Promise<NonNullable<TrainResult['actors']>> => {
     const channel = await LearnerChannel.open(remote.url, { run, train, maxLag: remote.maxLag });
+    // between two steps of an episode, each other actor may have sent up to maxLag + 1 steps
+    replay.interleave = 1 + (remote.actors - 1) * (remote.maxLag + 1);
     await channel.publish(state.updates, metaBase() as PriorMeta, networks);
     const queue = openQueue<QueuedJob, unknown>(remote.url, (up, why) => remote.log(up ? 'Redis is back' : `Redis is unreachable (${why}): waiting for it`));
     const inflight = new Map<number, Episode>();

@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { Cell } from './spec.js';
 import { JobFailure, JobResult, runJob } from './jobs.js';
+import type { Job } from 'bullmq';
 import { openQueue, QueuedJob, redisLabel } from '../queue/redis.js';
 import { ResultStore } from './results.js';
 
@@ -42,6 +43,11 @@ export interface SweepOutcome {
   /** cells resubmitted after Redis lost them (a restart without persistence) */
   resubmitted: number;
 }
+
+/** How often a sweep on a queue looks at every cell it waits for (else only at the jobs that finished) [ms]. */
+const FULL_LOOK_MS = 30_000;
+/** Extra newest finished jobs read each round. */
+const READ_MARGIN = 64;
 
 /** Runs the cells not yet in the store, on the queue or in the local pool, keeping each result as it lands. */
 export function runSweep(opts: SweepRunOptions): Promise<SweepOutcome> {
@@ -93,9 +99,13 @@ async function runOnQueue(opts: SweepRunOptions, url: string): Promise<SweepOutc
   const label = redisLabel(url);
   let paused = false;
   let lost = false;
+  let rescan = true;
   const queue = openQueue<QueuedJob, JobResult>(url, (up, why) => {
     paused = !up;
-    if (up) opts.log(`Redis at ${label} is back: the sweep goes on (cells it lost are queued again)`);
+    if (up) {
+      rescan = true;
+      opts.log(`Redis at ${label} is back: the sweep goes on (cells it lost are queued again)`);
+    }
     else {
       lost = true;
       opts.log(`Redis at ${label} is unreachable (${why}): the sweep is paused and waits for it; results so far are kept in ${join(opts.out, 'results.jsonl')}`);
@@ -120,30 +130,51 @@ async function runOnQueue(opts: SweepRunOptions, url: string): Promise<SweepOutc
   try {
     await submit(opts.cells.filter((c) => !opts.store.has(c.id)));
     report(0, 0, 0, paused);
+    // one command a round says how many jobs finished since the last; only the newest are read then.
+    // Every cell is looked at on the first round, after Redis came back, and every FULL_LOOK_MS (finding cells a restarted Redis lost).
+    let seen: { completed: number; failed: number } | undefined;
+    let lastFullMs = 0;
+    let workers = 0;
+    let lastWorkersMs = 0;
+    const take = (job: Job<QueuedJob, JobResult> | undefined, cell: Cell) => {
+      if (!job || opts.store.has(cell.id) || failedIds.has(cell.id)) return;
+      if (job.finishedOn && job.returnvalue) opts.store.add(cell, { result: job.returnvalue, queueTimes: { addedMs: job.timestamp, takenMs: job.processedOn ?? job.timestamp, finishedMs: job.finishedOn } });
+      else if (job.finishedOn && job.failedReason) {
+        failedIds.add(cell.id);
+        opts.store.add(cell, { error: job.failedReason });
+      }
+    };
     while (!opts.signal?.aborted) {
       const pending = [...byId.values()].filter((c) => !opts.store.has(c.id) && !failedIds.has(c.id));
       if (pending.length === 0) break;
-      let running = 0;
-      let waiting = 0;
-      const missing: Cell[] = [];
-      const jobs = await Promise.all(pending.map((c) => queue.getJob(c.id)));
-      for (const [i, job] of jobs.entries()) {
-        const cell = pending[i];
-        if (!job) missing.push(cell);
-        else if (job.finishedOn && job.returnvalue) opts.store.add(cell, { result: job.returnvalue, queueTimes: { addedMs: job.timestamp, takenMs: job.processedOn ?? job.timestamp, finishedMs: job.finishedOn } });
-        else if (job.finishedOn && job.failedReason) {
-          failedIds.add(cell.id);
-          opts.store.add(cell, { error: job.failedReason });
-        } else if (job.processedOn) running++;
-        else waiting++;
+      const counts = await queue.getJobCounts('completed', 'failed', 'active', 'wait', 'prioritized');
+      const fresh = { completed: counts.completed ?? 0, failed: counts.failed ?? 0 };
+      const full = seen === undefined || rescan || Date.now() - lastFullMs > FULL_LOOK_MS || fresh.completed < seen.completed || fresh.failed < seen.failed;
+      if (full) {
+        rescan = false;
+        lastFullMs = Date.now();
+        const jobs = await Promise.all(pending.map((c) => queue.getJob(c.id)));
+        const missing = pending.filter((_, i) => !jobs[i]);
+        pending.forEach((c, i) => take(jobs[i], c));
+        // Redis came back empty (restarted without persistence): the cells it lost go on the queue again
+        if (missing.length) {
+          resubmitted += missing.length;
+          await submit(missing);
+        }
+      } else {
+        for (const kind of ['completed', 'failed'] as const) {
+          const more = fresh[kind] - seen![kind];
+          // a margin: jobs that finished between the count and this read push the counted ones down the list
+          if (more > 0) for (const job of await queue.getJobs([kind], 0, more + READ_MARGIN)) if (job?.id && byId.has(job.id)) take(job, byId.get(job.id)!);
+        }
       }
-      // Redis came back empty (restarted without persistence): the cells it lost go on the queue again
-      if (missing.length) {
-        resubmitted += missing.length;
-        await submit(missing);
+      seen = fresh;
+      if (Date.now() - lastWorkersMs > 5000) {
+        lastWorkersMs = Date.now();
+        workers = await queue.getWorkersCount().catch(() => workers);
       }
-      report(running, waiting + missing.length, await queue.getWorkersCount().catch(() => 0), paused);
-      await new Promise((r) => setTimeout(r, Math.max(250, Math.min(5000, pending.length / 4))));
+      report(counts.active ?? 0, (counts.wait ?? 0) + (counts.prioritized ?? 0), workers, paused);
+      await new Promise((r) => setTimeout(r, 250));
     }
   } finally {
     await queue.close();
