@@ -179,18 +179,28 @@ describe('sweep and worker on BullMQ with a real Redis', function () {
     startWorker(redis.url, 'w1');
     startWorker(redis.url, 'w2');
     const out = join(dir, 'queued');
-    let scraped: Promise<string> | undefined;
-    const r = await cli(['sweep', '--spec', spec, '--queue', redis.url, '--out', out, '--serve', '--port', '0', '--json'], (l) => {
+    // scraped while the sweep runs, until both workers are counted and a cell is done (the figures refresh every few seconds)
+    const wanted = ['tempered_mpc_sweep_cells{state="done"}', 'tempered_mpc_sweep_queue_depth', 'tempered_mpc_sweep_workers 2', 'tempered_mpc_sweep_jobs_per_second'];
+    let text = '';
+    let scraping = false;
+    const complete = () => wanted.every((w) => text.includes(w)) && !/tempered_mpc_sweep_cells\{state="done"\} 0\n/.test(text);
+    const sweep = cli(['sweep', '--spec', spec, '--queue', redis.url, '--out', out, '--serve', '--port', '0', '--json'], (l) => {
       const at = /metrics at (http:\/\/127\.0\.0\.1:\d+)\/metrics/.exec(l);
-      // scraped once a cell is done, while the sweep runs
-      if (at) scraped = new Promise((resolve) => setTimeout(() => resolve(fetch(`${at[1]}/metrics`).then((res) => res.text())), 4000));
-    }).done;
+      if (!at || scraping) return;
+      scraping = true;
+      void (async () => {
+        while (!complete() && sweep.proc.exitCode === null) {
+          text = await fetch(`${at[1]}/metrics`).then((res) => res.text(), () => text);
+          await new Promise((resolve) => setTimeout(resolve, 500));
+        }
+      })();
+    });
+    const r = await sweep.done;
     assert.equal(r.code, 0, r.stderr);
     const lines = sameAsReference(out, 36);
     assert.equal(new Set(lines.map((l) => l.worker)).size, 2, 'both workers took cells');
-    assert.ok(scraped, r.stderr);
-    const text = await scraped;
-    for (const name of ['tempered_mpc_sweep_cells{state="done"}', 'tempered_mpc_sweep_queue_depth', 'tempered_mpc_sweep_workers 2', 'tempered_mpc_sweep_jobs_per_second']) assert.ok(text.includes(name), `${name} in\n${text}`);
+    assert.ok(scraping, r.stderr);
+    assert.ok(complete(), `${wanted.join(', ')} and a done cell in\n${text}`);
     if (spawnSync('promtool', ['--version']).status === 0) {
       const lint = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
       assert.equal(lint.status, 0, `${lint.stdout}${lint.stderr}`);

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { PriorMeta } from '../learned/checkpoint.js';
 import { NETWORK_NAMES, PriorNetworks } from '../learned/networks.js';
 import type { Mlp } from '../learned/mlp.js';
-import { redisConnection } from '../queue/redis.js';
+import { newRedis, redisConnection } from '../queue/redis.js';
 import type { RunParams } from '../run/setup.js';
 import type { Transition } from './acting.js';
 import type { TrainParams } from './train-params.js';
@@ -71,7 +71,7 @@ export class LearnerChannel {
   private constructor(private readonly redis: Redis, readonly run: string, private readonly keys: ReturnType<typeof keysOf>) {}
 
   static async open(url: string, config: ActingConfig): Promise<LearnerChannel> {
-    const redis = new Redis(redisConnection(url));
+    const redis = await newRedis(redisConnection(url));
     redis.on('error', () => undefined);
     const run = randomBytes(6).toString('hex');
     const channel = new LearnerChannel(redis, run, keysOf(run));
@@ -112,7 +112,7 @@ export class ActorChannel {
   private constructor(private readonly redis: Redis, private readonly keys: ReturnType<typeof keysOf>, private readonly episode: number) {}
 
   static async open(url: string, run: string, episode: number): Promise<{ channel: ActorChannel; config: ActingConfig }> {
-    const redis = new Redis(redisConnection(url));
+    const redis = await newRedis(redisConnection(url));
     redis.on('error', () => undefined);
     const keys = keysOf(run);
     const text = await redis.get(keys.config);

@@ -409,7 +409,7 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     // between two steps of an episode, each other actor may have sent up to maxLag + 1 steps
     replay.interleave = 1 + (remote.actors - 1) * (remote.maxLag + 1);
     await channel.publish(state.updates, metaBase() as PriorMeta, networks);
-    const queue = openQueue<QueuedJob, unknown>(remote.url, (up, why) => remote.log(up ? 'Redis is back' : `Redis is unreachable (${why}): waiting for it`));
+    const queue = await openQueue<QueuedJob, unknown>(remote.url, (up, why) => remote.log(up ? 'Redis is back' : `Redis is unreachable (${why}): waiting for it`));
     const inflight = new Map<number, Episode>();
     const jobs = new Map<number, string>();
     const staleness: number[] = [];

@@ -1,6 +1,14 @@
 import { isIP } from 'node:net';
-import { Queue, type RedisOptions } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Queue, RedisOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+
+/**
+ * BullMQ and ioredis, loaded by the commands that use a queue: every other
+ * command (and every job a sweep starts, a process each) is spared the
+ * second or so their loading costs.
+ */
+export const loadBullmq = (): Promise<typeof import('bullmq')> => import('bullmq');
+export const newRedis = async (options: RedisOptions): Promise<Redis> => new (await import('ioredis')).Redis(options);
 import { InputError } from '../input-error.js';
 
 /** The one BullMQ queue sweeps (and train-prior's actors) put their jobs on and workers take them from. */
@@ -55,7 +63,7 @@ const MIN_REDIS = [6, 2];
  * mend either); an unreachable one is reported as unreachable.
  */
 export async function probeRedis(url: string): Promise<{ version: string } | { unreachable: string }> {
-  const client = new Redis({ ...redisConnection(url), lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 5000 });
+  const client = await newRedis({ ...redisConnection(url), lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 5000 });
   // the reason (a refused password) comes as an event; the failed connect only says the connection closed
   let reason: Error | undefined;
   client.on('error', (e: Error) => {
@@ -80,9 +88,9 @@ export async function probeRedis(url: string): Promise<{ version: string } | { u
 }
 
 /** A queue for submitting jobs, with the connection's comings and goings reported. */
-export function openQueue<D, R>(url: string, onConnection: (up: boolean, why: string) => void): Queue<D, R> {
+export async function openQueue<D, R>(url: string, onConnection: (up: boolean, why: string) => void): Promise<Queue<D, R>> {
   // our own client, so its connection events can be watched
-  const client = new Redis(redisConnection(url));
+  const client = await newRedis(redisConnection(url));
   let up = true;
   const down = (why: string) => {
     if (!up) return;
@@ -96,6 +104,7 @@ export function openQueue<D, R>(url: string, onConnection: (up: boolean, why: st
     up = true;
     onConnection(true, 'ready');
   });
+  const { Queue } = await loadBullmq();
   const queue = new Queue<D, R>(QUEUE_NAME, { connection: client });
   queue.on('error', (e: Error) => down((e as NodeJS.ErrnoException).code ?? e.message));
   return queue;

@@ -100,7 +100,7 @@ async function runOnQueue(opts: SweepRunOptions, url: string): Promise<SweepOutc
   let paused = false;
   let lost = false;
   let rescan = true;
-  const queue = openQueue<QueuedJob, JobResult>(url, (up, why) => {
+  const queue = await openQueue<QueuedJob, JobResult>(url, (up, why) => {
     paused = !up;
     if (up) {
       rescan = true;

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
-import { QUEUE_NAME, QueuedJob, redisConnection } from '../queue/redis.js';
+import type { Job } from 'bullmq';
+import { loadBullmq, QUEUE_NAME, QueuedJob, redisConnection } from '../queue/redis.js';
 import { checkJob, JobFailure, jobKind, JobResult, removeFolder, runJob, scratchFolder } from './jobs.js';
 import { QUEUE_ENV } from '../cli/train-actor.js';
 
@@ -30,6 +30,7 @@ export async function startWorker(opts: WorkerOptions) {
   const running = new Map<string, AbortController>();
   let stopping = false;
   const scratch = scratchFolder();
+  const { UnrecoverableError, WaitingError, Worker } = await loadBullmq();
   const worker = new Worker<QueuedJob, JobResult>(QUEUE_NAME, async (job: Job<QueuedJob, JobResult>, token?: string) => {
     const id = job.id!;
     try {
