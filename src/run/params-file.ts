@@ -24,13 +24,16 @@ const ROS_NODE_PARAMETER_GROUPS = ['qos_overrides.'];
  * only the key's last name counts, and `/**` or `/*` applies to both nodes.
  */
 export function readParamsFile(path: string): Record<string, unknown> {
-  let text: string;
+  return parseParamsText(readUserFile(`parameter file '${path}'`, path), path);
+}
+
+/** A file the user named, as text; one that cannot be read is refused in one line (`what`: cannot read (ENOENT)). */
+export function readUserFile(what: string, path: string): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (e) {
-    throw new InputError(`parameter file '${path}': cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new InputError(`${what}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  return parseParamsText(text, path);
 }
 
 /** The same, from the file's text; `path` names it in errors. */

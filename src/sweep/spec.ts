@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { InputError } from '../input-error.js';
+import { readUserFile } from '../run/params-file.js';
 import { describe, keyedRecord, nearestName } from '../params.js';
 import { Rng } from '../random.js';
 import { JobKind, jobKind, SWEEP_JOBS } from './jobs.js';
@@ -60,13 +61,7 @@ const SPEC_KEYS = ['job', 'args', 'params', 'set', 'sweep', 'seeds', 'best'];
 
 /** Reads and checks a sweep spec (YAML); every problem is one line naming the file and the field. */
 export function readSweepSpec(path: string): SweepSpec {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new InputError(`sweep spec '${path}': cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  return parseSweepSpec(text, path);
+  return parseSweepSpec(readUserFile(`sweep spec '${path}'`, path), path);
 }
 
 export function parseSweepSpec(text: string, path: string): SweepSpec {

@@ -57,8 +57,10 @@ export function runSweep(opts: SweepRunOptions): Promise<SweepOutcome> {
 function tracker(opts: SweepRunOptions) {
   const t0 = performance.now();
   const doneAtStart = opts.cells.filter((c) => opts.store.has(c.id)).length;
+  // the store gains only this sweep's cells while it runs: their count without a pass over every cell at each report
+  const storeAtStart = opts.store.doneCount;
   return (running: number, waiting: number, workers: number, paused: boolean) => {
-    const done = opts.cells.filter((c) => opts.store.has(c.id)).length;
+    const done = doneAtStart + opts.store.doneCount - storeAtStart;
     const failed = opts.store.failedCount;
     const elapsedS = (performance.now() - t0) / 1000;
     const jobsPerS = elapsedS > 0 ? (done - doneAtStart) / elapsedS : 0;
