@@ -1,7 +1,7 @@
 import { buildStepGraphs } from '../src/kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../src/kernels/js-source.js';
 import { fromPhysical, Model, ModelDefinition, resolveModel, toPhysical } from '../src/models/model.js';
-import { modelDefinition, MODELS } from '../src/models/index.js';
+import { modelDefinition, systemParam } from '../src/models/index.js';
 import { choice, list, num, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../src/params.js';
 import { Rng } from '../src/random.js';
 import { InputError } from '../src/input-error.js';
@@ -12,7 +12,7 @@ export const SIM_PARAMS = {
   processNoise: num(0, 'white process noise: std added to each physical state per sqrt(second) (sim.processNoiseOn says which)', { min: 0, max: 1e3 }),
   processNoiseOn: choice('all', ['all', 'rates'] as const, 'where the process noise enters: every physical state, or only the joint velocities, as a disturbing torque or force would (systems measured as joints)', { readOnly: 'the noisy states are chosen at start' }),
   measurementNoise: num(0, 'std of the noise on each published physical state', { min: 0, max: 1e3 }),
-  massScale: num(1, 'multiplies every mass parameter of the plant (model mismatch, e.g. 1.1 = +10%)', { min: 0.01, max: 100, readOnly: 'the plant is compiled at start' }),
+  massScale: num(1, 'multiplies the parameters the model declares as masses (its massParams) in the plant: model mismatch, e.g. 1.1 = +10%', { min: 0.01, max: 100, readOnly: 'the plant is compiled at start' }),
   impulseAtS: num(-1, 'time of a disturbance impulse [s] (negative: none)', { max: 1e9 }),
   impulseState: num(1, 'index of the physical state the impulse kicks', { min: 0, max: 63, integer: true }),
   impulseSize: num(0, 'size of the kick, in that state\'s physical units', { min: -1e6, max: 1e6 }),
@@ -21,7 +21,7 @@ export const SIM_PARAMS = {
 
 /** The simulator node's own parameters (the ROS door); its plant parameters are SIM_PARAMS and model.*. */
 export const SIM_NODE_PARAMS = {
-  system: choice('pendulum', [...MODELS.keys()], 'the plant to simulate', { readOnly: 'the plant is compiled at start' }),
+  system: systemParam('the plant to simulate', 'the plant is compiled at start'),
   stateRateHz: num(100, 'real time: how often the plant is stepped and its state published [Hz]; lockstep: steps per simulated second (set it to the controller\'s rate)',
     { min: 0, exclusive: true, max: 10000, readOnly: 'the step period is set at start' }),
   stepping: choice('realtime', ['realtime', 'lockstep'] as const,
@@ -95,9 +95,6 @@ export function pushProblem(stateDim: number, index: number, size: number): stri
   return undefined;
 }
 
-/** Parameters that are masses (scaled by massScale). */
-const MASS_PARAM = /^(m|mc|m1|m2)$/;
-
 /**
  * The plant that stands in for the robot: the model of the same name,
  * integrated at a finer step than the planner uses, with optional process and
@@ -126,7 +123,7 @@ export class Simulator {
     const stepError = plantStepError(def, controlPeriodS, params.substeps);
     if (stepError) throw new InputError(stepError);
     const scaled: Record<string, unknown> = { ...modelOverrides, dtS: controlPeriodS / params.substeps };
-    for (const [k, v] of Object.entries(nominal.params)) if (MASS_PARAM.test(k)) scaled[k] = v * params.massScale;
+    for (const k of def.massParams ?? []) scaled[k] = nominal.params[k] * params.massScale;
     this.plant = resolveModel(def, scaled, 'sim plant');
     this.step = compileStepFunction(buildStepGraphs(this.plant, false));
     this.rng = new Rng(seed);

@@ -16,7 +16,7 @@
 import { InputError } from '../../src/input-error.js';
 import { shutdown } from '../../src/shutdown.js';
 import { ControllerNode } from './controller-node.js';
-import { commandLineRules } from './overrides.js';
+import { commandLineRules, loadSystemsNamed } from './overrides.js';
 import { loadRclnodejs, Rclnodejs } from './rcl.js';
 import { SimulatorNode } from './simulator-node.js';
 
@@ -31,6 +31,7 @@ async function main(): Promise<void> {
   await rcl.init();
   rcl.removeSignalHandlers();
   const parameterRules = await commandLineRules(rcl);
+  await loadSystemsNamed(parameterRules);
   if (which === 'controller') {
     const c = new ControllerNode(rcl, { parameterRules });
     installStop(rcl, 'tempered_mpc_controller', 'publishing the safe command and shutting down', (why) => c.stop(why));

@@ -1,3 +1,4 @@
+import { isModelFile, loadSystem } from '../../src/models/index.js';
 import { Parameter, Rclnodejs } from './rcl.js';
 
 /**
@@ -44,6 +45,17 @@ export function overridesFor(rules: readonly ParameterRule[], namespace: string,
     }
   }
   return { byName, named: [...named] };
+}
+
+/**
+ * Loads every model file a rule names as `system` (a node's model is known
+ * only once its parameters are: the nodes look it up, the process loads it
+ * first). A file that cannot be a model is refused here, naming it.
+ */
+export async function loadSystemsNamed(rules: readonly ParameterRule[]): Promise<void> {
+  for (const rule of rules) {
+    for (const p of rule.parameters) if (p.name === 'system' && typeof p.value === 'string' && isModelFile(p.value)) await loadSystem(p.value);
+  }
 }
 
 /** Every override rule on the command line, as rcl parsed it (rclnodejs's native binding; its JavaScript keeps only some). */

@@ -1,4 +1,4 @@
-import { fromPhysical, inGoalRegion, physicalNames, resolveModel, stateDifference, toPhysical } from '../models/model.js';
+import { fromPhysical, inGoalRegion, physicalAngles, resolveModel, stateDifference, toPhysical } from '../models/model.js';
 import { modelDefinition } from '../models/index.js';
 import { lqr } from '../models/lqr.js';
 import { controlPeriodS } from '../run/setup.js';
@@ -46,7 +46,7 @@ export const benchLqrCommand: Command = {
       // the yardstick is state feedback about an equilibrium: a plant whose goal is none has no LQR to compare with
       throw new InputError(`not applicable to ${model.name}: its goal is not a stabilisable equilibrium of the linearised plant (${(e as Error).message.replace(/^lqrCostToGo: /, '')})`);
     }
-    const names = physicalNames(model);
+    const angles = physicalAngles(model);
     const periodS = controlPeriodS(params.controller.rateHz, model.dtS);
     const seeds = optionalInteger(values, 'seeds', 20, 1);
     const ticks = Math.round(durationS / periodS);
@@ -60,7 +60,7 @@ export const benchLqrCommand: Command = {
       let held = false;
       for (let k = 0; k < ticks; k++) {
         const x = fromPhysical(model, sim.state);
-        const e = x.map((v, i) => stateDifference(names[i], v, goal[i]));
+        const e = x.map((v, i) => stateDifference(angles[i], v, goal[i]));
         const u = K.map((row, j) => Math.min(upper[j], Math.max(lower[j], uEq[j] - row.reduce((s, kij, i) => s + kij * e[i], 0))));
         if (inGoalRegion(model, x, goal)) {
           inGoal++;

@@ -107,7 +107,7 @@ function benchToOptions(values: Record<string, unknown>) {
   const seed = optionalInteger(values, 'seed', 0, 0);
   const paramsFor = (m: PlannerName) => {
     const own = Object.fromEntries(Object.entries(rest).filter(([k]) => Object.hasOwn(SOLVE_SCHEMAS[m], k)));
-    return resolvePlannerParams(m, model.name, own);
+    return resolvePlannerParams(m, model.def, own);
   };
   const allParams = Object.fromEntries(methods.map((m) => [m, paramsFor(m)]));
   return { model, methods, seed, allParams };

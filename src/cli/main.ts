@@ -11,6 +11,7 @@ import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs } from './command.js';
 import { shutdown } from '../shutdown.js';
 import { InputError } from '../input-error.js';
+import { isModelFile, loadSystem } from '../models/index.js';
 import { paramsCommand } from './params.js';
 import { rolloutCommand } from './rollout.js';
 import { runCommand } from './run.js';
@@ -68,6 +69,8 @@ export async function main(argv: string[]): Promise<number> {
       console.log(helpText(cmd));
       return 0;
     }
+    // a model file is loaded once, before the command resolves anything that depends on the model
+    if (typeof values.system === 'string' && isModelFile(values.system)) await loadSystem(values.system);
     await cmd.run(values, positionals);
     return shutdown.signalExitCode ?? 0;
   } catch (e) {

@@ -33,7 +33,7 @@ export const solveCommand: Command = {
     const particlesText = stringOpt(values, 'particles');
     if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
     const seed = optionalInteger(values, 'seed', 0, 0);
-    const params = resolvePlannerParams(planner, model.name, rest);
+    const params = resolvePlannerParams(planner, model.def, rest);
     const backend = await createBackend(model, backendFromOptions(values));
     const bar = progressBar(`${planner} on ${model.name}`, !values.json);
     const result = await solve(backend, { planner, params, seed, onProgress: (f, note) => bar.update(f, note) });

@@ -1,5 +1,5 @@
-import { MODELS } from '../models/index.js';
-import { resolveModel } from '../models/model.js';
+import { isModelFile, loadSystem, MODELS } from '../models/index.js';
+import { ModelDefinition, resolveModel } from '../models/model.js';
 import { rangeText } from '../params.js';
 import { Command, JSON_OPTION, printJson, table } from './command.js';
 import { InputError } from '../input-error.js';
@@ -7,8 +7,8 @@ import { InputError } from '../input-error.js';
 /** Limits as JSON: unbounded sides are null. */
 const finiteOrNull = (v: number) => (Number.isFinite(v) ? v : null);
 
-export function describeSystems() {
-  return [...MODELS.values()].map((def) => {
+export function describeSystems(defs: Iterable<ModelDefinition> = MODELS.values()) {
+  return [...defs].map((def) => {
     const model = resolveModel(def);
     return {
       name: def.name,
@@ -17,6 +17,9 @@ export function describeSystems() {
       controlDim: model.controlDim,
       stateNames: def.stateNames,
       controlNames: def.controlNames,
+      // declared meaning: states compared and featured on the circle; parameters sim.massScale multiplies
+      angles: def.angles ?? [],
+      massParams: def.massParams ?? [],
       dt: model.dtS,
       horizon: model.horizon,
       x0: model.x0,
@@ -33,12 +36,13 @@ export function describeSystems() {
 export const systemsCommand: Command = {
   name: 'systems',
   summary: 'List the built-in systems with their dimensions, defaults and documented parameters (null limit = unbounded).',
-  usage: 'systems [NAME] [--json]',
+  usage: 'systems [NAME|MODULE.mjs] [--json]',
   options: { json: JSON_OPTION },
   maxPositionals: 1,
   async run(values, positionals) {
-    let systems = describeSystems();
-    if (positionals[0]) {
+    // a model module is described as the built-ins are: how its author checks what the project read from it
+    let systems = positionals[0] && isModelFile(positionals[0]) ? describeSystems([await loadSystem(positionals[0])]) : describeSystems();
+    if (positionals[0] && !isModelFile(positionals[0])) {
       systems = systems.filter((s) => s.name === positionals[0]);
       if (!systems.length) throw new InputError(`unknown system '${positionals[0]}' (known: ${[...MODELS.keys()].join(', ')})`);
     }
@@ -53,6 +57,7 @@ export const systemsCommand: Command = {
     for (const s of systems) {
       console.log(`${s.name}: ${s.summary}`);
       console.log(`  state   [${s.stateNames.join(', ')}]  x0 = [${s.x0.join(', ')}]  goal = [${s.goal.map((g) => +g.toFixed(6)).join(', ')}]`);
+      console.log(`  angles  [${s.angles.join(', ')}]  sim.massScale scales [${s.massParams.join(', ')}]`);
       console.log(`  control [${s.controlNames.join(', ')}]  limits ${s.controlLimits.lower.map((lo, i) => `[${lo ?? '-inf'}, ${s.controlLimits.upper[i] ?? 'inf'}]`).join(' ')}`);
       console.log(s.goalRegion
         ? `  success: the goal region ${s.goalRegion.doc.replace(/, held [\d.]+ s$/, '')}, entered and held ${s.goalRegion.holdS} s before the run ends (run --duration must leave time to hold it)`

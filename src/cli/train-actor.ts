@@ -1,3 +1,4 @@
+import { loadSystem } from '../models/index.js';
 import { InputError } from '../input-error.js';
 import { LearnedPrior } from '../learned/runtime.js';
 import { actEpisode, acting } from '../prior/acting.js';
@@ -36,6 +37,7 @@ export const trainActorCommand: Command = {
     if (!url) throw new InputError(`train-actor is run by \`tempered-mpc worker\` for \`train-prior --queue\`: ${QUEUE_ENV} names no queue`);
     const { channel, config } = await ActorChannel.open(url, run, episode);
     try {
+      await loadSystem(config.run.system);
       const first = await channel.snapshotAfter(-1);
       if (!first) throw new Error(`training run '${run}' has published no networks`);
       let have = first.version;

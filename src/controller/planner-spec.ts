@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import { createBackend, WebGpuBackend } from '../kernels/index.js';
 import type { GpuCounters } from '../kernels/webgpu.js';
 import type { BackendKind, RolloutBackend } from '../kernels/index.js';
-import { modelDefinition } from '../models/index.js';
+import { loadSystem } from '../models/index.js';
 import { Model, resolveModel } from '../models/model.js';
 import type { ParamsOf, ParamValue } from '../params.js';
 import { Rng } from '../random.js';
@@ -49,7 +49,7 @@ export interface BuiltPlanner {
 
 export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
   const descriptor = plannerDescriptor(spec.planner);
-  const model = resolveModel(modelDefinition(spec.system), spec.model);
+  const model = resolveModel(await loadSystem(spec.system), spec.model);
   const wantsGpu = spec.backend === 'webgpu' && spec.gpuPath !== 'rollouts';
   if (spec.backend === 'webgpu' && !descriptor.gpu) throw new InputError(`planner ${descriptor.name} runs on the CPU only (no GPU path yet): backend cpu`);
   // a prior that does not fit (or a planner that needs one and has none) is refused before anything is compiled

@@ -204,10 +204,39 @@ export function solveSpd(A: readonly (readonly Scalar[])[], b: readonly Scalar[]
 
 /** One classical Runge–Kutta step of dx/dt = f(x). */
 export function rk4(f: (x: Scalar[]) => Scalar[], x: readonly Scalar[], dtS: number): Scalar[] {
+  f = derivativeOfSize(f, x.length, 'rk4');
   const shift = (k: Scalar[], h: number) => x.map((xi, i) => add(xi, mul(h, k[i])));
   const k1 = f([...x]);
   const k2 = f(shift(k1, dtS / 2));
   const k3 = f(shift(k2, dtS / 2));
   const k4 = f(shift(k3, dtS));
   return x.map((xi, i) => add(xi, mul(dtS / 6, add(add(k1[i], mul(2, k2[i])), add(mul(2, k3[i]), k4[i])))));
+}
+
+/** One explicit Euler step of dx/dt = f(x): first order; for stiff or fast models prefer rk4 or a finer dtS. */
+export function euler(f: (x: Scalar[]) => Scalar[], x: readonly Scalar[], dtS: number): Scalar[] {
+  const k = derivativeOfSize(f, x.length, 'euler')([...x]);
+  return x.map((xi, i) => add(xi, mul(dtS, k[i])));
+}
+
+/**
+ * One semi-implicit (symplectic) Euler step of a mechanical system whose state
+ * is [q, dq] (positions first, nq of them): the rates step first and the
+ * positions move with the new rates, which keeps energy bounded where
+ * explicit Euler gains it.
+ */
+export function semiImplicitEuler(f: (x: Scalar[]) => Scalar[], x: readonly Scalar[], dtS: number, nq: number): Scalar[] {
+  if (!(Number.isInteger(nq) && nq >= 0 && 2 * nq === x.length)) throw new Error(`semiImplicitEuler: the state [q, dq] has ${x.length} entries, so nq must be ${x.length / 2}, got ${nq}`);
+  const k = derivativeOfSize(f, x.length, 'semiImplicitEuler')([...x]);
+  const dq = x.slice(nq).map((v, i) => add(v, mul(dtS, k[nq + i])));
+  return [...x.slice(0, nq).map((q, i) => add(q, mul(dtS, dq[i]))), ...dq];
+}
+
+/** A derivative that must give one rate per state: a model's mistake is named here, not as an undefined deep in the graph. */
+function derivativeOfSize(f: (x: Scalar[]) => Scalar[], n: number, integrator: string): (x: Scalar[]) => Scalar[] {
+  return (x) => {
+    const k = f(x);
+    if (!Array.isArray(k) || k.length !== n) throw new Error(`${integrator}: the derivative gave ${Array.isArray(k) ? k.length : typeof k} values for ${n} states`);
+    return k;
+  };
 }

@@ -1,4 +1,4 @@
-import { isAngle } from '../models/model.js';
+import { stateAngles } from '../models/model.js';
 import type { Model } from '../models/model.js';
 import { Rng } from '../random.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
@@ -39,13 +39,13 @@ export interface StateFeatures {
 export const LOG_STD_RANGE: readonly [number, number] = [Math.log(0.02), Math.log(2)];
 
 /**
- * Features from the model: angles by name; an angle also enters as is unless
+ * Features from the model: the angles it declares; an angle also enters as is unless
  * its stage cost is periodic in it (checked numerically: the cost at seeded
  * random states, and a full turn away). Scales start at 1; the trainer fits
  * them to its first data.
  */
 export function defaultFeatures(model: Model): StateFeatures {
-  const angle = model.def.stateNames.map(isAngle);
+  const angle = stateAngles(model.def);
   const cost = compileStageCostFunction(buildStepGraphs(model, false));
   const rng = new Rng(1);
   const periodic = (j: number) => Array.from({ length: 3 }, () => {

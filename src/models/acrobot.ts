@@ -62,6 +62,24 @@ export const acrobot = defineModel<AcrobotParam>({
     horizon: num(200, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [0, 0, 0, 0],
+  angles: ['q1', 'q2'],
+  massParams: ['m1', 'm2'],
+  tuning: {
+    // 0.6 s ahead with the LQR cost-to-go as terminal cost, and an energy term
+    // for the swing-up. Longer plans at the upright are hopelessly ill-conditioned
+    // (at 2 s, 1e-4 on the first control moves the cost by ~300), and shorter
+    // plans without the LQR term cannot see why to act now (non-minimum phase).
+    model: { horizon: 24, wEnergy: 10, terminalLqr: 1 },
+    planners: {
+      mppi: { samples: 512, iterations: 4, temperature: 10, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' },
+      tsmc: { lambda: 0.1, stepSize: 0.02, particles: 32, maxTreeDepth: 3 },
+      spo: { eta: 0.01, policyStdScale: 4 },
+      // the acrobot's 40 Hz leaves 18 ms a plan: 4 atoms (Q at 16 x 4 atoms a step is most of a plan's time)
+      trtsmc: { eta: 0.01, policyStdScale: 4, atoms: 4 },
+    },
+    // Table S-I of the TSMC paper (step sizes in normalised units here)
+    solve: { lambda: 0.1, stepSize: 0.02 },
+  },
   goal: UPRIGHT,
   controlLimits: { lower: [-1], upper: [1] },
   goalRegion: {

@@ -40,6 +40,14 @@ export const cartDoublePendulum = defineModel<CartParam>({
     horizon: num(100, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [0, 0, 0, 0, 0, 0],
+  angles: ['th1', 'th2'],
+  massParams: ['mc', 'm1', 'm2'],
+  tuning: {
+    planners: {
+      mppi: { samples: 512, iterations: 4 },
+      tsmc: { lambda: 0.1, stepSize: 0.05, particles: 64 },
+    },
+  },
   goal: [0, Math.PI, Math.PI, 0, 0, 0],
   controlLimits: { lower: [-1], upper: [1] },
   goalRegion: {

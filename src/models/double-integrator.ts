@@ -22,6 +22,12 @@ export const doubleIntegrator = defineModel({
     horizon: num(20, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [1, 0],
+  tuning: {
+    planners: {
+      mppi: { samples: 128, iterations: 3 },
+      tsmc: { particles: 64 },
+    },
+  },
   goal: [0, 0],
   controlLimits: { lower: [-Infinity], upper: [Infinity] },
   goalRegion: {

@@ -2,18 +2,62 @@ import { acrobot } from './acrobot.js';
 import { cartDoublePendulum } from './cart-double-pendulum.js';
 import { doubleIntegrator } from './double-integrator.js';
 import { ModelDefinition } from './model.js';
+import { loadModelModule } from './module.js';
 import { pendulum } from './pendulum.js';
 import { pusherSlider } from './pusher-slider.js';
 import { shekel } from './shekel.js';
 import { InputError } from '../input-error.js';
+import { text, TextParam } from '../params.js';
 
 /** Every model the project ships, by name. Adding a model is one file plus one line here. */
 export const MODELS: ReadonlyMap<string, ModelDefinition> = new Map(
   ([pendulum, acrobot, cartDoublePendulum, pusherSlider, doubleIntegrator, shekel] as ModelDefinition[]).map((d) => [d.name, d]),
 );
 
+/** Model files loaded in this process (or thread), by the `system` text that named them. */
+const LOADED = new Map<string, Promise<ModelDefinition>>();
+const READY = new Map<string, ModelDefinition>();
+
+/** A `system` that names a file rather than a built-in model: a JavaScript module (.js, .mjs). */
+export function isModelFile(system: string): boolean {
+  return /\.m?js$/i.test(system);
+}
+
+const unknownSystem = (name: string) =>
+  new InputError(`unknown system '${name}' (known: ${[...MODELS.keys()].join(', ')}; or a model module: a path ending in .js or .mjs)`);
+
+/**
+ * The model a `system` names: a built-in, or a model file loaded once per
+ * process and thread (a planner's thread loads it again from the same path).
+ * Every door awaits this before it resolves parameters, so everything after
+ * can look the model up synchronously (modelDefinition).
+ */
+export function loadSystem(system: string): Promise<ModelDefinition> {
+  const builtIn = MODELS.get(system);
+  if (builtIn) return Promise.resolve(builtIn);
+  if (!isModelFile(system)) return Promise.reject(unknownSystem(system));
+  let loading = LOADED.get(system);
+  if (!loading) {
+    loading = loadModelModule(system, [...MODELS.keys()]).then((def) => {
+      READY.set(system, def);
+      return def;
+    });
+    // a refused file is tried again next time (the user may fix it)
+    loading.catch(() => LOADED.delete(system));
+    LOADED.set(system, loading);
+  }
+  return loading;
+}
+
 export function modelDefinition(name: string): ModelDefinition {
-  const def = MODELS.get(name);
-  if (!def) throw new InputError(`unknown system '${name}' (known: ${[...MODELS.keys()].join(', ')})`);
-  return def;
+  const def = MODELS.get(name) ?? READY.get(name);
+  if (def) return def;
+  // a door that forgot to load the file is a bug, not the user's mistake
+  if (isModelFile(name)) throw new Error(`model file ${name} is used before it was loaded (loadSystem)`);
+  throw unknownSystem(name);
+}
+
+/** The `system` parameter of a node: a built-in model's name or a model file's path (checked when it is loaded). */
+export function systemParam(doc: string, readOnly: string): TextParam {
+  return text('pendulum', `${doc}: ${[...MODELS.keys()].join(', ')}, or a model module (.js, .mjs)`, { maxLength: 4096, readOnly });
 }

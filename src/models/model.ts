@@ -1,4 +1,5 @@
 import type { Scalar } from '../expr/expr.js';
+import { InputError } from '../input-error.js';
 import { NumberParam, resolveParams } from '../params.js';
 
 export type ParamValues<K extends string> = Readonly<Record<K | 'dtS' | 'horizon', number>>;
@@ -26,6 +27,23 @@ export interface ModelDefinition<K extends string = string> {
   params: Readonly<Record<K, NumberParam>> & { dtS: NumberParam; horizon: NumberParam };
   x0: readonly number[];
   goal: readonly number[];
+  /**
+   * The states that are angles (names from stateNames): compared on the
+   * circle, wrapped in the run loop, given to the priors as sin/cos and drawn
+   * on the goal's branch. Absent: none.
+   */
+  angles?: readonly string[];
+  /** The parameters the simulator's `massScale` multiplies (masses, and whatever else the model says scales with them). Absent: none. */
+  massParams?: readonly NoInfer<K>[];
+  /**
+   * The model's own tuning for MPC, used unless the user sets the key:
+   * `model` overrides its parameters when it is planned with in receding
+   * horizon (a shorter horizon, cost terms a short plan needs); `planners`
+   * replaces a registered planner's defaults (by planner name, keys bare);
+   * `solve`, the offline trajectory optimisers' (`solve`, `bench to`; keys
+   * any of them shares). Absent: the generic defaults.
+   */
+  tuning?: ModelTuning<K>;
   /** Box limits on the control, fixed or derived from the parameters. */
   controlLimits: ControlLimits | ((p: ParamValues<K>) => ControlLimits);
   step(x: Scalar[], u: Scalar[], w: Scalar[], p: ParamValues<K>): Scalar[];
@@ -53,10 +71,18 @@ export interface ModelDefinition<K extends string = string> {
    */
   physical?: {
     names: readonly string[];
+    /** which physical states are angles (names from `names`); absent: none */
+    angles?: readonly string[];
     /** written with the expression helpers, so it folds on numbers and differentiates on expressions (the EKF's measurement Jacobian) */
     toPhysical(x: readonly Scalar[], p: ParamValues<K>): Scalar[];
     fromPhysical(y: readonly number[], p: ParamValues<K>): number[];
   };
+}
+
+export interface ModelTuning<K extends string = string> {
+  model?: Readonly<Partial<Record<NoInfer<K> | 'dtS' | 'horizon', number>>>;
+  planners?: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+  solve?: Readonly<Record<string, unknown>>;
 }
 
 export type SensorInterface = { kind: 'joints'; joints: readonly string[] } | { kind: 'pose2d' };
@@ -101,12 +127,81 @@ export interface Model {
   readonly controlLimits: ControlLimits;
 }
 
+/**
+ * A model definition that cannot work, found by defineModel (a model
+ * module's author sees it when the module is loaded): `why` names the field.
+ */
+export class ModelDefinitionError extends InputError {
+  override readonly name = 'ModelDefinitionError';
+  constructor(readonly model: string, readonly why: string) {
+    super(`${model}: ${why}`);
+  }
+}
+
+/** What every model definition must hold, field by field, with the type each must have (the refusal names the first that is wrong). */
+const REQUIRED_FIELDS: readonly [string, 'string' | 'strings' | 'numbers' | 'object' | 'function' | 'limits'][] = [
+  ['name', 'string'],
+  ['summary', 'string'],
+  ['stateNames', 'strings'],
+  ['physicalUnits', 'strings'],
+  ['controlNames', 'strings'],
+  ['controlUnits', 'strings'],
+  ['params', 'object'],
+  ['x0', 'numbers'],
+  ['goal', 'numbers'],
+  ['controlLimits', 'limits'],
+  ['step', 'function'],
+  ['stageCost', 'function'],
+  ['terminalCost', 'function'],
+];
+
+function typeProblem(value: unknown, want: (typeof REQUIRED_FIELDS)[number][1]): string | undefined {
+  const isList = (of: string) => Array.isArray(value) && value.every((v) => typeof v === of);
+  switch (want) {
+    case 'string': return typeof value === 'string' && value.length > 0 ? undefined : 'must be non-empty text';
+    case 'strings': return isList('string') ? undefined : 'must be a list of names';
+    case 'numbers': return isList('number') && (value as number[]).every(Number.isFinite) ? undefined : 'must be a list of finite numbers';
+    case 'object': return value !== null && typeof value === 'object' && !Array.isArray(value) ? undefined : 'must be an object';
+    case 'function': return typeof value === 'function' ? undefined : 'must be a function';
+    case 'limits': return typeof value === 'function' || (value !== null && typeof value === 'object') ? undefined : 'must be { lower, upper } or a function of the parameters returning one';
+  }
+}
+
+/** The fields' presence and types, for a definition written in plain JavaScript (TypeScript checks them at compile time). */
+function checkFields(def: Record<string, unknown>): void {
+  const name = typeof def.name === 'string' && def.name ? def.name : '(unnamed model)';
+  for (const [field, want] of REQUIRED_FIELDS) {
+    if (def[field] === undefined) throw new ModelDefinitionError(name, `field '${field}' is missing`);
+    const problem = typeProblem(def[field], want);
+    if (problem) throw new ModelDefinitionError(name, `field '${field}' ${problem}`);
+  }
+  for (const field of ['angles', 'massParams']) {
+    if (def[field] !== undefined && typeProblem(def[field], 'strings')) throw new ModelDefinitionError(name, `field '${field}' must be a list of names`);
+  }
+  const params = def.params as Record<string, unknown>;
+  for (const key of ['dtS', 'horizon']) if (params[key] === undefined) throw new ModelDefinitionError(name, `field 'params.${key}' is missing (num(...) from 'tempered-mpc')`);
+  for (const [key, p] of Object.entries(params)) {
+    if ((p as { kind?: unknown })?.kind !== 'number') throw new ModelDefinitionError(name, `field 'params.${key}' must be a number parameter (num(default, doc, range) from 'tempered-mpc')`);
+  }
+}
+
 export function defineModel<K extends string>(def: ModelDefinition<K>): ModelDefinition<K> {
+  if (def === null || typeof def !== 'object') throw new ModelDefinitionError('(unnamed model)', `defineModel takes the model's definition (an object), got ${def === null ? 'null' : typeof def}`);
+  checkFields(def as unknown as Record<string, unknown>);
+  const fail = (why: string) => new ModelDefinitionError(def.name, why);
   const n = def.stateNames.length;
-  if (def.x0.length !== n || def.goal.length !== n) throw new Error(`${def.name}: x0 and goal need ${n} entries`);
-  if (def.physicalUnits.length !== (def.physical?.names ?? def.stateNames).length || def.controlUnits.length !== def.controlNames.length) throw new Error(`${def.name}: a unit for every physical state and control`);
+  if (def.x0.length !== n || def.goal.length !== n) throw fail(`x0 and goal need ${n} entries`);
+  if (def.physicalUnits.length !== (def.physical?.names ?? def.stateNames).length || def.controlUnits.length !== def.controlNames.length) throw fail('a unit for every physical state and control (physicalUnits, controlUnits)');
   const s = def.sensor;
-  if (s && (s.kind === 'joints' ? 2 * s.joints.length : 3) !== n) throw new Error(`${def.name}: its ${s.kind} sensor does not carry ${n} states`);
+  if (s && (s.kind === 'joints' ? 2 * s.joints.length : 3) !== n) throw fail(`its ${s.kind} sensor does not carry ${n} states`);
+  const unknownName = (field: string, given: readonly string[] | undefined, known: readonly string[]) => {
+    const bad = (given ?? []).find((g) => !known.includes(g));
+    if (bad !== undefined) throw fail(`${field} names '${bad}', which is not one of ${known.length ? known.join(', ') : '(none)'}`);
+  };
+  unknownName('angles', def.angles, def.stateNames);
+  unknownName('physical.angles', def.physical?.angles, def.physical?.names ?? []);
+  unknownName('massParams', def.massParams, Object.keys(def.params));
+  unknownName('tuning.model', Object.keys(def.tuning?.model ?? {}), Object.keys(def.params));
   return def;
 }
 
@@ -135,20 +230,26 @@ function limitsOf(def: ModelDefinition, params: Record<string, number>): Control
   return limits;
 }
 
-/** Whether a physical state is an angle (by the conventional names the models use): compared and plotted on the circle. */
-export function isAngle(name: string): boolean {
-  return /^(theta|q\d|th\d|alpha)$/.test(name);
+/** Which model states are angles, in state order (declared by the model). */
+export function stateAngles(def: ModelDefinition): boolean[] {
+  return def.stateNames.map((n) => def.angles?.includes(n) ?? false);
 }
 
-/** a - b, on the circle for angles. */
-export function stateDifference(name: string, a: number, b: number): number {
+/** Which physical states are angles, in the order of physicalNames (declared by the model). */
+export function physicalAngles(model: Model): boolean[] {
+  const { def } = model;
+  return def.physical ? def.physical.names.map((n) => def.physical!.angles?.includes(n) ?? false) : stateAngles(def);
+}
+
+/** a - b, on the circle for an angle. */
+export function stateDifference(angle: boolean, a: number, b: number): number {
   const d = a - b;
-  return isAngle(name) ? Math.atan2(Math.sin(d), Math.cos(d)) : d;
+  return angle ? Math.atan2(Math.sin(d), Math.cos(d)) : d;
 }
 
 /** An angle shown on the goal's branch (within pi of it), so a held upright at -pi reads as the goal at +pi. */
-export function onGoalBranch(name: string, v: number, goal: number): number {
-  return isAngle(name) ? goal + stateDifference(name, v, goal) : v;
+export function onGoalBranch(angle: boolean, v: number, goal: number): number {
+  return angle ? goal + stateDifference(true, v, goal) : v;
 }
 
 /** "theta [rad]": a physical state's or control's name with its unit, for axes. */

@@ -32,6 +32,26 @@ export const pendulum = defineModel({
     horizon: num(30, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [0.1, 0],
+  angles: ['theta'],
+  massParams: ['m'],
+  tuning: {
+    // A 2 s horizon, not the offline 3 s: near the upright an open-loop plan
+    // diverges like exp(sqrt(g/l) t), so with noise the last second of a 3 s
+    // plan is noise and the shifted plan is a poor warm start (plan cost at the
+    // upright ~1 instead of ~0.03, and TSMC falls into swing-around minima).
+    model: { horizon: 20 },
+    planners: {
+      // white noise at PO-MPC's sigmaMax = 2 chatters and cannot hold the upright; smooth noise and a carried-over sigma can
+      mppi: { samples: 1024, iterations: 8, temperature: 0.01, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' },
+      tsmc: { lambda: 0.1, stepSize: 0.2, particles: 64, targetAcceptance: 0.75 },
+      // sharp weights (eta 0.01 against stage costs of ~1-10) and wide draws: with 16 particles the planner must find a good action, not average many
+      spo: { eta: 0.01, policyStdScale: 5 },
+      // the pendulum's learned Q (a PO-MPC prior) misleads the twisted proposal: 19/20 at alpha 0, 16/20 at 0.03, 4-7/20 at 0.1 (docs/results.md)
+      trtsmc: { eta: 0.01, policyStdScale: 5, atoms: 8, alpha: 0 },
+    },
+    // Table S-I of the TSMC paper (step sizes in normalised units here)
+    solve: { lambda: 0.1, stepSize: 0.2 },
+  },
   goal: [Math.PI, 0],
   controlLimits: { lower: [-1], upper: [1] },
   step([theta, phi], [u], _w, p) {
@@ -56,6 +76,7 @@ export const pendulum = defineModel({
   },
   physical: {
     names: ['theta', 'omega'],
+    angles: ['theta'],
     // phi is the increment to the next step's angle; predicting it to second
     // order under gravity and damping (free motion) matches a physical
     // (theta, omega) far better than omega * dtS at this coarse step.

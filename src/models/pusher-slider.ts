@@ -50,6 +50,15 @@ export const pusherSlider = defineModel<PusherParam>({
     horizon: num(200, 'planning horizon [steps]', { min: 1, max: 10000, integer: true }),
   },
   x0: [0, 0, 0],
+  angles: ['alpha'],
+  tuning: {
+    planners: {
+      mppi: { samples: 512, iterations: 4 },
+      tsmc: { lambda: 0.2, stepSize: 0.01, particles: 64 },
+    },
+    // one move per level: d = 800 makes each move costly, and quality barely changes (bench to)
+    solve: { lambda: 0.2, stepSize: 0.01, movesPerLevel: 1 },
+  },
   goal: [0.3, 0.2, Math.PI / 4],
   controlLimits: (p) => ({ lower: [1, -p.smax, -p.umax, -p.umax], upper: [4, p.smax, p.umax, p.umax] }),
   goalRegion: {

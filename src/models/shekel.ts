@@ -23,6 +23,9 @@ export const shekel = defineModel({
     horizon: num(1, 'fixed at 1: theta is one control', { min: 1, max: 1, integer: true }),
   },
   x0: [],
+  tuning: {
+    solve: { lambda: 0.1, stepSize: 0.3, prior: 'gaussian', priorSigma: 1 },
+  },
   goal: [],
   controlLimits: { lower: [-Infinity, -Infinity], upper: [Infinity, Infinity] },
   step: () => [],

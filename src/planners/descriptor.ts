@@ -40,7 +40,7 @@ export interface PlannerChart {
 
 /**
  * A planner, all in one place (mjpc style): its name, its parameter schema
- * (keys `NAME.KEY` everywhere: YAML, --set, ROS, HTTP), per-system defaults,
+ * (keys `NAME.KEY` everywhere: YAML, --set, ROS, HTTP; a model's own tuning of it lives with the model),
  * its builder (CPU, and GPU where it has one), what it needs of a learned
  * prior, and the charts of its diagnostics. Registered with one line in
  * `registry.ts`; no door names a planner.
@@ -50,8 +50,6 @@ export interface PlannerDescriptor {
   /** one line for help texts and the parameter's description */
   readonly summary: string;
   readonly schema: Schema;
-  /** per system: values that replace the schema's defaults (each can be overridden) */
-  readonly systemDefaults: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
   /** whether it reports its first-step action distribution (`RecedingPlanner.firstStep`), so train-prior can act with it and distil it */
   readonly distils: boolean;
   /** whether it has a GPU-resident path (backend webgpu); without one it runs on the CPU only */

@@ -9,7 +9,8 @@ import { rows } from '../arrays.js';
 import { projectedAdam } from './gradient.js';
 import { ControlPrior, RolloutContext, TrajectoryTarget } from './problem.js';
 import { boundedCoordinates, toControls } from '../models/controls.js';
-import { MOVE_PARAMS, moveKernel, runTsmc, SAMPLING_PARAMS, TSMC_PARAMS, TSMC_SYSTEM_DEFAULTS } from './tsmc/tsmc.js';
+import { MOVE_PARAMS, moveKernel, runTsmc, SAMPLING_PARAMS, TSMC_PARAMS } from './tsmc/tsmc.js';
+import type { ModelDefinition } from '../models/model.js';
 import { InputError } from '../input-error.js';
 
 /** Trajectory optimisers: TSMC and the TSMC paper's baselines (§V), all started from the same prior particles. */
@@ -48,10 +49,10 @@ export function parsePlanner(name: string): PlannerName {
   return name as PlannerName;
 }
 
-/** Defaults for a planner on a system: the schema's, then the system's (Table S-I), then the caller's overrides. */
-export function resolvePlannerParams<P extends PlannerName>(planner: P, system: string, overrides: Record<string, unknown> = {}) {
+/** Defaults for a planner on a system: the schema's, then the model's own (its tuning.solve: the keys this planner has), then the caller's overrides. */
+export function resolvePlannerParams<P extends PlannerName>(planner: P, def: ModelDefinition, overrides: Record<string, unknown> = {}) {
   const schema = SOLVE_SCHEMAS[planner] as Schema;
-  const systemDefaults = Object.fromEntries(Object.entries(TSMC_SYSTEM_DEFAULTS[system] ?? {}).filter(([k]) => Object.hasOwn(schema, k)));
+  const systemDefaults = Object.fromEntries(Object.entries(def.tuning?.solve ?? {}).filter(([k]) => Object.hasOwn(schema, k)));
   return resolveParams(planner, schema, overrides, systemDefaults) as ParamsOf<(typeof SOLVE_SCHEMAS)[P]>;
 }
 

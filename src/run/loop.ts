@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Controller, TickResult } from '../controller/controller.js';
 import type { StateMsg } from '../interfaces/messages.js';
-import { fromPhysical, inGoalRegion, Model, physicalNames, stateDifference, toPhysical } from '../models/model.js';
+import { fromPhysical, inGoalRegion, Model, physicalAngles, stateDifference, toPhysical } from '../models/model.js';
 import { quantile } from '../samplers/stats.js';
 import { pushProblem, Simulator } from '../../sim/simulator.js';
 import type { ControllerSession } from './session.js';
@@ -266,8 +266,8 @@ export function summarize(
   const solve = Array.from(opts.solveMs);
   // the reference in physical units, for the final-error figure
   const goal = toPhysical(model, controller.currentReference);
-  const names = physicalNames(model);
-  const finalError = last ? Math.sqrt(last.state.reduce((s, v, i) => s + stateDifference(names[i], v, goal[i]) ** 2, 0)) : NaN;
+  const angles = physicalAngles(model);
+  const finalError = last ? Math.sqrt(last.state.reduce((s, v, i) => s + stateDifference(angles[i], v, goal[i]) ** 2, 0)) : NaN;
   const c = controller.counters;
   return {
     success: tracker.timeToGoalS !== null,

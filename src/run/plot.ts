@@ -1,4 +1,4 @@
-import { onGoalBranch, physicalNames, Model, toPhysical, withUnit } from '../models/model.js';
+import { onGoalBranch, physicalAngles, physicalNames, Model, toPhysical, withUnit } from '../models/model.js';
 import { lineChart, Panel } from '../plot/svg.js';
 import type { RunSummary, TickRecord } from './loop.js';
 
@@ -6,6 +6,7 @@ import type { RunSummary, TickRecord } from './loop.js';
 export function runChart(model: Model, records: TickRecord[], summary: RunSummary, title: string, budgetMs: number, reference: readonly number[]): string {
   const t = records.map((r) => r.timeS);
   const names = physicalNames(model);
+  const angles = physicalAngles(model);
   const goal = toPhysical(model, reference);
   const region = model.def.goalRegion;
   // the time the goal was held (success), or first entered: shaded on every panel
@@ -21,8 +22,8 @@ export function runChart(model: Model, records: TickRecord[], summary: RunSummar
       ...(Number.isFinite(half) ? { band: { lo: goal[i] - half, hi: goal[i] + half, label: 'goal region' } } : {}),
       series: [
         // measured first, so the true state is drawn over it; angles on the goal's branch (a pendulum held at -pi is at the goal, and reads so)
-        { name: 'measured', x: t, y: records.map((r) => onGoalBranch(name, r.measured[i] ?? NaN, goal[i])), color: '#bbbbbb' },
-        { name: 'true', x: t, y: records.map((r) => onGoalBranch(name, r.state[i], goal[i])), color: '#1f77b4' },
+        { name: 'measured', x: t, y: records.map((r) => onGoalBranch(angles[i], r.measured[i] ?? NaN, goal[i])), color: '#bbbbbb' },
+        { name: 'true', x: t, y: records.map((r) => onGoalBranch(angles[i], r.state[i], goal[i])), color: '#1f77b4' },
         { name: 'goal', x: [t[0], t[t.length - 1]], y: [goal[i], goal[i]], color: '#000000', dashed: true },
       ],
     };

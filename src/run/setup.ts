@@ -1,29 +1,12 @@
 import { CONTROLLER_PARAMS } from '../controller/controller.js';
 import { PLANNERS } from '../planners/registry.js';
 import { PRIOR_PARAMS } from '../learned/params.js';
-import { modelDefinition, MODELS } from '../models/index.js';
+import { modelDefinition, systemParam } from '../models/index.js';
 import { resolveModel } from '../models/model.js';
-import { choice, describe, GivenText, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema, keyedRecord } from '../params.js';
+import { describe, GivenText, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema, keyedRecord } from '../params.js';
 import { initialStateError, noisyStates, plantStepError, resolveSimParams, SIM_NODE_PARAMS, SimParams, Simulator } from '../../sim/simulator.js';
 import { ControllerSession } from './session.js';
 import { InputError } from '../input-error.js';
-
-/**
- * The model as the controller plans with it, per system (planner tuning
- * lives with each planner in the registry). Every value can be overridden.
- */
-export const MPC_MODEL_DEFAULTS: Readonly<Record<string, Record<string, unknown>>> = {
-  // A 2 s horizon, not the offline 3 s: near the upright an open-loop plan
-  // diverges like exp(sqrt(g/l) t), so with noise the last second of a 3 s
-  // plan is noise and the shifted plan is a poor warm start (plan cost at the
-  // upright ~1 instead of ~0.03, and TSMC falls into swing-around minima).
-  pendulum: { horizon: 20 },
-  // 0.6 s ahead with the LQR cost-to-go as terminal cost, and an energy term
-  // for the swing-up. Longer plans at the upright are hopelessly ill-conditioned
-  // (at 2 s, 1e-4 on the first control moves the cost by ~300), and shorter
-  // plans without the LQR term cannot see why to act now (non-minimum phase).
-  acrobot: { horizon: 24, wEnergy: 10, terminalLqr: 1 },
-};
 
 /** All parameters of a run, grouped by who owns them; keys in YAML and --set are `group.key` (or bare for the controller). */
 export interface RunParams {
@@ -88,11 +71,19 @@ export function resolveRunParams(system: string, flat: Record<string, unknown>):
   const controller = resolveParams('controller', CONTROLLER_PARAMS, groups.controller);
   // every planner is checked, so a typo in an inactive one never passes silently
   const planners = keyedRecord<Record<string, ParamValue>>();
-  for (const p of PLANNERS) planners[p.name] = resolveParams(p.name, p.schema, groups[p.name], p.systemDefaults[system] ?? {});
+  const def = modelDefinition(system);
+  const tuned = def.tuning?.planners ?? {};
+  const unknownPlanner = Object.keys(tuned).find((name) => !PLANNERS.some((p) => p.name === name));
+  if (unknownPlanner !== undefined) throw new InputError(`model ${system}: tuning.planners names planner '${unknownPlanner}' (known: ${PLANNERS.map((p) => p.name).join(', ')})`);
+  for (const p of PLANNERS) {
+    // the model's own tuning is checked under its own name, so a bad key in a model module is not blamed on the user's file
+    resolveParams(`model ${system} tuning.planners.${p.name}:`, p.schema, tuned[p.name] ?? {});
+    planners[p.name] = resolveParams(p.name, p.schema, groups[p.name], tuned[p.name] ?? {});
+  }
   const prior = resolveParams('prior', PRIOR_PARAMS, groups.prior);
   // unknown or out-of-range model.* keys, and a plant step the simulator cannot take, are refused now, not at assembly
-  const givenModel = { ...MPC_MODEL_DEFAULTS[system], ...groups.model };
-  const nominal = resolveModel(modelDefinition(system), givenModel, 'model');
+  const givenModel = { ...def.tuning?.model, ...groups.model };
+  const nominal = resolveModel(def, givenModel, 'model');
   // kept as the values they resolved to (numbers, not --set's text): they cross into the planner's thread
   const model = resolvedOverrides(nominal.params, givenModel);
   const { sim, simModel } = splitSimulatorGroup(system, groups.sim);
@@ -150,7 +141,7 @@ export function controllerParameterTable(params: RunParams): { entries: ParamEnt
   return { entries, values };
 }
 
-export const SYSTEM_PARAM = choice('pendulum', [...MODELS.keys()], 'the plant model the controller plans with', { readOnly: 'the model is compiled at configure' });
+export const SYSTEM_PARAM = systemParam('the plant model the controller plans with', 'the model is compiled at configure');
 
 /** Rules across controller parameters, checked on every live change. */
 export function controllerConsistency(periodS: number, plansEveryS = periodS) {

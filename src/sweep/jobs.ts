@@ -1,3 +1,4 @@
+import { isModelFile, loadSystem } from '../models/index.js';
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -152,6 +153,7 @@ export async function checkJob(job: JobInput, scratch: string): Promise<void> {
     if (!kind.runParams) throw new InputError(`${kind.command} reads no parameter file`);
     values.params = writeParamsFile(scratch, job.paramsText);
   }
+  if (typeof values.system === 'string' && isModelFile(values.system)) await loadSystem(values.system);
   await kind.cli.check?.(values);
 }
 

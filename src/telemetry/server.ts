@@ -9,7 +9,7 @@ import Fastify, { FastifyInstance } from 'fastify';
 import type { ControllerCounters, TickResult } from '../controller/controller.js';
 import { protobufSchema } from '../interfaces/protobuf.js';
 import { SCENE_UPDATE, SCENE_UPDATE_SCHEMA } from '../interfaces/scene.js';
-import { isAngle, Model, physicalNames, toPhysical } from '../models/model.js';
+import { Model, physicalAngles, physicalNames, toPhysical } from '../models/model.js';
 import type { ParamEntry, ParamValue, SetResult } from '../params.js';
 import { describe, rangeText } from '../params.js';
 import { InputError } from '../input-error.js';
@@ -186,7 +186,7 @@ export class Telemetry {
         system: source.model.name,
         stateNames: physicalNames(source.model),
         // which states are angles (plotted on the goal's branch), by the models' one rule
-        angles: physicalNames(source.model).map(isAngle),
+        angles: physicalAngles(source.model),
         controlNames: source.model.def.controlNames,
         stateUnits: source.model.def.physicalUnits,
         controlUnits: source.model.def.controlUnits,

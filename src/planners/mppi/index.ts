@@ -4,22 +4,11 @@ import { GpuMppiPlanner } from './gpu.js';
 import { MPPI_PARAMS } from './mppi.js';
 import { MppiPlanner } from './receding.js';
 
-// Tuned on the pendulum swing-up: white noise at PO-MPC's sigmaMax = 2 chatters
-// and cannot hold the upright; smooth noise and a carried-over sigma can.
-const PENDULUM = { samples: 1024, iterations: 8, temperature: 0.01, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' };
-
 /** PO-MPC-style MPPI (eq. 11), with a learned prior's policy samples and value when one is given; CPU or GPU-resident. */
 export const MPPI: PlannerDescriptor = {
   name: 'mppi',
   summary: 'PO-MPC-style MPPI: J iterations of M samples, elite-weighted; a learned prior adds policy samples and a terminal value',
   schema: MPPI_PARAMS,
-  systemDefaults: {
-    pendulum: PENDULUM,
-    acrobot: { samples: 512, iterations: 4, temperature: 10, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' },
-    'cart-double-pendulum': { samples: 512, iterations: 4 },
-    'pusher-slider': { samples: 512, iterations: 4 },
-    'double-integrator': { samples: 128, iterations: 3 },
-  },
   distils: true,
   gpu: true,
   sizeKey: 'samples',

@@ -10,11 +10,6 @@ export const SPO_VARIANT: SmcVariant = {
 };
 
 /** Per-system tuning both members start from (measured in docs/results.md, "SMC planning over time"). */
-export const SMC_TIME_SYSTEM_DEFAULTS = {
-  pendulum: { eta: 0.01, policyStdScale: 5 },
-  acrobot: { eta: 0.01, policyStdScale: 4 },
-};
-
 /** The SMC-over-time charts both members share: the weights' health along the depth, and q-hat over the root particles. */
 export const SMC_TIME_CHARTS = [
   { title: 'SMC over time: ESS / K along the depth of the last plan (x: step)', kind: 'last', series: ['ess_ratio'], labels: ['ESS / K'] },
@@ -25,8 +20,6 @@ export const SPO: PlannerDescriptor = {
   name: 'spo',
   summary: 'SPO: SMC over time with a learned policy as proposal and advantage weights; needs a prior (train-prior)',
   schema: SMC_TIME_PARAMS,
-  // sharp weights (eta 0.01 against stage costs of ~1-10) and wide draws: with 16 particles the planner must find a good action, not average many
-  systemDefaults: SMC_TIME_SYSTEM_DEFAULTS,
   distils: true,
   gpu: false,
   sizeKey: 'particles',

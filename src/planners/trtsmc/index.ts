@@ -1,6 +1,6 @@
 import { flag, num } from '../../params.js';
 import type { PlannerDescriptor } from '../descriptor.js';
-import { SMC_TIME_CHARTS, SMC_TIME_SYSTEM_DEFAULTS } from '../spo/index.js';
+import { SMC_TIME_CHARTS } from '../spo/index.js';
 import { SMC_TIME_PARAMS, SmcTimePlanner, SmcVariant } from '../spo/receding.js';
 import type { Proposal } from '../spo/smc.js';
 import { normalise } from '../spo/smc.js';
@@ -69,12 +69,6 @@ export const TRTSMC: PlannerDescriptor = {
   name: 'trtsmc',
   summary: 'TRT-SMC: SMC over time with a trust-region twisted proposal over the learned Q and backed-up ancestor statistics; needs a prior (train-prior)',
   schema: TRTSMC_PARAMS,
-  // the pendulum's learned Q (a PO-MPC prior) misleads the twisted proposal: 19/20 at alpha 0, 16/20 at 0.03, 4-7/20 at 0.1 (docs/results.md)
-  // the acrobot's 40 Hz leaves 18 ms a plan: 4 atoms (Q at 16 x 4 atoms a step is most of a plan's time)
-  systemDefaults: {
-    pendulum: { ...SMC_TIME_SYSTEM_DEFAULTS.pendulum, atoms: 8, alpha: 0 },
-    acrobot: { ...SMC_TIME_SYSTEM_DEFAULTS.acrobot, atoms: 4 },
-  },
   distils: true,
   gpu: false,
   sizeKey: 'particles',

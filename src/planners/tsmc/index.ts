@@ -8,13 +8,6 @@ export const TSMC: PlannerDescriptor = {
   name: 'tsmc',
   summary: 'tempered SMC over control sequences with HMC/NUTS moves on exact rollout gradients, warm-started from the shifted particles',
   schema: MPC_TSMC_PARAMS,
-  systemDefaults: {
-    pendulum: { lambda: 0.1, stepSize: 0.2, particles: 64, targetAcceptance: 0.75 },
-    acrobot: { lambda: 0.1, stepSize: 0.02, particles: 32, maxTreeDepth: 3 },
-    'cart-double-pendulum': { lambda: 0.1, stepSize: 0.05, particles: 64 },
-    'pusher-slider': { lambda: 0.2, stepSize: 0.01, particles: 64 },
-    'double-integrator': { particles: 64 },
-  },
   distils: false,
   gpu: true,
   sizeKey: 'particles',

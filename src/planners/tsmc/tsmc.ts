@@ -34,15 +34,6 @@ export const TSMC_PARAMS = {
   maxLevels: num(1000, 'safety cap on tempering levels', { min: 1, max: 100000, integer: true }),
 } as const;
 
-/** Table S-I of the TSMC paper, per system (step sizes are in normalised units here). */
-export const TSMC_SYSTEM_DEFAULTS: Readonly<Record<string, Readonly<Record<string, number | string>>>> = {
-  pendulum: { lambda: 0.1, stepSize: 0.2 },
-  acrobot: { lambda: 0.1, stepSize: 0.02 },
-  // one move per level: d = 800 makes each move costly, and quality barely changes (bench to)
-  'pusher-slider': { lambda: 0.2, stepSize: 0.01, movesPerLevel: 1 },
-  shekel: { lambda: 0.1, stepSize: 0.3, prior: 'gaussian', priorSigma: 1 },
-};
-
 export interface MoveParams {
   kernel: 'nuts' | 'hmc' | 'mala';
   stepSize: number;
