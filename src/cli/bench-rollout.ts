@@ -44,7 +44,13 @@ export const benchRolloutCommand: Command = {
     const secondsText = stringOpt(values, 'seconds');
     const seconds = secondsText === undefined ? 2 : parseNumber('--seconds', secondsText);
     if (!(seconds > 0 && seconds <= 600)) throw new InputError(`--seconds must be in (0, 600], got '${secondsText}'`);
+    // compile time: from the model to kernels that have rolled out once (graphs, generated code, the JS engine's or the GPU driver's compile)
+    const compileStart = performance.now();
     const backend: RolloutBackend = kind === 'cpu' ? new CpuBackend(model, { threads }) : await WebGpuBackend.create(model);
+    const one = sharedZeros(model.horizon * model.controlDim);
+    await backend.cost({ controls: one });
+    await backend.costGrad({ controls: one });
+    const compileMs = performance.now() - compileStart;
     const controls = sharedZeros(samples * model.horizon * model.controlDim);
     new Rng(1).fillNormal(controls, 0.3);
     const steps = samples * model.horizon;
@@ -61,12 +67,14 @@ export const benchRolloutCommand: Command = {
       threads: kind === 'cpu' ? threads : undefined,
       samples,
       horizon: model.horizon,
+      stateDim: model.stateDim,
+      compileMs,
       forward,
       gradient,
       gradientOverForward: gradient.msPerBatch / forward.msPerBatch,
     };
     if (values.json) return printJson(result);
-    console.log(`${model.name}: ${samples} samples x ${model.horizon} steps on ${result.device}`);
+    console.log(`${model.name}: ${samples} samples x ${model.horizon} steps on ${result.device}; compiled in ${(compileMs / 1000).toFixed(2)} s`);
     console.log(table([
       ['cost', forward.stepsPerS / 1e6, forward.msPerBatch, forward.batches],
       ['cost+gradient', gradient.stepsPerS / 1e6, gradient.msPerBatch, gradient.batches],

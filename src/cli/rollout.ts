@@ -8,7 +8,7 @@ import { Rng } from '../random.js';
 import { Command, JSON_OPTION, parseInteger, parseOverrides, parseVector, printJson, requireString, stringOpt, table } from './command.js';
 import { InputError } from '../input-error.js';
 
-export const SYSTEM_OPTION = { type: 'string', description: 'a built-in system (see tempered-mpc systems) or a model module of your own (.js, .mjs; docs/your-robot.md)', valueName: 'NAME' } as const;
+export const SYSTEM_OPTION = { type: 'string', description: 'a built-in system (see tempered-mpc systems), or a model of your own: a module (.js, .mjs) or a URDF (.urdf, its task YAML beside it); docs/your-robot.md', valueName: 'NAME' } as const;
 export const BACKEND_OPTION = { type: 'string', description: 'cpu (f64, all cores) or webgpu (f32); default cpu', valueName: 'cpu|webgpu' } as const;
 export const SET_OPTION = { type: 'string', description: 'override a documented parameter', multiple: true, valueName: 'key=value' } as const;
 

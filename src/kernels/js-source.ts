@@ -1,6 +1,16 @@
+import { setFlagsFromString } from 'node:v8';
 import { emitBody, javascript } from '../expr/emit.js';
 import type { Scalar } from '../expr/expr.js';
 import { loopInvariantNodes, StepGraphs, tapeNodes } from './graphs.js';
+
+/** Generated kernels up to this size are optimised (V8's default is 60 KB). */
+const MAX_OPTIMIZED_BYTECODE_BYTES = 16 * 1024 * 1024;
+
+// V8 leaves a function's bytecode over 60 KB to the interpreter: a generated
+// kernel of a many-joint model (a 3-link arm's gradient) then runs 10-15x
+// slower than compiled. The flag is read when V8 decides to optimise, and is
+// process-wide (kernel threads included).
+setFlagsFromString(`--max-optimized-bytecode-size=${MAX_OPTIMIZED_BYTECODE_BYTES}`);
 
 export type KernelKind = 'cost' | 'trajectory' | 'grad';
 

@@ -2,7 +2,8 @@ import { acrobot } from './acrobot.js';
 import { cartDoublePendulum } from './cart-double-pendulum.js';
 import { doubleIntegrator } from './double-integrator.js';
 import { ModelDefinition } from './model.js';
-import { loadModelModule } from './module.js';
+import { loadModelModule, probeAtX0 } from './module.js';
+import { urdfModel } from './urdf.js';
 import { pendulum } from './pendulum.js';
 import { pusherSlider } from './pusher-slider.js';
 import { shekel } from './shekel.js';
@@ -18,13 +19,13 @@ export const MODELS: ReadonlyMap<string, ModelDefinition> = new Map(
 const LOADED = new Map<string, Promise<ModelDefinition>>();
 const READY = new Map<string, ModelDefinition>();
 
-/** A `system` that names a file rather than a built-in model: a JavaScript module (.js, .mjs). */
+/** A `system` that names a file rather than a built-in model: a JavaScript module (.js, .mjs) or a URDF with its task YAML beside it. */
 export function isModelFile(system: string): boolean {
-  return /\.m?js$/i.test(system);
+  return /\.(m?js|urdf)$/i.test(system);
 }
 
 const unknownSystem = (name: string) =>
-  new InputError(`unknown system '${name}' (known: ${[...MODELS.keys()].join(', ')}; or a model module: a path ending in .js or .mjs)`);
+  new InputError(`unknown system '${name}' (known: ${[...MODELS.keys()].join(', ')}; or a model file: a module ending in .js or .mjs, or a .urdf)`);
 
 /**
  * The model a `system` names: a built-in, or a model file loaded once per
@@ -38,7 +39,8 @@ export function loadSystem(system: string): Promise<ModelDefinition> {
   if (!isModelFile(system)) return Promise.reject(unknownSystem(system));
   let loading = LOADED.get(system);
   if (!loading) {
-    loading = loadModelModule(system, [...MODELS.keys()]).then((def) => {
+    const load = /\.urdf$/i.test(system) ? loadUrdf(system) : loadModelModule(system, [...MODELS.keys()]);
+    loading = load.then((def) => {
       READY.set(system, def);
       return def;
     });
@@ -59,5 +61,20 @@ export function modelDefinition(name: string): ModelDefinition {
 
 /** The `system` parameter of a node: a built-in model's name or a model file's path (checked when it is loaded). */
 export function systemParam(doc: string, readOnly: string): TextParam {
-  return text('pendulum', `${doc}: ${[...MODELS.keys()].join(', ')}, or a model module (.js, .mjs)`, { maxLength: 4096, readOnly });
+  return text('pendulum', `${doc}: ${[...MODELS.keys()].join(', ')}, or a model file (a module .js, .mjs; a .urdf)`, { maxLength: 4096, readOnly });
+}
+
+/** A URDF model, probed at x0 like a module (a tree whose dynamics are singular there is refused now). */
+async function loadUrdf(path: string): Promise<ModelDefinition> {
+  const refuse = (why: string) => new InputError(`URDF ${path}: ${why}`);
+  let def: ModelDefinition;
+  try {
+    def = urdfModel(path);
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw refuse(String((e as Error).message).split('\n')[0]);
+  }
+  if (MODELS.has(def.name)) throw refuse(`robot name '${def.name}' is a built-in system's: give it another (name: in the task YAML)`);
+  probeAtX0(def, refuse);
+  return def;
 }
