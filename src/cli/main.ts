@@ -12,6 +12,7 @@ import { Command, helpText, parseCommandArgs } from './command.js';
 import { shutdown } from '../shutdown.js';
 import { InputError } from '../input-error.js';
 import { isModelFile, loadSystem } from '../models/index.js';
+import { identifyCommand } from './identify.js';
 import { paramsCommand } from './params.js';
 import { rolloutCommand } from './rollout.js';
 import { runCommand } from './run.js';
@@ -23,7 +24,7 @@ import { systemsCommand } from './systems.js';
 import { trainPriorCommand } from './train-prior.js';
 import { trainValueCommand } from './train-value.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand, trainValueCommand, sweepCommand, workerCommand, trainActorCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand, trainValueCommand, identifyCommand, sweepCommand, workerCommand, trainActorCommand];
 
 function overview(): string {
   return [

@@ -121,24 +121,25 @@ function stateCost(x: Scalar[], ref: Scalar[], p: ParamValues<AcrobotParam>): Sc
 }
 
 /** Continuous-time manipulator equations M(q) ddq + C(q, dq) dq = tau_g(q) + B u - b dq. */
-function acrobotDerivative([q1, q2, dq1, dq2]: Scalar[], torque: Scalar, p: ParamValues<AcrobotParam>): Scalar[] {
-  const i1 = p.I1 + p.m1 * p.lc1 * p.lc1; // about the shoulder
-  const i2 = p.I2 + p.m2 * p.lc2 * p.lc2; // about the elbow
+/** Parameter arithmetic is written with the helpers (numbers fold exactly as plain arithmetic would), so `identify` can make parameters symbols. */
+function acrobotDerivative([q1, q2, dq1, dq2]: Scalar[], torque: Scalar, p: Readonly<Record<AcrobotParam, Scalar>>): Scalar[] {
+  const i1 = add(p.I1, mul(mul(p.m1, p.lc1), p.lc1)); // about the shoulder
+  const i2 = add(p.I2, mul(mul(p.m2, p.lc2), p.lc2)); // about the elbow
   const c2 = cos(q2);
   const s1 = sin(q1);
   const s2 = sin(q2);
   const s12 = sin(add(q1, q2));
-  const k = p.m2 * p.l1 * p.lc2;
+  const k = mul(mul(p.m2, p.l1), p.lc2);
   const m01 = add(i2, mul(k, c2));
   const mass = [
-    [add(i1 + i2 + p.m2 * p.l1 * p.l1, mul(2 * k, c2)), m01],
+    [add(add(add(i1, i2), mul(mul(p.m2, p.l1), p.l1)), mul(mul(2, k), c2)), m01],
     [m01, i2],
   ];
   // Coriolis/centrifugal bias C(q, dq) dq
   const bias0 = mul(neg(mul(k, s2)), add(mul(2, mul(dq1, dq2)), sq(dq2)));
   const bias1 = mul(mul(k, s2), sq(dq1));
-  const gravity0 = neg(add(mul((p.m1 * p.lc1 + p.m2 * p.l1) * p.g, s1), mul(p.m2 * p.g * p.lc2, s12)));
-  const gravity1 = neg(mul(p.m2 * p.g * p.lc2, s12));
+  const gravity0 = neg(add(mul(mul(add(mul(p.m1, p.lc1), mul(p.m2, p.l1)), p.g), s1), mul(mul(mul(p.m2, p.g), p.lc2), s12)));
+  const gravity1 = neg(mul(mul(mul(p.m2, p.g), p.lc2), s12));
   const rhs = [
     sub(sub(gravity0, bias0), mul(p.b1, dq1)),
     sub(add(sub(gravity1, bias1), torque), mul(p.b2, dq2)),

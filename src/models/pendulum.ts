@@ -54,12 +54,13 @@ export const pendulum = defineModel({
   },
   goal: [Math.PI, 0],
   controlLimits: { lower: [-1], upper: [1] },
+  // parameter arithmetic through the helpers (numbers fold as plain arithmetic would): `identify` makes parameters symbols
   step([theta, phi], [u], _w, p) {
-    const inertiaOverDt = (p.m * p.l * p.l) / p.dtS;
+    const inertiaOverDt = div(mul(mul(p.m, p.l), p.l), p.dtS);
     const thetaNext = add(theta, phi);
-    const torque = mul(p.dtS * p.umax, clamp(u, -1, 1));
-    const numerator = add(sub(mul(inertiaOverDt, sin(phi)), mul(p.dtS * p.m * p.g * p.l, sin(thetaNext))), torque);
-    const sinPhiNext = div(numerator, inertiaOverDt + p.b);
+    const torque = mul(mul(p.dtS, p.umax), clamp(u, -1, 1));
+    const numerator = add(sub(mul(inertiaOverDt, sin(phi)), mul(mul(mul(mul(p.dtS, p.m), p.g), p.l), sin(thetaNext))), torque);
+    const sinPhiNext = div(numerator, add(inertiaOverDt, p.b));
     return [thetaNext, asin(clamp(sinPhiNext, -1, 1))];
   },
   stageCost(x, [u], _uPrev, ref) {

@@ -1,0 +1,133 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { McapWriter } from '@mcap/core';
+import { stringify } from '@foxglove/rosmsg';
+import { MessageWriter } from '@foxglove/rosmsg2-serialization';
+import { definitionsOf, TYPES } from '../src/interfaces/definitions.js';
+import { modelDefinition } from '../src/models/index.js';
+import { resolveModel } from '../src/models/model.js';
+import { readControlLog } from '../src/sysid/log.js';
+import { readParamsFile } from '../src/run/params-file.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const PENDULUM_YAML = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 300000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+type Estimate = { key: string; estimate: number | null; interval95: [number, number] | null; reason?: string };
+const estimateOf = (stdout: string, key: string): Estimate => (JSON.parse(stdout) as { estimates: Estimate[] }).estimates.find((e) => e.key === key)!;
+
+/** A `ros2 bag record` of the state and command topics, as rosbag2's MCAP writer stores it: CDR messages, ros2msg schemas. */
+async function writeRos2Bag(path: string, states: { timeS: number; position: number[]; velocity: number[] }[], commands: { timeS: number; u: number[] }[]): Promise<void> {
+  const chunks: Uint8Array[] = [];
+  let position = 0n;
+  const writer = new McapWriter({ writable: { write: async (b: Uint8Array) => { chunks.push(b.slice()); position += BigInt(b.byteLength); }, position: () => position } });
+  await writer.start({ profile: 'ros2', library: 'rosbag2 (stand-in: the test writes the format)' });
+  const channel = async (topic: string, type: string) => {
+    const definitions = definitionsOf(type);
+    const schemaId = await writer.registerSchema({ name: type, encoding: 'ros2msg', data: new TextEncoder().encode(stringify(definitions)) });
+    const id = await writer.registerChannel({ topic, schemaId, messageEncoding: 'cdr', metadata: new Map() });
+    return { id, writer: new MessageWriter(definitions) };
+  };
+  const stateChannel = await channel('/robot/state', TYPES.jointState);
+  const commandChannel = await channel('/robot/command', TYPES.command);
+  const ns = (t: number) => BigInt(Math.round(t * 1e9));
+  for (const s of states) {
+    const sec = Math.floor(s.timeS);
+    const data = stateChannel.writer.writeMessage({ header: { stamp: { sec, nanosec: Math.round((s.timeS - sec) * 1e9) }, frame_id: '' }, name: ['theta'], position: s.position, velocity: s.velocity, effort: [] });
+    await writer.addMessage({ channelId: stateChannel.id, sequence: 0, logTime: ns(s.timeS), publishTime: ns(s.timeS), data });
+  }
+  for (const c of commands) {
+    const data = commandChannel.writer.writeMessage({ layout: { dim: [], data_offset: 0 }, data: c.u });
+    await writer.addMessage({ channelId: commandChannel.id, sequence: 0, logTime: ns(c.timeS), publishTime: ns(c.timeS), data });
+  }
+  await writer.end();
+  writeFileSync(path, Buffer.concat(chunks));
+}
+
+describe('identify: model parameters from logs', function () {
+  this.timeout(600000);
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tempered-mpc-identify-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('pendulum with 1.3x the mass and twice the damping (the launch file\'s noise): mass within 3%, damping within 10%, intervals covering both', async () => {
+    const run = cli(['run', '--system', 'pendulum', '--params', PENDULUM_YAML, '--set', 'sim.massScale=1.3', '--set', 'sim.model.b=0.2', '--set', 'planner=mppi',
+      '--set', 'mppi.samples=256', '--lockstep', '--duration', '20', '--seed', '0', '--out', join(dir, 'log'), '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const fitted = cli(['identify', '--system', 'pendulum', '--log', join(dir, 'log', 'run.mcap'), '--params', 'm,b', '--out', join(dir, 'fit'), '--json']);
+    assert.equal(fitted.code, 0, fitted.stderr);
+    const m = estimateOf(fitted.stdout, 'm');
+    const b = estimateOf(fitted.stdout, 'b');
+    assert.ok(Math.abs(m.estimate! / 1.3 - 1) < 0.03, `m ${m.estimate} against 1.3`);
+    assert.ok(Math.abs(b.estimate! / 0.2 - 1) < 0.1, `b ${b.estimate} against 0.2`);
+    assert.ok(m.interval95![0] <= 1.3 && 1.3 <= m.interval95![1], `m interval ${m.interval95}`);
+    assert.ok(b.interval95![0] <= 0.2 && 0.2 <= b.interval95![1], `b interval ${b.interval95}`);
+    // the parameter file it writes is one `run --params` reads, with the estimates in it
+    const written = readParamsFile(join(dir, 'fit', 'params.yaml'));
+    assert.equal(written['model.m'], m.estimate);
+    assert.equal(written['model.b'], b.estimate);
+    assert.match(readFileSync(join(dir, 'fit', 'prediction.svg'), 'utf8'), /<svg/);
+
+    // the same data as a ROS 2 bag (CDR, another topic name): the same estimates
+    const model = resolveModel(modelDefinition('pendulum'));
+    const log = readControlLog(join(dir, 'log', 'run.mcap'), model);
+    await writeRos2Bag(join(dir, 'bag.mcap'), log.timesS.map((timeS, i) => ({ timeS: timeS + 1000, position: [log.states[i][0]], velocity: [log.states[i][1]] })),
+      log.commands.map((c) => ({ timeS: c.timeS + 1000, u: c.u })));
+    const fromBag = cli(['identify', '--system', 'pendulum', '--log', join(dir, 'bag.mcap'), '--params', 'm,b', '--out', join(dir, 'fit-bag'), '--json']);
+    assert.equal(fromBag.code, 0, fromBag.stderr);
+    assert.equal(JSON.parse(fromBag.stdout).stateTopic, '/robot/state');
+    for (const key of ['m', 'b']) assert.ok(Math.abs(estimateOf(fromBag.stdout, key).estimate! - estimateOf(fitted.stdout, key).estimate!) < 1e-9, key);
+  });
+
+  it('a log held at rest: "not identifiable", not a number', () => {
+    // the plant's motor off (umax 0), hanging at rest with the launch file's noise: nothing in the log moves because of a command
+    const run = cli(['run', '--system', 'pendulum', '--params', PENDULUM_YAML, '--x0', '0,0', '--set', 'sim.model.umax=0', '--set', 'planner=mppi', '--set', 'mppi.samples=64',
+      '--lockstep', '--duration', '10', '--out', join(dir, 'rest'), '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const fitted = cli(['identify', '--system', 'pendulum', '--log', join(dir, 'rest', 'run.mcap'), '--params', 'm,b', '--set', 'umax=0', '--out', join(dir, 'fit-rest'), '--json']);
+    assert.equal(fitted.code, 0, fitted.stderr);
+    for (const key of ['m', 'b']) {
+      const e = estimateOf(fitted.stdout, key);
+      assert.equal(e.estimate, null, `${key}: ${JSON.stringify(e)}`);
+      assert.match(e.reason!, /^not identifiable: /);
+    }
+    const text = cli(['identify', '--system', 'pendulum', '--log', join(dir, 'rest', 'run.mcap'), '--params', 'm,b', '--set', 'umax=0', '--out', join(dir, 'fit-rest')]);
+    assert.match(text.stdout, /m\s+1\s+-\s+not identifiable/);
+  });
+
+  it('refuses what cannot be identified, in one line', () => {
+    const log = join(dir, 'rest', 'run.mcap');
+    const cases: [string[], RegExp][] = [
+      [['--system', 'pendulum', '--log', log, '--params', 'mass'], /--params: pendulum has no parameter 'mass'/],
+      [['--system', 'pendulum', '--log', log, '--params', 'dtS'], /--params: dtS is how the model is stepped/],
+      [['--system', 'acrobot', '--log', log, '--params', 'wAngle'], /log \S+: a state on \/tempered_mpc\/state does not carry the joints q1, q2/],
+      [['--system', 'pendulum', '--log', join(dir, 'nope.mcap')], /log \S+nope\.mcap: no such file/],
+      [['--system', 'pendulum', '--log', PENDULUM_YAML], /not a readable MCAP file/],
+      [['--system', 'pendulum', '--log', log, '--state-topic', '/other'], /no messages on state topic '\/other' \(topics: /],
+    ];
+    for (const [args, reason] of cases) {
+      const r = cli(['identify', ...args, '--out', join(dir, 'refused')]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, reason);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    }
+  });
+
+  it('refuses a parameter outside the dynamics, and a model that computes with it outside the helpers', async () => {
+    const { identify } = await import('../src/sysid/identify.js');
+    const log = { stateTopic: 's', commandTopic: 'c', timesS: Array.from({ length: 40 }, (_, i) => i * 0.025), states: Array.from({ length: 40 }, () => [0, 0, 0, 0]), commands: [{ timeS: 0, u: [0] }] };
+    assert.throws(() => identify(resolveModel(modelDefinition('acrobot')), log, { keys: ['wAngle'], windowSteps: 2, substeps: 2 }), /acrobot\.wAngle does not enter the dynamics/);
+    const cart = { ...log, states: Array.from({ length: 40 }, () => [0, 0, 0, 0, 0, 0]) };
+    assert.throws(() => identify(resolveModel(modelDefinition('cart-double-pendulum')), cart, { keys: ['mc'], windowSteps: 2, substeps: 2 }), /cart-double-pendulum computes with mc outside the expression helpers/);
+  });
+});
