@@ -30,11 +30,11 @@ def rules(values):
     return [Parameter(name, value) for name, value in values.items()]
 
 
-def controller_with_autostart(params_file, namespace, use_sim_time, autostart, remappings=()):
+def controller_with_autostart(params_file, namespace, use_sim_time, autostart, remappings=(), extra=None):
     """The managed controller node, configured and then activated when autostart is true."""
     controller = LifecycleNode(
         package='tempered_mpc', executable='controller', name=CONTROLLER, namespace=namespace,
-        parameters=[params_file, *rules({'use_sim_time': use_sim_time})], remappings=list(remappings), output='screen')
+        parameters=[params_file, *rules({'use_sim_time': use_sim_time, **(extra or {})})], remappings=list(remappings), output='screen')
     configure = EmitEvent(
         event=ChangeState(lifecycle_node_matcher=matches_action(controller), transition_id=Transition.TRANSITION_CONFIGURE),
         condition=IfCondition(autostart))
@@ -62,9 +62,12 @@ def controller_rate_hz(params_file, namespace):
 
 
 def sim_launch_description(system, params_name):
-    """Controller and simulator for one system: real time by default, lockstep:=true for simulated time."""
+    """Controller and simulator for one system: real time by default, lockstep:=true for simulated time.
+
+    system None: the `system` launch argument names it (a model file of the user's, for both nodes)."""
     args = [
-        DeclareLaunchArgument('params_file', default_value=config(params_name), description='ROS 2 parameter file of both nodes'),
+        *([DeclareLaunchArgument('system', description='the model both nodes run: a built-in name, or a model file (.mjs, .js, .urdf; an absolute path)')] if system is None else []),
+        DeclareLaunchArgument('params_file', **({'default_value': config(params_name)} if params_name else {}), description='ROS 2 parameter file of both nodes'),
         DeclareLaunchArgument('namespace', default_value='tempered_mpc', description='namespace of both nodes and their topics'),
         DeclareLaunchArgument('lockstep', default_value='false',
                               description='true: the simulator publishes /clock and waits for every command (deterministic on any machine)'),
@@ -75,11 +78,13 @@ def sim_launch_description(system, params_name):
         params_file = LaunchConfiguration('params_file').perform(context)
         namespace = LaunchConfiguration('namespace').perform(context)
         lockstep = LaunchConfiguration('lockstep').perform(context).lower() in ('true', '1', 'yes')
-        sim_params = {'system': system, 'stepping': 'lockstep' if lockstep else 'realtime'}
+        chosen = system if system is not None else LaunchConfiguration('system').perform(context)
+        sim_params = {'system': chosen, 'stepping': 'lockstep' if lockstep else 'realtime'}
         if lockstep:
             sim_params['stateRateHz'] = controller_rate_hz(params_file, namespace)
         simulator = Node(package='tempered_mpc', executable='simulator', name=SIMULATOR, namespace=namespace,
                          parameters=[params_file, *rules(sim_params)], output='screen')
-        return [simulator, *controller_with_autostart(params_file, namespace, lockstep, LaunchConfiguration('autostart'))]
+        extra = {'system': chosen} if system is None else None
+        return [simulator, *controller_with_autostart(params_file, namespace, lockstep, LaunchConfiguration('autostart'), extra=extra)]
 
     return LaunchDescription([*args, OpaqueFunction(function=nodes)])

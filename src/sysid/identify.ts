@@ -51,6 +51,9 @@ export interface IdentifyResult {
   prediction: { timesS: number[]; measured: number[][]; predicted: number[][] };
 }
 
+/** The smallest relative standard error reported (time stamps in nanoseconds fix the period to about 1e-7 of it). */
+const RESOLUTION_FLOOR = 1e-6;
+
 /** A 95% interval wider than this share of the value says the log does not fix the parameter. */
 const MAX_RELATIVE_HALF_WIDTH = 0.5;
 
@@ -237,7 +240,8 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
   const covariance = bread ? multiply(multiply(bread, meat), bread).map((row) => row.map((v) => (v * W) / Math.max(1, W - p))) : undefined;
   const excited = keys.map((_, c) => current.some((w) => w.J.some((row) => row[c] !== 0)));
   const estimates: ParameterEstimate[] = keys.map((key, i) => {
-    const se = covariance ? Math.sqrt(Math.max(0, covariance[i][i])) : NaN;
+    // a noise-free log fits to rounding: the floor is what stamps in nanoseconds and f64 arithmetic leave of any estimate
+    const se = covariance ? Math.max(Math.sqrt(Math.max(0, covariance[i][i])), RESOLUTION_FLOOR * Math.abs(theta[i])) : NaN;
     const halfWidth = 1.96 * se;
     let reason: string | undefined;
     if (!excited[i]) reason = 'not identifiable: the log does not excite it (the predictions do not depend on it)';
