@@ -139,7 +139,7 @@ describe('ROS controller node (stand-in for rclnodejs): parameters from the sche
     assert.match(horizon.additional_constraints, /read-only from configure on: model parameters are compiled into the rollout kernels/);
     const system = describe('system');
     assert.equal(system.type, PARAMETER.STRING);
-    assert.match(system.description, /pendulum, acrobot, .*, or a model module \(\.js, \.mjs\)/);
+    assert.match(system.description, /pendulum, acrobot, .*, or a model file \(a module \.js, \.mjs; a \.urdf\)/);
     assert.equal(describe('jointNames').type, PARAMETER.STRING_ARRAY);
     assert.deepEqual(c.node.getParameter('jointNames').value, ['theta'], 'the system\'s joint names by default');
     // the system's MPC defaults, with the parameter file's overrides

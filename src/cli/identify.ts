@@ -4,8 +4,7 @@ import { InputError } from '../input-error.js';
 import { physicalNames } from '../models/model.js';
 import { lineChart, PALETTE } from '../plot/svg.js';
 import { resolveRunParams } from '../run/setup.js';
-import { identify } from '../sysid/identify.js';
-import { readControlLog } from '../sysid/log.js';
+import type { IdentifyResult } from '../sysid/identify.js';
 import { Command, JSON_OPTION, optionalInteger, outputFolder, printJson, requireString, stringOpt, table } from './command.js';
 import { parameterFileYaml } from './params.js';
 import { modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
@@ -41,6 +40,8 @@ export const identifyCommand: Command = {
     const substeps = optionalInteger(values, 'substeps', 10, 1, 10000);
     const logPath = requireString(values, 'log');
     const out = outputFolder(values, `identify-${model.name}`);
+    // the MCAP and message decoders load only for this command
+    const [{ readControlLog }, { identify }] = await Promise.all([import('../sysid/log.js'), import('../sysid/identify.js')]);
     const log = readControlLog(logPath, model, { state: stringOpt(values, 'state-topic'), command: stringOpt(values, 'command-topic') });
     const result = identify(model, log, { keys, windowSteps, substeps });
 
@@ -67,7 +68,7 @@ export const identifyCommand: Command = {
 };
 
 /** Each physical state: the log, and each window's prediction at the fitted parameters (restarting from the measured state). */
-function predictionChart(model: Parameters<typeof physicalNames>[0], result: ReturnType<typeof identify>): string {
+function predictionChart(model: Parameters<typeof physicalNames>[0], result: IdentifyResult): string {
   const names = physicalNames(model);
   const units = model.def.physicalUnits;
   const { timesS, measured, predicted } = result.prediction;

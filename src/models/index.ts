@@ -3,7 +3,6 @@ import { cartDoublePendulum } from './cart-double-pendulum.js';
 import { doubleIntegrator } from './double-integrator.js';
 import { ModelDefinition } from './model.js';
 import { loadModelModule, probeAtX0 } from './module.js';
-import { urdfModel } from './urdf.js';
 import { pendulum } from './pendulum.js';
 import { pusherSlider } from './pusher-slider.js';
 import { shekel } from './shekel.js';
@@ -69,6 +68,8 @@ async function loadUrdf(path: string): Promise<ModelDefinition> {
   const refuse = (why: string) => new InputError(`URDF ${path}: ${why}`);
   let def: ModelDefinition;
   try {
+    // the XML parser loads only when a URDF is named
+    const { urdfModel } = await import('./urdf.js');
     def = urdfModel(path);
   } catch (e) {
     if (e instanceof InputError) throw e;
