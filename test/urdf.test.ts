@@ -137,6 +137,7 @@ describe('URDF: what cannot be simulated is refused, naming the element', () => 
     ['two roots', (u) => u.replace('</robot>', '<link name="floating_box"><inertial><mass value="1"/><inertia ixx="1" iyy="1" izz="1"/></inertial></link></robot>'), /links 'base' and 'floating_box' are both roots/],
     ['an actuated joint the URDF lacks', (u) => u, /task: actuated joint 'hip' is not a joint of the URDF/, (t) => t.replace('actuated: [shoulder, elbow, wrist]', 'actuated: [shoulder, elbow, hip]')],
     ['a goal out of reach', (u) => u, /goal\.endEffector\.position \[3, 0, 0\.5\] is out of reach \(the closest posture found from x0 stays 1\.\d+ m from it\)/, (t) => t.replace('position: [0.6, 0, 0.5]', 'position: [3, 0, 0.5]')],
+    ['an absurd horizon in the task', (u) => u, /URDF \S+arm\.urdf: field params\.horizon must be <= 10000, its default is 1000000000/, (t) => t.replace('horizon: 40', 'horizon: 1000000000')],
     ['an unknown task key', (u) => u, /arm\.yaml: unknown key 'integrater'/, (t) => t.replace('integrator: rk4', 'integrater: rk4')],
   ];
   for (const [what, edit, reason, editTask] of cases) {

@@ -144,6 +144,7 @@ describe('your robot: a model module that cannot work is refused in one line nam
     ['a step that throws', (s) => s.replace('const s = sin(theta);', 'const s = sin(theta.missing.value);'), /field 'step' threw at x0/],
     ['an undeclared angle', (s) => s.replace("angles: ['theta'],", "angles: ['phi'],"), /angles names 'phi', which is not one of x, theta, dx, dtheta/],
     ['an unknown mass parameter', (s) => s.replace("massParams: ['mc', 'mp'],", "massParams: ['mcart'],"), /massParams names 'mcart'/],
+    ['a default outside its own range', (s) => s.replace("horizon: num(60,", 'horizon: num(1e9,'), /field params\.horizon must be <= 10000, its default is 1000000000/],
     ['a built-in name', (s) => s.replace("name: 'cartpole',", "name: 'acrobot',"), /name 'acrobot' is a built-in system's/],
   ];
   for (const [what, edit, reason] of cases) {

@@ -1,3 +1,4 @@
+import { invert } from '../linalg.js';
 import { emitBody, javascript } from '../expr/emit.js';
 import { Graph, Scalar } from '../expr/expr.js';
 import { gradient } from '../expr/grad.js';
@@ -155,21 +156,3 @@ const mulVec = (A: Matrix, v: readonly number[]): number[] => A.map((row) => row
 const dotRow = (a: readonly number[], b: readonly number[]) => a.reduce((s, v, i) => s + v * b[i], 0);
 const diagonal = (n: number, d: number): Matrix => Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => (i === j ? d : 0)));
 
-/** Gauss-Jordan with partial pivoting; a singular matrix gives non-finite entries (the caller checks). */
-function invert(A: Matrix): Matrix {
-  const n = A.length;
-  const M = A.map((row, i) => [...row, ...diagonal(n, 1)[i]]);
-  for (let c = 0; c < n; c++) {
-    let pivot = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(M[r][c]) > Math.abs(M[pivot][c])) pivot = r;
-    [M[c], M[pivot]] = [M[pivot], M[c]];
-    const d = M[c][c];
-    for (let j = 0; j < 2 * n; j++) M[c][j] /= d;
-    for (let r = 0; r < n; r++) {
-      if (r === c) continue;
-      const f = M[r][c];
-      if (f !== 0) for (let j = 0; j < 2 * n; j++) M[r][j] -= f * M[c][j];
-    }
-  }
-  return M.map((row) => row.slice(n));
-}

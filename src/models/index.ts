@@ -1,7 +1,7 @@
 import { acrobot } from './acrobot.js';
 import { cartDoublePendulum } from './cart-double-pendulum.js';
 import { doubleIntegrator } from './double-integrator.js';
-import { ModelDefinition } from './model.js';
+import { ModelDefinition, ModelDefinitionError } from './model.js';
 import { loadModelModule, probeAtX0 } from './module.js';
 import { pendulum } from './pendulum.js';
 import { pusherSlider } from './pusher-slider.js';
@@ -72,6 +72,8 @@ async function loadUrdf(path: string): Promise<ModelDefinition> {
     const { urdfModel } = await import('./urdf.js');
     def = urdfModel(path);
   } catch (e) {
+    // defineModel's refusal names the field; the file goes in front, as for every other URDF refusal
+    if ((e as Error)?.name === 'ModelDefinitionError') throw refuse((e as ModelDefinitionError).why);
     if (e instanceof InputError) throw e;
     throw refuse(String((e as Error).message).split('\n')[0]);
   }

@@ -1,6 +1,6 @@
 import type { Scalar } from '../expr/expr.js';
 import { InputError } from '../input-error.js';
-import { NumberParam, resolveParams } from '../params.js';
+import { checkValue, NumberParam, resolveParams } from '../params.js';
 
 export type ParamValues<K extends string> = Readonly<Record<K | 'dtS' | 'horizon', number>>;
 
@@ -182,6 +182,12 @@ function checkFields(def: Record<string, unknown>): void {
   for (const key of ['dtS', 'horizon']) if (params[key] === undefined) throw new ModelDefinitionError(name, `field 'params.${key}' is missing (num(...) from 'tempered-mpc')`);
   for (const [key, p] of Object.entries(params)) {
     if ((p as { kind?: unknown })?.kind !== 'number') throw new ModelDefinitionError(name, `field 'params.${key}' must be a number parameter (num(default, doc, range) from 'tempered-mpc')`);
+    // a default outside its own range (a horizon of 1e9) would never pass a user's override, and is not checked anywhere else
+    try {
+      checkValue(`params.${key}`, p as NumberParam, (p as NumberParam).default);
+    } catch (e) {
+      throw new ModelDefinitionError(name, `field ${(e as Error).message.replace(/, got .*$/, `, its default is ${String((p as NumberParam).default)}`)}`);
+    }
   }
 }
 

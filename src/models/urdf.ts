@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { parse as parseYaml } from 'yaml';
-import { add, clamp, cos, euler, mul, rk4, Scalar, semiImplicitEuler, sq, sub, sum, tanh } from '../expr/expr.js';
+import { add, clamp, cos, euler, mul, rk4, Scalar, semiImplicitEuler, solveSpd, sq, sub, sum, tanh } from '../expr/expr.js';
 import { InputError } from '../input-error.js';
 import { num, NumberParam } from '../params.js';
 import { defineModel, ModelDefinition, ModelTuning, ParamValues } from './model.js';
@@ -443,7 +443,7 @@ function reachingPosture(fk: (q: number[]) => number[], start: number[], target:
       const J = q.map((_, k) => error(q.map((v, m) => (m === k ? v + h : v))).map((v, i) => (v - e[i]) / h));
       // (J^T J + mu I) in the 3-D task space: (J J^T + mu I) y = e, dq = -J^T y
       const A = [0, 1, 2].map((a) => [0, 1, 2].map((b) => J.reduce((sum, col) => sum + col[a] * col[b], 0) + (a === b ? mu : 0)));
-      const y = solve3(A, e);
+      const y = solveSpd(A, e) as number[];
       const next = q.map((v, k) => v - J[k].reduce((sum, jk, i) => sum + jk * y[i], 0));
       const nextError = error(next);
       if (Math.hypot(...nextError) < Math.hypot(...e)) {
@@ -460,10 +460,4 @@ function reachingPosture(fk: (q: number[]) => number[], start: number[], target:
   }
   if (best.miss > 1e-3) throw refuse(`task: goal.endEffector.position [${target.join(', ')}] is out of reach (the closest posture found from x0 stays ${best.miss.toFixed(3)} m from it)`);
   return best.q;
-}
-
-function solve3(A: number[][], b: number[]): number[] {
-  const det = (m: number[][]) => m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
-  const d = det(A);
-  return [0, 1, 2].map((c) => det(A.map((row, r) => row.map((v, k) => (k === c ? b[r] : v)))) / d);
 }

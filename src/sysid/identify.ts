@@ -1,7 +1,8 @@
 import { emitBody, javascript } from '../expr/emit.js';
-import { Expr, Graph, Scalar } from '../expr/expr.js';
+import { Expr, Graph, Scalar, solveSpd } from '../expr/expr.js';
 import { gradient } from '../expr/grad.js';
 import { InputError } from '../input-error.js';
+import { invert } from '../linalg.js';
 import { fromPhysical, Model, ParamValues, physicalAngles, resolveModel, toPhysical } from '../models/model.js';
 import type { ControlLog } from './log.js';
 
@@ -206,7 +207,7 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
     let accepted = false;
     while (mu < 1e12) {
       const damped = JtJ.map((row, i) => row.map((v, j) => (i === j ? v + mu * Math.max(v, 1e-300) : v)));
-      const delta = solve(damped, Jtr.map((v) => -v));
+      const delta = solveSpd(damped, Jtr.map((v) => -v)) as number[];
       const trial = theta.map((t, i) => clampTo(limits[i], t + delta[i]));
       const next = weigh(evaluate(trial, true).perWindow);
       const nextCost = cost(next);
@@ -227,7 +228,7 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
 
   // sandwich covariance, clustered by window: bread (J'J)^-1, meat sum of (J_w' r_w)(J_w' r_w)'
   const { JtJ } = normalEquations(current);
-  const bread = invert(JtJ);
+  const bread = invertScaled(JtJ);
   const meat = Array.from({ length: p }, () => new Array<number>(p).fill(0));
   const scores = new Map<number, number[]>();
   current.forEach((w, i) => {
@@ -300,47 +301,16 @@ function multiply(a: number[][], b: number[][]): number[][] {
   return a.map((row) => b[0].map((_, j) => row.reduce((s, v, k) => s + v * b[k][j], 0)));
 }
 
-/** Gaussian elimination with partial pivoting on a small dense system. */
-function solve(A: number[][], b: number[]): number[] {
-  const n = b.length;
-  const M = A.map((row, i) => [...row, b[i]]);
-  for (let c = 0; c < n; c++) {
-    let pivot = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(M[r][c]) > Math.abs(M[pivot][c])) pivot = r;
-    [M[c], M[pivot]] = [M[pivot], M[c]];
-    if (M[c][c] === 0) return new Array<number>(n).fill(0);
-    for (let r = c + 1; r < n; r++) {
-      const f = M[r][c] / M[c][c];
-      for (let k = c; k <= n; k++) M[r][k] -= f * M[c][k];
-    }
-  }
-  const x = new Array<number>(n).fill(0);
-  for (let r = n - 1; r >= 0; r--) x[r] = (M[r][n] - M.slice(r + 1, n).reduce((s, _, k) => s + M[r][r + 1 + k] * x[r + 1 + k], 0)) / M[r][r];
-  return x;
-}
-
 /**
  * The inverse of a small symmetric positive semi-definite matrix, or
- * undefined when it is singular to working precision (after scaling by its
- * diagonal, so parameters of different units compare fairly).
+ * undefined when it is singular to working precision (judged after scaling
+ * by its diagonal, so parameters of different units compare fairly).
  */
-function invert(A: number[][]): number[][] | undefined {
-  const n = A.length;
+function invertScaled(A: number[][]): number[][] | undefined {
   const d = A.map((row, i) => Math.sqrt(row[i]));
   if (d.some((v) => !(v > 0))) return undefined;
-  const M = A.map((row, i) => [...row.map((v, j) => v / (d[i] * d[j])), ...Array.from({ length: n }, (_, j) => (i === j ? 1 : 0))]);
-  for (let c = 0; c < n; c++) {
-    let pivot = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(M[r][c]) > Math.abs(M[pivot][c])) pivot = r;
-    if (Math.abs(M[pivot][c]) <= 1e-10) return undefined;
-    [M[c], M[pivot]] = [M[pivot], M[c]];
-    const diag = M[c][c];
-    for (let k = 0; k < 2 * n; k++) M[c][k] /= diag;
-    for (let r = 0; r < n; r++) {
-      if (r === c) continue;
-      const f = M[r][c];
-      for (let k = 0; k < 2 * n; k++) M[r][k] -= f * M[c][k];
-    }
-  }
-  return M.map((row, i) => row.slice(n).map((v, j) => v / (d[i] * d[j])));
+  const inverse = invert(A.map((row, i) => row.map((v, j) => v / (d[i] * d[j]))));
+  // a unit diagonal whose inverse has entries beyond 1e10: the columns are dependent
+  if (inverse.some((row) => row.some((v) => !Number.isFinite(v) || Math.abs(v) > 1e10))) return undefined;
+  return inverse.map((row, i) => row.map((v, j) => v / (d[i] * d[j])));
 }
