@@ -5,6 +5,7 @@ import { channel, CHANNELS, logTopics, TICK_CHANNELS, tickMessages, topicOf } fr
 import { fromTime } from '../../src/interfaces/messages.js';
 import type { ParamEntry } from '../../src/params.js';
 import { ControllerSession } from '../../src/run/session.js';
+import { loadSystem } from '../../src/models/index.js';
 import { controllerParameterTable, resolveRunParams, SYSTEM_PARAM } from '../../src/run/setup.js';
 import { serveTelemetry, Telemetry, telemetryBanner, TelemetrySource } from '../../src/telemetry/server.js';
 import { serveLifecycleIntrospection, transitionGraph, transitionsFrom } from './lifecycle.js';
@@ -225,7 +226,10 @@ export class ControllerNode {
   private async buildSession(): Promise<ControllerSession> {
     if (this.declareProblems.size) throw new Error([...this.declareProblems.values()].join('; '));
     // the same resolution as `--set` and YAML: every value checked by its schema
-    const params = resolveRunParams(String(this.node.getParameter('system').value), readAll(this.node, this.entries));
+    const system = String(this.node.getParameter('system').value);
+    // a model file set after start (before configure) is loaded now, and refused here if it cannot be a model
+    await loadSystem(system);
+    const params = resolveRunParams(system, readAll(this.node, this.entries));
     this.useSimTime = Boolean(this.node.getParameter('use_sim_time').value);
     // under simulated time the simulator waits for every plan: no wall-clock deadlines
     return ControllerSession.create(params, { lockstep: this.useSimTime });
