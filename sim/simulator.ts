@@ -1,6 +1,6 @@
 import { buildStepGraphs } from '../src/kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../src/kernels/js-source.js';
-import { fromPhysical, Model, ModelDefinition, resolveModel, toPhysical } from '../src/models/model.js';
+import { disturbedStates, fromPhysical, Model, ModelDefinition, resolveModel, toPhysical } from '../src/models/model.js';
 import { modelDefinition, systemParam } from '../src/models/index.js';
 import { choice, list, num, ParamEntry, ParamsOf, ParamValue, resolveParams, schemaEntries, Schema } from '../src/params.js';
 import { Rng } from '../src/random.js';
@@ -74,11 +74,8 @@ export function plantStepError(def: ModelDefinition, periodS: number, substeps: 
 
 /** The physical states the process noise enters (sim.processNoiseOn), or why they cannot be chosen. */
 export function noisyStates(def: ModelDefinition, on: SimParams['processNoiseOn']): number[] | string {
-  const n = (def.physical?.names ?? def.stateNames).length;
-  if (on === 'all') return Array.from({ length: n }, (_, i) => i);
-  if (def.sensor?.kind !== 'joints') return `sim.processNoiseOn = rates needs a system measured as joints (positions, then velocities); ${def.name}'s state is not (use all)`;
-  const positions = def.sensor.joints.length;
-  return Array.from({ length: n - positions }, (_, i) => positions + i);
+  const states = disturbedStates(def, on);
+  return typeof states === 'string' ? `sim.processNoiseOn = ${states}` : states;
 }
 
 /** sim.x0 is empty (the system's own) or one finite number per physical state. */

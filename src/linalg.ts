@@ -18,3 +18,91 @@ export function invert(A: readonly (readonly number[])[]): number[][] {
   }
   return M.map((row) => row.slice(n));
 }
+
+/** The lower Cholesky factor L (A = L L') of a symmetric matrix, or undefined when A is not positive definite. */
+export function cholesky(A: readonly (readonly number[])[]): number[][] | undefined {
+  const n = A.length;
+  const L = A.map(() => new Array<number>(n).fill(0));
+  for (let j = 0; j < n; j++) {
+    let d = A[j][j];
+    for (let k = 0; k < j; k++) d -= L[j][k] * L[j][k];
+    if (!(d > 0)) return undefined;
+    L[j][j] = Math.sqrt(d);
+    for (let i = j + 1; i < n; i++) {
+      let s = A[i][j];
+      for (let k = 0; k < j; k++) s -= L[i][k] * L[j][k];
+      L[i][j] = s / L[j][j];
+    }
+  }
+  return L;
+}
+
+/** x solving L L' x = b for a Cholesky factor L. */
+export function choleskySolve(L: readonly (readonly number[])[], b: readonly number[]): number[] {
+  const n = L.length;
+  const y = [...b];
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < i; k++) y[i] -= L[i][k] * y[k];
+    y[i] /= L[i][i];
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    for (let k = i + 1; k < n; k++) y[i] -= L[k][i] * y[k];
+    y[i] /= L[i][i];
+  }
+  return y;
+}
+
+/**
+ * The nearest positive semidefinite matrix to a symmetric A (in the
+ * Frobenius norm): its eigenvalues below zero set to zero (cyclic Jacobi
+ * rotations; small matrices).
+ */
+export function clipToPsd(A: readonly (readonly number[])[]): number[][] {
+  const n = A.length;
+  // the common case, a convex cost, costs one Cholesky: semidefinite to working precision already
+  const tolerance = 1e-12 * Math.max(1e-300, ...A.map((row, i) => Math.abs(row[i])));
+  if (cholesky(A.map((row, i) => row.map((v, j) => (i === j ? v + tolerance : v))))) return A.map((row) => [...row]);
+  const a = A.map((row) => [...row]);
+  const v = A.map((_, i) => A.map((__, j): number => (i === j ? 1 : 0)));
+  const offDiagonal = () => {
+    let s = 0;
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) s += a[i][j] * a[i][j];
+    return s;
+  };
+  const size = Math.max(1e-300, ...a.flat().map((x) => x * x));
+  for (let sweep = 0; sweep < 100 && offDiagonal() > 1e-30 * size; sweep++) {
+    for (let p = 0; p < n; p++) {
+      for (let q = p + 1; q < n; q++) {
+        if (a[p][q] === 0) continue;
+        const theta = (a[q][q] - a[p][p]) / (2 * a[p][q]);
+        const t = Math.sign(theta || 1) / (Math.abs(theta) + Math.sqrt(theta * theta + 1));
+        const c = 1 / Math.sqrt(t * t + 1);
+        const s = t * c;
+        for (let k = 0; k < n; k++) {
+          const akp = a[k][p];
+          const akq = a[k][q];
+          a[k][p] = c * akp - s * akq;
+          a[k][q] = s * akp + c * akq;
+        }
+        for (let k = 0; k < n; k++) {
+          const apk = a[p][k];
+          const aqk = a[q][k];
+          a[p][k] = c * apk - s * aqk;
+          a[q][k] = s * apk + c * aqk;
+        }
+        for (let k = 0; k < n; k++) {
+          const vkp = v[k][p];
+          const vkq = v[k][q];
+          v[k][p] = c * vkp - s * vkq;
+          v[k][q] = s * vkp + c * vkq;
+        }
+      }
+    }
+  }
+  const lambda = a.map((row, i) => Math.max(0, row[i]));
+  return A.map((_, i) => A.map((__, j) => {
+    let s = 0;
+    for (let k = 0; k < n; k++) s += v[i][k] * lambda[k] * v[j][k];
+    return s;
+  }));
+}

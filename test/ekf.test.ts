@@ -46,7 +46,7 @@ describe('EKF: filtering the simulator\'s noisy measurements', () => {
   function run(system: string, x0: number[], gate = 0, corrupt?: (k: number, y: number[]) => number[]) {
     const m = model(system);
     const sim = new Simulator(modelDefinition(system), m.dtS, resolveSimParams({ processNoise: 0.02, measurementNoise: 0.01, x0 }), 3);
-    const ekf = new Ekf(m, linearize(m), { processNoise: 0.02, measurementNoise: 0.01, gate });
+    const ekf = new Ekf(m, linearize(m), { processNoise: 0.02, processNoiseOn: 'all', measurementNoise: 0.01, gate });
     let measured = 0;
     let estimated = 0;
     const refusals: string[] = [];
@@ -80,7 +80,7 @@ describe('EKF: filtering the simulator\'s noisy measurements', () => {
 
   it('refuses a measurement stamped before the estimate', () => {
     const m = model('acrobot');
-    const ekf = new Ekf(m, linearize(m), { processNoise: 0.02, measurementNoise: 0.01, gate: 0 });
+    const ekf = new Ekf(m, linearize(m), { processNoise: 0.02, processNoiseOn: 'all', measurementNoise: 0.01, gate: 0 });
     assert.ok(ekf.measure([3, 0, 0, 0], 1).ok);
     const r = ekf.measure([3, 0, 0, 0], 0.5);
     assert.equal(r.ok, false);

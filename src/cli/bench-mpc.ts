@@ -49,8 +49,8 @@ export const benchMpcCommand: Command = {
     };
     writeFileSync(join(out, 'results.json'), `${JSON.stringify({ ...result, params }, null, 1)}\n`);
     if (values.json) return printJson({ ...result, out });
-    console.log(table(runs.map((r) => [r.seed, String(r.success), r.timeToGoalS ?? '-', r.heldFraction === null ? '-' : `${(100 * r.heldFraction).toFixed(0)}%`, r.finalError, r.solveMs.p50, r.solveMs.p99, r.deadlineMisses]),
-      ['seed', 'success', 'goal at [s]', 'in goal after', 'final error', 'solve p50', 'solve p99', 'misses']));
+    console.log(table(runs.map((r) => [r.seed, String(r.success), r.timeToGoalS ?? '-', r.heldFraction === null ? '-' : `${(100 * r.heldFraction).toFixed(0)}%`, r.heldRmsError === null ? '-' : +r.heldRmsError.toPrecision(3), r.finalError, r.solveMs.p50, r.solveMs.p99, r.deadlineMisses]),
+      ['seed', 'success', 'goal at [s]', 'in goal after', 'rms error after', 'final error', 'solve p50', 'solve p99', 'misses']));
     console.log(`\n${result.planner} on ${system}${lockstep ? ' (lockstep)' : ''}: ${ok.length}/${seeds} successes; time to goal median ${result.timeToGoalS.median.toFixed(2)} s, max ${result.timeToGoalS.max?.toFixed(2) ?? '-'} s; solve p99 (worst run) ${result.solveMs.p99.toFixed(1)} ms; deadline misses ${result.deadlineMisses}`);
     const gpu = ['gpuSubmits', 'gpuReadbacks', 'gpuKiBUp', 'gpuKiBDown'].map((k) => runs.map((r) => r.plannerInfo[k]).filter((v) => v !== undefined));
     if (gpu[0].length) {

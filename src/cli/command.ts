@@ -165,7 +165,7 @@ export function timestamp(): string {
  */
 export function outputFolder(values: Record<string, unknown>, name: string): string {
   const given = stringOpt(values, 'out');
-  const out = given ?? join('runs', name ? `${name}-${timestamp()}` : timestamp());
+  const out = given ?? freshRunFolder(name ? `${name}-${timestamp()}` : timestamp());
   const label = `--out '${out.length > 60 ? `${out.slice(0, 57)}...` : out}'`;
   if (out.trim() === '') throw new InputError('--out must name a folder, got an empty text');
   const long = out.split(sep).find((part) => Buffer.byteLength(part) > 255);
@@ -183,6 +183,29 @@ export function outputFolder(values: Record<string, unknown>, name: string): str
     throw new InputError(`${label}: cannot write there (${code ? `${why[code] ?? code}` : (e as Error).message})`);
   }
   return out;
+}
+
+/**
+ * runs/BASE, or runs/BASE-2, -3, ... when it exists: two commands started in
+ * the same second (two benches side by side) must not write into one folder.
+ * Claimed by a mkdir that fails on an existing folder; a runs/ that cannot be
+ * made is left to the caller's check to name.
+ */
+function freshRunFolder(base: string): string {
+  try {
+    makeFolders('runs');
+  } catch {
+    return join('runs', base);
+  }
+  for (let k = 1; ; k++) {
+    const candidate = join('runs', k === 1 ? base : `${base}-${k}`);
+    try {
+      mkdirSync(candidate);
+      return candidate;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || k >= 1000) return candidate;
+    }
+  }
 }
 
 /**

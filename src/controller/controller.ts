@@ -1,9 +1,10 @@
 import { fromPhysical, Model } from '../models/model.js';
-import { choice, list, num } from '../params.js';
+import { choice, flag, list, num } from '../params.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
 import type { PlanDiagnostics, PlanResult, RecedingPlanner } from '../planners/receding.js';
 import { PLANNER_NAMES } from '../planners/registry.js';
+import { FeedbackBuilder, PlanFeedback } from './feedback.js';
 
 /** Controller parameters, declared once (ROS parameters, YAML files, --set). */
 export const CONTROLLER_PARAMS = {
@@ -14,7 +15,9 @@ export const CONTROLLER_PARAMS = {
   rateHz: num(0, 'command rate [Hz] (0 = 1 / the model\'s dtS)', { min: 0, max: 1000, readOnly: 'the control timer and the simulator period are set at configure' }),
   planRateHz: num(0, 'how often a plan is started [Hz], at most rateHz (0 = every command tick); commands in between are read from the latest plan by time',
     { min: 0, max: 1000, readOnly: 'the planning schedule is set at configure' }),
-  commandInterpolation: choice('zoh', ['zoh', 'linear'] as const, 'how a command is read from the plan between its steps: zoh (the step\'s control) or linear (between this step\'s and the next)'),
+  commandInterpolation: choice('zoh', ['zoh', 'linear', 'feedback'] as const,
+    'how a command is read from the plan between its steps: zoh (the step\'s control), linear (between this step\'s and the next) or feedback (the step\'s control plus the plan\'s LQR gain times the measured state\'s deviation from the plan\'s)'),
+  refinePlan: flag(false, 'polish every landed plan with one iLQG step on the model\'s exact derivatives (the gains\' backward pass, its feedforward rolled out under a line search; kept only where it lowers the plan\'s cost): near a goal the sampled plan becomes the LQR\'s command, free of sampling noise'),
   planTimeoutS: num(0, 'a plan older than this is not followed: safe command until a new one lands [s] (0 = the plan\'s horizon)', { min: 0, max: 3600 }),
   budgetMs: num(0, 'planning budget per plan [ms] (0 = 80% of the plan period); enforced in real time, not in lockstep', { min: 0, max: 60000 }),
   staleTimeoutS: num(0.5, 'no fresh state for this long: publish the safe command and flag it; older states are rejected', { min: 0, max: 3600, exclusive: true }),
@@ -24,6 +27,9 @@ export const CONTROLLER_PARAMS = {
   estimator: choice('none', ['none', 'ekf'] as const, 'state estimation before planning: none (plan from the measurement) or ekf (extended Kalman filter on the model, exact Jacobians from its definition)',
     { readOnly: 'the estimator is built at configure' }),
   estimatorProcessNoise: num(0.02, 'EKF process noise: std per model state per sqrt(second), in the model\'s state units (`tempered-mpc systems NAME`)', { min: 0, max: 1e3 }),
+  estimatorProcessNoiseOn: choice('all', ['all', 'rates'] as const,
+    'where the EKF\'s process noise enters: every model state, or only the joint velocities, as a disturbing torque or force would (systems measured as joints; then estimatorProcessNoise is per joint velocity)',
+    { readOnly: 'the estimator is built at configure' }),
   estimatorMeasurementNoise: num(0.01, 'EKF measurement noise: std per physical state', { min: 0, max: 1e3, exclusive: true }),
   estimatorGate: num(30, 'EKF outlier gate: a measurement whose squared Mahalanobis distance exceeds this is refused (0 = no gate)', { min: 0, max: 1e9 }),
   seed: num(0, 'seed of the planner\'s random numbers (an embedded run seeds its simulator with seed + 1)', { min: 0, max: 2 ** 31 - 1, integer: true, readOnly: 'the random stream starts at configure' }),
@@ -54,6 +60,11 @@ export interface AppliedPlan {
   /** horizon x controlDim physical controls, row-major */
   controls: Float64Array;
   cost: number;
+  /** the command before it, and the goal it was planned for: its linearisation's inputs */
+  uPrev: readonly number[];
+  reference: readonly number[];
+  /** its predicted model states and feedback gains (src/controller/feedback.ts): built at landing where the commands need them, else when first asked for (Controller.feedbackOf) */
+  feedback?: PlanFeedback;
 }
 
 export interface TickResult {
@@ -83,7 +94,7 @@ export interface ControllerCounters {
   staleTicks: number;
 }
 
-export type Interpolation = 'zoh' | 'linear';
+export type Interpolation = 'zoh' | 'linear' | 'feedback';
 
 /** The timing rules, changeable between ticks (live parameters). */
 export interface ControllerTiming {
@@ -95,6 +106,8 @@ export interface ControllerTiming {
   planTimeoutS?: number;
   /** how a command is read from a plan between its steps (default zoh) */
   interpolation?: Interpolation;
+  /** polish each landed plan with one iLQG step (default off) */
+  refinePlan?: boolean;
 }
 
 export interface ControllerOptions extends ControllerTiming {
@@ -153,6 +166,7 @@ export class Controller {
   private nextPlanS = -Infinity;
   private uPrev: number[];
   private step: StepFunction | undefined;
+  private feedbackBuilder: FeedbackBuilder | undefined;
   private zeroNoise: number[] | undefined;
   readonly safeCommand: number[];
   readonly planPeriodS: number;
@@ -312,7 +326,7 @@ export class Controller {
     let predicted = x;
     let u = this.uPrev;
     for (let k = 0; k < steps; k++) {
-      u = this.commandAt(stampS + k * dtS);
+      u = this.commandAt(stampS + k * dtS, predicted);
       predicted = this.stepModel(predicted, u);
     }
     if (!predicted.every(Number.isFinite)) predicted = x;
@@ -345,7 +359,12 @@ export class Controller {
     }
     return planning.then(checkedPlan).then(
       (r) => {
-        this.upcoming = { startS, fromState: x0, controls: r.controls, cost: r.cost };
+        const plan: AppliedPlan = { startS, fromState: x0, controls: r.controls, cost: r.cost, uPrev: [...uPrev], reference: [...this.reference] };
+        if (this.options.interpolation === 'feedback' || this.options.refinePlan) {
+          plan.feedback = this.planFeedback(plan, this.options.refinePlan ?? false);
+          plan.controls = plan.feedback.controls;
+        }
+        this.upcoming = plan;
         this.landed = { solveMs: performance.now() - sinceMs, info: r.info, diagnostics: r.diagnostics ?? {} };
       },
       (e: Error) => {
@@ -359,6 +378,47 @@ export class Controller {
     });
   }
 
+  /** A plan's predicted states and feedback gains, built when first asked for (the plan message's subscribers) unless the commands needed them at landing. */
+  feedbackOf(plan: AppliedPlan): PlanFeedback {
+    plan.feedback ??= this.planFeedback(plan, false);
+    return plan.feedback;
+  }
+
+  /**
+   * A plan's predicted states and feedback gains (refined by one iLQG step
+   * with `refine`), on the command side so every planner's plans get them:
+   * about a millisecond for the built-in systems, 30 ms for a 7-joint arm
+   * (docs/results.md); the first plan compiles the linearisation, before the
+   * first tick.
+   */
+  private planFeedback(plan: AppliedPlan, refine: boolean): PlanFeedback {
+    const { fromState: x0, controls, uPrev } = plan;
+    try {
+      this.feedbackBuilder ??= new FeedbackBuilder(this.model);
+      return this.feedbackBuilder.build(x0, controls, uPrev, plan.reference, refine);
+    } catch (e) {
+      const m = this.model.controlDim;
+      const states = [x0];
+      for (let k = 0; k < controls.length / m; k++) states.push(this.stepModel(states[k], Array.from(controls.subarray(k * m, (k + 1) * m))));
+      return { states: Float64Array.from(states.flat()), controls, gains: undefined, problem: `the linearisation failed: ${(e as Error).message}` };
+    }
+  }
+
+  /**
+   * Row `s` (in plan steps) of plan `p` as a command: with feedback and gains,
+   * plus the gain times the deviation of model state `x` from the plan's state
+   * at `sState` (the time `x` was measured).
+   */
+  private planCommand(p: AppliedPlan, s: number, x: readonly number[] | undefined, sState: number): number[] {
+    const interpolation = this.options.interpolation ?? 'zoh';
+    const u = sampleAt(p.controls, this.model.controlDim, s, interpolation === 'linear' ? 'linear' : 'zoh');
+    if (interpolation !== 'feedback' || !x) return u;
+    const { gains, states } = this.feedbackOf(p);
+    if (!gains || !this.feedbackBuilder) return u;
+    const fb = this.feedbackBuilder;
+    return fb.correct(u, gains, Math.floor(s + 1e-9), x, fb.stateAt(states, Math.max(0, sState)));
+  }
+
   /** A landed plan whose start has come takes over. */
   private promote(nowS: number): void {
     if (this.upcoming && this.upcoming.startS <= nowS + 1e-6 * this.options.periodS) {
@@ -367,12 +427,13 @@ export class Controller {
     }
   }
 
-  /** The command the plans in effect give at time `tS` (zoh), or the safe command. */
-  private commandAt(tS: number): number[] {
+  /** The command the plans in effect give at time `tS` to model state `x` (zoh, or with feedback), or the safe command: the prediction's commands. */
+  private commandAt(tS: number, x: readonly number[]): number[] {
     const p = this.upcoming && tS >= this.upcoming.startS ? this.upcoming : this.policy;
     const s = p ? (tS - p.startS) / this.model.dtS : Infinity;
     if (!p || s >= this.model.horizon) return this.safeCommand;
-    return this.clamp(sampleAt(p.controls, this.model.controlDim, Math.max(0, s), 'zoh'));
+    const u = this.options.interpolation === 'feedback' ? this.planCommand(p, Math.max(0, s), x, s) : sampleAt(p.controls, this.model.controlDim, Math.max(0, s), 'zoh');
+    return this.clamp(u);
   }
 
   /** The command at `nowS` from the plan in effect, or the safe command when there is none or it is too old. */
@@ -391,9 +452,12 @@ export class Controller {
       return this.emit(base, this.safeCommand, null, mode === 'ok' ? 'fallback' : mode,
         note(reason, `the latest plan is ${ageS.toFixed(3)} s old, past its ${timeoutS === horizonS ? 'horizon' : 'planTimeoutS'} ${+timeoutS.toFixed(6)} s: safe command`));
     }
-    const control = sampleAt(p.controls, this.model.controlDim, Math.max(0, ageS) / this.model.dtS, this.options.interpolation ?? 'zoh');
-    // a plan that landed with part of the planner switched off says so, though the tick is ok
-    return this.emit(base, control, p, mode, mode === 'ok' ? base.diagnostics.notice ?? '' : note(reason, 'following the previous plan'));
+    const { x, stampS } = this.state!;
+    const control = this.planCommand(p, Math.max(0, ageS) / this.model.dtS, x, (stampS - p.startS) / this.model.dtS);
+    // a plan that landed with part of the planner switched off says so, though the tick is ok; so does one whose gains were dropped
+    const dropped = this.options.interpolation === 'feedback' && p.feedback?.problem ? `feedback gains dropped for this plan (${p.feedback.problem}): zero-order hold` : '';
+    const notice = [base.diagnostics.notice ?? '', dropped].filter(Boolean).join('; ');
+    return this.emit(base, control, p, mode, mode === 'ok' ? notice : note(reason, note(dropped, 'following the previous plan')));
   }
 
   private base(nowS: number): TickBase {

@@ -2,7 +2,7 @@ import { invert } from '../linalg.js';
 import { emitBody, javascript } from '../expr/emit.js';
 import { Graph, Scalar } from '../expr/expr.js';
 import { gradient } from '../expr/grad.js';
-import { fromPhysical, Model, ParamValues } from '../models/model.js';
+import { disturbedStates, fromPhysical, Model, ParamValues } from '../models/model.js';
 
 /**
  * The model's step and its measurement with their exact Jacobians, from the
@@ -54,8 +54,10 @@ export function linearize(model: Model): LinearizedModel {
 }
 
 export interface EkfParams {
-  /** std of the process noise per model state per sqrt(second), in the model's state units */
+  /** std of the process noise per sqrt(second): per model state in its units (`all`), or per joint velocity (`rates`) */
   processNoise: number;
+  /** where the process noise enters: every model state, or the joint velocities only (a disturbing torque or force) */
+  processNoiseOn: 'all' | 'rates';
   /** std of the measurement noise per physical state */
   measurementNoise: number;
   /** squared Mahalanobis distance beyond which a measurement is refused (0: no gate) */
@@ -109,7 +111,7 @@ export class Ekf {
     for (let s = 0; s < steps; s++) {
       const { next, F } = this.lin.step(x, this.command);
       x = next;
-      P = add(mul(mul(F, P), transpose(F)), diagonal(n, q2));
+      P = add(mul(mul(F, P), transpose(F)), this.processCovariance(x, q2));
     }
     const { y: predicted, H } = this.lin.measure(x);
     const innovation = y.map((v, i) => v - predicted[i]);
@@ -133,6 +135,18 @@ export class Ekf {
     const IKH = add(diagonal(n, 1), scale(mul(K, H), -1));
     this.P = add(mul(mul(IKH, P), transpose(IKH)), scale(mul(K, transpose(K)), r2));
     return { ok: true, state: [...this.x], covariance: this.P.map((row) => [...row]), mahalanobis2: d2 };
+  }
+
+  /** One step's process covariance in model units: q2 on every model state, or on the joint velocities carried into model units through H^-1. */
+  private processCovariance(x: readonly number[], q2: number): Matrix {
+    const n = this.model.stateDim;
+    if (this.params.processNoiseOn === 'all') return diagonal(n, q2);
+    const rates = disturbedStates(this.model.def, 'rates');
+    if (typeof rates === 'string') throw new Error(`estimatorProcessNoiseOn = ${rates}`);
+    const D = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (__, j) => (i === j && rates.includes(i) ? q2 : 0)));
+    if (!this.model.def.physical) return D;
+    const Hinv = invert(this.lin.measure(x).H);
+    return mul(mul(Hinv, D), transpose(Hinv));
   }
 
   private start(y: readonly number[], stampS: number): EkfResult {

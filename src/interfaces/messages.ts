@@ -37,6 +37,8 @@ export interface PlanMsg {
   control_names: string[];
   controls: number[];
   cost: number;
+  gains: number[];
+  gains_status: string;
 }
 
 export interface StateEstimateMsg {
@@ -215,6 +217,7 @@ export function decodeCommand(model: Model, msg: unknown): { ok: true; control: 
 export function planMessage(
   model: Model, planner: string, stampS: number, frameId: string,
   plan: readonly (readonly number[])[], predicted: readonly (readonly number[])[], cost: number,
+  gains: { values: ArrayLike<number>; status: string } = { values: [], status: '' },
 ): PlanMsg {
   return {
     header: header(stampS, frameId),
@@ -225,6 +228,8 @@ export function planMessage(
     control_names: [...model.def.controlNames],
     controls: plan.flat(),
     cost,
+    gains: Array.from(gains.values),
+    gains_status: gains.status,
   };
 }
 

@@ -163,14 +163,20 @@ export function compileStageCostFunction(graphs: StepGraphs): StageCostFunction 
 
 /** One scalar of the graphs as a plain function of arrays: each argument names its array, the graph's input prefix and its length. */
 function compileScalarFunction(output: Scalar, args: readonly (readonly [string, string, number])[]): (...arrays: (readonly number[])[]) => number {
-  const body = emitBody([output], javascript);
+  const vector = compileVectorFunction([output], args);
+  return (...arrays) => vector(...arrays)[0];
+}
+
+/** Expressions of a graph as a plain function of arrays returning their values in order: each argument names its array, the graph's input prefix and its length. */
+export function compileVectorFunction(outputs: readonly Scalar[], args: readonly (readonly [string, string, number])[]): (...arrays: (readonly number[])[]) => number[] {
+  const body = emitBody(outputs, javascript);
   const source = [
     `(function (${args.map(([name]) => name).join(', ')}) {`,
     '"use strict";',
     ...args.flatMap(([name, prefix, length]) => list(prefix, length).map((v, i) => `const ${v} = ${name}[${i}];`)),
     ...body.code,
-    `return ${body.refs[0]};`,
+    `return [${body.refs.join(', ')}];`,
     '})',
   ].join('\n');
-  return (0, eval)(source) as (...arrays: (readonly number[])[]) => number;
+  return (0, eval)(source) as (...arrays: (readonly number[])[]) => number[];
 }

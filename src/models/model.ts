@@ -247,6 +247,20 @@ export function physicalAngles(model: Model): boolean[] {
   return def.physical ? def.physical.names.map((n) => def.physical!.angles?.includes(n) ?? false) : stateAngles(def);
 }
 
+/**
+ * The physical states a disturbance enters: every one (`all`), or only the
+ * joint velocities (`rates`), as a disturbing torque or force would; the
+ * simulator's process noise and the EKF's process model choose alike. A
+ * reason (after the setting's value) when `rates` does not apply.
+ */
+export function disturbedStates(def: ModelDefinition, on: 'all' | 'rates'): number[] | string {
+  const n = (def.physical?.names ?? def.stateNames).length;
+  if (on === 'all') return Array.from({ length: n }, (_, i) => i);
+  if (def.sensor?.kind !== 'joints') return `rates needs a system measured as joints (positions, then velocities); ${def.name}'s state is not (use all)`;
+  const positions = def.sensor.joints.length;
+  return Array.from({ length: n - positions }, (_, i) => positions + i);
+}
+
 /** a - b, on the circle for an angle. */
 export function stateDifference(angle: boolean, a: number, b: number): number {
   const d = a - b;

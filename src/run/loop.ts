@@ -23,6 +23,8 @@ export interface RunSummary {
   timeToGoalS: number | null;
   /** share of the ticks from timeToGoalS to the end spent in the goal region (null without success) */
   heldFraction: number | null;
+  /** RMS over the same ticks of the physical state's distance from the goal (angles wrapped; null without success) */
+  heldRmsError: number | null;
   /** when the goal region was first entered, held or not (null: never) */
   firstInGoalS: number | null;
   /** the longest unbroken stay in the goal region [s] */
@@ -178,7 +180,7 @@ export async function runLoop(sim: Simulator, session: ControllerSession, opts: 
     const record = { timeS, state, measured: measured ?? [], stateMessage, tick, inGoal: goalContains(model, state, controller) };
     if (opts.keepRecords !== false) records.push(record);
     // success and the time in the goal need only this much: tracked even when the records are not kept
-    goal.observe(timeS, record.inGoal);
+    goal.observe(timeS, record.inGoal, goalError(model, controller, state));
     last = record;
     await opts.onTick?.(record, k, ticks);
     if (k === 0 && !opts.lockstep) {
@@ -220,10 +222,13 @@ export class GoalTracker {
   private ticksSinceEntered = 0;
   private ticksAfter = 0;
   private inGoalAfter = 0;
+  private squaredErrorSinceEntered = 0;
+  private squaredErrorAfter = 0;
 
   constructor(private readonly holdS: number) {}
 
-  observe(timeS: number, inGoal: boolean): void {
+  /** One tick: whether it was in the goal region, and its state's error from the goal (for the held stretch's RMS). */
+  observe(timeS: number, inGoal: boolean, error = 0): void {
     this.ticks++;
     this.lastInGoal = inGoal;
     if (inGoal) {
@@ -233,26 +238,42 @@ export class GoalTracker {
     } else this.stayFromS = null;
     if (this.timeToGoalS !== null) {
       this.ticksAfter++;
+      this.squaredErrorAfter += error * error;
       if (inGoal) this.inGoalAfter++;
       return;
     }
     if (!inGoal) {
       this.enteredS = null;
       this.ticksSinceEntered = 0;
+      this.squaredErrorSinceEntered = 0;
       return;
     }
     this.enteredS ??= timeS;
     this.ticksSinceEntered++;
+    this.squaredErrorSinceEntered += error * error;
     if (timeS - this.enteredS >= this.holdS - 1e-9) {
       // every tick of the stay so far was in the region
       this.timeToGoalS = this.enteredS;
       this.ticksAfter = this.inGoalAfter = this.ticksSinceEntered;
+      this.squaredErrorAfter = this.squaredErrorSinceEntered;
     }
+  }
+
+  /** RMS of the state's error from the goal from timeToGoalS to the end (null without success): how tightly the goal is held. */
+  get heldRmsError(): number | null {
+    return this.timeToGoalS === null ? null : Math.sqrt(this.squaredErrorAfter / this.ticksAfter);
   }
 
   get heldFraction(): number | null {
     return this.timeToGoalS === null ? null : this.inGoalAfter / this.ticksAfter;
   }
+}
+
+/** The physical state's distance from the controller's goal (angles wrapped). */
+function goalError(model: Model, controller: Controller, state: readonly number[]): number {
+  const goal = toPhysical(model, controller.currentReference);
+  const angles = physicalAngles(model);
+  return Math.sqrt(state.reduce((s, v, i) => s + stateDifference(angles[i], v, goal[i]) ** 2, 0));
 }
 
 export function summarize(
@@ -264,15 +285,13 @@ export function summarize(
   const { goal: tracker, last, records } = run;
   const holdS = model.def.goalRegion?.holdS ?? 0;
   const solve = Array.from(opts.solveMs);
-  // the reference in physical units, for the final-error figure
-  const goal = toPhysical(model, controller.currentReference);
-  const angles = physicalAngles(model);
-  const finalError = last ? Math.sqrt(last.state.reduce((s, v, i) => s + stateDifference(angles[i], v, goal[i]) ** 2, 0)) : NaN;
+  const finalError = last ? goalError(model, controller, last.state) : NaN;
   const c = controller.counters;
   return {
     success: tracker.timeToGoalS !== null,
     timeToGoalS: tracker.timeToGoalS,
     heldFraction: tracker.heldFraction,
+    heldRmsError: tracker.heldRmsError,
     firstInGoalS: tracker.firstInGoalS,
     longestStayS: tracker.longestStayS,
     endedInGoal: tracker.lastInGoal,

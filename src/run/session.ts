@@ -3,12 +3,13 @@ import { buildPlanner, PlannerSpec } from '../controller/planner-spec.js';
 import { PlannerThread } from '../controller/planner-thread.js';
 import type { RecedingPlanner } from '../planners/receding.js';
 import { Ekf, linearize } from '../estimation/ekf.js';
+import { physicalGains } from '../controller/feedback.js';
 import {
   CommandMsg, commandMessage, PlanMsg, planMessage, StateCodec, StateEstimateMsg, stateEstimateMessage, StatusMsg, statusMessage,
 } from '../interfaces/messages.js';
 import { sceneUpdate } from '../interfaces/scene.js';
 import { modelDefinition } from '../models/index.js';
-import { Model, resolveModel, toPhysical } from '../models/model.js';
+import { disturbedStates, Model, resolveModel, toPhysical } from '../models/model.js';
 import { LiveParameters, ParamValue, SetResult } from '../params.js';
 import { controllerConsistency, controllerParameterTable, controlPeriodS, planPeriodS, RunParams } from './setup.js';
 import { InputError } from '../input-error.js';
@@ -62,6 +63,10 @@ export class ControllerSession {
     const model = resolveModel(modelDefinition(params.system), params.model);
     if (!model.def.sensor) throw new InputError(`system '${params.system}' has no state to measure, so it cannot run as a controller`);
     const c = params.controller;
+    if (c.estimator === 'ekf') {
+      const disturbed = disturbedStates(model.def, c.estimatorProcessNoiseOn);
+      if (typeof disturbed === 'string') throw new InputError(`estimatorProcessNoiseOn = ${disturbed}`);
+    }
     const spec: PlannerSpec = {
       system: params.system, model: params.model, planner: c.planner, params: { ...params.planners[c.planner] },
       prior: { ...params.prior }, backend: c.backend, threads: c.threads, seed: c.seed,
@@ -183,12 +188,14 @@ export class ControllerSession {
     });
   }
 
-  /** The followed plan with its predicted states (a rollout of the model): build it only for someone who reads it. */
+  /** The followed plan with its predicted states and feedback gains: build it only for someone who reads it. */
   planMessage(tick: TickResult, frameId = ''): PlanMsg {
     const p = tick.plan;
     const m = this.model.controlDim;
     const rows = p ? Array.from({ length: p.controls.length / m }, (_, k) => Array.from(p.controls.subarray(k * m, (k + 1) * m))) : [];
-    return planMessage(this.model, this.planner.name, p?.startS ?? tick.timeS, frameId, rows, this.predict(tick), tick.cost);
+    const feedback = p && this.controller.feedbackOf(p);
+    const gains = feedback ? { values: physicalGains(this.model, feedback) ?? [], status: feedback.problem } : { values: [], status: 'no plan' };
+    return planMessage(this.model, this.planner.name, p?.startS ?? tick.timeS, frameId, rows, this.predict(tick), tick.cost, gains);
   }
 
   /** The followed plan drawn for Foxglove's 3-D panel (foxglove.SceneUpdate); empty without a sketch or a plan. */
@@ -196,18 +203,13 @@ export class ControllerSession {
     return sceneUpdate(this.model, tick.plan?.startS ?? tick.timeS, frameId, this.predict(tick));
   }
 
-  /** Physical states along the followed plan from the state it was planned from (empty without a plan). */
+  /** Physical states along the followed plan from the state it was planned from (empty without a plan): the states predicted when it landed. */
   predict(tick: TickResult): number[][] {
     const p = tick.plan;
     if (!p) return [];
-    const m = this.model.controlDim;
-    let x = p.fromState;
-    const states = [toPhysical(this.model, x)];
-    for (let k = 0; k < p.controls.length / m; k++) {
-      x = this.controller.stepModel(x, Array.from(p.controls.subarray(k * m, (k + 1) * m)));
-      states.push(toPhysical(this.model, x));
-    }
-    return states;
+    const n = this.model.stateDim;
+    const { states } = this.controller.feedbackOf(p);
+    return Array.from({ length: states.length / n }, (_, k) => toPhysical(this.model, Array.from(states.subarray(k * n, (k + 1) * n))));
   }
 
   /** Current parameter values, pending changes included. */
@@ -223,8 +225,8 @@ export class ControllerSession {
 /** How many live parameter changes a session keeps for its summary (a tuning session rarely makes more; memory stays bounded if it does). */
 const PARAMETER_CHANGES_KEPT = 1000;
 
-function ekfParams(c: { estimatorProcessNoise: number; estimatorMeasurementNoise: number; estimatorGate: number }) {
-  return { processNoise: c.estimatorProcessNoise, measurementNoise: c.estimatorMeasurementNoise, gate: c.estimatorGate };
+function ekfParams(c: { estimatorProcessNoise: number; estimatorProcessNoiseOn: 'all' | 'rates'; estimatorMeasurementNoise: number; estimatorGate: number }) {
+  return { processNoise: c.estimatorProcessNoise, processNoiseOn: c.estimatorProcessNoiseOn, measurementNoise: c.estimatorMeasurementNoise, gate: c.estimatorGate };
 }
 
 /** The controller's timing from its parameters: budget 0 means 80% of the plan period. */
@@ -232,6 +234,6 @@ function timing(c: RunParams['controller'], planPeriodS: number) {
   return {
     // to the microsecond: 0.8 x 100 ms is 80.00000000000001 in doubles
     budgetMs: c.budgetMs > 0 ? c.budgetMs : Math.round(0.8 * planPeriodS * 1e6) / 1e3, staleTimeoutS: c.staleTimeoutS, futureStampToleranceS: c.futureStampToleranceS,
-    planTimeoutS: c.planTimeoutS, interpolation: c.commandInterpolation,
+    planTimeoutS: c.planTimeoutS, interpolation: c.commandInterpolation, refinePlan: c.refinePlan,
   };
 }

@@ -50,7 +50,7 @@ export const CHANNELS: readonly Channel[] = [
   },
   { name: 'command', type: TYPES.command, qos: 'latest', from: 'controller', logged: true, doc: 'the command applied now', build: (s, t) => s.commandMessage(t) },
   { name: 'status', type: TYPES.status, qos: 'history', from: 'controller', logged: true, doc: 'what the controller did this tick and why, with the planner\'s diagnostics', build: (s, t) => s.statusMessage(t) },
-  { name: 'plan', type: TYPES.plan, qos: 'history', from: 'controller', logged: true, onDemand: true, doc: 'the plan in effect and its predicted states', build: (s, t) => s.planMessage(t) },
+  { name: 'plan', type: TYPES.plan, qos: 'history', from: 'controller', logged: true, onDemand: true, doc: 'the plan in effect, its predicted states and feedback gains', build: (s, t) => s.planMessage(t) },
   { name: 'plan_scene', type: 'foxglove.SceneUpdate', qos: 'history', from: 'telemetry', logged: false, onDemand: true, doc: 'the plan drawn in 3D for Foxglove (systems with a sketch)', build: (s, t) => s.sceneMessage(t) },
 ];
 
