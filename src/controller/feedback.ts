@@ -1,8 +1,9 @@
-import { Expr, Graph, Scalar } from '../expr/expr.js';
+import { Expr, Scalar } from '../expr/expr.js';
+import { buildStepGraphs } from '../kernels/graphs.js';
 import { gradient } from '../expr/grad.js';
 import { compileVectorFunction } from '../kernels/js-source.js';
 import { cholesky, choleskySolve, clipToPsd } from '../linalg.js';
-import { fromPhysical, Model, ParamValues, stateAngles, stateDifference, toPhysical } from '../models/model.js';
+import { fromPhysical, Model, stateAngles, stateDifference, toPhysical } from '../models/model.js';
 
 /**
  * Feedback gains along a finished plan, so the command side can answer the
@@ -82,27 +83,20 @@ export class FeedbackBuilder {
   private readonly angles: boolean[];
 
   constructor(readonly model: Model) {
-    const { stateDim: n, controlDim: m, noiseDim: k, def } = model;
-    const g = new Graph();
-    const x = g.inputs('x', n);
-    const u = g.inputs('u', m);
-    const prev = g.inputs('p', m);
-    const ref = g.inputs('r', n);
-    const p = model.params as ParamValues<string>;
-    const next = def.step(x, u, new Array<number>(k).fill(0), p);
+    const { stateDim: n, controlDim: m } = model;
+    // the kernels' own graphs: the same step and costs the planners roll out
+    const { inputs: { x, u, prev }, next, stage: stageCost, terminal: terminalCost } = buildStepGraphs(model, false);
     const jacobian = next.flatMap((f) => gradient(f, [...x, ...u]));
     const derivatives = (cost: Scalar, wrt: readonly Expr[]) => {
       const first = gradient(cost, wrt);
       return [cost, ...first, ...first.flatMap((gi) => gradient(gi, wrt))];
     };
-    const stageCost = def.stageCost(x, u, prev, ref, p);
     const args = [['X', 'x', n], ['U', 'u', m], ['P', 'p', m], ['R', 'r', n]] as const;
     this.stage = compileVectorFunction([...next, ...jacobian, ...derivatives(stageCost, [...x, ...u, ...prev])], args);
     this.stageValue = compileVectorFunction([...next, stageCost], args);
-    const terminalCost = def.terminalCost(x, ref, p);
     this.terminal = compileVectorFunction(derivatives(terminalCost, x), [['X', 'x', n], ['R', 'r', n]]);
     this.terminalValue = compileVectorFunction([terminalCost], [['X', 'x', n], ['R', 'r', n]]);
-    this.angles = stateAngles(def);
+    this.angles = stateAngles(model.def);
   }
 
   /**

@@ -15,6 +15,8 @@ import type { Model, ParamValues } from '../models/model.js';
 export interface StepGraphs {
   model: Model;
   noise: boolean;
+  /** the graph's inputs: state, control, previous control, reference (further derivatives are taken with respect to them) */
+  inputs: { x: Expr[]; u: Expr[]; prev: Expr[]; ref: Expr[] };
   next: Scalar[];
   stage: Scalar;
   terminal: Scalar;
@@ -43,6 +45,7 @@ export function buildStepGraphs(model: Model, noise: boolean): StepGraphs {
   return {
     model,
     noise,
+    inputs: { x, u, prev, ref },
     next,
     stage,
     terminal,
