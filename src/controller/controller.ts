@@ -360,12 +360,18 @@ export class Controller {
     return planning.then(checkedPlan).then(
       (r) => {
         const plan: AppliedPlan = { startS, fromState: x0, controls: r.controls, cost: r.cost, uPrev: [...uPrev], reference: [...this.reference] };
+        const info = { ...r.info };
         if (this.options.interpolation === 'feedback' || this.options.refinePlan) {
+          const startMs = performance.now();
           plan.feedback = this.planFeedback(plan, this.options.refinePlan ?? false);
           plan.controls = plan.feedback.controls;
+          // the command side's share, and what the refinement did, beside the planner's own figures
+          info.feedbackMs = performance.now() - startMs;
+          const refined = plan.feedback.refinement;
+          if (refined) Object.assign(info, { refineStep: refined.alpha, refineCostRatio: refined.costAfter / refined.costBefore });
         }
         this.upcoming = plan;
-        this.landed = { solveMs: performance.now() - sinceMs, info: r.info, diagnostics: r.diagnostics ?? {} };
+        this.landed = { solveMs: performance.now() - sinceMs, info, diagnostics: r.diagnostics ?? {} };
       },
       (e: Error) => {
         this.counters.plannerErrors++;
