@@ -1,4 +1,15 @@
-/** Small dense linear algebra on numbers, shared by the EKF and identification. */
+/** Small dense linear algebra on numbers, shared by the EKF, the LQR, the plan's feedback gains and identification. */
+
+export type Matrix = number[][];
+
+export const transpose = (A: readonly (readonly number[])[]): Matrix => (A.length ? A[0].map((_, j) => A.map((row) => row[j])) : []);
+export const matMul = (A: readonly (readonly number[])[], B: readonly (readonly number[])[]): Matrix => A.map((row) => B[0].map((_, j) => row.reduce((s, a, k) => s + a * B[k][j], 0)));
+export const matAdd = (A: readonly (readonly number[])[], B: readonly (readonly number[])[]): Matrix => A.map((row, i) => row.map((a, j) => a + B[i][j]));
+export const matSub = (A: readonly (readonly number[])[], B: readonly (readonly number[])[]): Matrix => A.map((row, i) => row.map((a, j) => a - B[i][j]));
+export const dot = (a: readonly number[], b: readonly number[]): number => a.reduce((s, v, i) => s + v * b[i], 0);
+export const matVec = (A: readonly (readonly number[])[], v: readonly number[]): number[] => A.map((row) => dot(row, v));
+/** The diagonal matrix of `values`. */
+export const diagonalMatrix = (values: readonly number[]): Matrix => values.map((d, i) => values.map((_, j) => (i === j ? d : 0)));
 
 /** Gauss-Jordan with partial pivoting; a singular matrix gives non-finite entries (the caller checks). */
 export function invert(A: readonly (readonly number[])[]): number[][] {

@@ -1,38 +1,16 @@
-/** Dense helpers for closed-form checks in tests (small symmetric positive definite matrices). */
+/** Dense helpers for closed-form checks in tests (small symmetric positive definite matrices), on the project's own Cholesky. */
+import { cholesky as choleskyOrUndefined, choleskySolve } from '../src/linalg.js';
+
 export type Mat = number[][];
 
 export function cholesky(a: Mat): Mat {
-  const n = a.length;
-  const l: Mat = a.map(() => new Array<number>(n).fill(0));
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = a[i][j];
-      for (let k = 0; k < j; k++) s -= l[i][k] * l[j][k];
-      if (i === j) {
-        if (!(s > 0)) throw new Error('matrix is not positive definite');
-        l[i][i] = Math.sqrt(s);
-      } else l[i][j] = s / l[j][j];
-    }
-  }
+  const l = choleskyOrUndefined(a);
+  if (!l) throw new Error('matrix is not positive definite');
   return l;
 }
 
 export function solve(a: Mat, b: number[]): number[] {
-  const l = cholesky(a);
-  const n = b.length;
-  const y = new Array<number>(n);
-  for (let i = 0; i < n; i++) {
-    let s = b[i];
-    for (let k = 0; k < i; k++) s -= l[i][k] * y[k];
-    y[i] = s / l[i][i];
-  }
-  const x = new Array<number>(n);
-  for (let i = n - 1; i >= 0; i--) {
-    let s = y[i];
-    for (let k = i + 1; k < n; k++) s -= l[k][i] * x[k];
-    x[i] = s / l[i][i];
-  }
-  return x;
+  return choleskySolve(cholesky(a), b);
 }
 
 export function inverse(a: Mat): Mat {

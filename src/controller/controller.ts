@@ -166,7 +166,8 @@ export class Controller {
   private nextPlanS = -Infinity;
   private uPrev: number[];
   private step: StepFunction | undefined;
-  private feedbackBuilder: FeedbackBuilder | undefined;
+  /** compiled at the first plan; an Error when the model's linearisation cannot be built (not tried again) */
+  private feedbackBuilder: FeedbackBuilder | Error | undefined;
   private zeroNoise: number[] | undefined;
   readonly safeCommand: number[];
   readonly planPeriodS: number;
@@ -400,7 +401,8 @@ export class Controller {
   private planFeedback(plan: AppliedPlan, refine: boolean): PlanFeedback {
     const { fromState: x0, controls, uPrev } = plan;
     try {
-      this.feedbackBuilder ??= new FeedbackBuilder(this.model);
+      this.feedbackBuilder ??= buildOrError(() => new FeedbackBuilder(this.model));
+      if (this.feedbackBuilder instanceof Error) throw this.feedbackBuilder;
       return this.feedbackBuilder.build(x0, controls, uPrev, plan.reference, refine);
     } catch (e) {
       const m = this.model.controlDim;
@@ -420,8 +422,8 @@ export class Controller {
     const u = sampleAt(p.controls, this.model.controlDim, s, interpolation === 'linear' ? 'linear' : 'zoh');
     if (interpolation !== 'feedback' || !x) return u;
     const { gains, states } = this.feedbackOf(p);
-    if (!gains || !this.feedbackBuilder) return u;
     const fb = this.feedbackBuilder;
+    if (!gains || !(fb instanceof FeedbackBuilder)) return u;
     return fb.correct(u, gains, Math.floor(s + 1e-9), x, fb.stateAt(states, Math.max(0, sState)));
   }
 
@@ -507,6 +509,15 @@ function checkedPlan(result: PlanResult): PlanResult {
   const bad = [...result.controls].findIndex((v) => !Number.isFinite(v));
   if (bad >= 0) throw new Error(`planner returned a non-finite control at index ${bad}`);
   return result;
+}
+
+/** What `make` returns, or the error it throws. */
+function buildOrError<T>(make: () => T): T | Error {
+  try {
+    return make();
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e));
+  }
 }
 
 /** Whether the promise settles within `ms` (it keeps running otherwise). */

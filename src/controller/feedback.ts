@@ -2,7 +2,7 @@ import { Expr, Scalar } from '../expr/expr.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { gradient } from '../expr/grad.js';
 import { compileVectorFunction } from '../kernels/js-source.js';
-import { cholesky, choleskySolve, clipToPsd } from '../linalg.js';
+import { cholesky, choleskySolve, clipToPsd, dot, matAdd as add, matMul, matVec, transpose } from '../linalg.js';
 import { fromPhysical, Model, stateAngles, stateDifference, toPhysical } from '../models/model.js';
 
 /**
@@ -185,8 +185,8 @@ export class FeedbackBuilder {
       const at = transpose(a);
       const bt = transpose(b);
       const Va = matMul(V, a);
-      const Qx = lin.lx[k].map((g, i) => g + dotRow(at[i], v));
-      const Qu = lu.map((g, i) => g + dotRow(bt[i], v));
+      const Qx = lin.lx[k].map((g, i) => g + dot(at[i], v));
+      const Qu = lu.map((g, i) => g + dot(bt[i], v));
       const Qxx = add(lxx, matMul(at, Va));
       const Quu = add(luu, matMul(bt, matMul(V, b)));
       const Qux = add(lux, matMul(bt, Va));
@@ -226,7 +226,7 @@ export class FeedbackBuilder {
       const e = x.map((xi, i) => stateDifference(this.angles[i], xi, lin.states[k * n + i]));
       const u = Array.from({ length: m }, (_, i) => {
         const ubar = lin.controls[k * m + i];
-        const raw = ubar + alpha * pass.feedforward[k][i] + dotRow(pass.K[k][i], e);
+        const raw = ubar + alpha * pass.feedforward[k][i] + dot(pass.K[k][i], e);
         return Math.min(upper[i], Math.max(lower[i], raw));
       });
       const out = this.stageValue(x, u, previous, reference);
@@ -322,8 +322,3 @@ function regularisedCholesky(Q: number[][]): number[][] | undefined {
 const zeros = (r: number, c: number) => Array.from({ length: r }, () => new Array<number>(c).fill(0));
 const symmetric = (flat: number[], n: number) => symmetrise(Array.from({ length: n }, (_, i) => flat.slice(i * n, (i + 1) * n)));
 const symmetrise = (M: number[][]) => M.map((row, i) => row.map((v, j) => 0.5 * (v + M[j][i])));
-const transpose = (M: number[][]) => (M.length ? M[0].map((_, j) => M.map((row) => row[j])) : []);
-const matMul = (X: number[][], Y: number[][]) => X.map((row) => Y[0].map((_, j) => row.reduce((s, v, k) => s + v * Y[k][j], 0)));
-const dotRow = (a: readonly number[], b: readonly number[]) => a.reduce((s, v, i) => s + v * b[i], 0);
-const matVec = (M: number[][], v: readonly number[]) => M.map((row) => dotRow(row, v));
-const add = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v + Y[i][j]));

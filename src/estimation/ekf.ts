@@ -1,6 +1,6 @@
-import { invert } from '../linalg.js';
-import { emitBody, javascript } from '../expr/emit.js';
+import { diagonalMatrix, dot, invert, matAdd as add, matMul as mul, Matrix, matVec as mulVec, transpose } from '../linalg.js';
 import { Graph, Scalar } from '../expr/expr.js';
+import { compileVectorFunction } from '../kernels/js-source.js';
 import { gradient } from '../expr/grad.js';
 import { disturbedStates, fromPhysical, Model, ParamValues } from '../models/model.js';
 
@@ -25,21 +25,8 @@ export function linearize(model: Model): LinearizedModel {
   const F = next.map((f) => gradient(f, x));
   const y: Scalar[] = def.physical ? def.physical.toPhysical(x, p) : x;
   const H = y.map((h) => gradient(h, x));
-  const compile = (outputs: Scalar[], inputs: 'x' | 'xu') => {
-    const body = emitBody(outputs, javascript);
-    const source = [
-      `(function (X${inputs === 'xu' ? ', U' : ''}) {`,
-      '"use strict";',
-      ...x.map((xi, i) => `const ${(xi as { name: string }).name} = X[${i}];`),
-      ...(inputs === 'xu' ? u.map((ui, i) => `const ${(ui as { name: string }).name} = U[${i}];`) : []),
-      ...body.code,
-      `return [${body.refs.join(', ')}];`,
-      '})',
-    ].join('\n');
-    return (0, eval)(source) as (X: readonly number[], U?: readonly number[]) => number[];
-  };
-  const stepFn = compile([...next, ...F.flat()], 'xu');
-  const measureFn = compile([...y, ...H.flat()], 'x');
+  const stepFn = compileVectorFunction([...next, ...F.flat()], [['X', 'x', n], ['U', 'u', m]]);
+  const measureFn = compileVectorFunction([...y, ...H.flat()], [['X', 'x', n]]);
   const rows = (flat: number[], offset: number) => Array.from({ length: n }, (_, i) => flat.slice(offset + i * n, offset + (i + 1) * n));
   return {
     step(xv, uv) {
@@ -83,6 +70,8 @@ export class Ekf {
   private P: number[][] = [];
   private timeS = 0;
   private command: number[];
+  /** the joint-rate states, when the process noise is on them (found once) */
+  private rates: number[] | undefined;
 
   constructor(readonly model: Model, private readonly lin: LinearizedModel, readonly params: EkfParams) {
     this.command = new Array<number>(model.controlDim).fill(0);
@@ -117,7 +106,7 @@ export class Ekf {
     const innovation = y.map((v, i) => v - predicted[i]);
     const S = add(mul(mul(H, P), transpose(H)), diagonal(n, r2));
     const Sinv = invert(S);
-    const d2 = dotRow(innovation, mulVec(Sinv, innovation));
+    const d2 = dot(innovation, mulVec(Sinv, innovation));
     // the prediction stands either way: time has moved on
     this.timeS += steps * this.model.dtS;
     this.x = x;
@@ -141,8 +130,9 @@ export class Ekf {
   private processCovariance(x: readonly number[], q2: number): Matrix {
     const n = this.model.stateDim;
     if (this.params.processNoiseOn === 'all') return diagonal(n, q2);
-    const rates = disturbedStates(this.model.def, 'rates');
-    if (typeof rates === 'string') throw new Error(`estimatorProcessNoiseOn = ${rates}`);
+    // the session refused estimatorProcessNoiseOn = rates at configure for a system without joint rates
+    this.rates ??= disturbedStates(this.model.def, 'rates') as number[];
+    const rates = this.rates;
     const D = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (__, j) => (i === j && rates.includes(i) ? q2 : 0)));
     if (!this.model.def.physical) return D;
     const Hinv = invert(this.lin.measure(x).H);
@@ -160,13 +150,5 @@ export class Ekf {
   }
 }
 
-type Matrix = number[][];
-
-const transpose = (A: Matrix): Matrix => A[0].map((_, j) => A.map((row) => row[j]));
-const mul = (A: Matrix, B: Matrix): Matrix => A.map((row) => B[0].map((_, j) => row.reduce((s, a, k) => s + a * B[k][j], 0)));
-const add = (A: Matrix, B: Matrix): Matrix => A.map((row, i) => row.map((a, j) => a + B[i][j]));
 const scale = (A: Matrix, c: number): Matrix => A.map((row) => row.map((a) => a * c));
-const mulVec = (A: Matrix, v: readonly number[]): number[] => A.map((row) => row.reduce((s, a, k) => s + a * v[k], 0));
-const dotRow = (a: readonly number[], b: readonly number[]) => a.reduce((s, v, i) => s + v * b[i], 0);
-const diagonal = (n: number, d: number): Matrix => Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => (i === j ? d : 0)));
-
+const diagonal = (n: number, d: number): Matrix => diagonalMatrix(new Array<number>(n).fill(d));

@@ -1,4 +1,5 @@
 import { add, mul, Scalar, solveSpd, sub } from '../expr/expr.js';
+import { diagonalMatrix, matAdd, matMul, matSub, transpose } from '../linalg.js';
 
 type StepFn = (x: Scalar[], u: Scalar[]) => Scalar[];
 
@@ -38,7 +39,7 @@ export function lqr(step: StepFn, xEq: readonly number[], uEq: readonly number[]
   const bCols = uEq.map((_, j) => column((d) => f([...xEq], uEq.map((v, i) => v + (i === j ? d : 0)))));
   const A = Array.from({ length: n }, (_, i) => aCols.map((c) => c[i]));
   const B = Array.from({ length: n }, (_, i) => bCols.map((c) => c[i]));
-  let P = diag(q);
+  let P = diagonalMatrix(q);
   for (let it = 0; it < 100000; it++) {
     // P' = Q + A'PA - A'PB (R + B'PB)^-1 B'PA
     const PA = matMul(P, A);
@@ -48,7 +49,7 @@ export function lqr(step: StepFn, xEq: readonly number[], uEq: readonly number[]
     const BtPA = matMul(transpose(B), PA);
     // K = S^-1 B'PA, column by column (the expression helpers fold numbers)
     const K = transpose(transpose(BtPA).map((col) => solveSpd(S, col) as number[]));
-    const next = addM(diag(q), subM(matMul(transpose(A), PA), matMul(matMul(transpose(A), PB), K)));
+    const next = matAdd(diagonalMatrix(q), matSub(matMul(transpose(A), PA), matMul(matMul(transpose(A), PB), K)));
     const previous = P.flat();
     const change = Math.max(...next.flat().map((v, k) => Math.abs(v - previous[k])));
     P = next.map((row, i) => row.map((v, j) => 0.5 * (v + next[j][i])));
@@ -66,8 +67,3 @@ export function lqrTerminalCost(P: readonly (readonly number[])[], x: readonly S
   return total;
 }
 
-const diag = (v: readonly number[]) => v.map((d, i) => v.map((_, j) => (i === j ? d : 0)));
-const transpose = (M: number[][]) => M[0].map((_, j) => M.map((row) => row[j]));
-const matMul = (X: number[][], Y: number[][]) => X.map((row) => Y[0].map((_, j) => row.reduce((s, v, k) => s + v * Y[k][j], 0)));
-const addM = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v + Y[i][j]));
-const subM = (X: number[][], Y: number[][]) => X.map((row, i) => row.map((v, j) => v - Y[i][j]));
