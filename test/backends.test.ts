@@ -5,6 +5,8 @@ import { WebGpuBackend } from '../src/kernels/webgpu.js';
 import { MODELS } from '../src/models/index.js';
 import { Rng } from '../src/random.js';
 import { cpu, model, testControls } from './helpers.js';
+import { ControlPrior, TrajectoryTarget } from '../src/planners/problem.js';
+import { runTsmc } from '../src/planners/tsmc/tsmc.js';
 
 describe('CPU worker pool', () => {
   it('gives bit-identical results on 1 and 2 threads for a large batch', () => {
@@ -14,6 +16,33 @@ describe('CPU worker pool', () => {
     const two = new CpuBackend(m, { threads: 2 }).costGradSync({ controls: U });
     assert.deepEqual(two.cost, one.cost);
     assert.deepEqual(two.grad, one.grad);
+  });
+
+  it('batches started in the background finish in any order with the results of a synchronous call', () => {
+    const m = model('acrobot');
+    const backend = new CpuBackend(m, { threads: 2 });
+    const batches = [testControls(m, 40, 1), testControls(m, 31, 2), testControls(m, 64, 3)];
+    const want = batches.map((U) => cpu(m).costGradSync({ controls: U }));
+    const pending = batches.map((U) => backend.submitCostGrad({ controls: U }));
+    for (const i of [2, 0, 1]) {
+      const got = pending[i].result();
+      assert.deepEqual(got.cost, want[i].cost, `batch ${i} costs`);
+      assert.deepEqual(got.grad, want[i].grad, `batch ${i} gradients`);
+    }
+  });
+
+  it('TSMC (NUTS, particle groups overlapping rollouts and bookkeeping) gives the same particles on 1 and 2 threads', async () => {
+    const m = model('acrobot', { horizon: 40 });
+    const run = async (threads: number) => {
+      const prior = new ControlPrior(m.horizon, 1, 'ar1', 0.3, 0.9);
+      const target = new TrajectoryTarget(new CpuBackend(m, { threads }), prior, 1);
+      const rng = new Rng(3);
+      const s = await runTsmc(rng, target, prior.sample(rng, 64), {
+        kernel: 'nuts', stepSize: 0.05, leapfrogSteps: 10, maxTreeDepth: 4, rho: 0.5, targetAcceptance: 0.65, movesPerLevel: 1, resampling: 'systematic', maxLevels: 4,
+      }, undefined, performance.now() + 60_000);
+      return s.particles.positions;
+    };
+    assert.deepEqual(await run(2), await run(1));
   });
 
   it('rejects batches of the wrong shape with a message naming the problem', () => {

@@ -8,9 +8,9 @@ import { model } from './helpers.js';
  * the AR(1) prior its Boltzmann tilt is Gaussian: mean, covariance and log Z
  * in closed form.
  */
-export function gaussianProblem(lambda: number, sigma = 0.3, gamma = 0.9) {
+export function gaussianProblem(lambda: number, sigma = 0.3, gamma = 0.9, threads = 1) {
   const m = model('double-integrator');
-  const backend = new CpuBackend(m, { threads: 1 });
+  const backend = new CpuBackend(m, { threads });
   const d = m.horizon;
   const prior = new ControlPrior(d, 1, 'ar1', sigma, gamma);
   const target = new TrajectoryTarget(backend, prior, lambda);

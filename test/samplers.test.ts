@@ -37,12 +37,17 @@ function exactSamples(p: Problem, rng: Rng, n: number): Float64Array {
 }
 
 describe('tempered SMC is exact on a Gaussian target (double integrator, AR(1) prior)', () => {
-  for (const kernel of ['hmc', 'nuts'] as const) {
-    it(`${kernel} rejuvenation: weighted mean, variances and log Z match the closed form`, async () => {
-      const p = gaussianProblem(1);
+  // NUTS on 2 threads evaluates one particle group on the worker while this thread does the other's bookkeeping
+  const cases = [
+    { kernel: 'hmc', threads: 1, massMatrix: 'identity' }, { kernel: 'nuts', threads: 1, massMatrix: 'identity' },
+    { kernel: 'nuts', threads: 2, massMatrix: 'identity' }, { kernel: 'nuts', threads: 2, massMatrix: 'diagonal' }, { kernel: 'hmc', threads: 1, massMatrix: 'diagonal' },
+  ] as const;
+  for (const { kernel, threads, massMatrix } of cases) {
+    it(`${kernel} rejuvenation (${threads} thread${threads > 1 ? 's' : ''}, ${massMatrix} mass): weighted mean, variances and log Z match the closed form`, async () => {
+      const p = gaussianProblem(1, 0.3, 0.9, threads);
       const rng = new Rng(42);
       const s = await runTsmc(rng, p.target, p.prior.sample(rng, 1000), {
-        kernel, stepSize: 0.1, leapfrogSteps: 10, maxTreeDepth: 6, rho: 0.8, targetAcceptance: 0, movesPerLevel: 2, resampling: 'systematic', maxLevels: 100,
+        kernel, stepSize: 0.1, leapfrogSteps: 10, maxTreeDepth: 6, rho: 0.8, targetAcceptance: 0, movesPerLevel: 2, resampling: 'systematic', maxLevels: 100, massMatrix,
       });
       assert.equal(s.beta, 1);
       assertMatches(p, s.particles.positions, `TSMC/${kernel}`);

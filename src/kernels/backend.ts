@@ -18,6 +18,7 @@ export interface CostGrad { cost: Float64Array; grad: Float64Array }
 export interface Trajectories { cost: Float64Array; states: Float64Array }
 
 /** One interface over the CPU and WebGPU rollout kernels of a model. */
+/** Every result array is fresh and the caller's own to keep or change. */
 export interface RolloutBackend {
   readonly kind: 'cpu' | 'webgpu';
   readonly model: Model;
@@ -27,6 +28,12 @@ export interface RolloutBackend {
   costGrad(req: RolloutRequest): Promise<CostGrad>;
   /** J and the states x_0..x_T, M * (horizon + 1) * stateDim. */
   trajectories(req: RolloutRequest): Promise<Trajectories>;
+  /**
+   * costGrad started in the background where the backend has threads for it
+   * (CPU workers): returns at once; `result` joins in and waits. The
+   * request's arrays must stay unchanged until then.
+   */
+  submitCostGrad?(req: RolloutRequest): { result(): CostGrad };
   dispose(): void;
 }
 

@@ -1,9 +1,10 @@
 import { MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { compileKernelSource, CpuKernel } from './js-source.js';
-import { DONE, drain, FAILED, GEN, PoolMessage, STOP } from './pool.js';
+import { DONE, drain, FAILED, GEN, jobControl, PoolMessage, STOP } from './pool.js';
 
-const { control, port } = workerData as { control: SharedArrayBuffer; port: MessagePort };
+const { control, jobs: jobBlock, port } = workerData as { control: SharedArrayBuffer; jobs: SharedArrayBuffer; port: MessagePort };
 const ctl = new Int32Array(control);
+const jobs = new Int32Array(jobBlock);
 const kernels = new Map<string, { fn: CpuKernel; scratch: Float64Array }>();
 
 function handle(msg: PoolMessage): void {
@@ -15,15 +16,16 @@ function handle(msg: PoolMessage): void {
     kernels.delete(msg.key);
     return;
   }
+  const job = jobControl(jobs, msg.slot);
   try {
     const k = kernels.get(msg.key);
     if (!k) throw new Error(`kernel ${msg.key} not registered`);
-    drain(ctl, k.fn, k.scratch, msg);
+    drain(job, k.fn, k.scratch, msg);
   } catch {
-    Atomics.store(ctl, FAILED, 1);
+    Atomics.store(job, FAILED, 1);
   } finally {
-    Atomics.add(ctl, DONE, 1);
-    Atomics.notify(ctl, DONE);
+    Atomics.add(job, DONE, 1);
+    Atomics.notify(job, DONE);
   }
 }
 

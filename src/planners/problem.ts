@@ -1,7 +1,7 @@
 import type { RolloutBackend } from '../kernels/backend.js';
 import { ControlScaling, controlScaling, isIdentityScaling, toControls } from '../models/controls.js';
 import type { Rng } from '../random.js';
-import type { Evaluation, Target } from '../samplers/target.js';
+import type { Evaluation, PendingEvaluation, Target } from '../samplers/target.js';
 
 export type PriorKind = 'ar1' | 'gaussian';
 
@@ -48,18 +48,25 @@ export class ControlPrior {
     const { dim, controlDim: m, mean } = this;
     const gamma = this.kind === 'ar1' ? this.gamma : 0;
     const inv = 1 / (this.sigma * this.sigma);
+    // e = innovations of the AR(1) recursion; U0 = |e|^2 / (2 sigma^2), dU0/dz_k = (e_k - gamma e_{k+m}) / sigma^2
     const e = new Float64Array(dim);
     for (let i = 0; i < count; i++) {
       const o = i * dim;
       let u = 0;
-      for (let k = 0; k < dim; k++) {
+      for (let k = 0; k < m; k++) {
         const v = z[o + k] - mean[k];
-        const prev = k >= m ? z[o + k - m] - mean[k - m] : 0;
-        e[k] = v - gamma * prev;
-        u += e[k] * e[k];
+        e[k] = v;
+        u += v * v;
+      }
+      for (let k = m; k < dim; k++) {
+        const v = z[o + k] - mean[k] - gamma * (z[o + k - m] - mean[k - m]);
+        e[k] = v;
+        u += v * v;
       }
       value[i] = 0.5 * inv * u;
-      for (let k = 0; k < dim; k++) grad[o + k] = inv * (e[k] - (k + m < dim ? gamma * e[k + m] : 0));
+      const last = dim - m;
+      for (let k = 0; k < last; k++) grad[o + k] = inv * (e[k] - gamma * e[k + m]);
+      for (let k = last; k < dim; k++) grad[o + k] = inv * e[k];
     }
   }
 }
@@ -97,23 +104,43 @@ export class TrajectoryTarget implements Target {
   }
 
   async evaluate(z: Float64Array, count: number): Promise<Evaluation> {
-    const { cost, grad } = await this.backend.costGrad({ x0: this.context.x0, uPrev: this.context.uPrev, reference: this.context.reference, controls: this.controls(z, count) });
+    const { cost, grad } = await this.backend.costGrad(this.request(z, count));
+    return this.finish(z, count, cost, grad);
+  }
+
+  /** On a CPU backend the rollouts start on its worker threads at once; elsewhere this is `evaluate` when the result is asked for. */
+  submit(z: Float64Array, count: number): PendingEvaluation {
+    const { backend } = this;
+    if (!backend.submitCostGrad) return { result: () => this.evaluate(z, count) };
+    const pending = backend.submitCostGrad(this.request(z, count));
+    return {
+      result: async () => {
+        const { cost, grad } = pending.result();
+        return this.finish(z, count, cost, grad);
+      },
+    };
+  }
+
+  private request(z: Float64Array, count: number) {
+    return { x0: this.context.x0, uPrev: this.context.uPrev, reference: this.context.reference, controls: this.controls(z, count) };
+  }
+
+  private finish(z: Float64Array, count: number, cost: Float64Array, grad: Float64Array): Evaluation {
     const { dim } = this;
     const { scale } = this.scaling;
     const m = scale.length;
-    const energy = new Float64Array(count);
-    const energyGrad = new Float64Array(count * dim);
+    // the backend's arrays are this call's own: scaled and cleaned in place
+    const energy = cost;
+    const energyGrad = grad;
     for (let i = 0; i < count; i++) {
-      const e = cost[i];
-      if (!Number.isFinite(e)) {
-        // A NaN or infinite cost is an infinitely bad trajectory, never a number to average; its gradient stays zero.
+      const o = i * dim;
+      if (!Number.isFinite(energy[i])) {
+        // A NaN or infinite cost is an infinitely bad trajectory, never a number to average; its gradient is zero.
         energy[i] = Infinity;
+        energyGrad.fill(0, o, o + dim);
         this.nonFinite++;
         continue;
       }
-      energy[i] = e;
-      const o = i * dim;
-      energyGrad.set(grad.subarray(o, o + dim), o);
       if (!this.identity) for (let k = o; k < o + dim; k += m) for (let j = 0; j < m; j++) energyGrad[k + j] *= scale[j];
     }
     const prior = new Float64Array(count);

@@ -122,7 +122,7 @@ export async function solve(backend: RolloutBackend, opts: SolveOptions): Promis
     case 'tsmc': {
       const s = await runTsmc(rng, target, positions, {
         kernel: p.kernel as 'nuts' | 'hmc', stepSize: p.stepSize, leapfrogSteps: p.leapfrogSteps, maxTreeDepth: p.maxTreeDepth, pathLength: p.pathLength,
-        rho: p.rho, targetAcceptance: p.targetAcceptance, movesPerLevel: p.movesPerLevel,
+        rho: p.rho, targetAcceptance: p.targetAcceptance, movesPerLevel: p.movesPerLevel, massMatrix: p.massMatrix,
         resampling: p.resampling as 'systematic' | 'multinomial', maxLevels: p.maxLevels,
       }, (st) => progress(st.beta, `level ${st.levels.length}, beta ${st.beta.toExponential(2)}`));
       finalZ = s.particles.positions;

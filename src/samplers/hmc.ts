@@ -4,22 +4,27 @@ import { copyParticle, emptyState, MoveKernel, ParticleState, potential, potenti
 export interface HmcParams {
   stepSize: number;
   leapfrogSteps: number;
+  /** diagonal of the inverse mass matrix (one value per dimension; default identity) */
+  inverseMass?: Float64Array;
 }
 
 /**
- * Hamiltonian Monte Carlo with identity mass, leapfrog integration and a
+ * Hamiltonian Monte Carlo with a diagonal mass matrix (identity unless given), leapfrog integration and a
  * Metropolis correction (TSMC paper eqs. 16-17), run on all particles in
  * lockstep so every leapfrog step is one batched gradient evaluation.
  */
-export function hmcKernel({ stepSize: eps, leapfrogSteps: L }: HmcParams): MoveKernel {
+export function hmcKernel({ stepSize: eps, leapfrogSteps: L, inverseMass }: HmcParams): MoveKernel {
   return {
     name: 'hmc',
     async step(rng: Rng, target: Target, s: ParticleState, beta: number) {
       const { dim, lambda } = target;
       const n = s.count;
+      const minv = inverseMass ?? new Float64Array(dim).fill(1);
+      if (minv.length !== dim) throw new Error(`inverse mass has ${minv.length} values, expected ${dim}`);
       const r = rng.fillNormal(new Float64Array(n * dim));
+      for (let k = 0; k < r.length; k++) r[k] /= Math.sqrt(minv[k % dim]);
       const h0 = new Float64Array(n);
-      for (let i = 0; i < n; i++) h0[i] = potential(s, i, beta, lambda) + 0.5 * sqNorm(r, i * dim, dim);
+      for (let i = 0; i < n; i++) h0[i] = potential(s, i, beta, lambda) + 0.5 * kineticNorm(r, minv, i * dim, dim);
       const q = s.positions.slice();
       const g = new Float64Array(n * dim);
       for (let i = 0; i < n; i++) potentialGrad(s, i, dim, beta, lambda, g, i * dim);
@@ -27,7 +32,7 @@ export function hmcKernel({ stepSize: eps, leapfrogSteps: L }: HmcParams): MoveK
       for (let l = 0; l < L; l++) {
         for (let k = 0; k < q.length; k++) {
           r[k] -= 0.5 * eps * g[k];
-          q[k] += eps * r[k];
+          q[k] += eps * minv[k % dim] * r[k];
         }
         ev = { count: n, positions: q.slice(), ...(await target.evaluate(q, n)) };
         for (let i = 0; i < n; i++) potentialGrad(ev, i, dim, beta, lambda, g, i * dim);
@@ -38,7 +43,7 @@ export function hmcKernel({ stepSize: eps, leapfrogSteps: L }: HmcParams): MoveK
       let moved = 0;
       let divergent = 0;
       for (let i = 0; i < n; i++) {
-        const h1 = potential(ev, i, beta, lambda) + 0.5 * sqNorm(r, i * dim, dim);
+        const h1 = potential(ev, i, beta, lambda) + 0.5 * kineticNorm(r, minv, i * dim, dim);
         const logRatio = h0[i] - h1;
         if (!(Number.isFinite(h1)) || -logRatio > 1000) divergent++;
         const a = Number.isNaN(logRatio) ? 0 : Math.min(1, Math.exp(logRatio));
@@ -52,8 +57,9 @@ export function hmcKernel({ stepSize: eps, leapfrogSteps: L }: HmcParams): MoveK
   };
 }
 
-export function sqNorm(v: Float64Array, offset: number, dim: number): number {
+/** r' M^-1 r of one particle's momentum, for a diagonal inverse mass. */
+export function kineticNorm(r: Float64Array, minv: Float64Array, offset: number, dim: number): number {
   let s = 0;
-  for (let j = 0; j < dim; j++) s += v[offset + j] * v[offset + j];
+  for (let j = 0; j < dim; j++) s += minv[j] * r[offset + j] * r[offset + j];
   return s;
 }

@@ -1,25 +1,30 @@
+import { kineticNorm } from './hmc.js';
 import type { Rng } from '../random.js';
-import { sqNorm } from './hmc.js';
-import { copyParticle, emptyState, Evaluation, MoveKernel, ParticleState, potential, potentialGrad, Target } from './target.js';
+import { copyParticle, emptyState, Evaluation, MoveKernel, ParticleState, PendingEvaluation, potential, potentialGrad, submitEvaluation, Target } from './target.js';
 
 export interface NutsParams {
   stepSize: number;
   maxTreeDepth: number;
+  /** diagonal of the inverse mass matrix (one value per dimension; default identity) */
+  inverseMass?: Float64Array;
 }
 
 // A leaf whose energy exceeds the start by this much ends the trajectory (divergence).
 const DIVERGENCE = 1000;
+// Particle groups for a target that evaluates in the background (see `step`).
+const GROUPS = 2;
 
 /**
  * The No-U-Turn Sampler (multinomial sampling, generalised U-turn criterion,
- * iterative tree building with momentum checkpoints), identity mass.
+ * iterative tree building with momentum checkpoints), with a diagonal mass
+ * matrix (identity unless given).
  *
  * Particles run in lockstep: every tick each still-building particle takes
  * one leapfrog step along its own trajectory, and the new positions of all
  * of them are evaluated in one batch. A particle stops when its trajectory
  * turns, diverges or reaches the depth limit; the others carry on.
  */
-export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKernel {
+export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass }: NutsParams): MoveKernel {
   return {
     name: 'nuts',
     async step(rng: Rng, target: Target, s: ParticleState, beta: number) {
@@ -29,11 +34,16 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
       const vec = () => new Float64Array(n * dim);
       // Trajectory ends (position, momentum, potential gradient) and the leaf the next step continues from.
       const qL = s.positions.slice(), qR = s.positions.slice(), qC = s.positions.slice();
-      const rL = rng.fillNormal(vec()), rR = rL.slice(), rC = rL.slice();
+      const minv = inverseMass ?? new Float64Array(dim).fill(1);
+      if (minv.length !== dim) throw new Error(`inverse mass has ${minv.length} values, expected ${dim}`);
+      // momentum r ~ N(0, M): standard normals over the square root of the inverse mass
+      const rL = rng.fillNormal(vec());
+      for (let k = 0; k < rL.length; k++) rL[k] /= Math.sqrt(minv[k % dim]);
+      const rR = rL.slice(), rC = rL.slice();
       const gL = vec();
       for (let i = 0; i < n; i++) potentialGrad(s, i, dim, beta, lambda, gL, i * dim);
       const gR = gL.slice(), gC = gL.slice();
-      const h0 = Float64Array.from({ length: n }, (_, i) => potential(s, i, beta, lambda) + 0.5 * sqNorm(rL, i * dim, dim));
+      const h0 = Float64Array.from({ length: n }, (_, i) => potential(s, i, beta, lambda) + 0.5 * kineticNorm(rL, minv, i * dim, dim));
       // Whole tree and current subtree summaries.
       const treeLogW = new Float64Array(n); // log sum of exp(h0 - H) over the tree's leaves; the start leaf has 0
       const treeRSum = rL.slice();
@@ -54,14 +64,19 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
       const leaves = new Int32Array(n);
       const divergent = new Uint8Array(n);
 
+      // Particles in groups, each with its own random stream: while one group's rollouts run on worker threads, this thread
+      // does another's bookkeeping. The groups (and so the draws) do not depend on the thread count or timing.
+      const G = target.submit && n >= 2 ? GROUPS : 1;
+      const groupRng = G === 1 ? [rng] : Array.from({ length: G }, () => rng.split());
+      const groupOf = (i: number) => Math.min(G - 1, Math.floor((i * G) / n));
       // Subtree building starts from the tree's end in the chosen direction.
       const startSubtree = (i: number) => {
-        dir[i] = rng.uniform() < 0.5 ? -1 : 1;
+        dir[i] = groupRng[groupOf(i)].uniform() < 0.5 ? -1 : 1;
         const [q, r, g] = dir[i] > 0 ? [qR, rR, gR] : [qL, rL, gL];
         const o = i * dim;
-        qC.set(q.subarray(o, o + dim), o);
-        rC.set(r.subarray(o, o + dim), o);
-        gC.set(g.subarray(o, o + dim), o);
+        copyRow(q, o, qC, o, dim);
+        copyRow(r, o, rC, o, dim);
+        copyRow(g, o, gC, o, dim);
         leaf[i] = 0;
         subLogW[i] = -Infinity;
         subMoved[i] = 0;
@@ -69,37 +84,41 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
       };
       for (let i = 0; i < n; i++) if (active[i]) startSubtree(i);
 
-      for (;;) {
-        const idx: number[] = [];
-        for (let i = 0; i < n; i++) if (active[i]) idx.push(i);
-        if (!idx.length) break;
-        const m = idx.length;
-        const batch = new Float64Array(m * dim);
-        idx.forEach((i, b) => {
+      const bounds = Array.from({ length: G + 1 }, (_, g) => Math.ceil((g * n) / G));
+      const idx = Array.from({ length: G }, (_, g) => new Int32Array(bounds[g + 1] - bounds[g]));
+      const counts = new Int32Array(G);
+      const batches = Array.from({ length: G }, (_, g) => new Float64Array((bounds[g + 1] - bounds[g]) * dim));
+      const pending: (PendingEvaluation | undefined)[] = new Array(G);
+      // One leapfrog position step for the group's active particles, their rollouts started.
+      const launch = (g: number) => {
+        let m = 0;
+        for (let i = bounds[g]; i < bounds[g + 1]; i++) if (active[i]) idx[g][m++] = i;
+        counts[g] = m;
+        if (!m) {
+          pending[g] = undefined;
+          return;
+        }
+        const batch = batches[g].subarray(0, m * dim);
+        firstHalfStep(idx[g], m, dim, dir, eps, minv, rC, gC, qC, batch);
+        pending[g] = submitEvaluation(target, batch, m);
+      };
+      for (let g = 0; g < G; g++) launch(g);
+      while (pending.some((p) => p !== undefined)) {
+        for (let g = 0; g < G; g++) {
+          const job = pending[g];
+          if (!job) continue;
+          const ev: Evaluation = await job.result();
+          advance(idx[g], counts[g], batches[g], ev, groupRng[g]);
+          launch(g);
+        }
+      }
+
+      /** The second half of the leapfrog step, then each particle's tree bookkeeping. */
+      function advance(idx: Int32Array, m: number, batch: Float64Array, ev: Evaluation, rng: Rng): void {
+        outer: for (let b = 0; b < m; b++) {
+          const i = idx[b];
           const o = i * dim;
-          const e = dir[i] * eps;
-          for (let j = 0; j < dim; j++) {
-            rC[o + j] -= 0.5 * e * gC[o + j];
-            qC[o + j] += e * rC[o + j];
-            batch[b * dim + j] = qC[o + j];
-          }
-        });
-        const ev: Evaluation = await target.evaluate(batch, m);
-        idx.forEach((i, b) => {
-          const o = i * dim;
-          const e = dir[i] * eps;
-          // one fused pass: new gradient, second momentum half step, kinetic energy
-          const k = beta / lambda;
-          const gE = ev.energyGrad;
-          const gP = ev.priorGrad;
-          let kinetic = 0;
-          for (let j = 0; j < dim; j++) {
-            const g = (k === 0 ? 0 : k * gE[b * dim + j]) + gP[b * dim + j];
-            gC[o + j] = g;
-            const r = rC[o + j] - 0.5 * e * g;
-            rC[o + j] = r;
-            kinetic += r * r;
-          }
+          const kinetic = secondHalfStep(o, b * dim, dim, dir[i] * eps, beta / lambda, minv, ev.energyGrad, ev.priorGrad, gC, rC);
           const h = potential(ev, b, beta, lambda) + 0.5 * kinetic;
           const logW = h0[i] - h;
           leaves[i]++;
@@ -107,12 +126,12 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
           if (!(logW > -DIVERGENCE)) {
             divergent[i] = 1;
             active[i] = 0; // the unfinished subtree is discarded
-            return;
+            continue;
           }
           // multinomial sampling within the subtree
           subLogW[i] = logAddExp(subLogW[i], logW);
           if (rng.uniform() < Math.exp(logW - subLogW[i])) {
-            subProposal.set(batch.subarray(b * dim, (b + 1) * dim), o);
+            copyRow(batch, b * dim, subProposal, o, dim);
             subMoved[i] = 1;
           }
           for (let j = 0; j < dim; j++) subRSum[o + j] += rC[o + j];
@@ -120,37 +139,37 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
           const n1 = leaf[i];
           const [ckMin, ckMax] = checkpointRange(n1);
           if (n1 % 2 === 0) {
-            rCk.set(rC.subarray(o, o + dim), (i * D + ckMax) * dim);
-            rSumCk.set(subRSum.subarray(o, o + dim), (i * D + ckMax) * dim);
+            copyRow(rC, o, rCk, (i * D + ckMax) * dim, dim);
+            copyRow(subRSum, o, rSumCk, (i * D + ckMax) * dim, dim);
           } else {
             for (let k = ckMax; k >= ckMin; k--) {
               const c = (i * D + k) * dim;
-              if (isSubtreeTurning(rCk, rSumCk, c, rC, subRSum, o, dim)) {
+              if (isSubtreeTurning(rCk, rSumCk, c, rC, subRSum, o, dim, minv)) {
                 active[i] = 0;
-                return;
+                continue outer;
               }
             }
           }
           leaf[i] = n1 + 1;
-          if (leaf[i] < 1 << depth[i]) return;
+          if (leaf[i] < 1 << depth[i]) continue;
           // Subtree complete: biased progressive sampling, then merge.
           if (rng.uniform() < Math.exp(subLogW[i] - treeLogW[i])) {
-            proposal.set(subProposal.subarray(o, o + dim), o);
+            copyRow(subProposal, o, proposal, o, dim);
             moved[i] = subMoved[i];
           }
           treeLogW[i] = logAddExp(treeLogW[i], subLogW[i]);
           for (let j = 0; j < dim; j++) treeRSum[o + j] += subRSum[o + j];
           const [q, r, g] = dir[i] > 0 ? [qR, rR, gR] : [qL, rL, gL];
-          q.set(qC.subarray(o, o + dim), o);
-          r.set(rC.subarray(o, o + dim), o);
-          g.set(gC.subarray(o, o + dim), o);
+          copyRow(qC, o, q, o, dim);
+          copyRow(rC, o, r, o, dim);
+          copyRow(gC, o, g, o, dim);
           depth[i]++;
-          if (depth[i] >= D || isTurning(rL, rR, treeRSum, o, dim)) {
+          if (depth[i] >= D || isTurning(rL, rR, treeRSum, o, dim, minv)) {
             active[i] = 0;
-            return;
+            continue;
           }
           startSubtree(i);
-        });
+        }
       }
 
       let movedCount = 0;
@@ -186,6 +205,44 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth }: NutsParams): MoveKer
   };
 }
 
+/** The first momentum half step and the position step of each active particle; new positions into the batch. */
+function firstHalfStep(
+  idx: Int32Array, m: number, dim: number, dir: Int8Array, eps: number, minv: Float64Array,
+  rC: Float64Array, gC: Float64Array, qC: Float64Array, batch: Float64Array,
+): void {
+  for (let b = 0; b < m; b++) {
+    const o = idx[b] * dim;
+    const e = dir[idx[b]] * eps;
+    for (let j = 0; j < dim; j++) {
+      const r = rC[o + j] - 0.5 * e * gC[o + j];
+      rC[o + j] = r;
+      const q = qC[o + j] + e * minv[j] * r;
+      qC[o + j] = q;
+      batch[b * dim + j] = q;
+    }
+  }
+}
+
+/** One fused pass for a particle: its new potential gradient, the second momentum half step; returns r' M^-1 r. */
+function secondHalfStep(
+  o: number, ob: number, dim: number, e: number, k: number, minv: Float64Array,
+  gE: Float64Array, gP: Float64Array, gC: Float64Array, rC: Float64Array,
+): number {
+  let kinetic = 0;
+  for (let j = 0; j < dim; j++) {
+    const g = (k === 0 ? 0 : k * gE[ob + j]) + gP[ob + j];
+    gC[o + j] = g;
+    const r = rC[o + j] - 0.5 * e * g;
+    rC[o + j] = r;
+    kinetic += minv[j] * r * r;
+  }
+  return kinetic;
+}
+
+function copyRow(from: Float64Array, fromOffset: number, to: Float64Array, toOffset: number, dim: number): void {
+  to.set(from.subarray(fromOffset, fromOffset + dim), toOffset);
+}
+
 function logAddExp(a: number, b: number): number {
   if (a === -Infinity) return b;
   if (b === -Infinity) return a;
@@ -205,20 +262,21 @@ function checkpointRange(n: number): [number, number] {
   return [idxMax - trailingOnes + 1, idxMax];
 }
 
-/** Generalised U-turn criterion with identity mass, over a trajectory's end momenta and momentum sum. */
-function isTurning(rA: Float64Array, rB: Float64Array, rSum: Float64Array, o: number, dim: number): boolean {
+/** Generalised U-turn criterion (Betancourt 2017), over a trajectory's end momenta and momentum sum: velocities M^-1 r against the centred sum. */
+function isTurning(rA: Float64Array, rB: Float64Array, rSum: Float64Array, o: number, dim: number, minv: Float64Array): boolean {
   let da = 0;
   let db = 0;
-  for (let j = o; j < o + dim; j++) {
-    const c = rSum[j] - 0.5 * (rA[j] + rB[j]);
-    da += rA[j] * c;
-    db += rB[j] * c;
+  for (let j = 0; j < dim; j++) {
+    const k = o + j;
+    const c = rSum[k] - 0.5 * (rA[k] + rB[k]);
+    da += minv[j] * rA[k] * c;
+    db += minv[j] * rB[k] * c;
   }
   return da <= 0 || db <= 0;
 }
 
 /** The same criterion for the sub-subtree from checkpoint c to the newest leaf (momentum sum rebuilt from checkpoints). */
-function isSubtreeTurning(rCk: Float64Array, rSumCk: Float64Array, c: number, r: Float64Array, subRSum: Float64Array, o: number, dim: number): boolean {
+function isSubtreeTurning(rCk: Float64Array, rSumCk: Float64Array, c: number, r: Float64Array, subRSum: Float64Array, o: number, dim: number, minv: Float64Array): boolean {
   let da = 0;
   let db = 0;
   for (let j = 0; j < dim; j++) {
@@ -226,8 +284,8 @@ function isSubtreeTurning(rCk: Float64Array, rSumCk: Float64Array, c: number, r:
     const right = r[o + j];
     const sum = subRSum[o + j] - rSumCk[c + j] + left;
     const centred = sum - 0.5 * (left + right);
-    da += left * centred;
-    db += right * centred;
+    da += minv[j] * left * centred;
+    db += minv[j] * right * centred;
   }
   return da <= 0 || db <= 0;
 }

@@ -15,6 +15,23 @@ export interface Target {
   readonly dim: number;
   readonly lambda: number;
   evaluate(positions: Float64Array, count: number): Promise<Evaluation>;
+  /**
+   * Starts an evaluation and returns before it is done where the target can
+   * run it in the background (rollouts on worker threads), so a sampler can
+   * do its bookkeeping for other particles meanwhile. The positions must stay
+   * unchanged until `result` is awaited. Targets without it are evaluated
+   * when `result` is called.
+   */
+  submit?(positions: Float64Array, count: number): PendingEvaluation;
+}
+
+export interface PendingEvaluation {
+  result(): Promise<Evaluation>;
+}
+
+/** The target's own `submit`, or an evaluation deferred to `result`. */
+export function submitEvaluation(target: Target, positions: Float64Array, count: number): PendingEvaluation {
+  return target.submit ? target.submit(positions, count) : { result: () => target.evaluate(positions, count) };
 }
 
 /** A batch of particles with their cached evaluations. */

@@ -19,7 +19,16 @@ export interface TemperingParams {
    * between beta = 0 and 1, and no fixed step suits them all.
    */
   targetAcceptance: number;
+  /**
+   * Mass matrix of the moves: identity, or diagonal with the inverse mass set
+   * to the population's per-dimension variance at each level (the tempered
+   * target's own scales, estimated from the reweighted particles; Buchholz,
+   * Chopin and Jacob 2021). Default identity.
+   */
+  massMatrix?: MassMatrix;
 }
+
+export type MassMatrix = 'identity' | 'diagonal';
 
 export interface LevelInfo {
   beta: number;
@@ -53,7 +62,7 @@ export interface TemperedState {
  * accumulate the normalising-constant estimate, resample, and rejuvenate with
  * a move kernel that leaves the current tempered target invariant.
  */
-export function temperedSmc(target: Target, kernelFor: (stepSize: number) => MoveKernel, params: TemperingParams) {
+export function temperedSmc(target: Target, kernelFor: (stepSize: number, inverseMass?: Float64Array) => MoveKernel, params: TemperingParams) {
   return {
     /** Particles taken as draws from the tempered target at startBeta (0: the prior). */
     async init(positions: Float64Array, startBeta = 0): Promise<TemperedState> {
@@ -76,7 +85,9 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number) => Mov
       // particles are equally weighted on entry (resampled every level): log Z_k/Z_{k-1} = log mean exp(incr)
       const logZ = state.logZ + logSumExp(logIncr) - Math.log(n);
       const essAfter = ess(logIncr);
-      const ancestors = resample(rng, normalise(logIncr), params.resampling, n);
+      const weights = normalise(logIncr);
+      const inverseMass = params.massMatrix === 'diagonal' ? populationVariance(particles.positions, weights, target.dim) : undefined;
+      const ancestors = resample(rng, weights, params.resampling, n);
       let moved = emptyState(n, target.dim);
       ancestors.forEach((a, i) => copyParticle(particles, a, moved, i, target.dim));
       const infos: MoveInfo[] = [];
@@ -84,7 +95,7 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number) => Mov
       let used = stepSize;
       for (let k = 0; k < params.movesPerLevel; k++) {
         used = stepSize;
-        const r = await kernelFor(stepSize).step(rng, target, moved, next);
+        const r = await kernelFor(stepSize, inverseMass).step(rng, target, moved, next);
         moved = r.state;
         infos.push(r.info);
         if (params.targetAcceptance > 0) stepSize *= Math.exp(Math.max(-2, Math.min(1, 2 * (r.info.acceptance - params.targetAcceptance))));
@@ -149,3 +160,28 @@ export function nextBeta(beta: number, essOf: (delta: number) => number, targetE
   // Guarantee progress even when a single particle dominates at any positive increment.
   return beta + Math.max(lo, room * 1e-12, Number.EPSILON * Math.max(beta, 1e-300));
 }
+
+/**
+ * Per-dimension weighted variance of the particles, shrunk towards its mean
+ * over dimensions (as Stan regularises its adapted metric) so a dimension the
+ * population has collapsed in still moves.
+ */
+export function populationVariance(positions: Float64Array, weights: Float64Array, dim: number): Float64Array {
+  const n = weights.length;
+  const mean = new Float64Array(dim);
+  const variance = new Float64Array(dim);
+  for (let i = 0; i < n; i++) for (let j = 0; j < dim; j++) mean[j] += weights[i] * positions[i * dim + j];
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < dim; j++) {
+      const d = positions[i * dim + j] - mean[j];
+      variance[j] += weights[i] * d * d;
+    }
+  }
+  const essN = 1 / weights.reduce((s, w) => s + w * w, 0);
+  const average = variance.reduce((s, v) => s + v, 0) / dim;
+  const shrink = 5 / (essN + 5);
+  for (let j = 0; j < dim; j++) variance[j] = (1 - shrink) * variance[j] + shrink * average;
+  if (!(average > 0) || !Number.isFinite(average)) variance.fill(1);
+  return variance;
+}
+

@@ -4,7 +4,7 @@ import { hmcKernel } from '../../samplers/hmc.js';
 import { malaKernel } from '../../samplers/mala.js';
 import { nutsKernel } from '../../samplers/nuts.js';
 import type { ResamplingScheme } from '../../samplers/resampling.js';
-import { temperedSmc, TemperedState } from '../../samplers/tempering.js';
+import { MassMatrix, temperedSmc, TemperedState } from '../../samplers/tempering.js';
 import type { MoveKernel, Target } from '../../samplers/target.js';
 
 /** Parameters shared by every sampling planner (declared once, composed below). */
@@ -31,6 +31,7 @@ export const TSMC_PARAMS = {
   targetAcceptance: num(0.65, 'adapt the step size between moves towards this acceptance (0 = keep stepSize fixed)', { min: 0, max: 0.99 }),
   movesPerLevel: num(2, 'rejuvenation moves per tempering level', { min: 0, max: 100, integer: true }),
   resampling: choice('systematic', ['systematic', 'multinomial'] as const, 'resampling scheme'),
+  massMatrix: choice('identity', ['identity', 'diagonal'] as const, 'mass matrix of the moves: identity, or diagonal with the particle population\'s variance at each level (the target\'s own scales; measured worse on the acrobot, whose scales are not axis-aligned); backend webgpu always moves with identity mass'),
   maxLevels: num(1000, 'safety cap on tempering levels', { min: 1, max: 100000, integer: true }),
 } as const;
 
@@ -39,6 +40,8 @@ export interface MoveParams {
   stepSize: number;
   leapfrogSteps: number;
   maxTreeDepth: number;
+  /** diagonal of the inverse mass matrix (default identity) */
+  inverseMass?: Float64Array;
   /** HMC: 'adapted' keeps L x stepSize at `integrationTime` (default 'fixed': L = leapfrogSteps) */
   pathLength?: 'fixed' | 'adapted';
   /** the integration time an adapted path keeps: the configured leapfrogSteps x stepSize */
@@ -53,8 +56,8 @@ export function leapfrogStepsAt(p: MoveParams, stepSize: number): number {
 
 export function moveKernel(p: MoveParams): MoveKernel {
   switch (p.kernel) {
-    case 'nuts': return nutsKernel({ stepSize: p.stepSize, maxTreeDepth: p.maxTreeDepth });
-    case 'hmc': return hmcKernel({ stepSize: p.stepSize, leapfrogSteps: leapfrogStepsAt(p, p.stepSize) });
+    case 'nuts': return nutsKernel({ stepSize: p.stepSize, maxTreeDepth: p.maxTreeDepth, inverseMass: p.inverseMass });
+    case 'hmc': return hmcKernel({ stepSize: p.stepSize, leapfrogSteps: leapfrogStepsAt(p, p.stepSize), inverseMass: p.inverseMass });
     case 'mala': return malaKernel({ stepSize: p.stepSize });
   }
 }
@@ -65,6 +68,7 @@ export interface TsmcParams extends MoveParams {
   movesPerLevel: number;
   resampling: ResamplingScheme;
   maxLevels: number;
+  massMatrix?: MassMatrix;
 }
 
 /** TSMC on any target, from given initial particles (prior samples, or carried-over particles when warm-starting). */
@@ -74,8 +78,8 @@ export async function runTsmc(
 ): Promise<TemperedState> {
   // an adapted path keeps the integration time of the parameters as given (a warm start passes a carried step size)
   const integrationTime = p.integrationTime ?? p.leapfrogSteps * p.stepSize;
-  const smc = temperedSmc(target, (stepSize) => moveKernel({ ...p, integrationTime, stepSize }), {
-    rho: p.rho, resampling: p.resampling, movesPerLevel: p.movesPerLevel, maxLevels: p.maxLevels,
+  const smc = temperedSmc(target, (stepSize, inverseMass) => moveKernel({ ...p, integrationTime, stepSize, inverseMass }), {
+    rho: p.rho, resampling: p.resampling, movesPerLevel: p.movesPerLevel, maxLevels: p.maxLevels, massMatrix: p.massMatrix,
     stepSize: p.stepSize, targetAcceptance: p.targetAcceptance,
   });
   return smc.run(rng, initial, onLevel, deadline, startBeta, expectedLevelMs);
