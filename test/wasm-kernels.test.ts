@@ -80,7 +80,7 @@ describe('WebAssembly SIMD kernels against the JavaScript reference kernels (f64
     step: ([x, v], [u]) => [add(x, u), v],
     stageCost: ([x], [u], [p]) => {
       const terms = [
-        sin(x), cos(x), mul(sin(u), 3), exp(mul(0.001, x)), log(add(1, sq(x))), tanh(mul(0.01, x)), asin(tanh(mul(0.1, x))),
+        sin(x), cos(x), mul(sin(u), 3), sin(add(x, u)), cos(sub(x, u)), exp(mul(0.001, x)), log(add(1, sq(x))), tanh(mul(0.01, x)), asin(tanh(mul(0.1, x))),
         atan2(x, add(u, 0.5)), sqrt(abs(x)), min(x, u), max(x, p), mul(gt(x, u), 2), mul(inside(x, -10, 10), 5), clamp(x, -100, 100),
         sub(mul(x, u), mul(p, p)), mul(1e-3, sq(x)),
       ];
@@ -90,7 +90,7 @@ describe('WebAssembly SIMD kernels against the JavaScript reference kernels (f64
   });
   const probeModel = resolveModel(probe, {});
 
-  it('every operation (sin, cos, exp, log, tanh, asin, atan2, sqrt, abs, min, max, gt, inside, clamp) agrees over |x| from 1e-3 to 1e5', () => {
+  it('every operation (sin, cos, sin and cos of sums by angle addition, exp, log, tanh, asin, atan2, sqrt, abs, min, max, gt, inside, clamp) agrees over |x| from 1e-3 to 1e5', () => {
     const rng = new Rng(9);
     for (let trial = 0; trial < 40; trial++) {
       const scale = 10 ** (-3 + 8 * rng.uniform());

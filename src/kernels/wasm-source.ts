@@ -152,8 +152,12 @@ interface Emitter {
   /** local holding each input by name (x0, u0, p0, r0, w0, a0) */
   inputs: Map<string, number>;
   hostIndex: Map<string, number>;
-  /** sin and cos nodes still to compute, by `op:argument`: the partner of one is computed with it */
+  /** sin and cos nodes of the body being emitted, by `op:argument` */
   trig: Map<string, Expr>;
+  /** sin and cos of an argument, computed together, by argument id; kept for the whole body */
+  sincos: Map<number, { sin: number; cos: number }>;
+  /** locals of `sincos`, released when the body ends */
+  sincosLocals: number[];
 }
 
 /** Pushes a value (constant, input or computed node) onto the stack. */
@@ -253,6 +257,37 @@ function sinCos(e: Emitter, arg: Scalar, wantSin: boolean, wantCos: boolean): { 
   return out;
 }
 
+/**
+ * sin and cos of an argument, from the body's cache or computed now. The sum
+ * or difference of two angles whose own sin or cos the step also takes (the
+ * acrobot's q1 + q2) comes from theirs by the angle-addition formulas: four
+ * multiplies instead of a third reduction and pair of polynomials.
+ */
+function sinCosOf(e: Emitter, a: Scalar): { sin: number; cos: number } {
+  if (typeof a !== 'number') {
+    const cached = e.sincos.get(a.id);
+    if (cached) return cached;
+  }
+  const { body, locals } = e;
+  let pair: { sin: number; cos: number };
+  const hasTrig = (x: Expr) => e.trig.has(`sin:${x.id}`) || e.trig.has(`cos:${x.id}`);
+  if (typeof a !== 'number' && (a.op === 'add' || a.op === 'sub') && a.args.every((x) => x.op !== 'const' && hasTrig(x))) {
+    const p = sinCosOf(e, a.args[0]);
+    const q = sinCosOf(e, a.args[1]);
+    const plus = a.op === 'add';
+    pair = { sin: locals.take(), cos: locals.take() };
+    // sin(p ± q) = sp cq ± cp sq; cos(p ± q) = cp cq ∓ sp sq
+    body.get(p.sin).get(q.cos).simd(SIMD.mul).get(p.cos).get(q.sin).simd(SIMD.mul).simd(plus ? SIMD.add : SIMD.sub).set(pair.sin);
+    body.get(p.cos).get(q.cos).simd(SIMD.mul).get(p.sin).get(q.sin).simd(SIMD.mul).simd(plus ? SIMD.sub : SIMD.add).set(pair.cos);
+  } else {
+    const out = sinCos(e, a, true, true);
+    pair = { sin: out.sin!, cos: out.cos! };
+  }
+  if (typeof a !== 'number') e.sincos.set(a.id, pair);
+  e.sincosLocals.push(pair.sin, pair.cos);
+  return pair;
+}
+
 /** Computes one node into a fresh local. */
 function compute(e: Emitter, n: Expr): void {
   const { body } = e;
@@ -290,12 +325,8 @@ function compute(e: Emitter, n: Expr): void {
       break;
     case 'atan2': perLane(e, 'atan2', [a, b]); break;
     case 'sin': case 'cos': {
-      const partner = e.trig.get(`${n.op === 'sin' ? 'cos' : 'sin'}:${a.id}`);
-      const both = partner !== undefined && !e.locals.at.has(partner.id);
-      const out = sinCos(e, a, n.op === 'sin' || both, n.op === 'cos' || both);
-      const [value, other] = n.op === 'sin' ? [out.sin!, out.cos] : [out.cos!, out.sin];
-      e.locals.at.set(n.id, value);
-      if (both) e.locals.at.set(partner.id, other!);
+      const pair = sinCosOf(e, a);
+      e.locals.at.set(n.id, n.op === 'sin' ? pair.sin : pair.cos);
       return;
     }
     case 'asin': case 'exp': case 'log': case 'tanh': perLane(e, n.op, [a]); break;
@@ -318,17 +349,22 @@ function emitNodes(e: Emitter, outputs: readonly Scalar[], done: ReadonlySet<num
   const pinned = new Set([...outputs, ...keep].filter((o): o is Expr => typeof o !== 'number').map((o) => o.id));
   const mine = new Set(order.map((n) => n.id));
   e.trig.clear();
-  for (const n of order) if (n.op === 'sin' || n.op === 'cos') e.trig.set(`${n.op}:${n.args[0].id}`, n);
+  e.sincos.clear();
+  const sincosLocals = (e.sincosLocals = []);
+  const isTrig = (x: Expr) => x.op === 'sin' || x.op === 'cos';
+  for (const n of order) if (isTrig(n)) e.trig.set(`${n.op}:${n.args[0].id}`, n);
   order.forEach((n, i) => {
-    if (!e.locals.at.has(n.id)) compute(e, n);
+    compute(e, n);
     for (const a of new Set(n.args)) {
-      if (mine.has(a.id) && !pinned.has(a.id) && lastUse.get(a.id) === i) e.locals.release(e.locals.at.get(a.id)!);
+      // a sin or cos lives in the body's sincos cache until the body ends
+      if (mine.has(a.id) && !pinned.has(a.id) && !isTrig(a) && lastUse.get(a.id) === i) e.locals.release(e.locals.at.get(a.id)!);
     }
   });
   // a node nothing reads and nobody keeps (cannot happen for reachable nodes) would leak one local: harmless
   return {
     release: () => {
-      for (const id of pinned) if (mine.has(id)) e.locals.release(e.locals.at.get(id)!);
+      for (const n of order) if (pinned.has(n.id) && !isTrig(n)) e.locals.release(e.locals.at.get(n.id)!);
+      for (const l of sincosLocals) e.locals.release(l);
       for (const n of order) e.locals.at.delete(n.id);
     },
   };
@@ -387,7 +423,7 @@ export function wasmKernelModule(graphs: StepGraphs, kind: KernelKind): WasmKern
   }
   const acc = locals.fresh();
   const body = new Body();
-  const e: Emitter = { body, locals, inputs, hostIndex, trig: new Map() };
+  const e: Emitter = { body, locals, inputs, hostIndex, trig: new Map(), sincos: new Map(), sincosLocals: [] };
   const L = (name: string) => inputs.get(name)!;
   const assign = (targets: number[], values: Scalar[]) => {
     values.forEach((v) => push(e, v));
