@@ -132,6 +132,13 @@ describe('CLI', () => {
     assert.equal(out.threads, 2);
     assert.ok(out.forward.stepsPerS > 0 && out.gradient.stepsPerS > 0);
     assert.ok(out.gradient.msPerBatch > 0);
+    // the pendulum's cost step is too small to gain from WebAssembly, its gradient step is not
+    assert.deepEqual(out.cpuCode, { cost: 'js', gradient: 'wasm' });
+    const js = JSON.parse(cli(['bench', 'rollout', '--system', 'acrobot', '--samples', '64', '--threads', '1', '--seconds', '0.05', '--cpu-code', 'js', '--json']).stdout);
+    assert.deepEqual(js.cpuCode, { cost: 'js', gradient: 'js' });
+    const bad = cli(['bench', 'rollout', '--system', 'acrobot', '--cpu-code', 'asm']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--cpu-code must be wasm or js, got 'asm'/);
   });
 
   it('bench lqr: the yardstick holds the noise-free acrobot, loses the goal region under heavy process noise, and names a bad --q', () => {

@@ -51,6 +51,7 @@ export class CpuBackend implements RolloutBackend {
   private readonly id = nextModelId++;
   private readonly keys = new Set<string>();
   private readonly requestedCode: CpuKernelCode;
+  private readonly codes = new Map<string, CpuKernelCode>();
   /** staging buffers of batches not in flight (one set per batch in flight) */
   private readonly stagingSets: SharedStaging[] = [];
   /** why a kernel runs as JavaScript although WebAssembly was asked for, if one does */
@@ -89,12 +90,19 @@ export class CpuBackend implements RolloutBackend {
     if (this.requestedCode === 'wasm' && this.wasmRefused === undefined && stepOperations(g, kind) >= WASM_MIN_OPERATIONS) {
       try {
         this.pool.register(key, wasmKernelSource(g, kind), 0);
+        this.codes.set(key, 'wasm');
         return;
       } catch (err) {
         this.wasmRefused = (err as Error).message;
       }
     }
     this.pool.register(key, jsKernelSource(g, kind), jsScratchLength(g, kind));
+    this.codes.set(key, 'js');
+  }
+
+  /** How a kernel (without noise inputs) is emitted; compiles it if it is not yet. */
+  codeOf(kind: KernelKind): CpuKernelCode {
+    return this.codes.get(this.kernel(kind, false))!;
   }
 
   /**
