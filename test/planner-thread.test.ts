@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
 import { PlannerThread } from '../src/controller/planner-thread.js';
+import { PlanFeedbackMaker } from '../src/controller/feedback.js';
 import { resolveRunParams } from '../src/run/setup.js';
 
 function spec(planner: 'tsmc' | 'mppi'): PlannerSpec {
@@ -52,6 +54,49 @@ describe('the planner in its own thread', () => {
     } finally {
       tsmc.dispose();
       mppi.dispose();
+    }
+  });
+
+  it('asked for, the plan\'s feedback (gains and the iLQG refinement) is built in the planner\'s thread, equal to the command side\'s', async () => {
+    const thread = await PlannerThread.start(spec('mppi'));
+    const local = await buildPlanner(spec('mppi'));
+    const maker = new PlanFeedbackMaker(local.model);
+    try {
+      for (const refine of [false, true]) {
+        const req = { ...request(1), feedback: { refine } };
+        const [a, b] = [await thread.plan(req), await local.planner.plan(req)];
+        assert.ok(a.feedback, 'the thread built the feedback');
+        assert.equal(b.feedback, undefined, 'a planner on this thread builds none: the controller does');
+        const want = maker.make(req.x0, b.controls, req.uPrev, req.reference, refine);
+        assert.deepEqual(Array.from(a.feedback.gains!), Array.from(want.gains!));
+        assert.deepEqual(Array.from(a.feedback.controls), Array.from(want.controls));
+        assert.deepEqual(Array.from(a.feedback.states), Array.from(want.states));
+        assert.equal(a.feedback.refinement !== undefined, refine);
+        assert.ok(a.info.feedbackMs >= 0);
+      }
+      assert.equal((await thread.plan(request(2))).feedback, undefined, 'not asked for, not built');
+    } finally {
+      thread.dispose();
+      local.backend.dispose();
+    }
+  });
+
+  it('plannerNice: the planner\'s thread and its kernel threads run at that niceness, the rest of the process at its own (Linux)', async function () {
+    if (process.platform !== 'linux') this.skip();
+    const niceOfThreads = () => readdirSync('/proc/self/task').map((tid) => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]));
+    const before = niceOfThreads().filter((n) => n === 7).length;
+    const mainNice = () => Number(readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ')[16]);
+    const mainBefore = mainNice();
+    const thread = await PlannerThread.start({ ...spec('mppi'), threads: 2, nice: 7 });
+    try {
+      assert.equal(thread.priorityProblem, undefined);
+      await thread.plan(request(0));
+      const after = niceOfThreads();
+      // the planner thread and the one kernel worker it started
+      assert.ok(after.filter((n) => n === 7).length - before >= 2, `thread niceness ${after.join(',')}`);
+      assert.equal(mainNice(), mainBefore, 'this (the command) thread keeps its own');
+    } finally {
+      thread.dispose();
     }
   });
 

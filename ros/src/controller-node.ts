@@ -261,6 +261,7 @@ export class ControllerNode {
     this.session = session;
     this.telemetry = prepared.telemetry;
     this.startInactiveStatus();
+    for (const note of session.notes) this.log('warn', note);
     this.log('info', `configured: ${session.params.system} with ${session.planner.name} at ${session.rateHz} Hz (budget ${session.budgetMs.toFixed(1)} ms, ${session.params.controller.backend} backend), state as ${session.codec.type}${this.useSimTime ? ', simulated time' : ''}`);
     return CALLBACK.SUCCESS;
   }

@@ -64,6 +64,7 @@ export const runCommand: Command = {
     if (encoding !== 'protobuf' && encoding !== 'json') throw new InputError(`--log-encoding must be protobuf or json, got '${encoding}'`);
     const out = outputFolder(values, '');
     const { session, sim } = await assemble(params, { lockstep });
+    for (const note of session.notes) console.error(`warning: ${note}`);
     const topics = logTopics(session.codec.type, session.estimator !== undefined);
     let telemetry: Telemetry | undefined;
     const control = new SimControl();

@@ -1,10 +1,10 @@
-import { fromPhysical, Model } from '../models/model.js';
+import { fromPhysical, Model, stateAngles } from '../models/model.js';
 import { choice, flag, list, num } from '../params.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
 import type { PlanDiagnostics, PlanResult, RecedingPlanner } from '../planners/receding.js';
 import { PLANNER_NAMES } from '../planners/registry.js';
-import { FeedbackBuilder, PlanFeedback } from './feedback.js';
+import { feedbackCommand, PlanFeedback, PlanFeedbackMaker, planStateAt } from './feedback.js';
 
 /** Controller parameters, declared once (ROS parameters, YAML files, --set). */
 export const CONTROLLER_PARAMS = {
@@ -12,6 +12,8 @@ export const CONTROLLER_PARAMS = {
   plannerThread: choice('worker', ['worker', 'main'] as const,
     'where the planner runs: worker (its own thread: a slow or stalled planner cannot delay a command) or main (the command thread: a stall blocks commands; for profiling)',
     { readOnly: 'the planner is built at configure' }),
+  plannerNice: num(0, 'niceness of the planner\'s thread and its kernel threads (Linux, 0-19; 0 = as the command thread): on a busy computer the command thread is scheduled first and the anytime planner plans less, instead of the commands coming late',
+    { min: 0, max: 19, integer: true, readOnly: 'the planner thread starts at configure' }),
   rateHz: num(0, 'command rate [Hz] (0 = 1 / the model\'s dtS)', { min: 0, max: 1000, readOnly: 'the control timer and the simulator period are set at configure' }),
   planRateHz: num(0, 'how often a plan is started [Hz], at most rateHz (0 = every command tick); commands in between are read from the latest plan by time',
     { min: 0, max: 1000, readOnly: 'the planning schedule is set at configure' }),
@@ -167,7 +169,8 @@ export class Controller {
   private uPrev: number[];
   private step: StepFunction | undefined;
   /** compiled at the first plan; an Error when the model's linearisation cannot be built (not tried again) */
-  private feedbackBuilder: FeedbackBuilder | Error | undefined;
+  private readonly feedbackMaker: PlanFeedbackMaker;
+  private readonly angles: boolean[];
   private zeroNoise: number[] | undefined;
   readonly safeCommand: number[];
   readonly planPeriodS: number;
@@ -185,6 +188,8 @@ export class Controller {
     if (safe.length !== model.controlDim) throw new Error(`safe command needs ${model.controlDim} values`);
     this.safeCommand = this.clamp(safe.map((v) => (Number.isFinite(v) ? v : 0)));
     this.uPrev = [...this.safeCommand];
+    this.feedbackMaker = new PlanFeedbackMaker(model);
+    this.angles = stateAngles(model.def);
   }
 
   get timing(): Readonly<ControllerTiming & { periodS: number }> {
@@ -354,7 +359,9 @@ export class Controller {
     const deadline = this.options.enforceDeadline ? sinceMs + 0.9 * this.options.budgetMs : undefined;
     let planning: Promise<PlanResult>;
     try {
-      planning = this.planner.plan({ x0, uPrev, reference: this.reference, deadline, shiftSteps });
+      // the planner's thread builds the feedback where it has one (off the command thread); a planner without builds nothing
+      const needsFeedback = this.options.interpolation === 'feedback' || this.options.refinePlan;
+      planning = this.planner.plan({ x0, uPrev, reference: this.reference, deadline, shiftSteps, feedback: needsFeedback ? { refine: this.options.refinePlan ?? false } : undefined });
     } catch (e) {
       planning = Promise.reject(e);
     }
@@ -363,11 +370,15 @@ export class Controller {
         const plan: AppliedPlan = { startS, fromState: x0, controls: r.controls, cost: r.cost, uPrev: [...uPrev], reference: [...this.reference] };
         const info = { ...r.info };
         if (this.options.interpolation === 'feedback' || this.options.refinePlan) {
-          const startMs = performance.now();
-          plan.feedback = this.planFeedback(plan, this.options.refinePlan ?? false);
+          if (r.feedback) {
+            plan.feedback = r.feedback;
+          } else {
+            const startMs = performance.now();
+            plan.feedback = this.planFeedback(plan, this.options.refinePlan ?? false);
+            // the command side's share, beside the planner's own figures
+            info.feedbackMs = performance.now() - startMs;
+          }
           plan.controls = plan.feedback.controls;
-          // the command side's share, and what the refinement did, beside the planner's own figures
-          info.feedbackMs = performance.now() - startMs;
           const refined = plan.feedback.refinement;
           if (refined) Object.assign(info, { refineStep: refined.alpha, refineCostRatio: refined.costAfter / refined.costBefore });
         }
@@ -393,23 +404,13 @@ export class Controller {
 
   /**
    * A plan's predicted states and feedback gains (refined by one iLQG step
-   * with `refine`), on the command side so every planner's plans get them:
+   * with `refine`), here when the planner did not build them (a planner on
+   * this thread, or the plan message's subscribers under zero-order hold):
    * about a millisecond for the built-in systems, 30 ms for a 7-joint arm
-   * (docs/results.md); the first plan compiles the linearisation, before the
-   * first tick.
+   * (docs/results.md).
    */
   private planFeedback(plan: AppliedPlan, refine: boolean): PlanFeedback {
-    const { fromState: x0, controls, uPrev } = plan;
-    try {
-      this.feedbackBuilder ??= buildOrError(() => new FeedbackBuilder(this.model));
-      if (this.feedbackBuilder instanceof Error) throw this.feedbackBuilder;
-      return this.feedbackBuilder.build(x0, controls, uPrev, plan.reference, refine);
-    } catch (e) {
-      const m = this.model.controlDim;
-      const states = [x0];
-      for (let k = 0; k < controls.length / m; k++) states.push(this.stepModel(states[k], Array.from(controls.subarray(k * m, (k + 1) * m))));
-      return { states: Float64Array.from(states.flat()), controls, gains: undefined, problem: `the linearisation failed: ${(e as Error).message}` };
-    }
+    return this.feedbackMaker.make(plan.fromState, plan.controls, plan.uPrev, plan.reference, refine);
   }
 
   /**
@@ -422,9 +423,8 @@ export class Controller {
     const u = sampleAt(p.controls, this.model.controlDim, s, interpolation === 'linear' ? 'linear' : 'zoh');
     if (interpolation !== 'feedback' || !x) return u;
     const { gains, states } = this.feedbackOf(p);
-    const fb = this.feedbackBuilder;
-    if (!gains || !(fb instanceof FeedbackBuilder)) return u;
-    return fb.correct(u, gains, Math.floor(s + 1e-9), x, fb.stateAt(states, Math.max(0, sState)));
+    if (!gains) return u;
+    return feedbackCommand(this.model, this.angles, u, gains, Math.floor(s + 1e-9), x, planStateAt(this.model, this.angles, states, Math.max(0, sState)));
   }
 
   /** A landed plan whose start has come takes over. */
@@ -512,14 +512,6 @@ function checkedPlan(result: PlanResult): PlanResult {
 }
 
 /** What `make` returns, or the error it throws. */
-function buildOrError<T>(make: () => T): T | Error {
-  try {
-    return make();
-  } catch (e) {
-    return e instanceof Error ? e : new Error(String(e));
-  }
-}
-
 /** Whether the promise settles within `ms` (it keeps running otherwise). */
 async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;

@@ -1,7 +1,7 @@
 import { Expr, Scalar } from '../expr/expr.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { gradient } from '../expr/grad.js';
-import { compileVectorFunction } from '../kernels/js-source.js';
+import { compileStepFunction, compileVectorFunction, StepFunction } from '../kernels/js-source.js';
 import { cholesky, choleskySolve, clipToPsd, dot, matAdd as add, matMul, matVec, transpose } from '../linalg.js';
 import { fromPhysical, Model, stateAngles, stateDifference, toPhysical } from '../models/model.js';
 
@@ -239,29 +239,66 @@ export class FeedbackBuilder {
     cost += this.terminalValue(x, reference)[0];
     return { states, controls, cost: Number.isFinite(cost) ? cost : Infinity };
   }
+}
 
-  /** The plan's model state at `s` steps from its start (linear between rows, along the circle for angles). */
-  stateAt(states: Float64Array, s: number): number[] {
-    const n = this.model.stateDim;
-    const rows = states.length / n;
-    const k = Math.min(rows - 1, Math.max(0, Math.floor(s + 1e-9)));
-    const f = k + 1 < rows ? Math.min(1, Math.max(0, s - k)) : 0;
-    return Array.from({ length: n }, (_, i) => {
-      const a = states[k * n + i];
-      return f === 0 ? a : a + f * stateDifference(this.angles[i], states[(k + 1) * n + i], a);
-    });
-  }
+/**
+ * The plan's model state at plan step `s` (a fraction: between its states,
+ * along the circle for angles). `angles`: stateAngles of the model.
+ */
+export function planStateAt(model: Model, angles: readonly boolean[], states: Float64Array, s: number): number[] {
+  const n = model.stateDim;
+  const rows = states.length / n;
+  const k = Math.min(rows - 1, Math.max(0, Math.floor(s + 1e-9)));
+  const f = k + 1 < rows ? Math.min(1, Math.max(0, s - k)) : 0;
+  return Array.from({ length: n }, (_, i) => {
+    const a = states[k * n + i];
+    return f === 0 ? a : a + f * stateDifference(angles[i], states[(k + 1) * n + i], a);
+  });
+}
 
-  /** u + K_k (x - x_plan): row k's gain applied to the deviation of model state x from the plan's state `xPlan`. */
-  correct(u: readonly number[], gains: Float64Array, k: number, x: readonly number[], xPlan: readonly number[]): number[] {
-    const { stateDim: n, controlDim: m } = this.model;
-    const row = Math.min(k, gains.length / (m * n) - 1);
-    const e = x.map((v, i) => stateDifference(this.angles[i], v, xPlan[i]));
-    return u.map((v, i) => {
-      let s = v;
-      for (let j = 0; j < n; j++) s += gains[(row * m + i) * n + j] * e[j];
-      return s;
-    });
+/** u + K_k (x - x_plan): row k's gain applied to the deviation of model state x from the plan's state `xPlan`. */
+export function feedbackCommand(model: Model, angles: readonly boolean[], u: readonly number[], gains: Float64Array, k: number, x: readonly number[], xPlan: readonly number[]): number[] {
+  const { stateDim: n, controlDim: m } = model;
+  const row = Math.min(k, gains.length / (m * n) - 1);
+  const e = x.map((v, i) => stateDifference(angles[i], v, xPlan[i]));
+  return u.map((v, i) => {
+    let s = v;
+    for (let j = 0; j < n; j++) s += gains[(row * m + i) * n + j] * e[j];
+    return s;
+  });
+}
+
+/**
+ * Feedback for any plan, wherever it is made (the planner's thread, or the
+ * command thread when the planner runs there): the builder is compiled at
+ * the first plan and a failure to compile is remembered; where the gains
+ * cannot be built, the plan's states still come from rolling the model out.
+ */
+export class PlanFeedbackMaker {
+  private builder: FeedbackBuilder | Error | undefined;
+  private step: StepFunction | undefined;
+
+  constructor(readonly model: Model) {}
+
+  make(x0: readonly number[], controls: Float64Array, uPrev: readonly number[], reference: readonly number[], refine: boolean): PlanFeedback {
+    try {
+      if (this.builder === undefined) {
+        try {
+          this.builder = new FeedbackBuilder(this.model);
+        } catch (e) {
+          this.builder = e instanceof Error ? e : new Error(String(e));
+        }
+      }
+      if (this.builder instanceof Error) throw this.builder;
+      return this.builder.build(x0, controls, uPrev, reference, refine);
+    } catch (e) {
+      const { controlDim: m, noiseDim } = this.model;
+      this.step ??= compileStepFunction(buildStepGraphs(this.model, false));
+      const zero = new Array<number>(noiseDim).fill(0);
+      const states = [Array.from(x0)];
+      for (let k = 0; k < controls.length / m; k++) states.push(this.step(states[k], Array.from(controls.subarray(k * m, (k + 1) * m)), zero));
+      return { states: Float64Array.from(states.flat()), controls, gains: undefined, problem: `the linearisation failed: ${(e as Error).message}` };
+    }
   }
 }
 

@@ -33,6 +33,8 @@ export interface PlannerSpec {
   /** CPU threads including the planning thread (0 = all cores) */
   threads: number;
   seed: number;
+  /** niceness the planner's thread takes before it builds anything (its kernel threads inherit it); 0 = unchanged */
+  nice?: number;
   /**
    * webgpu only: 'resident' (default) runs the planner's iterations on the GPU where it has a GPU path;
    * 'rollouts' keeps the planner on the CPU and uses the GPU as a rollout

@@ -29,7 +29,7 @@ export type ToPlanner =
 
 /** Planner thread to main thread. */
 export type FromPlanner =
-  | { type: 'ready' }
+  | { type: 'ready'; niceProblem?: string }
   /** building the planner failed; `input`: because of what the user gave (exit 2), not a failure */
   | { type: 'failed'; message: string; input: boolean }
   | { type: 'result'; id: number; result: PlanResult }
@@ -55,6 +55,8 @@ export class PlannerThread implements RecedingPlanner {
   private readonly heapQueries = new Map<number, (heap: HeapLevels | undefined) => void>();
   private nextId = 0;
   private disposed = false;
+  /** why the planner thread runs at the command thread's priority although plannerNice asked otherwise */
+  priorityProblem?: string;
 
   private constructor(private readonly spec: PlannerSpec) {
     this.name = spec.planner;
@@ -146,6 +148,7 @@ export class PlannerThread implements RecedingPlanner {
       });
       worker.once('message', (m: FromPlanner) => {
         if (m.type === 'ready') {
+          this.priorityProblem = m.niceProblem;
           worker.unref();
           this.worker = worker;
           worker.on('message', (msg: FromPlanner) => this.answer(msg));

@@ -2,13 +2,15 @@ import { getHeapStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { InputError } from '../input-error.js';
 import { buildPlanner, BuiltPlanner, PlannerSpec } from './planner-spec.js';
+import { lowerThreadPriority } from './thread-priority.js';
+import { PlanFeedbackMaker } from './feedback.js';
 import type { FromPlanner, ToPlanner } from './planner-thread.js';
 
 // The planner's own thread (see PlannerThread): builds the planner from its spec, then answers requests in order.
 const port = parentPort!;
 const send = (m: FromPlanner, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
 
-async function handle(built: BuiltPlanner, msg: ToPlanner): Promise<void> {
+async function handle(built: BuiltPlanner & { feedback: PlanFeedbackMaker }, msg: ToPlanner): Promise<void> {
   const { planner } = built;
   if (msg.type === 'reset') planner.reset();
   else if (msg.type === 'update') planner.updateParams(msg.changes);
@@ -23,6 +25,16 @@ async function handle(built: BuiltPlanner, msg: ToPlanner): Promise<void> {
     try {
       const result = await planner.plan({ ...req, deadline: deadlineEpochMs === undefined ? undefined : deadlineEpochMs - performance.timeOrigin });
       const controls = result.controls.slice();
+      if (req.feedback) {
+        // off the command thread: the gains and the refinement cost ~1 ms for the built-in systems, 30 ms for a 7-joint arm
+        const startMs = performance.now();
+        const feedback = built.feedback.make(req.x0, controls, req.uPrev, req.reference, req.feedback.refine);
+        const info = { ...result.info, feedbackMs: performance.now() - startMs };
+        const buffers = [feedback.states.buffer, ...(feedback.gains ? [feedback.gains.buffer] : [])] as ArrayBuffer[];
+        if (feedback.controls !== controls) buffers.push(feedback.controls.buffer as ArrayBuffer);
+        send({ type: 'result', id: msg.id, result: { ...result, info, controls, feedback } }, [controls.buffer, ...buffers]);
+        return;
+      }
       send({ type: 'result', id: msg.id, result: { ...result, controls } }, [controls.buffer]);
     } catch (e) {
       send({ type: 'error', id: msg.id, message: (e as Error).message });
@@ -31,13 +43,17 @@ async function handle(built: BuiltPlanner, msg: ToPlanner): Promise<void> {
 }
 
 try {
-  const built = await buildPlanner(workerData as PlannerSpec);
+  const spec = workerData as PlannerSpec;
+  // before anything starts threads: the kernel workers inherit this thread's niceness
+  const niceProblem = spec.nice ? lowerThreadPriority(spec.nice) : undefined;
+  const planned = await buildPlanner(spec);
+  const built = { ...planned, feedback: new PlanFeedbackMaker(planned.model) };
   // one message at a time: a plan that awaits (the WebGPU backend) is finished before the next starts
   let queue = Promise.resolve();
   port.on('message', (msg: ToPlanner) => {
     queue = queue.then(() => handle(built, msg));
   });
-  send({ type: 'ready' });
+  send({ type: 'ready', niceProblem });
 } catch (e) {
   send({ type: 'failed', message: (e as Error).message, input: e instanceof InputError });
 }

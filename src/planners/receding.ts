@@ -1,3 +1,4 @@
+import type { PlanFeedback } from '../controller/feedback.js';
 import type { ParamsOf } from '../params.js';
 import type { PRIOR_PARAMS } from '../learned/params.js';
 import type { LearnedPrior, ModelStep } from '../learned/runtime.js';
@@ -14,6 +15,12 @@ export interface PlanRequest {
    * is shifted by this much, so a plan rate below 1 / dtS stays aligned in time
    */
   shiftSteps?: number;
+  /**
+   * build the plan's feedback (predicted states and gains; with `refine`, one
+   * iLQG step on its controls) where the planner runs, so the command thread
+   * does not: planners on their own thread do (PlannerThread)
+   */
+  feedback?: { refine: boolean };
 }
 
 /**
@@ -35,6 +42,8 @@ export interface PlanResult {
   /** planner-specific numbers for status and logs */
   info: Record<string, number>;
   diagnostics?: PlanDiagnostics;
+  /** the plan's feedback, when asked for and built where the planner ran (its `controls` are then the plan's, refined or not) */
+  feedback?: PlanFeedback;
 }
 
 /** One planner interface, many planners (mjpc style); the controller is independent of which. */

@@ -25,6 +25,8 @@ const REAL_TIME_WARM_UP_PLANS = 5;
  * these and add only their transport.
  */
 export class ControllerSession {
+  /** things the doors should tell the user once at start (a setting that could not take effect, and why) */
+  readonly notes: string[] = [];
   readonly live: LiveParameters;
   readonly codec: StateCodec;
   readonly rateHz: number;
@@ -69,12 +71,14 @@ export class ControllerSession {
     }
     const spec: PlannerSpec = {
       system: params.system, model: params.model, planner: c.planner, params: { ...params.planners[c.planner] },
-      prior: { ...params.prior }, backend: c.backend, threads: c.threads, seed: c.seed,
+      prior: { ...params.prior }, backend: c.backend, threads: c.threads, seed: c.seed, nice: c.plannerNice,
     };
     let built: RecedingPlanner;
     let disposePlanner: () => void;
+    let notes: string[] = [];
     if (c.plannerThread === 'worker') {
       const thread = await PlannerThread.start(spec);
+      if (thread.priorityProblem) notes = [`plannerNice ${c.plannerNice}: ${thread.priorityProblem}`];
       built = thread;
       disposePlanner = () => thread.dispose();
     } else {
@@ -90,7 +94,9 @@ export class ControllerSession {
       const controller = new Controller(model, planner, {
         periodS, planPeriodS: plans, ...timing(c, plans), enforceDeadline: !opts.lockstep,
       });
-      return new ControllerSession(params, model, planner, controller, disposePlanner, opts.lockstep);
+      const session = new ControllerSession(params, model, planner, controller, disposePlanner, opts.lockstep);
+      session.notes.push(...notes);
+      return session;
     } catch (e) {
       disposePlanner();
       throw e;
