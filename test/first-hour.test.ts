@@ -101,6 +101,9 @@ describe('first hour: one shutdown path (SIGINT, SIGTERM)', function () {
     const result = JSON.parse(readFileSync(join(out, 'results.json'), 'utf8'));
     assert.equal(result.interrupted, 'SIGTERM');
     assert.ok(result.ticks > 0);
+    // whether the goal was reached and held is reported with the timing figures
+    assert.equal(typeof result.goal.success, 'boolean');
+    assert.equal(typeof result.goal.endedInGoal, 'boolean');
   });
 
   it('SIGINT during train-prior: exit 130 after the episode under way, a whole checkpoint that --resume continues', async () => {

@@ -109,6 +109,7 @@ export const benchSoakCommand: Command = {
     let lastChange = 0;
     const bar = progressBar(`soak ${system}`, !values.json);
     let jitterMs: RunSummary['commandJitterMs'] = null;
+    let goal: { success: boolean; timeToGoalS: number | null; heldFraction: number | null; endedInGoal: boolean } | null = null;
     try {
       const { summary } = await runLoop(sim, session, {
         durationS, lockstep: false, keepRecords: false, signal: shutdown.signal,
@@ -145,6 +146,7 @@ export const benchSoakCommand: Command = {
         },
       });
       jitterMs = summary.commandJitterMs;
+      goal = { success: summary.success, timeToGoalS: summary.timeToGoalS, heldFraction: summary.heldFraction, endedInGoal: summary.endedInGoal };
     } finally {
       for (const l of loaders) l.kill();
       session.dispose();
@@ -163,6 +165,8 @@ export const benchSoakCommand: Command = {
       // a signal ends the soak early: the figures cover the ticks up to it
       interrupted: shutdown.received ?? null,
       jitterMs: jitterMs ?? { p50: NaN, p99: NaN, max: NaN },
+      // whether the controller reached the goal and held it (the share of the ticks after in the goal region)
+      goal,
       ticks: c.ticks, deadlineMisses: c.deadlineMisses, plannerErrors: c.plannerErrors, rejectedStates: c.rejectedStates, staleTicks: c.staleTicks,
       modes: Object.fromEntries([...modes].sort((a, b) => b[1] - a[1])),
       memory: {
@@ -174,6 +178,7 @@ export const benchSoakCommand: Command = {
     if (values.json) return printJson({ ...result, memory: { ...result.memory, samples: undefined }, out });
     console.log(`${result.planner} on ${system}, ${durationS} s real time, faults ${faults ? 'on' : 'off'}, load ${load}: ${c.ticks} ticks of ${periodMs.toFixed(1)} ms`);
     console.log(`  command-period jitter p50 ${result.jitterMs.p50.toFixed(2)} ms, p99 ${result.jitterMs.p99.toFixed(2)} ms, max ${result.jitterMs.max.toFixed(1)} ms`);
+    if (goal) console.log(`  goal ${goal.success ? `reached at ${goal.timeToGoalS?.toFixed(2)} s, in it ${(100 * (goal.heldFraction ?? 0)).toFixed(1)}% of the time after` : 'not reached'}${goal.endedInGoal ? ', in it at the end' : ''}`);
     console.log(`  deadline misses ${c.deadlineMisses}, planner errors ${c.plannerErrors}, rejected states ${c.rejectedStates}, stale ticks ${c.staleTicks}`);
     console.log(`  heap ${first.heapMB.toFixed(1)} -> ${last.heapMB.toFixed(1)} MB (${(100 * result.memory.heapChange).toFixed(1)}%), RSS ${first.rssMB.toFixed(1)} -> ${last.rssMB.toFixed(1)} MB (${(100 * result.memory.rssChange).toFixed(1)}%) from t=${first.timeS.toFixed(0)} s`);
     console.log(`  heap committed (young generation included) ${first.heapCommittedMB.toFixed(1)} -> ${last.heapCommittedMB.toFixed(1)} MB`);
