@@ -357,10 +357,10 @@ export class Controller {
     this.lastPlanStartS = startS;
     // The planner aims 10% inside the budget: its last step and the hand-over must fit too.
     const deadline = this.options.enforceDeadline ? sinceMs + 0.9 * this.options.budgetMs : undefined;
+    const needsFeedback = this.options.interpolation === 'feedback' || (this.options.refinePlan ?? false);
     let planning: Promise<PlanResult>;
     try {
-      // the planner's thread builds the feedback where it has one (off the command thread); a planner without builds nothing
-      const needsFeedback = this.options.interpolation === 'feedback' || this.options.refinePlan;
+      // a planner in its own thread builds the feedback there (off the command thread); one on this thread builds none
       planning = this.planner.plan({ x0, uPrev, reference: this.reference, deadline, shiftSteps, feedback: needsFeedback ? { refine: this.options.refinePlan ?? false } : undefined });
     } catch (e) {
       planning = Promise.reject(e);
@@ -369,7 +369,7 @@ export class Controller {
       (r) => {
         const plan: AppliedPlan = { startS, fromState: x0, controls: r.controls, cost: r.cost, uPrev: [...uPrev], reference: [...this.reference] };
         const info = { ...r.info };
-        if (this.options.interpolation === 'feedback' || this.options.refinePlan) {
+        if (needsFeedback) {
           if (r.feedback) {
             plan.feedback = r.feedback;
           } else {

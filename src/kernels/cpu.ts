@@ -105,13 +105,7 @@ export class CpuBackend implements RolloutBackend {
     return this.codes.get(this.kernel(kind, false))!;
   }
 
-  /**
-   * Runs a kernel over the request; returns the costs and fills `out` (the
-   * gradient or the states) when given its length. Batches big enough for the
-   * workers go through shared staging buffers kept between calls (allocating
-   * shared memory per call cost more than the copies), and the results come
-   * back in fresh arrays the caller owns.
-   */
+  /** Runs a kernel over the request: the costs C and the `outLength` outputs A (gradient or states). */
   private run(kind: KernelKind, r: NormalizedRequest, outLength: number): { C: Float64Array; A: Float64Array } {
     return this.submit(kind, r, outLength).result();
   }
@@ -120,7 +114,7 @@ export class CpuBackend implements RolloutBackend {
    * Starts a kernel over the request: a batch big enough for the workers is
    * handed to them at once and `result` joins in and waits; a small one (or
    * one while every job slot is taken) runs on this thread when `result` is
-   * called. Batches for the workers go through shared staging buffers kept
+   * called; `result` must be called once. Batches for the workers go through shared staging buffers kept
    * between calls (allocating shared memory per call cost more than the
    * copies), and the results come back in fresh arrays the caller owns.
    */
@@ -140,7 +134,7 @@ export class CpuBackend implements RolloutBackend {
     const stage = this.stagingSets.pop() ?? new SharedStaging();
     const args = {
       U: stage.take('U', r.controls), X0: stage.take('X0', r.x0), UP: stage.take('UP', r.uPrev), R: stage.take('R', r.reference),
-      W: r.noise ? stage.take('W', r.noise) : EMPTY, C: stage.zeros('C', r.samples), A: stage.zeros('A', outLength),
+      W: r.noise ? stage.take('W', r.noise) : EMPTY, C: stage.output('C', r.samples), A: stage.output('A', outLength),
     };
     const job = this.pool.submit(key, args, r.samples);
     return {
@@ -210,7 +204,8 @@ const EMPTY = sharedZeros(0);
 class SharedStaging {
   private readonly buffers = new Map<string, Float64Array>();
 
-  private view(role: string, length: number): Float64Array {
+  /** a buffer of this length (uncleared: a kernel writes each output value) */
+  output(role: string, length: number): Float64Array {
     let b = this.buffers.get(role);
     if (!b || b.length < length) {
       b = sharedZeros(Math.max(length, 2 * (b?.length ?? 0)));
@@ -220,12 +215,8 @@ class SharedStaging {
   }
 
   take(role: string, values: ArrayLike<number>): Float64Array {
-    const v = this.view(role, values.length);
+    const v = this.output(role, values.length);
     v.set(values);
     return v;
-  }
-
-  zeros(role: string, length: number): Float64Array {
-    return this.view(role, length).fill(0);
   }
 }

@@ -153,8 +153,8 @@ interface Emitter {
   /** local holding each input by name (x0, u0, p0, r0, w0, a0) */
   inputs: Map<string, number>;
   hostIndex: Map<string, number>;
-  /** sin and cos nodes of the body being emitted, by `op:argument` */
-  trig: Map<string, Expr>;
+  /** ids of the arguments the body being emitted takes sin or cos of */
+  trigArgs: Set<number>;
   /** sin and cos of an argument, computed together, by argument id; kept for the whole body */
   sincos: Map<number, { sin: number; cos: number }>;
   /** locals of `sincos`, released when the body ends */
@@ -197,14 +197,14 @@ const SIN = [-1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.9841269
 const COS = [4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05, -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11];
 
 /**
- * sin and/or cos of a value on both lanes: x = k pi/2 + r with |r| <= pi/4,
+ * sin and cos of a value on both lanes: x = k pi/2 + r with |r| <= pi/4,
  * fdlibm's polynomials on r, the quadrant k mod 4 choosing and signing them.
  * Within an ulp or two of the host's Math.sin/cos for |x| < 1e6 (the
  * reduction is exact there); NaN and infinities give NaN, as the host's do.
  * One reduction serves both when a graph takes sin and cos of one angle, as
  * every rotation does.
  */
-function sinCos(e: Emitter, arg: Scalar, wantSin: boolean, wantCos: boolean): { sin?: number; cos?: number } {
+function sinCos(e: Emitter, arg: Expr): { sin: number; cos: number } {
   const { body, locals } = e;
   const k = locals.take(), r = locals.take(), z = locals.take(), sr = locals.take(), cr = locals.take(), odd = locals.take(), q = locals.take();
   push(e, arg);
@@ -237,23 +237,15 @@ function sinCos(e: Emitter, arg: Scalar, wantSin: boolean, wantCos: boolean): { 
   eqQ(1);
   eqQ(3);
   body.simd(SIMD.or).set(odd);
-  const out: { sin?: number; cos?: number } = {};
-  if (wantSin) {
-    // sin x = (q odd ? cos r : sin r), negated for q >= 2
-    body.get(cr).get(sr).get(odd).simd(SIMD.bitselect);
-    body.get(q).splatConst(2).simd(SIMD.ge).splatConst(-0).simd(SIMD.and).simd(SIMD.xor);
-    out.sin = locals.take();
-    body.set(out.sin);
-  }
-  if (wantCos) {
-    // cos x = (q odd ? sin r : cos r), negated for q = 1, 2
-    body.get(sr).get(cr).get(odd).simd(SIMD.bitselect);
-    eqQ(1);
-    eqQ(2);
-    body.simd(SIMD.or).splatConst(-0).simd(SIMD.and).simd(SIMD.xor);
-    out.cos = locals.take();
-    body.set(out.cos);
-  }
+  const out = { sin: locals.take(), cos: locals.take() };
+  // sin x = (q odd ? cos r : sin r), negated for q >= 2
+  body.get(cr).get(sr).get(odd).simd(SIMD.bitselect);
+  body.get(q).splatConst(2).simd(SIMD.ge).splatConst(-0).simd(SIMD.and).simd(SIMD.xor).set(out.sin);
+  // cos x = (q odd ? sin r : cos r), negated for q = 1, 2
+  body.get(sr).get(cr).get(odd).simd(SIMD.bitselect);
+  eqQ(1);
+  eqQ(2);
+  body.simd(SIMD.or).splatConst(-0).simd(SIMD.and).simd(SIMD.xor).set(out.cos);
   for (const l of [k, r, z, sr, cr, odd, q]) locals.release(l);
   return out;
 }
@@ -264,15 +256,12 @@ function sinCos(e: Emitter, arg: Scalar, wantSin: boolean, wantCos: boolean): { 
  * acrobot's q1 + q2) comes from theirs by the angle-addition formulas: four
  * multiplies instead of a third reduction and pair of polynomials.
  */
-function sinCosOf(e: Emitter, a: Scalar): { sin: number; cos: number } {
-  if (typeof a !== 'number') {
-    const cached = e.sincos.get(a.id);
-    if (cached) return cached;
-  }
+function sinCosOf(e: Emitter, a: Expr): { sin: number; cos: number } {
+  const cached = e.sincos.get(a.id);
+  if (cached) return cached;
   const { body, locals } = e;
   let pair: { sin: number; cos: number };
-  const hasTrig = (x: Expr) => e.trig.has(`sin:${x.id}`) || e.trig.has(`cos:${x.id}`);
-  if (typeof a !== 'number' && (a.op === 'add' || a.op === 'sub') && a.args.every((x) => x.op !== 'const' && hasTrig(x))) {
+  if ((a.op === 'add' || a.op === 'sub') && a.args.every((x) => e.trigArgs.has(x.id))) {
     const p = sinCosOf(e, a.args[0]);
     const q = sinCosOf(e, a.args[1]);
     const plus = a.op === 'add';
@@ -281,10 +270,9 @@ function sinCosOf(e: Emitter, a: Scalar): { sin: number; cos: number } {
     body.get(p.sin).get(q.cos).simd(SIMD.mul).get(p.cos).get(q.sin).simd(SIMD.mul).simd(plus ? SIMD.add : SIMD.sub).set(pair.sin);
     body.get(p.cos).get(q.cos).simd(SIMD.mul).get(p.sin).get(q.sin).simd(SIMD.mul).simd(plus ? SIMD.sub : SIMD.add).set(pair.cos);
   } else {
-    const out = sinCos(e, a, true, true);
-    pair = { sin: out.sin!, cos: out.cos! };
+    pair = sinCos(e, a);
   }
-  if (typeof a !== 'number') e.sincos.set(a.id, pair);
+  e.sincos.set(a.id, pair);
   e.sincosLocals.push(pair.sin, pair.cos);
   return pair;
 }
@@ -349,11 +337,11 @@ function emitNodes(e: Emitter, outputs: readonly Scalar[], done: ReadonlySet<num
   order.forEach((n, i) => n.args.forEach((a) => lastUse.set(a.id, i)));
   const pinned = new Set([...outputs, ...keep].filter((o): o is Expr => typeof o !== 'number').map((o) => o.id));
   const mine = new Set(order.map((n) => n.id));
-  e.trig.clear();
+  e.trigArgs.clear();
   e.sincos.clear();
   const sincosLocals = (e.sincosLocals = []);
   const isTrig = (x: Expr) => x.op === 'sin' || x.op === 'cos';
-  for (const n of order) if (isTrig(n)) e.trig.set(`${n.op}:${n.args[0].id}`, n);
+  for (const n of order) if (isTrig(n)) e.trigArgs.add(n.args[0].id);
   order.forEach((n, i) => {
     compute(e, n);
     for (const a of new Set(n.args)) {
@@ -423,7 +411,7 @@ export function wasmKernelModule(graphs: StepGraphs, kind: KernelKind): WasmKern
   }
   const acc = locals.fresh();
   const body = new Body();
-  const e: Emitter = { body, locals, inputs, hostIndex, trig: new Map(), sincos: new Map(), sincosLocals: [] };
+  const e: Emitter = { body, locals, inputs, hostIndex, trigArgs: new Set(), sincos: new Map(), sincosLocals: [] };
   const L = (name: string) => inputs.get(name)!;
   const assign = (targets: number[], values: Scalar[]) => {
     values.forEach((v) => push(e, v));

@@ -19,10 +19,8 @@ export function hmcKernel({ stepSize: eps, leapfrogSteps: L, inverseMass }: HmcP
     async step(rng: Rng, target: Target, s: ParticleState, beta: number) {
       const { dim, lambda } = target;
       const n = s.count;
-      const minv = inverseMass ?? new Float64Array(dim).fill(1);
-      if (minv.length !== dim) throw new Error(`inverse mass has ${minv.length} values, expected ${dim}`);
-      const r = rng.fillNormal(new Float64Array(n * dim));
-      for (let k = 0; k < r.length; k++) r[k] /= Math.sqrt(minv[k % dim]);
+      const minv = unitMassIfNone(inverseMass, dim);
+      const r = drawMomentum(rng, n, minv);
       const h0 = new Float64Array(n);
       for (let i = 0; i < n; i++) h0[i] = potential(s, i, beta, lambda) + 0.5 * kineticNorm(r, minv, i * dim, dim);
       const q = s.positions.slice();
@@ -30,9 +28,11 @@ export function hmcKernel({ stepSize: eps, leapfrogSteps: L, inverseMass }: HmcP
       for (let i = 0; i < n; i++) potentialGrad(s, i, dim, beta, lambda, g, i * dim);
       let ev = s as ParticleState;
       for (let l = 0; l < L; l++) {
-        for (let k = 0; k < q.length; k++) {
-          r[k] -= 0.5 * eps * g[k];
-          q[k] += eps * minv[k % dim] * r[k];
+        for (let o = 0; o < q.length; o += dim) {
+          for (let j = 0; j < dim; j++) {
+            r[o + j] -= 0.5 * eps * g[o + j];
+            q[o + j] += eps * minv[j] * r[o + j];
+          }
         }
         ev = { count: n, positions: q.slice(), ...(await target.evaluate(q, n)) };
         for (let i = 0; i < n; i++) potentialGrad(ev, i, dim, beta, lambda, g, i * dim);
@@ -55,6 +55,21 @@ export function hmcKernel({ stepSize: eps, leapfrogSteps: L, inverseMass }: HmcP
       return { state: out, info: { acceptance: accProb / n, accepted: moved / n, divergent: divergent / n, gradientEvaluations: L } };
     },
   };
+}
+
+/** The diagonal inverse mass given, checked, or the identity's. */
+export function unitMassIfNone(inverseMass: Float64Array | undefined, dim: number): Float64Array {
+  const minv = inverseMass ?? new Float64Array(dim).fill(1);
+  if (minv.length !== dim) throw new Error(`inverse mass has ${minv.length} values, expected ${dim}`);
+  return minv;
+}
+
+/** Momenta r ~ N(0, M) for n particles: standard normals over the square root of the inverse mass. */
+export function drawMomentum(rng: Rng, n: number, minv: Float64Array): Float64Array {
+  const dim = minv.length;
+  const r = rng.fillNormal(new Float64Array(n * dim));
+  for (let o = 0; o < r.length; o += dim) for (let j = 0; j < dim; j++) r[o + j] /= Math.sqrt(minv[j]);
+  return r;
 }
 
 /** r' M^-1 r of one particle's momentum, for a diagonal inverse mass. */

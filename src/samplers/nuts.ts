@@ -1,4 +1,4 @@
-import { kineticNorm } from './hmc.js';
+import { drawMomentum, kineticNorm, unitMassIfNone } from './hmc.js';
 import type { Rng } from '../random.js';
 import { copyParticle, emptyState, Evaluation, MoveKernel, ParticleState, PendingEvaluation, potential, potentialGrad, submitEvaluation, Target } from './target.js';
 
@@ -34,11 +34,8 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass }: NutsPar
       const vec = () => new Float64Array(n * dim);
       // Trajectory ends (position, momentum, potential gradient) and the leaf the next step continues from.
       const qL = s.positions.slice(), qR = s.positions.slice(), qC = s.positions.slice();
-      const minv = inverseMass ?? new Float64Array(dim).fill(1);
-      if (minv.length !== dim) throw new Error(`inverse mass has ${minv.length} values, expected ${dim}`);
-      // momentum r ~ N(0, M): standard normals over the square root of the inverse mass
-      const rL = rng.fillNormal(vec());
-      for (let k = 0; k < rL.length; k++) rL[k] /= Math.sqrt(minv[k % dim]);
+      const minv = unitMassIfNone(inverseMass, dim);
+      const rL = drawMomentum(rng, n, minv);
       const rR = rL.slice(), rC = rL.slice();
       const gL = vec();
       for (let i = 0; i < n; i++) potentialGrad(s, i, dim, beta, lambda, gL, i * dim);
@@ -68,10 +65,13 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass }: NutsPar
       // does another's bookkeeping. The groups (and so the draws) do not depend on the thread count or timing.
       const G = target.submit && n >= 2 ? GROUPS : 1;
       const groupRng = G === 1 ? [rng] : Array.from({ length: G }, () => rng.split());
-      const groupOf = (i: number) => Math.min(G - 1, Math.floor((i * G) / n));
+      // group g holds particles [bounds[g], bounds[g + 1])
+      const bounds = Array.from({ length: G + 1 }, (_, g) => Math.ceil((g * n) / G));
+      const groupOf = new Uint8Array(n);
+      for (let g = 0; g < G; g++) groupOf.fill(g, bounds[g], bounds[g + 1]);
       // Subtree building starts from the tree's end in the chosen direction.
       const startSubtree = (i: number) => {
-        dir[i] = groupRng[groupOf(i)].uniform() < 0.5 ? -1 : 1;
+        dir[i] = groupRng[groupOf[i]].uniform() < 0.5 ? -1 : 1;
         const [q, r, g] = dir[i] > 0 ? [qR, rR, gR] : [qL, rL, gL];
         const o = i * dim;
         copyRow(q, o, qC, o, dim);
@@ -84,7 +84,6 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass }: NutsPar
       };
       for (let i = 0; i < n; i++) if (active[i]) startSubtree(i);
 
-      const bounds = Array.from({ length: G + 1 }, (_, g) => Math.ceil((g * n) / G));
       const idx = Array.from({ length: G }, (_, g) => new Int32Array(bounds[g + 1] - bounds[g]));
       const counts = new Int32Array(G);
       const batches = Array.from({ length: G }, (_, g) => new Float64Array((bounds[g + 1] - bounds[g]) * dim));
