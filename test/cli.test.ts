@@ -83,6 +83,16 @@ describe('CLI', () => {
     ['train-value without a prior', ['train-value', '--system', 'acrobot'], /--prior DIR is required/],
     ['train-value with no sweeps', ['train-value', '--system', 'acrobot', '--prior', 'p', '--sweeps', '0'], /value\.sweeps must be >= 1, got 0/],
     ['an unknown value-iteration key', ['train-value', '--system', 'acrobot', '--prior', 'p', '--set', 'value.sweps=3'], /unknown value parameter 'sweps'/],
+    ['train-policy without a task', ['train-policy'], /--task NAME is required: one of sparse-pendulum, pendulum, acrobot, cart-double-pendulum/],
+    ['train-policy with an unknown task', ['train-policy', '--task', 'segway'], /unknown task 'segway'/],
+    ['train-policy with an unknown method', ['train-policy', '--task', 'acrobot', '--method', 'ppo'], /train-policy.method must be one of tsmc-d, tsmc-e, gradient/],
+    ['train-policy with one particle', ['train-policy', '--task', 'acrobot', '--particles', '1'], /train-policy.particles must be >= 2/],
+    ['train-policy with an unknown setting', ['train-policy', '--task', 'acrobot', '--set', 'train.lamda=3'], /unknown train-policy parameter 'lamda' \(did you mean 'lambda'\?\)/],
+    ['train-policy with a run setting', ['train-policy', '--task', 'acrobot', '--set', 'mppi.samples=3'], /train-policy takes train.KEY=value only/],
+    ['bench policy without a prior', ['bench', 'policy', '--task', 'acrobot'], /--prior/],
+    ['bench policy with a missing prior', ['bench', 'policy', '--task', 'acrobot', '--prior', '/nonexistent/p'], /prior '\/nonexistent\/p': no such directory/],
+    ['a malformed planner outage', ['bench', 'mpc', '--system', 'pendulum', '--planner-outage', '6'], /--planner-outage 6: expected AT,PERIODS/],
+    ['fallback: policy without a policy', ['run', '--system', 'pendulum', '--set', 'controller.fallback=policy', '--duration', '1'], /fallback is policy, but no policy is given: set fallbackPolicy/],
   ];
   for (const [what, args, message, input] of bad) {
     it(`rejects ${what} with one clear line and exit code 2`, () => {

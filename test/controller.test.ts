@@ -107,7 +107,7 @@ describe('controller fault behaviour', () => {
     const r = await c.tick(0);
     assert.equal(r.mode, 'fallback');
     assert.deepEqual(r.control, [0]);
-    assert.match(r.reason, /no previous plan, safe command/);
+    assert.match(r.reason, /no previous plan: safe command/);
   });
 
   it('a non-finite plan is treated as a planner failure', async () => {

@@ -6,6 +6,7 @@ import { benchSoakCommand } from './bench-soak.js';
 import { benchRolloutCommand } from './bench-rollout.js';
 import { benchMpcCommand } from './bench-mpc.js';
 import { benchPriorCommand } from './bench-prior.js';
+import { benchPolicyCommand } from './bench-policy.js';
 import { benchPlannerCommand } from './bench-planner.js';
 import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs } from './command.js';
@@ -23,8 +24,9 @@ import { trainActorCommand } from './train-actor.js';
 import { systemsCommand } from './systems.js';
 import { trainPriorCommand } from './train-prior.js';
 import { trainValueCommand } from './train-value.js';
+import { trainPolicyCommand } from './train-policy.js';
 
-const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, trainPriorCommand, trainValueCommand, identifyCommand, sweepCommand, workerCommand, trainActorCommand];
+const COMMANDS: Command[] = [runCommand, systemsCommand, paramsCommand, rolloutCommand, solveCommand, benchRolloutCommand, benchToCommand, benchMpcCommand, benchPlannerCommand, benchFuzzCommand, benchSoakCommand, benchLqrCommand, benchTelemetryCommand, benchPriorCommand, benchPolicyCommand, trainPriorCommand, trainValueCommand, trainPolicyCommand, identifyCommand, sweepCommand, workerCommand, trainActorCommand];
 
 function overview(): string {
   return [

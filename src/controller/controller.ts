@@ -1,5 +1,5 @@
 import { fromPhysical, Model, stateAngles } from '../models/model.js';
-import { choice, flag, list, num } from '../params.js';
+import { choice, flag, list, num, text } from '../params.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStepFunction, StepFunction } from '../kernels/js-source.js';
 import type { PlanDiagnostics, PlanResult, RecedingPlanner } from '../planners/receding.js';
@@ -20,7 +20,11 @@ export const CONTROLLER_PARAMS = {
   commandInterpolation: choice('zoh', ['zoh', 'linear', 'feedback'] as const,
     'how a command is read from the plan between its steps: zoh (the step\'s control), linear (between this step\'s and the next) or feedback (the step\'s control plus the plan\'s LQR gain times the measured state\'s deviation from the plan\'s)'),
   refinePlan: flag(false, 'polish every landed plan with one iLQG step on the model\'s exact derivatives (the gains\' backward pass, its feedforward rolled out under a line search; kept only where it lowers the plan\'s cost): near a goal the sampled plan becomes the LQR\'s command, free of sampling noise'),
-  planTimeoutS: num(0, 'a plan older than this is not followed: safe command until a new one lands [s] (0 = the plan\'s horizon)', { min: 0, max: 3600 }),
+  planTimeoutS: num(0, 'a plan older than this is not followed: the fallback command until a new one lands [s] (0 = the plan\'s horizon)', { min: 0, max: 3600 }),
+  fallback: choice('zero', ['zero', 'policy'] as const,
+    'what a tick with a fresh state but no plan to follow commands (none yet, older than its horizon or planTimeoutS, failed or non-finite): zero (the safe command) or policy (the feedback policy in fallbackPolicy, at the command rate); without a fresh state the safe command stays',
+    { readOnly: 'the policy is loaded and checked at configure' }),
+  fallbackPolicy: text('', 'the policy fallback: policy commands: a checkpoint from train-policy (or train-prior) --out for this system and step; empty: prior.path\'s', { maxLength: 4096, readOnly: 'the policy is loaded and checked at configure' }),
   budgetMs: num(0, 'planning budget per plan [ms] (0 = 80% of the plan period); enforced in real time, not in lockstep', { min: 0, max: 60000 }),
   staleTimeoutS: num(0.5, 'no fresh state for this long: publish the safe command and flag it; older states are rejected', { min: 0, max: 3600, exclusive: true }),
   futureStampToleranceS: num(0.05, 'a state stamped further ahead of the controller\'s clock than this is rejected (clock skew allowance) [s]', { min: 0, max: 10 }),
@@ -121,6 +125,13 @@ export interface ControllerOptions extends ControllerTiming {
   enforceDeadline: boolean;
   /** published when the controller cannot plan (default zeros, clamped to the limits) */
   safeCommand?: readonly number[];
+  /** commands a tick with a fresh state and no plan to follow (fallback: policy); absent: the safe command */
+  fallbackPolicy?: FallbackPolicy;
+}
+
+/** A feedback policy (a trained policy's mean): the physical command at model state x, or null when it cannot give a finite one. */
+export interface FallbackPolicy {
+  command(x: readonly number[], reference: readonly number[]): number[] | null;
 }
 
 type TickBase = Pick<TickResult, 'timeS' | 'planned' | 'solveMs' | 'info' | 'diagnostics'>;
@@ -439,7 +450,7 @@ export class Controller {
   private commandAt(tS: number, x: readonly number[]): number[] {
     const p = this.upcoming && tS >= this.upcoming.startS ? this.upcoming : this.policy;
     const s = p ? (tS - p.startS) / this.model.dtS : Infinity;
-    if (!p || s >= this.model.horizon) return this.safeCommand;
+    if (!p || s >= this.model.horizon) return this.fallbackCommand(x)?.control ?? this.safeCommand;
     const u = this.options.interpolation === 'feedback' ? this.planCommand(p, Math.max(0, s), x, s) : sampleAt(p.controls, this.model.controlDim, Math.max(0, s), 'zoh');
     return this.clamp(u);
   }
@@ -451,14 +462,14 @@ export class Controller {
     const p = this.policy;
     if (!p) {
       const why = mode === 'ok' ? 'no plan has finished yet' : 'no previous plan';
-      return this.emit(base, this.safeCommand, null, mode === 'ok' ? 'fallback' : mode, note(reason, `${why}, safe command`));
+      return this.withoutPlan(base, mode === 'ok' ? 'fallback' : mode, note(reason, why));
     }
     const horizonS = this.model.horizon * this.model.dtS;
     const timeoutS = this.options.planTimeoutS && this.options.planTimeoutS > 0 ? Math.min(this.options.planTimeoutS, horizonS) : horizonS;
     const ageS = nowS - p.startS;
     if (ageS >= timeoutS - 1e-9) {
-      return this.emit(base, this.safeCommand, null, mode === 'ok' ? 'fallback' : mode,
-        note(reason, `the latest plan is ${ageS.toFixed(3)} s old, past its ${timeoutS === horizonS ? 'horizon' : 'planTimeoutS'} ${+timeoutS.toFixed(6)} s: safe command`));
+      return this.withoutPlan(base, mode === 'ok' ? 'fallback' : mode,
+        note(reason, `the latest plan is ${ageS.toFixed(3)} s old, past its ${timeoutS === horizonS ? 'horizon' : 'planTimeoutS'} ${+timeoutS.toFixed(6)} s`));
     }
     const { x, stampS } = this.state!;
     const control = this.planCommand(p, Math.max(0, ageS) / this.model.dtS, x, (stampS - p.startS) / this.model.dtS);
@@ -466,6 +477,27 @@ export class Controller {
     const dropped = this.options.interpolation === 'feedback' && p.feedback?.problem ? `feedback gains dropped for this plan (${p.feedback.problem}): zero-order hold` : '';
     const notice = [base.diagnostics.notice ?? '', dropped].filter(Boolean).join('; ');
     return this.emit(base, control, p, mode, mode === 'ok' ? notice : note(reason, note(dropped, 'following the previous plan')));
+  }
+
+  /** A tick with a fresh state and no plan to follow: the fallback policy's command, or the safe command (with why). */
+  private withoutPlan(base: TickBase, mode: TickMode, reason: string): TickResult {
+    const fallback = this.fallbackCommand(this.state!.x);
+    if (fallback?.control) return this.emit(base, fallback.control, null, mode, `${reason}: fallback policy`);
+    return this.emit(base, this.safeCommand, null, mode, `${reason}${fallback ? `; ${fallback.problem}` : ''}: safe command`);
+  }
+
+  /** The fallback policy's command at model state x (clamped), or why it has none; undefined without a fallback policy. */
+  private fallbackCommand(x: readonly number[]): { control: number[]; problem?: undefined } | { control?: undefined; problem: string } | undefined {
+    const policy = this.options.fallbackPolicy;
+    if (!policy) return undefined;
+    let u: number[] | null;
+    try {
+      u = policy.command(x, this.reference);
+    } catch (e) {
+      return { problem: `the fallback policy failed (${(e as Error).message})` };
+    }
+    if (!u || u.length !== this.model.controlDim || !u.every(Number.isFinite)) return { problem: 'the fallback policy\'s output is not finite' };
+    return { control: this.clamp(u) };
   }
 
   private base(nowS: number): TickBase {
@@ -478,9 +510,10 @@ export class Controller {
   private emit(base: TickBase, u: readonly number[], plan: AppliedPlan | null, mode: TickMode, reason: string): TickResult {
     let control = this.clamp(u);
     if (!control.every(Number.isFinite)) {
-      control = this.safeCommand;
+      const fallback = this.state && plan ? this.fallbackCommand(this.state.x) : undefined;
+      control = fallback?.control ?? this.safeCommand;
       mode = 'fallback';
-      reason = `${reason} non-finite control replaced by the safe command`.trim();
+      reason = `${reason} non-finite control replaced by the ${fallback?.control ? 'fallback policy\'s command' : 'safe command'}`.trim();
     }
     this.uPrev = control;
     return { ...base, control, plan, mode, reason, cost: plan?.cost ?? NaN };

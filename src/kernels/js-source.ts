@@ -169,14 +169,30 @@ function compileScalarFunction(output: Scalar, args: readonly (readonly [string,
 
 /** Expressions of a graph as a plain function of arrays returning their values in order: each argument names its array, the graph's input prefix and its length. */
 export function compileVectorFunction(outputs: readonly Scalar[], args: readonly (readonly [string, string, number])[]): (...arrays: (readonly number[])[]) => number[] {
+  const kernel = compileVectorKernel(outputs, args);
+  return (...arrays) => {
+    const out = new Float64Array(outputs.length);
+    kernel(out, 0, ...arrays.flatMap((a) => [a, 0]));
+    return Array.from(out);
+  };
+}
+
+/**
+ * Expressions of a graph as an allocation-free kernel for inner loops: it writes the
+ * outputs to OUT[outOffset..] and reads each argument array from its own
+ * offset, `(OUT, outOffset, A, aOffset, B, bOffset, ...) => void`.
+ */
+export type VectorKernel = (out: Float64Array, outOffset: number, ...arraysAndOffsets: (ArrayLike<number> | number)[]) => void;
+
+export function compileVectorKernel(outputs: readonly Scalar[], args: readonly (readonly [string, string, number])[]): VectorKernel {
   const body = emitBody(outputs, javascript);
   const source = [
-    `(function (${args.map(([name]) => name).join(', ')}) {`,
+    `(function (OUT, o, ${args.map(([name]) => `${name}, ${name}o`).join(', ')}) {`,
     '"use strict";',
-    ...args.flatMap(([name, prefix, length]) => list(prefix, length).map((v, i) => `const ${v} = ${name}[${i}];`)),
+    ...args.flatMap(([name, prefix, length]) => list(prefix, length).map((v, i) => `const ${v} = ${name}[${name}o + ${i}];`)),
     ...body.code,
-    `return [${body.refs.join(', ')}];`,
+    ...body.refs.map((r, i) => `OUT[o + ${i}] = ${r};`),
     '})',
   ].join('\n');
-  return (0, eval)(source) as (...arrays: (readonly number[])[]) => number[];
+  return (0, eval)(source) as VectorKernel;
 }

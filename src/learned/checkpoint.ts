@@ -31,6 +31,8 @@ export interface PriorMeta {
   /** how the value networks' outputs map to cost: symexp (see networks.ts) */
   valueTransform: 'symlog';
   gamma: number;
+  /** false: the value networks are placeholders (a policy trained alone, by train-policy): planners that bootstrap from the value refuse it, and the horizon is not checked. Absent: true. */
+  hasValue?: boolean;
   /** the least cost-to-go (0 where every stage cost is non-negative): the value is never read below it; absent: no floor */
   valueFloor?: number;
   /** the training run's parameters, as given */

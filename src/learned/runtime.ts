@@ -23,10 +23,13 @@ export class LearnedPrior {
     this.qNet = compileMlp(networks.q);
   }
 
-  /** Loads a checkpoint for this model, refusing (PriorError, one line) a prior made for another system, dimensions, horizon or step. */
-  static load(dir: string, model: Model): LearnedPrior {
+  /**
+   * Loads a checkpoint for this model, refusing (PriorError, one line) a prior made for another system, dimensions, horizon or step;
+   * `use` 'policy' (the policy alone, as a feedback controller) does not check the horizon, which only the value depends on.
+   */
+  static load(dir: string, model: Model, use: 'planner' | 'policy' = 'planner'): LearnedPrior {
     const { meta, networks } = loadCheckpoint(dir);
-    const problem = mismatch(meta, model);
+    const problem = mismatch(meta, model, use);
     if (problem) throw new PriorError(`prior '${dir}' ${problem}`);
     return LearnedPrior.fromNetworks(meta, networks, dir);
   }
@@ -47,6 +50,24 @@ export class LearnedPrior {
   /** pi_s(.|x) for `count` states: mean and std in normalised control units. */
   policy(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): { mean: Float64Array; std: Float64Array } {
     return policyAt(this.policyNet, stateFeatures(this.meta.features, x, count, reference), count, this.meta.bounded);
+  }
+
+  /**
+   * The policy's mean at one state (model units) as a physical command: what
+   * a feedback policy commands (bench policy, the controller's fallback:
+   * policy). Null when the network's output is not finite.
+   */
+  command(x: ArrayLike<number>, reference: ArrayLike<number>): number[] | null {
+    const { mean } = this.policy(x, 1, reference);
+    const { controlCenter: center, controlScale: scale, bounded } = this.meta;
+    const u: number[] = [];
+    for (let j = 0; j < mean.length; j++) {
+      let z = mean[j];
+      if (!Number.isFinite(z)) return null;
+      if (bounded[j]) z = z > 1 ? 1 : z < -1 ? -1 : z;
+      u.push(center[j] + scale[j] * z);
+    }
+    return u;
   }
 
   /**
@@ -121,12 +142,13 @@ export class LearnedPrior {
 }
 
 /** Why a prior's metadata does not fit this model (undefined: it fits). */
-export function mismatch(meta: PriorMeta, model: Model): string | undefined {
+export function mismatch(meta: PriorMeta, model: Model, use: 'planner' | 'policy' = 'planner'): string | undefined {
   if (meta.system !== model.name) return `was trained for system '${meta.system}', not '${model.name}'`;
   if (meta.stateDim !== model.stateDim || meta.controlDim !== model.controlDim) {
     return `has ${meta.stateDim} states and ${meta.controlDim} controls, system '${model.name}' has ${model.stateDim} and ${model.controlDim}`;
   }
-  if (meta.horizon !== model.horizon) return `was trained for a horizon of ${meta.horizon} steps, the controller plans ${model.horizon} (set model.horizon: ${meta.horizon}, or train a prior for ${model.horizon})`;
+  // a policy maps a state to a control whatever the horizon; a value is the cost-to-go beyond a horizon
+  if (use === 'planner' && meta.hasValue !== false && meta.horizon !== model.horizon) return `was trained for a horizon of ${meta.horizon} steps, the controller plans ${model.horizon} (set model.horizon: ${meta.horizon}, or train a prior for ${model.horizon})`;
   if (Math.abs(meta.dtS - model.dtS) > 1e-12 * Math.max(1, model.dtS)) return `was trained with a model step of ${meta.dtS} s, the controller's is ${model.dtS} s`;
   const s = controlScaling(model);
   if (meta.controlScale.some((v, j) => Math.abs(v - s.scale[j]) > 1e-12) || meta.controlCenter.some((v, j) => Math.abs(v - s.center[j]) > 1e-12)) {

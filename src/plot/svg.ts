@@ -11,6 +11,8 @@ export interface Series {
   y: ArrayLike<number>;
   color?: string;
   dashed?: boolean;
+  /** dots at the points instead of a line (a scatter) */
+  markers?: boolean;
 }
 
 export interface Panel {
@@ -101,6 +103,10 @@ function panelSvg(p: Panel, x0: number, y0: number, w: number, h: number): strin
     const color = s.color ?? PALETTE[i % PALETTE.length];
     const pts: string[] = [];
     for (let k = 0; k < s.x.length; k++) if (Number.isFinite(s.y[k])) pts.push(`${sx(s.x[k]).toFixed(1)},${sy(s.y[k]).toFixed(1)}`);
+    if (s.markers) {
+      for (const pt of pts) out.push(`<circle cx="${pt.split(',')[0]}" cy="${pt.split(',')[1]}" r="3" fill="${color}"/>`);
+      return;
+    }
     out.push(`<polyline fill="none" stroke="${color}" stroke-width="1.5"${s.dashed ? ' stroke-dasharray="4 3"' : ''} points="${pts.join(' ')}"/>`);
   });
   // legend

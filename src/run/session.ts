@@ -1,4 +1,5 @@
-import { checkVector, Controller, TickResult } from '../controller/controller.js';
+import { checkVector, Controller, FallbackPolicy, TickResult } from '../controller/controller.js';
+import { LearnedPrior } from '../learned/runtime.js';
 import { buildPlanner, PlannerSpec } from '../controller/planner-spec.js';
 import { PlannerThread } from '../controller/planner-thread.js';
 import type { RecedingPlanner } from '../planners/receding.js';
@@ -65,6 +66,8 @@ export class ControllerSession {
     const model = resolveModel(modelDefinition(params.system), params.model);
     if (!model.def.sensor) throw new InputError(`system '${params.system}' has no state to measure, so it cannot run as a controller`);
     const c = params.controller;
+    // refused before any thread starts
+    const fallback = fallbackPolicy(params, model);
     if (c.estimator === 'ekf') {
       const disturbed = disturbedStates(model.def, c.estimatorProcessNoiseOn);
       if (typeof disturbed === 'string') throw new InputError(`estimatorProcessNoiseOn = ${disturbed}`);
@@ -92,7 +95,7 @@ export class ControllerSession {
       const periodS = controlPeriodS(c.rateHz, model.dtS);
       const plans = planPeriodS(c.planRateHz, periodS);
       const controller = new Controller(model, planner, {
-        periodS, planPeriodS: plans, ...timing(c, plans), enforceDeadline: !opts.lockstep,
+        periodS, planPeriodS: plans, ...timing(c, plans), enforceDeadline: !opts.lockstep, fallbackPolicy: fallback,
       });
       const session = new ControllerSession(params, model, planner, controller, disposePlanner, opts.lockstep);
       session.notes.push(...notes);
@@ -242,4 +245,13 @@ function timing(c: RunParams['controller'], planPeriodS: number) {
     budgetMs: c.budgetMs > 0 ? c.budgetMs : Math.round(0.8 * planPeriodS * 1e6) / 1e3, staleTimeoutS: c.staleTimeoutS, futureStampToleranceS: c.futureStampToleranceS,
     planTimeoutS: c.planTimeoutS, interpolation: c.commandInterpolation, refinePlan: c.refinePlan,
   };
+}
+
+/** The policy `fallback: policy` commands with (fallbackPolicy, else prior.path), checked against the model; undefined for fallback: zero. */
+function fallbackPolicy(params: RunParams, model: Model): FallbackPolicy | undefined {
+  if (params.controller.fallback !== 'policy') return undefined;
+  const path = params.controller.fallbackPolicy || params.prior.path;
+  if (!path) throw new InputError('fallback is policy, but no policy is given: set fallbackPolicy (a directory from train-policy --out) or prior.path');
+  const policy = LearnedPrior.load(path, model, 'policy');
+  return { command: (x, reference) => policy.command(x, reference) };
 }

@@ -64,11 +64,17 @@ export function unitMassIfNone(inverseMass: Float64Array | undefined, dim: numbe
   return minv;
 }
 
-/** Momenta r ~ N(0, M) for n particles: standard normals over the square root of the inverse mass. */
+/**
+ * Momenta r ~ N(0, M) for n particles: standard normals over the square root
+ * of the inverse mass. An inverse mass of 0 (infinite mass) holds its
+ * coordinate: momentum 0, and every use of r is through M^-1 r, so the
+ * coordinate neither moves nor enters the kinetic energy or the U-turn test
+ * (auxiliary variables another move refreshes, as TSMC:E's starts).
+ */
 export function drawMomentum(rng: Rng, n: number, minv: Float64Array): Float64Array {
   const dim = minv.length;
   const r = rng.fillNormal(new Float64Array(n * dim));
-  for (let o = 0; o < r.length; o += dim) for (let j = 0; j < dim; j++) r[o + j] /= Math.sqrt(minv[j]);
+  for (let o = 0; o < r.length; o += dim) for (let j = 0; j < dim; j++) r[o + j] = minv[j] > 0 ? r[o + j] / Math.sqrt(minv[j]) : 0;
   return r;
 }
 

@@ -1,0 +1,95 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { lineChart } from '../plot/svg.js';
+import { Command, JSON_OPTION, MAX_THREADS, optionalInteger, parseNumber, printJson, stringOpt } from './command.js';
+import { progressBar } from './progress.js';
+import { shutdown } from '../shutdown.js';
+import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
+import { InputError } from '../input-error.js';
+import { POLICY_TASK_NAMES, policyTask, PolicyTask } from '../policy/tasks.js';
+import { PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
+
+
+export const trainPolicyCommand: Command = {
+  name: 'train-policy',
+  summary: 'Train a neural feedback policy by tempered SMC on exact closed-loop gradients (TSMC:D, TSMC:E; TSMC paper Section IV) or by multi-start Adam; the output is a prior checkpoint (--prior DIR: MPPI\'s sampling policy, the controller\'s fallback: policy).',
+  usage: `train-policy --task ${POLICY_TASK_NAMES.join('|')} [--method ${POLICY_METHODS.join('|')}] [--particles N] [--batch B] [--seed K] [--set train.KEY=value] [--threads N] [--out DIR] [--resume] [--json]`,
+  options: {
+    task: { type: 'string', description: `the paper's task: ${POLICY_TASK_NAMES.join(', ')}`, valueName: 'NAME' },
+    method: { type: 'string', description: `${POLICY_METHODS.join(', ')} (default tsmc-d); the same as --set train.method=M`, valueName: 'M' },
+    particles: { type: 'string', description: 'particles N (default: the task\'s); the same as --set train.particles=N', valueName: 'N' },
+    batch: { type: 'string', description: 'initial states B per evaluation (default: the task\'s); the same as --set train.batch=B', valueName: 'B' },
+    seed: { type: 'string', description: 'seed (default 0); the same as --set train.seed=K', valueName: 'K' },
+    set: { type: 'string', multiple: true, description: `a training setting, train.KEY=value (${Object.keys(POLICY_TRAIN_PARAMS).join(', ')})`, valueName: 'train.KEY=value' },
+    out: { type: 'string', description: 'output folder, a prior checkpoint (default runs/policy-TASK-TIMESTAMP)', valueName: 'DIR' },
+    resume: { type: 'boolean', description: 'continue the run in --out from its last level' },
+    threads: { type: 'string', description: `threads for the rollouts (default all ${MAX_THREADS} cores); the result does not depend on it`, valueName: 'N' },
+    json: JSON_OPTION,
+  },
+  interruptible: true,
+  check(values) {
+    trainPolicyOptions(values);
+  },
+  async run(values) {
+    const { task, settings, threads } = trainPolicyOptions(values);
+    const out = trainingOut(values, `policy-${task.name}`);
+    const bar = progressBar(`train-policy ${task.name} ${settings.method}`, !values.json);
+    const line = (l: PolicyLevel) => settings.method === 'gradient'
+      ? `block ${l.level}: best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`
+      : `level ${l.level} beta ${l.beta.toExponential(2)} ESS ${l.ess.toFixed(0)} acc ${l.acceptance.toFixed(2)} best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`;
+    const result = await trainPolicy(task, settings, {
+      out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal, threads,
+      onLevel: (l) => {
+        // beta climbs unevenly; its log is the better progress measure
+        const fraction = settings.method === 'gradient' ? (l.level * 50) / settings.iterations : l.beta >= 1 ? 1 : Math.max(0, 1 + Math.log10(Math.max(l.beta, 1e-6)) / 6);
+        bar.update(fraction, line(l));
+        if (!values.json && !process.stderr.isTTY) console.error(`${line(l)}, ${l.wallS.toFixed(1)} s`);
+      },
+    });
+    bar.done();
+    writeFileSync(join(out, 'curve.json'), `${JSON.stringify(result.levels, null, 1)}\n`);
+    writeFileSync(join(out, 'curve.svg'), energyCurve(task, settings.method, result.levels));
+    const paperWallS = settings.method === 'gradient' || !task.paper ? null : task.paper.wallS[settings.method];
+    const summary = {
+      task: task.name, system: task.system, method: settings.method, out, particles: settings.particles, batch: settings.batch,
+      seed: settings.seed, levels: result.levels.length, finished: result.finished, bestEnergy: result.best.energy,
+      gradientEvaluationsPerParticle: result.gradientEvaluations, wallS: result.wallS,
+      paper: task.paper ? { particles: task.paper.particles, batch: task.paper.batch, wallS: paperWallS, costs: task.paper.costs ?? null } : null,
+      interrupted: shutdown.received ?? null,
+    };
+    if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after ${summary.levels} levels: ${out} holds them (continue with --resume)`);
+    if (values.json) return printJson(summary);
+    console.log(`${task.name} by ${settings.method}: best energy ${result.best.energy.toPrecision(6)} after ${summary.levels} ${settings.method === 'gradient' ? 'blocks of 50 iterations' : 'levels'}${result.finished ? '' : ' (not finished)'}, ${summary.gradientEvaluationsPerParticle.toFixed(0)} gradient evaluations per particle, ${summary.wallS.toFixed(1)} s`);
+    if (paperWallS !== null && task.paper) console.log(`  the paper: ${paperWallS} s on two workstation GPUs at N = ${task.paper.particles}, B = ${task.paper.batch} (here N = ${settings.particles}, B = ${settings.batch})`);
+    if (task.paper?.costs) console.log(`  the paper's costs: TSMC ${task.paper.costs.tsmc}, PPO ${task.paper.costs.ppo}, SAC ${task.paper.costs.sac} (PPO and SAC are not run here)`);
+    console.log(`  policy: ${out} (use: bench policy --task ${task.name} --prior ${out}; run --prior ${out} --set prior.value=false); curve: ${join(out, 'curve.svg')}`);
+  },
+};
+
+function trainPolicyOptions(values: Record<string, unknown>): { task: PolicyTask; settings: ReturnType<typeof resolvePolicySettings>; threads: number } {
+  const name = stringOpt(values, 'task');
+  if (!name) throw new InputError(`--task NAME is required: one of ${POLICY_TASK_NAMES.join(', ')}`);
+  const task = policyTask(name);
+  const { own, rest } = splitSets(values, 'train');
+  if (rest.length) throw new InputError(`--set ${rest[0]}: train-policy takes train.KEY=value only (keys: ${Object.keys(POLICY_TRAIN_PARAMS).join(', ')})`);
+  for (const key of ['particles', 'batch', 'seed'] as const) {
+    const text = stringOpt(values, key);
+    if (text !== undefined) own[key] = parseNumber(`--${key}`, text);
+  }
+  const method = stringOpt(values, 'method');
+  if (method !== undefined) own.method = method;
+  return { task, settings: resolvePolicySettings(task, own), threads: optionalInteger(values, 'threads', MAX_THREADS, 1, 256) };
+}
+
+function energyCurve(task: PolicyTask, method: string, levels: PolicyLevel[]): string {
+  const x = levels.map((l) => l.level);
+  const q = (k: number) => levels.map((l) => l.energy[k]);
+  const positive = levels.every((l) => l.energy.every((e) => !(e <= 0)));
+  return lineChart(`train-policy ${task.name} (${method}): particle energies per level`, [
+    { title: 'energy (mean closed-loop cost): min, p10, p25, median, p75, p90', xLabel: method === 'gradient' ? 'block of 50 Adam iterations' : 'tempering level', logY: positive,
+      series: [['min', 0], ['p10', 1], ['p25', 2], ['median', 3], ['p75', 4], ['p90', 5]].map(([name, k]) => ({ name: name as string, x, y: q(k as number) })) },
+    { title: method === 'gradient' ? 'gradient evaluations per block' : 'beta and acceptance', xLabel: 'level',
+      series: method === 'gradient' ? [{ name: 'evaluations', x, y: levels.map((l) => l.gradientEvaluations) }]
+        : [{ name: 'beta', x, y: levels.map((l) => l.beta) }, { name: 'acceptance', x, y: levels.map((l) => l.acceptance) }] },
+  ], 1);
+}

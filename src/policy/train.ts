@@ -1,0 +1,318 @@
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { join } from 'node:path';
+import { InputError } from '../input-error.js';
+import { choice, num, ParamsOf, resolveParams } from '../params.js';
+import { saveCheckpoint, writeFileAtomic, PriorMeta } from '../learned/checkpoint.js';
+import { initMlp } from '../learned/mlp.js';
+import { LOG_STD_RANGE, PriorNetworks } from '../learned/networks.js';
+import { Rng } from '../random.js';
+import { moveKernel } from '../planners/tsmc/tsmc.js';
+import { quantile } from '../samplers/stats.js';
+import { temperedSmc, TemperedState } from '../samplers/tempering.js';
+import { ClosedLoop, drawFromPrior, policyShape, PolicyShape, priorStd, toPriorPolicy } from './closed-loop.js';
+import { ClosedLoopPool } from './pool.js';
+import type { Model } from '../models/model.js';
+import { composedMove, drawPhysicalStarts, heldStartsMass, PolicyTarget, startsRefresh, toModelStarts } from './target.js';
+import { POLICY_TASKS, PolicyTask, taskModel } from './tasks.js';
+
+export const POLICY_METHODS = ['tsmc-d', 'tsmc-e', 'gradient'] as const;
+export type PolicyMethod = (typeof POLICY_METHODS)[number];
+
+/**
+ * train-policy's settings, declared once (--set KEY=value, the checkpoint's
+ * record of its training). particles, batch, lambda and stepSize default to
+ * the task's own (PolicyTask.defaults) where not given.
+ */
+export const POLICY_TRAIN_PARAMS = {
+  method: choice('tsmc-d', POLICY_METHODS, 'tsmc-d: the B starts fixed (TSMC paper eqs. (21)-(22)); tsmc-e: each particle carries its starts, refreshed by Metropolis-Hastings (eqs. (23)-(29)); gradient: multi-start Adam on tsmc-d\'s energy (the baseline)'),
+  particles: num(256, 'particles N (gradient: independent starts)', { min: 2, max: 1e6, integer: true }),
+  batch: num(1, 'initial states B per energy evaluation', { min: 1, max: 1e6, integer: true }),
+  seed: num(0, 'seed of the starts, the initial particles and every level\'s draws', { min: 0, max: 2 ** 31 - 1, integer: true }),
+  lambda: num(100, 'temperature lambda of the Boltzmann tilt p0(theta) exp(-E(theta) / lambda)', { min: 0, max: 1e12, exclusive: true }),
+  stepSize: num(0.001, 'initial NUTS step size (adapted towards targetAcceptance)', { min: 0, max: 100, exclusive: true }),
+  maxTreeDepth: num(5, 'NUTS maximum tree depth', { min: 1, max: 12, integer: true }),
+  movesPerLevel: num(2, 'NUTS moves per tempering level', { min: 1, max: 100, integer: true }),
+  rho: num(0.8, 'target ESS fraction after each reweighting', { min: 0, max: 1, exclusive: true }),
+  targetAcceptance: num(0.65, 'adapt the step size towards this acceptance (0 = fixed)', { min: 0, max: 0.99 }),
+  maxLevels: num(1000, 'stop after this many tempering levels (or Adam blocks of 50 iterations)', { min: 1, max: 100000, integer: true }),
+  priorScale: num(1, 'multiplies the prior\'s stds over the weights (Glorot) and biases (0.1)', { min: 0, max: 100, exclusive: true }),
+  iterations: num(2000, 'gradient: Adam iterations per start (set it to TSMC\'s gradient evaluations per particle for an equal budget)', { min: 1, max: 1e7, integer: true }),
+  learningRate: num(0.003, 'gradient: Adam\'s learning rate', { min: 0, max: 10, exclusive: true }),
+  policyStd: num(0.1, 'the std the checkpoint\'s sampling policy gets around the trained policy, as MPPI\'s prior (normalised control units)', { min: Math.exp(LOG_STD_RANGE[0]), max: Math.exp(LOG_STD_RANGE[1]) }),
+} as const;
+
+export type PolicyTrainSettings = ParamsOf<typeof POLICY_TRAIN_PARAMS>;
+
+/** The settings for a task: the schema's defaults, the task's own, then the user's (checked by the schema). */
+export function resolvePolicySettings(task: PolicyTask, given: Readonly<Record<string, unknown>>): PolicyTrainSettings {
+  return resolveParams('train-policy', POLICY_TRAIN_PARAMS, given, task.defaults);
+}
+
+/** One tempering level (or a block of Adam iterations), as the progress line, the curve and the checkpoint keep it. */
+export interface PolicyLevel {
+  level: number;
+  beta: number;
+  ess: number;
+  acceptance: number;
+  stepSize: number;
+  /** energy quantiles over the particles after the level's moves: min, p10, p25, median, p75, p90, max */
+  energy: number[];
+  gradientEvaluations: number;
+  wallS: number;
+}
+
+export interface PolicyTrainResult {
+  levels: PolicyLevel[];
+  best: { theta: Float64Array; energy: number };
+  energies: Float64Array;
+  /** gradient evaluations per particle, all levels */
+  gradientEvaluations: number;
+  wallS: number;
+  meta: PriorMeta;
+  finished: boolean;
+}
+
+const STATE_FILE = 'training/state.json';
+const PARTICLES_FILE = 'training/particles.bin';
+
+interface SavedState {
+  task: string;
+  settings: PolicyTrainSettings;
+  beta: number;
+  stepSize: number;
+  logZ: number;
+  levels: PolicyLevel[];
+  wallS: number;
+  finished: boolean;
+}
+
+/** Bytes the run holds at its peak: the particles with NUTS's per-particle vectors (about 13 + 2 depth of them), and one batch of closed-loop rollouts. */
+export function memoryEstimate(loop: ClosedLoop, dim: number, s: Pick<PolicyTrainSettings, 'particles' | 'batch' | 'maxTreeDepth'>): number {
+  const perStep = loop.model.stateDim + loop.model.controlDim + loop.sizes.reduce((a, b) => a + b, 0);
+  return 8 * (s.particles * dim * (13 + 2 * s.maxTreeDepth) + (loop.horizon + 1) * s.batch * perStep);
+}
+
+/**
+ * Trains a feedback policy for `task` by TSMC:D, TSMC:E or the gradient
+ * baseline, writing the best particle as a prior checkpoint in `out` after
+ * every level (with the sampler's state, so `resume` continues where a run
+ * stopped: each level draws from its own stream, seeded by the seed and the
+ * level, so a resumed run repeats an uninterrupted one).
+ */
+export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSettings, opts: {
+  out: string; resume: boolean; version: string; signal?: AbortSignal; onLevel?: (l: PolicyLevel) => void;
+  /** threads for the rollouts (default 1); results do not depend on it. A task that is not registered runs on this thread. */
+  threads?: number;
+}): Promise<PolicyTrainResult> {
+  const model = taskModel(task);
+  const shape = policyShape(model, task.hidden, task.rawScale);
+  const loop = new ClosedLoop(model, shape, model.horizon, model.goal);
+  const registered = POLICY_TASKS.includes(task);
+  const pool = registered && (opts.threads ?? 1) > 1 ? new ClosedLoopPool(loop, { task: task.name }, opts.threads!) : undefined;
+  try {
+    return await train(task, settings, opts, model, shape, loop, pool);
+  } finally {
+    pool?.dispose();
+  }
+}
+
+async function train(
+  task: PolicyTask, settings: PolicyTrainSettings, opts: Parameters<typeof trainPolicy>[2],
+  model: Model, shape: PolicyShape, loop: ClosedLoop, pool: ClosedLoopPool | undefined,
+): Promise<PolicyTrainResult> {
+  const std = priorStd(loop.sizes, settings.priorScale);
+  const setupRng = new Rng(settings.seed);
+  const physical = drawPhysicalStarts(setupRng, task.starts, settings.batch);
+  const carried = settings.method === 'tsmc-e';
+  const target = new PolicyTarget(loop, settings.lambda, std, settings.batch, carried ? undefined : toModelStarts(model, physical), pool);
+  const bytes = memoryEstimate(loop, target.dim, settings);
+  if (bytes > 0.5 * totalmem()) {
+    throw new InputError(`--particles ${settings.particles} with --batch ${settings.batch} needs about ${(bytes / 2 ** 30).toFixed(1)} GiB, more than half this machine's ${(totalmem() / 2 ** 30).toFixed(1)} GiB: use fewer particles or starts`);
+  }
+  mkdirSync(join(opts.out, 'training'), { recursive: true });
+  const statePath = join(opts.out, STATE_FILE);
+  let saved: SavedState | undefined;
+  let positions: Float64Array;
+  if (opts.resume && existsSync(statePath)) {
+    saved = JSON.parse(readFileSync(statePath, 'utf8')) as SavedState;
+    if (saved.task !== task.name || JSON.stringify(saved.settings) !== JSON.stringify(settings)) {
+      throw new InputError(`--resume: ${opts.out} holds a run of task ${saved.task} with other settings (${JSON.stringify(saved.settings)}); resume with the same ones, or give a new --out`);
+    }
+    const bin = readFileSync(join(opts.out, PARTICLES_FILE));
+    positions = new Float64Array(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length));
+    if (positions.length !== settings.particles * target.dim) throw new InputError(`--resume: ${join(opts.out, PARTICLES_FILE)} holds ${positions.length} values, expected ${settings.particles * target.dim} (truncated or from another run)`);
+  } else {
+    positions = new Float64Array(settings.particles * target.dim);
+    const theta = drawFromPrior(setupRng, std, settings.particles);
+    for (let i = 0; i < settings.particles; i++) {
+      positions.set(theta.subarray(i * target.parameters, (i + 1) * target.parameters), i * target.dim);
+      if (carried) positions.set(toModelStarts(model, drawPhysicalStarts(setupRng, task.starts, settings.batch)), i * target.dim + target.parameters);
+    }
+  }
+  const logStdBias = headBiasFor(settings.policyStd);
+  const metaBase = checkpointMeta(task, model, shape, settings, opts.version);
+  const writeBest = (theta: Float64Array, levels: number) => saveCheckpoint(opts.out, policyNetworks(theta, loop.sizes, logStdBias, new Rng(0)), { ...metaBase, updates: levels });
+  const startMs = performance.now() - 1000 * (saved?.wallS ?? 0);
+  const levels: PolicyLevel[] = saved?.levels ?? [];
+  const persist = (s: Omit<SavedState, 'task' | 'settings' | 'levels' | 'wallS'>, particles: Float64Array) => {
+    writeFileAtomic(join(opts.out, PARTICLES_FILE), particles);
+    writeFileAtomic(statePath, `${JSON.stringify({ task: task.name, settings, levels, wallS: (performance.now() - startMs) / 1000, ...s } satisfies SavedState)}\n`);
+  };
+
+  if (settings.method === 'gradient') {
+    return adamBaseline(target, positions, settings, { levels, startMs, saved, persist, writeBest, onLevel: opts.onLevel, signal: opts.signal });
+  }
+  const kernelFor = (stepSize: number, inverseMass?: Float64Array) => {
+    const nuts = moveKernel({ kernel: 'nuts', stepSize, leapfrogSteps: 1, maxTreeDepth: settings.maxTreeDepth, inverseMass: carried ? heldStartsMass(target, inverseMass) : inverseMass });
+    return carried ? composedMove([nuts, startsRefresh((rng, count) => toModelStarts(model, drawPhysicalStarts(rng, task.starts, count)))]) : nuts;
+  };
+  const smc = temperedSmc(target, kernelFor, {
+    rho: settings.rho, resampling: 'systematic', movesPerLevel: settings.movesPerLevel, maxLevels: settings.maxLevels,
+    stepSize: settings.stepSize, targetAcceptance: settings.targetAcceptance,
+  });
+  let state: TemperedState = await smc.init(positions, saved?.beta ?? 0);
+  if (saved) state = { ...state, stepSize: saved.stepSize, logZ: saved.logZ };
+  let finished = saved?.finished ?? false;
+  while (!finished && !opts.signal?.aborted) {
+    if (levels.length >= settings.maxLevels) break;
+    const levelStart = performance.now();
+    state = await smc.step(new Rng(levelSeed(settings.seed, levels.length)), state);
+    const info = state.levels[state.levels.length - 1];
+    const level: PolicyLevel = {
+      level: levels.length + 1, beta: state.beta, ess: info.ess, acceptance: info.acceptance, stepSize: info.stepSize,
+      energy: energyQuantiles(state.particles.energy), gradientEvaluations: info.gradientEvaluations, wallS: (performance.now() - levelStart) / 1000,
+    };
+    levels.push(level);
+    finished = state.beta >= 1;
+    const best = bestOf(state.particles.energy);
+    writeBest(state.particles.positions.slice(best * target.dim, best * target.dim + target.parameters), levels.length);
+    persist({ beta: state.beta, stepSize: state.stepSize, logZ: state.logZ, finished }, state.particles.positions);
+    opts.onLevel?.(level);
+  }
+  const best = bestOf(state.particles.energy);
+  const theta = state.particles.positions.slice(best * target.dim, best * target.dim + target.parameters);
+  return {
+    levels, best: { theta, energy: state.particles.energy[best] }, energies: state.particles.energy.slice(),
+    gradientEvaluations: levels.reduce((s, l) => s + l.gradientEvaluations, 0), wallS: (performance.now() - startMs) / 1000,
+    meta: writeBest(theta, levels.length), finished,
+  };
+}
+
+/**
+ * The baseline: multi-start Adam on the same energy (TSMC:D's fixed starts,
+ * the prior as a regulariser, as the tempered target at beta = 1 has it),
+ * from the same initial particles, in blocks of iterations reported as levels.
+ */
+async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: PolicyTrainSettings, ctx: {
+  levels: PolicyLevel[]; startMs: number; saved?: SavedState; signal?: AbortSignal;
+  persist: (st: Omit<SavedState, 'task' | 'settings' | 'levels' | 'wallS'>, particles: Float64Array) => void;
+  writeBest: (theta: Float64Array, levels: number) => PriorMeta;
+  onLevel?: (l: PolicyLevel) => void;
+}): Promise<PolicyTrainResult> {
+  const { dim } = target;
+  const N = s.particles;
+  const BLOCK = 50;
+  const blocks = Math.ceil(s.iterations / BLOCK);
+  // Adam's moments are not checkpointed: a resumed run restarts them (said in the docs)
+  const m1 = new Float64Array(N * dim);
+  const m2 = new Float64Array(N * dim);
+  let ev = await target.evaluate(positions, N);
+  let iteration = ctx.levels.length * BLOCK;
+  const [b1, b2] = [0.9, 0.999];
+  while (ctx.levels.length < blocks && !ctx.signal?.aborted) {
+    const blockStart = performance.now();
+    const until = Math.min(s.iterations, iteration + BLOCK);
+    const done = until - iteration;
+    for (; iteration < until; iteration++) {
+      const t = iteration + 1;
+      for (let k = 0; k < N * dim; k++) {
+        const g = ev.energyGrad[k] / s.lambda + ev.priorGrad[k];
+        if (!Number.isFinite(g)) continue;
+        m1[k] = b1 * m1[k] + (1 - b1) * g;
+        m2[k] = b2 * m2[k] + (1 - b2) * g * g;
+        positions[k] -= s.learningRate * (m1[k] / (1 - b1 ** t)) / (Math.sqrt(m2[k] / (1 - b2 ** t)) + 1e-8);
+      }
+      ev = await target.evaluate(positions, N);
+    }
+    const level: PolicyLevel = {
+      level: ctx.levels.length + 1, beta: 1, ess: N, acceptance: 1, stepSize: s.learningRate,
+      energy: energyQuantiles(ev.energy), gradientEvaluations: done, wallS: (performance.now() - blockStart) / 1000,
+    };
+    ctx.levels.push(level);
+    const best = bestOf(ev.energy);
+    ctx.writeBest(positions.slice(best * dim, best * dim + target.parameters), ctx.levels.length);
+    ctx.persist({ beta: 1, stepSize: s.learningRate, logZ: 0, finished: ctx.levels.length >= blocks }, positions);
+    ctx.onLevel?.(level);
+  }
+  const best = bestOf(ev.energy);
+  const theta = positions.slice(best * dim, best * dim + target.parameters);
+  return {
+    levels: ctx.levels, best: { theta, energy: ev.energy[best] }, energies: ev.energy.slice(),
+    gradientEvaluations: ctx.levels.reduce((a, l) => a + l.gradientEvaluations, 0), wallS: (performance.now() - ctx.startMs) / 1000,
+    meta: ctx.writeBest(theta, ctx.levels.length), finished: ctx.levels.length >= blocks,
+  };
+}
+
+function levelSeed(seed: number, level: number): number {
+  return (Math.imul(seed + 1, 0x9e3779b1) ^ Math.imul(level + 1, 0x85ebca6b)) >>> 0;
+}
+
+function bestOf(energy: Float64Array): number {
+  let best = 0;
+  for (let i = 1; i < energy.length; i++) if (!(energy[best] <= energy[i])) best = i;
+  return best;
+}
+
+function energyQuantiles(e: Float64Array): number[] {
+  const finite = Float64Array.from(e).filter(Number.isFinite);
+  if (!finite.length) return new Array<number>(7).fill(NaN);
+  return [0, 0.1, 0.25, 0.5, 0.75, 0.9, 1].map((q) => quantile(finite, q));
+}
+
+/** The log-std head's bias that makes gaussianHead's std `std` (normalised units, inside LOG_STD_RANGE). */
+export function headBiasFor(std: number): number {
+  const [lo, hi] = LOG_STD_RANGE;
+  const u = (2 * (Math.log(std) - lo)) / (hi - lo) - 1;
+  return Math.atanh(Math.max(-0.999999, Math.min(0.999999, u)));
+}
+
+/**
+ * The checkpoint's networks: the policy as the sampling policy and as the
+ * adaptive prior; the value networks have zero output weights (Q = 0) and
+ * the metadata says there is no value (`hasValue: false`), so a planner
+ * asked to bootstrap from it refuses.
+ */
+function policyNetworks(theta: Float64Array, sizes: readonly number[], logStdBias: number, rng: Rng): PriorNetworks {
+  const policy = toPriorPolicy(theta, sizes, logStdBias);
+  const [d, ...rest] = sizes;
+  const hidden = rest.slice(0, -1);
+  const m = rest[rest.length - 1];
+  const q = () => initMlp(rng, [d + m, ...hidden, 1], 0);
+  return { policy, prior: toPriorPolicy(theta, sizes, logStdBias), q: q(), qLambda: q(), qTarget: q(), qLambdaTarget: q() };
+}
+
+function checkpointMeta(task: PolicyTask, model: Model, shape: PolicyShape, settings: PolicyTrainSettings, version: string): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> {
+  return {
+    version,
+    system: model.name,
+    stateNames: [...model.def.stateNames],
+    controlNames: [...model.def.controlNames],
+    stateDim: model.stateDim,
+    controlDim: model.controlDim,
+    horizon: model.horizon,
+    dtS: model.dtS,
+    reference: [...model.goal],
+    features: shape.features,
+    controlCenter: Array.from(shape.controlCenter),
+    controlScale: Array.from(shape.controlScale),
+    bounded: [...shape.bounded],
+    hidden: [...shape.hidden],
+    valueTransform: 'symlog',
+    gamma: 1,
+    hasValue: false,
+    training: { trainer: 'train-policy', task: task.name, ...settings },
+    episodes: 0,
+    updates: 0,
+  };
+}

@@ -1,0 +1,275 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Controller } from '../src/controller/controller.js';
+import { PriorError } from '../src/learned/checkpoint.js';
+import { LearnedPrior } from '../src/learned/runtime.js';
+import { lqr } from '../src/models/lqr.js';
+import { ClosedLoop, drawFromPrior, fromPriorPolicy, policyShape, priorStd, toPriorPolicy } from '../src/policy/closed-loop.js';
+import { PolicyTask, policyTask, taskModel } from '../src/policy/tasks.js';
+import { resolvePolicySettings, trainPolicy } from '../src/policy/train.js';
+import { nutsKernel } from '../src/samplers/nuts.js';
+import { initParticles } from '../src/samplers/target.js';
+import { MppiPlanner } from '../src/planners/mppi/receding.js';
+import { CpuBackend } from '../src/kernels/cpu.js';
+import { resolveParams } from '../src/params.js';
+import { MPPI_PARAMS } from '../src/planners/mppi/mppi.js';
+import { Rng } from '../src/random.js';
+import { InputError } from '../src/input-error.js';
+import { gaussianProblem } from './gaussian-target.js';
+import { model } from './helpers.js';
+
+/** A linear-quadratic task: the double integrator, a linear policy (no hidden layer), starts uniform on [-1, 1]^2. */
+const LQ_TASK: PolicyTask = {
+  name: 'lq-test',
+  summary: 'double integrator, linear feedback',
+  system: 'double-integrator',
+  model: { horizon: 80 },
+  starts: { kind: 'box', lower: [-1, -1], upper: [1, 1] },
+  rawScale: [1, 1],
+  hidden: [],
+  defaults: { particles: 64, batch: 16, lambda: 1e-4, stepSize: 0.05 },
+  episodeS: 8,
+};
+
+const version = 'test';
+
+function tmp(): string {
+  return mkdtempSync(join(tmpdir(), 'policy-'));
+}
+
+/** Mean and std per parameter of the particles in a run's training/particles.bin (first `dim` of every `stride` values). */
+function particleMoments(out: string, stride: number, from: number, dim: number): { mean: number[]; sd: number[]; values: number[][] } {
+  const bin = readFileSync(join(out, 'training/particles.bin'));
+  const p = new Float64Array(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length));
+  const count = p.length / stride;
+  const values = Array.from({ length: dim }, (_, j) => Array.from({ length: count }, (__, i) => p[i * stride + from + j]));
+  const mean = values.map((v) => v.reduce((a, b) => a + b, 0) / v.length);
+  const sd = values.map((v, j) => Math.sqrt(v.reduce((a, b) => a + (b - mean[j]) ** 2, 0) / v.length));
+  return { mean, sd, values };
+}
+
+describe('policies in the differentiable closed loop', () => {
+  for (const [name, overrides, T] of [['pendulum', {}, 20], ['acrobot', { dtS: 0.04 }, 40], ['cart-double-pendulum', {}, 30], ['double-integrator', {}, 30]] as const) {
+    it(`${name}: the closed-loop gradient equals central differences to 1e-6 (f64)`, () => {
+      const m = model(name, overrides);
+      const loop = new ClosedLoop(m, policyShape(m, [8, 8]), T, m.goal);
+      const rng = new Rng(3);
+      const theta = drawFromPrior(rng, priorStd(loop.sizes, 0.5), 1);
+      const B = 3;
+      const starts = Float64Array.from({ length: B * m.stateDim }, () => 0.3 * rng.normal());
+      const grad = new Float64Array(loop.parameters);
+      loop.evaluate(theta, starts, B, { grad });
+      const fd = new Float64Array(loop.parameters);
+      for (let k = 0; k < loop.parameters; k++) {
+        const h = 1e-6 * Math.max(1, Math.abs(theta[k]));
+        const plus = theta.slice();
+        plus[k] += h;
+        const minus = theta.slice();
+        minus[k] -= h;
+        fd[k] = (loop.evaluate(plus, starts, B) - loop.evaluate(minus, starts, B)) / (2 * h);
+      }
+      const norm = (v: Float64Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+      const rel = norm(grad.map((g, k) => g - fd[k])) / norm(fd);
+      assert.ok(norm(fd) > 1e-3, 'the cost depends on the policy');
+      assert.ok(rel < 1e-6, `relative error ${rel.toExponential(2)}`);
+    });
+  }
+
+  it('the sparse-reward pendulum task: its terminal-only cost has the exact gradient too', () => {
+    const m = taskModel(policyTask('sparse-pendulum'), { horizon: 12 });
+    const loop = new ClosedLoop(m, policyShape(m, [8]), m.horizon, m.goal);
+    const rng = new Rng(5);
+    // starts near the goal, where the sigmoid is not flat
+    const starts = Float64Array.from([Math.PI - 0.05, 0.01, Math.PI + 0.08, -0.02]);
+    const theta = drawFromPrior(rng, priorStd(loop.sizes, 0.2), 1);
+    const grad = new Float64Array(loop.parameters);
+    loop.evaluate(theta, starts, 2, { grad });
+    let worst = 0;
+    for (let k = 0; k < loop.parameters; k++) {
+      const h = 1e-6;
+      const plus = theta.slice();
+      plus[k] += h;
+      const minus = theta.slice();
+      minus[k] -= h;
+      const fd = (loop.evaluate(plus, starts, 2) - loop.evaluate(minus, starts, 2)) / (2 * h);
+      worst = Math.max(worst, Math.abs(fd - grad[k]) / Math.max(1e-6, Math.abs(fd)));
+    }
+    assert.ok(worst < 1e-4, `worst relative error ${worst.toExponential(2)}`);
+  });
+
+  it('a policy checkpoint\'s network gives back the parameters (f32) and its mean is the policy', () => {
+    const m = model('acrobot', { dtS: 0.04 });
+    const shape = policyShape(m, [8, 8]);
+    const loop = new ClosedLoop(m, shape, 1, m.goal);
+    const theta = drawFromPrior(new Rng(2), priorStd(loop.sizes), 1);
+    const back = fromPriorPolicy(toPriorPolicy(theta, loop.sizes, 0));
+    assert.deepEqual(back.sizes, loop.sizes);
+    back.theta.forEach((v, k) => assert.equal(v, Math.fround(theta[k])));
+  });
+});
+
+describe('held coordinates in NUTS (inverse mass 0)', () => {
+  it('a coordinate with inverse mass 0 never moves; the others still sample their target', async () => {
+    const p = gaussianProblem(1);
+    const rng = new Rng(4);
+    const n = 400;
+    const start = new Float64Array(n * p.dim);
+    for (let i = 0; i < start.length; i++) start[i] = p.mean[i % p.dim] + p.sd[i % p.dim] * rng.normal();
+    let s = await initParticles(p.target, start);
+    const minv = Float64Array.from({ length: p.dim }, (_, j) => (j === p.dim - 1 ? 0 : 1));
+    const held = Array.from({ length: n }, (_, i) => start[i * p.dim + p.dim - 1]);
+    for (let k = 0; k < 5; k++) s = (await nutsKernel({ stepSize: 0.3, maxTreeDepth: 4, inverseMass: minv }).step(rng, p.target, s, 1)).state;
+    held.forEach((v, i) => assert.equal(s.positions[i * p.dim + p.dim - 1], v));
+    const moved = Array.from({ length: n }, (_, i) => s.positions[i * p.dim]);
+    assert.ok(moved.some((v, i) => v !== start[i * p.dim]), 'the free coordinates move');
+  });
+});
+
+describe('TSMC:D and TSMC:E (policy optimisation)', function () {
+  this.timeout(120_000);
+
+  it('TSMC:D on a linear-quadratic problem: the particles concentrate on the LQR gain', async () => {
+    const out = tmp();
+    try {
+      const settings = resolvePolicySettings(LQ_TASK, { priorScale: 3, rho: 0.5, seed: 1 });
+      const r = await trainPolicy(LQ_TASK, settings, { out, resume: false, version });
+      assert.ok(r.finished, 'tempering reached beta = 1');
+      const m = taskModel(LQ_TASK);
+      const { K } = lqr((x, u) => m.def.step(x, u, [], m.params as never), [0, 0], [0], [1, 0.1], [0.01]);
+      // the linear policy u = w . x + b: w should be -K, b zero
+      const { mean, sd } = particleMoments(out, 3, 0, 3);
+      for (let j = 0; j < 2; j++) {
+        assert.ok(Math.abs(mean[j] + K[0][j]) < 0.03 * Math.abs(K[0][j]), `gain ${j}: particles ${mean[j].toFixed(4)}, LQR ${(-K[0][j]).toFixed(4)}`);
+        assert.ok(sd[j] < 0.05 * Math.abs(K[0][j]), `gain ${j}: spread ${sd[j].toFixed(4)}`);
+      }
+      assert.ok(Math.abs(mean[2]) < 0.02, `bias ${mean[2]}`);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('TSMC:E: with a large lambda the carried starts stay distributed as mu; with a small one they tilt to cheap starts', async () => {
+    const B = 8;
+    const runs: Record<string, number> = {};
+    for (const lambda of [1e9, 0.1]) {
+      const out = tmp();
+      try {
+        const settings = resolvePolicySettings(LQ_TASK, { method: 'tsmc-e', lambda, batch: B, particles: 64, maxLevels: 12, priorScale: 3, seed: 2 });
+        const levels: number[] = [];
+        await trainPolicy(LQ_TASK, settings, { out, resume: false, version, onLevel: (l) => levels.push(l.acceptance) });
+        const { values } = particleMoments(out, 3 + 2 * B, 3, 2 * B);
+        const all = values.flat();
+        const meanSquare = all.reduce((a, v) => a + v * v, 0) / all.length;
+        runs[lambda] = meanSquare;
+        if (lambda === 1e9) {
+          // uniform on [-1, 1]: mean 0, E[x^2] = 1/3
+          const mean = all.reduce((a, v) => a + v, 0) / all.length;
+          assert.ok(Math.abs(mean) < 0.05, `mean of the carried starts ${mean.toFixed(4)}`);
+          assert.ok(Math.abs(meanSquare - 1 / 3) < 0.03, `E[x0^2] of the carried starts ${meanSquare.toFixed(4)}, mu's 1/3`);
+          // the refresh accepts (nearly) every proposal here: no two particles share a start, as copies made by resampling would
+          assert.equal(new Set(all).size, all.length, 'every carried start was redrawn after the last resampling');
+        }
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
+    }
+    assert.ok(runs[0.1] < 0.8 * runs[1e9], `a small lambda prefers cheap (small) starts: E[x0^2] ${runs[0.1].toFixed(4)} vs ${runs[1e9].toFixed(4)}`);
+  });
+
+  it('a resumed run repeats the uninterrupted one; the checkpoint loads as a prior whose mean is the trained policy', async () => {
+    const whole = tmp();
+    const parts = tmp();
+    try {
+      const settings = resolvePolicySettings(LQ_TASK, { particles: 16, batch: 4, maxLevels: 4, priorScale: 3, lambda: 0.01 });
+      const full = await trainPolicy(LQ_TASK, settings, { out: whole, resume: false, version });
+      const stop = new AbortController();
+      await trainPolicy(LQ_TASK, settings, { out: parts, resume: false, version, signal: stop.signal, onLevel: (l) => l.level === 2 && stop.abort() });
+      const resumed = await trainPolicy(LQ_TASK, settings, { out: parts, resume: true, version });
+      assert.equal(resumed.levels.length, full.levels.length);
+      assert.deepEqual(readFileSync(join(parts, 'training/particles.bin')), readFileSync(join(whole, 'training/particles.bin')));
+      await assert.rejects(trainPolicy(LQ_TASK, { ...settings, lambda: 0.02 }, { out: parts, resume: true, version }), /--resume: .* other settings/);
+
+      const m = taskModel(LQ_TASK);
+      const prior = LearnedPrior.load(whole, m, 'policy');
+      assert.equal(prior.meta.hasValue, false);
+      const w = full.best.theta;
+      for (const x of [[0.3, -0.2], [-1, 0.5]]) {
+        const u = prior.command(x, m.goal)!;
+        assert.ok(Math.abs(u[0] - (w[0] * x[0] + w[1] * x[1] + w[2])) < 1e-5 * (1 + Math.abs(u[0])), `u at [${x}]`);
+      }
+      assert.equal(prior.command([NaN, 0], m.goal), null, 'a non-finite output gives no command');
+    } finally {
+      rmSync(whole, { recursive: true, force: true });
+      rmSync(parts, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a policy for another system, impossible sizes, unknown settings', async () => {
+    const out = tmp();
+    try {
+      const settings = resolvePolicySettings(LQ_TASK, { particles: 4, batch: 2, maxLevels: 1 });
+      await trainPolicy(LQ_TASK, settings, { out, resume: false, version });
+      assert.throws(() => LearnedPrior.load(out, model('pendulum'), 'policy'), (e: Error) => e instanceof PriorError && /trained for system 'double-integrator', not 'pendulum'/.test(e.message) && !e.message.includes('\n'));
+      await assert.rejects(trainPolicy(LQ_TASK, resolvePolicySettings(LQ_TASK, { method: 'tsmc-e', particles: 1e6, batch: 1e6 }), { out, resume: false, version }),
+        (e: Error) => e instanceof InputError && /--particles 1000000 with --batch 1000000 needs about [\d.]+ GiB/.test(e.message));
+      assert.throws(() => resolvePolicySettings(LQ_TASK, { lamda: 1 }), /unknown train-policy parameter 'lamda' \(did you mean 'lambda'\?\)/);
+      assert.throws(() => resolvePolicySettings(LQ_TASK, { particles: 1 }), /train-policy.particles/);
+      assert.throws(() => policyTask('pendulumm'), /unknown task 'pendulumm': known tasks are/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('fallback: policy in the controller', function () {
+  this.timeout(60_000);
+  const pendulum = model('pendulum');
+
+  /** A real MPPI planner that throws on every call from `from` on. */
+  function failingFrom(from: number) {
+    const real = new MppiPlanner(pendulum, new CpuBackend(pendulum, { threads: 1 }), resolveParams('mppi', MPPI_PARAMS, { samples: 32, iterations: 1 }), new Rng(1));
+    let calls = 0;
+    return {
+      name: 'mppi' as const,
+      reset: () => real.reset(),
+      updateParams: (c: Record<string, unknown>) => real.updateParams(c),
+      plan: (req: Parameters<typeof real.plan>[0]) => (calls++ >= from ? Promise.reject(new Error('rollout backend lost')) : real.plan(req)),
+    };
+  }
+
+  it('a failed planner with no plan to follow: the policy commands with a fresh state, the safe command without one', async () => {
+    const out = tmp();
+    try {
+      const task = policyTask('pendulum');
+      await trainPolicy(task, resolvePolicySettings(task, { particles: 4, batch: 2, maxLevels: 1 }), { out, resume: false, version });
+      const policy = LearnedPrior.load(out, pendulum, 'policy');
+      const c = new Controller(pendulum, failingFrom(0), { periodS: 0.1, budgetMs: 1000, staleTimeoutS: 0.3, enforceDeadline: false, fallbackPolicy: policy });
+      const x = [2.5, 0.05];
+      c.onState(x, 0);
+      const r = await c.tick(0);
+      assert.equal(r.mode, 'fallback');
+      assert.match(r.reason, /planner error: rollout backend lost; no previous plan: fallback policy/);
+      const expected = policy.command(x, pendulum.goal)!;
+      assert.deepEqual(r.control, expected.map((v) => Math.min(1, Math.max(-1, v))));
+      assert.notDeepEqual(r.control, c.safeCommand);
+      // no fresh state: the safe command, whatever the policy says
+      const stale = await c.tick(0.5);
+      assert.equal(stale.mode, 'stale');
+      assert.deepEqual(stale.control, c.safeCommand);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('a policy that gives no finite command (stand-in: returns null) leaves the safe command, with the reason', async () => {
+    const c = new Controller(pendulum, failingFrom(0), {
+      periodS: 0.1, budgetMs: 1000, staleTimeoutS: 0.3, enforceDeadline: false, fallbackPolicy: { command: () => null },
+    });
+    c.onState([2.5, 0.05], 0);
+    const r = await c.tick(0);
+    assert.deepEqual(r.control, c.safeCommand);
+    assert.match(r.reason, /the fallback policy's output is not finite: safe command/);
+  });
+});
