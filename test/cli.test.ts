@@ -88,7 +88,7 @@ describe('CLI', () => {
     ['train-policy with an unknown method', ['train-policy', '--task', 'acrobot', '--method', 'ppo'], /train-policy.method must be one of tsmc-d, tsmc-e, gradient/],
     ['train-policy with one particle', ['train-policy', '--task', 'acrobot', '--particles', '1'], /train-policy.particles must be >= 2/],
     ['train-policy with an unknown setting', ['train-policy', '--task', 'acrobot', '--set', 'train.lamda=3'], /unknown train-policy parameter 'lamda' \(did you mean 'lambda'\?\)/],
-    ['train-policy with a run setting', ['train-policy', '--task', 'acrobot', '--set', 'mppi.samples=3'], /train-policy takes train.KEY=value only/],
+    ['train-policy with a run setting', ['train-policy', '--task', 'acrobot', '--set', 'mppi.samples=3'], /train-policy takes train.KEY=value \(keys: .*\) and model.KEY=value only/],
     ['bench policy without a prior', ['bench', 'policy', '--task', 'acrobot'], /--prior/],
     ['bench policy with a missing prior', ['bench', 'policy', '--task', 'acrobot', '--prior', '/nonexistent/p'], /prior '\/nonexistent\/p': no such directory/],
     ['a malformed planner outage', ['bench', 'mpc', '--system', 'pendulum', '--planner-outage', '6'], /--planner-outage 6: expected AT,PERIODS/],

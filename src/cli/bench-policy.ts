@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Simulator, resolveSimParams } from '../../sim/simulator.js';
 import { LearnedPrior } from '../learned/runtime.js';
+import { loadCheckpoint } from '../learned/checkpoint.js';
 import { fromPhysical, inGoalRegion, Model, stateDifference, physicalAngles, toPhysical } from '../models/model.js';
 import { modelDefinition } from '../models/index.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
@@ -35,14 +36,13 @@ export const benchPolicyCommand: Command = {
   },
   async run(values) {
     const o = benchPolicyOptions(values);
-    const { task, policy, plant, starts, durationS } = o;
-    const cost = taskModel(task);
+    const { task, policy, plant, cost, starts, durationS } = o;
     const costOf = trajectoryCost(cost);
     const bar = progressBar(`bench policy ${task.name}`, !values.json);
-    const outcomes: { start: number[]; success: boolean; timeToGoalS: number | null; cost: number; fallbacks: number }[] = [];
+    const outcomes: { start: number[]; success: boolean; firstInGoalS: number | null; timeToGoalS: number | null; cost: number; fallbacks: number }[] = [];
     const angles = physicalAngles(plant);
     for (let k = 0; k < starts.length; k++) {
-      const sim = new Simulator(modelDefinition(task.system), plant.dtS, resolveSimParams({ ...o.sim, x0: starts[k] }), o.seed + k, { dtS: plant.dtS });
+      const sim = new Simulator(modelDefinition(task.system), plant.dtS, resolveSimParams({ ...o.sim, x0: starts[k] }), o.seed + k, { ...plant.params });
       const tracker = new GoalTracker(modelDefinition(task.system).goalRegion?.holdS ?? 0);
       const ticks = Math.round(durationS / plant.dtS);
       let fallbacks = 0;
@@ -62,18 +62,19 @@ export const benchPolicyCommand: Command = {
         tracker.observe(sim.timeS, inGoalRegion(plant, fromPhysical(plant, y)) === true, Math.sqrt(y.reduce((s, v, i) => s + stateDifference(angles[i], v, goal[i]) ** 2, 0)));
         if (t + 1 === cost.horizon) states.push(fromPhysical(plant, y));
       }
-      outcomes.push({ start: starts[k], success: tracker.timeToGoalS !== null, timeToGoalS: tracker.timeToGoalS, cost: costOf(states, controls), fallbacks });
+      outcomes.push({ start: starts[k], success: tracker.timeToGoalS !== null, firstInGoalS: tracker.firstInGoalS, timeToGoalS: tracker.timeToGoalS, cost: costOf(states, controls), fallbacks });
       bar.update((k + 1) / starts.length, `${outcomes.filter((r) => r.success).length}/${k + 1} succeeded`);
     }
     bar.done();
     const successes = outcomes.filter((r) => r.success).length;
+    const reached = outcomes.filter((r) => r.firstInGoalS !== null).length;
     const meanCost = outcomes.reduce((s, r) => s + r.cost, 0) / outcomes.length;
     const out = outputFolder(values, `bench-policy-${task.name}`);
     writeFileSync(join(out, 'outcomes.json'), `${JSON.stringify(outcomes, null, 1)}\n`);
     writeFileSync(join(out, 'outcomes.svg'), outcomePlot(task, outcomes));
-    const summary = { task: task.name, prior: o.dir, successes, starts: outcomes.length, meanCost, durationS, sim: o.sim, fallbackTicks: outcomes.reduce((s, r) => s + r.fallbacks, 0), out };
+    const summary = { task: task.name, prior: o.dir, successes, reached, starts: outcomes.length, meanCost, durationS, sim: o.sim, fallbackTicks: outcomes.reduce((s, r) => s + r.fallbacks, 0), out };
     if (values.json) return printJson(summary);
-    console.log(`${task.name}: the policy alone reached and held the goal from ${successes} of ${outcomes.length} starts; mean trajectory cost over the task's ${cost.horizon} steps ${meanCost.toPrecision(6)}`);
+    console.log(`${task.name}: the policy alone reached and held the goal from ${successes} of ${outcomes.length} starts (reached it from ${reached}); mean trajectory cost over the task's ${cost.horizon} steps ${meanCost.toPrecision(6)}`);
     console.log(`  plot: ${join(out, 'outcomes.svg')}`);
   },
 };
@@ -81,9 +82,11 @@ export const benchPolicyCommand: Command = {
 function benchPolicyOptions(values: Record<string, unknown>) {
   const task = policyTask(requireString(values, 'task'));
   const dir = requireString(values, 'prior');
-  const plant = taskPlant(task);
-  // the policy is checked against the task's model (its step and horizon); only the policy is used
-  const policy = LearnedPrior.load(dir, taskModel(task));
+  // the task's model as the policy was trained on it (train-policy --set model.KEY=value is recorded in the checkpoint)
+  const trained = (loadCheckpoint(dir).meta.training.model ?? {}) as Record<string, number>;
+  const cost = taskModel(task, trained);
+  const plant = taskPlant(task, trained);
+  const policy = LearnedPrior.load(dir, cost, 'policy');
   const { own, rest } = splitSets(values, 'sim');
   if (rest.length) throw new InputError(`--set ${rest[0]}: bench policy takes sim.KEY=value only`);
   const sim = Object.fromEntries(Object.entries(resolveSimParams(own)).filter(([k]) => k !== 'x0'));
@@ -92,7 +95,7 @@ function benchPolicyOptions(values: Record<string, unknown>) {
   const durationS = values.seconds === undefined ? task.episodeS : Number(values.seconds);
   if (!(durationS > 0 && durationS <= 3600)) throw new InputError(`--seconds ${String(values.seconds)}: expected a number of seconds in (0, 3600]`);
   const seed = optionalInteger(values, 'seed', 1, 0, 2 ** 31 - 1 - count);
-  return { task, dir, policy, plant, sim, starts: gridStarts(task.starts, count), durationS, seed };
+  return { task, dir, policy, plant, cost, sim, starts: gridStarts(task.starts, count), durationS, seed };
 }
 
 /** About `count` starts covering the distribution: a grid of cell centres over a box, the point repeated otherwise (physical units). */

@@ -6,21 +6,21 @@ import { progressBar } from './progress.js';
 import { shutdown } from '../shutdown.js';
 import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import { InputError } from '../input-error.js';
-import { POLICY_TASK_NAMES, policyTask, PolicyTask } from '../policy/tasks.js';
+import { POLICY_TASK_NAMES, policyTask, PolicyTask, taskModel } from '../policy/tasks.js';
 import { PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
 
 
 export const trainPolicyCommand: Command = {
   name: 'train-policy',
   summary: 'Train a neural feedback policy by tempered SMC on exact closed-loop gradients (TSMC:D, TSMC:E; TSMC paper Section IV) or by multi-start Adam; the output is a prior checkpoint (--prior DIR: MPPI\'s sampling policy, the controller\'s fallback: policy).',
-  usage: `train-policy --task ${POLICY_TASK_NAMES.join('|')} [--method ${POLICY_METHODS.join('|')}] [--particles N] [--batch B] [--seed K] [--set train.KEY=value] [--threads N] [--out DIR] [--resume] [--json]`,
+  usage: `train-policy --task ${POLICY_TASK_NAMES.join('|')} [--method ${POLICY_METHODS.join('|')}] [--particles N] [--batch B] [--seed K] [--set train.KEY=value] [--set model.KEY=value] [--threads N] [--out DIR] [--resume] [--json]`,
   options: {
     task: { type: 'string', description: `the paper's task: ${POLICY_TASK_NAMES.join(', ')}`, valueName: 'NAME' },
     method: { type: 'string', description: `${POLICY_METHODS.join(', ')} (default tsmc-d); the same as --set train.method=M`, valueName: 'M' },
     particles: { type: 'string', description: 'particles N (default: the task\'s); the same as --set train.particles=N', valueName: 'N' },
     batch: { type: 'string', description: 'initial states B per evaluation (default: the task\'s); the same as --set train.batch=B', valueName: 'B' },
     seed: { type: 'string', description: 'seed (default 0); the same as --set train.seed=K', valueName: 'K' },
-    set: { type: 'string', multiple: true, description: `a training setting, train.KEY=value (${Object.keys(POLICY_TRAIN_PARAMS).join(', ')})`, valueName: 'train.KEY=value' },
+    set: { type: 'string', multiple: true, description: `a training setting, train.KEY=value (${Object.keys(POLICY_TRAIN_PARAMS).join(', ')}), or a model parameter of the task, model.KEY=value (e.g. model.dtS and model.horizon to match a controller's step)`, valueName: 'KEY=value' },
     out: { type: 'string', description: 'output folder, a prior checkpoint (default runs/policy-TASK-TIMESTAMP)', valueName: 'DIR' },
     resume: { type: 'boolean', description: 'continue the run in --out from its last level' },
     threads: { type: 'string', description: `threads for the rollouts (default all ${MAX_THREADS} cores); the result does not depend on it`, valueName: 'N' },
@@ -31,14 +31,14 @@ export const trainPolicyCommand: Command = {
     trainPolicyOptions(values);
   },
   async run(values) {
-    const { task, settings, threads } = trainPolicyOptions(values);
+    const { task, settings, threads, model } = trainPolicyOptions(values);
     const out = trainingOut(values, `policy-${task.name}`);
     const bar = progressBar(`train-policy ${task.name} ${settings.method}`, !values.json);
     const line = (l: PolicyLevel) => settings.method === 'gradient'
       ? `block ${l.level}: best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`
       : `level ${l.level} beta ${l.beta.toExponential(2)} ESS ${l.ess.toFixed(0)} acc ${l.acceptance.toFixed(2)} best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`;
     const result = await trainPolicy(task, settings, {
-      out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal, threads,
+      out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal, threads, model,
       onLevel: (l) => {
         // beta climbs unevenly; its log is the better progress measure
         const fraction = settings.method === 'gradient' ? (l.level * 50) / settings.iterations : l.beta >= 1 ? 1 : Math.max(0, 1 + Math.log10(Math.max(l.beta, 1e-6)) / 6);
@@ -66,19 +66,23 @@ export const trainPolicyCommand: Command = {
   },
 };
 
-function trainPolicyOptions(values: Record<string, unknown>): { task: PolicyTask; settings: ReturnType<typeof resolvePolicySettings>; threads: number } {
+function trainPolicyOptions(values: Record<string, unknown>): { task: PolicyTask; settings: ReturnType<typeof resolvePolicySettings>; threads: number; model: Record<string, number> } {
   const name = stringOpt(values, 'task');
   if (!name) throw new InputError(`--task NAME is required: one of ${POLICY_TASK_NAMES.join(', ')}`);
   const task = policyTask(name);
   const { own, rest } = splitSets(values, 'train');
-  if (rest.length) throw new InputError(`--set ${rest[0]}: train-policy takes train.KEY=value only (keys: ${Object.keys(POLICY_TRAIN_PARAMS).join(', ')})`);
+  const { own: modelSets, rest: others } = splitSets({ set: rest }, 'model');
+  if (others.length) throw new InputError(`--set ${others[0]}: train-policy takes train.KEY=value (keys: ${Object.keys(POLICY_TRAIN_PARAMS).join(', ')}) and model.KEY=value only`);
+  // checked by the model's schema now, not at the first rollout
+  const model = taskModel(task, modelSets).params;
+  const modelOverrides = Object.fromEntries(Object.keys(modelSets).map((k) => [k, model[k]]));
   for (const key of ['particles', 'batch', 'seed'] as const) {
     const text = stringOpt(values, key);
     if (text !== undefined) own[key] = parseNumber(`--${key}`, text);
   }
   const method = stringOpt(values, 'method');
   if (method !== undefined) own.method = method;
-  return { task, settings: resolvePolicySettings(task, own), threads: optionalInteger(values, 'threads', MAX_THREADS, 1, 256) };
+  return { task, settings: resolvePolicySettings(task, own), threads: optionalInteger(values, 'threads', MAX_THREADS, 1, 256), model: modelOverrides };
 }
 
 function energyCurve(task: PolicyTask, method: string, levels: PolicyLevel[]): string {

@@ -5,11 +5,13 @@ import { policyTask, taskModel } from './tasks.js';
 /** What a thread needs to build the same closed loop: a registered task by name (its model, costs and network). */
 export interface ClosedLoopSpec {
   task: string;
+  /** the task's model parameters changed */
+  model: Readonly<Record<string, number>>;
 }
 
 export function closedLoopFor(spec: ClosedLoopSpec): ClosedLoop {
   const task = policyTask(spec.task);
-  const model = taskModel(task);
+  const model = taskModel(task, spec.model);
   return new ClosedLoop(model, policyShape(model, task.hidden, task.rawScale), model.horizon, model.goal);
 }
 

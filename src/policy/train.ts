@@ -79,6 +79,7 @@ const PARTICLES_FILE = 'training/particles.bin';
 interface SavedState {
   task: string;
   settings: PolicyTrainSettings;
+  model: Readonly<Record<string, number>>;
   beta: number;
   stepSize: number;
   logZ: number;
@@ -104,12 +105,14 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
   out: string; resume: boolean; version: string; signal?: AbortSignal; onLevel?: (l: PolicyLevel) => void;
   /** threads for the rollouts (default 1); results do not depend on it. A task that is not registered runs on this thread. */
   threads?: number;
+  /** the task's model parameters changed (e.g. dtS and horizon to match a controller's step) */
+  model?: Readonly<Record<string, number>>;
 }): Promise<PolicyTrainResult> {
-  const model = taskModel(task);
+  const model = taskModel(task, opts.model);
   const shape = policyShape(model, task.hidden, task.rawScale);
   const loop = new ClosedLoop(model, shape, model.horizon, model.goal);
   const registered = POLICY_TASKS.includes(task);
-  const pool = registered && (opts.threads ?? 1) > 1 ? new ClosedLoopPool(loop, { task: task.name }, opts.threads!) : undefined;
+  const pool = registered && (opts.threads ?? 1) > 1 ? new ClosedLoopPool(loop, { task: task.name, model: opts.model ?? {} }, opts.threads!) : undefined;
   try {
     return await train(task, settings, opts, model, shape, loop, pool);
   } finally {
@@ -136,8 +139,8 @@ async function train(
   let positions: Float64Array;
   if (opts.resume && existsSync(statePath)) {
     saved = JSON.parse(readFileSync(statePath, 'utf8')) as SavedState;
-    if (saved.task !== task.name || JSON.stringify(saved.settings) !== JSON.stringify(settings)) {
-      throw new InputError(`--resume: ${opts.out} holds a run of task ${saved.task} with other settings (${JSON.stringify(saved.settings)}); resume with the same ones, or give a new --out`);
+    if (saved.task !== task.name || JSON.stringify(saved.settings) !== JSON.stringify(settings) || JSON.stringify(saved.model) !== JSON.stringify(opts.model ?? {})) {
+      throw new InputError(`--resume: ${opts.out} holds a run of task ${saved.task} with other settings (${JSON.stringify({ ...saved.settings, model: saved.model })}); resume with the same ones, or give a new --out`);
     }
     const bin = readFileSync(join(opts.out, PARTICLES_FILE));
     positions = new Float64Array(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length));
@@ -151,13 +154,13 @@ async function train(
     }
   }
   const logStdBias = headBiasFor(settings.policyStd);
-  const metaBase = checkpointMeta(task, model, shape, settings, opts.version);
+  const metaBase = checkpointMeta(task, model, shape, { ...settings, ...(opts.model ? { model: opts.model } : {}) }, opts.version);
   const writeBest = (theta: Float64Array, levels: number) => saveCheckpoint(opts.out, policyNetworks(theta, loop.sizes, logStdBias, new Rng(0)), { ...metaBase, updates: levels });
   const startMs = performance.now() - 1000 * (saved?.wallS ?? 0);
   const levels: PolicyLevel[] = saved?.levels ?? [];
-  const persist = (s: Omit<SavedState, 'task' | 'settings' | 'levels' | 'wallS'>, particles: Float64Array) => {
+  const persist = (s: Omit<SavedState, 'task' | 'settings' | 'model' | 'levels' | 'wallS'>, particles: Float64Array) => {
     writeFileAtomic(join(opts.out, PARTICLES_FILE), particles);
-    writeFileAtomic(statePath, `${JSON.stringify({ task: task.name, settings, levels, wallS: (performance.now() - startMs) / 1000, ...s } satisfies SavedState)}\n`);
+    writeFileAtomic(statePath, `${JSON.stringify({ task: task.name, settings, model: opts.model ?? {}, levels, wallS: (performance.now() - startMs) / 1000, ...s } satisfies SavedState)}\n`);
   };
 
   if (settings.method === 'gradient') {
@@ -206,7 +209,7 @@ async function train(
  */
 async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: PolicyTrainSettings, ctx: {
   levels: PolicyLevel[]; startMs: number; saved?: SavedState; signal?: AbortSignal;
-  persist: (st: Omit<SavedState, 'task' | 'settings' | 'levels' | 'wallS'>, particles: Float64Array) => void;
+  persist: (st: Omit<SavedState, 'task' | 'settings' | 'model' | 'levels' | 'wallS'>, particles: Float64Array) => void;
   writeBest: (theta: Float64Array, levels: number) => PriorMeta;
   onLevel?: (l: PolicyLevel) => void;
 }): Promise<PolicyTrainResult> {
@@ -292,7 +295,7 @@ function policyNetworks(theta: Float64Array, sizes: readonly number[], logStdBia
   return { policy, prior: toPriorPolicy(theta, sizes, logStdBias), q: q(), qLambda: q(), qTarget: q(), qLambdaTarget: q() };
 }
 
-function checkpointMeta(task: PolicyTask, model: Model, shape: PolicyShape, settings: PolicyTrainSettings, version: string): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> {
+function checkpointMeta(task: PolicyTask, model: Model, shape: PolicyShape, settings: Record<string, unknown>, version: string): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> {
   return {
     version,
     system: model.name,
