@@ -19,6 +19,8 @@ import { Rng } from '../src/random.js';
 import { InputError } from '../src/input-error.js';
 import { gaussianProblem } from './gaussian-target.js';
 import { model } from './helpers.js';
+import { webgpuMissing } from './support/webgpu.js';
+import { runJob } from '../src/policy/pool.js';
 
 /** A linear-quadratic task: the double integrator, a linear policy (no hidden layer), starts uniform on [-1, 1]^2. */
 const LQ_TASK: PolicyTask = {
@@ -271,5 +273,62 @@ describe('fallback: policy in the controller', function () {
     const r = await c.tick(0);
     assert.deepEqual(r.control, c.safeCommand);
     assert.match(r.reason, /the fallback policy's output is not finite: safe command/);
+  });
+});
+
+/** WebGPU must be present where CI asks for it (TEMPERED_MPC_REQUIRE_WEBGPU=1); elsewhere a missing adapter skips. */
+describe('the closed loop on WebGPU (f32)', function () {
+  this.timeout(120_000);
+  let available = true;
+  before(async function () {
+    const missing = await webgpuMissing();
+    available = missing === undefined;
+    if (!available) console.log(`      skipping GPU closed-loop tests: ${missing}`);
+  });
+  beforeEach(function () {
+    if (!available) this.skip();
+  });
+
+  for (const [name, overrides, T] of [['pendulum', {}, 20], ['acrobot', { dtS: 0.04 }, 40], ['cart-double-pendulum', {}, 30], ['double-integrator', {}, 30]] as const) {
+    it(`${name}: costs and gradients equal the CPU's (f64, itself equal to central differences) to f32 precision`, async () => {
+      const { WebGpuBackend } = await import('../src/kernels/webgpu.js');
+      const { GpuClosedLoop } = await import('../src/policy/gpu.js');
+      const m = model(name, overrides);
+      const loop = new ClosedLoop(m, policyShape(m, [8, 8]), T, m.goal);
+      const rng = new Rng(3);
+      const count = 3;
+      const batch = 2;
+      const job = {
+        thetas: drawFromPrior(rng, priorStd(loop.sizes, 0.5), count),
+        starts: Float64Array.from({ length: count * batch * m.stateDim }, () => 0.3 * rng.normal()),
+        perPolicyStarts: true, count, batch,
+      };
+      const cpu = runJob(loop, job);
+      const gpu = await GpuClosedLoop.create(await WebGpuBackend.create(m), loop);
+      try {
+        const out = await gpu.evaluate(job);
+        const norm = (v: Float64Array) => Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+        cpu.energy.forEach((e, i) => assert.ok(Math.abs(out.energy[i] - e) < 1e-4 * Math.abs(e), `policy ${i}: cost ${out.energy[i]} vs ${e}`));
+        const rel = norm(cpu.grad.map((g, k) => g - out.grad[k])) / norm(cpu.grad);
+        assert.ok(rel < 1e-4, `gradient relative error ${rel.toExponential(2)}`);
+      } finally {
+        gpu.dispose();
+      }
+    });
+  }
+
+  it('train-policy --set train.backend=webgpu: TSMC:D on the LQ problem finds the LQR gain as the CPU does', async () => {
+    const out = tmp();
+    try {
+      const settings = resolvePolicySettings(LQ_TASK, { priorScale: 3, rho: 0.5, seed: 1, particles: 32, backend: 'webgpu' });
+      const r = await trainPolicy(LQ_TASK, settings, { out, resume: false, version });
+      assert.ok(r.finished);
+      const m = taskModel(LQ_TASK);
+      const { K } = lqr((x, u) => m.def.step(x, u, [], m.params as never), [0, 0], [0], [1, 0.1], [0.01]);
+      const { mean } = particleMoments(out, 3, 0, 3);
+      for (let j = 0; j < 2; j++) assert.ok(Math.abs(mean[j] + K[0][j]) < 0.05 * Math.abs(K[0][j]), `gain ${j}: particles ${mean[j].toFixed(4)}, LQR ${(-K[0][j]).toFixed(4)}`);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 });

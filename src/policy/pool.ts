@@ -24,6 +24,12 @@ export interface ClosedLoopJob {
   batch: number;
 }
 
+/** Runs jobs elsewhere than the calling thread (worker threads, the GPU). */
+export interface ClosedLoopEvaluator {
+  evaluate(job: ClosedLoopJob): Promise<{ energy: Float64Array; grad: Float64Array }>;
+  dispose(): void;
+}
+
 export function runJob(loop: ClosedLoop, job: ClosedLoopJob): { energy: Float64Array; grad: Float64Array } {
   const p = loop.parameters;
   const rows = job.batch * loop.model.stateDim;
@@ -42,7 +48,7 @@ export function runJob(loop: ClosedLoop, job: ClosedLoopJob): { energy: Float64A
  * are independent, so results do not depend on the split). A worker builds
  * its closed loop from the task's name, so only registered tasks run here.
  */
-export class ClosedLoopPool {
+export class ClosedLoopPool implements ClosedLoopEvaluator {
   private readonly workers: Worker[];
 
   constructor(readonly loop: ClosedLoop, spec: ClosedLoopSpec, threads: number) {

@@ -2,7 +2,7 @@ import { fromPhysical, Model } from '../models/model.js';
 import type { Rng } from '../random.js';
 import { copyParticle, emptyState, Evaluation, MoveKernel, ParticleState, Target } from '../samplers/target.js';
 import type { ClosedLoop } from './closed-loop.js';
-import { ClosedLoopPool, runJob } from './pool.js';
+import { ClosedLoopEvaluator, runJob } from './pool.js';
 
 /** Where a task's rollouts start: the distribution mu of initial states, in physical units (the simulator's, e.g. the pendulum's omega in rad/s). */
 export type StartDistribution =
@@ -47,8 +47,8 @@ export class PolicyTarget implements Target {
     priorStd: Float64Array,
     readonly batch: number,
     fixedStarts: Float64Array | undefined,
-    /** threads for the rollouts (absent: this thread only) */
-    private readonly pool?: ClosedLoopPool,
+    /** where the rollouts run (a thread pool, the GPU; absent: this thread) */
+    private readonly evaluator?: ClosedLoopEvaluator,
   ) {
     this.parameters = loop.parameters;
     if (priorStd.length !== this.parameters) throw new Error(`prior std has ${priorStd.length} values, the policy ${this.parameters} parameters`);
@@ -77,7 +77,7 @@ export class PolicyTarget implements Target {
       if (!this.starts) starts.set(positions.subarray(i * dim + p, (i + 1) * dim), i * this.batch * n);
     }
     const job = { thetas, starts, perPolicyStarts: !this.starts, count, batch: this.batch };
-    const { energy, grad } = this.pool ? await this.pool.evaluate(job) : runJob(this.loop, job);
+    const { energy, grad } = this.evaluator ? await this.evaluator.evaluate(job) : runJob(this.loop, job);
     const out = { energy, energyGrad: new Float64Array(count * dim), prior: new Float64Array(count), priorGrad: new Float64Array(count * dim) };
     for (let i = 0; i < count; i++) {
       out.energyGrad.set(grad.subarray(i * p, (i + 1) * p), i * dim);

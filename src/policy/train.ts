@@ -11,7 +11,7 @@ import { moveKernel } from '../planners/tsmc/tsmc.js';
 import { quantile } from '../samplers/stats.js';
 import { temperedSmc, TemperedState } from '../samplers/tempering.js';
 import { ClosedLoop, drawFromPrior, policyShape, PolicyShape, priorStd, toPriorPolicy } from './closed-loop.js';
-import { ClosedLoopPool } from './pool.js';
+import { ClosedLoopEvaluator, ClosedLoopPool } from './pool.js';
 import type { Model } from '../models/model.js';
 import { composedMove, drawPhysicalStarts, heldStartsMass, PolicyTarget, startsRefresh, toModelStarts } from './target.js';
 import { POLICY_TASKS, PolicyTask, taskModel } from './tasks.js';
@@ -39,6 +39,7 @@ export const POLICY_TRAIN_PARAMS = {
   priorScale: num(1, 'multiplies the prior\'s stds over the weights (Glorot) and biases (0.1)', { min: 0, max: 100, exclusive: true }),
   iterations: num(2000, 'gradient: Adam iterations per start (set it to TSMC\'s gradient evaluations per particle for an equal budget)', { min: 1, max: 1e7, integer: true }),
   learningRate: num(0.003, 'gradient: Adam\'s learning rate', { min: 0, max: 10, exclusive: true }),
+  backend: choice('cpu', ['cpu', 'webgpu'] as const, 'where the rollouts and their gradients run: cpu (f64, --threads) or webgpu (f32, one invocation per particle and start)'),
   policyStd: num(0.1, 'the std the checkpoint\'s sampling policy gets around the trained policy, as MPPI\'s prior (normalised control units)', { min: Math.exp(LOG_STD_RANGE[0]), max: Math.exp(LOG_STD_RANGE[1]) }),
 } as const;
 
@@ -112,23 +113,30 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
   const shape = policyShape(model, task.hidden, task.rawScale);
   const loop = new ClosedLoop(model, shape, model.horizon, model.goal);
   const registered = POLICY_TASKS.includes(task);
-  const pool = registered && (opts.threads ?? 1) > 1 ? new ClosedLoopPool(loop, { task: task.name, model: opts.model ?? {} }, opts.threads!) : undefined;
+  let evaluator: ClosedLoopEvaluator | undefined;
+  if (settings.backend === 'webgpu') {
+    const { WebGpuBackend } = await import('../kernels/webgpu.js');
+    const { GpuClosedLoop } = await import('./gpu.js');
+    evaluator = await GpuClosedLoop.create(await WebGpuBackend.create(model), loop);
+  } else if (registered && (opts.threads ?? 1) > 1) {
+    evaluator = new ClosedLoopPool(loop, { task: task.name, model: opts.model ?? {} }, opts.threads!);
+  }
   try {
-    return await train(task, settings, opts, model, shape, loop, pool);
+    return await train(task, settings, opts, model, shape, loop, evaluator);
   } finally {
-    pool?.dispose();
+    evaluator?.dispose();
   }
 }
 
 async function train(
   task: PolicyTask, settings: PolicyTrainSettings, opts: Parameters<typeof trainPolicy>[2],
-  model: Model, shape: PolicyShape, loop: ClosedLoop, pool: ClosedLoopPool | undefined,
+  model: Model, shape: PolicyShape, loop: ClosedLoop, evaluator: ClosedLoopEvaluator | undefined,
 ): Promise<PolicyTrainResult> {
   const std = priorStd(loop.sizes, settings.priorScale);
   const setupRng = new Rng(settings.seed);
   const physical = drawPhysicalStarts(setupRng, task.starts, settings.batch);
   const carried = settings.method === 'tsmc-e';
-  const target = new PolicyTarget(loop, settings.lambda, std, settings.batch, carried ? undefined : toModelStarts(model, physical), pool);
+  const target = new PolicyTarget(loop, settings.lambda, std, settings.batch, carried ? undefined : toModelStarts(model, physical), evaluator);
   const bytes = memoryEstimate(loop, target.dim, settings);
   if (bytes > 0.5 * totalmem()) {
     throw new InputError(`--particles ${settings.particles} with --batch ${settings.batch} needs about ${(bytes / 2 ** 30).toFixed(1)} GiB, more than half this machine's ${(totalmem() / 2 ** 30).toFixed(1)} GiB: use fewer particles or starts`);
