@@ -14,6 +14,8 @@ import { initParticles } from '../src/samplers/target.js';
 import { MppiPlanner } from '../src/planners/mppi/receding.js';
 import { CpuBackend } from '../src/kernels/cpu.js';
 import { resolveParams } from '../src/params.js';
+import { PRIOR_PARAMS } from '../src/learned/params.js';
+import { buildPlanner } from '../src/controller/planner-spec.js';
 import { MPPI_PARAMS } from '../src/planners/mppi/mppi.js';
 import { Rng } from '../src/random.js';
 import { InputError } from '../src/input-error.js';
@@ -219,6 +221,14 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
       assert.throws(() => resolvePolicySettings(LQ_TASK, { lamda: 1 }), /unknown train-policy parameter 'lamda' \(did you mean 'lambda'\?\)/);
       assert.throws(() => resolvePolicySettings(LQ_TASK, { particles: 1 }), /train-policy.particles/);
       assert.throws(() => policyTask('pendulumm'), /unknown task 'pendulumm': known tasks are/);
+      // a policy-only checkpoint as a planner's prior: fine for its samples, refused where the planner would read its value
+      const spec = (value: boolean) => ({
+        system: 'double-integrator', model: { horizon: 20 }, planner: 'mppi', params: {}, backend: 'cpu' as const, threads: 1, seed: 0,
+        prior: { ...resolveParams('prior', PRIOR_PARAMS, { path: out }), value },
+      });
+      await assert.rejects(buildPlanner(spec(true)), /prior '.*' holds a policy only \(train-policy\), no learned value, and planner mppi would bootstrap from its value: set prior.value false/);
+      const built = await buildPlanner(spec(false));
+      built.backend.dispose();
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -62,6 +62,9 @@ export async function buildPlanner(spec: PlannerSpec): Promise<BuiltPlanner> {
     throw new InputError(`planner ${descriptor.name} plans with a learned prior: set prior.path (--prior DIR on the command line; a directory from train-prior)`);
   }
   const guide = spec.prior?.path ? priorGuide(spec, model) : undefined;
+  if (guide && guide.prior.meta.hasValue === false && descriptor.readsValue(spec.prior!)) {
+    throw new InputError(`prior '${spec.prior!.path}' holds a policy only (train-policy), no learned value, and planner ${descriptor.name} would bootstrap from its value: ${descriptor.name === 'mppi' ? 'set prior.value false' : 'use planner mppi or tsmc with it'}`);
+  }
   const backend = await createBackend(model, spec.backend, { threads: spec.threads > 0 ? spec.threads : availableParallelism() });
   const gpu = backend instanceof WebGpuBackend && wantsGpu ? backend : undefined;
   // the planner owns a copy of its parameters: live changes must not leak into the caller's

@@ -62,6 +62,8 @@ export interface PlannerDescriptor {
   readonly prior: 'optional' | 'required';
   /** why the prior settings do not suit this planner (one line), or undefined */
   priorProblem?(settings: ParamsOf<typeof PRIOR_PARAMS>, gpuResident: boolean): string | undefined;
+  /** whether it bootstraps from the prior's learned value with these settings (a policy-only checkpoint, from train-policy, is refused then) */
+  readsValue(settings: ParamsOf<typeof PRIOR_PARAMS>): boolean;
   /** rules across this planner's keys (bare), checked on every change: key -> reason */
   consistency?(values: Readonly<Record<string, ParamValue>>): Record<string, string>;
   build(ctx: PlannerBuildContext): RecedingPlanner | Promise<RecedingPlanner>;

@@ -14,6 +14,7 @@ export const MPPI: PlannerDescriptor = {
   sizeKey: 'samples',
   liveKey: 'temperature',
   prior: 'optional',
+  readsValue: (s) => s.value && s.valueWeight > 0,
   consistency: (v): Record<string, string> => ((v.sigmaMin as number) > (v.sigmaMax as number) ? { sigmaMin: `mppi.sigmaMin ${v.sigmaMin} must not exceed mppi.sigmaMax ${v.sigmaMax}` } : {}),
   build({ model, backend, params, rng, seed, guide, gpu }) {
     const p = params as ParamsOf<typeof MPPI_PARAMS>;

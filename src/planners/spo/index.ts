@@ -25,6 +25,7 @@ export const SPO: PlannerDescriptor = {
   sizeKey: 'particles',
   liveKey: 'eta',
   prior: 'required',
+  readsValue: () => true,
   build: ({ model, params, rng, guide }) => new SmcTimePlanner(model, params as never, rng, guide!, SPO_VARIANT),
   charts: SMC_TIME_CHARTS,
 };

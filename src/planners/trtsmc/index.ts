@@ -74,6 +74,7 @@ export const TRTSMC: PlannerDescriptor = {
   sizeKey: 'particles',
   liveKey: 'alpha',
   prior: 'required',
+  readsValue: () => true,
   build: ({ model, params, rng, guide }) => new SmcTimePlanner(model, params as never, rng, guide!, TRTSMC_VARIANT),
   charts: [...SMC_TIME_CHARTS, { title: 'TRT-SMC: mean inverse temperature beta of the proposal along the depth (x: step)', kind: 'last', series: ['beta'], labels: ['beta'] }],
 };

@@ -13,6 +13,7 @@ export const TSMC: PlannerDescriptor = {
   sizeKey: 'particles',
   liveKey: 'lambda',
   prior: 'optional',
+  readsValue: () => false,
   priorProblem(settings, gpuResident) {
     if (gpuResident) return 'prior.path is set, but the GPU-resident TSMC (backend webgpu) does not use a learned prior: clear prior.path, or backend cpu';
     if (settings.tsmcCentre !== 'policy') return 'prior.path is set, but TSMC uses a learned prior only to centre its sampling prior on the policy: set prior.tsmcCentre: policy, or clear prior.path';
