@@ -10,6 +10,7 @@ import { compileStageCostFunction, compileTerminalCostFunction } from '../kernel
 import { controlScaling } from '../models/controls.js';
 import { GoalTracker } from '../run/loop.js';
 import { lineChart } from '../plot/svg.js';
+import { quantile } from '../samplers/stats.js';
 import { Command, JSON_OPTION, optionalInteger, outputFolder, printJson, requireString } from './command.js';
 import { progressBar } from './progress.js';
 import { splitSets } from './train-prior.js';
@@ -39,13 +40,15 @@ export const benchPolicyCommand: Command = {
     const { task, policy, plant, cost, starts, durationS } = o;
     const costOf = trajectoryCost(cost);
     const bar = progressBar(`bench policy ${task.name}`, !values.json);
-    const outcomes: { start: number[]; success: boolean; firstInGoalS: number | null; timeToGoalS: number | null; cost: number; fallbacks: number }[] = [];
+    const outcomes: { start: number[]; success: boolean; firstInGoalS: number | null; timeToGoalS: number | null; closestError: number; closestAtS: number; cost: number; fallbacks: number }[] = [];
     const angles = physicalAngles(plant);
+    const goal = toPhysical(plant, plant.goal);
     for (let k = 0; k < starts.length; k++) {
       const sim = new Simulator(modelDefinition(task.system), plant.dtS, resolveSimParams({ ...o.sim, x0: starts[k] }), o.seed + k, { ...plant.params });
       const tracker = new GoalTracker(modelDefinition(task.system).goalRegion?.holdS ?? 0);
       const ticks = Math.round(durationS / plant.dtS);
       let fallbacks = 0;
+      let closest = { error: Infinity, atS: 0 };
       const states: number[][] = [];
       const controls: number[][] = [];
       for (let t = 0; t < ticks; t++) {
@@ -58,23 +61,25 @@ export const benchPolicyCommand: Command = {
         }
         sim.advance(u);
         const y = sim.state;
-        const goal = toPhysical(plant, plant.goal);
-        tracker.observe(sim.timeS, inGoalRegion(plant, fromPhysical(plant, y)) === true, Math.sqrt(y.reduce((s, v, i) => s + stateDifference(angles[i], v, goal[i]) ** 2, 0)));
+        const error = Math.sqrt(y.reduce((s, v, i) => s + stateDifference(angles[i], v, goal[i]) ** 2, 0));
+        if (error < closest.error) closest = { error, atS: sim.timeS };
+        tracker.observe(sim.timeS, inGoalRegion(plant, fromPhysical(plant, y)) === true, error);
         if (t + 1 === cost.horizon) states.push(fromPhysical(plant, y));
       }
-      outcomes.push({ start: starts[k], success: tracker.timeToGoalS !== null, firstInGoalS: tracker.firstInGoalS, timeToGoalS: tracker.timeToGoalS, cost: costOf(states, controls), fallbacks });
+      outcomes.push({ start: starts[k], success: tracker.timeToGoalS !== null, firstInGoalS: tracker.firstInGoalS, timeToGoalS: tracker.timeToGoalS, closestError: closest.error, closestAtS: closest.atS, cost: costOf(states, controls), fallbacks });
       bar.update((k + 1) / starts.length, `${outcomes.filter((r) => r.success).length}/${k + 1} succeeded`);
     }
     bar.done();
     const successes = outcomes.filter((r) => r.success).length;
     const reached = outcomes.filter((r) => r.firstInGoalS !== null).length;
+    const closestError = quantile(outcomes.map((r) => r.closestError), 0.5);
     const meanCost = outcomes.reduce((s, r) => s + r.cost, 0) / outcomes.length;
     const out = outputFolder(values, `bench-policy-${task.name}`);
     writeFileSync(join(out, 'outcomes.json'), `${JSON.stringify(outcomes, null, 1)}\n`);
     writeFileSync(join(out, 'outcomes.svg'), outcomePlot(task, outcomes));
-    const summary = { task: task.name, prior: o.dir, successes, reached, starts: outcomes.length, meanCost, durationS, sim: o.sim, fallbackTicks: outcomes.reduce((s, r) => s + r.fallbacks, 0), out };
+    const summary = { task: task.name, prior: o.dir, successes, reached, closestErrorMedian: closestError, starts: outcomes.length, meanCost, durationS, sim: o.sim, fallbackTicks: outcomes.reduce((s, r) => s + r.fallbacks, 0), out };
     if (values.json) return printJson(summary);
-    console.log(`${task.name}: the policy alone reached and held the goal from ${successes} of ${outcomes.length} starts (reached it from ${reached}); mean trajectory cost over the task's ${cost.horizon} steps ${meanCost.toPrecision(6)}`);
+    console.log(`${task.name}: the policy alone reached and held the goal from ${successes} of ${outcomes.length} starts (reached it from ${reached}); mean trajectory cost over the task's ${cost.horizon} steps ${meanCost.toPrecision(6)}; closest approach to the goal (state distance, median over starts) ${closestError.toPrecision(3)}`);
     console.log(`  plot: ${join(out, 'outcomes.svg')}`);
   },
 };
