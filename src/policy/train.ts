@@ -269,10 +269,11 @@ function levelSeed(seed: number, level: number): number {
   return (Math.imul(seed + 1, 0x9e3779b1) ^ Math.imul(level + 1, 0x85ebca6b)) >>> 0;
 }
 
+/** The particle of least finite energy (a diverged rollout's NaN never wins); 0 when none is finite. */
 function bestOf(energy: Float64Array): number {
-  let best = 0;
-  for (let i = 1; i < energy.length; i++) if (!(energy[best] <= energy[i])) best = i;
-  return best;
+  let best = -1;
+  for (let i = 0; i < energy.length; i++) if (Number.isFinite(energy[i]) && (best < 0 || energy[i] < energy[best])) best = i;
+  return Math.max(0, best);
 }
 
 function energyQuantiles(e: Float64Array): number[] {
