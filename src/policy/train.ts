@@ -112,6 +112,11 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
   const model = taskModel(task, opts.model);
   const shape = policyShape(model, task.hidden, task.rawScale);
   const loop = new ClosedLoop(model, shape, model.horizon, model.goal);
+  // refused before any thread or GPU buffer is made
+  const bytes = memoryEstimate(loop, settings.method === 'tsmc-e' ? loop.parameters + settings.batch * model.stateDim : loop.parameters, settings);
+  if (bytes > 0.5 * totalmem()) {
+    throw new InputError(`--particles ${settings.particles} with --batch ${settings.batch} needs about ${(bytes / 2 ** 30).toFixed(1)} GiB, more than half this machine's ${(totalmem() / 2 ** 30).toFixed(1)} GiB: use fewer particles or starts`);
+  }
   const registered = POLICY_TASKS.includes(task);
   let evaluator: ClosedLoopEvaluator | undefined;
   if (settings.backend === 'webgpu') {
@@ -137,10 +142,6 @@ async function train(
   const physical = drawPhysicalStarts(setupRng, task.starts, settings.batch);
   const carried = settings.method === 'tsmc-e';
   const target = new PolicyTarget(loop, settings.lambda, std, settings.batch, carried ? undefined : toModelStarts(model, physical), evaluator);
-  const bytes = memoryEstimate(loop, target.dim, settings);
-  if (bytes > 0.5 * totalmem()) {
-    throw new InputError(`--particles ${settings.particles} with --batch ${settings.batch} needs about ${(bytes / 2 ** 30).toFixed(1)} GiB, more than half this machine's ${(totalmem() / 2 ** 30).toFixed(1)} GiB: use fewer particles or starts`);
-  }
   mkdirSync(join(opts.out, 'training'), { recursive: true });
   const statePath = join(opts.out, STATE_FILE);
   let saved: SavedState | undefined;
