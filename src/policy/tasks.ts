@@ -74,13 +74,13 @@ export const POLICY_TASKS: readonly PolicyTask[] = [
   },
   {
     name: 'pendulum',
-    summary: 'pendulum swing-up and balance with the model\'s own (dense) costs, from anywhere in [-pi, pi]^2, T = 64 at 0.1 s: a fallback policy for the pendulum controller (not a paper task)',
+    summary: 'pendulum: catch and hold the upright from within 1 rad and 2 rad/s of it, T = 32 at 0.1 s, the model\'s own costs: a fallback policy for the pendulum controller (not a paper task)',
     system: 'pendulum',
-    model: { dtS: 0.1, horizon: 64 },
-    starts: { kind: 'box', lower: [-PI, -PI], upper: [PI, PI] },
+    model: { dtS: 0.1, horizon: 32 },
+    starts: { kind: 'box', lower: [PI - 1, -2], upper: [PI + 1, 2] },
     rawScale: [1, 0.5],
     hidden: [32, 32],
-    defaults: { particles: 64, batch: 32, lambda: 0.05, stepSize: 0.001 },
+    defaults: { particles: 64, batch: 16, lambda: 0.05, stepSize: 0.001 },
     episodeS: 10,
   },
   {
