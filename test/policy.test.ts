@@ -6,6 +6,7 @@ import { Controller } from '../src/controller/controller.js';
 import { PriorError } from '../src/learned/checkpoint.js';
 import { LearnedPrior } from '../src/learned/runtime.js';
 import { lqr } from '../src/models/lqr.js';
+import { fromPhysical } from '../src/models/model.js';
 import { ClosedLoop, drawFromPrior, fromPriorPolicy, policyShape, priorStd, toPriorPolicy } from '../src/policy/closed-loop.js';
 import { PolicyTask, policyTask, taskModel } from '../src/policy/tasks.js';
 import { resolvePolicySettings, trainPolicy } from '../src/policy/train.js';
@@ -263,7 +264,8 @@ describe('fallback: policy in the controller', function () {
       const r = await c.tick(0);
       assert.equal(r.mode, 'fallback');
       assert.match(r.reason, /planner error: rollout backend lost; no previous plan: fallback policy/);
-      const expected = policy.command(x, pendulum.goal)!;
+      // the controller plans and commands in model units (the pendulum's second state is omega * dtS there)
+      const expected = policy.command(fromPhysical(pendulum, x), pendulum.goal)!;
       assert.deepEqual(r.control, expected.map((v) => Math.min(1, Math.max(-1, v))));
       assert.notDeepEqual(r.control, c.safeCommand);
       // no fresh state: the safe command, whatever the policy says
