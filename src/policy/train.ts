@@ -66,11 +66,9 @@ export interface PolicyLevel {
 export interface PolicyTrainResult {
   levels: PolicyLevel[];
   best: { theta: Float64Array; energy: number };
-  energies: Float64Array;
   /** gradient evaluations per particle, all levels */
   gradientEvaluations: number;
   wallS: number;
-  meta: PriorMeta;
   finished: boolean;
 }
 
@@ -205,9 +203,8 @@ async function train(
   const best = bestOf(state.particles.energy);
   const theta = state.particles.positions.slice(best * target.dim, best * target.dim + target.parameters);
   return {
-    levels, best: { theta, energy: state.particles.energy[best] }, energies: state.particles.energy.slice(),
-    gradientEvaluations: levels.reduce((s, l) => s + l.gradientEvaluations, 0), wallS: (performance.now() - startMs) / 1000,
-    meta: writeBest(theta, levels.length), finished,
+    levels, best: { theta, energy: state.particles.energy[best] },
+    gradientEvaluations: levels.reduce((s, l) => s + l.gradientEvaluations, 0), wallS: (performance.now() - startMs) / 1000, finished,
   };
 }
 
@@ -260,9 +257,9 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
   const best = bestOf(ev.energy);
   const theta = positions.slice(best * dim, best * dim + target.parameters);
   return {
-    levels: ctx.levels, best: { theta, energy: ev.energy[best] }, energies: ev.energy.slice(),
+    levels: ctx.levels, best: { theta, energy: ev.energy[best] },
     gradientEvaluations: ctx.levels.reduce((a, l) => a + l.gradientEvaluations, 0), wallS: (performance.now() - ctx.startMs) / 1000,
-    meta: ctx.writeBest(theta, ctx.levels.length), finished: ctx.levels.length >= blocks,
+    finished: ctx.levels.length >= blocks,
   };
 }
 
