@@ -195,6 +195,9 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
       assert.equal(resumed.levels.length, full.levels.length);
       assert.deepEqual(readFileSync(join(parts, 'training/particles.bin')), readFileSync(join(whole, 'training/particles.bin')));
       await assert.rejects(trainPolicy(LQ_TASK, { ...settings, lambda: 0.02 }, { out: parts, resume: true, version }), /--resume: .* other settings/);
+      // how far to go may change: one more level
+      const further = await trainPolicy(LQ_TASK, { ...settings, maxLevels: 5 }, { out: parts, resume: true, version });
+      assert.equal(further.levels.length, 5);
 
       const m = taskModel(LQ_TASK);
       const prior = LearnedPrior.load(whole, m, 'policy');

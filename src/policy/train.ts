@@ -146,7 +146,9 @@ async function train(
   let positions: Float64Array;
   if (opts.resume && existsSync(statePath)) {
     saved = JSON.parse(readFileSync(statePath, 'utf8')) as SavedState;
-    if (saved.task !== task.name || JSON.stringify(saved.settings) !== JSON.stringify(settings) || JSON.stringify(saved.model) !== JSON.stringify(opts.model ?? {})) {
+    // how far to go (maxLevels, iterations) may change: the levels already run do not depend on it
+    const same = (a: PolicyTrainSettings) => JSON.stringify({ ...a, maxLevels: 0, iterations: 0 });
+    if (saved.task !== task.name || same(saved.settings) !== same(settings) || JSON.stringify(saved.model) !== JSON.stringify(opts.model ?? {})) {
       throw new InputError(`--resume: ${opts.out} holds a run of task ${saved.task} with other settings (${JSON.stringify({ ...saved.settings, model: saved.model })}); resume with the same ones, or give a new --out`);
     }
     const bin = readFileSync(join(opts.out, PARTICLES_FILE));
