@@ -1,14 +1,14 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Simulator, resolveSimParams } from '../../sim/simulator.js';
-import { LearnedPrior } from '../learned/runtime.js';
-import { loadCheckpoint } from '../learned/checkpoint.js';
-import { fromPhysical, inGoalRegion, Model, stateDifference, physicalAngles, toPhysical } from '../models/model.js';
+import { LearnedPrior, mismatch } from '../learned/runtime.js';
+import { loadCheckpoint, PriorError } from '../learned/checkpoint.js';
+import { fromPhysical, inGoalRegion, Model } from '../models/model.js';
 import { modelDefinition } from '../models/index.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStageCostFunction, compileTerminalCostFunction } from '../kernels/js-source.js';
 import { controlScaling } from '../models/controls.js';
-import { GoalTracker } from '../run/loop.js';
+import { goalDistance, GoalTracker } from '../run/loop.js';
 import { lineChart } from '../plot/svg.js';
 import { quantile } from '../samplers/stats.js';
 import { Command, JSON_OPTION, optionalInteger, outputFolder, printJson, requireString } from './command.js';
@@ -41,8 +41,6 @@ export const benchPolicyCommand: Command = {
     const costOf = trajectoryCost(cost);
     const bar = progressBar(`bench policy ${task.name}`, !values.json);
     const outcomes: { start: number[]; success: boolean; firstInGoalS: number | null; timeToGoalS: number | null; closestError: number; closestAtS: number; cost: number; fallbacks: number }[] = [];
-    const angles = physicalAngles(plant);
-    const goal = toPhysical(plant, plant.goal);
     for (let k = 0; k < starts.length; k++) {
       const sim = new Simulator(modelDefinition(task.system), plant.dtS, resolveSimParams({ ...o.sim, x0: starts[k] }), o.seed + k, { ...plant.params });
       const tracker = new GoalTracker(modelDefinition(task.system).goalRegion?.holdS ?? 0);
@@ -61,10 +59,11 @@ export const benchPolicyCommand: Command = {
         }
         sim.advance(u);
         const y = sim.state;
-        const error = Math.sqrt(y.reduce((s, v, i) => s + stateDifference(angles[i], v, goal[i]) ** 2, 0));
+        const error = goalDistance(plant, y, plant.goal);
         if (error < closest.error) closest = { error, atS: sim.timeS };
-        tracker.observe(sim.timeS, inGoalRegion(plant, fromPhysical(plant, y)) === true, error);
-        if (t + 1 === cost.horizon) states.push(fromPhysical(plant, y));
+        const xNext = fromPhysical(plant, y);
+        tracker.observe(sim.timeS, inGoalRegion(plant, xNext) === true, error);
+        if (t + 1 === cost.horizon) states.push(xNext);
       }
       outcomes.push({ start: starts[k], success: tracker.timeToGoalS !== null, firstInGoalS: tracker.firstInGoalS, timeToGoalS: tracker.timeToGoalS, closestError: closest.error, closestAtS: closest.atS, cost: costOf(states, controls), fallbacks });
       bar.update((k + 1) / starts.length, `${outcomes.filter((r) => r.success).length}/${k + 1} succeeded`);
@@ -88,10 +87,13 @@ function benchPolicyOptions(values: Record<string, unknown>) {
   const task = policyTask(requireString(values, 'task'));
   const dir = requireString(values, 'prior');
   // the task's model as the policy was trained on it (train-policy --set model.KEY=value is recorded in the checkpoint)
-  const trained = (loadCheckpoint(dir).meta.training.model ?? {}) as Record<string, number>;
+  const { meta, networks } = loadCheckpoint(dir);
+  const trained = (meta.training.model ?? {}) as Record<string, number>;
   const cost = taskModel(task, trained);
   const plant = taskPlant(task, trained);
-  const policy = LearnedPrior.load(dir, cost, 'policy');
+  const problem = mismatch(meta, cost, 'policy');
+  if (problem) throw new PriorError(`prior '${dir}' ${problem}`);
+  const policy = LearnedPrior.fromNetworks(meta, networks, dir);
   const { own, rest } = splitSets(values, 'sim');
   if (rest.length) throw new InputError(`--set ${rest[0]}: bench policy takes sim.KEY=value only`);
   const sim = Object.fromEntries(Object.entries(resolveSimParams(own)).filter(([k]) => k !== 'x0'));

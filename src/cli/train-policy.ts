@@ -27,6 +27,9 @@ export const trainPolicyCommand: Command = {
     json: JSON_OPTION,
   },
   interruptible: true,
+  // a tempering level runs to its end (a minute or so at the defaults) before the checkpoint and curve are written
+  interruptGraceS: 180,
+  interruptFinishing: 'the current tempering level, its checkpoint and the curve',
   check(values) {
     trainPolicyOptions(values);
   },
@@ -82,7 +85,7 @@ function trainPolicyOptions(values: Record<string, unknown>): { task: PolicyTask
   }
   const method = stringOpt(values, 'method');
   if (method !== undefined) own.method = method;
-  return { task, settings: resolvePolicySettings(task, own), threads: optionalInteger(values, 'threads', MAX_THREADS, 1, 256), model: modelOverrides };
+  return { task, settings: resolvePolicySettings(task, own), threads: optionalInteger(values, 'threads', MAX_THREADS, 1, MAX_THREADS, `this machine has ${MAX_THREADS} cores`), model: modelOverrides };
 }
 
 function energyCurve(task: PolicyTask, method: string, levels: PolicyLevel[]): string {

@@ -3,6 +3,7 @@ import { InputError } from '../input-error.js';
 import { modelDefinition } from '../models/index.js';
 import { Model, ModelDefinition, resolveModel } from '../models/model.js';
 import type { StartDistribution } from './target.js';
+import type { PolicyTrainSettings } from './train.js';
 
 /**
  * One policy-optimisation task of the TSMC paper (Section VI): the system,
@@ -23,7 +24,7 @@ export interface PolicyTask {
   rawScale: readonly number[];
   hidden: readonly number[];
   /** defaults here (scaled down from the paper's where it would not fit an hour on 2 cores: see docs/results.md) */
-  defaults: { particles: number; batch: number; lambda: number; stepSize: number; priorScale?: number };
+  defaults: Readonly<Partial<PolicyTrainSettings>>;
   /** absent: not one of the paper's tasks */
   paper?: {
     particles: number; batch: number; lambda: number; stepSize: number;

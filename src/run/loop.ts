@@ -271,7 +271,12 @@ export class GoalTracker {
 
 /** The physical state's distance from the controller's goal (angles wrapped). */
 function goalError(model: Model, controller: Controller, state: readonly number[]): number {
-  const goal = toPhysical(model, controller.currentReference);
+  return goalDistance(model, state, controller.currentReference);
+}
+
+/** A physical state's distance from a reference (model units), in physical units, angles wrapped. */
+export function goalDistance(model: Model, state: readonly number[], reference: readonly number[]): number {
+  const goal = toPhysical(model, reference);
   const angles = physicalAngles(model);
   return Math.sqrt(state.reduce((s, v, i) => s + stateDifference(angles[i], v, goal[i]) ** 2, 0));
 }
