@@ -48,19 +48,82 @@ export function cholesky(A: readonly (readonly number[])[]): number[][] | undefi
   return L;
 }
 
+/** z solving L z = b for a lower-triangular L. */
+export function lowerSolve(L: readonly (readonly number[])[], b: readonly number[]): number[] {
+  const z = [...b];
+  for (let i = 0; i < z.length; i++) {
+    for (let k = 0; k < i; k++) z[i] -= L[i][k] * z[k];
+    z[i] /= L[i][i];
+  }
+  return z;
+}
+
+/** x solving L' x = z for a lower-triangular L. */
+export function lowerTransposeSolve(L: readonly (readonly number[])[], z: readonly number[]): number[] {
+  const x = [...z];
+  for (let i = x.length - 1; i >= 0; i--) {
+    for (let k = i + 1; k < x.length; k++) x[i] -= L[k][i] * x[k];
+    x[i] /= L[i][i];
+  }
+  return x;
+}
+
 /** x solving L L' x = b for a Cholesky factor L. */
 export function choleskySolve(L: readonly (readonly number[])[], b: readonly number[]): number[] {
-  const n = L.length;
-  const y = [...b];
-  for (let i = 0; i < n; i++) {
-    for (let k = 0; k < i; k++) y[i] -= L[i][k] * y[k];
-    y[i] /= L[i][i];
+  return lowerTransposeSolve(L, lowerSolve(L, b));
+}
+
+/**
+ * A symmetric positive definite block-tridiagonal matrix (square blocks
+ * `diagonal[k]`, `lower[k]` below the diagonal at block row k + 1),
+ * factored block by block: time and memory linear in the number of blocks.
+ * Undefined when the matrix is not positive definite.
+ */
+export function blockTridiagonalFactor(diagonal: readonly (readonly (readonly number[])[])[], lower: readonly (readonly (readonly number[])[])[]): BlockTridiagonalFactor | undefined {
+  const factors: number[][][] = [];
+  // E[k] = lower[k] L_k^-T: the factor's block below L_k
+  const below: number[][][] = [];
+  for (let k = 0; k < diagonal.length; k++) {
+    const reduced = k === 0 ? diagonal[0] : matSub(diagonal[k], matMul(below[k - 1], transpose(below[k - 1])));
+    const L = cholesky(reduced);
+    if (!L) return undefined;
+    factors.push(L);
+    if (k < lower.length) below.push(lower[k].map((row) => lowerSolve(L, row)));
   }
-  for (let i = n - 1; i >= 0; i--) {
-    for (let k = i + 1; k < n; k++) y[i] -= L[k][i] * y[k];
-    y[i] /= L[i][i];
-  }
-  return y;
+  return {
+    solve(b) {
+      const z: number[][] = [];
+      for (let k = 0; k < factors.length; k++) z.push(lowerSolve(factors[k], k === 0 ? b[0] : b[k].map((v, i) => v - dot(below[k - 1][i], z[k - 1]))));
+      const x: number[][] = new Array(factors.length);
+      for (let k = factors.length - 1; k >= 0; k--) {
+        const rhs = k === factors.length - 1 ? z[k] : z[k].map((v, i) => v - below[k].reduce((s, row, r) => s + row[i] * x[k + 1][r], 0));
+        x[k] = lowerTransposeSolve(factors[k], rhs);
+      }
+      return x;
+    },
+    inverseBlocks() {
+      // from the last block back: S_kk = (L_k L_k')^-1 + G_k' S_k+1,k+1 G_k and S_k+1,k = -S_k+1,k+1 G_k, with G_k = E_k L_k^-1
+      const inverseOf = (L: number[][]) => transpose(L.map((_, c) => choleskySolve(L, L.map((__, r) => (r === c ? 1 : 0)))));
+      const last = factors.length - 1;
+      const diagonalBlocks: number[][][] = new Array(factors.length);
+      const lowerBlocks: number[][][] = new Array(last);
+      diagonalBlocks[last] = inverseOf(factors[last]);
+      for (let k = last - 1; k >= 0; k--) {
+        const G = below[k].map((row) => lowerTransposeSolve(factors[k], row));
+        const SG = matMul(diagonalBlocks[k + 1], G);
+        lowerBlocks[k] = SG.map((row) => row.map((v) => -v));
+        diagonalBlocks[k] = matAdd(inverseOf(factors[k]), matMul(transpose(G), SG));
+      }
+      return { diagonal: diagonalBlocks, lower: lowerBlocks };
+    },
+  };
+}
+
+export interface BlockTridiagonalFactor {
+  /** x solving A x = b, in blocks */
+  solve(b: readonly (readonly number[])[]): number[][];
+  /** the inverse's diagonal blocks and the blocks just below them (its other blocks are not formed) */
+  inverseBlocks(): { diagonal: number[][][]; lower: number[][][] };
 }
 
 /**

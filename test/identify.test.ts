@@ -9,6 +9,7 @@ import { stringify } from '@foxglove/rosmsg';
 import { MessageWriter } from '@foxglove/rosmsg2-serialization';
 import { definitionsOf, TYPES } from '../src/interfaces/definitions.js';
 import { modelDefinition } from '../src/models/index.js';
+import { blockTridiagonalFactor, invert } from '../src/linalg.js';
 import { resolveModel } from '../src/models/model.js';
 import { readControlLog } from '../src/sysid/log.js';
 import { readParamsFile } from '../src/run/params-file.js';
@@ -68,6 +69,10 @@ describe('identify: model parameters from logs', function () {
     assert.equal(fitted.code, 0, fitted.stderr);
     const m = estimateOf(fitted.stdout, 'm');
     const b = estimateOf(fitted.stdout, 'b');
+    // the noise it read from the log: the launch file's measurement std 0.01 and process std 0.02 per sqrt(s), on both states
+    const { noise } = JSON.parse(fitted.stdout) as { noise: { measurementStd: number[]; processStdPerSqrtS: number[] } };
+    for (const std of noise.measurementStd) assert.ok(Math.abs(std / 0.01 - 1) < 0.25, `measurement std ${noise.measurementStd}`);
+    for (const std of noise.processStdPerSqrtS) assert.ok(Math.abs(std / 0.02 - 1) < 0.4, `process std ${noise.processStdPerSqrtS}`);
     assert.ok(Math.abs(m.estimate! / 1.3 - 1) < 0.03, `m ${m.estimate} against 1.3`);
     assert.ok(Math.abs(b.estimate! / 0.2 - 1) < 0.1, `b ${b.estimate} against 0.2`);
     assert.ok(m.interval95![0] <= 1.3 && 1.3 <= m.interval95![1], `m interval ${m.interval95}`);
@@ -76,7 +81,7 @@ describe('identify: model parameters from logs', function () {
     const written = readParamsFile(join(dir, 'fit', 'params.yaml'));
     assert.equal(written['model.m'], m.estimate);
     assert.equal(written['model.b'], b.estimate);
-    assert.match(readFileSync(join(dir, 'fit', 'prediction.svg'), 'utf8'), /<svg/);
+    assert.match(readFileSync(join(dir, 'fit', 'states.svg'), 'utf8'), /<svg/);
 
     // the same data as a ROS 2 bag (CDR, another topic name): the same estimates
     const model = resolveModel(modelDefinition('pendulum'));
@@ -87,6 +92,51 @@ describe('identify: model parameters from logs', function () {
     assert.equal(fromBag.code, 0, fromBag.stderr);
     assert.equal(JSON.parse(fromBag.stdout).stateTopic, '/robot/state');
     for (const key of ['m', 'b']) assert.ok(Math.abs(estimateOf(fromBag.stdout, key).estimate! - estimateOf(fitted.stdout, key).estimate!) < 1e-9, key);
+
+    // a log with a gap (states 100-104 lost): two stretches, each with its own states, the same parameters to well within their intervals
+    const { identify } = await import('../src/sysid/identify.js');
+    const cut = (rows: number[][] | number[]) => [...rows.slice(0, 100), ...rows.slice(105)];
+    const gapped = identify(model, { ...log, timesS: cut(log.timesS) as number[], states: cut(log.states) as number[][] }, { keys: ['m', 'b'], substeps: 10 });
+    assert.equal(gapped.segments, 2);
+    assert.equal(gapped.intervals, log.timesS.length - 1 - 6);
+    assert.ok(Math.abs(gapped.estimates[0].estimate! / m.estimate! - 1) < 0.01, `m ${gapped.estimates[0].estimate} against ${m.estimate}`);
+    assert.ok(Math.abs(gapped.estimates[1].estimate! / b.estimate! - 1) < 0.05, `b ${gapped.estimates[1].estimate} against ${b.estimate}`);
+  });
+
+  it('solves and inverts a block-tridiagonal matrix block by block, as a dense inverse does', () => {
+    // a random symmetric positive definite block-tridiagonal matrix: 7 blocks of 3
+    let seed = 7;
+    const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647) - 0.5;
+    const blocks = 7;
+    const d = 3;
+    const lower = Array.from({ length: blocks - 1 }, () => Array.from({ length: d }, () => Array.from({ length: d }, random)));
+    const diagonal = Array.from({ length: blocks }, () => {
+      const A = Array.from({ length: d }, () => Array.from({ length: d }, random));
+      return A.map((row, i) => row.map((_, j) => A.reduce((s, r) => s + r[i] * r[j], 0) + (i === j ? 3 : 0)));
+    });
+    const dense = Array.from({ length: blocks * d }, (_, r) => Array.from({ length: blocks * d }, (__, c) => {
+      const [br, bc] = [Math.floor(r / d), Math.floor(c / d)];
+      if (br === bc) return diagonal[br][r % d][c % d];
+      if (br === bc + 1) return lower[bc][r % d][c % d];
+      if (bc === br + 1) return lower[br][c % d][r % d];
+      return 0;
+    }));
+    const factor = blockTridiagonalFactor(diagonal, lower)!;
+    const inverse = invert(dense);
+    const b = Array.from({ length: blocks }, () => Array.from({ length: d }, random));
+    const x = factor.solve(b).flat();
+    x.forEach((v, i) => assert.ok(Math.abs(v - inverse[i].reduce((s, a, j) => s + a * b[Math.floor(j / d)][j % d], 0)) < 1e-10, `x[${i}]`));
+    const S = factor.inverseBlocks();
+    for (let k = 0; k < blocks; k++) {
+      for (let i = 0; i < d; i++) {
+        for (let j = 0; j < d; j++) {
+          assert.ok(Math.abs(S.diagonal[k][i][j] - inverse[k * d + i][k * d + j]) < 1e-10, `diagonal block ${k}`);
+          if (k + 1 < blocks) assert.ok(Math.abs(S.lower[k][i][j] - inverse[(k + 1) * d + i][k * d + j]) < 1e-10, `lower block ${k}`);
+        }
+      }
+    }
+    // not positive definite: no factor
+    assert.equal(blockTridiagonalFactor([[[1]], [[-1]]], [[[0]]]), undefined);
   });
 
   it('a log held at rest: "not identifiable", not a number', () => {
@@ -126,8 +176,8 @@ describe('identify: model parameters from logs', function () {
   it('refuses a parameter outside the dynamics, and a model that computes with it outside the helpers', async () => {
     const { identify } = await import('../src/sysid/identify.js');
     const log = { stateTopic: 's', commandTopic: 'c', timesS: Array.from({ length: 40 }, (_, i) => i * 0.025), states: Array.from({ length: 40 }, () => [0, 0, 0, 0]), commands: [{ timeS: 0, u: [0] }] };
-    assert.throws(() => identify(resolveModel(modelDefinition('acrobot')), log, { keys: ['wAngle'], windowSteps: 2, substeps: 2 }), /acrobot\.wAngle does not enter the dynamics/);
+    assert.throws(() => identify(resolveModel(modelDefinition('acrobot')), log, { keys: ['wAngle'], substeps: 2 }), /acrobot\.wAngle does not enter the dynamics/);
     const cart = { ...log, states: Array.from({ length: 40 }, () => [0, 0, 0, 0, 0, 0]) };
-    assert.throws(() => identify(resolveModel(modelDefinition('cart-double-pendulum')), cart, { keys: ['mc'], windowSteps: 2, substeps: 2 }), /cart-double-pendulum computes with mc outside the expression helpers/);
+    assert.throws(() => identify(resolveModel(modelDefinition('cart-double-pendulum')), cart, { keys: ['mc'], substeps: 2 }), /cart-double-pendulum computes with mc outside the expression helpers/);
   });
 });

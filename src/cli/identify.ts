@@ -11,18 +11,17 @@ import { modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 
 export const identifyCommand: Command = {
   name: 'identify',
-  summary: 'Identify model parameters (masses, damping, ...) from a log of the robot: multi-step prediction error with exact gradients; each estimate with a 95% interval, or "not identifiable".',
-  usage: 'identify --system NAME --log FILE.mcap [--params k1,k2,...] [--window N] [--substeps N] [--state-topic T] [--command-topic T] [--set key=value] [--out DIR] [--json]',
+  summary: 'Identify model parameters (masses, damping, ...) from a log of the robot: the states and the parameters estimated together (errors in variables, the noise read from the log) with exact gradients; each estimate with a 95% interval, or "not identifiable".',
+  usage: 'identify --system NAME --log FILE.mcap [--params k1,k2,...] [--substeps N] [--state-topic T] [--command-topic T] [--set key=value] [--out DIR] [--json]',
   options: {
     system: SYSTEM_OPTION,
     log: { type: 'string', description: 'an MCAP log: `run`\'s run.mcap or a `ros2 bag record` (MCAP) of the state and command topics', valueName: 'FILE' },
     params: { type: 'string', description: 'model parameters to fit, comma-separated (default: the model\'s mass parameters)', valueName: 'k1,k2' },
-    window: { type: 'string', description: 'logged intervals each prediction runs before it restarts from a measured state (default 1: every interval predicted from the state measured at its start, through substeps model steps; longer windows let process noise bias the fit, docs/results.md)', valueName: 'N' },
     substeps: { type: 'string', description: 'model steps per logged interval: the simulator\'s sim.substeps, or enough to be continuous for a real plant (default 10)', valueName: 'N' },
     'state-topic': { type: 'string', description: 'the state topic (default: the one ending in /state)', valueName: 'TOPIC' },
     'command-topic': { type: 'string', description: 'the command topic (default: the one ending in /command)', valueName: 'TOPIC' },
     set: SET_OPTION,
-    out: { type: 'string', description: 'output folder: params.yaml (a parameter file of both nodes with the estimates), prediction.svg, identify.json (default runs/identify-SYSTEM-TIME)', valueName: 'DIR' },
+    out: { type: 'string', description: 'output folder: params.yaml (a parameter file of both nodes with the estimates), states.svg (the estimated states against the log), identify.json (default runs/identify-SYSTEM-TIME)', valueName: 'DIR' },
     json: JSON_OPTION,
   },
   async run(values) {
@@ -36,14 +35,13 @@ export const identifyCommand: Command = {
       if (k === 'dtS' || k === 'horizon') throw new InputError(`--params: ${k} is how the model is stepped, not a property of the plant`);
     }
     if (new Set(keys).size !== keys.length) throw new InputError(`--params names a parameter twice: ${keysText}`);
-    const windowSteps = optionalInteger(values, 'window', 1, 1, 10000);
     const substeps = optionalInteger(values, 'substeps', 10, 1, 10000);
     const logPath = requireString(values, 'log');
     const out = outputFolder(values, `identify-${model.name}`);
     // the MCAP and message decoders load only for this command
     const [{ readControlLog }, { identify }] = await Promise.all([import('../sysid/log.js'), import('../sysid/identify.js')]);
     const log = readControlLog(logPath, model, { state: stringOpt(values, 'state-topic'), command: stringOpt(values, 'command-topic') });
-    const result = identify(model, log, { keys, windowSteps, substeps });
+    const result = identify(model, log, { keys, substeps });
 
     const fitted = result.estimates.filter((e) => e.estimate !== null);
     const run = resolveRunParams(system, Object.fromEntries([
@@ -54,31 +52,33 @@ export const identifyCommand: Command = {
       `identified by tempered-mpc identify from ${logPath}`,
       ...result.estimates.map((e) => (e.estimate === null ? `${e.key}: ${e.reason} (kept at ${e.nominal})` : `${e.key} = ${e.estimate} (95%: ${e.interval95![0]} .. ${e.interval95![1]})`)),
     ])}\n`);
-    writeFileSync(join(out, 'prediction.svg'), predictionChart(model, result));
-    const report = { system: model.name, log: logPath, stateTopic: log.stateTopic, commandTopic: log.commandTopic, periodS: result.periodS, windows: result.windows, windowSteps, substeps, iterations: result.iterations, rmsBefore: result.rmsBefore, rmsAfter: result.rmsAfter, estimates: result.estimates, out };
+    writeFileSync(join(out, 'states.svg'), statesChart(model, result));
+    const report = { system: model.name, log: logPath, stateTopic: log.stateTopic, commandTopic: log.commandTopic, periodS: result.periodS, intervals: result.intervals, segments: result.segments, substeps, noise: result.noise, iterations: result.iterations, rmsBefore: result.rmsBefore, rmsAfter: result.rmsAfter, estimates: result.estimates, out };
     writeFileSync(join(out, 'identify.json'), `${JSON.stringify(report, null, 1)}\n`);
     if (values.json) return printJson(report);
-    console.log(`${model.name}: ${result.windows} windows of ${windowSteps} steps at ${+result.periodS.toFixed(6)} s (${substeps} model steps each) from ${log.stateTopic} and ${log.commandTopic}`);
+    const names = physicalNames(model);
+    console.log(`${model.name}: ${result.intervals} intervals of ${+result.periodS.toFixed(6)} s (${substeps} model steps each, ${result.segments} unbroken stretch${result.segments === 1 ? '' : 'es'}) from ${log.stateTopic} and ${log.commandTopic}`);
     console.log(table(result.estimates.map((e) => (e.estimate === null
       ? [e.key, e.nominal, '-', e.reason!]
       : [e.key, e.nominal, e.estimate, `[${+e.interval95![0].toPrecision(4)}, ${+e.interval95![1].toPrecision(4)}]`])), ['parameter', 'nominal', 'estimate', '95% interval']));
-    console.log(`prediction error (normalised rms): ${result.rmsBefore.toFixed(3)} with the nominal model, ${result.rmsAfter.toFixed(3)} fitted`);
-    console.log(`wrote ${join(out, 'params.yaml')} (run --params, the launch files), ${join(out, 'prediction.svg')}, ${join(out, 'identify.json')}`);
+    console.log(`noise read from the log: measurement std ${names.map((name, i) => `${name} ${result.noise.measurementStd[i].toPrecision(2)}`).join(', ')}; process std per sqrt(s) ${names.map((name, i) => `${name} ${result.noise.processStdPerSqrtS[i].toPrecision(2)}`).join(', ')}`);
+    console.log(`one-step prediction error from measured states (normalised rms): ${result.rmsBefore.toFixed(3)} with the nominal model, ${result.rmsAfter.toFixed(3)} fitted`);
+    console.log(`wrote ${join(out, 'params.yaml')} (run --params, the launch files), ${join(out, 'states.svg')}, ${join(out, 'identify.json')}`);
   },
 };
 
-/** Each physical state: the log, and each window's prediction at the fitted parameters (restarting from the measured state). */
-function predictionChart(model: Parameters<typeof physicalNames>[0], result: IdentifyResult): string {
+/** Each physical state: the log, and the states estimated with the fitted parameters. */
+function statesChart(model: Parameters<typeof physicalNames>[0], result: IdentifyResult): string {
   const names = physicalNames(model);
   const units = model.def.physicalUnits;
-  const { timesS, measured, predicted } = result.prediction;
-  return lineChart(`identify ${model.name}: prediction from each window's measured start vs the log`, names.map((name, i) => ({
+  const { timesS, measured, estimated } = result.trajectory;
+  return lineChart(`identify ${model.name}: the states estimated with the fitted parameters vs the log`, names.map((name, i) => ({
     title: name,
     xLabel: 't [s]',
     yLabel: units[i] ? `${name} [${units[i]}]` : name,
     series: [
       { name: 'log', x: timesS, y: measured.map((y) => y[i]), color: '#bbbbbb' },
-      { name: 'predicted (fitted)', x: timesS, y: predicted.map((y) => y[i]), color: PALETTE[0] },
+      { name: 'estimated (fitted)', x: timesS, y: estimated.map((y) => y[i]), color: PALETTE[0] },
     ],
   })));
 }

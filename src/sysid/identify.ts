@@ -2,30 +2,36 @@ import { emitBody, javascript } from '../expr/emit.js';
 import { Expr, Graph, Scalar, solveSpd } from '../expr/expr.js';
 import { gradient } from '../expr/grad.js';
 import { InputError } from '../input-error.js';
-import { invert } from '../linalg.js';
+import { blockTridiagonalFactor, invert, matMul } from '../linalg.js';
 import { fromPhysical, Model, ParamValues, physicalAngles, resolveModel, toPhysical } from '../models/model.js';
 import type { ControlLog } from './log.js';
 
 /*
- * System identification by multi-step prediction error: the log is cut
- * into windows; each starts at a measured state and is simulated through
- * the model under the logged commands (at the fine step the log came from:
- * `substeps` model steps per logged interval), and the parameters minimise
- * the windows' squared prediction errors (Levenberg-Marquardt). The
- * Jacobian of every prediction with respect to the parameters is exact:
- * the model's step is built with the parameters as symbols, and forward
- * sensitivities S' = A S + B carry its derivatives through the window.
- * Uncertainty: the sandwich covariance clustered by blocks of windows
- * (overlapping windows' errors are correlated, and process noise correlates
- * a window's own), and a parameter
- * the log cannot fix is said to be so instead of given a number.
+ * System identification with the true states as unknowns (errors in
+ * variables). Predicting each logged interval from the state measured at
+ * its start puts the measurement noise into what the prediction starts
+ * from; a least-squares fit then reads part of that noise as dynamics (the
+ * damping comes out too high: attenuation). Here the unknowns are the
+ * parameters and the plant's physical state at every logged time; the cost
+ * weighs each measurement's distance to its state by the measurement noise
+ * and each state's distance to the model's prediction from the state
+ * before (through `substeps` model steps under the logged command, the
+ * fine step the log came from) by the process noise. The noise levels come
+ * from the log: the one-step prediction errors from measured states have
+ * variance Q + R + A R A' and lag-one covariance -R A' (a measurement
+ * enters two successive errors with opposite signs), re-read at the fitted
+ * parameters until they settle. Gauss-Newton (Levenberg-Marquardt) on exact
+ * Jacobians: the model's step is built with the parameters as symbols and
+ * its derivatives carried through the substeps. The states' normal matrix
+ * is block tridiagonal (a state meets only its neighbours) and is
+ * eliminated block by block, leaving a p x p system for the parameters whose
+ * inverse, scaled by the fit's residual variance, is their covariance; a
+ * parameter the log cannot fix is said to be so instead of given a number.
  */
 
 export interface IdentifySettings {
   /** the model parameters to fit */
   keys: string[];
-  /** logged intervals per prediction window */
-  windowSteps: number;
   /** model steps per logged interval (the simulator's substeps; a real plant's: enough to be continuous) */
   substeps: number;
 }
@@ -43,13 +49,17 @@ export interface ParameterEstimate {
 export interface IdentifyResult {
   estimates: ParameterEstimate[];
   periodS: number;
-  windows: number;
+  /** logged intervals used, and the unbroken stretches of the log they lie in */
+  intervals: number;
+  segments: number;
   iterations: number;
-  /** root mean square of the normalised prediction errors, before and after */
+  /** the noise read from the log, per physical state: measurement std, and process noise std per sqrt(second) */
+  noise: { measurementStd: number[]; processStdPerSqrtS: number[] };
+  /** root mean square of the normalised one-step prediction errors from measured states, nominal and fitted */
   rmsBefore: number;
   rmsAfter: number;
-  /** for the plot: each window's prediction at the fitted parameters against the log */
-  prediction: { timesS: number[]; measured: number[][]; predicted: number[][] };
+  /** for the plot: the estimated states at the fitted parameters against the log */
+  trajectory: { timesS: number[]; measured: number[][]; estimated: number[][] };
 }
 
 /** The smallest relative standard error reported (time stamps in nanoseconds fix the period to about 1e-7 of it). */
@@ -57,6 +67,13 @@ const RESOLUTION_FLOOR = 1e-6;
 
 /** A 95% interval wider than this share of the value says the log does not fix the parameter. */
 const MAX_RELATIVE_HALF_WIDTH = 0.5;
+
+/** A noise variance is never set below this share of the one-step errors' variance (a noise-free log: the other noise decides). */
+const NOISE_FLOOR = 1e-6;
+
+/** Rounds of (read the noise, fit) at most; they stop once the noise levels move less than NOISE_SETTLED. */
+const NOISE_ROUNDS = 200;
+const NOISE_SETTLED = 0.002;
 
 type SensitivityStep = (x: readonly number[], u: readonly number[], theta: readonly number[]) => number[];
 
@@ -103,13 +120,13 @@ function sensitivityStep(model: Model, keys: readonly string[]): SensitivityStep
   return (0, eval)(source) as SensitivityStep;
 }
 
-/** `cluster`: windows that overlap share one (their errors are correlated), for the covariance */
-interface Window { start: number; steps: number; cluster: number }
+/** An unbroken stretch of the log: states first .. first + intervals, each interval with its command. */
+interface Segment { first: number; intervals: number }
 
-/** Logged intervals at the log's period, each with the command held in it; windows of whole intervals that cross no gap. */
-function alignLog(log: ControlLog, windowSteps: number): { periodS: number; commands: number[][]; windows: Window[] } {
+/** Logged intervals at the log's period, each with the command held in it; the stretches of usable intervals. */
+function alignLog(log: ControlLog): { periodS: number; commands: number[][]; segments: Segment[] } {
   const { timesS } = log;
-  if (timesS.length < windowSteps + 1) throw new InputError(`the log has ${timesS.length} states: at least ${windowSteps + 1} are needed for one window of ${windowSteps} steps (--window)`);
+  if (timesS.length < 3) throw new InputError(`the log has ${timesS.length} states: identification needs a log of many`);
   const gaps = timesS.slice(1).map((t, i) => t - timesS[i]).sort((a, b) => a - b);
   const periodS = gaps[Math.floor(gaps.length / 2)];
   if (!(periodS > 0)) throw new InputError('the log\'s state times do not advance');
@@ -121,125 +138,254 @@ function alignLog(log: ControlLog, windowSteps: number): { periodS: number; comm
     commands.push(c >= 0 ? log.commands[c].u : []);
   }
   const usable = (k: number) => commands[k].length > 0 && Math.abs(timesS[k + 1] - timesS[k] - periodS) <= 0.1 * periodS;
-  // a window starts at every logged state: each measured state is a start once and a target windowSteps times
-  const windows: Window[] = [];
-  for (let start = 0; start + windowSteps < timesS.length; start++) {
-    let ok = true;
-    for (let k = start; k < start + windowSteps; k++) ok &&= usable(k);
-    // a measured state ends one window and starts the next: blocks of 2 windowSteps starts share a cluster
-    if (ok) windows.push({ start, steps: windowSteps, cluster: Math.floor(start / (2 * windowSteps)) });
+  const segments: Segment[] = [];
+  for (let k = 0; k < commands.length; k++) {
+    if (!usable(k)) continue;
+    const last = segments.at(-1);
+    if (last && last.first + last.intervals === k) last.intervals++;
+    else segments.push({ first: k, intervals: 1 });
   }
-  return { periodS, commands, windows };
+  return { periodS, commands, segments };
 }
+
+/** One logged interval predicted from physical state y: the state at its end, and its Jacobians D (by y) and P (by the parameters). */
+interface Prediction { next: number[]; D: number[][]; P: number[][] }
 
 /** Fits `settings.keys` of the model to the log; `base` is the model as the user runs it (its other parameters held). */
 export function identify(base: Model, log: ControlLog, settings: IdentifySettings): IdentifyResult {
-  const { keys, windowSteps, substeps } = settings;
-  const { periodS, commands, windows } = alignLog(log, windowSteps);
-  if (windows.length < keys.length + 2) throw new InputError(`the log gives ${windows.length} usable windows of ${windowSteps} steps; fitting ${keys.length} parameters needs at least ${keys.length + 2} (a longer log, or a shorter --window)`);
+  const { keys, substeps } = settings;
+  const { periodS, commands, segments } = alignLog(log);
+  const intervals = segments.reduce((s, g) => s + g.intervals, 0);
+  if (intervals < keys.length + 2) throw new InputError(`the log gives ${intervals} usable intervals (a state, the command after it, the next state one period on); fitting ${keys.length} parameters needs at least ${keys.length + 2} (a longer log)`);
   // the model as the log's plant steps it: substeps per logged interval
   const fine = resolveModel(base.def, { ...base.params, dtS: periodS / substeps }, 'identify');
   const step = sensitivityStep(fine, keys);
   const n = fine.stateDim;
   const p = keys.length;
+  const d = log.states[0].length;
   const angles = physicalAngles(fine);
+  const wrap = (v: number, i: number) => (angles[i] ? Math.atan2(Math.sin(v), Math.cos(v)) : v);
   const nominal = keys.map((k) => fine.params[k]);
   const limits = keys.map((k) => fine.def.params[k]);
+  const modelAt = (theta: readonly number[]) => resolveModel(fine.def, { ...fine.params, ...Object.fromEntries(keys.map((k, i) => [k, theta[i]])) }, 'identify');
 
-  /** Residuals (physical units, angles wrapped) and their Jacobian per window, at theta. */
-  const evaluate = (theta: number[], withJacobian: boolean) => {
-    const model = resolveModel(fine.def, { ...fine.params, ...Object.fromEntries(keys.map((k, i) => [k, theta[i]])) }, 'identify');
-    const perWindow: { r: number[]; J: number[][] }[] = [];
-    const predicted: number[][] = [];
-    for (const w of windows) {
-      let x = fromPhysical(model, log.states[w.start]);
-      let S = Array.from({ length: n }, () => new Array<number>(p).fill(0));
-      const r: number[] = [];
-      const J: number[][] = [];
-      for (let j = 0; j < w.steps; j++) {
-        const u = commands[w.start + j];
-        for (let s = 0; s < substeps; s++) {
-          const out = step(x, u, theta);
-          const A = (i: number, k: number) => out[n + i * n + k];
-          const B = (i: number, k: number) => out[n + n * n + i * p + k];
-          if (withJacobian) S = S.map((_, i) => Array.from({ length: p }, (__, c) => B(i, c) + S.reduce((sum, row, k) => sum + A(i, k) * row[c], 0)));
-          x = out.slice(0, n);
-        }
-        const y = toPhysical(model, x);
-        predicted.push(y);
-        const measured = log.states[w.start + j + 1];
-        y.forEach((v, i) => {
-          const d = v - measured[i];
-          r.push(angles[i] ? Math.atan2(Math.sin(d), Math.cos(d)) : d);
-        });
-        if (withJacobian) {
-          // the physical map's Jacobian by differences (it is a read-out, not the dynamics)
-          const H = physicalJacobian(model, x, y);
-          for (let i = 0; i < y.length; i++) J.push(Array.from({ length: p }, (_, c) => H[i].reduce((sum, hik, k) => sum + hik * S[k][c], 0)));
-        }
-      }
-      perWindow.push({ r, J });
+  const predict = (model: Model, theta: readonly number[], y: readonly number[], u: readonly number[]): Prediction => {
+    let x = fromPhysical(model, y);
+    // M = dx/dy and S = dx/dtheta carried through the substeps: M <- A M, S <- A S + B
+    let M = inputJacobian(model, y, x);
+    let S = Array.from({ length: n }, () => new Array<number>(p).fill(0));
+    for (let s = 0; s < substeps; s++) {
+      const out = step(x, u, theta);
+      const A = (i: number, k: number) => out[n + i * n + k];
+      M = M.map((_, i) => Array.from({ length: d }, (__, c) => {
+        let v = 0;
+        for (let k = 0; k < n; k++) v += A(i, k) * M[k][c];
+        return v;
+      }));
+      S = S.map((_, i) => Array.from({ length: p }, (__, c) => {
+        let v = out[n + n * n + i * p + c];
+        for (let k = 0; k < n; k++) v += A(i, k) * S[k][c];
+        return v;
+      }));
+      x = out.slice(0, n);
     }
-    return { perWindow, predicted };
+    const next = toPhysical(model, x);
+    const H = physicalJacobian(model, x, next);
+    return { next, D: matMul(H, M), P: matMul(H, S) };
   };
 
-  // each physical state weighted by how well the nominal model predicts it (units differ: rad, rad/s)
-  const start = evaluate(nominal, false);
-  const dims = log.states[0].length;
-  const weights = Array.from({ length: dims }, (_, i) => {
-    const errors = start.perWindow.flatMap((w) => w.r.filter((_, k) => k % dims === i)).map(Math.abs).sort((a, b) => a - b);
-    const typical = errors[Math.floor(errors.length / 2)] || 1;
-    return 1 / typical;
-  });
-  const weigh = (perWindow: { r: number[]; J: number[][] }[]) => perWindow.map((w) => ({ r: w.r.map((v, k) => v * weights[k % dims]), J: w.J.map((row, k) => row.map((v) => v * weights[k % dims])) }));
-  const cost = (perWindow: { r: number[] }[]) => perWindow.reduce((s, w) => s + w.r.reduce((t, v) => t + v * v, 0), 0);
-  const count = windows.length * windowSteps * dims;
+  /** Every interval predicted from the measured state at its start. */
+  const fromMeasured = (theta: readonly number[]) => {
+    const model = modelAt(theta);
+    return segments.map((g) => Array.from({ length: g.intervals }, (_, j) => {
+      const k = g.first + j;
+      const prediction = predict(model, theta, log.states[k], commands[k]);
+      return { ...prediction, error: prediction.next.map((v, i) => wrap(log.states[k + 1][i] - v, i)) };
+    }));
+  };
+
+  /** The cost and its Gauss-Newton normal equations at (theta, states): blocks per segment for the states, dense for the parameters. */
+  const evaluate = (theta: readonly number[], states: number[][][], noise: { R: number[]; Q: number[] }, withNormal: boolean) => {
+    const model = modelAt(theta);
+    const wR = noise.R.map((v) => 1 / v);
+    const wQ = noise.Q.map((v) => 1 / v);
+    let cost = 0;
+    const Htt = Array.from({ length: p }, () => new Array<number>(p).fill(0));
+    const gt = new Array<number>(p).fill(0);
+    const blocks = segments.map((g, s) => {
+      const count = g.intervals + 1;
+      const zero = (cols: number) => Array.from({ length: d }, () => new Array<number>(cols).fill(0));
+      const diagonal = Array.from({ length: count }, () => zero(d));
+      const lower = Array.from({ length: g.intervals }, () => zero(d));
+      const Hxt = Array.from({ length: count }, () => zero(p));
+      const gx = Array.from({ length: count }, () => new Array<number>(d).fill(0));
+      const Y = states[s];
+      const measurementErrors: number[][] = [];
+      const processErrors: { r: number[]; D: number[][] }[] = [];
+      for (let j = 0; j < count; j++) {
+        const measured = log.states[g.first + j];
+        measurementErrors.push(Y[j].map((v, i) => wrap(v - measured[i], i)));
+        for (let i = 0; i < d; i++) {
+          const r = measurementErrors[j][i];
+          cost += wR[i] * r * r;
+          diagonal[j][i][i] += wR[i];
+          gx[j][i] += wR[i] * r;
+        }
+      }
+      for (let j = 0; j < g.intervals; j++) {
+        const { next, D, P } = predict(model, theta, Y[j], commands[g.first + j]);
+        const r = next.map((v, i) => wrap(Y[j + 1][i] - v, i));
+        processErrors.push({ r, D });
+        for (let i = 0; i < d; i++) cost += wQ[i] * r[i] * r[i];
+        if (!withNormal) continue;
+        // r depends on Y[j+1] (identity), Y[j] (-D) and theta (-P)
+        for (let a = 0; a < d; a++) {
+          diagonal[j + 1][a][a] += wQ[a];
+          gx[j + 1][a] += wQ[a] * r[a];
+          for (let c = 0; c < p; c++) Hxt[j + 1][a][c] -= wQ[a] * P[a][c];
+          for (let b = 0; b < d; b++) {
+            lower[j][a][b] -= wQ[a] * D[a][b];
+            let v = 0;
+            for (let i = 0; i < d; i++) v += D[i][a] * wQ[i] * D[i][b];
+            diagonal[j][a][b] += v;
+          }
+          let ga = 0;
+          for (let i = 0; i < d; i++) ga -= D[i][a] * wQ[i] * r[i];
+          gx[j][a] += ga;
+          for (let c = 0; c < p; c++) {
+            let v = 0;
+            for (let i = 0; i < d; i++) v += D[i][a] * wQ[i] * P[i][c];
+            Hxt[j][a][c] += v;
+          }
+        }
+        for (let a = 0; a < p; a++) {
+          for (let i = 0; i < d; i++) gt[a] -= P[i][a] * wQ[i] * r[i];
+          for (let b = 0; b < p; b++) for (let i = 0; i < d; i++) Htt[a][b] += P[i][a] * wQ[i] * P[i][b];
+        }
+      }
+      return { diagonal, lower, Hxt, gx, measurementErrors, processErrors };
+    });
+    return { cost, blocks, Htt, gt };
+  };
+
+  /**
+   * The Gauss-Newton step with the diagonal raised by mu (Levenberg-Marquardt,
+   * the diagonal as the metric), or the parameters' reduced normal matrix
+   * alone (mu = 0, for the covariance). The states are eliminated segment by
+   * segment: (Htt - Htx Hxx^-1 Hxt) dtheta = -gt + Htx Hxx^-1 gx.
+   */
+  const solve = (normal: ReturnType<typeof evaluate>, mu: number) => {
+    const raise = (m: number[][]) => m.map((row, i) => row.map((v, j) => (i === j ? v + mu * Math.max(v, 1e-300) : v)));
+    const reduced = raise(normal.Htt);
+    const rhs = normal.gt.map((v) => -v);
+    const perSegment = [];
+    for (const block of normal.blocks) {
+      const factor = blockTridiagonalFactor(block.diagonal.map(raise), block.lower);
+      if (!factor) return undefined;
+      const z = factor.solve(block.gx);
+      const X = Array.from({ length: p }, (_, c) => factor.solve(block.Hxt.map((rows) => rows.map((row) => row[c]))));
+      for (let a = 0; a < p; a++) {
+        for (let j = 0; j < block.Hxt.length; j++) {
+          for (let i = 0; i < d; i++) {
+            const h = block.Hxt[j][i][a];
+            rhs[a] += h * z[j][i];
+            for (let b = 0; b < p; b++) reduced[a][b] -= h * X[b][j][i];
+          }
+        }
+      }
+      perSegment.push({ z, X });
+    }
+    const dTheta = mu > 0 ? solveSpd(reduced, rhs) as number[] : new Array<number>(p).fill(0);
+    const dStates = perSegment.map(({ z, X }) => z.map((zj, j) => zj.map((v, i) => -v - X.reduce((s, Xc, c) => s + Xc[j][i] * dTheta[c], 0))));
+    return { dTheta, dStates, reduced };
+  };
+
+  /**
+   * The noise variances that explain the fit (an EM step, the states'
+   * posterior taken Gaussian about the fit): R_i the mean of (state -
+   * measurement)_i^2 + Var(state_i), Q_i the mean of (state' - prediction)_i^2
+   * + Var(state' - D state)_i, the variances from the states' normal matrix's
+   * inverse (its diagonal blocks and those beside them).
+   */
+  const expectedNoise = (normal: ReturnType<typeof evaluate>) => {
+    const R = new Array<number>(d).fill(0);
+    const Q = new Array<number>(d).fill(0);
+    let measurements = 0;
+    let processes = 0;
+    for (const block of normal.blocks) {
+      const factor = blockTridiagonalFactor(block.diagonal, block.lower);
+      if (!factor) return undefined;
+      const S = factor.inverseBlocks();
+      block.measurementErrors.forEach((e, j) => {
+        measurements++;
+        for (let i = 0; i < d; i++) R[i] += e[i] ** 2 + S.diagonal[j][i][i];
+      });
+      block.processErrors.forEach(({ r, D }, j) => {
+        processes++;
+        for (let i = 0; i < d; i++) {
+          let v = r[i] ** 2 + S.diagonal[j + 1][i][i];
+          for (let l = 0; l < d; l++) {
+            v -= 2 * D[i][l] * S.lower[j][i][l];
+            for (let m = 0; m < d; m++) v += D[i][l] * S.diagonal[j][l][m] * D[i][m];
+          }
+          Q[i] += v;
+        }
+      });
+    }
+    const scale = halfVariance;
+    return { R: R.map((v, i) => Math.max(NOISE_FLOOR * scale[i], v / measurements)), Q: Q.map((v, i) => Math.max(NOISE_FLOOR * scale[i], v / processes)) };
+  };
 
   let theta = [...nominal];
-  let current = weigh(evaluate(theta, true).perWindow);
-  let currentCost = cost(current);
-  const costBefore = currentCost;
-  let mu = 1e-3;
+  // the states start at their measurements
+  let states = segments.map((g) => Array.from({ length: g.intervals + 1 }, (_, j) => [...log.states[g.first + j]]));
+  // a start for the noise: half the one-step errors' variance each (the rounds below find the split)
+  const start = fromMeasured(theta).flat();
+  const halfVariance = Array.from({ length: d }, (_, i) => Math.max(1e-300, start.reduce((s, e) => s + e.error[i] ** 2, 0) / (2 * start.length)));
+  let noise = { R: [...halfVariance], Q: [...halfVariance] };
   let iterations = 0;
-  for (; iterations < 50; iterations++) {
-    const { JtJ, Jtr } = normalEquations(current);
-    // Levenberg-Marquardt with the diagonal as the metric (parameters of different units)
-    let accepted = false;
-    while (mu < 1e12) {
-      const damped = JtJ.map((row, i) => row.map((v, j) => (i === j ? v + mu * Math.max(v, 1e-300) : v)));
-      const delta = solveSpd(damped, Jtr.map((v) => -v)) as number[];
-      const trial = theta.map((t, i) => clampTo(limits[i], t + delta[i]));
-      const next = weigh(evaluate(trial, true).perWindow);
-      const nextCost = cost(next);
-      if (Number.isFinite(nextCost) && nextCost < currentCost) {
-        const change = Math.max(...trial.map((t, i) => Math.abs(t - theta[i]) / Math.max(Math.abs(theta[i]), 1e-12)));
-        theta = trial;
-        current = next;
-        const converged = currentCost - nextCost <= 1e-12 * currentCost || change < 1e-9;
-        currentCost = nextCost;
-        mu = Math.max(mu / 10, 1e-12);
-        accepted = !converged;
-        break;
+  for (let round = 0; round < NOISE_ROUNDS; round++) {
+    let mu = 1e-3;
+    let current = evaluate(theta, states, noise, true);
+    for (let iteration = 0; iteration < 50; iteration++, iterations++) {
+      let accepted = false;
+      while (mu < 1e12) {
+        const step = solve(current, mu);
+        if (step) {
+          const trialTheta = theta.map((t, i) => clampTo(limits[i], t + step.dTheta[i]));
+          const trialStates = states.map((Y, s) => Y.map((y, j) => y.map((v, i) => v + step.dStates[s][j][i])));
+          const next = evaluate(trialTheta, trialStates, noise, true);
+          if (Number.isFinite(next.cost) && next.cost < current.cost) {
+            const change = Math.max(...trialTheta.map((t, i) => Math.abs(t - theta[i]) / Math.max(Math.abs(theta[i]), 1e-12)));
+            const converged = current.cost - next.cost <= 1e-12 * current.cost || change < 1e-9;
+            theta = trialTheta;
+            states = trialStates;
+            current = next;
+            mu = Math.max(mu / 10, 1e-12);
+            accepted = !converged;
+            break;
+          }
+        }
+        mu *= 10;
       }
-      mu *= 10;
+      if (!accepted) break;
     }
-    if (!accepted) break;
+    const reread = expectedNoise(evaluate(theta, states, noise, true));
+    if (!reread) break;
+    const moved = Math.max(...reread.R.map((v, i) => Math.abs(Math.sqrt(v / noise.R[i]) - 1)), ...reread.Q.map((v, i) => Math.abs(Math.sqrt(v / noise.Q[i]) - 1)));
+    noise = reread;
+    if (moved < NOISE_SETTLED) break;
   }
 
-  // sandwich covariance, clustered by window: bread (J'J)^-1, meat sum of (J_w' r_w)(J_w' r_w)'
-  const { JtJ } = normalEquations(current);
-  const bread = invertScaled(JtJ);
-  const meat = Array.from({ length: p }, () => new Array<number>(p).fill(0));
-  const scores = new Map<number, number[]>();
-  current.forEach((w, i) => {
-    const g = scores.get(windows[i].cluster) ?? new Array<number>(p).fill(0);
-    for (let c = 0; c < p; c++) g[c] += w.J.reduce((s, row, k) => s + row[c] * w.r[k], 0);
-    scores.set(windows[i].cluster, g);
-  });
-  for (const g of scores.values()) for (let a = 0; a < p; a++) for (let b = 0; b < p; b++) meat[a][b] += g[a] * g[b];
-  const W = scores.size;
-  const covariance = bread ? multiply(multiply(bread, meat), bread).map((row) => row.map((v) => (v * W) / Math.max(1, W - p))) : undefined;
-  const excited = keys.map((_, c) => current.some((w) => w.J.some((row) => row[c] !== 0)));
+  // the covariance: the parameters' reduced normal matrix at the fit, inverted, times the residual variance per degree of freedom
+  const final = evaluate(theta, states, noise, true);
+  const reduced = solve(final, 0)?.reduced;
+  const bread = reduced ? invertScaled(reduced) : undefined;
+  const residuals = segments.reduce((s, g) => s + (2 * g.intervals + 1) * d, 0);
+  const unknowns = segments.reduce((s, g) => s + (g.intervals + 1) * d, 0) + p;
+  const scale = final.cost / Math.max(1, residuals - unknowns);
+  const covariance = bread?.map((row) => row.map((v) => v * scale));
+  const excited = keys.map((_, c) => fromMeasured(theta).some((segment) => segment.some((e) => e.P.some((row) => row[c] !== 0))));
   const estimates: ParameterEstimate[] = keys.map((key, i) => {
     // a noise-free log fits to rounding: the floor is what stamps in nanoseconds and f64 arithmetic leave of any estimate
     const se = covariance ? Math.max(Math.sqrt(Math.max(0, covariance[i][i])), RESOLUTION_FLOOR * Math.abs(theta[i])) : NaN;
@@ -252,20 +398,38 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
       ? { key, nominal: nominal[i], estimate: null, standardError: null, interval95: null, reason }
       : { key, nominal: nominal[i], estimate: theta[i], standardError: se, interval95: [theta[i] - halfWidth, theta[i] + halfWidth] };
   });
-  const final = evaluate(theta, false);
+
+  // one-step prediction errors from measured states, each physical state in units of its typical error under the nominal model
+  const errorsAt = (t: readonly number[]) => fromMeasured(t).flatMap((segment) => segment.map((e) => e.error));
+  const before = errorsAt(nominal);
+  const typical = Array.from({ length: d }, (_, i) => before.map((e) => Math.abs(e[i])).sort((a, b) => a - b)[Math.floor(before.length / 2)] || 1);
+  const rms = (errors: number[][]) => Math.sqrt(errors.reduce((s, e) => s + e.reduce((t, v, i) => t + (v / typical[i]) ** 2, 0), 0) / (errors.length * d));
   return {
     estimates,
     periodS,
-    windows: windows.length,
+    intervals,
+    segments: segments.length,
     iterations,
-    rmsBefore: Math.sqrt(costBefore / count),
-    rmsAfter: Math.sqrt(currentCost / count),
-    prediction: {
-      timesS: windows.flatMap((w) => Array.from({ length: w.steps }, (_, j) => log.timesS[w.start + j + 1])),
-      measured: windows.flatMap((w) => Array.from({ length: w.steps }, (_, j) => log.states[w.start + j + 1])),
-      predicted: final.predicted,
+    noise: { measurementStd: noise.R.map(Math.sqrt), processStdPerSqrtS: noise.Q.map((v) => Math.sqrt(v / periodS)) },
+    rmsBefore: rms(before),
+    rmsAfter: rms(errorsAt(theta)),
+    trajectory: {
+      timesS: segments.flatMap((g) => Array.from({ length: g.intervals + 1 }, (_, j) => log.timesS[g.first + j])),
+      measured: segments.flatMap((g) => Array.from({ length: g.intervals + 1 }, (_, j) => log.states[g.first + j])),
+      estimated: states.flat(),
     },
   };
+}
+
+/** d fromPhysical / dy at y, by differences (a change of coordinates, not the dynamics). */
+function inputJacobian(model: Model, y: readonly number[], x: readonly number[]): number[][] {
+  if (!model.def.physical) return x.map((_, i) => y.map((__, k) => (i === k ? 1 : 0)));
+  const columns = y.map((v, k) => {
+    const h = 1e-7 * Math.max(1, Math.abs(v));
+    const bumped = fromPhysical(model, y.map((yk, m) => (m === k ? yk + h : yk)));
+    return bumped.map((b, i) => (b - x[i]) / h);
+  });
+  return x.map((_, i) => columns.map((col) => col[i]));
 }
 
 function physicalJacobian(model: Model, x: number[], y: number[]): number[][] {
@@ -280,25 +444,6 @@ function physicalJacobian(model: Model, x: number[], y: number[]): number[][] {
 
 function clampTo(def: { min?: number; max?: number }, v: number): number {
   return Math.min(def.max ?? Infinity, Math.max(def.min ?? -Infinity, v));
-}
-
-function normalEquations(perWindow: { r: number[]; J: number[][] }[]): { JtJ: number[][]; Jtr: number[] } {
-  const p = perWindow[0].J[0]?.length ?? 0;
-  const JtJ = Array.from({ length: p }, () => new Array<number>(p).fill(0));
-  const Jtr = new Array<number>(p).fill(0);
-  for (const w of perWindow) {
-    w.J.forEach((row, k) => {
-      for (let a = 0; a < p; a++) {
-        Jtr[a] += row[a] * w.r[k];
-        for (let b = 0; b < p; b++) JtJ[a][b] += row[a] * row[b];
-      }
-    });
-  }
-  return { JtJ, Jtr };
-}
-
-function multiply(a: number[][], b: number[][]): number[][] {
-  return a.map((row) => b[0].map((_, j) => row.reduce((s, v, k) => s + v * b[k][j], 0)));
 }
 
 /**
