@@ -15,21 +15,27 @@ export const TRTSMC_PARAMS = {
 
 /**
  * At each particle: B atoms from pi (std x policyStdScale, clipped), their
- * learned Q, the trust-region Boltzmann policy over them, one atom drawn;
- * log(pi / q) = log(1 / B) - log q_b. The per-step figure is the mean
- * inverse temperature beta of the finite ones.
+ * learned Q, the trust-region Boltzmann policy over them, one atom drawn:
+ * the proposal is about pi_wide(a) B q_b, so log(pi / proposal) = log(pi /
+ * pi_wide)(a_b) - log B - log q_b, the first term at the unclipped draw as
+ * SPO's proposal corrects (0 at policyStdScale 1: the paper's form). The
+ * per-step figure is the mean inverse temperature beta of the finite ones.
  */
-function trustRegionProposal(alpha: number, atoms: number, scale: number, bounded: readonly boolean[], q: (states: Float64Array, count: number, z: Float64Array, perState: number) => Float64Array): Proposal {
+export function trustRegionProposal(alpha: number, atoms: number, scale: number, bounded: readonly boolean[], q: (states: Float64Array, count: number, z: Float64Array, perState: number) => Float64Array): Proposal {
   const m = bounded.length;
   return (states, count, policy, rng) => {
     const B = atoms;
     const z = new Float64Array(count * B * m);
+    // log pi / pi_wide per atom: log N(z; mu, s) - log N(z; mu, scale s)
+    const logRatio = new Float64Array(count * B);
     for (let i = 0; i < count; i++) {
       for (let b = 0; b < B; b++) {
         for (let j = 0; j < m; j++) {
-          let v = policy.mean[i * m + j] + scale * policy.std[i * m + j] * rng.normal();
+          const e = rng.normal();
+          let v = policy.mean[i * m + j] + scale * policy.std[i * m + j] * e;
           if (bounded[j]) v = v > 1 ? 1 : v < -1 ? -1 : v;
           z[(i * B + b) * m + j] = v;
+          if (scale !== 1) logRatio[i * B + b] += 0.5 * e * e * (1 - scale * scale) + Math.log(scale);
         }
       }
     }
@@ -44,7 +50,7 @@ function trustRegionProposal(alpha: number, atoms: number, scale: number, bounde
       let k = 0;
       while (k < B - 1 && (u -= step.probs[k]) > 0) k++;
       actions.set(z.subarray((i * B + k) * m, (i * B + k + 1) * m), i * m);
-      logCorrection[i] = -Math.log(B) - Math.log(step.probs[k]);
+      logCorrection[i] = logRatio[i * B + k] - Math.log(B) - Math.log(step.probs[k]);
       if (Number.isFinite(step.beta)) {
         betaSum += step.beta;
         betaCount++;
