@@ -172,7 +172,9 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
   const predict = (model: Model, theta: readonly number[], y: readonly number[], u: readonly number[]): Prediction => {
     let x = fromPhysical(model, y);
     // M = dx/dy and S = dx/dtheta carried through the substeps: M <- A M, S <- A S + B
-    let M = inputJacobian(model, y, x);
+    // a model without a physical read-out is stepped in the logged coordinates
+    const identity = (size: number) => Array.from({ length: size }, (_, i) => Array.from({ length: size }, (__, k) => (i === k ? 1 : 0)));
+    let M = model.def.physical ? coordinateJacobian((v) => fromPhysical(model, v), y, x) : identity(n);
     let S = Array.from({ length: n }, () => new Array<number>(p).fill(0));
     for (let s = 0; s < substeps; s++) {
       const out = step(x, u, theta);
@@ -190,7 +192,7 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
       x = out.slice(0, n);
     }
     const next = toPhysical(model, x);
-    const H = physicalJacobian(model, x, next);
+    const H = model.def.physical ? coordinateJacobian((v) => toPhysical(model, v), x, next) : identity(n);
     return { next, D: matMul(H, M), P: matMul(H, S) };
   };
 
@@ -421,25 +423,13 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
   };
 }
 
-/** d fromPhysical / dy at y, by differences (a change of coordinates, not the dynamics). */
-function inputJacobian(model: Model, y: readonly number[], x: readonly number[]): number[][] {
-  if (!model.def.physical) return x.map((_, i) => y.map((__, k) => (i === k ? 1 : 0)));
-  const columns = y.map((v, k) => {
+/** The Jacobian of a change of coordinates `map` at `at` (where it gives `value`), by differences: a read-out, not the dynamics. */
+function coordinateJacobian(map: (v: number[]) => number[], at: readonly number[], value: readonly number[]): number[][] {
+  const columns = at.map((v, k) => {
     const h = 1e-7 * Math.max(1, Math.abs(v));
-    const bumped = fromPhysical(model, y.map((yk, m) => (m === k ? yk + h : yk)));
-    return bumped.map((b, i) => (b - x[i]) / h);
+    return map(at.map((a, m) => (m === k ? a + h : a))).map((b, i) => (b - value[i]) / h);
   });
-  return x.map((_, i) => columns.map((col) => col[i]));
-}
-
-function physicalJacobian(model: Model, x: number[], y: number[]): number[][] {
-  if (!model.def.physical) return y.map((_, i) => x.map((__, k) => (i === k ? 1 : 0)));
-  const columns = x.map((v, k) => {
-    const h = 1e-7 * Math.max(1, Math.abs(v));
-    const bumped = toPhysical(model, x.map((xk, m) => (m === k ? xk + h : xk)));
-    return bumped.map((b, i) => (b - y[i]) / h);
-  });
-  return y.map((_, i) => columns.map((col) => col[i]));
+  return value.map((_, i) => columns.map((col) => col[i]));
 }
 
 function clampTo(def: { min?: number; max?: number }, v: number): number {
