@@ -2,6 +2,7 @@ import { emitBody, wgsl } from '../expr/emit.js';
 import { buildStepGraphs, loopInvariantNodes } from '../kernels/graphs.js';
 import { GpuProgram, storageDeclarations, StorageSpec, WebGpuBackend } from '../kernels/webgpu.js';
 import { WORKGROUP_SIZE } from '../kernels/wgsl-source.js';
+import { denseLayerStatements, featureStatements } from '../learned/wgsl.js';
 import type { ClosedLoop } from './closed-loop.js';
 import type { ClosedLoopEvaluator, ClosedLoopJob } from './pool.js';
 
@@ -75,28 +76,11 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
     `let b = tape + t * ${stride}u;`,
     xs.map((x, i) => `S[b + ${i}u] = ${x};`).join(' '),
   ];
-  // features
-  let k = actOffset[0];
-  for (let j = 0; j < n; j++) {
-    if (f.angle[j]) {
-      L.push(`S[b + ${k}u] = sin(x${j} - r${j}); S[b + ${k + 1}u] = cos(x${j} - r${j});`);
-      k += 2;
-    }
-    if (f.raw[j]) L.push(`S[b + ${k++}u] = (x${j} - r${j}) / ${f32(f.scale[j])};`);
-  }
-  // layers
+  L.push(...featureStatements(f, (j) => `x${j}`, (j) => `r${j}`, (k) => `S[b + ${actOffset[0] + k}u]`));
   for (let l = 0; l + 1 < sizes.length; l++) {
-    const [inputs, outputs] = [sizes[l], sizes[l + 1]];
-    const w = weightOffset[l];
-    const hidden = l + 2 < sizes.length;
-    L.push(
-      `for (var k: u32 = 0u; k < ${outputs}u; k = k + 1u) {`,
-      `var a: f32 = TH[th + ${w + inputs * outputs}u + k];`,
-      `for (var i: u32 = 0u; i < ${inputs}u; i = i + 1u) { a = a + S[b + ${actOffset[l]}u + i] * TH[th + ${w}u + i * ${outputs}u + k]; }`,
-      hidden ? 'if (a < 0.0) { a = exp(a) - 1.0; }' : '',
-      `S[b + ${actOffset[l + 1]}u + k] = a;`,
-      '}',
-    );
+    L.push(...denseLayerStatements(sizes[l], sizes[l + 1], weightOffset[l], l + 2 < sizes.length, {
+      weight: (index) => `TH[th + ${index}]`, input: (i) => `S[b + ${actOffset[l]}u + ${i}]`, output: (k) => `S[b + ${actOffset[l + 1]}u + ${k}]`,
+    }));
   }
   // head, model step
   const z0 = actOffset[sizes.length - 1];
@@ -146,7 +130,7 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
       `for (var i: u32 = 0u; i < ${inputs}u; i = i + 1u) { d[i] = e[i]; }`,
     );
   }
-  k = 0;
+  let k = 0;
   for (let j = 0; j < n; j++) {
     const base = actOffset[0];
     if (f.angle[j]) {
