@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import { GpuMppiPlanner } from '../src/planners/mppi/gpu.js';
 import { GpuTsmcPlanner } from '../src/planners/tsmc/gpu.js';
 import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
 import type { PlanRequest } from '../src/planners/receding.js';
-import { MppiPlanner } from '../src/planners/mppi/receding.js';
 import { MPC_TSMC_PARAMS } from '../src/planners/tsmc/receding.js';
 import { PHILOX_WGSL, philox4x32, philoxNormals } from '../src/kernels/philox.js';
 import { gpuContext, WebGpuBackend } from '../src/kernels/webgpu.js';
@@ -11,12 +9,24 @@ import { webgpuMissing } from './support/webgpu.js';
 import { resolveParams } from '../src/params.js';
 import { MODELS } from '../src/models/index.js';
 import { MPPI_PARAMS } from '../src/planners/mppi/mppi.js';
-import { controlScaling, toNormalised } from '../src/models/controls.js';
+import { controlScaling, toControls, toNormalised } from '../src/models/controls.js';
 import { runLoop } from '../src/run/loop.js';
 import { assemble, resolveRunParams } from '../src/run/setup.js';
 import { readParamsFile } from '../src/run/params-file.js';
 import { gaussianProblem, moments } from './gaussian-target.js';
 import { cpu, model } from './helpers.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { saveCheckpoint } from '../src/learned/checkpoint.js';
+import { boundedControls, defaultFeatures, initNetworks, NETWORK_NAMES, PriorNetworks } from '../src/learned/networks.js';
+import { PRIOR_PARAMS } from '../src/learned/params.js';
+import { LearnedPrior } from '../src/learned/runtime.js';
+import { resolveModel } from '../src/models/model.js';
+import { Rng } from '../src/random.js';
+import { compileStepFunction } from '../src/kernels/js-source.js';
+import { buildStepGraphs } from '../src/kernels/graphs.js';
+import type { ParamsOf } from '../src/params.js';
 
 describe('Philox 4x32-10 (TypeScript reference)', () => {
   it('matches the Random123 known-answer vectors', () => {
@@ -181,30 +191,88 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
     assert.notDeepEqual(await run(4), await run(5));
   });
 
-  it('uploads proposals and evaluates them: a proposal at the optimum wins the first iteration', async () => {
-    const m = model('double-integrator');
-    const backend = await WebGpuBackend.create(m);
-    const params = resolveParams('mppi', MPPI_PARAMS, { samples: 64, iterations: 1, elites: 1 });
-    const d = m.horizon;
-    const basis = new Float64Array((d + 1) * d);
-    for (let k = 0; k < d; k++) basis[(k + 1) * d + k] = 1;
-    const { grad } = cpu(m).costGradSync({ controls: basis });
-    const H = Array.from({ length: d }, (_, k) => Array.from({ length: d }, (_, j) => grad[(k + 1) * d + j] - grad[j]));
-    const { solve } = await import('./linalg.js');
-    const uStar = Float64Array.from(solve(H, Array.from(grad.subarray(0, d), (v) => -v)));
-    const zStar = toNormalised(uStar, controlScaling(m));
-    // a stand-in prior: only its rollout is used here, and it proposes the optimum
-    const guide = {
-      prior: { rollout: () => zStar.slice() },
-      step: () => new Float64Array(2),
-      settings: { path: 'stand-in', policySamples: 1, value: false, valueWeight: 0 },
-    } as unknown as ConstructorParameters<typeof MppiPlanner>[4];
-    const planner = await GpuMppiPlanner.create(m, backend, params, 3, guide);
-    const r = await planner.plan({ x0: [1, 0], uPrev: [0], reference: [0, 0] });
-    // with one elite the mean jumps to the best sample: the proposal
-    const worst = Math.max(...Array.from(r.controls, (u, k) => Math.abs(u - uStar[k])));
-    assert.ok(worst < 1e-4, `plan differs from the proposed optimum by ${worst}`);
-    assert.equal(r.info.gpuSubmits, undefined, 'counts are added by buildPlanner, not the planner');
+  /** A pendulum prior with seeded random weights, spread so its units leave their linear range (a stand-in for a trained one; docs/results.md checks trained ones). */
+  function randomPrior(spoil?: (n: PriorNetworks) => void): string {
+    const m = resolveModel(MODELS.get('pendulum')!);
+    const rng = new Rng(21);
+    const features = defaultFeatures(m);
+    const networks = initNetworks(rng, { stateDim: 2, controlDim: 1, features, hidden: [16, 16] });
+    for (const name of NETWORK_NAMES) for (const layer of networks[name].layers) for (let k = 0; k < layer.bias.length; k++) layer.bias[k] = 0.3 * rng.normal();
+    spoil?.(networks);
+    const dir = mkdtempSync(join(tmpdir(), 'gpu-prior-'));
+    const sc = controlScaling(m);
+    saveCheckpoint(dir, networks, {
+      version: 'test', system: 'pendulum', stateNames: ['theta', 'omega'], controlNames: ['u'], stateDim: 2, controlDim: 1, horizon: m.horizon, dtS: m.dtS,
+      reference: [...m.goal], features, controlCenter: Array.from(sc.center), controlScale: Array.from(sc.scale), bounded: boundedControls(m),
+      hidden: [16, 16], valueTransform: 'symlog', gamma: 0.99, training: {}, episodes: 0, updates: 0,
+    });
+    return dir;
+  }
+  const priorSettings = (path: string, over: Partial<ParamsOf<typeof PRIOR_PARAMS>>) => ({ ...resolveParams('prior', PRIOR_PARAMS, { path }), ...over });
+
+  it('a learned prior\'s policy drawn on the GPU: its first sequence is the policy\'s mean rolled through the model, as the CPU\'s LearnedPrior.rollout', async () => {
+    const dir = randomPrior();
+    try {
+      // two samples, both the policy's mean (its std scaled by 0): one elite moves the mean onto it, so the plan is that sequence
+      const built = await buildPlanner(spec({ params: { samples: 2, iterations: 1, elites: 1 }, prior: priorSettings(dir, { policySamples: 2, policyStdScale: 0, value: false }) }));
+      const req: PlanRequest = { x0: [0.4, -0.3], uPrev: [0], reference: [Math.PI, 0] };
+      const r = await built.planner.plan(req);
+      const m = built.model;
+      const prior = LearnedPrior.load(dir, m);
+      const step = compileStepFunction(buildStepGraphs(m, false));
+      const z = prior.rollout(new Rng(1), (x, u) => step(x, u, []), req.x0, req.reference, 1, m.horizon)!;
+      const u = toControls(z, controlScaling(m));
+      const worst = Math.max(...Array.from(r.controls, (v, k) => Math.abs(v - u[k])));
+      assert.ok(worst < 1e-3 * m.controlLimits.upper[0], `GPU policy sequence differs from the CPU's by ${worst}`);
+      assert.ok(new Set(Array.from(u, (v) => v.toFixed(3))).size > 5, 'the policy\'s sequence varies along the horizon');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the learned value closes each rollout on the GPU: the plan\'s cost is its CPU cost plus valueWeight x V(last state); seeded; one submit and one read-back a tick, nothing uploaded but the header', async () => {
+    const dir = randomPrior();
+    try {
+      const settings = priorSettings(dir, { policySamples: 8, value: true, valueWeight: 2, policyStdScale: 2 });
+      const built = await buildPlanner(spec({ seed: 3, params: { samples: 128, iterations: 2 }, prior: settings }));
+      const m = built.model;
+      const req: PlanRequest = { x0: [0.4, -0.3], uPrev: [0], reference: [Math.PI, 0] };
+      const r = await built.planner.plan(req);
+      const prior = LearnedPrior.load(dir, m);
+      const step = compileStepFunction(buildStepGraphs(m, false));
+      let x: number[] = [...req.x0];
+      for (let t = 0; t < m.horizon; t++) x = step(x, [r.controls[t]], []);
+      const rolled = await cpu(m).cost({ x0: req.x0, uPrev: req.uPrev, reference: req.reference, controls: Float64Array.from(toNormalised(r.controls, controlScaling(m))) });
+      const expected = rolled[0] + 2 * prior.value(x, 1, req.reference)[0];
+      assert.ok(Math.abs(r.cost - expected) < 1e-3 * Math.abs(expected), `GPU cost ${r.cost} vs CPU ${expected}`);
+      assert.equal(r.diagnostics?.notice, undefined);
+      // the next ticks: one submit, one read-back, the header the only upload
+      const info = (await built.planner.plan({ ...req, shiftSteps: 1 })).info;
+      assert.equal(info.gpuSubmits, 1);
+      assert.equal(info.gpuReadbacks, 1);
+      assert.ok((info.gpuKiBUp as number) * 1024 <= 4 * (13 + 2 * 2 + 1) + 1e-9, `uploaded ${info.gpuKiBUp} KiB`);
+      // seeded: the same seed repeats the plans, another does not
+      const again = await buildPlanner(spec({ seed: 3, params: { samples: 128, iterations: 2 }, prior: settings }));
+      assert.deepEqual((await again.planner.plan(req)).controls, r.controls);
+      const other = await buildPlanner(spec({ seed: 4, params: { samples: 128, iterations: 2 }, prior: settings }));
+      assert.notDeepEqual((await other.planner.plan(req)).controls, r.controls);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a learned network whose output is not finite is planned without, with the reason, and the plan stays finite', async () => {
+    // an input weight of 1e30: the first layer overflows, and everything after it
+    const dir = randomPrior((n) => { n.policy.layers[0].weight[0] = 1e30; n.q.layers[0].weight[0] = 1e30; });
+    try {
+      const built = await buildPlanner(spec({ params: { samples: 64, iterations: 2 }, prior: priorSettings(dir, { policySamples: 8, value: true }) }));
+      const r = await built.planner.plan({ x0: [0.4, -0.3], uPrev: [0], reference: [Math.PI, 0] });
+      assert.match(String(r.diagnostics?.notice), /the learned value went non-finite; planned without it/);
+      assert.match(String(r.diagnostics?.notice), /the learned policy went non-finite; planned without its samples/);
+      assert.ok(Number.isFinite(r.cost) && Array.from(r.controls).every(Number.isFinite));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a sample count whose buffers the adapter cannot hold, naming the setting, and keeps planning after it is lowered', async function () {
@@ -216,13 +284,6 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
     await assert.rejects(built.planner.plan(req), /mppi\.samples = 1048576 \(x \d+ controls per sample\) needs \d+ MB in one GPU buffer, more than this adapter's \d+ MB: lower it, or use backend cpu/);
     built.planner.updateParams({ samples: 64 });
     assert.ok(Number.isFinite((await built.planner.plan(req)).cost));
-  });
-
-  it('refuses a learned value it cannot evaluate, with the way out', async () => {
-    const m = model('pendulum');
-    const backend = await WebGpuBackend.create(m);
-    const guide = { prior: {}, step: () => new Float64Array(2), settings: { path: 'p', policySamples: 8, value: true, valueWeight: 1 } } as unknown as ConstructorParameters<typeof MppiPlanner>[4];
-    await assert.rejects(GpuMppiPlanner.create(m, backend, resolveParams('mppi', MPPI_PARAMS, {}), 1, guide), /prior.value is true.*set prior.value false, or backend cpu/);
   });
 
   it('TSMC samples the double integrator\'s exact Gaussian target: mean within 0.2 sd, variance ratios 0.8-1.25, log Z', async () => {

@@ -18,7 +18,8 @@ import { StorageSpec, storageDeclarations } from './webgpu.js';
  *   S  mean, sigma, best, previous tick's mean, previous tick's sigma (d each)
  *   R  scalars (SCALAR) and the output read back once per tick (from OUT)
  *   E  elite indices (M) then their weights' bits (M)
- *   PR proposal sequences uploaded once per tick (e.g. a learned policy's)
+ *   PR proposal sequences: a learned policy's, drawn on the GPU at the tick's start
+ *   NET a learned prior's weights (uploaded once; one word when there is none)
  */
 export const MPPI_BUFFERS: readonly StorageSpec[] = [
   { name: 'P', element: 'u32', readOnly: true },
@@ -27,20 +28,22 @@ export const MPPI_BUFFERS: readonly StorageSpec[] = [
   { name: 'S', element: 'f32', readOnly: false },
   { name: 'R', element: 'f32', readOnly: false },
   { name: 'E', element: 'u32', readOnly: false },
-  { name: 'PR', element: 'f32', readOnly: true },
+  { name: 'PR', element: 'f32', readOnly: false },
+  { name: 'NET', element: 'f32', readOnly: true },
 ];
 
 export const HEADER = {
   samples: 0, tick: 1, seed: 2, proposals: 3, elites: 4, flags: 5, shiftSteps: 6,
-  temperature: 7, sigmaMin: 8, sigmaMax: 9, noiseCorrelation: 10, context: 11,
+  temperature: 7, sigmaMin: 8, sigmaMax: 9, noiseCorrelation: 10, valueWeight: 11, policyStdScale: 12, context: 13,
 } as const;
 
-/** HEADER.flags bits */
-export const FLAG = { cold: 1, carrySigma: 2 } as const;
+/** HEADER.flags bits; `value`: add valueWeight x the learned value of each rollout's last state (eq. (10)) */
+export const FLAG = { cold: 1, carrySigma: 2, value: 4 } as const;
 
+/** `outValueBad` / `outPolicyBad`: the learned value / policy gave a number that is not finite this tick (the host plans again without it) */
 export const SCALAR = {
   iteration: 0, jMin: 1, weightSum: 2, bestCost: 3, improved: 4, eliteCount: 5, argMin: 6, skip: 7, meanCost: 8,
-  outCost: 9, outFinite: 10, outSpread: 11, outPlan: 15,
+  outCost: 9, outFinite: 10, outValueBad: 11, outPolicyBad: 12, outSpread: 13, outPlan: 17,
 } as const;
 
 /**
@@ -55,15 +58,22 @@ export function scalarLayout(d: number, m: number) {
   return { length: end, outStart: SCALAR.outCost, outEnd: end, sigma: SCALAR.outPlan + d, mean: SCALAR.outPlan + d + m };
 }
 
-/** Stream key of MPPI's noise: the run's seed and 'mppi', so other GPU streams of the same seed differ. */
+/** Stream keys of MPPI's noise and of the learned policy's draws: the run's seed and 'mppi' / 'plcy', so other GPU streams of the same seed differ. */
 const MPPI_STREAM = 0x6d707069;
+const POLICY_STREAM = 0x706c6379;
 
 export const ROLLOUT_WORKGROUP = 64;
 const REDUCE_WORKGROUP = 256;
 
 const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 
-export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling): string {
+/**
+ * `learned`: the WGSL of `prior_eval` (src/learned/wgsl.ts) reading the NET
+ * buffer, when a learned prior guides the plan: its policy's sequences are
+ * drawn here (entry point policy_samples, into PR) and its value closes each
+ * rollout when FLAG.value is set.
+ */
+export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling, learned?: string): string {
   const { model } = graphs;
   const { stateDim: n, controlDim: m, horizon: T } = model;
   const d = T * m;
@@ -95,9 +105,45 @@ export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling): str
     `${u} = ${lit(scaling.center[j])} + ${lit(scaling.scale[j])} * z; }`,
   ].join(' '));
 
+  /**
+   * The learned policy rolled through the model from x0, one invocation per
+   * proposal s: z = mean + policyStdScale * std * normal (sample 0 the mean,
+   * as the CPU's LearnedPrior.rollout), clipped where bounded, into PR.
+   */
+  function policySamplesSource(): string[] {
+    const step = emitBody([...graphs.next], wgsl, declared);
+    return [
+      `@compute @workgroup_size(${ROLLOUT_WORKGROUP})`,
+      'fn policy_samples(@builtin(global_invocation_id) gid: vec3<u32>) {',
+      `let s = gid.x; if (s >= P[${HEADER.proposals}u]) { return; }`,
+      `let tick = P[${HEADER.tick}u]; let key = vec2<u32>(P[${HEADER.seed}u], ${POLICY_STREAM}u); let widen = ${f(`${HEADER.policyStdScale}u`)};`,
+      list('r', n).map((r, i) => `let ${r} = ${f(`${ctx + n + m + i}u`)};`).join(' '),
+      ...prologue.code,
+      xs.map((x, i) => `var ${x}: f32 = ${f(`${ctx + i}u`)};`).join(' '),
+      ps.map((p, i) => `var ${p}: f32 = ${f(`${ctx + n + i}u`)};`).join(' '),
+      us.map((u) => `var ${u}: f32 = 0.0;`).join(' '),
+      `for (var t: u32 = 0u; t < ${T}u; t = t + 1u) {`,
+      `let pv = prior_eval(array<f32, ${n}>(${xs.join(', ')}), array<f32, ${n}>(${list('r', n).join(', ')}));`,
+      `if (!pv.finite) { R[${SCALAR.outPolicyBad}u] = 1.0; return; }`,
+      ...Array.from({ length: Math.ceil(m / 4) }, (_, b) => `let normals${b} = philox_normals(vec4<u32>(s, t, tick, ${b}u), key);`),
+      ...us.map((u, j) => [
+        `{ var z: f32 = pv.mean[${j}]; if (s > 0u) { z = z + widen * pv.deviation[${j}] * normals${Math.floor(j / 4)}[${j % 4}u]; }`,
+        bounded[j] ? 'z = clamp(z, -1.0, 1.0);' : '',
+        `PR[s * ${d}u + t * ${m}u + ${j}u] = z; ${u} = ${lit(scaling.center[j])} + ${lit(scaling.scale[j])} * z; }`,
+      ].join(' ')),
+      ...step.code,
+      n ? xs.map((_, i) => `let nx${i} = ${step.refs[i]};`).join(' ') + ' ' + xs.map((x, i) => `${x} = nx${i};`).join(' ') : '',
+      ps.map((p, i) => `${p} = ${us[i]};`).join(' '),
+      '}',
+      '}',
+      '',
+    ];
+  }
+
   const L: string[] = [
     ...storageDeclarations(MPPI_BUFFERS),
     PHILOX_WGSL,
+    ...(learned ? [learned] : []),
     `const NO_COST: f32 = ${lit(NO_COST)};`,
     `const D: u32 = ${d}u;`,
     '',
@@ -122,9 +168,17 @@ export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling): str
     ps.map((p, i) => `${p} = ${us[i]};`).join(' '),
     '}',
     ...term.code,
-    `return acc + ${term.refs[0]};`,
+    `acc = acc + ${term.refs[0]};`,
+    ...(learned ? [
+      `if ((P[${HEADER.flags}u] & ${FLAG.value}u) != 0u) {`,
+      `  let pv = prior_eval(array<f32, ${n}>(${xs.join(', ')}), array<f32, ${n}>(${list('r', n).join(', ')}));`,
+      `  if (pv.finite) { acc = acc + ${f(`${HEADER.valueWeight}u`)} * pv.value; } else { R[${SCALAR.outValueBad}u] = 1.0; }`,
+      '}',
+    ] : []),
+    'return acc;',
     '}',
     '',
+    ...(learned ? policySamplesSource() : []),
     `@compute @workgroup_size(${ROLLOUT_WORKGROUP})`,
     'fn rollout(@builtin(global_invocation_id) gid: vec3<u32>) {',
     `if (gid.x >= P[${HEADER.samples}u]) { return; }`,
@@ -144,7 +198,7 @@ export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling): str
     '  S[k] = S[3u * D + j];',
     `  S[D + k] = select(sigmaMax, clamp(1.5 * S[4u * D + j], sigmaMin, sigmaMax), (flags & ${FLAG.carrySigma}u) != 0u); }`,
     'S[2u * D + k] = S[k];',
-    `if (k == 0u) { R[${SCALAR.iteration}u] = 0.0; R[${SCALAR.bestCost}u] = NO_COST; }`,
+    `if (k == 0u) { R[${SCALAR.iteration}u] = 0.0; R[${SCALAR.bestCost}u] = NO_COST; R[${SCALAR.outValueBad}u] = 0.0; R[${SCALAR.outPolicyBad}u] = 0.0; }`,
     '}',
     '',
     `var<workgroup> wgCount: atomic<u32>;`,

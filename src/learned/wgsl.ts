@@ -76,7 +76,7 @@ const sizesOf = (net: Mlp) => [net.layers[0].inputs, ...net.layers.map((l) => l.
  * array of its inputs), leaves the outputs in `h${last}`; weights from word
  * `offset` of the buffer `W`.
  */
-function forwardStatements(sizes: readonly number[], offset: number, input: string, prefix: string): string[] {
+function forwardStatements(sizes: readonly number[], offset: number, input: string, prefix: string, buffer = 'W'): string[] {
   const lines: string[] = [];
   let o = offset;
   let from = input;
@@ -84,7 +84,7 @@ function forwardStatements(sizes: readonly number[], offset: number, input: stri
     const to = `${prefix}${l + 1}`;
     lines.push(`var ${to}: array<f32, ${sizes[l + 1]}>;`);
     lines.push(...denseLayerStatements(sizes[l], sizes[l + 1], o, l + 2 < sizes.length, {
-      weight: (index) => `W[${index}]`, input: (i) => `${from}[${i}]`, output: (k) => `${to}[${k}]`,
+      weight: (index) => `${buffer}[${index}]`, input: (i) => `${from}[${i}]`, output: (k) => `${to}[${k}]`,
     }));
     o += (sizes[l] + 1) * sizes[l + 1];
     from = to;
@@ -123,45 +123,82 @@ const PRIOR_BUFFERS: readonly StorageSpec[] = [
   { name: 'OUT', element: 'f32', readOnly: false },
 ];
 
+/** A prior's policy and value networks packed for `priorFunctionWgsl`: the policy's weights, then Q's. */
+export function packPrior(networks: PriorNetworks): Float32Array {
+  const policy = packMlp(networks.policy);
+  const q = packMlp(networks.q);
+  const weights = new Float32Array(policy.length + q.length);
+  weights.set(policy);
+  weights.set(q, policy.length);
+  return weights;
+}
+
 /**
- * The prior as a planner reads it, per state: features, the sampling
- * policy's Gaussian (mean tanh-squashed on bounded controls, log-std
- * squashed into LOG_STD_RANGE) and the value V(x) = symexp(Q(x, mean)),
- * raised to the prior's floor. Reference in hdr's floats after the count.
- * Output row: mean (m), std (m), value.
+ * WGSL of `fn prior_eval(x: array<f32, n>, r: array<f32, n>) -> Prior`: the
+ * prior as a planner reads it at one state x (model units) relative to the
+ * reference r: features, the sampling policy's Gaussian (mean tanh-squashed
+ * on bounded controls, log-std squashed into LOG_STD_RANGE, normalised
+ * control units) and the value V(x) = symexp(Q(x, mean)) raised to the
+ * prior's floor; `finite` false when an output is not a finite number (WGSL
+ * may assume none is NaN or infinite, so it is judged on the bits). Weights
+ * from the storage buffer `buffer`, laid out by packPrior.
  */
-function priorShader(meta: PriorMeta, policySizes: readonly number[], qSizes: readonly number[]): string {
+export function priorFunctionWgsl(meta: PriorMeta, networks: PriorNetworks, buffer: string): string {
   const n = meta.stateDim;
   const m = meta.controlDim;
   const d = featureDim(meta.features);
+  const policySizes = sizesOf(networks.policy);
+  const qSizes = sizesOf(networks.q);
   const qOffset = policySizes.slice(0, -1).reduce((s, v, l) => s + (v + 1) * policySizes[l + 1], 0);
   const [lo, hi] = LOG_STD_RANGE;
   const raw = `p${policySizes.length - 1}`;
   const q = `q${qSizes.length - 1}`;
+  return [
+    `struct Prior { mean: array<f32, ${m}>, deviation: array<f32, ${m}>, value: f32, finite: bool }`,
+    'fn prior_bits_finite(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u; }',
+    `fn prior_eval(x: array<f32, ${n}>, r: array<f32, ${n}>) -> Prior {`,
+    'var out: Prior;',
+    'out.finite = true;',
+    `var p0: array<f32, ${d}>;`,
+    ...featureStatements(meta.features, (j) => `x[${j}]`, (j) => `r[${j}]`, (k) => `p0[${k}]`),
+    ...forwardStatements(policySizes, 0, 'p0', 'p', buffer),
+    `var q0: array<f32, ${d + m}>;`,
+    `for (var i: u32 = 0u; i < ${d}u; i = i + 1u) { q0[i] = p0[i]; }`,
+    ...Array.from({ length: m }, (_, j) => [
+      `out.finite = out.finite && prior_bits_finite(${raw}[${j}]) && prior_bits_finite(${raw}[${m + j}]);`,
+      `out.mean[${j}] = ${meta.bounded[j] ? `tanh(clamp(${raw}[${j}], -15.0, 15.0))` : `${raw}[${j}]`};`,
+      `q0[${d + j}] = out.mean[${j}];`,
+      `out.deviation[${j}] = exp(${f32(lo)} + ${f32(0.5 * (hi - lo))} * (tanh(clamp(${raw}[${m + j}], -15.0, 15.0)) + 1.0));`,
+    ].join(' ')),
+    ...forwardStatements(qSizes, qOffset, 'q0', 'q', buffer),
+    `out.finite = out.finite && prior_bits_finite(${q}[0]) && abs(${q}[0]) < 88.0;`,
+    `out.value = sign(${q}[0]) * (exp(min(abs(${q}[0]), 88.0)) - 1.0);`,
+    meta.valueFloor !== undefined ? `out.value = max(out.value, ${f32(meta.valueFloor)});` : '',
+    'return out;',
+    '}',
+  ].filter(Boolean).join('\n');
+}
+
+/** One invocation per state: prior_eval, written out as mean (m), std (m), value. Reference in hdr's words after the count. */
+function priorShader(meta: PriorMeta, networks: PriorNetworks): string {
+  const n = meta.stateDim;
+  const m = meta.controlDim;
   const row = 2 * m + 1;
   return [
     ...storageDeclarations(PRIOR_BUFFERS),
+    priorFunctionWgsl(meta, networks, 'W'),
     `@compute @workgroup_size(${WORKGROUP_SIZE})`,
     'fn main(@builtin(global_invocation_id) gid: vec3<u32>) {',
     'let r = gid.x;',
     'if (r >= hdr[0]) { return; }',
-    `var p0: array<f32, ${d}>;`,
-    ...featureStatements(meta.features, (j) => `X[r * ${n}u + ${j}u]`, (j) => `bitcast<f32>(hdr[${1 + j}u])`, (k) => `p0[${k}]`),
-    ...forwardStatements(policySizes, 0, 'p0', 'p'),
-    `var q0: array<f32, ${d + m}>;`,
-    `for (var i: u32 = 0u; i < ${d}u; i = i + 1u) { q0[i] = p0[i]; }`,
-    ...Array.from({ length: m }, (_, j) => [
-      `let mean${j} = ${meta.bounded[j] ? `tanh(clamp(${raw}[${j}], -15.0, 15.0))` : `${raw}[${j}]`};`,
-      `q0[${d + j}] = mean${j};`,
-      `OUT[r * ${row}u + ${j}u] = mean${j};`,
-      `OUT[r * ${row}u + ${m + j}u] = exp(${f32(lo)} + ${f32(0.5 * (hi - lo))} * (tanh(clamp(${raw}[${m + j}], -15.0, 15.0)) + 1.0));`,
-    ].join(' ')),
-    ...forwardStatements(qSizes, qOffset, 'q0', 'q'),
-    `var v: f32 = sign(${q}[0]) * (exp(abs(${q}[0])) - 1.0);`,
-    meta.valueFloor !== undefined ? `v = max(v, ${f32(meta.valueFloor)});` : '',
-    `OUT[r * ${row}u + ${2 * m}u] = v;`,
+    `var x: array<f32, ${n}>;`,
+    `var reference: array<f32, ${n}>;`,
+    `for (var j: u32 = 0u; j < ${n}u; j = j + 1u) { x[j] = X[r * ${n}u + j]; reference[j] = bitcast<f32>(hdr[1u + j]); }`,
+    'let out = prior_eval(x, reference);',
+    `for (var j: u32 = 0u; j < ${m}u; j = j + 1u) { OUT[r * ${row}u + j] = out.mean[j]; OUT[r * ${row}u + ${m}u + j] = out.deviation[j]; }`,
+    `OUT[r * ${row}u + ${2 * m}u] = out.value;`,
     '}',
-  ].filter(Boolean).join('\n');
+  ].join('\n');
 }
 
 /** Buffers of one batch size, grown when a larger batch comes. */
@@ -241,12 +278,8 @@ export class GpuPriorNetworks {
   private constructor(private readonly meta: PriorMeta, private readonly batch: BatchProgram) {}
 
   static async create(backend: WebGpuBackend, meta: PriorMeta, networks: PriorNetworks, reference: ArrayLike<number>): Promise<GpuPriorNetworks> {
-    const policy = packMlp(networks.policy);
-    const q = packMlp(networks.q);
-    const weights = new Float32Array(policy.length + q.length);
-    weights.set(policy);
-    weights.set(q, policy.length);
-    const code = priorShader(meta, sizesOf(networks.policy), sizesOf(networks.q));
+    const weights = packPrior(networks);
+    const code = priorShader(meta, networks);
     const program = await GpuProgram.create(backend, code, `${meta.system} prior`, PRIOR_BUFFERS, ['main'] as const);
     const ref = new Float32Array(Array.from(reference));
     const header = (rows: number) => {

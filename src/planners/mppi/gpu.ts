@@ -5,12 +5,12 @@ import type { Model } from '../../models/model.js';
 import type { ParamsOf } from '../../params.js';
 import type { MPPI_PARAMS } from './mppi.js';
 import { controlScaling, toControls } from '../../models/controls.js';
-import { Rng } from '../../random.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from '../receding.js';
-import { InputError } from '../../input-error.js';
+import { packPrior, priorFunctionWgsl } from '../../learned/wgsl.js';
 
 const ENTRY_POINTS = ['prepare', 'rollout', 'select_elites', 'update', 'rollout_mean', 'finish'] as const;
-type EntryPoint = (typeof ENTRY_POINTS)[number];
+const PRIOR_ENTRY_POINTS = [...ENTRY_POINTS, 'policy_samples'] as const;
+type EntryPoint = (typeof PRIOR_ENTRY_POINTS)[number];
 
 interface SampleBuffers {
   samples: number;
@@ -24,10 +24,12 @@ interface SampleBuffers {
 
 /**
  * MPPI with whole iterations on the GPU (`backend: webgpu`): the same
- * algorithm and parameters as `MppiPlanner`, in f32. Per tick the host
- * uploads the state, the reference and the settings (and a learned policy's
- * samples, when a prior guides it), submits once (once per iteration under a
- * deadline, to judge whether another fits), and reads back one small buffer:
+ * algorithm and parameters as `MppiPlanner`, in f32. A learned prior runs
+ * on the GPU too (its networks in WGSL, weights uploaded once): its policy's
+ * sequences are drawn there at the tick's start and its value closes each
+ * rollout (eq. (10)). Per tick the host uploads the state, the reference and
+ * the settings, submits once (once per iteration under a deadline, to judge
+ * whether another fits), and reads back one small buffer:
  * the plan, its cost, the cost spread and the first step's sigma. Mean,
  * sigma and the previous plan stay on the GPU, so the warm start never
  * crosses the bus. The noise is a Philox stream keyed by the seed and
@@ -46,7 +48,8 @@ export class GpuMppiPlanner implements RecedingPlanner {
   private readonly S: GPUBuffer;
   private readonly R: GPUBuffer;
   private readonly staging: GPUBuffer;
-  private readonly rng: Rng;
+  /** the prior's weights (one word without a prior) */
+  private readonly NET: GPUBuffer;
 
   private constructor(
     readonly model: Model,
@@ -59,7 +62,9 @@ export class GpuMppiPlanner implements RecedingPlanner {
     this.scaling = controlScaling(model);
     this.dim = T * m;
     this.layout = scalarLayout(this.dim, m);
-    this.rng = new Rng(seed);
+    const weights = guide ? packPrior(guide.prior.networks) : new Float32Array(1);
+    this.NET = program.storage(weights.length, GPUBufferUsage.COPY_DST, 'the prior\'s networks');
+    program.write(this.NET, 0, weights);
     this.P = program.storage(HEADER.context + 2 * n + m, GPUBufferUsage.COPY_DST);
     this.S = program.storage(5 * this.dim);
     this.R = program.storage(this.layout.length, GPUBufferUsage.COPY_SRC);
@@ -67,11 +72,9 @@ export class GpuMppiPlanner implements RecedingPlanner {
   }
 
   static async create(model: Model, backend: WebGpuBackend, params: ParamsOf<typeof MPPI_PARAMS>, seed: number, guide?: PriorGuide): Promise<GpuMppiPlanner> {
-    if (guide && guide.settings.value) {
-      throw new InputError('prior.value is true, but the GPU-resident MPPI (backend webgpu) does not evaluate the learned value: set prior.value false, or backend cpu');
-    }
-    const code = wgslMppiSource(buildStepGraphs(model, false), controlScaling(model));
-    const program = await GpuProgram.create(backend, code, `${model.name}-mppi`, MPPI_BUFFERS, ENTRY_POINTS);
+    const learned = guide ? priorFunctionWgsl(guide.prior.meta, guide.prior.networks, 'NET') : undefined;
+    const code = wgslMppiSource(buildStepGraphs(model, false), controlScaling(model), learned);
+    const program = await GpuProgram.create<EntryPoint>(backend, code, `${model.name}-mppi`, MPPI_BUFFERS, guide ? PRIOR_ENTRY_POINTS : ENTRY_POINTS);
     return new GpuMppiPlanner(model, params, seed, program, guide);
   }
 
@@ -98,13 +101,13 @@ export class GpuMppiPlanner implements RecedingPlanner {
     const Z = program.storage(samples * this.dim, 0, `mppi.samples = ${samples} (x ${this.dim} controls per sample)`);
     const C = program.storage(samples);
     const E = program.storage(2 * samples);
-    const PR = program.storage(Math.max(1, proposals) * this.dim, GPUBufferUsage.COPY_DST);
-    const bindGroup = program.bindGroup({ P: this.P, Z, C, S: this.S, R: this.R, E, PR });
+    const PR = program.storage(Math.max(1, proposals) * this.dim, 0, `prior.policySamples = ${proposals} (x ${this.dim} controls per sample)`);
+    const bindGroup = program.bindGroup({ P: this.P, Z, C, S: this.S, R: this.R, E, PR, NET: this.NET });
     this.sampleBuffers = { samples, proposals: Math.max(1, proposals), Z, C, E, PR, bindGroup };
     return this.sampleBuffers;
   }
 
-  private header(req: PlanRequest, samples: number, proposals: number): ArrayBuffer {
+  private header(req: PlanRequest, samples: number, proposals: number, value: boolean): ArrayBuffer {
     const { horizon: T } = this.model;
     const p = this.params;
     const { buffer, words, floats } = tickHeader(HEADER.context, req);
@@ -113,39 +116,56 @@ export class GpuMppiPlanner implements RecedingPlanner {
     words[HEADER.seed] = this.seed >>> 0;
     words[HEADER.proposals] = proposals;
     words[HEADER.elites] = p.elites;
-    words[HEADER.flags] = (this.warm ? 0 : FLAG.cold) | (p.sigmaWarmStart === 'carry' ? FLAG.carrySigma : 0);
+    words[HEADER.flags] = (this.warm ? 0 : FLAG.cold) | (p.sigmaWarmStart === 'carry' ? FLAG.carrySigma : 0) | (value ? FLAG.value : 0);
     words[HEADER.shiftSteps] = Math.min(Math.max(0, Math.round(req.shiftSteps ?? 1)), T - 1);
     floats[HEADER.temperature] = p.temperature;
     floats[HEADER.sigmaMin] = p.sigmaMin;
     floats[HEADER.sigmaMax] = p.sigmaMax;
     floats[HEADER.noiseCorrelation] = p.noiseCorrelation;
+    floats[HEADER.valueWeight] = this.guide?.settings.valueWeight ?? 0;
+    floats[HEADER.policyStdScale] = this.guide?.settings.policyStdScale ?? 1;
     return buffer;
   }
 
   async plan(req: PlanRequest): Promise<PlanResult> {
+    const g = this.guide;
+    const notices: string[] = [];
+    let value = g !== undefined && g.settings.value && g.settings.valueWeight > 0;
+    let proposals = g ? Math.min(g.settings.policySamples, this.params.samples) : 0;
+    let out = await this.run(req, proposals, value);
+    // a network whose output is not finite: this tick is planned again without it (as the CPU planner plans without it), from the first attempt's plan, unshifted
+    const bad = (flag: number) => out.data[flag - this.layout.outStart] > 0.5;
+    if ((value && bad(SCALAR.outValueBad)) || (proposals > 0 && bad(SCALAR.outPolicyBad))) {
+      if (value && bad(SCALAR.outValueBad)) {
+        notices.push('the learned value went non-finite; planned without it');
+        value = false;
+      }
+      if (proposals > 0 && bad(SCALAR.outPolicyBad)) {
+        notices.push('the learned policy went non-finite; planned without its samples');
+        proposals = 0;
+      }
+      out = await this.run({ ...req, shiftSteps: 0 }, proposals, value);
+    }
+    return this.result(out, notices);
+  }
+
+  /** One tick's plan on the GPU: one submit (one per iteration under a deadline) and one read-back. */
+  private async run(req: PlanRequest, proposals: number, value: boolean): Promise<{ data: Float32Array; iterations: number }> {
     const program = this.program;
     const p = this.params;
-    const { controlDim: m, horizon: H } = this.model;
-    const d = this.dim;
     const M = p.samples;
-    const notices: string[] = [];
-    const g = this.guide;
-    if (g && g.settings.value) notices.push('prior.value is true, but the GPU-resident MPPI does not evaluate the learned value; planned without it');
-    let drawn: Float64Array | undefined;
-    const wanted = g ? Math.min(g.settings.policySamples, M) : 0;
-    if (g && wanted > 0) {
-      drawn = g.prior.rollout(this.rng, g.step, req.x0, req.reference, wanted, H, g.settings.policyStdScale) ?? undefined;
-      if (!drawn) notices.push('the learned policy went non-finite; planned without its samples');
-    }
-    const proposals = drawn ? wanted : 0;
+    const d = this.dim;
     const perSample = Math.ceil(M / ROLLOUT_WORKGROUP);
     if (perSample > program.backend.gpu.device.limits.maxComputeWorkgroupsPerDimension) throw new Error(`mppi.samples = ${M} exceeds this adapter's dispatch limit`);
     const buffers = this.buffersFor(M, proposals);
-    program.write(this.P, 0, this.header(req, M, proposals));
-    if (drawn) program.write(buffers.PR, 0, Float32Array.from(drawn.subarray(0, proposals * d)));
+    program.write(this.P, 0, this.header(req, M, proposals, value));
     this.tick++;
 
     const perCoordinate = Math.ceil(d / ROLLOUT_WORKGROUP);
+    const start = (dispatch: (entry: EntryPoint, groups?: number) => void) => {
+      dispatch('prepare', perCoordinate);
+      if (proposals > 0) dispatch('policy_samples', Math.ceil(proposals / ROLLOUT_WORKGROUP));
+    };
     const iteration = (dispatch: (entry: EntryPoint, groups?: number) => void) => {
       dispatch('rollout', perSample);
       dispatch('select_elites');
@@ -161,7 +181,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
     if (req.deadline === undefined) {
       // no deadline: the whole plan is one submit
       program.submit(buffers.bindGroup, (dispatch) => {
-        dispatch('prepare', perCoordinate);
+        start(dispatch);
         for (let it = 0; it < p.iterations; it++) iteration(dispatch);
         finish(dispatch);
       }, readOut);
@@ -173,7 +193,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
         if (it > 0 && performance.now() + iterationMs >= req.deadline) break;
         const t0 = performance.now();
         program.submit(buffers.bindGroup, (dispatch) => {
-          if (it === 0) dispatch('prepare', perCoordinate);
+          if (it === 0) start(dispatch);
           iteration(dispatch);
         });
         await program.idle();
@@ -182,11 +202,16 @@ export class GpuMppiPlanner implements RecedingPlanner {
       }
       program.submit(buffers.bindGroup, finish, readOut);
     }
+    this.warm = true;
+    return { data: await program.read(this.staging), iterations };
+  }
 
-    const out = await program.read(this.staging);
+  private result({ data: out, iterations }: { data: Float32Array; iterations: number }, notices: string[]): PlanResult {
+    const { controlDim: m } = this.model;
+    const d = this.dim;
+    const M = this.params.samples;
     const at = (index: number) => out[index - this.layout.outStart];
     const slice = (from: number, count: number) => Float64Array.from(out.subarray(from - this.layout.outStart, from - this.layout.outStart + count));
-    this.warm = true;
     const z = slice(SCALAR.outPlan, d);
     const sigma = Array.from(slice(this.layout.sigma, m));
     this.first = { mean: Array.from(slice(this.layout.mean, m)), sigma };
