@@ -7,7 +7,7 @@ import { controlScaling } from '../src/models/controls.js';
 import { modelDefinition } from '../src/models/index.js';
 import { resolveModel } from '../src/models/model.js';
 import { Rng } from '../src/random.js';
-import { webgpuMissing } from './support/webgpu.js';
+import { skipWithoutWebGpu } from './support/webgpu.js';
 
 /**
  * A prior's networks with seeded random weights (a stand-in for trained
@@ -45,14 +45,8 @@ const close = (gpu: ArrayLike<number>, cpu: ArrayLike<number>, what: string) => 
 
 describe('the learned networks on WebGPU (f32, generated from the checkpoint)', function () {
   this.timeout(120_000);
-  let available = true;
   before(async function () {
-    const missing = await webgpuMissing();
-    available = missing === undefined;
-    if (!available) console.log(`      skipping GPU network tests: ${missing}`);
-  });
-  beforeEach(function () {
-    if (!available) this.skip();
+    await skipWithoutWebGpu(this, 'GPU network tests');
   });
 
   it('every network of a prior: the WGSL forward pass equals the CPU\'s (f64) to f32 precision on random inputs', async () => {
