@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
-import { PlannerThread } from '../src/controller/planner-thread.js';
+import { PlannerThread, plannerThreadsClosed } from '../src/controller/planner-thread.js';
 import { PlanFeedbackMaker } from '../src/controller/feedback.js';
 import { resolveRunParams } from '../src/run/setup.js';
 
@@ -133,5 +133,24 @@ describe('the planner in its own thread', () => {
     const thread = await PlannerThread.start(spec('mppi'));
     thread.dispose();
     await assert.rejects(thread.plan(request(0)), /shut down/);
+  });
+
+  it('a disposed thread ends after the work it is in (a GPU plan stopped mid-wait aborts the process), and is terminated if that hangs', async () => {
+    // busy for 600 ms (as a plan awaiting the GPU would be): the thread ends after it, not at once, and not at the grace
+    const busy = await PlannerThread.start(spec('mppi'));
+    busy.blockFor(600);
+    const t0 = performance.now();
+    busy.dispose();
+    await plannerThreadsClosed();
+    const endedMs = performance.now() - t0;
+    assert.ok(endedMs >= 550 && endedMs < 1900, `ended after ${endedMs.toFixed(0)} ms`);
+    // hung for longer than the grace: terminated at 2 s
+    const hung = await PlannerThread.start(spec('mppi'));
+    hung.blockFor(10_000);
+    const t1 = performance.now();
+    hung.dispose();
+    await plannerThreadsClosed();
+    const hungMs = performance.now() - t1;
+    assert.ok(hungMs >= 1900 && hungMs < 4000, `terminated after ${hungMs.toFixed(0)} ms`);
   });
 });

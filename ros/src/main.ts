@@ -13,6 +13,7 @@
  * acknowledged and shuts down; the simulator ends its loop; both exit 0
  * within launch's 5 s grace (a second signal, or 3 s, ends them at once).
  */
+import { plannerThreadsClosed } from '../../src/controller/planner-thread.js';
 import { InputError } from '../../src/input-error.js';
 import { shutdown } from '../../src/shutdown.js';
 import { ControllerNode } from './controller-node.js';
@@ -66,6 +67,8 @@ function installStop(rcl: Rclnodejs, who: string, finishing: string, stop: (why:
     const why = `${String(shutdown.signal.reason)} received`;
     stop(why)
       .then(() => rcl.shutdown())
+      // a GPU plan in flight is let finish (at most 2 s): a planner thread stopped mid-wait aborts the process
+      .then(() => plannerThreadsClosed())
       .then(() => process.exit(0))
       .catch((e: Error) => {
         console.error(`${who}: while stopping: ${e.message}`);

@@ -11,6 +11,7 @@ import { benchPlannerCommand } from './bench-planner.js';
 import { benchToCommand } from './bench-to.js';
 import { Command, helpText, parseCommandArgs } from './command.js';
 import { shutdown } from '../shutdown.js';
+import { plannerThreadsClosed } from '../controller/planner-thread.js';
 import { InputError } from '../input-error.js';
 import { isModelFile, loadSystem } from '../models/index.js';
 import { identifyCommand } from './identify.js';
@@ -97,5 +98,8 @@ if (process.env.TEMPERED_MPC_EXIT_WITH_PARENT === '1') {
   process.stdin.resume();
 }
 
-// Every way out ends here: a planner thread or socket left open cannot keep the process alive.
-main(process.argv.slice(2)).then((code) => process.exit(code));
+// Every way out ends here: a planner thread or socket left open cannot keep the process alive (a disposed planner thread is let finish its plan first, at most 2 s).
+main(process.argv.slice(2)).then(async (code) => {
+  await plannerThreadsClosed();
+  process.exit(code);
+});

@@ -25,7 +25,8 @@ export type ToPlanner =
   | { type: 'reset' }
   | { type: 'update'; changes: Record<string, unknown> }
   | { type: 'block'; ms: number }
-  | { type: 'heap'; id: number };
+  | { type: 'heap'; id: number }
+  | { type: 'close' };
 
 /** Planner thread to main thread. */
 export type FromPlanner =
@@ -37,6 +38,16 @@ export type FromPlanner =
   | { type: 'heap'; id: number; heap: HeapLevels };
 
 interface Pending { resolve: (r: PlanResult) => void; reject: (e: Error) => void }
+
+/** How long a disposed planner thread may take to finish the plan it is in before it is terminated. */
+const CLOSE_GRACE_MS = 2000;
+
+const closing = new Set<Promise<void>>();
+
+/** Resolves when every disposed planner thread has ended: the process exits after it (cli/main). */
+export async function plannerThreadsClosed(): Promise<void> {
+  await Promise.all([...closing]);
+}
 
 /**
  * A receding-horizon planner running in its own thread: the command side
@@ -124,13 +135,30 @@ export class PlannerThread implements RecedingPlanner {
     });
   }
 
+  /**
+   * Fails what is pending and lets the thread end after the plan it is in
+   * (terminated after CLOSE_GRACE_MS if that plan hangs): a thread stopped
+   * while a GPU plan awaits its queue takes the process down with it (Dawn
+   * aborts on a promise it never settled). `plannerThreadsClosed` awaits it.
+   */
   dispose(): void {
     this.disposed = true;
     for (const answer of this.heapQueries.values()) answer(undefined);
     this.heapQueries.clear();
     this.fail(new Error('the planner thread was shut down'));
-    void this.worker?.terminate();
+    const worker = this.worker;
     this.worker = undefined;
+    if (!worker) return;
+    const closed = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => void worker.terminate().then(() => resolve()), CLOSE_GRACE_MS);
+      worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    closing.add(closed);
+    void closed.then(() => closing.delete(closed));
+    worker.postMessage({ type: 'close' } satisfies ToPlanner);
   }
 
   private post(msg: ToPlanner): void {

@@ -12,6 +12,11 @@ const send = (m: FromPlanner, transfer: ArrayBuffer[] = []) => port.postMessage(
 
 async function handle(built: BuiltPlanner & { feedback: PlanFeedbackMaker }, msg: ToPlanner): Promise<void> {
   const { planner } = built;
+  if (msg.type === 'close') {
+    // after the plan in flight (messages are handled in order): the thread ends with nothing of the GPU's outstanding
+    built.backend.dispose();
+    process.exit(0);
+  }
   if (msg.type === 'reset') planner.reset();
   else if (msg.type === 'update') planner.updateParams(msg.changes);
   else if (msg.type === 'block') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, msg.ms);
