@@ -51,7 +51,7 @@ describe('the learned networks on WebGPU (f32, generated from the checkpoint)', 
 
   it('every network of a prior: the WGSL forward pass equals the CPU\'s (f64) to f32 precision on random inputs', async () => {
     const { WebGpuBackend } = await import('../src/kernels/webgpu.js');
-    const { GpuMlp } = await import('../src/learned/wgsl.js');
+    const { GpuMlp } = await import('./support/gpu-networks.js');
     const { model, networks } = acrobotPrior();
     const backend = await WebGpuBackend.create(model);
     const rng = new Rng(9);
@@ -70,7 +70,7 @@ describe('the learned networks on WebGPU (f32, generated from the checkpoint)', 
 
   it('the prior as a planner reads it: features, the policy\'s Gaussian and the floored value equal LearnedPrior\'s; weights go up once, each call one upload of its states, one submit, one read-back', async () => {
     const { WebGpuBackend } = await import('../src/kernels/webgpu.js');
-    const { GpuPriorNetworks } = await import('../src/learned/wgsl.js');
+    const { GpuPriorNetworks } = await import('./support/gpu-networks.js');
     const rng = new Rng(10);
     const count = 300;
     const x = Float64Array.from({ length: count * 4 }, (_, i) => (i % 4 < 2 ? Math.PI * (2 * rng.uniform() - 1) * 1.5 : 4 * rng.normal()));

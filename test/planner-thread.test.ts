@@ -136,21 +136,20 @@ describe('the planner in its own thread', () => {
   });
 
   it('a disposed thread ends after the work it is in (a GPU plan stopped mid-wait aborts the process), and is terminated if that hangs', async () => {
-    // busy for 600 ms (as a plan awaiting the GPU would be): the thread ends after it, not at once, and not at the grace
-    const busy = await PlannerThread.start(spec('mppi'));
-    busy.blockFor(600);
-    const t0 = performance.now();
-    busy.dispose();
-    await plannerThreadsClosed();
-    const endedMs = performance.now() - t0;
+    /** ms from dispose until the thread has ended, with the thread busy for `busyMs` (as a plan awaiting the GPU would be) */
+    const endsAfter = async (busyMs: number) => {
+      const thread = await PlannerThread.start(spec('mppi'));
+      thread.blockFor(busyMs);
+      const t0 = performance.now();
+      thread.dispose();
+      await plannerThreadsClosed();
+      return performance.now() - t0;
+    };
+    // busy: it ends after its work, not at once and not at the grace
+    const endedMs = await endsAfter(600);
     assert.ok(endedMs >= 550 && endedMs < 1900, `ended after ${endedMs.toFixed(0)} ms`);
     // hung for longer than the grace: terminated at 2 s
-    const hung = await PlannerThread.start(spec('mppi'));
-    hung.blockFor(10_000);
-    const t1 = performance.now();
-    hung.dispose();
-    await plannerThreadsClosed();
-    const hungMs = performance.now() - t1;
+    const hungMs = await endsAfter(10_000);
     assert.ok(hungMs >= 1900 && hungMs < 4000, `terminated after ${hungMs.toFixed(0)} ms`);
   });
 });

@@ -372,7 +372,8 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
       }
       if (!accepted) break;
     }
-    const reread = expectedNoise(evaluate(theta, states, noise, true));
+    // `current` is the fit's own evaluation: (theta, states) under this round's noise
+    const reread = expectedNoise(current);
     if (!reread) break;
     const moved = Math.max(...reread.R.map((v, i) => Math.abs(Math.sqrt(v / noise.R[i]) - 1)), ...reread.Q.map((v, i) => Math.abs(Math.sqrt(v / noise.Q[i]) - 1)));
     noise = reread;
@@ -387,7 +388,8 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
   const unknowns = segments.reduce((s, g) => s + (g.intervals + 1) * d, 0) + p;
   const scale = final.cost / Math.max(1, residuals - unknowns);
   const covariance = bread?.map((row) => row.map((v) => v * scale));
-  const excited = keys.map((_, c) => fromMeasured(theta).some((segment) => segment.some((e) => e.P.some((row) => row[c] !== 0))));
+  const fitted = fromMeasured(theta).flat();
+  const excited = keys.map((_, c) => fitted.some((e) => e.P.some((row) => row[c] !== 0)));
   const estimates: ParameterEstimate[] = keys.map((key, i) => {
     // a noise-free log fits to rounding: the floor is what stamps in nanoseconds and f64 arithmetic leave of any estimate
     const se = covariance ? Math.max(Math.sqrt(Math.max(0, covariance[i][i])), RESOLUTION_FLOOR * Math.abs(theta[i])) : NaN;
@@ -402,8 +404,7 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
   });
 
   // one-step prediction errors from measured states, each physical state in units of its typical error under the nominal model
-  const errorsAt = (t: readonly number[]) => fromMeasured(t).flatMap((segment) => segment.map((e) => e.error));
-  const before = errorsAt(nominal);
+  const before = start.map((e) => e.error);
   const typical = Array.from({ length: d }, (_, i) => before.map((e) => Math.abs(e[i])).sort((a, b) => a - b)[Math.floor(before.length / 2)] || 1);
   const rms = (errors: number[][]) => Math.sqrt(errors.reduce((s, e) => s + e.reduce((t, v, i) => t + (v / typical[i]) ** 2, 0), 0) / (errors.length * d));
   return {
@@ -414,7 +415,7 @@ export function identify(base: Model, log: ControlLog, settings: IdentifySetting
     iterations,
     noise: { measurementStd: noise.R.map(Math.sqrt), processStdPerSqrtS: noise.Q.map((v) => Math.sqrt(v / periodS)) },
     rmsBefore: rms(before),
-    rmsAfter: rms(errorsAt(theta)),
+    rmsAfter: rms(fitted.map((e) => e.error)),
     trajectory: {
       timesS: segments.flatMap((g) => Array.from({ length: g.intervals + 1 }, (_, j) => log.timesS[g.first + j])),
       measured: segments.flatMap((g) => Array.from({ length: g.intervals + 1 }, (_, j) => log.states[g.first + j])),
