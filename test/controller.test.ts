@@ -8,6 +8,7 @@ import { Rng } from '../src/random.js';
 import { resolveParams } from '../src/params.js';
 import { MPPI_PARAMS } from '../src/planners/mppi/mppi.js';
 import { model } from './helpers.js';
+import { fromPhysical } from '../src/models/model.js';
 
 const pendulum = model('pendulum');
 
@@ -141,6 +142,68 @@ describe('controller fault behaviour', () => {
     assert.equal(back.mode, 'ok', 'the late plan took over when it landed');
     assert.ok(back.planned && back.solveMs >= 55, `its solve time is reported (${back.solveMs} ms)`);
     assert.equal(back.plan!.startS, 0.2);
+  });
+
+  it('real time: the next plan is handed to the planner after the tick\'s command is out (at the next turn of the event loop), or first thing at a tick that comes sooner', async () => {
+    const planner = faultyPlanner({});
+    const c = controller(planner, true, 50);
+    c.onState([0.3, 0], 0);
+    await c.tick(0);
+    assert.equal(planner.calls, 1, 'the first plan, waited for');
+    c.onState([0.31, 0], 0.1);
+    const tick = await c.tick(0.1);
+    assert.equal(tick.mode, 'ok');
+    assert.equal(planner.calls, 1, 'the command came back before the plan was asked for');
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.equal(planner.calls, 2, 'handed over at the next turn');
+    await sleep(30);
+    c.onState([0.32, 0], 0.2);
+    await c.tick(0.2);
+    assert.equal(planner.calls, 2);
+    // a door that ticks again at once: the deferred plan goes out first
+    c.onState([0.33, 0], 0.3);
+    await c.tick(0.3);
+    assert.equal(planner.calls, 3);
+  });
+
+  it('rehearse: plans from the state, then from where each plan\'s commands take the model, then forgets it all (the first tick plans from the state again, the planner reset)', async () => {
+    const inner = faultyPlanner({});
+    const asked: number[][] = [];
+    const answered: Float64Array[] = [];
+    let resets = 0;
+    const planner: RecedingPlanner = {
+      name: 'mppi', updateParams: (c) => inner.updateParams(c),
+      reset: () => {
+        resets++;
+        inner.reset();
+      },
+      async plan(req) {
+        asked.push([...req.x0]);
+        const r = await inner.plan(req);
+        answered.push(r.controls.slice());
+        return r;
+      },
+    };
+    const c = controller(planner, true, 1000);
+    c.onState([0.3, 0], 0);
+    const plans = await c.rehearse(0.3);
+    assert.ok(plans >= 2 && asked.length === plans, `${plans} plans`);
+    // in the model's own coordinates
+    const start = fromPhysical(pendulum, [0.3, 0]);
+    assert.deepEqual(asked[0], start);
+    const steps = Math.round(0.1 / pendulum.dtS);
+    for (let k = 1; k < plans; k++) {
+      // the model rolled one plan period under the previous plan's commands (clamped, zero-order hold)
+      let x = asked[k - 1];
+      for (let j = 0; j < steps; j++) x = c.stepModel(x, [Math.max(-1, Math.min(1, answered[k - 1][j]))]);
+      assert.deepEqual(asked[k], x, `plan ${k} starts where plan ${k - 1} leads`);
+    }
+    assert.notDeepEqual(asked[plans - 1], asked[0], 'the rehearsal moved');
+    assert.equal(resets, 1);
+    const first = await c.tick(0);
+    assert.equal(first.mode, 'ok');
+    assert.deepEqual(asked[plans], start, 'the first tick plans from the state');
+    assert.equal(first.plan!.startS, 0);
   });
 
   it('clamps to the limits and validates run-time references', async () => {

@@ -4,6 +4,8 @@ import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
 import { PlannerThread, plannerThreadsClosed } from '../src/controller/planner-thread.js';
 import { PlanFeedbackMaker } from '../src/controller/feedback.js';
 import { resolveRunParams } from '../src/run/setup.js';
+import { ControllerSession } from '../src/run/session.js';
+import { InputError } from '../src/input-error.js';
 
 function spec(planner: 'tsmc' | 'mppi'): PlannerSpec {
   const params = resolveRunParams('pendulum', { planner, 'mppi.samples': 64, 'mppi.iterations': 2, 'tsmc.particles': 16 });
@@ -98,6 +100,49 @@ describe('the planner in its own thread', () => {
     } finally {
       thread.dispose();
     }
+  });
+
+  it('commandPriority: the command thread at real-time priority, the planner\'s threads and threads started later normal; normal again at dispose (Linux; where not permitted, a note says why)', async function () {
+    if (process.platform !== 'linux') this.skip();
+    // /proc/<pid>/task/<tid>/stat: fields 40 (rt_priority) and 41 (policy) counted from 1; the split starts at field 3
+    const scheduling = (tid: string | number) => {
+      const f = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return { priority: Number(f[37]), policy: Number(f[38]) };
+    };
+    const normal = { priority: 0, policy: 0 };
+    const fifo = (priority: number) => ({ priority, policy: 1 });
+    const tasks = () => new Set(readdirSync('/proc/self/task'));
+    const before = tasks();
+    const params = resolveRunParams('pendulum', { planner: 'mppi', threads: 2, 'mppi.samples': 64, commandPriority: 20 });
+    const session = await ControllerSession.create(params, { lockstep: false });
+    const started = [...tasks()].filter((t) => !before.has(t));
+    try {
+      const refused = session.notes.find((n) => n.startsWith('commandPriority 20: '));
+      if (refused) {
+        // an unprivileged user: the note says why, and everything runs as before
+        assert.match(refused, /not permitted: real-time priority needs CAP_SYS_NICE or an rtprio limit/);
+        assert.deepEqual(scheduling(process.pid), normal);
+        return;
+      }
+      assert.deepEqual(scheduling(process.pid), fifo(20), 'the command thread');
+      // the planner's thread and its one kernel worker
+      assert.ok(started.length >= 2 && started.every((t) => scheduling(t).policy === normal.policy), `threads started: ${started.map((t) => JSON.stringify(scheduling(t))).join(', ')}`);
+      // a thread the command thread starts now does not inherit its priority (reset on fork)
+      const { Worker } = await import('node:worker_threads');
+      const beforeWorker = tasks();
+      const w = new Worker('require("node:worker_threads").parentPort.postMessage(0); setTimeout(() => {}, 500)', { eval: true });
+      await new Promise((resolve) => w.once('message', resolve));
+      const fresh = [...tasks()].filter((t) => !beforeWorker.has(t));
+      assert.ok(fresh.length >= 1 && fresh.every((t) => scheduling(t).policy === normal.policy), 'a later thread runs normally');
+      await w.terminate();
+    } finally {
+      session.dispose();
+    }
+    assert.deepEqual(scheduling(process.pid), normal, 'normal again after dispose');
+    // a planner on the command thread would plan at real-time priority: refused before anything starts
+    await assert.rejects(ControllerSession.create(resolveRunParams('pendulum', { planner: 'mppi', commandPriority: 20, plannerThread: 'main' }), { lockstep: false }),
+      (e: Error) => e instanceof InputError && /commandPriority 20 needs plannerThread: worker/.test(e.message));
+    assert.throws(() => resolveRunParams('pendulum', { commandPriority: 100 }), /commandPriority must be <= 99, got 100/);
   });
 
   it('a bad spec fails at start with the builder\'s reason', async () => {

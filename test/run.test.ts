@@ -117,18 +117,20 @@ describe('embedded simulation in the loop (pendulum swing-up, lockstep, noisy pl
 });
 
 describe('a stalled planner does not hold the commands back (real time)', () => {
-  /** A real-time pendulum run whose 10th plan finds the planner's thread blocked for 5 periods (as a hung kernel would block it). */
+  /** A real-time pendulum run whose 10th plan after its first tick finds the planner's thread blocked for 5 periods (as a hung kernel would block it). */
   async function stalledRun(plannerThread: 'worker' | 'main') {
     const params = resolveRunParams('pendulum', {
       ...readParamsFile(CONFIG), planner: 'mppi', plannerThread, threads: 1, 'mppi.samples': 64, 'mppi.iterations': 2, 'sim.x0': [0.2, 0],
     });
+    // plans of the run, counted from its first tick (the warm-up's rehearsal plans before it)
     let calls = 0;
+    let ticking = false;
     const { session, sim } = await assemble(params, {
       lockstep: false,
       wrapPlanner: (inner) => ({
         name: inner.name, reset: () => inner.reset(), updateParams: (c) => inner.updateParams(c),
         plan: (req) => {
-          if (calls++ === 10) blockPlannerThread(inner, 500);
+          if (ticking && calls++ === 10) blockPlannerThread(inner, 500);
           return inner.plan(req);
         },
       }),
@@ -139,6 +141,7 @@ describe('a stalled planner does not hold the commands back (real time)', () => 
       await runLoop(sim, session, {
         durationS: 3, lockstep: false,
         onTick: (r) => {
+          ticking = true;
           wallMs.push(performance.now());
           modes.push(`${r.tick.mode}: ${r.tick.reason}`);
           assert.ok(r.tick.control.every(Number.isFinite));

@@ -205,8 +205,13 @@ describe('run --serve (a real-time run with the server up)', () => {
       });
       child.once('exit', () => reject(new Error(`run ended before serving: ${stderr}`)));
     });
-    await new Promise((r) => setTimeout(r, 800));
-    const status = await (await fetch(`${address}/status`)).json() as { tick: { mode: string }; counters: { ticks: number } };
+    // the first tick comes after the warm-up (a 2 s rehearsal in real time): the server answers from the start
+    type Status = { tick: { mode: string }; counters: { ticks: number } };
+    let status = await (await fetch(`${address}/status`)).json() as Status;
+    for (let waitedMs = 0; status.counters.ticks === 0 && waitedMs < 10_000; waitedMs += 100) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = await (await fetch(`${address}/status`)).json() as Status;
+    }
     assert.ok(status.counters.ticks > 0);
     const metrics = await (await fetch(`${address}/metrics`)).text();
     assert.match(metrics, /tempered_mpc_ticks_total/);

@@ -105,6 +105,8 @@ export const benchSoakCommand: Command = {
     const loaders = Array.from({ length: load }, coreLoad);
     const rng = new Rng(params.controller.seed + 7);
     const modes = new Map<string, number>();
+    // the planner's own figures over the plans that landed (MPPI's iterations, TSMC's beta, the feedback reserve): how much less it planned under load, in constant memory
+    const plannerInfo = new Map<string, { plans: number; sum: number; min: number; max: number }>();
     const memory: MemorySample[] = [];
     let lastChange = 0;
     const bar = progressBar(`soak ${system}`, !values.json);
@@ -122,6 +124,13 @@ export const benchSoakCommand: Command = {
         onTick: (r, k, total) => {
           const key = r.tick.mode === 'ok' ? 'ok' : `${r.tick.mode}: ${r.tick.reason.replace(/[\d.]+/g, '#')}`;
           modes.set(key, (modes.get(key) ?? 0) + 1);
+          if (r.tick.planned) {
+            for (const [name, v] of Object.entries(r.tick.info)) {
+              if (!Number.isFinite(v)) continue;
+              const s = plannerInfo.get(name) ?? { plans: 0, sum: 0, min: Infinity, max: -Infinity };
+              plannerInfo.set(name, { plans: s.plans + 1, sum: s.sum + v, min: Math.min(s.min, v), max: Math.max(s.max, v) });
+            }
+          }
           if (faults && r.timeS - lastChange >= SCHEDULE.parameterChange.everyS) {
             lastChange = r.timeS;
             const { liveKey } = plannerDescriptor(session.planner.name);
@@ -169,6 +178,7 @@ export const benchSoakCommand: Command = {
       goal,
       ticks: c.ticks, deadlineMisses: c.deadlineMisses, plannerErrors: c.plannerErrors, rejectedStates: c.rejectedStates, staleTicks: c.staleTicks,
       modes: Object.fromEntries([...modes].sort((a, b) => b[1] - a[1])),
+      plannerInfo: Object.fromEntries([...plannerInfo].map(([name, s]) => [name, { plans: s.plans, mean: s.sum / s.plans, min: s.min, max: s.max }])),
       memory: {
         start: first, end: last, heapChange: last.heapMB / first.heapMB - 1, rssChange: last.rssMB / first.rssMB - 1,
         plannerHeapChange: last.plannerHeapMB / first.plannerHeapMB - 1, samples: memory,
@@ -184,6 +194,7 @@ export const benchSoakCommand: Command = {
     console.log(`  heap committed (young generation included) ${first.heapCommittedMB.toFixed(1)} -> ${last.heapCommittedMB.toFixed(1)} MB`);
     if (thread) console.log(`  planner thread heap ${first.plannerHeapMB.toFixed(1)} -> ${last.plannerHeapMB.toFixed(1)} MB (${(100 * result.memory.plannerHeapChange).toFixed(1)}%), committed ${first.plannerHeapCommittedMB.toFixed(1)} -> ${last.plannerHeapCommittedMB.toFixed(1)} MB`);
     console.log(table([...modes].sort((a, b) => b[1] - a[1]).map(([k, n]) => [n, k]), ['ticks', 'mode: reason']));
+    console.log(table(Object.entries(result.plannerInfo).map(([name, s]) => [name, s.mean.toPrecision(4), s.min.toPrecision(4), s.max.toPrecision(4)]), ['planner figure', 'mean', 'min', 'max']));
     console.log(`wrote ${join(out, 'results.json')}`);
   },
 };

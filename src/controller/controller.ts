@@ -14,6 +14,8 @@ export const CONTROLLER_PARAMS = {
     { readOnly: 'the planner is built at configure' }),
   plannerNice: num(0, 'niceness of the planner\'s thread and its kernel threads (Linux, 0-19; 0 = as the command thread): on a busy computer the command thread is scheduled first and the anytime planner plans less, instead of the commands coming late',
     { min: 0, max: 19, integer: true, readOnly: 'the planner thread starts at configure' }),
+  commandPriority: num(0, 'real-time priority of the command thread (Linux SCHED_FIFO, 1-99; 0 = normal scheduling) in real time: on a busy computer its commands leave on time whatever else runs (threads it starts later, and the planner\'s, stay normal); needs CAP_SYS_NICE or an rtprio limit, else a note says why and it runs normally (docs/real-time.md)',
+    { min: 0, max: 99, integer: true, readOnly: 'the command thread\'s scheduling is set at configure' }),
   rateHz: num(0, 'command rate [Hz] (0 = 1 / the model\'s dtS)', { min: 0, max: 1000, readOnly: 'the control timer and the simulator period are set at configure' }),
   planRateHz: num(0, 'how often a plan is started [Hz], at most rateHz (0 = every command tick); commands in between are read from the latest plan by time',
     { min: 0, max: 1000, readOnly: 'the planning schedule is set at configure' }),
@@ -177,6 +179,8 @@ export class Controller {
   /** when the latest plan asked for starts (the warm start is shifted from there) */
   private lastPlanStartS: number | undefined;
   private nextPlanS = -Infinity;
+  /** a real-time plan asked for by the latest tick, handed to the planner once the tick's command is out */
+  private deferredPlan: { start: () => void; handle: ReturnType<typeof setImmediate> } | undefined;
   private uPrev: number[];
   private step: StepFunction | undefined;
   /** compiled at the first plan; an Error when the model's linearisation cannot be built (not tried again) */
@@ -290,8 +294,55 @@ export class Controller {
     this.nextPlanS = -Infinity;
   }
 
+  /**
+   * Plans for `seconds` along the motion the plans themselves predict: from
+   * the latest state, then from the state the model reaches one plan period
+   * later under that plan's commands, and so on; then forgets it all (the
+   * planner's warm start too). Why: the first real plans run the paths the
+   * motion takes (a swing-up's large commands, clamps, wrapped angles), and a
+   * JIT that has seen only the resting state deoptimises and recompiles them
+   * there; under CPU load its compiler threads wait for a core, and the first
+   * second's plans ran 10-20 times slower and missed (docs/real-time.md).
+   * Returns how many plans it made.
+   */
+  async rehearse(seconds: number): Promise<number> {
+    if (!this.state) throw new Error('rehearse() needs a state first');
+    const untilMs = performance.now() + 1000 * seconds;
+    const dtS = this.model.dtS;
+    const steps = Math.max(1, Math.round(this.planPeriodS / dtS));
+    let x = this.state.x;
+    let startS = this.state.stampS;
+    let u = this.uPrev;
+    let plans = 0;
+    while (performance.now() < untilMs) {
+      await this.startPlan(x, startS, u);
+      plans++;
+      this.promote(startS);
+      if (this.failure !== undefined) {
+        const reason = this.failure;
+        this.failure = undefined;
+        throw new Error(`warm-up plan failed: ${reason}`);
+      }
+      for (let k = 0; k < steps; k++) {
+        u = this.commandAt(startS + k * dtS, x);
+        x = this.stepModel(x, u);
+      }
+      startS += steps * dtS;
+      // a motion the model cannot continue: start again from the latest state
+      if (!x.every(Number.isFinite)) [x, u] = [this.state.x, this.uPrev];
+    }
+    this.policy = undefined;
+    this.upcoming = undefined;
+    this.landed = undefined;
+    this.lastPlanStartS = undefined;
+    this.nextPlanS = -Infinity;
+    this.planner.reset();
+    return plans;
+  }
+
   async tick(nowS: number): Promise<TickResult> {
     this.counters.ticks++;
+    this.flushDeferredPlan();
     if (!this.state) return this.emit(this.base(nowS), this.safeCommand, null, 'waiting', this.withRefusals('no state received yet'));
     const age = nowS - this.state.stampS;
     if (age > this.options.staleTimeoutS) {
@@ -307,14 +358,17 @@ export class Controller {
     }
     this.promote(nowS);
     const eps = 1e-6 * this.options.periodS;
+    let planAfterCommand = false;
     if (!this.inFlight && nowS >= this.nextPlanS - eps) {
       this.nextPlanS = nowS + this.planPeriodS;
       const first = !this.policy && !this.upcoming;
-      const planning = first ? this.startPlan(this.state.x, this.state.stampS, this.uPrev) : this.startPredictedPlan(nowS);
-      // lockstep waits for every plan; in real time only a first plan, with nothing to follow yet, is waited for
-      if (!this.options.enforceDeadline) await planning;
-      else if (first) await settlesWithin(planning, this.options.budgetMs);
-      this.promote(nowS);
+      if (first || !this.options.enforceDeadline) {
+        const planning = first ? this.startPlan(this.state.x, this.state.stampS, this.uPrev) : this.startPredictedPlan(nowS);
+        // lockstep waits for every plan; in real time only a first plan, with nothing to follow yet, is waited for
+        if (!this.options.enforceDeadline) await planning;
+        else await settlesWithin(planning, this.options.budgetMs);
+        this.promote(nowS);
+      } else planAfterCommand = true;
     }
     let mode: TickMode = 'ok';
     let reason = '';
@@ -332,12 +386,34 @@ export class Controller {
       reason = `planner error: ${this.failure}`;
       this.failure = undefined;
     }
-    return this.follow(nowS, mode, reason);
+    const result = this.follow(nowS, mode, reason);
+    if (planAfterCommand) {
+      // In real time the plan asked for now takes effect a plan period later, so this tick's command
+      // does not need it: it is handed to the planner after the command has gone out. Handing it over
+      // first made the command wait whenever waking the planner's thread took the core (p99 3.5 ms
+      // under CPU load, 14% of the acrobot's 25 ms period; docs/results.md).
+      // from the state this tick saw: the plan belongs to this tick, whenever it is handed over
+      const state = this.state;
+      const start = () => {
+        this.deferredPlan = undefined;
+        void this.startPredictedPlan(nowS, state);
+      };
+      this.deferredPlan = { start, handle: setImmediate(start) };
+    }
+    return result;
+  }
+
+  /** A deferred plan not yet handed over (a caller ticking again without yielding to the event loop) is handed over now, before anything else. */
+  private flushDeferredPlan(): void {
+    const d = this.deferredPlan;
+    if (!d) return;
+    clearImmediate(d.handle);
+    d.start();
   }
 
   /** The predicted-state plan of a warm tick: from the state rolled forward to about one plan period ahead, under the commands in effect until then. */
-  private startPredictedPlan(nowS: number): Promise<void> {
-    const { x, stampS } = this.state!;
+  private startPredictedPlan(nowS: number, state = this.state!): Promise<void> {
+    const { x, stampS } = state;
     const dtS = this.model.dtS;
     const steps = Math.max(1, Math.round((nowS + this.planPeriodS - stampS) / dtS));
     let predicted = x;

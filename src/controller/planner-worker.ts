@@ -10,6 +10,19 @@ import type { FromPlanner, ToPlanner } from './planner-thread.js';
 const port = parentPort!;
 const send = (m: FromPlanner, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
 
+/** how many of the latest plans' feedback times the reserve for the next one is judged by */
+const FEEDBACK_TIMES_KEPT = 20;
+
+/**
+ * The time the feedback (gains, refinement) took after the latest plans, as
+ * the wall clock saw it: a plan with feedback stops searching this long before
+ * its deadline. About 1 ms on an idle computer; under CPU load the thread is
+ * descheduled in it (p99 9 ms on the acrobot with two busy processes), so the
+ * search plans less instead of the plan landing late.
+ */
+const feedbackWallMs: number[] = [];
+const feedbackReserveMs = () => (feedbackWallMs.length ? Math.max(...feedbackWallMs) : 0);
+
 async function handle(built: BuiltPlanner & { feedback: PlanFeedbackMaker }, msg: ToPlanner): Promise<void> {
   const { planner } = built;
   if (msg.type === 'close') {
@@ -27,14 +40,18 @@ async function handle(built: BuiltPlanner & { feedback: PlanFeedbackMaker }, msg
   }
   else {
     const { deadlineEpochMs, ...req } = msg.req;
+    const reserveMs = req.feedback ? feedbackReserveMs() : 0;
     try {
-      const result = await planner.plan({ ...req, deadline: deadlineEpochMs === undefined ? undefined : deadlineEpochMs - performance.timeOrigin });
+      const result = await planner.plan({ ...req, deadline: deadlineEpochMs === undefined ? undefined : deadlineEpochMs - performance.timeOrigin - reserveMs });
       const controls = result.controls.slice();
       if (req.feedback) {
         // off the command thread: the gains and the refinement cost ~1 ms for the built-in systems, 30 ms for a 7-joint arm
         const startMs = performance.now();
         const feedback = built.feedback.make(req.x0, controls, req.uPrev, req.reference, req.feedback.refine);
-        const info = { ...result.info, feedbackMs: performance.now() - startMs };
+        const feedbackMs = performance.now() - startMs;
+        feedbackWallMs.push(feedbackMs);
+        if (feedbackWallMs.length > FEEDBACK_TIMES_KEPT) feedbackWallMs.shift();
+        const info = { ...result.info, feedbackMs, ...(deadlineEpochMs === undefined ? {} : { feedbackReserveMs: reserveMs }) };
         const buffers = [feedback.states.buffer, ...(feedback.gains ? [feedback.gains.buffer] : [])] as ArrayBuffer[];
         if (feedback.controls !== controls) buffers.push(feedback.controls.buffer as ArrayBuffer);
         send({ type: 'result', id: msg.id, result: { ...result, info, controls, feedback } }, [controls.buffer, ...buffers]);

@@ -14,9 +14,10 @@ import { disturbedStates, Model, resolveModel, toPhysical } from '../models/mode
 import { LiveParameters, ParamValue, SetResult } from '../params.js';
 import { controllerConsistency, controllerParameterTable, controlPeriodS, planPeriodS, RunParams } from './setup.js';
 import { InputError } from '../input-error.js';
+import { raiseToRealTime, restoreNormalScheduling } from '../controller/thread-priority.js';
 
-/** Warm-up plans before the first tick of a real-time session (see `warmUp`). */
-const REAL_TIME_WARM_UP_PLANS = 5;
+/** Warm-up before the first tick of a real-time session (see `warmUp`): a rehearsal this long, then this many plans from the state. */
+const REAL_TIME_WARM_UP = { rehearsalS: 2, plans: 5 };
 
 /**
  * One controller as both doors run it: the model, kernels, planner and
@@ -37,6 +38,8 @@ export class ControllerSession {
   readonly planPeriodS: number;
   /** the EKF when `estimator` is ekf */
   readonly estimator: Ekf | undefined;
+  /** whether the command thread (the one that created the session) runs at commandPriority; normal again at dispose */
+  realTime = false;
   /** its latest estimate (model state units) */
   estimate: { stampS: number; state: number[]; covariance: number[][]; mahalanobis2: number } | undefined;
 
@@ -68,6 +71,9 @@ export class ControllerSession {
     const c = params.controller;
     // refused before any thread starts
     const fallback = fallbackPolicy(params, model);
+    if (c.commandPriority > 0 && c.plannerThread === 'main') {
+      throw new InputError(`commandPriority ${c.commandPriority} needs plannerThread: worker (a planner on the command thread would plan at real-time priority and starve the computer)`);
+    }
     if (c.estimator === 'ekf') {
       const disturbed = disturbedStates(model.def, c.estimatorProcessNoiseOn);
       if (typeof disturbed === 'string') throw new InputError(`estimatorProcessNoiseOn = ${disturbed}`);
@@ -91,7 +97,14 @@ export class ControllerSession {
     }
     // fault injection (bench soak, tests) wraps the real planner
     const planner = opts.wrapPlanner ? opts.wrapPlanner(built) : built;
+    let realTime = false;
     try {
+      if (c.commandPriority > 0 && !opts.lockstep) {
+        // after the planner's threads have started, so none of them inherits it
+        const problem = raiseToRealTime(c.commandPriority);
+        if (problem) notes.push(`commandPriority ${c.commandPriority}: ${problem}; the command thread runs at normal priority`);
+        else realTime = true;
+      }
       const periodS = controlPeriodS(c.rateHz, model.dtS);
       const plans = planPeriodS(c.planRateHz, periodS);
       const controller = new Controller(model, planner, {
@@ -99,8 +112,10 @@ export class ControllerSession {
       });
       const session = new ControllerSession(params, model, planner, controller, disposePlanner, opts.lockstep);
       session.notes.push(...notes);
+      session.realTime = realTime;
       return session;
     } catch (e) {
+      if (realTime) restoreNormalScheduling();
       disposePlanner();
       throw e;
     }
@@ -141,14 +156,21 @@ export class ControllerSession {
 
   /**
    * Plans from the latest state without a deadline, before the first tick (both doors: the embedded
-   * loop, and the node at activation); false without a state. In real time it plans
-   * REAL_TIME_WARM_UP_PLANS times, so the first ticks' plans do not pay for the JIT's tiering;
-   * lockstep keeps one, so its runs stay what they were.
+   * loop, and the node at activation); false without a state. In real time it first rehearses the
+   * motion to come (Controller.rehearse, REAL_TIME_WARM_UP.rehearsalS), then plans
+   * REAL_TIME_WARM_UP.plans times from the state, so the first ticks' plans do not pay for the
+   * JIT: warmed up by five plans at rest, under CPU load the acrobot's plans and their feedback ran
+   * 10-20 times slower through the first second of the swing-up, and nearly every deadline miss of
+   * a minute fell there. Lockstep keeps one plan, so its runs stay what they were.
    */
   async warmUp(): Promise<boolean> {
     if (!this.controller.hasState) return false;
-    const plans = this.lockstep ? 1 : REAL_TIME_WARM_UP_PLANS;
-    for (let k = 0; k < plans; k++) await this.controller.prepare();
+    if (this.lockstep) {
+      await this.controller.prepare();
+      return true;
+    }
+    await this.controller.rehearse(REAL_TIME_WARM_UP.rehearsalS);
+    for (let k = 0; k < REAL_TIME_WARM_UP.plans; k++) await this.controller.prepare();
     return true;
   }
 
@@ -227,6 +249,10 @@ export class ControllerSession {
   }
 
   dispose(): void {
+    if (this.realTime) {
+      this.realTime = false;
+      restoreNormalScheduling();
+    }
     this.disposePlanner();
   }
 }
