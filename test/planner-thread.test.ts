@@ -83,6 +83,23 @@ describe('the planner in its own thread', () => {
     }
   });
 
+  it('under a deadline the search leaves room for the feedback: the reserve is the longest feedback time of the latest 20 plans', async () => {
+    const thread = await PlannerThread.start(spec('mppi'));
+    try {
+      const feedbackMs: number[] = [];
+      for (let k = 0; k < 24; k++) {
+        const r = await thread.plan({ ...request(k % 3), feedback: { refine: k % 2 === 0 }, deadline: performance.now() + 1000 });
+        const expected = k === 0 ? 0 : Math.max(...feedbackMs.slice(-20));
+        assert.equal(r.info.feedbackReserveMs, expected, `plan ${k}`);
+        feedbackMs.push(r.info.feedbackMs);
+      }
+      const unhurried = await thread.plan({ ...request(0), feedback: { refine: false } });
+      assert.equal(unhurried.info.feedbackReserveMs, undefined, 'without a deadline there is nothing to reserve');
+    } finally {
+      thread.dispose();
+    }
+  });
+
   it('plannerNice: the planner\'s thread and its kernel threads run at that niceness, the rest of the process at its own (Linux)', async function () {
     if (process.platform !== 'linux') this.skip();
     const niceOfThreads = () => readdirSync('/proc/self/task').map((tid) => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]));
