@@ -392,11 +392,14 @@ export class Controller {
       // does not need it: it is handed to the planner after the command has gone out. Handing it over
       // first made the command wait whenever waking the planner's thread took the core (p99 3.5 ms
       // under CPU load, 14% of the acrobot's 25 ms period; docs/results.md).
-      // from the state this tick saw: the plan belongs to this tick, whenever it is handed over
+      // from the state this tick saw, and timed from this tick: the plan belongs to the tick whenever
+      // it is handed over, so the door's work after the command (logging, telemetry) comes out of the
+      // planner's budget, not after it
       const state = this.state;
+      const askedMs = performance.now();
       const start = () => {
         this.deferredPlan = undefined;
-        void this.startPredictedPlan(nowS, state);
+        void this.startPredictedPlan(nowS, state, askedMs);
       };
       this.deferredPlan = { start, handle: setImmediate(start) };
     }
@@ -412,7 +415,7 @@ export class Controller {
   }
 
   /** The predicted-state plan of a warm tick: from the state rolled forward to about one plan period ahead, under the commands in effect until then. */
-  private startPredictedPlan(nowS: number, state = this.state!): Promise<void> {
+  private startPredictedPlan(nowS: number, state = this.state!, askedMs?: number): Promise<void> {
     const { x, stampS } = state;
     const dtS = this.model.dtS;
     const steps = Math.max(1, Math.round((nowS + this.planPeriodS - stampS) / dtS));
@@ -423,7 +426,7 @@ export class Controller {
       predicted = this.stepModel(predicted, u);
     }
     if (!predicted.every(Number.isFinite)) predicted = x;
-    return this.startPlan(predicted, stampS + steps * dtS, u);
+    return this.startPlan(predicted, stampS + steps * dtS, u, askedMs);
   }
 
   /** One noise-free step of the model (the kernels' step, compiled for single states): prediction and the plan's predicted states. */
@@ -437,8 +440,8 @@ export class Controller {
    * Starts a plan from model state `x0`, taking effect at `startS`; it is
    * followed once it has landed and its start has come. Never rejects.
    */
-  private startPlan(x0: number[], startS: number, uPrev: readonly number[]): Promise<void> {
-    const sinceMs = performance.now();
+  private startPlan(x0: number[], startS: number, uPrev: readonly number[], askedMs = performance.now()): Promise<void> {
+    const sinceMs = askedMs;
     this.inFlight = { startS, sinceMs };
     const shiftSteps = this.lastPlanStartS === undefined ? 1 : Math.max(0, Math.round((startS - this.lastPlanStartS) / this.model.dtS));
     this.lastPlanStartS = startS;
