@@ -389,12 +389,11 @@ export class Controller {
     const result = this.follow(nowS, mode, reason);
     if (planAfterCommand) {
       // In real time the plan asked for now takes effect a plan period later, so this tick's command
-      // does not need it: it is handed to the planner after the command has gone out. Handing it over
-      // first made the command wait whenever waking the planner's thread took the core (p99 3.5 ms
-      // under CPU load, 14% of the acrobot's 25 ms period; docs/results.md).
-      // from the state this tick saw, and timed from this tick: the plan belongs to the tick whenever
-      // it is handed over, so the door's work after the command (logging, telemetry) comes out of the
-      // planner's budget, not after it
+      // does not need it: it is handed to the planner after the command has gone out (handing it over
+      // first made the command wait whenever waking the planner's thread took the core: p99 3.5 ms
+      // under CPU load, 14% of the acrobot's 25 ms period; docs/results.md). It is planned from the
+      // state this tick saw and timed from this tick, so the door's work after the command (logging,
+      // telemetry) comes out of the planner's budget instead of pushing the plan past the next tick.
       const state = this.state;
       const askedMs = performance.now();
       const start = () => {

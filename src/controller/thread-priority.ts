@@ -29,17 +29,17 @@ const CHRT_TIMEOUT_MS = 2000;
 /**
  * Puts the calling thread (the command thread) under real-time scheduling,
  * SCHED_FIFO at `priority` (1-99), with reset-on-fork so that threads it
- * starts later (kernel pools, the telemetry's) run normally. The planner
- * stays under normal scheduling: CPU-bound at real-time priority it starved
- * the other processes until the kernel's fair server ran them anyway,
- * stopping the command thread for up to 41 ms (docs/real-time.md). Why: under CPU
+ * starts later (kernel pools, the telemetry's) run normally. Why: under CPU
  * load a thread at normal priority waits for a core after its timer fires
  * (measured on 2 cores with two busy processes: p99 3.9 ms for a loop doing
  * nothing else, 16% of a 40 Hz period); at real-time priority it takes the
- * core at once. This is what ros2_control's `thread_priority` does. Node has
- * no call for it, so util-linux's `chrt` sets it on this thread's id; it
- * needs CAP_SYS_NICE or an rtprio limit. Returns why it could not, or
- * undefined.
+ * core at once. This is what ros2_control's `thread_priority` does. The
+ * planner stays under normal scheduling: CPU-bound at real-time priority it
+ * starved the other processes until the kernel's fair server ran them
+ * anyway, stopping the command thread for up to 41 ms (docs/real-time.md).
+ * Node has no call for it, so util-linux's `chrt` sets it on this thread's
+ * id; it needs CAP_SYS_NICE or an rtprio limit. Returns why it could not,
+ * or undefined.
  */
 export function raiseToRealTime(priority: number): string | undefined {
   if (process.platform !== 'linux') return `real-time scheduling is set through Linux's chrt; on ${process.platform} the command thread runs at normal priority`;

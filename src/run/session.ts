@@ -39,7 +39,7 @@ export class ControllerSession {
   /** the EKF when `estimator` is ekf */
   readonly estimator: Ekf | undefined;
   /** whether the command thread (the one that created the session) runs at commandPriority; normal again at dispose */
-  realTime = false;
+  private realTime = false;
   /** its latest estimate (model state units) */
   estimate: { stampS: number; state: number[]; covariance: number[][]; mahalanobis2: number } | undefined;
 
@@ -155,7 +155,7 @@ export class ControllerSession {
   }
 
   /**
-   * Plans from the latest state without a deadline, before the first tick (both doors: the embedded
+   * Plans from the latest state before the first tick (both doors: the embedded
    * loop, and the node at activation); false without a state. In real time it first rehearses the
    * motion to come (Controller.rehearse, REAL_TIME_WARM_UP.rehearsalS), then plans
    * REAL_TIME_WARM_UP.plans times from the state, so the first ticks' plans do not pay for the
