@@ -102,6 +102,8 @@ export const benchSoakCommand: Command = {
       },
     });
     periodS = session.periodS;
+    // what the session could not do as asked (a commandPriority not permitted, a plannerNice elsewhere than Linux): the soak's figures depend on it
+    for (const note of session.notes) console.error(`warning: ${note}`);
     const loaders = Array.from({ length: load }, coreLoad);
     const rng = new Rng(params.controller.seed + 7);
     const modes = new Map<string, number>();
@@ -170,7 +172,7 @@ export const benchSoakCommand: Command = {
     const first = settled[0] ?? memory[0] ?? none;
     const last = memory.at(-1) ?? none;
     const result = {
-      system, planner: session.planner.name, durationS, faults, load, periodMs,
+      system, planner: session.planner.name, durationS, faults, load, periodMs, notes: session.notes,
       // a signal ends the soak early: the figures cover the ticks up to it
       interrupted: shutdown.received ?? null,
       jitterMs: jitterMs ?? { p50: NaN, p99: NaN, max: NaN },
