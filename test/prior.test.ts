@@ -220,6 +220,15 @@ describe('prior: networks, checkpoints and refusals', () => {
       close(plain.mean[r], mean[r], 1e-4, `mean ${r}`);
       close(Math.log(plain.std[r]), std[r], 1e-4, `log std ${r}`);
     }
+    // one kernel called again and again with batches of other sizes (its hidden layers reuse their buffers): the same numbers as a fresh one
+    const kernel = compileMlp(networks.policy);
+    const width = f.length / 10;
+    const first = kernel.forward(f, 10).slice();
+    const three = kernel.forward(f.subarray(0, 3 * width), 3);
+    const again = kernel.forward(f, 10);
+    assert.deepEqual(Array.from(again), Array.from(first));
+    assert.deepEqual(Array.from(three), Array.from(first.subarray(0, three.length)));
+    assert.deepEqual(Array.from(first), Array.from(compileMlp(networks.policy).forward(f, 10)));
   });
 
   it('refuses, with one line each, a prior for another system, dimensions, horizon or step', () => {

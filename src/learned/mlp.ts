@@ -54,14 +54,20 @@ export function compileMlp(net: Mlp): MlpKernel {
     for (let i = 0; i < l.inputs; i++) for (let o = 0; o < l.outputs; o++) wt[o * l.inputs + i] = l.weight[i * l.outputs + o];
     return { n: l.inputs, outputs: l.outputs, wt, b: Float64Array.from(l.bias) };
   });
+  // the hidden layers' outputs live in scratch buffers kept between calls (grown to the largest batch):
+  // the SMC planners call this at every depth step, and a fresh array per layer per call is garbage
+  // collected during their plans (TRT-SMC's acrobot plan: median 13.38 -> 13.14 ms, p99 24.5 -> 23.8);
+  // the last layer's output is the caller's to keep
+  const scratch = layers.map(() => new Float64Array(0));
   return {
     inputs: net.layers[0].inputs,
     outputs: net.layers[net.layers.length - 1].outputs,
     forward(input: Float64Array, count: number): Float64Array {
       let x = input;
       layers.forEach(({ n, outputs, wt, b }, l) => {
-        const y = new Float64Array(count * outputs);
         const hidden = l + 1 < layers.length;
+        if (hidden && scratch[l].length < count * outputs) scratch[l] = new Float64Array(count * outputs);
+        const y = hidden ? scratch[l] : new Float64Array(count * outputs);
         const elu = (s: number) => (hidden && s < 0 ? Math.expm1(s) : s);
         let r = 0;
         for (; r + 4 <= count; r += 4) {
