@@ -129,8 +129,12 @@ export const benchSoakCommand: Command = {
           if (r.tick.planned) {
             for (const [name, v] of Object.entries(r.tick.info)) {
               if (!Number.isFinite(v)) continue;
-              const s = plannerInfo.get(name) ?? { plans: 0, sum: 0, min: Infinity, max: -Infinity };
-              plannerInfo.set(name, { plans: s.plans + 1, sum: s.sum + v, min: Math.min(s.min, v), max: Math.max(s.max, v) });
+              let s = plannerInfo.get(name);
+              if (!s) plannerInfo.set(name, (s = { plans: 0, sum: 0, min: Infinity, max: -Infinity }));
+              s.plans++;
+              s.sum += v;
+              s.min = Math.min(s.min, v);
+              s.max = Math.max(s.max, v);
             }
           }
           if (faults && r.timeS - lastChange >= SCHEDULE.parameterChange.everyS) {

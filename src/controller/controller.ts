@@ -283,15 +283,20 @@ export class Controller {
    */
   async prepare(): Promise<void> {
     if (!this.state) throw new Error('prepare() needs a state first');
-    await this.startPlan(this.state.x, this.state.stampS, this.uPrev);
-    this.promote(this.state.stampS);
+    await this.warmUpPlan(this.state.x, this.state.stampS, this.uPrev);
+    this.landed = undefined;
+    this.nextPlanS = -Infinity;
+  }
+
+  /** One plan before the first tick, waited for and followed from `startS`; a failure ends the warm-up with its reason. */
+  private async warmUpPlan(x0: number[], startS: number, uPrev: readonly number[]): Promise<void> {
+    await this.startPlan(x0, startS, uPrev);
+    this.promote(startS);
     if (this.failure !== undefined) {
       const reason = this.failure;
       this.failure = undefined;
       throw new Error(`warm-up plan failed: ${reason}`);
     }
-    this.landed = undefined;
-    this.nextPlanS = -Infinity;
   }
 
   /**
@@ -315,14 +320,8 @@ export class Controller {
     let u = this.uPrev;
     let plans = 0;
     while (performance.now() < untilMs) {
-      await this.startPlan(x, startS, u);
+      await this.warmUpPlan(x, startS, u);
       plans++;
-      this.promote(startS);
-      if (this.failure !== undefined) {
-        const reason = this.failure;
-        this.failure = undefined;
-        throw new Error(`warm-up plan failed: ${reason}`);
-      }
       for (let k = 0; k < steps; k++) {
         u = this.commandAt(startS + k * dtS, x);
         x = this.stepModel(x, u);

@@ -12,14 +12,23 @@ import { spawnSync } from 'node:child_process';
  */
 export function lowerThreadPriority(nice: number): string | undefined {
   if (process.platform !== 'linux') return `thread priorities are per process on ${process.platform}: the planner runs at the command thread's`;
+  const tid = threadId();
+  if (typeof tid === 'string') return tid;
   try {
-    // /proc/thread-self -> "<pid>/task/<tid>"
-    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-    if (!Number.isInteger(tid) || tid <= 0) return 'could not read this thread\'s id from /proc/thread-self';
     setPriority(tid, nice);
     return undefined;
   } catch (e) {
     return `could not lower the planner thread's priority: ${(e as Error).message}`;
+  }
+}
+
+/** The calling thread's Linux id (/proc/thread-self -> "<pid>/task/<tid>"), or why it could not be read. */
+function threadId(): number | string {
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    return Number.isInteger(tid) && tid > 0 ? tid : 'could not read this thread\'s id from /proc/thread-self';
+  } catch (e) {
+    return `could not read this thread's id from /proc/thread-self: ${(e as Error).message}`;
   }
 }
 
@@ -53,12 +62,8 @@ export function restoreNormalScheduling(): string | undefined {
 }
 
 function chrt(args: string[]): string | undefined {
-  let tid: number;
-  try {
-    tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-  } catch (e) {
-    return `could not read this thread's id from /proc/thread-self: ${(e as Error).message}`;
-  }
+  const tid = threadId();
+  if (typeof tid === 'string') return tid;
   const r = spawnSync('chrt', [...args, String(tid)], { encoding: 'utf8', timeout: CHRT_TIMEOUT_MS });
   if (r.error) {
     const code = (r.error as NodeJS.ErrnoException).code;
