@@ -485,6 +485,33 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     await assert.rejects(valueIteration({ run, value: { ...value, sweeps: 4 }, from, out, resume: true, version: 'test' }), /value-state\.json is not valid JSON/);
   });
 
+  it('checks each sweep from checkFrom in closed loop on held-out seeds, keeps the best checked sweep\'s value in --out, and stops once every episode reaches the goal', async () => {
+    const value = resolveValueParams({ sweeps: 3, states: 48, epochs: 20, batch: 16, checkFrom: 2, checkSeeds: 2, checkDurationS: 1, checkSamples: 16, checkIterations: 1 });
+    // from the hanging state a 1 s episode never reaches the goal: every check fails, and the prior keeps the latest of the equals
+    const out = join(dir, 'checked');
+    const episodes: number[] = [];
+    const r = await valueIteration({ run, value, from, out, resume: false, version: 'test', onCheck: (done) => episodes.push(done) });
+    assert.deepEqual(r.curve.map((p) => p.check?.successes ?? null), [null, 0, 0]);
+    assert.deepEqual(episodes, [1, 2, 1, 2]);
+    assert.equal(r.kept, 3);
+    assert.equal(r.passed, false);
+    const kept = loadCheckpoint(out);
+    assert.deepEqual(kept.networks.q.layers[0].weight, loadCheckpoint(join(out, 'sweeps', '003')).networks.q.layers[0].weight);
+    assert.equal((kept.meta.training.valueIteration as { valueOfSweep: number }).valueOfSweep, 3);
+    assert.notDeepEqual(loadCheckpoint(join(out, 'sweeps', '002')).networks.q.layers[0].weight, kept.networks.q.layers[0].weight);
+    // started upright, held for the pendulum's 5 s, both episodes succeed: the run stops at the first sweep whose check passes and keeps it
+    const atGoal = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 7, 'mppi.samples': 32, 'mppi.iterations': 2, threads: 1, 'sim.x0': [Math.PI, 0] });
+    const early = await valueIteration({ run: atGoal, value: { ...value, sweeps: 5, checkDurationS: 6, checkSamples: 32, checkIterations: 2 }, from, out: join(dir, 'passed'), resume: false, version: 'test' });
+    // (the tiny value drops it now and then: seeded, the first sweep to hold it in both episodes is the 4th)
+    const checks = early.curve.map((p) => p.check?.successes ?? null);
+    assert.ok(checks.length < 5 && checks[checks.length - 1] === 2 && checks.slice(1, -1).every((c) => c !== null && c < 2), `checks ${checks}`);
+    assert.equal(early.kept, checks.length);
+    assert.equal(early.passed, true);
+    // a resumed run that had passed does not sweep again
+    const again = await valueIteration({ run: atGoal, value: { ...value, sweeps: 5, checkDurationS: 6, checkSamples: 32, checkIterations: 2 }, from, out: join(dir, 'passed'), resume: true, version: 'test' });
+    assert.equal(again.curve.length, checks.length);
+  });
+
   it('refuses a prior without its replay buffer or with a truncated one, one for another horizon, and a floor above a plan\'s cost', async () => {
     const value = resolveValueParams({ sweeps: 1, states: 16, epochs: 1 });
     const bare = join(dir, 'bare');

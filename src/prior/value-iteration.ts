@@ -9,7 +9,9 @@ import { resolveModel } from '../models/model.js';
 import { choice, flag, num, ParamsOf, resolveParams } from '../params.js';
 import { Rng } from '../random.js';
 import { MppiPlanner } from '../planners/mppi/receding.js';
-import type { RunParams } from '../run/setup.js';
+import { assemble, RunParams } from '../run/setup.js';
+import { runLoop } from '../run/loop.js';
+import { quantile } from '../samplers/stats.js';
 import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint, writeFileAtomic } from '../learned/checkpoint.js';
 import { initMlp, cloneMlp } from '../learned/mlp.js';
 import { featureDim, PriorNetworks, stateFeatures, symlog } from '../learned/networks.js';
@@ -21,7 +23,12 @@ import { InputError } from '../input-error.js';
 
 /** `train-value`'s parameters (`--set value.KEY=V`, and the named flags). */
 export const VALUE_PARAMS = {
-  sweeps: num(8, 'sweeps of value iteration: each extends the horizon the value sees by one plan (model.horizon steps); enough to reach from the start to the goal', { min: 1, max: 1000, integer: true }),
+  sweeps: num(16, 'the most sweeps of value iteration: each extends the horizon the value sees by one plan (model.horizon steps); the run stops sooner when the closed-loop check passes on every seed', { min: 1, max: 1000, integer: true }),
+  checkSeeds: num(8, 'closed-loop episodes of the check after each sweep from checkFrom (lockstep, from the start state, held-out seeds 10000...): the prior keeps the sweep that reached the goal most often, and a sweep that reaches it on all stops the run (0: no check, the last sweep is kept)', { min: 0, max: 1000, integer: true }),
+  checkFrom: num(4, 'the first sweep checked (earlier values have not yet seen far enough to swing up)', { min: 1, max: 1000, integer: true }),
+  checkDurationS: num(15, 'length of each check episode [s]', { min: 0.1, max: 3600 }),
+  checkSamples: num(64, 'MPPI samples in the check (the controller it is meant for; the targets use mppi.samples)', { min: 1, max: 1e6, integer: true }),
+  checkIterations: num(4, 'MPPI iterations in the check (the targets use mppi.iterations)', { min: 1, max: 1000, integer: true }),
   states: num(3000, 'states valued per sweep (one plan each)', { min: 16, max: 1e6, integer: true }),
   keepFraction: num(0.5, 'share of the states drawn once from the prior\'s replay buffer; the rest are redrawn each sweep from where the previous sweep\'s plans ended', { min: 0, max: 1 }),
   perturb: num(0.25, 'std of the offset added to buffered states, as a fraction of each state\'s spread in the buffer', { min: 0, max: 100 }),
@@ -49,8 +56,16 @@ export interface SweepPoint {
   /** the fitted value at the system's start state */
   startValue: number;
   planS: number;
+  /** the closed-loop check of this sweep's value (absent before checkFrom or without a check) */
+  check?: CheckResult;
   wallS: number;
 }
+
+/** A sweep's closed-loop check: how many held-out episodes reached the goal. */
+export interface CheckResult { successes: number; seeds: number; timeToGoalMedianS: number | null; wallS: number }
+
+/** The first seed of the check's episodes: apart from the 0-based seeds benchmarks use, so the check is held out. */
+export const CHECK_SEED_BASE = 10000;
 
 export interface ValueIterationOptions {
   run: RunParams;
@@ -60,14 +75,26 @@ export interface ValueIterationOptions {
   out: string;
   resume: boolean;
   version: string;
-  onSweep?: (p: { sweep: number; sweeps: number; point: SweepPoint }) => void;
+  onSweep?: (p: { sweep: number; sweeps: number; point: SweepPoint; kept: number }) => void;
+  /** within a sweep's check: episodes run so far */
+  onCheck?: (done: number, total: number) => void;
   /** stops at once (SIGINT, SIGTERM): the sweep under way is dropped, the last sweep's checkpoint stays as it was */
   signal?: AbortSignal;
   /** within a sweep: states planned so far */
   onPlan?: (done: number, total: number) => void;
 }
 
-interface SweepState { sweepsDone: number; curve: SweepPoint[] }
+interface SweepState {
+  sweepsDone: number;
+  curve: SweepPoint[];
+  /** the sweep whose value the prior in --out holds: the best checked one so far, else the last */
+  kept?: number;
+  /** the check passed on every seed: no more sweeps */
+  passed?: boolean;
+}
+
+/** Where each sweep's own checkpoint goes: the run resumes from the last one, and the prior in --out is the kept one. */
+const sweepDir = (out: string, sweep: number) => join(out, 'sweeps', String(sweep).padStart(3, '0'));
 
 /**
  * Fitted value iteration with the planner as the improvement operator: each
@@ -82,7 +109,7 @@ interface SweepState { sweepsDone: number; curve: SweepPoint[] }
  * other than Q come from the prior unchanged; V(x) = Q(x, mean pi_s(x)) as
  * the runtime reads it.
  */
-export async function valueIteration(opts: ValueIterationOptions): Promise<{ meta: PriorMeta | undefined; curve: SweepPoint[]; wallS: number; backend: string; interrupted: boolean }> {
+export async function valueIteration(opts: ValueIterationOptions): Promise<{ meta: PriorMeta | undefined; curve: SweepPoint[]; kept: number | undefined; passed: boolean; wallS: number; backend: string; interrupted: boolean }> {
   const t0 = performance.now();
   const { run, value } = opts;
   const backendName = await useBackend(value.backend);
@@ -107,12 +134,14 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   const box = bufferBox(buffered);
   if (opts.resume) {
     if (!existsSync(statePath)) throw new InputError(`nothing to resume in '${opts.out}' (no value-state.json)`);
-    networks.q = loadCheckpoint(opts.out).networks.q;
     try {
       state = JSON.parse(readFileSync(statePath, 'utf8')) as SweepState;
     } catch (e) {
       throw new InputError(`cannot resume '${opts.out}': value-state.json is not valid JSON (${(e as Error).message})`);
     }
+    // runs from before the per-sweep checkpoints kept only the last sweep's, in --out
+    const last = sweepDir(opts.out, state.sweepsDone);
+    networks.q = loadCheckpoint(existsSync(join(last, 'meta.json')) ? last : opts.out).networks.q;
     pool = readRows(poolPath, n);
     if (pool.length !== value.states) throw new InputError(`cannot resume '${opts.out}': it values ${pool.length} states per sweep, this run asks for ${value.states}`);
   } else {
@@ -122,9 +151,13 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
     networks.q = initMlp(new Rng(run.controller.seed + 1), [f + m, ...base.meta.hidden, 1], 0.1);
     state = { sweepsDone: 0, curve: [] };
   }
-  const meta = (): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> => ({
+  /** the checkpoint's meta for the value of sweep `sweep`, with that sweep's check */
+  const meta = (sweep: number): Omit<PriorMeta, 'format' | 'weights' | 'savedAt'> => ({
     ...base.meta, version: opts.version, gamma: 1, valueFloor: value.floor,
-    training: { ...base.meta.training, valueIteration: { ...value, sweepsDone: state.sweepsDone, from: opts.from, mppi: run.planners.mppi, prior: run.prior, model: run.model } },
+    training: {
+      ...base.meta.training,
+      valueIteration: { ...value, sweepsDone: state.sweepsDone, valueOfSweep: sweep, check: state.curve.find((p) => p.sweep === sweep)?.check ?? null, from: opts.from, mppi: run.planners.mppi, prior: run.prior, model: run.model },
+    },
   });
   const graphs = buildStepGraphs(model, false);
   const step = compileStepFunction(graphs);
@@ -135,7 +168,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   const x0 = [...def.x0];
   let saved: PriorMeta | undefined;
   try {
-    for (let s = state.sweepsDone; s < value.sweeps && !opts.signal?.aborted; s++) {
+    for (let s = state.sweepsDone; s < value.sweeps && !state.passed && !opts.signal?.aborted; s++) {
       const ts = performance.now();
       const rng = new Rng(run.controller.seed * 7919 + s);
       const prior = LearnedPrior.fromNetworks({ ...base.meta, valueFloor: value.floor } as PriorMeta, { ...networks, q: cloneMlp(networks.q) });
@@ -187,14 +220,29 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       pool.length = keep;
       for (let k = keep; k < value.states; k++) pool.push(ends.length ? ends[Math.floor(rng.uniform() * ends.length)] : fixed(rng, buffered, box, value, k));
       state.sweepsDone = s + 1;
+      const own = sweepDir(opts.out, s + 1);
+      saveCheckpoint(own, networks, meta(s + 1));
+      if (value.checkSeeds > 0 && s + 1 >= value.checkFrom) {
+        // a value fitted to more sweeps is not always a better controller (the planner's exploitation of its
+        // errors moves around): the closed loop decides which sweep the prior keeps
+        point.check = await closedLoopCheck(run, own, value, opts.signal, opts.onCheck);
+        if (opts.signal?.aborted) break;
+        point.wallS = (performance.now() - ts) / 1000;
+        const best = state.curve.find((p) => p.sweep === state.kept)?.check;
+        if (!best || point.check.successes >= best.successes) state.kept = s + 1;
+        state.passed = point.check.successes === point.check.seeds;
+      } else if (!state.curve.some((p) => p.check)) {
+        state.kept = s + 1;
+      }
       state.curve.push(point);
-      saved = saveCheckpoint(opts.out, networks, meta());
+      if (point.check) saveCheckpoint(own, networks, meta(s + 1));
+      saved = saveCheckpoint(opts.out, loadCheckpoint(sweepDir(opts.out, state.kept!)).networks, meta(state.kept!));
       writeRows(poolPath, pool);
       writeFileAtomic(statePath, `${JSON.stringify(state)}\n`);
-      opts.onSweep?.({ sweep: s + 1, sweeps: value.sweeps, point });
+      opts.onSweep?.({ sweep: s + 1, sweeps: value.sweeps, point, kept: state.kept! });
     }
     // interrupted before its first sweep: nothing new to save (a resumed run's checkpoint is as it was)
-    if (!opts.signal?.aborted) saved ??= saveCheckpoint(opts.out, networks, meta());
+    if (!opts.signal?.aborted) saved ??= saveCheckpoint(opts.out, networks, meta(state.kept ?? state.sweepsDone));
   } finally {
     backend.dispose();
     for (const l of qVars) {
@@ -202,7 +250,38 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       l.bias.dispose();
     }
   }
-  return { meta: saved, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true };
+  return { meta: saved, curve: state.curve, kept: state.kept, passed: state.passed === true, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true };
+}
+
+/**
+ * The controller the value is for, closed around the simulator in lockstep
+ * from the system's start state, on held-out seeds: the run's parameters with
+ * the sweep's prior and the check's MPPI sample and iteration counts.
+ */
+async function closedLoopCheck(run: RunParams, priorDir: string, value: ValueParams, signal?: AbortSignal, onEpisode?: (done: number, total: number) => void): Promise<CheckResult> {
+  const t0 = performance.now();
+  const times: number[] = [];
+  let successes = 0;
+  for (let k = 0; k < value.checkSeeds && !signal?.aborted; k++) {
+    const params: RunParams = {
+      ...run,
+      controller: { ...run.controller, planner: 'mppi', seed: CHECK_SEED_BASE + k },
+      planners: { ...run.planners, mppi: { ...run.planners.mppi, samples: value.checkSamples, iterations: value.checkIterations } },
+      prior: { ...run.prior, path: priorDir, value: true },
+    };
+    const { session, sim } = await assemble(params, { lockstep: true });
+    try {
+      const { summary } = await runLoop(sim, session, { durationS: value.checkDurationS, lockstep: true, keepRecords: false, signal });
+      if (summary.success) {
+        successes++;
+        times.push(summary.timeToGoalS!);
+      }
+    } finally {
+      session.dispose();
+    }
+    onEpisode?.(k + 1, value.checkSeeds);
+  }
+  return { successes, seeds: value.checkSeeds, timeToGoalMedianS: times.length ? quantile(times, 0.5) : null, wallS: (performance.now() - t0) / 1000 };
 }
 
 /** The buffer's box widened by a fifth of its width each side, and each state's spread. */

@@ -53,7 +53,7 @@ export class ControllerSession {
     readonly lockstep: boolean,
   ) {
     this.codec = new StateCodec(model, params.controller.jointNames);
-    this.estimator = params.controller.estimator === 'ekf' ? new Ekf(model, linearize(model), ekfParams(params.controller)) : undefined;
+    this.estimator = estimatorFor(model, params.controller);
     this.periodS = controller.timing.periodS;
     this.planPeriodS = controller.planPeriodS;
     this.rateHz = 1 / this.periodS;
@@ -74,10 +74,7 @@ export class ControllerSession {
     if (c.commandPriority > 0 && c.plannerThread === 'main') {
       throw new InputError(`commandPriority ${c.commandPriority} needs plannerThread: worker (a planner on the command thread would plan at real-time priority and starve the computer)`);
     }
-    if (c.estimator === 'ekf') {
-      const disturbed = disturbedStates(model.def, c.estimatorProcessNoiseOn);
-      if (typeof disturbed === 'string') throw new InputError(`estimatorProcessNoiseOn = ${disturbed}`);
-    }
+    checkEstimator(model, c);
     const spec: PlannerSpec = {
       system: params.system, model: params.model, planner: c.planner, params: { ...params.planners[c.planner] },
       prior: { ...params.prior }, backend: c.backend, threads: c.threads, seed: c.seed, nice: c.plannerNice,
@@ -260,7 +257,22 @@ export class ControllerSession {
 /** How many live parameter changes a session keeps for its summary (a tuning session rarely makes more; memory stays bounded if it does). */
 const PARAMETER_CHANGES_KEPT = 1000;
 
-function ekfParams(c: { estimatorProcessNoise: number; estimatorProcessNoiseOn: 'all' | 'rates'; estimatorMeasurementNoise: number; estimatorGate: number }) {
+type EstimatorSettings = Pick<RunParams['controller'], 'estimator' | 'estimatorProcessNoise' | 'estimatorProcessNoiseOn' | 'estimatorMeasurementNoise' | 'estimatorGate'>;
+
+/** Refuses estimator settings the model cannot take (the process noise on joint rates of a system without joints). */
+function checkEstimator(model: Model, c: EstimatorSettings): void {
+  if (c.estimator !== 'ekf') return;
+  const disturbed = disturbedStates(model.def, c.estimatorProcessNoiseOn);
+  if (typeof disturbed === 'string') throw new InputError(`estimatorProcessNoiseOn = ${disturbed}`);
+}
+
+/** The state estimator the controller parameters ask for (the session's, and the LQR yardstick's when it is measured as the controller is). */
+export function estimatorFor(model: Model, c: EstimatorSettings): Ekf | undefined {
+  checkEstimator(model, c);
+  return c.estimator === 'ekf' ? new Ekf(model, linearize(model), ekfParams(c)) : undefined;
+}
+
+function ekfParams(c: EstimatorSettings) {
   return { processNoise: c.estimatorProcessNoise, processNoiseOn: c.estimatorProcessNoiseOn, measurementNoise: c.estimatorMeasurementNoise, gate: c.estimatorGate };
 }
 
