@@ -512,6 +512,25 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     assert.equal(again.curve.length, checks.length);
   });
 
+  it('monotoneBound target: each state drawn once is bounded by its own last target (kept across a resume), not by the network', async () => {
+    const value = resolveValueParams({ sweeps: 1, states: 64, epochs: 20, batch: 16, monotoneBound: 'target', checkSeeds: 0 });
+    const out = join(dir, 'bound-target');
+    const keep = 32;
+    const f64 = (b: Buffer) => new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+    const targetsOf = () => f64(readFileSync(join(out, 'value-targets.bin')));
+    await valueIteration({ run, value, from, out, resume: false, version: 'test' });
+    const first = targetsOf();
+    assert.equal(first.length, keep);
+    await valueIteration({ run, value: { ...value, sweeps: 2 }, from, out, resume: true, version: 'test' });
+    const second = targetsOf();
+    // the same run unbounded: its first sweep is the same, its second gives the planner's own targets
+    const unbounded = join(dir, 'unbounded');
+    await valueIteration({ run, value: { ...value, sweeps: 2, monotone: false }, from, out: unbounded, resume: false, version: 'test' });
+    const raw = f64(readFileSync(join(unbounded, 'value-targets.bin')));
+    assert.deepEqual(Array.from(second), Array.from(raw, (t, i) => Math.max(t, first[i])));
+    assert.ok(raw.some((t, i) => t < first[i]), 'the bound binds somewhere: some plans come out cheaper the second time');
+  });
+
   it('refuses a prior without its replay buffer or with a truncated one, one for another horizon, and a floor above a plan\'s cost', async () => {
     const value = resolveValueParams({ sweeps: 1, states: 16, epochs: 1 });
     const bare = join(dir, 'bare');

@@ -37,7 +37,8 @@ export const VALUE_PARAMS = {
   batch: num(256, 'states per gradient step', { min: 1, max: 65536, integer: true }),
   learningRate: num(1e-3, 'Adam learning rate', { min: 0, max: 1, exclusive: true }),
   gradClip: num(20, 'global gradient-norm clip', { min: 0, max: 1e9, exclusive: true }),
-  monotone: flag(true, 'never let a state\'s target fall below its value from the last sweep (a cost-to-go of non-negative costs grows with the horizon; this keeps the planner from pulling the value down where it overshoots into the network\'s errors)'),
+  monotone: flag(true, 'never let a state\'s target fall below its bound from the last sweep (a cost-to-go of non-negative costs grows with the horizon; this keeps the planner from pulling the value down where it overshoots into the network\'s errors)'),
+  monotoneBound: choice('value', ['value', 'target'] as const, 'the monotone bound: the last sweep\'s value network at every state (up to the last sweep\'s largest target), or the state\'s own target of the last sweep (the states drawn once only): the network\'s overshoot does not become a floor'),
   floor: num(0, 'the least cost-to-go: the value is never read below it (0 where every stage cost is non-negative, as for every bundled system)', { min: -1e12, max: 1e12 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for fitting: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
 } as const;
@@ -122,9 +123,12 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   const m = model.controlDim;
   const reference = [...model.goal];
   const statePath = join(opts.out, 'value-state.json');
+  const targetsPath = join(opts.out, 'value-targets.bin');
   const poolPath = join(opts.out, 'value-states.bin');
   const networks: PriorNetworks = { ...base.networks };
   let state: SweepState;
+  /** the last sweep's targets of the states drawn once (the first `keep` of the pool), for monotoneBound: target */
+  let lastTargets: Float64Array | undefined;
   let pool: number[][];
   const keep = Math.floor(value.states * value.keepFraction);
   const replayPath = join(opts.from, 'replay.bin');
@@ -143,6 +147,8 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
     const last = sweepDir(opts.out, state.sweepsDone);
     networks.q = loadCheckpoint(existsSync(join(last, 'meta.json')) ? last : opts.out).networks.q;
     pool = readRows(poolPath, n);
+    // a run from before the targets were kept resumes with the bound starting again at its next sweep
+    if (existsSync(targetsPath)) lastTargets = Float64Array.from(readRows(targetsPath, 1).flat());
     if (pool.length !== value.states) throw new InputError(`cannot resume '${opts.out}': it values ${pool.length} states per sweep, this run asks for ${value.states}`);
   } else {
     if (existsSync(join(opts.out, 'meta.json'))) throw new InputError(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
@@ -196,10 +202,17 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
         // last value there is the planner exploiting the value's errors, not a shorter way. The bound is the
         // last value only up to the last sweep's largest target: above that the network extrapolates, and a
         // bound from there would ratchet its error up sweep by sweep.
-        const last = prior.value(Float64Array.from(pool.flat()), pool.length, reference);
-        const ceiling = state.curve[s - 1].targetMax;
-        for (let i = 0; i < pool.length; i++) targets[i] = Math.max(targets[i], Math.min(last[i], ceiling));
+        if (value.monotoneBound === 'value') {
+          const last = prior.value(Float64Array.from(pool.flat()), pool.length, reference);
+          const ceiling = state.curve[s - 1].targetMax;
+          for (let i = 0; i < pool.length; i++) targets[i] = Math.max(targets[i], Math.min(last[i], ceiling));
+        } else if (lastTargets) {
+          // the states drawn once keep their place in the pool: each is bounded by its own last target, the planner's
+          // data, so where the fit overshoots the overshoot is not carried into the next sweep's targets
+          for (let i = 0; i < Math.min(keep, lastTargets.length); i++) targets[i] = Math.max(targets[i], lastTargets[i]);
+        }
       }
+      lastTargets = targets.slice(0, keep);
       if (s === 0) {
         const low = targets.reduce((a, b) => Math.min(a, b), Infinity);
         if (low < value.floor) throw new Error(`a plan's cost ${low} is below value.floor ${value.floor}: this system's costs can be negative; set value.floor to a bound its cost-to-go never goes below`);
@@ -238,6 +251,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       if (point.check) saveCheckpoint(own, networks, meta(s + 1));
       saved = saveCheckpoint(opts.out, loadCheckpoint(sweepDir(opts.out, state.kept!)).networks, meta(state.kept!));
       writeRows(poolPath, pool);
+      writeRows(targetsPath, Array.from(lastTargets!, (t) => [t]));
       writeFileAtomic(statePath, `${JSON.stringify(state)}\n`);
       opts.onSweep?.({ sweep: s + 1, sweeps: value.sweeps, point, kept: state.kept! });
     }
