@@ -2,9 +2,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { lineChart, Series } from '../plot/svg.js';
 import { loadCheckpoint } from '../learned/checkpoint.js';
-import { runLoop } from '../run/loop.js';
-import { assemble, controllerParameterTable, resolveRunParams, RunParams } from '../run/setup.js';
-import { quantile } from '../samplers/stats.js';
+import { lockstepEpisodes } from '../run/episodes.js';
+import { controllerParameterTable, resolveRunParams, RunParams } from '../run/setup.js';
 import { Command, JSON_OPTION, optionalInteger, parseNumber, printJson, stringOpt, table, outputFolder } from './command.js';
 import { progressBar } from './progress.js';
 import { RUN_OPTIONS, runOptions } from './run.js';
@@ -79,7 +78,7 @@ export const benchPriorCommand: Command = {
     const cells: Cell[] = [];
     for (const [k, c] of configs.entries()) {
       const flat: Record<string, unknown> = { ...flatOf(base.params), 'model.horizon': c.horizon, 'mppi.samples': c.samples, ...(c.prior ? { 'prior.path': c.prior, ...VARIANTS[c.variant] } : {}) };
-      const outcome = await closedLoop(resolveRunParams(system, flat), seeds, durationS, (fraction, note) => bar.update((k + fraction) / configs.length, `H ${c.horizon} M ${c.samples} ${c.variant} ${note}`));
+      const outcome = await lockstepEpisodes(resolveRunParams(system, flat), { seeds, durationS, progress: (fraction, note) => bar.update((k + fraction) / configs.length, `H ${c.horizon} M ${c.samples} ${c.variant} ${note}`) });
       cells.push({ ...c, ...outcome });
     }
     bar.done();
@@ -91,29 +90,6 @@ export const benchPriorCommand: Command = {
     console.log(`wrote ${join(out, 'results.json')} and ${join(out, 'prior-benefit.svg')}`);
   },
 };
-
-/** Lockstep runs over seeds 0..N-1: successes, time to goal of the successes, the median solve time. */
-async function closedLoop(params: RunParams, seeds: number, durationS: number, progress: (fraction: number, note: string) => void) {
-  const runs = [];
-  for (let seed = 0; seed < seeds; seed++) {
-    const { session, sim } = await assemble({ ...params, controller: { ...params.controller, seed } }, { lockstep: true });
-    try {
-      const { summary } = await runLoop(sim, session, {
-        durationS, lockstep: true, keepRecords: false,
-        onTick: (_r, i, total) => progress((seed + (i + 1) / total) / seeds, `seed ${seed}`),
-      });
-      runs.push(summary);
-    } finally {
-      session.dispose();
-    }
-  }
-  const ttg = runs.filter((r) => r.success).map((r) => r.timeToGoalS!);
-  return {
-    seeds, successes: ttg.length,
-    timeToGoalS: { median: ttg.length ? quantile(ttg, 0.5) : null, max: ttg.length ? Math.max(...ttg) : null },
-    solveMsP50: quantile(runs.map((r) => r.solveMs.p50), 0.5),
-  };
-}
 
 interface CompareCell { planner: string; budget: number; size: number; successes: number; seeds: number; timeToGoalS: { median: number | null; max: number | null }; solveMsP50: number }
 
@@ -143,7 +119,7 @@ async function comparePlanners(values: Record<string, unknown>, system: string, 
       if (size < 2 || size > most) throw new InputError(`--budgets ${budget}: ${planner} would get ${size} ${sizeKey} at H ${horizon}${planner === 'mppi' ? ` and ${iterations} iterations` : ''} (it takes 2 to ${most})`);
       flat[`${planner}.${sizeKey}`] = size;
       const k = cells.length;
-      const outcome = await closedLoop(resolveRunParams(system, flat), seeds, durationS, (fraction, note) => bar.update((k + fraction) / total, `${budget} steps ${planner} ${sizeKey} ${size} ${note}`));
+      const outcome = await lockstepEpisodes(resolveRunParams(system, flat), { seeds, durationS, progress: (fraction, note) => bar.update((k + fraction) / total, `${budget} steps ${planner} ${sizeKey} ${size} ${note}`) });
       cells.push({ planner, budget, size, ...outcome });
     }
   }

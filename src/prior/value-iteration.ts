@@ -9,9 +9,8 @@ import { resolveModel } from '../models/model.js';
 import { choice, flag, num, ParamsOf, resolveParams } from '../params.js';
 import { Rng } from '../random.js';
 import { MppiPlanner } from '../planners/mppi/receding.js';
-import { assemble, RunParams } from '../run/setup.js';
-import { runLoop } from '../run/loop.js';
-import { quantile } from '../samplers/stats.js';
+import type { RunParams } from '../run/setup.js';
+import { lockstepEpisodes } from '../run/episodes.js';
 import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint, writeFileAtomic } from '../learned/checkpoint.js';
 import { initMlp, cloneMlp } from '../learned/mlp.js';
 import { featureDim, PriorNetworks, stateFeatures, symlog } from '../learned/networks.js';
@@ -274,28 +273,14 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
  */
 async function closedLoopCheck(run: RunParams, priorDir: string, value: ValueParams, signal?: AbortSignal, onEpisode?: (done: number, total: number) => void): Promise<CheckResult> {
   const t0 = performance.now();
-  const times: number[] = [];
-  let successes = 0;
-  for (let k = 0; k < value.checkSeeds && !signal?.aborted; k++) {
-    const params: RunParams = {
-      ...run,
-      controller: { ...run.controller, planner: 'mppi', seed: CHECK_SEED_BASE + k },
-      planners: { ...run.planners, mppi: { ...run.planners.mppi, samples: value.checkSamples, iterations: value.checkIterations } },
-      prior: { ...run.prior, path: priorDir, value: true },
-    };
-    const { session, sim } = await assemble(params, { lockstep: true });
-    try {
-      const { summary } = await runLoop(sim, session, { durationS: value.checkDurationS, lockstep: true, keepRecords: false, signal });
-      if (summary.success) {
-        successes++;
-        times.push(summary.timeToGoalS!);
-      }
-    } finally {
-      session.dispose();
-    }
-    onEpisode?.(k + 1, value.checkSeeds);
-  }
-  return { successes, seeds: value.checkSeeds, timeToGoalMedianS: times.length ? quantile(times, 0.5) : null, wallS: (performance.now() - t0) / 1000 };
+  const params: RunParams = {
+    ...run,
+    controller: { ...run.controller, planner: 'mppi' },
+    planners: { ...run.planners, mppi: { ...run.planners.mppi, samples: value.checkSamples, iterations: value.checkIterations } },
+    prior: { ...run.prior, path: priorDir, value: true },
+  };
+  const outcome = await lockstepEpisodes(params, { seeds: value.checkSeeds, firstSeed: CHECK_SEED_BASE, durationS: value.checkDurationS, signal, onEpisode });
+  return { successes: outcome.successes, seeds: value.checkSeeds, timeToGoalMedianS: outcome.timeToGoalS.median, wallS: (performance.now() - t0) / 1000 };
 }
 
 /** The buffer's box widened by a fifth of its width each side, and each state's spread. */
