@@ -9,6 +9,7 @@ import { resolveModel } from '../models/model.js';
 import { choice, flag, num, ParamsOf, resolveParams } from '../params.js';
 import { Rng } from '../random.js';
 import { MppiPlanner } from '../planners/mppi/receding.js';
+import { MPPI_PARAMS } from '../planners/mppi/mppi.js';
 import type { RunParams } from '../run/setup.js';
 import { lockstepEpisodes } from '../run/episodes.js';
 import { loadCheckpoint, PriorError, PriorMeta, saveCheckpoint, writeFileAtomic } from '../learned/checkpoint.js';
@@ -26,8 +27,8 @@ export const VALUE_PARAMS = {
   checkSeeds: num(8, 'closed-loop episodes of the check after each sweep from checkFrom (lockstep, from the start state, held-out seeds 10000...): the prior keeps the sweep that reached the goal most often, and a sweep that reaches it on all stops the run (0: no check, the last sweep is kept)', { min: 0, max: 1000, integer: true }),
   checkFrom: num(4, 'the first sweep checked (earlier values have not yet seen far enough to swing up)', { min: 1, max: 1000, integer: true }),
   checkDurationS: num(15, 'length of each check episode [s]', { min: 0.1, max: 3600 }),
-  checkSamples: num(64, 'MPPI samples in the check (the controller it is meant for; the targets use mppi.samples)', { min: 1, max: 1e6, integer: true }),
-  checkIterations: num(4, 'MPPI iterations in the check (the targets use mppi.iterations)', { min: 1, max: 1000, integer: true }),
+  checkSamples: num(64, 'MPPI samples in the check (the controller it is meant for; the targets use mppi.samples)', { min: MPPI_PARAMS.samples.min, max: MPPI_PARAMS.samples.max, integer: true }),
+  checkIterations: num(4, 'MPPI iterations in the check (the targets use mppi.iterations)', { min: MPPI_PARAMS.iterations.min, max: MPPI_PARAMS.iterations.max, integer: true }),
   states: num(3000, 'states valued per sweep (one plan each)', { min: 16, max: 1e6, integer: true }),
   keepFraction: num(0.5, 'share of the states drawn once from the prior\'s replay buffer; the rest are redrawn each sweep from where the previous sweep\'s plans ended', { min: 0, max: 1 }),
   perturb: num(0.25, 'std of the offset added to buffered states, as a fraction of each state\'s spread in the buffer', { min: 0, max: 100 }),
