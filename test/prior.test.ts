@@ -5,7 +5,6 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import { CpuBackend } from '../src/kernels/cpu.js';
-import { compileStepFunction } from '../src/kernels/js-source.js';
 import { buildStepGraphs } from '../src/kernels/graphs.js';
 import { pendulum as pendulumDef } from '../src/models/pendulum.js';
 import { resolveModel } from '../src/models/model.js';
@@ -22,7 +21,9 @@ import { PRIOR_PARAMS } from '../src/learned/params.js';
 import { LearnedPrior } from '../src/learned/runtime.js';
 import { percentileSpread, PercentileScale } from '../src/prior/scale.js';
 import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, toVariables, useBackend } from '../src/prior/tensors.js';
-import { trainPrior } from '../src/prior/trainer.js';
+import { readReplayStates, Replay, trainPrior } from '../src/prior/trainer.js';
+import { Demonstrations } from '../src/prior/demonstrations.js';
+import { compileStageCostFunction, compileStepFunction } from '../src/kernels/js-source.js';
 import { resolveTrainParams } from '../src/prior/train-params.js';
 import { resolveValueParams, valueIteration } from '../src/prior/value-iteration.js';
 import { ControllerSession } from '../src/run/session.js';
@@ -529,6 +530,56 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     const raw = f64(readFileSync(join(unbounded, 'value-targets.bin')));
     assert.deepEqual(Array.from(second), Array.from(raw, (t, i) => Math.max(t, first[i])));
     assert.ok(raw.some((t, i) => t < first[i]), 'the bound binds somewhere: some plans come out cheaper the second time');
+  });
+
+  it('demoBound: a buffered state\'s target is capped by what its own episode paid over the sweep\'s horizon', async () => {
+    const value = resolveValueParams({ sweeps: 1, states: 64, epochs: 20, batch: 16, checkSeeds: 0, monotone: false });
+    const f64 = (b: Buffer) => new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+    const targetsOf = (out: string) => f64(readFileSync(join(out, 'value-targets.bin')));
+    const plain = join(dir, 'demo-off');
+    const capped = join(dir, 'demo-on');
+    await valueIteration({ run, value, from, out: plain, resume: false, version: 'test' });
+    const r = await valueIteration({ run, value: { ...value, demoBound: true }, from, out: capped, resume: false, version: 'test' });
+    const raw = targetsOf(plain);
+    const bounded = targetsOf(capped);
+    // the expected caps from the buffer itself: the drawn-once states that are buffered rows, over one horizon (7 steps)
+    const pool = f64(readFileSync(join(capped, 'value-states.bin')));
+    const buffered = readReplayStates(join(from, 'replay.bin'), 2);
+    const demos = new Demonstrations(Replay.load(join(from, 'replay.bin'), undefined, 2, undefined), model);
+    let lowered = 0;
+    for (let i = 0; i < raw.length; i++) {
+      let cap = Infinity;
+      buffered.forEach((x, row) => {
+        const d = demos.costFrom(row, 7)!;
+        if (x[0] === pool[2 * i] && x[1] === pool[2 * i + 1] && d.missingSteps === 0) cap = Math.min(cap, d.cost);
+      });
+      assert.equal(bounded[i], Math.min(raw[i], cap), `state ${i}`);
+      if (cap < raw[i]) lowered++;
+    }
+    assert.ok(lowered > 0, 'the bound binds somewhere: the acting planner did better than this sweep\'s from some states');
+    assert.equal(r.curve[0].demoCapped, lowered);
+  });
+
+  it('demonstrations: stage costs of interleaved episodes of a wrapped buffer, recomputed with the model\'s cost, closed where the record ends', () => {
+    const cost = compileStageCostFunction(buildStepGraphs(model, false));
+    const scaling = controlScaling(model);
+    // two episodes acted at once, rows alternating; the buffer holds 6 of the 8 rows pushed (the oldest two, one of each, gone)
+    const replay = new Replay(6, 2, 1);
+    const states = (e: number, t: number) => [0.1 * t + e, -0.2 * t];
+    const zOf = (e: number, t: number) => [0.3 * (e ? -1 : 1) * (t + 1) / 4];
+    for (let t = 0; t < 4; t++) for (const e of [0, 1]) replay.push(states(e, t), zOf(e, t), 999, states(e, t + 1), [0], [1], e);
+    const demos = new Demonstrations(replay, model);
+    const u = (e: number, t: number) => [scaling.center[0] + scaling.scale[0] * zOf(e, t)[0]];
+    // the rows left of episode 1 are its steps 1, 2, 3; the record starts at step 1, whose previous control it never saw: zero
+    const row = (e: number, t: number) => (2 * t + e) % 6;
+    const expected = cost(states(1, 1), u(1, 1), [0], model.goal) + cost(states(1, 2), u(1, 2), u(1, 1), model.goal);
+    const d = demos.costFrom(row(1, 1), 2)!;
+    assert.ok(Math.abs(d.cost - expected) < 1e-12 && d.missingSteps === 0 && d.end === undefined, JSON.stringify(d));
+    const short = demos.costFrom(row(0, 2), 5)!;
+    assert.equal(short.missingSteps, 3);
+    assert.deepEqual(short.end, states(0, 4));
+    assert.ok(Math.abs(short.cost - (cost(states(0, 2), u(0, 2), u(0, 1), model.goal) + cost(states(0, 3), u(0, 3), u(0, 2), model.goal))) < 1e-12);
+    assert.equal(new Demonstrations(new Replay(4, 2, 1), model).costFrom(0, 3), undefined, 'a row the buffer does not hold');
   });
 
   it('refuses a prior without its replay buffer or with a truncated one, one for another horizon, and a floor above a plan\'s cost', async () => {

@@ -49,7 +49,8 @@ export class Replay {
   readonly sigma: Float64Array;
   readonly episode: Int32Array;
   size = 0;
-  private head = 0;
+  /** the row written next: the oldest row once the buffer is full */
+  head = 0;
 
   constructor(readonly capacity: number, readonly n: number, readonly m: number) {
     this.x = new Float64Array(capacity * n);

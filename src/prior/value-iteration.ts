@@ -18,7 +18,8 @@ import { featureDim, PriorNetworks, stateFeatures, symlog } from '../learned/net
 import { LearnedPrior, mismatch } from '../learned/runtime.js';
 import { clipGradients, forward, readVariables, toVariables, useBackend } from './tensors.js';
 import { TRAIN_BACKENDS } from './train-params.js';
-import { readReplayStates } from './trainer.js';
+import { readReplayStates, Replay } from './trainer.js';
+import { Demonstrations } from './demonstrations.js';
 import { InputError } from '../input-error.js';
 
 /** `train-value`'s parameters (`--set value.KEY=V`, and the named flags). */
@@ -39,6 +40,7 @@ export const VALUE_PARAMS = {
   gradClip: num(20, 'global gradient-norm clip', { min: 0, max: 1e9, exclusive: true }),
   monotone: flag(true, 'never let a state\'s target fall below its bound from the last sweep (a cost-to-go of non-negative costs grows with the horizon; this keeps the planner from pulling the value down where it overshoots into the network\'s errors)'),
   monotoneBound: choice('value', ['value', 'target'] as const, 'the monotone bound: the last sweep\'s value network at every state (up to the last sweep\'s largest target), or the state\'s own target of the last sweep (the states drawn once only): the network\'s overshoot does not become a floor'),
+  demoBound: flag(false, 'cap each buffered state\'s target by what the replay buffer\'s own episode (the teacher that made the prior) paid from it over the horizon this sweep\'s value stands for (sweep k: k plans; a record that ends sooner is closed by the current value): a controller that was run is feasible, so no optimal cost-to-go exceeds it, however the planner fared from there'),
   floor: num(0, 'the least cost-to-go: the value is never read below it (0 where every stage cost is non-negative, as for every bundled system)', { min: -1e12, max: 1e12 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for fitting: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
 } as const;
@@ -56,6 +58,8 @@ export interface SweepPoint {
   fitLoss: number;
   /** the fitted value at the system's start state */
   startValue: number;
+  /** targets lowered to the demonstrated cost (value.demoBound) */
+  demoCapped?: number;
   planS: number;
   /** the closed-loop check of this sweep's value (absent before checkFrom or without a check) */
   check?: CheckResult;
@@ -136,6 +140,9 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   const buffered = readReplayStates(replayPath, n);
   if (buffered.length === 0) throw new InputError(`prior '${opts.from}': its replay buffer is empty`);
   const box = bufferBox(buffered);
+  const demos = value.demoBound ? new Demonstrations(Replay.load(replayPath, undefined, n, undefined), model) : undefined;
+  // the states drawn once, with the buffer row each came from (-1: perturbed or from the box); the same draw on a resume
+  const drawnOnce = fixedStates(new Rng(run.controller.seed), buffered, box, value);
   if (opts.resume) {
     if (!existsSync(statePath)) throw new InputError(`nothing to resume in '${opts.out}' (no value-state.json)`);
     try {
@@ -150,9 +157,12 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
     // a run from before the targets were kept resumes with the bound starting again at its next sweep
     if (existsSync(targetsPath)) lastTargets = Float64Array.from(readRows(targetsPath, 1).flat());
     if (pool.length !== value.states) throw new InputError(`cannot resume '${opts.out}': it values ${pool.length} states per sweep, this run asks for ${value.states}`);
+    if (drawnOnce.slice(0, keep).some((d, i) => d.x.some((v, j) => v !== pool[i][j]))) {
+      throw new InputError(`cannot resume '${opts.out}': its states drawn once are not this run's draw (another seed, or the prior's replay buffer changed)`);
+    }
   } else {
     if (existsSync(join(opts.out, 'meta.json'))) throw new InputError(`'${opts.out}' already holds a prior: pass --resume to continue it, or choose another --out`);
-    pool = fixedStates(new Rng(run.controller.seed), buffered, box, value);
+    pool = drawnOnce.map((d) => d.x);
     const f = featureDim(base.meta.features);
     networks.q = initMlp(new Rng(run.controller.seed + 1), [f + m, ...base.meta.hidden, 1], 0.1);
     state = { sweepsDone: 0, curve: [] };
@@ -212,6 +222,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
           for (let i = 0; i < Math.min(keep, lastTargets.length); i++) targets[i] = Math.max(targets[i], lastTargets[i]);
         }
       }
+      const demoCapped = demos ? capByDemonstrations(demos, drawnOnce, keep, targets, (s + 1) * model.horizon, s === 0 ? undefined : prior, reference) : undefined;
       lastTargets = targets.slice(0, keep);
       if (s === 0) {
         const low = targets.reduce((a, b) => Math.min(a, b), Infinity);
@@ -227,11 +238,12 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
       const point: SweepPoint = {
         sweep: s + 1, targets: [at(0.1), at(0.5), at(0.9)], targetMax: sorted[sorted.length - 1], fitLoss, startValue: fitted.value(x0, 1, reference)[0],
+        ...(demoCapped !== undefined ? { demoCapped } : {}),
         planS, wallS: (performance.now() - ts) / 1000,
       };
       // where this sweep's plans ended: the next sweep values them (a planner exploits the value's errors there)
       pool.length = keep;
-      for (let k = keep; k < value.states; k++) pool.push(ends.length ? ends[Math.floor(rng.uniform() * ends.length)] : fixed(rng, buffered, box, value, k));
+      for (let k = keep; k < value.states; k++) pool.push(ends.length ? ends[Math.floor(rng.uniform() * ends.length)] : fixed(rng, buffered, box, value, k).x);
       state.sweepsDone = s + 1;
       const own = sweepDir(opts.out, s + 1);
       saveCheckpoint(own, networks, meta(s + 1));
@@ -307,16 +319,47 @@ function bufferBox(buffered: number[][]): { lo: number[]; hi: number[]; spread: 
   };
 }
 
-/** The k-th fixed state: the first `boxFraction` uniform in the box, then buffered states, every other one perturbed. */
-function fixed(rng: Rng, buffered: number[][], box: ReturnType<typeof bufferBox>, value: ValueParams, k: number): number[] {
+/**
+ * The k-th fixed state: the first `boxFraction` uniform in the box, then buffered states, every other one perturbed;
+ * with the buffer row of an unperturbed one (-1 otherwise).
+ */
+function fixed(rng: Rng, buffered: number[][], box: ReturnType<typeof bufferBox>, value: ValueParams, k: number): { x: number[]; row: number } {
   const keep = Math.floor(value.states * value.keepFraction);
-  if (k < Math.round(keep * value.boxFraction)) return box.lo.map((l, j) => l + (box.hi[j] - l) * rng.uniform());
-  const x = buffered[Math.floor(rng.uniform() * buffered.length)];
-  return k % 2 === 0 ? [...x] : x.map((v, j) => v + value.perturb * box.spread[j] * rng.normal());
+  if (k < Math.round(keep * value.boxFraction)) return { x: box.lo.map((l, j) => l + (box.hi[j] - l) * rng.uniform()), row: -1 };
+  const row = Math.floor(rng.uniform() * buffered.length);
+  const x = buffered[row];
+  return k % 2 === 0 ? { x: [...x], row } : { x: x.map((v, j) => v + value.perturb * box.spread[j] * rng.normal()), row: -1 };
+}
+
+/**
+ * Lowers the targets of the buffered states drawn once to what their episode paid over `steps` (the horizon this
+ * sweep's value stands for); a record shorter than that is closed by `closing`'s value at its end (no cap without
+ * one: a partial sum alone is no bound). Returns how many targets it lowered.
+ */
+function capByDemonstrations(
+  demos: Demonstrations, drawnOnce: { row: number }[], keep: number, targets: Float64Array, steps: number,
+  closing: LearnedPrior | undefined, reference: number[],
+): number {
+  const caps: { i: number; cost: number; end?: number[] }[] = [];
+  for (let i = 0; i < keep; i++) {
+    const d = drawnOnce[i].row >= 0 ? demos.costFrom(drawnOnce[i].row, steps) : undefined;
+    if (d && (!d.end || closing)) caps.push({ i, cost: d.cost, end: d.end });
+  }
+  const open = caps.filter((c) => c.end);
+  const closed = open.length && closing ? closing.value(Float64Array.from(open.flatMap((c) => c.end!)), open.length, reference) : new Float64Array(0);
+  open.forEach((c, k) => (c.cost += closed[k]));
+  let lowered = 0;
+  for (const { i, cost } of caps) {
+    if (Number.isFinite(cost) && cost < targets[i]) {
+      targets[i] = cost;
+      lowered++;
+    }
+  }
+  return lowered;
 }
 
 /** The states every sweep values: `keepFraction` of them fixed, the rest (until a sweep has ended somewhere) more of the same mix. */
-function fixedStates(rng: Rng, buffered: number[][], box: ReturnType<typeof bufferBox>, value: ValueParams): number[][] {
+function fixedStates(rng: Rng, buffered: number[][], box: ReturnType<typeof bufferBox>, value: ValueParams): { x: number[]; row: number }[] {
   return Array.from({ length: value.states }, (_, k) => fixed(rng, buffered, box, value, k));
 }
 
