@@ -558,6 +558,9 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     }
     assert.ok(lowered > 0, 'the bound binds somewhere: the acting planner did better than this sweep\'s from some states');
     assert.equal(r.curve[0].demoCapped, lowered);
+    // a resume with another seed would value other states than the ones its targets were for
+    const reseeded = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 7, 'mppi.samples': 32, 'mppi.iterations': 2, threads: 1, seed: 5 });
+    await assert.rejects(valueIteration({ run: reseeded, value: { ...value, sweeps: 2, demoBound: true }, from, out: capped, resume: true, version: 'test' }), /its states drawn once are not this run's draw/);
   });
 
   it('demonstrations: stage costs of interleaved episodes of a wrapped buffer, recomputed with the model\'s cost, closed where the record ends', () => {
