@@ -40,7 +40,7 @@ export const VALUE_PARAMS = {
   gradClip: num(20, 'global gradient-norm clip', { min: 0, max: 1e9, exclusive: true }),
   monotone: flag(true, 'never let a state\'s target fall below its bound from the last sweep (a cost-to-go of non-negative costs grows with the horizon; this keeps the planner from pulling the value down where it overshoots into the network\'s errors)'),
   monotoneBound: choice('value', ['value', 'target'] as const, 'the monotone bound: the last sweep\'s value network at every state (up to the last sweep\'s largest target), or the state\'s own target of the last sweep (the states drawn once only): the network\'s overshoot does not become a floor'),
-  demoBound: flag(false, 'cap each buffered state\'s target by what the replay buffer\'s own episode (the teacher that made the prior) paid from it over the horizon this sweep\'s value stands for (sweep k: k plans; a record that ends sooner is closed by the current value): a controller that was run is feasible, so no optimal cost-to-go exceeds it, however the planner fared from there'),
+  demoBound: flag(true, 'cap each buffered state\'s target by what the replay buffer\'s own episode (the teacher that made the prior) paid from it over the horizon this sweep\'s value stands for (sweep k: k plans; a record that ends sooner is closed by the current value): a controller that was run is feasible, so no optimal cost-to-go exceeds it, however the planner fared from there'),
   floor: num(0, 'the least cost-to-go: the value is never read below it (0 where every stage cost is non-negative, as for every bundled system)', { min: -1e12, max: 1e12 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for fitting: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
 } as const;
