@@ -36,9 +36,9 @@ export class Demonstrations {
     const cost = compileStageCostFunction(buildStepGraphs(model, false));
     const scaling = controlScaling(model);
     const reference = [...model.goal];
-    // oldest first: a full ring buffer's oldest row is at its head
-    const first = size < capacity ? 0 : replay.head;
+    const first = replay.oldest;
     const rowsOf = new Map<number, number[]>();
+    // oldest first, so each episode's rows come in the order they were acted
     for (let p = 0; p < size; p++) {
       const row = (first + p) % capacity;
       const e = replay.episode[row];

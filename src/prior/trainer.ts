@@ -49,8 +49,7 @@ export class Replay {
   readonly sigma: Float64Array;
   readonly episode: Int32Array;
   size = 0;
-  /** the row written next: the oldest row once the buffer is full */
-  head = 0;
+  private head = 0;
 
   constructor(readonly capacity: number, readonly n: number, readonly m: number) {
     this.x = new Float64Array(capacity * n);
@@ -80,6 +79,11 @@ export class Replay {
    * this many rows lie between one step of an episode and its next.
    */
   interleave = 1;
+
+  /** The oldest row the buffer holds (a full ring's next to be overwritten). */
+  get oldest(): number {
+    return this.size < this.capacity ? 0 : this.head;
+  }
 
   /** The row of the step k steps after row i's in the same episode, if the buffer holds it. */
   after(i: number, k: number): number | undefined {
