@@ -21,7 +21,7 @@ import { PRIOR_PARAMS } from '../src/learned/params.js';
 import { LearnedPrior } from '../src/learned/runtime.js';
 import { percentileSpread, PercentileScale } from '../src/prior/scale.js';
 import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, toVariables, useBackend } from '../src/prior/tensors.js';
-import { readReplayStates, Replay, trainPrior } from '../src/prior/trainer.js';
+import { Replay, trainPrior } from '../src/prior/trainer.js';
 import { Demonstrations } from '../src/prior/demonstrations.js';
 import { compileStageCostFunction, compileStepFunction } from '../src/kernels/js-source.js';
 import { resolveTrainParams } from '../src/prior/train-params.js';
@@ -544,8 +544,9 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     const bounded = targetsOf(capped);
     // the expected caps from the buffer itself: the drawn-once states that are buffered rows, over one horizon (7 steps)
     const pool = f64(readFileSync(join(capped, 'value-states.bin')));
-    const buffered = readReplayStates(join(from, 'replay.bin'), 2);
-    const demos = new Demonstrations(Replay.load(join(from, 'replay.bin'), undefined, 2, undefined), model);
+    const replay = Replay.load(join(from, 'replay.bin'), undefined, 2, undefined);
+    const buffered = replay.states();
+    const demos = new Demonstrations(replay, model);
     let lowered = 0;
     for (let i = 0; i < raw.length; i++) {
       let cap = Infinity;

@@ -28,11 +28,16 @@ export class Demonstrations {
   /** per buffered row: its episode's rows in order (index into `episodes`) and its place in it; -1 if not recorded */
   private readonly episodeOf: Int32Array;
   private readonly placeOf: Int32Array;
-  /** per episode: cumulative stage costs (length + 1) and the state after each step */
-  private readonly episodes: { cumulative: Float64Array; next: number[][] }[] = [];
+  /** per episode: cumulative stage costs (length + 1) and its rows in order */
+  private readonly episodes: { cumulative: Float64Array; rows: number[] }[] = [];
+  /** the buffer's states after each row's step (read where a record ends short) */
+  private readonly next: Float64Array;
+  private readonly n: number;
 
   constructor(replay: Replay, model: Model) {
     const { n, m, size, capacity } = replay;
+    this.next = replay.next;
+    this.n = n;
     const cost = compileStageCostFunction(buildStepGraphs(model, false));
     const scaling = controlScaling(model);
     const reference = [...model.goal];
@@ -50,19 +55,17 @@ export class Demonstrations {
     this.placeOf = new Int32Array(capacity).fill(-1);
     for (const rows of rowsOf.values()) {
       const cumulative = new Float64Array(rows.length + 1);
-      const next: number[][] = [];
       // an episode starts from rest: the acting loop's first previous control is zero
       let uPrev = new Array<number>(m).fill(0);
       rows.forEach((row, j) => {
         const x = Array.from(replay.x.subarray(row * n, (row + 1) * n));
         const u = Array.from(toControls(replay.z.slice(row * m, (row + 1) * m), scaling));
         cumulative[j + 1] = cumulative[j] + cost(x, u, uPrev, reference);
-        next.push(Array.from(replay.next.subarray(row * n, (row + 1) * n)));
         uPrev = u;
         this.episodeOf[row] = this.episodes.length;
         this.placeOf[row] = j;
       });
-      this.episodes.push({ cumulative, next });
+      this.episodes.push({ cumulative, rows });
     }
   }
 
@@ -70,10 +73,11 @@ export class Demonstrations {
   costFrom(row: number, steps: number): DemonstratedCost | undefined {
     const e = this.episodeOf[row];
     if (e === undefined || e < 0) return undefined;
-    const { cumulative, next } = this.episodes[e];
+    const { cumulative, rows } = this.episodes[e];
     const j = this.placeOf[row];
-    const end = Math.min(j + steps, next.length);
+    const end = Math.min(j + steps, rows.length);
     const missingSteps = j + steps - end;
-    return { cost: cumulative[end] - cumulative[j], missingSteps, ...(missingSteps > 0 ? { end: [...next[end - 1]] } : {}) };
+    const last = rows[end - 1];
+    return { cost: cumulative[end] - cumulative[j], missingSteps, ...(missingSteps > 0 ? { end: Array.from(this.next.subarray(last * this.n, (last + 1) * this.n)) } : {}) };
   }
 }

@@ -80,6 +80,11 @@ export class Replay {
    */
   interleave = 1;
 
+  /** The states (x) of the rows held, one row each, in storage order (row i is states()[i]). */
+  states(): number[][] {
+    return Array.from({ length: this.size }, (_, i) => Array.from(this.x.subarray(i * this.n, (i + 1) * this.n)));
+  }
+
   /** The oldest row the buffer holds (a full ring's next to be overwritten). */
   get oldest(): number {
     return this.size < this.capacity ? 0 : this.head;
@@ -126,12 +131,6 @@ export class Replay {
     r.head = head;
     return r;
   }
-}
-
-/** The states (x) of a replay buffer that `Replay.save` wrote, one row each, whatever its capacity. */
-export function readReplayStates(path: string, n: number): number[][] {
-  const r = Replay.load(path, undefined, n, undefined);
-  return Array.from({ length: r.size }, (_, i) => Array.from(r.x.subarray(i * n, (i + 1) * n)));
 }
 
 interface TrainState {

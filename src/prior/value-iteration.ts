@@ -18,7 +18,7 @@ import { featureDim, PriorNetworks, stateFeatures, symlog } from '../learned/net
 import { LearnedPrior, mismatch } from '../learned/runtime.js';
 import { clipGradients, forward, readVariables, toVariables, useBackend } from './tensors.js';
 import { TRAIN_BACKENDS } from './train-params.js';
-import { readReplayStates, Replay } from './trainer.js';
+import { Replay } from './trainer.js';
 import { Demonstrations } from './demonstrations.js';
 import { InputError } from '../input-error.js';
 
@@ -137,10 +137,12 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   const keep = Math.floor(value.states * value.keepFraction);
   const replayPath = join(opts.from, 'replay.bin');
   if (!existsSync(replayPath)) throw new InputError(`prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior`);
-  const buffered = readReplayStates(replayPath, n);
+  // read once: its states seed the pool, its episodes (value.demoBound) bound the targets
+  const replay = Replay.load(replayPath, undefined, n, undefined);
+  const buffered = replay.states();
   if (buffered.length === 0) throw new InputError(`prior '${opts.from}': its replay buffer is empty`);
   const box = bufferBox(buffered);
-  const demos = value.demoBound ? new Demonstrations(Replay.load(replayPath, undefined, n, undefined), model) : undefined;
+  const demos = value.demoBound ? new Demonstrations(replay, model) : undefined;
   // the states drawn once, with the buffer row each came from (-1: perturbed or from the box); the same draw on a resume
   const drawnOnce = fixedStates(new Rng(run.controller.seed), buffered, box, value);
   if (opts.resume) {
