@@ -107,7 +107,8 @@ export function packPrior(networks: PriorNetworks): Float32Array {
  * on bounded controls, log-std squashed into LOG_STD_RANGE, normalised
  * control units) and the value V(x) = symexp(Q(x, mean)) raised to the
  * prior's floor; `finite` false when an output is not a finite number (WGSL
- * may assume none is NaN or infinite, so it is judged on the bits). Weights
+ * may assume none is NaN or infinite, so it is judged on the bits). Also
+ * `fn prior_q(x, r, z) -> PriorQ`, Q at any action (value and finite). Weights
  * from the storage buffer `buffer`, laid out by packPrior.
  */
 export function priorFunctionWgsl(meta: PriorMeta, networks: PriorNetworks, buffer: string): string {
@@ -122,6 +123,7 @@ export function priorFunctionWgsl(meta: PriorMeta, networks: PriorNetworks, buff
   const q = `q${qSizes.length - 1}`;
   return [
     `struct Prior { mean: array<f32, ${m}>, deviation: array<f32, ${m}>, value: f32, finite: bool }`,
+    'struct PriorQ { value: f32, finite: bool }',
     'fn prior_bits_finite(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u; }',
     `fn prior_eval(x: array<f32, ${n}>, r: array<f32, ${n}>) -> Prior {`,
     'var out: Prior;',
@@ -129,16 +131,30 @@ export function priorFunctionWgsl(meta: PriorMeta, networks: PriorNetworks, buff
     `var p0: array<f32, ${d}>;`,
     ...featureStatements(meta.features, (j) => `x[${j}]`, (j) => `r[${j}]`, (k) => `p0[${k}]`),
     ...forwardStatements(policySizes, 0, 'p0', 'p', buffer),
-    `var q0: array<f32, ${d + m}>;`,
-    `for (var i: u32 = 0u; i < ${d}u; i = i + 1u) { q0[i] = p0[i]; }`,
     ...Array.from({ length: m }, (_, j) => [
       `out.finite = out.finite && prior_bits_finite(${raw}[${j}]) && prior_bits_finite(${raw}[${m + j}]);`,
       `out.mean[${j}] = ${meta.bounded[j] ? `tanh(clamp(${raw}[${j}], -15.0, 15.0))` : `${raw}[${j}]`};`,
-      `q0[${d + j}] = out.mean[${j}];`,
       `out.deviation[${j}] = exp(${f32(lo)} + ${f32(0.5 * (hi - lo))} * (tanh(clamp(${raw}[${m + j}], -15.0, 15.0)) + 1.0));`,
     ].join(' ')),
+    'let v = prior_q_of_features(p0, out.mean);',
+    'out.value = v.value; out.finite = out.finite && v.finite;',
+    'return out;',
+    '}',
+    '',
+    /** Q(x, z) at any action z (normalised), floored as the value: what TRT-SMC's twisted proposal weighs its atoms by (LearnedPrior.q). */
+    `fn prior_q(x: array<f32, ${n}>, r: array<f32, ${n}>, z: array<f32, ${m}>) -> PriorQ {`,
+    `var p0: array<f32, ${d}>;`,
+    ...featureStatements(meta.features, (j) => `x[${j}]`, (j) => `r[${j}]`, (k) => `p0[${k}]`),
+    'return prior_q_of_features(p0, z);',
+    '}',
+    '',
+    `fn prior_q_of_features(p0: array<f32, ${d}>, z: array<f32, ${m}>) -> PriorQ {`,
+    'var out: PriorQ;',
+    `var q0: array<f32, ${d + m}>;`,
+    `for (var i: u32 = 0u; i < ${d}u; i = i + 1u) { q0[i] = p0[i]; }`,
+    `for (var j: u32 = 0u; j < ${m}u; j = j + 1u) { q0[${d}u + j] = z[j]; }`,
     ...forwardStatements(qSizes, qOffset, 'q0', 'q', buffer),
-    `out.finite = out.finite && prior_bits_finite(${q}[0]) && abs(${q}[0]) < 88.0;`,
+    `out.finite = prior_bits_finite(${q}[0]) && abs(${q}[0]) < 88.0;`,
     `out.value = sign(${q}[0]) * (exp(min(abs(${q}[0]), 88.0)) - 1.0);`,
     meta.valueFloor !== undefined ? `out.value = max(out.value, ${f32(meta.valueFloor)});` : '',
     'return out;',

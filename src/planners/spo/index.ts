@@ -1,4 +1,5 @@
 import type { PlannerDescriptor } from '../descriptor.js';
+import { GpuSmcTimePlanner } from './gpu.js';
 import { policyProposal, SMC_TIME_PARAMS, SmcTimePlanner, SmcVariant } from './receding.js';
 
 /** SPO (Macfarlane et al.): the policy proposes, advantages weigh, q-hat from the surviving particles' root ancestors (Algorithm 1). */
@@ -7,6 +8,7 @@ export const SPO_VARIANT: SmcVariant = {
   proposal: (p, bounded) => policyProposal(p.policyStdScale as number, bounded, p.meanParticle === true),
   rootWeights: (r) => r.survivingWeights,
   revive: () => false,
+  gpu: { trustRegion: false, backedUp: false },
 };
 
 /** Per-system tuning both members start from (measured in docs/results.md, "SMC planning over time"). */
@@ -21,11 +23,13 @@ export const SPO: PlannerDescriptor = {
   summary: 'SPO: SMC over time with a learned policy as proposal and advantage weights; needs a prior (train-prior)',
   schema: SMC_TIME_PARAMS,
   distils: true,
-  gpu: false,
+  gpu: true,
   sizeKey: 'particles',
   liveKey: 'eta',
   prior: 'required',
   readsValue: () => true,
-  build: ({ model, params, rng, guide }) => new SmcTimePlanner(model, params as never, rng, guide!, SPO_VARIANT),
+  build: ({ model, params, rng, seed, guide, gpu }) => (gpu
+    ? GpuSmcTimePlanner.create(model, gpu, params as never, seed, guide!, SPO_VARIANT)
+    : new SmcTimePlanner(model, params as never, rng, guide!, SPO_VARIANT)),
   charts: SMC_TIME_CHARTS,
 };

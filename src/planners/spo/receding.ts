@@ -23,7 +23,7 @@ export const SMC_TIME_PARAMS = {
   warmStart: flag(true, 'one particle follows the shifted previous plan (while it or an offspring survives resampling), so the last plan stays in reach'),
 } as const;
 
-type SmcTimeParams = ParamsOf<typeof SMC_TIME_PARAMS>;
+export type SmcTimeParams = ParamsOf<typeof SMC_TIME_PARAMS>;
 
 /** How a member of the family proposes actions and reads q-hat; the loop, the plan and the diagnostics are shared. */
 export interface SmcVariant {
@@ -36,6 +36,8 @@ export interface SmcVariant {
   revive(params: Readonly<Record<string, unknown>>): boolean;
   /** a name for the proposal's per-step figure, if it has one (an info key and a series) */
   figureName?: string;
+  /** the same choices for the GPU-resident pass (src/kernels/wgsl-smc-time.ts): the trust-region proposal, and q-hat from the backed-up statistics (else the surviving weights) */
+  gpu: { trustRegion: boolean; backedUp: boolean };
 }
 
 /**

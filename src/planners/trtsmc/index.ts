@@ -1,6 +1,7 @@
 import { flag, num } from '../../params.js';
 import type { PlannerDescriptor } from '../descriptor.js';
 import { SMC_TIME_CHARTS } from '../spo/index.js';
+import { GpuSmcTimePlanner } from '../spo/gpu.js';
 import { SMC_TIME_PARAMS, SmcTimePlanner, SmcVariant } from '../spo/receding.js';
 import type { Proposal } from '../spo/smc.js';
 import { normalise } from '../spo/smc.js';
@@ -69,6 +70,7 @@ export const TRTSMC_VARIANT: SmcVariant = {
   rootWeights: (r) => normalise(r.backedUp.map((v, j) => v - r.backedUpBaseline[j])),
   revive: (p) => p.revive === true,
   figureName: 'beta',
+  gpu: { trustRegion: true, backedUp: true },
 };
 
 export const TRTSMC: PlannerDescriptor = {
@@ -76,11 +78,13 @@ export const TRTSMC: PlannerDescriptor = {
   summary: 'TRT-SMC: SMC over time with a trust-region twisted proposal over the learned Q and backed-up ancestor statistics; needs a prior (train-prior)',
   schema: TRTSMC_PARAMS,
   distils: true,
-  gpu: false,
+  gpu: true,
   sizeKey: 'particles',
   liveKey: 'alpha',
   prior: 'required',
   readsValue: () => true,
-  build: ({ model, params, rng, guide }) => new SmcTimePlanner(model, params as never, rng, guide!, TRTSMC_VARIANT),
+  build: ({ model, params, rng, seed, guide, gpu }) => (gpu
+    ? GpuSmcTimePlanner.create(model, gpu, params as never, seed, guide!, TRTSMC_VARIANT)
+    : new SmcTimePlanner(model, params as never, rng, guide!, TRTSMC_VARIANT)),
   charts: [...SMC_TIME_CHARTS, { title: 'TRT-SMC: mean inverse temperature beta of the proposal along the depth (x: step)', kind: 'last', series: ['beta'], labels: ['beta'] }],
 };
