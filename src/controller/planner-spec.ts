@@ -83,6 +83,8 @@ function countingRoundTrips(inner: RecedingPlanner, counters: GpuCounters): Rece
     },
     reset: () => inner.reset(),
     updateParams: (changes) => inner.updateParams(changes),
+    // train-prior distils the first step's distribution of whichever path plans
+    ...(inner.firstStep ? { firstStep: () => inner.firstStep!() } : {}),
   };
 }
 

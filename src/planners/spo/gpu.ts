@@ -37,6 +37,8 @@ export interface SmcTimeHistory {
   ancestors: Int32Array;
   backedUp: Float64Array;
   backedUpBaseline: Float64Array;
+  /** TRT-SMC: Q of each particle's B atoms at the last step (K x B; +Infinity where not finite) */
+  atomQ: Float64Array;
 }
 
 /**
@@ -250,7 +252,7 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
     const scalars = await read(b.R, 0, SMC_SCALAR.plans);
     const depth = scalars[SMC_SCALAR.depth];
     const hist = await read(b.TR, 2 * K * D, H * K * (m + 1));
-    const pw = await read(b.PW, 0, K * (PW_FIELDS.rootAction + m));
+    const pw = await read(b.PW, 0, K * (PW_FIELDS.rootAction + m) + K * b.atoms);
     const ix = new Uint32Array((await read(b.IX, 0, 3 * K + H * K)).buffer);
     const field = (f: number) => Float64Array.from({ length: K }, (_, i) => {
       const v = pw[i * (PW_FIELDS.rootAction + m) + f];
@@ -269,6 +271,7 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
       actions, logCorrections, resampled,
       logWeights: field(PW_FIELDS.logW), ancestors: Int32Array.from(ix.subarray(0, K)),
       backedUp: field(PW_FIELDS.backedUp), backedUpBaseline: field(PW_FIELDS.baseline),
+      atomQ: Float64Array.from(pw.subarray(K * (PW_FIELDS.rootAction + m)), (v) => (v >= BIG ? Infinity : v)),
     };
   }
 }

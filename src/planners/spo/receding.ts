@@ -6,7 +6,7 @@ import type { Rng } from '../../random.js';
 import { controlScaling } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner, shiftSequence } from '../receding.js';
 import { LOG_STD_RANGE } from '../../learned/networks.js';
-import { normalise, Proposal, SmcResult, smcOverTime } from './smc.js';
+import { normalise, Proposal, SmcProblem, SmcResult, smcOverTime } from './smc.js';
 
 /** SMC planning over time: the parameters SPO and TRT-SMC share (`spo.*`, `trtsmc.*`). */
 export const SMC_TIME_PARAMS = {
@@ -118,15 +118,12 @@ export class SmcTimePlanner implements RecedingPlanner {
     applyPlannerChanges(this.params, this.guide, changes);
   }
 
-  async plan(req: PlanRequest): Promise<PlanResult> {
-    const p = this.params;
+  /** The problem one pass solves from this request (the GPU-resident pass solves the same; its tests replay it here). */
+  problem(req: PlanRequest): SmcProblem {
     const { model } = this;
     const m = model.controlDim;
-    const H = model.horizon;
-    const depth = p.depth > 0 ? Math.min(p.depth, H) : H;
     const prior = this.guide.prior;
-    const toPhysical = (z: ArrayLike<number>) => Array.from({ length: m }, (_, j) => this.scaling.center[j] + this.scaling.scale[j] * z[j]);
-    const r = smcOverTime({
+    return {
       stateDim: model.stateDim, controlDim: m, x0: req.x0, uPrev: req.uPrev,
       // the value as MPPI takes it: prior.value switches it, prior.valueWeight scales it
       policyValue: (x, count) => {
@@ -138,8 +135,20 @@ export class SmcTimePlanner implements RecedingPlanner {
       step: this.step,
       stageCost: (x, u, uPrev) => this.stageCost(x, u, uPrev, req.reference),
       terminalCost: (x) => this.terminalCost(x, req.reference),
-      toPhysical, gamma: p.gamma,
-    }, {
+      toPhysical: (z) => Array.from({ length: m }, (_, j) => this.scaling.center[j] + this.scaling.scale[j] * z[j]),
+      gamma: this.params.gamma,
+    };
+  }
+
+  async plan(req: PlanRequest): Promise<PlanResult> {
+    const p = this.params;
+    const { model } = this;
+    const m = model.controlDim;
+    const H = model.horizon;
+    const depth = p.depth > 0 ? Math.min(p.depth, H) : H;
+    const prior = this.guide.prior;
+    const toPhysical = (z: ArrayLike<number>) => Array.from({ length: m }, (_, j) => this.scaling.center[j] + this.scaling.scale[j] * z[j]);
+    const r = smcOverTime(this.problem(req), {
       particles: p.particles, depth, resampleEvery: p.resampleEvery, resampling: p.resampling, eta: p.eta, klBound: p.klBound,
       revive: this.variant.revive(p), deadline: req.deadline,
       guide: p.warmStart && this.last ? shiftSequence(this.last, m, req.shiftSteps ?? 1).subarray(0, depth * m) : undefined,
