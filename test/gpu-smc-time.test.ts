@@ -6,6 +6,7 @@ import { buildPlanner } from '../src/controller/planner-spec.js';
 import { saveCheckpoint } from '../src/learned/checkpoint.js';
 import { boundedControls, defaultFeatures, initNetworks } from '../src/learned/networks.js';
 import { controlScaling } from '../src/models/controls.js';
+import { LearnedPrior } from '../src/learned/runtime.js';
 import { resolveModel } from '../src/models/model.js';
 import { pendulum as pendulumDef } from '../src/models/pendulum.js';
 import type { PlanRequest } from '../src/planners/receding.js';
@@ -168,6 +169,17 @@ describe('SPO and TRT-SMC on the GPU (the whole pass in WGSL)', function () {
       assert.ok(Math.abs(h.actions[t][0] - planned) < 1e-5, `step ${t}: guide ${h.actions[t][0]} vs plan ${planned}`);
       assert.equal(h.logCorrections[t][0], 0);
     }
+  });
+
+  it('a prior whose output is not finite at the state: the tick is refused with the reason (the controller then commands its safe command)', async () => {
+    const cpu = await build('spo', { 'spo.particles': 8 }, 'cpu') as SmcTimePlanner;
+    const networks = structuredClone(cpu.guide.prior.networks);
+    networks.policy.layers[1].bias.fill(Number.POSITIVE_INFINITY);
+    const broken = { ...cpu.guide, prior: LearnedPrior.fromNetworks(cpu.guide.prior.meta, networks) };
+    const { GpuSmcTimePlanner } = await import('../src/planners/spo/gpu.js');
+    const { WebGpuBackend } = await import('../src/kernels/webgpu.js');
+    const gpu = await GpuSmcTimePlanner.create(model, await WebGpuBackend.create(model), { ...cpu.params }, 3, broken, SPO_VARIANT);
+    await assert.rejects(gpu.plan(req), /spo: the learned prior's output is not finite at the current state/);
   });
 
   it('names the settings that exceed the adapter\'s dispatch limit', async () => {

@@ -27,7 +27,7 @@ const PUBLISHED_MS = {
 export const benchPlannerCommand: Command = {
   name: 'bench planner',
   summary: 'Time one planner\'s optimisations (ms median and p99, rollout-steps/s) on cpu or webgpu, with the GPU round trips per plan.',
-  usage: 'bench planner [--planner NAME] [--prior DIR] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu] [--gpu-path resident|rollouts|resident,rollouts] [--preset mppi-generic] [--repeats N] [--threads N] [--set key=value] [--out DIR] [--json]',
+  usage: 'bench planner [--planner NAME] [--prior DIR] [--system NAME] [--samples M[,M...]] [--steps T] [--iterations J] [--backend cpu|webgpu|cpu,webgpu] [--gpu-path resident|rollouts|resident,rollouts] [--preset mppi-generic] [--repeats N] [--threads N] [--set key=value] [--out DIR] [--json]',
   options: {
     planner: { type: 'string', description: `a planner of the registry (${PLANNER_NAMES.join(', ')}; default mppi)`, valueName: 'NAME' },
     prior: { type: 'string', description: 'a learned prior (train-prior --out) for the planner to use', valueName: 'DIR' },
@@ -35,7 +35,7 @@ export const benchPlannerCommand: Command = {
     samples: { type: 'string', description: 'the planner\'s size (MPPI: samples M; TSMC, SPO, TRT-SMC: particles), a comma-separated list (default the planner\'s)', valueName: 'M' },
     steps: { type: 'string', description: 'horizon T in model steps (default the system\'s)', valueName: 'T' },
     iterations: { type: 'string', description: 'MPPI iterations per optimisation (default the planner\'s)', valueName: 'J' },
-    backend: { type: 'string', description: 'cpu or webgpu (default webgpu where an adapter is found, else cpu)', valueName: 'NAME' },
+    backend: { type: 'string', description: 'cpu, webgpu, or cpu,webgpu (both timed interleaved, with their ratio); default webgpu where an adapter is found, else cpu', valueName: 'NAME' },
     'gpu-path': { type: 'string', description: 'webgpu: resident (whole iterations on the GPU, default), rollouts (planner on the CPU, GPU rollouts: the path before), or resident,rollouts (timed interleaved, with their ratio)', valueName: 'PATH' },
     preset: { type: 'string', description: 'mppi-generic: M in {2048, 8192, 16384}, T = 100, J = 1, beside the published figures', valueName: 'NAME' },
     repeats: { type: 'string', description: 'timed optimisations per size (default 50; 5 warm-up ones run first)', valueName: 'N' },
@@ -56,10 +56,19 @@ export const benchPlannerCommand: Command = {
     const def = modelDefinition(system);
     const out = outputFolder(values, 'bench-planner');
     // a planner without a GPU path is measured on the CPU unless --backend says otherwise (and is then refused with the reason)
-    const backend = descriptor.gpu || stringOpt(values, 'backend') !== undefined ? await chooseBackend(stringOpt(values, 'backend')) : 'cpu';
+    const backendText = stringOpt(values, 'backend');
+    const backends = backendText?.includes(',')
+      ? [...new Set(backendText.split(',').map((b) => parseBackend(b.trim())))]
+      : [descriptor.gpu || backendText !== undefined ? await chooseBackend(backendText) : 'cpu'];
+    const backend = backends.join(',');
     const paths = (stringOpt(values, 'gpu-path') ?? 'resident').split(',').map((p) => p.trim()) as ('resident' | 'rollouts')[];
     for (const p of paths) if (p !== 'resident' && p !== 'rollouts') throw new InputError(`--gpu-path takes resident, rollouts or both (comma-separated), got '${p}'`);
-    if (backend === 'cpu' && paths.length > 1) throw new InputError('--gpu-path with two paths needs --backend webgpu');
+    if (!backends.includes('webgpu') && paths.length > 1) throw new InputError('--gpu-path with two paths needs --backend webgpu');
+    // what is timed, interleaved plan by plan: the CPU planner and/or each GPU path
+    type Variant = { backend: 'cpu' | 'webgpu'; gpuPath: 'resident' | 'rollouts'; label: string };
+    const variants = backends.flatMap((b): Variant[] => (b === 'cpu'
+      ? [{ backend: b, gpuPath: 'resident', label: 'cpu' }]
+      : paths.map((gpuPath) => ({ backend: b, gpuPath, label: gpuPath }))));
     const stepsText = stringOpt(values, 'steps');
     const steps = stepsText !== undefined ? parseInteger('--steps', stepsText, 1) : preset?.steps;
     const iterationsText = stringOpt(values, 'iterations');
@@ -80,7 +89,8 @@ export const benchPlannerCommand: Command = {
     const reqBase = { x0: [...model.x0], uPrev: new Array<number>(model.controlDim).fill(0), reference: [...model.goal], shiftSteps: 1 };
     const bar = progressBar(`${planner} ${system} ${backend}`, !values.json);
     const rows = [];
-    let device = backend === 'cpu' ? `${cpus()[0]?.model ?? 'CPU'} (${threads || cpus().length} threads)` : '';
+    const cpuName = `${cpus()[0]?.model ?? 'CPU'} (${threads || cpus().length} threads)`;
+    let gpuName = '';
     const { sizeKey } = descriptor;
     const hasIterations = Object.hasOwn(descriptor.schema, 'iterations');
     if (iterations !== undefined && !hasIterations) throw new InputError(`--iterations: planner ${planner} has no iterations`);
@@ -89,13 +99,13 @@ export const benchPlannerCommand: Command = {
       // the schema's defaults, not the system's: the figures measure the planner at a given size
       const params = resolveParams(planner, descriptor.schema, sized);
       const count = params[sizeKey] as number;
-      // several paths are timed interleaved, plan by plan, so their ratio holds when the machine's speed drifts
-      const built = await Promise.all(paths.map((gpuPath) => buildPlanner({
-        system, model: steps !== undefined ? { horizon: steps } : {}, planner, params, prior, backend, threads, seed: 1, gpuPath,
+      // several variants are timed interleaved, plan by plan, so their ratio holds when the machine's speed drifts
+      const built = await Promise.all(variants.map((v) => buildPlanner({
+        system, model: steps !== undefined ? { horizon: steps } : {}, planner, params, prior, backend: v.backend, threads, seed: 1, gpuPath: v.gpuPath,
       } satisfies PlannerSpec)));
-      for (const b of built) if (b.backend instanceof WebGpuBackend) device = b.backend.adapterName;
-      const times = paths.map(() => [] as number[]);
-      const info = paths.map(() => ({}) as Record<string, number[]>);
+      for (const b of built) if (b.backend instanceof WebGpuBackend) gpuName = b.backend.adapterName;
+      const times = variants.map(() => [] as number[]);
+      const info = variants.map(() => ({}) as Record<string, number[]>);
       for (let k = 0; k < 5 + repeats; k++) {
         for (const [p, b] of built.entries()) {
           const t0 = performance.now();
@@ -108,12 +118,12 @@ export const benchPlannerCommand: Command = {
         bar.update((index + (k + 1) / (5 + repeats)) / sizes.length, `${sizeKey} ${count}`);
       }
       for (const b of built) b.backend.dispose();
-      for (const [p, gpuPath] of paths.entries()) {
+      for (const [p, v] of variants.entries()) {
         const median = quantile(times[p], 0.5);
         const meanOf = (key: string) => (info[p][key] ? info[p][key].reduce((a, b) => a + b, 0) / info[p][key].length : null);
         const rollouts = meanOf('rollouts');
         rows.push({
-          path: backend === 'webgpu' ? gpuPath : 'cpu',
+          path: v.label,
           samples: count,
           steps: model.horizon,
           iterations: hasIterations ? params.iterations as number : null,
@@ -128,6 +138,7 @@ export const benchPlannerCommand: Command = {
       }
     }
     bar.done();
+    const device = backends.map((b) => (b === 'cpu' ? cpuName : gpuName)).join('; ');
     const result = {
       planner, system, backend, device, preset: presetName ?? null, repeats, rows,
       published: presetName === 'mppi-generic' ? PUBLISHED_MS : undefined,
@@ -142,6 +153,8 @@ export const benchPlannerCommand: Command = {
     for (const r of rows.filter((row) => row.path === 'resident')) {
       const before = rows.find((row) => row.path === 'rollouts' && row.samples === r.samples);
       if (before) console.log(`  ${r.samples}: rollouts / resident = ${(before.msMedian / r.msMedian).toFixed(2)}x (medians, timed interleaved)`);
+      const onCpu = rows.find((row) => row.path === 'cpu' && row.samples === r.samples);
+      if (onCpu) console.log(`  ${r.samples}: cpu / resident = ${(onCpu.msMedian / r.msMedian).toFixed(2)}x (medians, timed interleaved)`);
     }
     if (presetName === 'mppi-generic') {
       for (const [who, ms] of Object.entries(PUBLISHED_MS)) console.log(`  published, ${who}: ${Object.entries(ms).map(([m, v]) => `M=${m} ${v} ms`).join(', ')}`);

@@ -12,8 +12,8 @@ import { StorageSpec, storageDeclarations } from './webgpu.js';
  * proposes (SPO: the policy's Gaussian; TRT-SMC: the trust-region Boltzmann
  * policy over B atoms, their Q one invocation per atom), steps the model and
  * evaluates the prior ahead; one workgroup weighs (advantages, the dual's
- * eta, the backed-up statistics, ESS) and draws the ancestors; one
- * invocation per particle gathers the survivors. The last workgroup closes
+ * eta, the backed-up statistics, ESS), draws the ancestors and gathers the
+ * survivors. The last workgroup closes
  * the pass: the terminal cost, q-hat, the command, and the plan (the best
  * particle's trajectory continued by the policy's mean).
  *
@@ -53,7 +53,7 @@ export const SMC_FLAG = {
 
 /** R's scalars; `priorBad`: the prior's output at x0 is not finite (the host refuses the tick). */
 export const SMC_SCALAR = {
-  step: 0, guided: 1, eta: 2, resampleNow: 3, stop: 4, resamples: 5, valueRoot: 6, depth: 7, priorBad: 8, plans: 16,
+  step: 0, guided: 1, eta: 2, stop: 3, resamples: 4, valueRoot: 5, depth: 6, priorBad: 7, plans: 16,
 } as const;
 
 /** Where the output starts, and its parts (offsets from the start): read back as one block. */
@@ -66,7 +66,7 @@ export function smcOutLayout(H: number, m: number, K: number) {
   const ess = firstSigma + m;
   const beta = ess + H;
   const qHat = beta + H;
-  return { start, length: qHat + K, cost: 0, depth: 1, resamples: 2, eta: 3, valueRoot: 4, finalEss: 5, plan, firstMean, firstSigma, ess, beta, qHat };
+  return { start, length: qHat + K, cost: 0, depth: 1, resamples: 2, eta: 3, valueRoot: 4, finalEss: 5, priorBad: 6, plan, firstMean, firstSigma, ess, beta, qHat };
 }
 
 /** A particle's record in PT: state, reference (the last finite state), previous control, then the prior at the state: V, policy mean, std. */
@@ -88,7 +88,7 @@ const STREAM = { proposal: 0x736d6370, atom: 0x736d6361, choice: 0x736d6363, res
 export const PARTICLE_WORKGROUP = 64;
 const REDUCE_WORKGROUP = 256;
 
-export const SMC_TIME_ENTRY_POINTS = ['prepare', 'atoms', 'advance', 'weigh', 'gather', 'commit', 'next_step', 'close'] as const;
+export const SMC_TIME_ENTRY_POINTS = ['prepare', 'atoms', 'advance', 'weigh', 'close'] as const;
 
 const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 
@@ -232,7 +232,7 @@ export function wgslSmcTimeSource(graphs: StepGraphs, scaling: ControlScaling, l
     '}',
     'if (lid == 0u) {',
     `  ${sc('step')} = 0.0; ${sc('guided')} = select(-1.0, 0.0, (flags & ${SMC_FLAG.guide}u) != 0u); ${sc('eta')} = ${hdrF('eta')};`,
-    `  ${sc('resampleNow')} = 0.0; ${sc('stop')} = 0.0; ${sc('resamples')} = 0.0; ${sc('valueRoot')} = value_of(pv); ${sc('depth')} = 0.0;`,
+    `  ${sc('stop')} = 0.0; ${sc('resamples')} = 0.0; ${sc('valueRoot')} = value_of(pv); ${sc('depth')} = 0.0;`,
     `  ${sc('priorBad')} = select(1.0, 0.0, pv.finite);`,
     '}',
     '}',
@@ -417,14 +417,20 @@ export function wgslSmcTimeSource(graphs: StepGraphs, scaling: ControlScaling, l
     ' * The step\'s weights, in one workgroup: increments log(pi / q) + gamma^t A / eta',
     ' * (eta from the dual at the first step when klBound > 0), the backed-up',
     ' * statistics, ESS / K and the proposal\'s mean beta into the series; then,',
-    ' * every resampleEvery steps but the last, the ancestor draw (sorted).',
+    ' * every resampleEvery steps but the last, the ancestor draw (sorted) and the',
+    ' * survivors gathered; last, the step counted. One workgroup does it all, so',
+    ' * a step is two dispatches (three with TRT-SMC\'s atoms), not one per phase.',
     ' */',
     `@compute @workgroup_size(${REDUCE_WORKGROUP})`,
     'fn weigh(@builtin(local_invocation_index) lid: u32) {',
-    `let K = ${hdr('particles')};`,
     'if (lid == 0u) { wgWord = current_step(); }',
     'let t = workgroupUniformLoad(&wgWord);',
     'if (t == NONE) { return; }',
+    `weigh_step(lid, ${hdr('particles')}, t);`,
+    'storageBarrier();',
+    `if (lid == 0u) { ${sc('step')} = f32(t + 1u); }`,
+    '}',
+    'fn weigh_step(lid: u32, K: u32, t: u32) {',
     `if (t == 0u && ${hdrF('klBound')} > 0.0) { let eta = dual_eta(lid, K); if (lid == 0u) { ${sc('eta')} = eta; } }`,
     'storageBarrier();',
     `let eta = uniform_scalar(lid, ${SMC_SCALAR.eta}u);`,
@@ -446,7 +452,7 @@ export function wgslSmcTimeSource(graphs: StepGraphs, scaling: ControlScaling, l
     'if (lid == 0u) {',
     `  R[OUT + ${out.ess}u + t] = select(s1 * s1 / s2 / f32(K), 1.0, is_neg(mx));`,
     `  R[OUT + ${out.beta}u + t] = select(BIG, bs / bc, bc > 0.0);`,
-    `  ${sc('depth')} = f32(t + 1u); ${sc('resampleNow')} = 0.0;`,
+    `  ${sc('depth')} = f32(t + 1u);`,
     '}',
     `if ((t + 1u) % ${hdr('resampleEvery')} != 0u || t + 1u >= ${hdr('depth')}) { return; }`,
     `if (is_neg(mx)) { if (lid == 0u) { ${sc('stop')} = 1.0; } return; }`,
@@ -464,33 +470,26 @@ export function wgslSmcTimeSource(graphs: StepGraphs, scaling: ControlScaling, l
     'if (lid == 0u) {',
     `  let g = ${sc('guided')};`,
     `  if (g >= 0.0) { let at = lower_bound(2u * K, K, u32(g)); ${sc('guided')} = select(-1.0, f32(at), at < K && IX[2u * K + at] == u32(g)); }`,
-    `  ${sc('resampleNow')} = 1.0; ${sc('resamples')} = ${sc('resamples')} + 1.0;`,
+    `  ${sc('resamples')} = ${sc('resamples')} + 1.0;`,
+    '}',
+    // the survivors: each particle's parent's record (from the parent's last finite state when revived), trajectory and root into the scratch copies, then back
+    `let revive = (${hdr('flags')} & ${SMC_FLAG.revive}u) != 0u;`,
+    `for (var i = lid; i < K; i = i + ${REDUCE_WORKGROUP}u) {`,
+    '  let parent = IX[2u * K + i];',
+    '  for (var k = 0u; k < SP; k = k + 1u) { PT[(K + i) * SP + k] = PT[parent * SP + k]; }',
+    `  if (revive) { for (var k = 0u; k < ${n}u; k = k + 1u) { PT[(K + i) * SP + k] = PT[parent * SP + ${pt.ref}u + k]; } }`,
+    `  for (var k = 0u; k < (t + 1u) * ${m}u; k = k + 1u) { TR[K * D + i * D + k] = TR[parent * D + k]; }`,
+    '  IX[K + i] = IX[parent];',
+    '}',
+    'storageBarrier();',
+    `for (var i = lid; i < K; i = i + ${REDUCE_WORKGROUP}u) {`,
+    '  for (var k = 0u; k < SP; k = k + 1u) { PT[i * SP + k] = PT[(K + i) * SP + k]; }',
+    // a revived particle continues from its reference state: its policy and value are that state's
+    '  if (revive) { store_prior(i, prior_eval(state_of(i, 0u), reference())); }',
+    `  for (var k = 0u; k < (t + 1u) * ${m}u; k = k + 1u) { TR[i * D + k] = TR[K * D + i * D + k]; }`,
+    `  IX[i] = IX[K + i]; set_pw(i, ${PW_FIELDS.logW}u, 0.0);`,
     '}',
     '}',
-    '',
-    '/** Resampling, one invocation per particle: its parent\'s record (from the parent\'s last finite state when revived, the prior evaluated there), trajectory and root into the scratch copies. */',
-    `@compute @workgroup_size(${PARTICLE_WORKGROUP})`,
-    'fn gather(@builtin(global_invocation_id) gid: vec3<u32>) {',
-    `let K = ${hdr('particles')}; let i = gid.x; if (i >= K || ${sc('resampleNow')} < 0.5) { return; }`,
-    `let t = u32(${sc('step')}); let parent = IX[2u * K + i]; let revive = (${hdr('flags')} & ${SMC_FLAG.revive}u) != 0u;`,
-    'for (var k = 0u; k < SP; k = k + 1u) { PT[(K + i) * SP + k] = PT[parent * SP + k]; }',
-    `if (revive) { for (var k = 0u; k < ${n}u; k = k + 1u) { PT[(K + i) * SP + k] = PT[parent * SP + ${pt.ref}u + k]; } }`,
-    `for (var k = 0u; k < (t + 1u) * ${m}u; k = k + 1u) { TR[K * D + i * D + k] = TR[parent * D + k]; }`,
-    'IX[K + i] = IX[parent];',
-    '}',
-    '',
-    `@compute @workgroup_size(${PARTICLE_WORKGROUP})`,
-    'fn commit(@builtin(global_invocation_id) gid: vec3<u32>) {',
-    `let K = ${hdr('particles')}; let i = gid.x; if (i >= K || ${sc('resampleNow')} < 0.5) { return; }`,
-    `let t = u32(${sc('step')});`,
-    'for (var k = 0u; k < SP; k = k + 1u) { PT[i * SP + k] = PT[(K + i) * SP + k]; }',
-    `if ((${hdr('flags')} & ${SMC_FLAG.revive}u) != 0u) { let pv = prior_eval(state_of(i, 0u), reference()); store_prior(i, pv); }`,
-    `for (var k = 0u; k < (t + 1u) * ${m}u; k = k + 1u) { TR[i * D + k] = TR[K * D + i * D + k]; }`,
-    `IX[i] = IX[K + i]; set_pw(i, ${PW_FIELDS.logW}u, 0.0);`,
-    '}',
-    '',
-    '@compute @workgroup_size(1)',
-    `fn next_step() { if (current_step() != NONE) { ${sc('step')} = ${sc('step')} + 1.0; } }`,
     '',
     '/**',
     ' * The end of the pass: the terminal cost at the depth reached, q-hat (the',
@@ -545,6 +544,7 @@ export function wgslSmcTimeSource(graphs: StepGraphs, scaling: ControlScaling, l
     `let valueRoot = ${sc('valueRoot')};`,
     `R[OUT + ${out.cost}u] = select(valueRoot - eta * (bmx + log(bs / f32(K))), BIG, is_neg(bmx));`,
     `R[OUT + ${out.depth}u] = f32(depth); R[OUT + ${out.resamples}u] = ${sc('resamples')}; R[OUT + ${out.eta}u] = eta; R[OUT + ${out.valueRoot}u] = valueRoot;`,
+    `R[OUT + ${out.priorBad}u] = ${sc('priorBad')};`,
     `R[OUT + ${out.finalEss}u] = select(1.0, R[OUT + ${out.ess}u + max(depth, 1u) - 1u], depth > 0u);`,
     'for (var k = 0u; k < depth * ' + m + 'u; k = k + 1u) { R[OUT + ' + out.plan + 'u + k] = TR[best * D + k]; }',
     `for (var k = 0u; k < ${m}u; k = k + 1u) { R[OUT + ${out.plan}u + k] = command[k]; }`,

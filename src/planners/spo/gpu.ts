@@ -172,9 +172,6 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
       if (this.variant.gpu.trustRegion) dispatch('atoms', perAtom);
       dispatch('advance', perParticle);
       dispatch('weigh');
-      dispatch('gather', perParticle);
-      dispatch('commit', perParticle);
-      dispatch('next_step');
     };
     const readOut = (enc: GPUCommandEncoder) => enc.copyBufferToBuffer(buffers.R, buffers.layout.start * 4, buffers.staging, 0, buffers.staging.size);
     let stepsRun = 0;
@@ -211,9 +208,9 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
     const K = this.params.particles;
     const slice = (from: number, count: number) => Float64Array.from(out.subarray(from, from + count));
     const d = out[at.depth];
+    if (out[at.priorBad] > 0.5) throw new Error(`${this.name}: the learned prior's output is not finite at the current state`);
     const q = slice(at.qHat, K);
     if (!q.every(Number.isFinite)) throw new Error(`${this.name}: q-hat is not finite (the learned prior's output or the model went non-finite at every particle)`);
-    if (!(out[at.valueRoot] < BIG) || !Number.isFinite(out[at.valueRoot])) throw new Error(`${this.name}: the learned prior's output is not finite at the current state`);
     const z = slice(at.plan, H * m);
     const sigma = Array.from(slice(at.firstSigma, m), (v) => Math.max(Math.exp(LOG_STD_RANGE[0]), v));
     this.first = { mean: Array.from(slice(at.firstMean, m)), sigma };
