@@ -1,10 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { buildPlanner } from '../src/controller/planner-spec.js';
-import { saveCheckpoint } from '../src/learned/checkpoint.js';
-import { boundedControls, defaultFeatures, initNetworks } from '../src/learned/networks.js';
 import { controlScaling } from '../src/models/controls.js';
 import { LearnedPrior } from '../src/learned/runtime.js';
 import { resolveModel } from '../src/models/model.js';
@@ -18,6 +14,7 @@ import { trustRegion } from '../src/planners/trtsmc/trust-region.js';
 import { Rng } from '../src/random.js';
 import { resolveRunParams } from '../src/run/setup.js';
 import { skipWithoutWebGpu } from './support/webgpu.js';
+import { untrainedPendulumPrior } from './support/priors.js';
 
 /**
  * The GPU-resident SPO and TRT-SMC against the CPU's smcOverTime: the GPU
@@ -34,13 +31,7 @@ describe('SPO and TRT-SMC on the GPU (the whole pass in WGSL)', function () {
   let dir: string;
   before(async function () {
     if (await skipWithoutWebGpu(this, 'GPU SMC-over-time tests')) return;
-    dir = mkdtempSync(join(tmpdir(), 'gpu-smc-prior-'));
-    const s = controlScaling(model);
-    saveCheckpoint(dir, initNetworks(new Rng(2), { stateDim: 2, controlDim: 1, features: defaultFeatures(model), hidden: [16, 16] }), {
-      version: 'test', system: 'pendulum', stateNames: ['theta', 'omega'], controlNames: ['u'], stateDim: 2, controlDim: 1, horizon: 10, dtS: model.dtS,
-      reference: [...model.goal], features: defaultFeatures(model), controlCenter: Array.from(s.center), controlScale: Array.from(s.scale), bounded: boundedControls(model),
-      hidden: [16, 16], valueTransform: 'symlog', gamma: 0.97, training: {}, episodes: 0, updates: 0,
-    });
+    dir = untrainedPendulumPrior(model);
   });
   after(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });

@@ -1,15 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { buildPlanner } from '../src/controller/planner-spec.js';
 import { pendulum as pendulumDef } from '../src/models/pendulum.js';
 import { resolveModel } from '../src/models/model.js';
 import { PLANNERS } from '../src/planners/registry.js';
-import { controlScaling } from '../src/models/controls.js';
-import { saveCheckpoint } from '../src/learned/checkpoint.js';
-import { boundedControls, defaultFeatures, initNetworks } from '../src/learned/networks.js';
 import { Rng } from '../src/random.js';
+import { untrainedPendulumPrior } from './support/priors.js';
 import { ControllerSession } from '../src/run/session.js';
 import { controllerParameterTable, resolveRunParams } from '../src/run/setup.js';
 import { dualEta, Proposal, SmcProblem, SmcSettings, smcOverTime } from '../src/planners/spo/smc.js';
@@ -219,13 +215,7 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
     const model = resolveModel(pendulumDef, { horizon: 10 });
     let dir: string;
     before(() => {
-      dir = mkdtempSync(join(tmpdir(), 'smc-prior-'));
-      const s = controlScaling(model);
-      saveCheckpoint(dir, initNetworks(new Rng(2), { stateDim: 2, controlDim: 1, features: defaultFeatures(model), hidden: [16, 16] }), {
-        version: 'test', system: 'pendulum', stateNames: ['theta', 'omega'], controlNames: ['u'], stateDim: 2, controlDim: 1, horizon: 10, dtS: model.dtS,
-        reference: [...model.goal], features: defaultFeatures(model), controlCenter: Array.from(s.center), controlScale: Array.from(s.scale), bounded: boundedControls(model),
-        hidden: [16, 16], valueTransform: 'symlog', gamma: 0.97, training: {}, episodes: 0, updates: 0,
-      });
+      dir = untrainedPendulumPrior(model);
     });
     after(() => rmSync(dir, { recursive: true, force: true }));
 
