@@ -6,6 +6,7 @@ import { MPC_TSMC_PARAMS } from '../src/planners/tsmc/receding.js';
 import { PHILOX_WGSL, philox4x32, philoxNormals } from '../src/kernels/philox.js';
 import { gpuContext, WebGpuBackend } from '../src/kernels/webgpu.js';
 import { webgpuMissing } from './support/webgpu.js';
+import { untrainedPendulumPrior } from './support/priors.js';
 import { resolveParams } from '../src/params.js';
 import { MODELS } from '../src/models/index.js';
 import { MPPI_PARAMS } from '../src/planners/mppi/mppi.js';
@@ -256,6 +257,38 @@ describe('GPU-resident planners (WebGPU, f32)', function () {
       assert.deepEqual((await again.planner.plan(req)).controls, r.controls);
       const other = await buildPlanner(spec({ seed: 4, params: { samples: 128, iterations: 2 }, prior: settings }));
       assert.notDeepEqual((await other.planner.plan(req)).controls, r.controls);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the CPU and GPU MPPI of one seed draw the same noise and policy samples: their plans differ by f32 rounding only, tick after tick (another seed: far apart)', async () => {
+    // H = 10: the pendulum's step (a variational integrator) solves for the next angle with asin, whose slope near the
+    // torque limits turns f32 rounding into visible differences over longer horizons (at H = 30 plans can part by 1e-1)
+    const m = resolveModel(MODELS.get('pendulum')!, { horizon: 10 });
+    const dir = untrainedPendulumPrior(m);
+    try {
+      const settings = priorSettings(dir, { policySamples: 8, value: true, valueWeight: 1, policyStdScale: 2 });
+      const params = { samples: 64, iterations: 3, noiseCorrelation: 0.5, sigmaWarmStart: 'carry' as const };
+      const planners = async (cpuSeed: number) => [
+        (await buildPlanner({ ...spec({ seed: cpuSeed, model: { horizon: 10 }, params, prior: settings }), backend: 'cpu', threads: 1 })).planner,
+        (await buildPlanner(spec({ seed: 3, model: { horizon: 10 }, params, prior: settings }))).planner,
+      ];
+      const req: PlanRequest = { x0: [0.4, -0.3], uPrev: [0], reference: [Math.PI, 0], shiftSteps: 1 };
+      const gap = async (cpuSeed: number) => {
+        const [a, b] = await planners(cpuSeed);
+        let worst = 0;
+        for (let k = 0; k < 3; k++) {
+          const [ra, rb] = [await a.plan(req), await b.plan(req)];
+          for (let i = 0; i < ra.controls.length; i++) worst = Math.max(worst, Math.abs(ra.controls[i] - rb.controls[i]));
+        }
+        return worst / m.controlLimits.upper[0];
+      };
+      const same = await gap(3);
+      const other = await gap(4);
+      // measured: 8e-7 of the torque limit with the same seed, 0.58 with another
+      assert.ok(same < 1e-4, `same seed: plans differ by ${same} of the torque limit`);
+      assert.ok(other > 1000 * same, `another seed: plans differ by ${other}, the same seed's by ${same}`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -2,7 +2,7 @@ import { emitBody, wgsl } from '../expr/emit.js';
 import type { Scalar } from '../expr/expr.js';
 import type { ControlScaling } from '../models/controls.js';
 import { loopInvariantNodes, StepGraphs } from './graphs.js';
-import { PHILOX_WGSL } from './philox.js';
+import { PHILOX_WGSL, philoxNormals } from './philox.js';
 import { StorageSpec, storageDeclarations } from './webgpu.js';
 
 /**
@@ -61,6 +61,32 @@ export function scalarLayout(d: number, m: number) {
 /** Stream keys of MPPI's noise and of the learned policy's draws: the run's seed and 'mppi' / 'plcy', so other GPU streams of the same seed differ. */
 const MPPI_STREAM = 0x6d707069;
 const POLICY_STREAM = 0x706c6379;
+
+/**
+ * The same draws on the CPU, so the CPU planner of a seed samples what the
+ * GPU planner of that seed samples (its plans then differ by f32 rounding
+ * only): sample s's unit noise along the horizon at iteration `iteration` of
+ * tick `tick`, from Philox blocks counted by (s, coordinate / 4, iteration,
+ * tick), AR(1) per control channel as `rollout_cost` draws it.
+ */
+export function mppiNoise(seed: number, tick: number, m: number, rho: number) {
+  const key = [seed >>> 0, MPPI_STREAM];
+  const innovation = Math.sqrt(1 - rho * rho);
+  return (out: Float64Array, sample: number, iteration: number): void => {
+    let normals: number[] = [];
+    for (let k = 0; k < out.length; k++) {
+      if ((k & 3) === 0) normals = philoxNormals([sample, k >>> 2, iteration, tick], key);
+      const e = normals[k & 3];
+      out[k] = k < m || rho === 0 ? e : rho * out[k - m] + innovation * e;
+    }
+  };
+}
+
+/** The policy's draws of `policy_samples` on the CPU: the normal for sample s, step t, control j of tick `tick`. */
+export function policyNoise(seed: number, tick: number) {
+  const key = [seed >>> 0, POLICY_STREAM];
+  return (sample: number, t: number, j: number): number => philoxNormals([sample, t, tick, j >>> 2], key)[j & 3];
+}
 
 export const ROLLOUT_WORKGROUP = 64;
 const REDUCE_WORKGROUP = 256;

@@ -115,7 +115,11 @@ export class LearnedPrior {
    * with its std times `stdScale`. Null when the policy's output goes
    * non-finite (the caller switches it off).
    */
-  rollout(rng: Rng, step: ModelStep, x0: readonly number[], reference: ArrayLike<number>, count: number, horizon: number, stdScale = 1): Float64Array | null {
+  rollout(
+    rng: Rng, step: ModelStep, x0: readonly number[], reference: ArrayLike<number>, count: number, horizon: number, stdScale = 1,
+    /** the normal of sample i, step t, control j (the GPU planner's draws); default drawn from `rng` in order */
+    normal?: (sample: number, t: number, j: number) => number,
+  ): Float64Array | null {
     const m = this.meta.controlDim;
     const n = this.meta.stateDim;
     const { controlCenter: center, controlScale: scale, bounded } = this.meta;
@@ -127,7 +131,7 @@ export class LearnedPrior {
       for (let i = 0; i < count; i++) {
         const u: number[] = [];
         for (let j = 0; j < m; j++) {
-          let z = mean[i * m + j] + (i === 0 ? 0 : stdScale * std[i * m + j] * rng.normal());
+          let z = mean[i * m + j] + (i === 0 ? 0 : stdScale * std[i * m + j] * (normal ? normal(i, t, j) : rng.normal()));
           if (!Number.isFinite(z)) return null;
           if (bounded[j]) z = z > 1 ? 1 : z < -1 ? -1 : z;
           out[(i * horizon + t) * m + j] = z;

@@ -18,7 +18,7 @@ export const MPPI: PlannerDescriptor = {
   consistency: (v): Record<string, string> => ((v.sigmaMin as number) > (v.sigmaMax as number) ? { sigmaMin: `mppi.sigmaMin ${v.sigmaMin} must not exceed mppi.sigmaMax ${v.sigmaMax}` } : {}),
   build({ model, backend, params, rng, seed, guide, gpu }) {
     const p = params as ParamsOf<typeof MPPI_PARAMS>;
-    return gpu ? GpuMppiPlanner.create(model, gpu, p, seed, guide) : new MppiPlanner(model, backend, p, rng, guide);
+    return gpu ? GpuMppiPlanner.create(model, gpu, p, seed, guide) : new MppiPlanner(model, backend, p, rng, guide, seed);
   },
   charts: [
     { title: 'MPPI: sample cost spread of the last iteration, per plan', kind: 'time', series: ['cost_spread'], lineLabels: ['min', 'p10', 'median', 'p90'], log: true },

@@ -61,8 +61,11 @@ export async function mppi(
   deadline?: number,
   /** initial per-step std (default sigmaMax everywhere) */
   initialSigmas?: Float64Array,
+  /** unit noise for sample i at an iteration (one nominal only); default drawn from `rng` in order */
+  noise?: (out: Float64Array, sample: number, iteration: number) => void,
 ): Promise<MppiResult> {
   const P = initialMeans.length / dim;
+  if (noise && P !== 1) throw new Error('mppi: a noise source counts the samples of one nominal, not of several');
   const M = p.samples;
   const K = p.elites > 0 ? Math.min(p.elites, M) : M;
   const means = initialMeans.slice();
@@ -95,7 +98,8 @@ export async function mppi(
           for (let k = 0; k < dim; k++) z[o + k] = means[q * dim + k];
           continue;
         }
-        fillNoise(rng, eps, controlDim, p.noiseCorrelation);
+        if (noise) noise(eps, i, it);
+        else fillNoise(rng, eps, controlDim, p.noiseCorrelation);
         const mo = q * dim;
         for (let k = 0; k < dim; k++) {
           const v = means[mo + k] + sigmas[mo + k] * eps[k];

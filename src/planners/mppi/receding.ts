@@ -6,6 +6,7 @@ import { controlScaling, toControls } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner, shiftSequence } from '../receding.js';
 import { boundedCoordinates } from '../../models/controls.js';
 import { MPPI_PARAMS, mppi } from './mppi.js';
+import { mppiNoise, policyNoise } from '../../kernels/wgsl-mppi.js';
 
 /**
  * PO-MPC-style MPPI (eq. 11): warm-started from the shifted mean (zero,
@@ -23,13 +24,22 @@ export class MppiPlanner implements RecedingPlanner {
   private sigma: Float64Array | undefined;
   private readonly scaling;
   private readonly dim: number;
+  /** plans made: with a seed, the count that keys each plan's draws, as the GPU planner's tick does */
+  private tick = 0;
 
+  /**
+   * With `seed`, the noise and the policy's draws are the GPU-resident
+   * planner's Philox streams for that seed (the controller's planner: CPU and
+   * GPU plans of a seed then differ by f32 rounding only); without, they come
+   * from `rng` in order.
+   */
   constructor(
     readonly model: Model,
     readonly backend: RolloutBackend,
     readonly params: ParamsOf<typeof MPPI_PARAMS>,
     private readonly rng: Rng,
     readonly guide?: PriorGuide,
+    private readonly seed?: number,
   ) {
     this.scaling = controlScaling(model);
     this.dim = model.horizon * model.controlDim;
@@ -76,11 +86,13 @@ export class MppiPlanner implements RecedingPlanner {
     let proposals: { hook: () => Float64Array; count: number } | undefined;
     const count = g ? Math.min(g.settings.policySamples, p.samples) : 0;
     if (g && count > 0) {
-      const drawn = g.prior.rollout(this.rng, g.step, req.x0, req.reference, count, H, g.settings.policyStdScale);
+      const drawn = g.prior.rollout(this.rng, g.step, req.x0, req.reference, count, H, g.settings.policyStdScale, this.seed !== undefined ? policyNoise(this.seed, this.tick) : undefined);
       if (drawn) proposals = { hook: () => drawn, count };
       else notices.push('the learned policy went non-finite; planned without its samples');
     }
-    const r = await mppi(this.rng, cost, init, this.dim, this.model.controlDim, boundedCoordinates(this.model), { ...p, adaptSigma: true }, proposals, req.deadline, sigma0);
+    const noise = this.seed !== undefined ? mppiNoise(this.seed, this.tick, this.model.controlDim, p.noiseCorrelation) : undefined;
+    this.tick++;
+    const r = await mppi(this.rng, cost, init, this.dim, this.model.controlDim, boundedCoordinates(this.model), { ...p, adaptSigma: true }, proposals, req.deadline, sigma0, noise);
     this.mean = r.means;
     this.sigma = r.sigmas;
     const useMean = r.meanCost[0] <= r.bestCost[0];
