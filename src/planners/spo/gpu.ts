@@ -262,7 +262,9 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
     for (let t = 0; t < depth; t++) {
       actions.push(Float64Array.from({ length: K * m }, (_, k) => hist[(t * K + Math.floor(k / m)) * (m + 1) + (k % m)]));
       logCorrections.push(Float64Array.from({ length: K }, (_, i) => hist[(t * K + i) * (m + 1) + m]));
-      resampled.push((t + 1) % every === 0 && t + 1 < this.passDepth ? Int32Array.from(ix.subarray(3 * K + t * K, 3 * K + (t + 1) * K)) : undefined);
+      // as scheduled, except the step where a pass with no finite weight left stopped instead
+      const stoppedHere = scalars[SMC_SCALAR.stop] > 0.5 && t === depth - 1;
+      resampled.push((t + 1) % every === 0 && t + 1 < this.passDepth && !stoppedHere ? Int32Array.from(ix.subarray(3 * K + t * K, 3 * K + (t + 1) * K)) : undefined);
     }
     return {
       actions, logCorrections, resampled,

@@ -135,9 +135,14 @@ export class SmcTimePlanner implements RecedingPlanner {
       step: this.step,
       stageCost: (x, u, uPrev) => this.stageCost(x, u, uPrev, req.reference),
       terminalCost: (x) => this.terminalCost(x, req.reference),
-      toPhysical: (z) => Array.from({ length: m }, (_, j) => this.scaling.center[j] + this.scaling.scale[j] * z[j]),
+      toPhysical: (z) => this.toPhysical(z),
       gamma: this.params.gamma,
     };
+  }
+
+  /** A normalised control as a physical one. */
+  private toPhysical(z: ArrayLike<number>): number[] {
+    return Array.from({ length: this.model.controlDim }, (_, j) => this.scaling.center[j] + this.scaling.scale[j] * z[j]);
   }
 
   async plan(req: PlanRequest): Promise<PlanResult> {
@@ -147,7 +152,6 @@ export class SmcTimePlanner implements RecedingPlanner {
     const H = model.horizon;
     const depth = p.depth > 0 ? Math.min(p.depth, H) : H;
     const prior = this.guide.prior;
-    const toPhysical = (z: ArrayLike<number>) => Array.from({ length: m }, (_, j) => this.scaling.center[j] + this.scaling.scale[j] * z[j]);
     const r = smcOverTime(this.problem(req), {
       particles: p.particles, depth, resampleEvery: p.resampleEvery, resampling: p.resampling, eta: p.eta, klBound: p.klBound,
       revive: this.variant.revive(p), deadline: req.deadline,
@@ -177,12 +181,12 @@ export class SmcTimePlanner implements RecedingPlanner {
     for (let t = d; t < H; t++) {
       const { mean } = prior.policy(x, 1, req.reference);
       z.set(mean, t * m);
-      x = Float64Array.from(this.step(Array.from(x), toPhysical(mean)));
+      x = Float64Array.from(this.step(Array.from(x), this.toPhysical(mean)));
     }
     this.last = z;
     this.first = firstStepOf(q, r.rootActions, m);
     const controls = new Float64Array(H * m);
-    for (let t = 0; t < H; t++) controls.set(toPhysical(z.subarray(t * m, (t + 1) * m)), t * m);
+    for (let t = 0; t < H; t++) controls.set(this.toPhysical(z.subarray(t * m, (t + 1) * m)), t * m);
     const finalEss = r.essRatios.at(-1) ?? 1;
     const figures = r.proposalFigures;
     return {
