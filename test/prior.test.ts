@@ -502,14 +502,15 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     assert.notDeepEqual(loadCheckpoint(join(out, 'sweeps', '002')).networks.q.layers[0].weight, kept.networks.q.layers[0].weight);
     // started upright, held for the pendulum's 5 s, both episodes succeed: the run stops at the first sweep whose check passes and keeps it
     const atGoal = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 7, 'mppi.samples': 32, 'mppi.iterations': 2, threads: 1, 'sim.x0': [Math.PI, 0] });
-    const early = await valueIteration({ run: atGoal, value: { ...value, sweeps: 5, checkDurationS: 6, checkSamples: 32, checkIterations: 2 }, from, out: join(dir, 'passed'), resume: false, version: 'test' });
-    // (the tiny value drops it now and then; seeded, so the first sweep that holds it in both episodes is always the same one)
+    const early = await valueIteration({ run: atGoal, value: { ...value, sweeps: 5, checkDurationS: 6, checkSamples: 64, checkIterations: 2 }, from, out: join(dir, 'passed'), resume: false, version: 'test' });
+    // (the tiny value drops it now and then; seeded, so the first sweep that holds it in both episodes is always the same one;
+    // with 32 samples whether any sweep holds it in both comes down to the draws: the MPPI streams of 2026-12 held it in none)
     const checks = early.curve.map((p) => p.check?.successes ?? null);
     assert.ok(checks.length < 5 && checks[checks.length - 1] === 2 && checks.slice(1, -1).every((c) => c !== null && c < 2), `checks ${checks}`);
     assert.equal(early.kept, checks.length);
     assert.equal(early.passed, true);
     // a resumed run that had passed does not sweep again
-    const again = await valueIteration({ run: atGoal, value: { ...value, sweeps: 5, checkDurationS: 6, checkSamples: 32, checkIterations: 2 }, from, out: join(dir, 'passed'), resume: true, version: 'test' });
+    const again = await valueIteration({ run: atGoal, value: { ...value, sweeps: 5, checkDurationS: 6, checkSamples: 64, checkIterations: 2 }, from, out: join(dir, 'passed'), resume: true, version: 'test' });
     assert.equal(again.curve.length, checks.length);
   });
 
