@@ -13,9 +13,9 @@ import { StorageSpec, storageDeclarations } from './webgpu.js';
  * policy over B atoms, their Q one invocation per atom), steps the model and
  * evaluates the prior ahead; one workgroup weighs (advantages, the dual's
  * eta, the backed-up statistics, ESS), draws the ancestors and gathers the
- * survivors. The last workgroup closes
- * the pass: the terminal cost, q-hat, the command, and the plan (the best
- * particle's trajectory continued by the policy's mean).
+ * survivors. The last workgroup closes the pass: the terminal cost, q-hat,
+ * the command, and the plan (the best particle's trajectory continued by the
+ * policy's mean).
  *
  * Ancestors stay sorted: both resampling schemes draw non-decreasing
  * indices (as the CPU's do), so each root's descendants are one contiguous
@@ -23,7 +23,7 @@ import { StorageSpec, storageDeclarations } from './webgpu.js';
  *
  * Buffers (one bind group; seven bindings, within WebGPU's portable eight):
  *   P   header words (SMC_HEADER; floats as their bits), then x0 (n), uPrev (m), reference (n)
- *   PT  particles, K records of PARTICLE fields, then the resampling scratch copy (K more)
+ *   PT  particles, K records (particleLayout), then the resampling scratch copy (K more)
  *   TR  trajectories K x H x m (normalised), their scratch copy, then the history of every
  *       step's proposals (H x K x (m + 1): the action and log(pi / q)) for inspection
  *   PW  per-particle numbers (PW_FIELDS, then the root action, m), then Q of the atoms (K x B)
