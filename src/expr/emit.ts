@@ -67,6 +67,9 @@ export const wgsl: Dialect = {
   },
 };
 
+/** The names `prefix0 .. prefix{count-1}`: how a graph's inputs (`Graph.inputs`) and the generated code's own per-index variables are spelled. */
+export const indexedNames = (prefix: string, count: number): string[] => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
+
 /**
  * Straight-line code computing `outputs`. Inputs are referred to by their
  * names (the caller declares them); temporaries are `v<id>`, unique per graph,

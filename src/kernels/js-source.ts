@@ -1,5 +1,5 @@
 import { setFlagsFromString } from 'node:v8';
-import { emitBody, javascript } from '../expr/emit.js';
+import { emitBody, indexedNames, javascript } from '../expr/emit.js';
 import type { Scalar } from '../expr/expr.js';
 import { loopInvariantNodes, StepGraphs, tapeNodes } from './graphs.js';
 
@@ -25,7 +25,6 @@ export type CpuKernel = (
   C: Float64Array, A: Float64Array, S: Float64Array, s0: number, s1: number,
 ) => void;
 
-const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 const lets = (names: string[], init: (i: number) => string) =>
   names.length ? `let ${names.map((nm, i) => `${nm} = ${init(i)}`).join(', ')};` : '';
 const assignAll = (names: string[], values: string[], tmp: string) =>
@@ -38,11 +37,11 @@ export function jsKernelSource(graphs: StepGraphs, kind: KernelKind): string {
   const { model, noise } = graphs;
   const { stateDim: n, controlDim: m, noiseDim: k, horizon: T } = model;
   const kw = noise ? k : 0;
-  const xs = list('x', n);
-  const us = list('u', m);
-  const ps = list('p', m);
-  const ws = list('w', kw);
-  const as = list('a', n);
+  const xs = indexedNames('x', n);
+  const us = indexedNames('u', m);
+  const ps = indexedNames('p', m);
+  const ws = indexedNames('w', kw);
+  const as = indexedNames('a', n);
 
   const outputs: Scalar[] = [graphs.next, graphs.stage, graphs.terminal].flat();
   if (kind === 'grad') outputs.push(...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev, ...graphs.gradTerminal);
@@ -63,7 +62,7 @@ export function jsKernelSource(graphs: StepGraphs, kind: KernelKind): string {
 
   const lines: string[] = [];
   lines.push('(function (U, X0, UP, R, W, C, A, S, s0, s1) {', '"use strict";');
-  lines.push(n ? `const ${list('r', n).map((r, i) => `${r} = R[${i}]`).join(', ')};` : '');
+  lines.push(n ? `const ${indexedNames('r', n).map((r, i) => `${r} = R[${i}]`).join(', ')};` : '');
   lines.push(...prologue.code);
   lines.push('for (let s = s0; s < s1; s++) {');
   lines.push(lets(xs, (i) => `X0[${i}]`), lets(ps, (i) => `UP[${i}]`), lets(us, () => '0'), lets(ws, () => '0'));
@@ -87,7 +86,7 @@ export function jsKernelSource(graphs: StepGraphs, kind: KernelKind): string {
 
   if (kind === 'grad') {
     // Reverse sweep: a holds dJ/dx_{t+1}; q holds dl_{t+1}/du_t, owed to u_t.
-    const qs = list('q', m);
+    const qs = indexedNames('q', m);
     const back = emitBody(backOutputs, javascript, new Set([...declared, ...tape.map((e) => e.id)]));
     const gx = back.refs.slice(0, n);
     const gu = back.refs.slice(n, n + m);
@@ -135,9 +134,9 @@ export function compileStepFunction(graphs: StepGraphs): StepFunction {
   const source = [
     '(function (X, U, W) {',
     '"use strict";',
-    ...list('x', n).map((x, i) => `const ${x} = X[${i}];`),
-    ...list('u', m).map((u, i) => `const ${u} = U[${i}];`),
-    ...(graphs.noise ? list('w', k).map((w, i) => `const ${w} = W[${i}];`) : []),
+    ...indexedNames('x', n).map((x, i) => `const ${x} = X[${i}];`),
+    ...indexedNames('u', m).map((u, i) => `const ${u} = U[${i}];`),
+    ...(graphs.noise ? indexedNames('w', k).map((w, i) => `const ${w} = W[${i}];`) : []),
     ...body.code,
     `return [${body.refs.join(', ')}];`,
     '})',
@@ -189,7 +188,7 @@ export function compileVectorKernel(outputs: readonly Scalar[], args: readonly (
   const source = [
     `(function (OUT, o, ${args.map(([name]) => `${name}, ${name}o`).join(', ')}) {`,
     '"use strict";',
-    ...args.flatMap(([name, prefix, length]) => list(prefix, length).map((v, i) => `const ${v} = ${name}[${name}o + ${i}];`)),
+    ...args.flatMap(([name, prefix, length]) => indexedNames(prefix, length).map((v, i) => `const ${v} = ${name}[${name}o + ${i}];`)),
     ...body.code,
     ...body.refs.map((r, i) => `OUT[o + ${i}] = ${r};`),
     '})',

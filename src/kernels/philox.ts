@@ -11,8 +11,8 @@ const M1 = 0xcd9e8d57;
 const W0 = 0x9e3779b9;
 const W1 = 0xbb67ae85;
 
-/** High and low 32 bits of a 32 x 32 bit product, from 16-bit halves (as the shader must: WGSL has no 64-bit integers). */
-function mulHiLo(a: number, b: number): [number, number] {
+/** The high 32 bits of a 32 x 32 bit product, from 16-bit halves (as the shader must: WGSL has no 64-bit integers); the low ones are Math.imul's. */
+function mulHi(a: number, b: number): number {
   const aLo = a & 0xffff;
   const aHi = a >>> 16;
   const bLo = b & 0xffff;
@@ -21,25 +21,34 @@ function mulHiLo(a: number, b: number): [number, number] {
   const p1 = aLo * bHi;
   const p2 = aHi * bLo;
   const mid = (p0 >>> 16) + (p1 & 0xffff) + (p2 & 0xffff);
-  const hi = (aHi * bHi + (p1 >>> 16) + (p2 >>> 16) + (mid >>> 16)) >>> 0;
-  return [hi, Math.imul(a, b) >>> 0];
+  return (aHi * bHi + (p1 >>> 16) + (p2 >>> 16) + (mid >>> 16)) >>> 0;
 }
 
-/** Four random 32-bit words for a 4-word counter and a 2-word key. */
-export function philox4x32(counter: readonly number[], key: readonly number[]): [number, number, number, number] {
-  let [c0, c1, c2, c3] = counter.map((v) => v >>> 0);
-  let k0 = key[0] >>> 0;
-  let k1 = key[1] >>> 0;
+/** The generator's ten rounds into `out` (four words), allocating nothing: the CPU planners draw with it in their sampling loops. */
+function philoxInto(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: Uint32Array): void {
+  c0 >>>= 0; c1 >>>= 0; c2 >>>= 0; c3 >>>= 0; k0 >>>= 0; k1 >>>= 0;
   for (let round = 0; round < 10; round++) {
     if (round > 0) {
       k0 = (k0 + W0) >>> 0;
       k1 = (k1 + W1) >>> 0;
     }
-    const [hi0, lo0] = mulHiLo(M0, c0);
-    const [hi1, lo1] = mulHiLo(M1, c2);
-    [c0, c1, c2, c3] = [(hi1 ^ c1 ^ k0) >>> 0, lo1, (hi0 ^ c3 ^ k1) >>> 0, lo0];
+    const hi0 = mulHi(M0, c0);
+    const lo0 = Math.imul(M0, c0) >>> 0;
+    const hi1 = mulHi(M1, c2);
+    const lo1 = Math.imul(M1, c2) >>> 0;
+    const n0 = (hi1 ^ c1 ^ k0) >>> 0;
+    const n2 = (hi0 ^ c3 ^ k1) >>> 0;
+    c0 = n0; c1 = lo1; c2 = n2; c3 = lo0;
   }
-  return [c0, c1, c2, c3];
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+const scratch = new Uint32Array(4);
+
+/** Four random 32-bit words for a 4-word counter and a 2-word key. */
+export function philox4x32(counter: readonly number[], key: readonly number[]): [number, number, number, number] {
+  philoxInto(counter[0], counter[1], counter[2], counter[3], key[0], key[1], scratch);
+  return [scratch[0], scratch[1], scratch[2], scratch[3]];
 }
 
 /** A word as a uniform in (0, 1) with 23 bits, exact in f32, so the shader computes the same number. */
@@ -47,16 +56,22 @@ function openUniform(word: number): number {
   return ((word >>> 9) + 0.5) / 8388608;
 }
 
+/** Four standard normals from one Philox block (Box-Muller on both pairs) into `out`, allocating nothing. */
+export function philoxNormalsInto(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: Float64Array): void {
+  philoxInto(c0, c1, c2, c3, k0, k1, scratch);
+  for (let pair = 0; pair < 4; pair += 2) {
+    const r = Math.sqrt(-2 * Math.log(openUniform(scratch[pair])));
+    const th = 2 * Math.PI * openUniform(scratch[pair + 1]);
+    out[pair] = r * Math.cos(th);
+    out[pair + 1] = r * Math.sin(th);
+  }
+}
+
 /** Four standard normals from one Philox block (Box-Muller on both pairs). */
 export function philoxNormals(counter: readonly number[], key: readonly number[]): [number, number, number, number] {
-  const w = philox4x32(counter, key);
-  const out: number[] = [];
-  for (const pair of [0, 2]) {
-    const r = Math.sqrt(-2 * Math.log(openUniform(w[pair])));
-    const th = 2 * Math.PI * openUniform(w[pair + 1]);
-    out.push(r * Math.cos(th), r * Math.sin(th));
-  }
-  return out as [number, number, number, number];
+  const out = new Float64Array(4);
+  philoxNormalsInto(counter[0], counter[1], counter[2], counter[3], key[0], key[1], out);
+  return [out[0], out[1], out[2], out[3]];
 }
 
 /** The same generator in WGSL: `philox(counter, key)` and `philox_normals(counter, key)`. */

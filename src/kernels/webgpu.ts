@@ -1,3 +1,4 @@
+import { InputError } from '../input-error.js';
 import type { Model } from '../models/model.js';
 import { CostGrad, normalizeRequest, NormalizedRequest, RolloutBackend, RolloutRequest, Trajectories } from './backend.js';
 import { buildStepGraphs, StepGraphs } from './graphs.js';
@@ -141,7 +142,7 @@ export class GpuProgram<E extends string> {
     const most = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
     if (bytes > most) {
       const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
-      throw new Error(`${sizedBy ?? 'a GPU buffer'} needs ${mb(bytes)} in one GPU buffer, more than this adapter's ${mb(most)}: lower it, or use backend cpu`);
+      throw new InputError(`${sizedBy ?? 'a GPU buffer'} needs ${mb(bytes)} in one GPU buffer, more than this adapter's ${mb(most)}: lower it, or use backend cpu`);
     }
     return this.backend.gpu.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | extraUsage });
   }

@@ -1,8 +1,8 @@
-import { emitBody, wgsl } from '../expr/emit.js';
+import { emitBody, indexedNames, wgsl } from '../expr/emit.js';
 import type { Scalar } from '../expr/expr.js';
 import type { ControlScaling } from '../models/controls.js';
 import { loopInvariantNodes, StepGraphs } from './graphs.js';
-import { PHILOX_WGSL, philoxNormals } from './philox.js';
+import { PHILOX_WGSL, philoxNormals, philoxNormalsInto } from './philox.js';
 import { StorageSpec, storageDeclarations } from './webgpu.js';
 
 /**
@@ -70,12 +70,11 @@ const POLICY_STREAM = 0x706c6379;
  * tick), AR(1) per control channel as `rollout_cost` draws it.
  */
 export function mppiNoise(seed: number, tick: number, m: number, rho: number) {
-  const key = [seed >>> 0, MPPI_STREAM];
   const innovation = Math.sqrt(1 - rho * rho);
+  const normals = new Float64Array(4);
   return (out: Float64Array, sample: number, iteration: number): void => {
-    let normals: number[] = [];
     for (let k = 0; k < out.length; k++) {
-      if ((k & 3) === 0) normals = philoxNormals([sample, k >>> 2, iteration, tick], key);
+      if ((k & 3) === 0) philoxNormalsInto(sample, k >>> 2, iteration, tick, seed, MPPI_STREAM, normals);
       const e = normals[k & 3];
       out[k] = k < m || rho === 0 ? e : rho * out[k - m] + innovation * e;
     }
@@ -91,7 +90,6 @@ export function policyNoise(seed: number, tick: number) {
 export const ROLLOUT_WORKGROUP = 64;
 const REDUCE_WORKGROUP = 256;
 
-const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 
 /**
  * `learned`: the WGSL of `prior_eval` (src/learned/wgsl.ts) reading the NET
@@ -103,10 +101,10 @@ export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling, lear
   const { model } = graphs;
   const { stateDim: n, controlDim: m, horizon: T } = model;
   const d = T * m;
-  const xs = list('x', n);
-  const us = list('u', m);
-  const ps = list('p', m);
-  const es = list('e', m);
+  const xs = indexedNames('x', n);
+  const us = indexedNames('u', m);
+  const ps = indexedNames('p', m);
+  const es = indexedNames('e', m);
   const ctx = HEADER.context;
   const bounded = Array.from(scaling.scale, (_, j) => Number.isFinite(model.controlLimits.lower[j]) && Number.isFinite(model.controlLimits.upper[j]));
   const lit = (v: number) => wgsl.literal(v);
@@ -143,13 +141,13 @@ export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling, lear
       'fn policy_samples(@builtin(global_invocation_id) gid: vec3<u32>) {',
       `let s = gid.x; if (s >= P[${HEADER.proposals}u]) { return; }`,
       `let tick = P[${HEADER.tick}u]; let key = vec2<u32>(P[${HEADER.seed}u], ${POLICY_STREAM}u); let widen = ${f(`${HEADER.policyStdScale}u`)};`,
-      list('r', n).map((r, i) => `let ${r} = ${f(`${ctx + n + m + i}u`)};`).join(' '),
+      indexedNames('r', n).map((r, i) => `let ${r} = ${f(`${ctx + n + m + i}u`)};`).join(' '),
       ...prologue.code,
       xs.map((x, i) => `var ${x}: f32 = ${f(`${ctx + i}u`)};`).join(' '),
       ps.map((p, i) => `var ${p}: f32 = ${f(`${ctx + n + i}u`)};`).join(' '),
       us.map((u) => `var ${u}: f32 = 0.0;`).join(' '),
       `for (var t: u32 = 0u; t < ${T}u; t = t + 1u) {`,
-      `let pv = prior_eval(array<f32, ${n}>(${xs.join(', ')}), array<f32, ${n}>(${list('r', n).join(', ')}));`,
+      `let pv = prior_eval(array<f32, ${n}>(${xs.join(', ')}), array<f32, ${n}>(${indexedNames('r', n).join(', ')}));`,
       `if (!pv.finite) { R[${SCALAR.outPolicyBad}u] = 1.0; return; }`,
       ...Array.from({ length: Math.ceil(m / 4) }, (_, b) => `let normals${b} = philox_normals(vec4<u32>(s, t, tick, ${b}u), key);`),
       ...us.map((u, j) => [
@@ -179,7 +177,7 @@ export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling, lear
     `let key = vec2<u32>(P[${HEADER.seed}u], ${MPPI_STREAM}u);`,
     `let rho = ${f(`${HEADER.noiseCorrelation}u`)}; let innovation = sqrt(1.0 - rho * rho);`,
     'var block: u32 = 0xffffffffu; var normals = vec4<f32>(0.0);',
-    list('r', n).map((r, i) => `let ${r} = ${f(`${ctx + n + m + i}u`)};`).join(' '),
+    indexedNames('r', n).map((r, i) => `let ${r} = ${f(`${ctx + n + m + i}u`)};`).join(' '),
     ...prologue.code,
     xs.map((x, i) => `var ${x}: f32 = ${f(`${ctx + i}u`)};`).join(' '),
     ps.map((p, i) => `var ${p}: f32 = ${f(`${ctx + n + i}u`)};`).join(' '),
@@ -197,7 +195,7 @@ export function wgslMppiSource(graphs: StepGraphs, scaling: ControlScaling, lear
     `acc = acc + ${term.refs[0]};`,
     ...(learned ? [
       `if ((P[${HEADER.flags}u] & ${FLAG.value}u) != 0u) {`,
-      `  let pv = prior_eval(array<f32, ${n}>(${xs.join(', ')}), array<f32, ${n}>(${list('r', n).join(', ')}));`,
+      `  let pv = prior_eval(array<f32, ${n}>(${xs.join(', ')}), array<f32, ${n}>(${indexedNames('r', n).join(', ')}));`,
       `  if (pv.finite) { acc = acc + ${f(`${HEADER.valueWeight}u`)} * pv.value; } else { R[${SCALAR.outValueBad}u] = 1.0; }`,
       '}',
     ] : []),

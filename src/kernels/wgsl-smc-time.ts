@@ -1,4 +1,4 @@
-import { emitBody, wgsl } from '../expr/emit.js';
+import { emitBody, indexedNames, wgsl } from '../expr/emit.js';
 import type { Scalar } from '../expr/expr.js';
 import type { ControlScaling } from '../models/controls.js';
 import { loopInvariantNodes, StepGraphs } from './graphs.js';
@@ -90,7 +90,6 @@ const REDUCE_WORKGROUP = 256;
 
 export const SMC_TIME_ENTRY_POINTS = ['prepare', 'atoms', 'advance', 'weigh', 'close'] as const;
 
-const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 
 /**
  * The program for one model and prior: `learned` is the WGSL of `prior_eval`
@@ -141,17 +140,17 @@ export function wgslSmcTimeSource(graphs: StepGraphs, scaling: ControlScaling, l
     `struct StepOut { next: array<f32, ${n}>, cost: f32, finite: bool }`,
     '/** x\' = f(x, u) and the stage cost l(x, u, u_prev) (u physical), generated from the model\'s step graphs; `finite` judged on the bits. */',
     `fn model_step(x: array<f32, ${n}>, u: array<f32, ${m}>, p: array<f32, ${m}>, r: array<f32, ${n}>) -> StepOut {`,
-    unpack(list('x', n), 'x'), unpack(list('u', m), 'u'), unpack(list('p', m), 'p'), unpack(list('r', n), 'r'),
+    unpack(indexedNames('x', n), 'x'), unpack(indexedNames('u', m), 'u'), unpack(indexedNames('p', m), 'p'), unpack(indexedNames('r', n), 'r'),
     ...prologue.code,
     ...fwd.code,
     'var o: StepOut;',
-    ...list('x', n).map((_, i) => `o.next[${i}] = ${fwd.refs[i]};`),
+    ...indexedNames('x', n).map((_, i) => `o.next[${i}] = ${fwd.refs[i]};`),
     `o.cost = ${fwd.refs[n]};`,
-    `o.finite = prior_bits_finite(o.cost)${list('x', n).map((_, i) => ` && prior_bits_finite(o.next[${i}])`).join('')};`,
+    `o.finite = prior_bits_finite(o.cost)${indexedNames('x', n).map((_, i) => ` && prior_bits_finite(o.next[${i}])`).join('')};`,
     'return o;',
     '}',
     `fn terminal_cost(x: array<f32, ${n}>, r: array<f32, ${n}>) -> f32 {`,
-    unpack(list('x', n), 'x'), unpack(list('r', n), 'r'),
+    unpack(indexedNames('x', n), 'x'), unpack(indexedNames('r', n), 'r'),
     ...prologue.code,
     ...term.code,
     `return ${term.refs[0]};`,

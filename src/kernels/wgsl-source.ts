@@ -1,4 +1,4 @@
-import { emitBody, wgsl } from '../expr/emit.js';
+import { emitBody, indexedNames, wgsl } from '../expr/emit.js';
 import type { Scalar } from '../expr/expr.js';
 import { loopInvariantNodes, readsInput, StepGraphs } from './graphs.js';
 import type { KernelKind } from './js-source.js';
@@ -14,7 +14,6 @@ export interface WgslKernel {
   bindings: number[];
 }
 
-const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 const vars = (names: string[], init: (i: number) => string) => names.map((nm, i) => `var ${nm}: f32 = ${init(i)};`).join(' ');
 const assignAll = (names: string[], values: string[], tmp: string) =>
   names.map((_, i) => `let ${tmp}${i} = ${values[i]};`).join(' ') + ' ' + names.map((nm, i) => `${nm} = ${tmp}${i};`).join(' ');
@@ -62,14 +61,14 @@ export function wgslKernelSource(graphs: StepGraphs, kind: KernelKind, as?: { io
   const io = as?.io ?? BUFFER_IO;
   const { model, noise } = graphs;
   const { stateDim: n, controlDim: m, noiseDim: k, horizon: T } = model;
-  const xs = list('x', n);
-  const us = list('u', m);
-  const ps = list('p', m);
-  const adj = list('a', n);
+  const xs = indexedNames('x', n);
+  const us = indexedNames('u', m);
+  const ps = indexedNames('p', m);
+  const adj = indexedNames('a', n);
   const outputs: Scalar[] = [graphs.next, graphs.stage, graphs.terminal].flat();
   if (kind === 'grad') outputs.push(...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev, ...graphs.gradTerminal);
   const usesNoise = noise && readsInput(outputs, 'w');
-  const ws = list('w', usesNoise ? k : 0);
+  const ws = indexedNames('w', usesNoise ? k : 0);
   const usesA = kind === 'grad' ? m > 0 : kind === 'trajectory' && n > 0;
   const usesS = kind === 'grad' && n > 0;
 
@@ -109,7 +108,7 @@ export function wgslKernelSource(graphs: StepGraphs, kind: KernelKind, as?: { io
   const L: string[] = as ? [] : [...decl, ''];
   if (as) L.push(`fn ${as.functionName}(s: u32) -> f32 {`);
   else L.push(`@compute @workgroup_size(${WORKGROUP_SIZE})`, 'fn main(@builtin(global_invocation_id) gid: vec3<u32>) {', 'let s = gid.x;', 'if (s >= u32(ctx[0u])) { return; }');
-  L.push(list('r', n).map((r, i) => `let ${r} = ${ctxAt(1 + n + m + i)};`).join(' '));
+  L.push(indexedNames('r', n).map((r, i) => `let ${r} = ${ctxAt(1 + n + m + i)};`).join(' '));
   L.push(...prologue.code);
   L.push(vars(xs, (i) => ctxAt(1 + i)), vars(ps, (i) => ctxAt(1 + n + i)), vars(us, () => '0.0'), vars(ws, () => '0.0'));
   if (kind === 'grad') L.push(vars(adj, () => '0.0'));
@@ -132,7 +131,7 @@ export function wgslKernelSource(graphs: StepGraphs, kind: KernelKind, as?: { io
   if (!as) L.push('C[s] = cost;');
 
   if (kind === 'grad') {
-    const qs = list('q', m);
+    const qs = indexedNames('q', m);
     const back = emitBody([...graphs.gradX, ...graphs.gradU, ...graphs.gradPrev], wgsl, declared);
     const gx = back.refs.slice(0, n);
     const gu = back.refs.slice(n, n + m);

@@ -1,4 +1,4 @@
-import { emitBody, wgsl } from '../expr/emit.js';
+import { emitBody, indexedNames, wgsl } from '../expr/emit.js';
 import { buildStepGraphs, loopInvariantNodes } from '../kernels/graphs.js';
 import { GpuProgram, storageDeclarations, StorageSpec, WebGpuBackend } from '../kernels/webgpu.js';
 import { WORKGROUP_SIZE } from '../kernels/wgsl-source.js';
@@ -6,7 +6,6 @@ import { denseLayerStatements, featureStatements } from '../learned/wgsl.js';
 import type { ClosedLoop } from './closed-loop.js';
 import type { ClosedLoopEvaluator, ClosedLoopJob } from './pool.js';
 
-const list = (prefix: string, count: number) => Array.from({ length: count }, (_, i) => `${prefix}${i}`);
 const f32 = (v: number) => wgsl.literal(v);
 
 const BUFFERS: readonly StorageSpec[] = [
@@ -34,10 +33,10 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
   const P = loop.parameters;
   const f = shape.features;
   const g = buildStepGraphs(model, false);
-  const xs = list('x', n);
-  const us = list('u', m);
-  const ps = list('p', m);
-  const adj = list('a', n);
+  const xs = indexedNames('x', n);
+  const us = indexedNames('u', m);
+  const ps = indexedNames('p', m);
+  const adj = indexedNames('a', n);
   const hoisted = loopInvariantNodes([...g.next, g.stage, g.terminal, ...g.gradX, ...g.gradU, ...g.gradPrev, ...g.gradTerminal]);
   const prologue = emitBody(hoisted, wgsl);
   const declared = new Set(hoisted.map((h) => h.id));
@@ -66,7 +65,7 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
     `let th = (s / hdr[1]) * ${P}u;`,
     `let gb = s * ${P}u;`,
     `let tape = s * ${T * stride}u;`,
-    list('r', n).map((r, i) => `let ${r} = ${f32(reference[i])};`).join(' '),
+    indexedNames('r', n).map((r, i) => `let ${r} = ${f32(reference[i])};`).join(' '),
     ...prologue.code,
     xs.map((x, i) => `var ${x}: f32 = X0[s * ${n}u + ${i}u];`).join(' '),
     ps.map((p, j) => `var ${p}: f32 = ${f32(shape.controlCenter[j])};`).join(' '),
@@ -95,7 +94,7 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
   // the backward sweep
   L.push(
     `for (var k: u32 = 0u; k < ${P}u; k = k + 1u) { G[gb + k] = 0.0; }`,
-    list('q', m).map((q) => `var ${q}: f32 = 0.0;`).join(' '),
+    indexedNames('q', m).map((q) => `var ${q}: f32 = 0.0;`).join(' '),
     `var d: array<f32, ${widest}>;`,
     `var e: array<f32, ${widest}>;`,
     `for (var tt: i32 = ${T - 1}; tt >= 0; tt = tt - 1) {`,

@@ -1,3 +1,4 @@
+import { InputError } from '../../input-error.js';
 import { buildStepGraphs } from '../../kernels/graphs.js';
 import { GpuProgram, tickHeader, WebGpuBackend } from '../../kernels/webgpu.js';
 import { FLAG, HEADER, MPPI_BUFFERS, NO_COST, ROLLOUT_WORKGROUP, SCALAR, scalarLayout, wgslMppiSource } from '../../kernels/wgsl-mppi.js';
@@ -156,7 +157,7 @@ export class GpuMppiPlanner implements RecedingPlanner {
     const M = p.samples;
     const d = this.dim;
     const perSample = Math.ceil(M / ROLLOUT_WORKGROUP);
-    if (perSample > program.backend.gpu.device.limits.maxComputeWorkgroupsPerDimension) throw new Error(`mppi.samples = ${M} exceeds this adapter's dispatch limit`);
+    if (perSample > program.backend.gpu.device.limits.maxComputeWorkgroupsPerDimension) throw new InputError(`mppi.samples = ${M} exceeds this adapter's dispatch limit`);
     const buffers = this.buffersFor(M, proposals);
     program.write(this.P, 0, this.header(req, M, proposals, value));
     this.tick++;

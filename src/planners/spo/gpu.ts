@@ -1,3 +1,4 @@
+import { InputError } from '../../input-error.js';
 import { buildStepGraphs } from '../../kernels/graphs.js';
 import { GpuProgram, tickHeader, WebGpuBackend } from '../../kernels/webgpu.js';
 import {
@@ -114,7 +115,7 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
     const { limits } = program.backend.gpu.device;
     const groups = Math.ceil((K * B) / PARTICLE_WORKGROUP);
     if (groups > limits.maxComputeWorkgroupsPerDimension) {
-      throw new Error(`${this.name}.particles x ${this.name}.atoms = ${K} x ${B} exceeds this adapter's dispatch limit (${limits.maxComputeWorkgroupsPerDimension * PARTICLE_WORKGROUP} invocations)`);
+      throw new InputError(`${this.name}.particles x ${this.name}.atoms = ${K} x ${B} exceeds this adapter's dispatch limit (${limits.maxComputeWorkgroupsPerDimension * PARTICLE_WORKGROUP} invocations)`);
     }
     const D = H * m;
     const sized = `${this.name}.particles = ${K}`;
