@@ -162,6 +162,47 @@ describe('SPO and TRT-SMC on the GPU (the whole pass in WGSL)', function () {
     }
   });
 
+  it('draws around the previous plan (warmStartShare) and the mean particle, in both members, as the CPU draws them', async () => {
+    const m = model.controlDim;
+    for (const name of ['spo', 'trtsmc'] as const) {
+      const K = 8;
+      const stdScale = 0.2;
+      const { cpu, gpu } = await pair(name, {
+        [`${name}.particles`]: K, [`${name}.resampleEvery`]: 100, [`${name}.warmStartShare`]: 0.5, [`${name}.warmStartStdScale`]: stdScale, [`${name}.policyStdScale`]: 2,
+      });
+      const first = await gpu.plan(req);
+      await gpu.plan({ ...req, shiftSteps: 1 });
+      const h = await gpu.history();
+      const s = controlScaling(model);
+      const problem = cpu.problem(req);
+      // each particle's states from its recorded actions (no resampling: particles keep their places), and the policy there
+      let checked = 0;
+      for (let i = 1; i < K; i++) {
+        let x = [...req.x0];
+        for (let t = 0; t < 10; t++) {
+          const { mean, std } = problem.policyValue(Float64Array.from(x), 1);
+          const z = h.actions[t][i * m];
+          const lc = h.logCorrections[t][i];
+          if (i <= 4 && Math.abs(z) < 1 - 1e-6) {
+            // the last plan shifted by one step, its last step repeated
+            const guide = (first.controls[Math.min(t + 1, 9)] - s.center[0]) / s.scale[0];
+            const e = (z - guide) / (stdScale * std[0]);
+            const expected = -0.5 * ((z - mean[0]) / std[0]) ** 2 + 0.5 * e * e + Math.log(stdScale);
+            assert.ok(Math.abs(e) < 6, `${name} particle ${i} step ${t}: ${e} policy stds x ${stdScale} from the guide`);
+            assert.ok(Math.abs(lc - expected) <= 2e-3 * Math.max(1, Math.abs(expected)), `${name} particle ${i} step ${t}: log pi / q ${lc} vs ${expected}`);
+            checked++;
+          }
+          if (i === K - 1) {
+            assert.ok(Math.abs(z - Math.min(1, Math.max(-1, mean[0]))) < 1e-4, `${name} step ${t}: the mean particle ${z} vs the policy's mean ${mean[0]}`);
+            assert.ok(Math.abs(lc - Math.log(2)) < 1e-5, `${name} step ${t}: the mean particle's correction ${lc}`);
+          }
+          x = problem.step(x, problem.toPhysical([z]));
+        }
+      }
+      assert.ok(checked >= 30, `${name}: ${checked} draws around the guide checked`);
+    }
+  });
+
   it('a prior whose output is not finite at the state: the tick is refused with the reason (the controller then commands its safe command)', async () => {
     const cpu = await build('spo', { 'spo.particles': 8 }, 'cpu') as SmcTimePlanner;
     const networks = structuredClone(cpu.guide.prior.networks);

@@ -10,6 +10,7 @@ import { ControllerSession } from '../src/run/session.js';
 import { controllerParameterTable, resolveRunParams } from '../src/run/setup.js';
 import { dualEta, Proposal, SmcProblem, SmcSettings, smcOverTime } from '../src/planners/spo/smc.js';
 import { trustRegionProposal } from '../src/planners/trtsmc/index.js';
+import { guideDrawCount } from '../src/planners/spo/receding.js';
 import { trustRegion } from '../src/planners/trtsmc/trust-region.js';
 
 /**
@@ -164,6 +165,58 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
     }
   });
 
+  it('draws around the previous plan: particles 1..count take the guide\'s action plus the policy\'s std x stdScale, weighed by log pi / q of their own draw', () => {
+    // no cost and no value: each particle's log weight is the sum of its proposal corrections alone
+    const policyMean = 0.3;
+    const policyStd = 0.5;
+    const problem: SmcProblem = {
+      ...handProblem(),
+      policyValue: (_x, count) => ({ mean: new Float64Array(count).fill(policyMean), std: new Float64Array(count).fill(policyStd), value: new Float64Array(count) }),
+      stageCost: () => 0,
+    };
+    const K = 203;
+    const guide = Float64Array.of(0.5, -0.25);
+    const stdScale = 0.2;
+    const zeros: Proposal = (_s, count) => ({ actions: new Float64Array(count), logCorrection: new Float64Array(count) });
+    const r = smcOverTime(problem, settings({ particles: K, depth: 2, eta: 1, guide, guideDraws: { count: 500, stdScale, bounded: [false] } }), zeros, new Rng(4));
+    const normals: number[] = [];
+    for (let i = 0; i < K; i++) {
+      const z = [r.trajectories[i * 2], r.trajectories[i * 2 + 1]];
+      if (i === 0) {
+        close(z, guide, 0, 'particle 0 follows the guide');
+        assert.equal(r.logWeights[0], 0);
+      } else if (i === K - 1) {
+        // at most K - 2 draw around the guide: the last keeps the proposal's (the mean particle's place)
+        close(z, [0, 0], 0, 'the last particle keeps its proposal');
+      } else {
+        let expected = 0;
+        for (let t = 0; t < 2; t++) {
+          const e = (z[t] - guide[t]) / (stdScale * policyStd);
+          normals.push(e);
+          expected += -0.5 * ((z[t] - policyMean) / policyStd) ** 2 + 0.5 * e * e + Math.log(stdScale);
+        }
+        assert.ok(Math.abs(r.logWeights[i] - expected) < 1e-12, `particle ${i}: log weight ${r.logWeights[i]} vs log pi / q ${expected}`);
+      }
+    }
+    // the draws' noise is standard normal (402 of them)
+    const mean = normals.reduce((a, b) => a + b, 0) / normals.length;
+    const sd = Math.sqrt(normals.reduce((a, b) => a + (b - mean) ** 2, 0) / normals.length);
+    assert.ok(Math.abs(mean) < 0.15 && Math.abs(sd - 1) < 0.1, `noise mean ${mean}, std ${sd}`);
+    // bounded controls are clipped; without a guide (no previous plan) nothing is drawn around it
+    const clipped = smcOverTime(problem, settings({ particles: 4, depth: 1, guide: Float64Array.of(0.99), guideDraws: { count: 2, stdScale: 10, bounded: [true] } }), zeros, new Rng(5));
+    assert.ok(Array.from(clipped.rootActions).every((z) => Math.abs(z) <= 1), `clipped: ${Array.from(clipped.rootActions)}`);
+    const unguided = smcOverTime(problem, settings({ particles: 4, depth: 1, guideDraws: { count: 2, stdScale: 0.2, bounded: [false] } }), zeros, new Rng(5));
+    close(unguided.rootActions, [0, 0, 0, 0], 0, 'no guide, the proposal\'s actions');
+  });
+
+  it('warmStartShare: the share of K drawn around the previous plan, leaving the exact warm start and the mean particle theirs', () => {
+    assert.equal(guideDrawCount({ particles: 16, warmStartShare: 0.6 }), 10);
+    assert.equal(guideDrawCount({ particles: 64, warmStartShare: 0.5 }), 32);
+    assert.equal(guideDrawCount({ particles: 16, warmStartShare: 1 }), 14);
+    assert.equal(guideDrawCount({ particles: 2, warmStartShare: 0.5 }), 0);
+    assert.equal(guideDrawCount({ particles: 16, warmStartShare: 0 }), 0);
+  });
+
   describe('TRT-SMC trust-region proposal (eq. (7), Appendix B.5) on a one-step problem with a known Q', () => {
     const q = [3.2, 1.5, 4.0, 1.9, 2.7, 5.5, 1.7, 3.3];
     const B = q.length;
@@ -186,6 +239,18 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
       close(trustRegion([2, 1, 1, 3], 1).probs, [0, 0.5, 0.5, 0], 0, 'tied minimum');
       // a non-finite Q gets no mass
       assert.equal(trustRegion([1, NaN, 2, 3], 0.5).probs[1], 0);
+    });
+
+    it('the mean particle: with meanParticle the last particle takes the policy\'s mean (clipped), corrected by log pi / pi_wide there', () => {
+      const policy = { mean: Float64Array.of(0.2, -0.4, 1.7), std: Float64Array.of(0.1, 0.3, 0.2) };
+      const qOf = (_s: Float64Array, count: number, z: Float64Array, perState: number) => Float64Array.from({ length: count * perState }, (_, b) => z[b] ** 2);
+      const withMean = trustRegionProposal(0.3, 8, 3, [true], qOf, true)(new Float64Array(3), 3, policy, new Rng(2));
+      assert.equal(withMean.actions[2], 1, 'the mean 1.7, clipped');
+      assert.ok(Math.abs(withMean.logCorrection[2] - Math.log(3)) < 1e-12, `log pi / pi_wide at the mean: ${withMean.logCorrection[2]}`);
+      const without = trustRegionProposal(0.3, 8, 3, [true], qOf, false)(new Float64Array(3), 3, policy, new Rng(2));
+      // the same draws for the others (the random stream is not shifted), an atom for the last
+      close(withMean.actions.subarray(0, 2), without.actions.subarray(0, 2), 0, 'the other particles');
+      assert.notEqual(without.actions[2], 1);
     });
 
     it('atoms drawn wider than the policy (policyStdScale 3) are weighed back to it: the corrected draws have the policy\'s mean and spread', () => {

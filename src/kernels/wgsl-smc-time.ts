@@ -43,7 +43,7 @@ export const SMC_TIME_BUFFERS: readonly StorageSpec[] = [
 
 export const SMC_HEADER = {
   particles: 0, tick: 1, seed: 2, flags: 3, depth: 4, resampleEvery: 5, shiftSteps: 6, atoms: 7,
-  eta: 8, klBound: 9, gamma: 10, policyStdScale: 11, alpha: 12, valueWeight: 13, context: 14,
+  eta: 8, klBound: 9, gamma: 10, policyStdScale: 11, alpha: 12, valueWeight: 13, guideDraws: 14, guideStdScale: 15, context: 16,
 } as const;
 
 /** SMC_HEADER.flags bits: `guide` one particle follows the shifted last plan; `value` the learned value weighs (else V = 0). */
@@ -332,11 +332,23 @@ export function wgslSmcTimeSource(graphs: StepGraphs, scaling: ControlScaling, l
     '  let total = select(dist.total, f32(B), qmin >= 1e38);',
     '  let d = draw_action(i, atom_normals(i, chosen, t));',
     '  z = d.z; lc = d.logRatio - log(f32(B)) - log(weight / total);',
+    // the last particle takes the policy's mean, as in SPO's branch (normals all zero: log pi / pi_wide = m log s)
+    `  if ((flags & ${SMC_FLAG.meanParticle}u) != 0u && i == K - 1u) { var e0: array<f32, ${4 * normalBlocks}>; let d0 = draw_action(i, e0); z = d0.z; lc = d0.logRatio; }`,
     '} else {',
     `  var e: array<f32, ${4 * normalBlocks}>;`,
     `  if (!((flags & ${SMC_FLAG.meanParticle}u) != 0u && i == K - 1u)) { for (var blk = 0u; blk < ${normalBlocks}u; blk = blk + 1u) { let v = philox_normals(vec4<u32>(i, blk, t, ${hdr('tick')}), vec2<u32>(${hdr('seed')}, ${STREAM.proposal}u)); e[4u * blk] = v.x; e[4u * blk + 1u] = v.y; e[4u * blk + 2u] = v.z; e[4u * blk + 3u] = v.w; } }`,
     '  let d = draw_action(i, e); z = d.z;',
     '  lc = d.logRatio;',
+    '}',
+    // particles 1..guideDraws draw around the guide (the policy's std x guideStdScale), weighed by log pi / q of their own draw
+    `if ((flags & ${SMC_FLAG.guide}u) != 0u && i >= 1u && i <= ${hdr('guideDraws')}) {`,
+    `  var e: array<f32, ${4 * normalBlocks}>; let s = ${hdrF('guideStdScale')}; lc = 0.0;`,
+    `  for (var blk = 0u; blk < ${normalBlocks}u; blk = blk + 1u) { let v = philox_normals(vec4<u32>(i, blk, t, ${hdr('tick')}), vec2<u32>(${hdr('seed')}, ${STREAM.proposal}u)); e[4u * blk] = v.x; e[4u * blk + 1u] = v.y; e[4u * blk + 2u] = v.z; e[4u * blk + 3u] = v.w; }`,
+    `  for (var j = 0u; j < ${m}u; j = j + 1u) {`,
+    `    let sd = PT[i * SP + ${pt.std}u + j]; let zu = R[${GUIDE}u + t * ${m}u + j] + s * sd * e[j]; let dz = (zu - PT[i * SP + ${pt.mean}u + j]) / sd;`,
+    '    lc = lc - 0.5 * dz * dz + 0.5 * e[j] * e[j] + log(s);',
+    '    z[j] = select(zu, clamp(zu, -1.0, 1.0), BOUNDED[j]);',
+    '  }',
     '}',
     `if (${sc('guided')} >= 0.0 && u32(${sc('guided')}) == i) { for (var j = 0u; j < ${m}u; j = j + 1u) { z[j] = R[${GUIDE}u + t * ${m}u + j]; } lc = 0.0; }`,
     `let x = state_of(i, 0u); var p: array<f32, ${m}>; for (var j = 0u; j < ${m}u; j = j + 1u) { p[j] = PT[i * SP + ${pt.uPrev}u + j]; }`,

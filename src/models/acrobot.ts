@@ -77,9 +77,14 @@ export const acrobot = defineModel<AcrobotParam>({
     planners: {
       mppi: { samples: 512, iterations: 4, temperature: 10, sigmaMax: 0.5, noiseCorrelation: 0.9, sigmaWarmStart: 'carry' },
       tsmc: { lambda: 0.1, stepSize: 0.02, particles: 32, maxTreeDepth: 3 },
-      spo: { eta: 0.01, policyStdScale: 4 },
-      // the acrobot's 40 Hz leaves 18 ms a plan: 4 atoms (Q at 16 x 4 atoms a step is most of a plan's time)
-      trtsmc: { eta: 0.01, policyStdScale: 4, atoms: 4 },
+      // SMC over time on the learned value: near-greedy weights (eta 0.001), no resampling (resampling on
+      // the value's 2-step advantages collapsed the particles onto its local errors: 0/20), and 60% of the
+      // particles drawn around the previous plan at a tenth of the policy's std, so the catch and the
+      // balance are refined from tick to tick (0/20 -> 20/20 at K = 16, docs/results.md, issue 27)
+      spo: { eta: 0.001, policyStdScale: 4, resampleEvery: 10000, warmStartShare: 0.6, warmStartStdScale: 0.1 },
+      // the acrobot's 40 Hz leaves 18 ms a plan: 4 atoms (Q at 16 x 4 atoms a step is most of a plan's time);
+      // alpha 0: the prior's Q twists the proposal the wrong way here (6/10 at 0.1 against 10/10)
+      trtsmc: { eta: 0.001, policyStdScale: 4, atoms: 4, alpha: 0, resampleEvery: 10000, warmStartShare: 0.6, warmStartStdScale: 0.1 },
     },
     // Table S-I of the TSMC paper (step sizes in normalised units here). The moves: NUTS adapted to
     // acceptance 0.4 with trees up to depth 6 and one move per level, not 0.65, 5 and 2: longer,

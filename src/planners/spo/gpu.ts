@@ -9,6 +9,7 @@ import { packPrior, priorFunctionWgsl } from '../../learned/wgsl.js';
 import type { Model } from '../../models/model.js';
 import { controlScaling, toControls } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from '../receding.js';
+import { guideDrawCount } from './receding.js';
 import type { SmcTimeParams, SmcVariant } from './receding.js';
 
 type EntryPoint = (typeof SMC_TIME_ENTRY_POINTS)[number];
@@ -153,6 +154,8 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
     floats[SMC_HEADER.policyStdScale] = p.policyStdScale;
     floats[SMC_HEADER.alpha] = v.gpu.trustRegion ? p.alpha as number : 0;
     floats[SMC_HEADER.valueWeight] = g.valueWeight;
+    words[SMC_HEADER.guideDraws] = guideDrawCount(p);
+    floats[SMC_HEADER.guideStdScale] = p.warmStartStdScale;
     return buffer;
   }
 

@@ -21,6 +21,8 @@ export const SMC_TIME_PARAMS = {
   command: choice('mean', ['mean', 'sample'] as const, 'the command from q-hat: its weighted mean, or a draw from it'),
   meanParticle: flag(true, 'one particle follows the policy\'s mean (no noise): the policy\'s own choice is always among the candidates'),
   warmStart: flag(true, 'one particle follows the shifted previous plan (while it or an offspring survives resampling), so the last plan stays in reach'),
+  warmStartShare: num(0, 'with warmStart: the share of the particles that draw around the shifted previous plan (the policy\'s std x warmStartStdScale) rather than from the policy, each weighed by pi / q of its own draw, so the last plan is refined from tick to tick as MPPI refines its mean; at most K - 2 particles', { min: 0, max: 1 }),
+  warmStartStdScale: num(0.1, 'multiplies the policy\'s std for the draws around the previous plan (warmStartShare)', { min: 0, max: 100, exclusive: true }),
 } as const;
 
 export type SmcTimeParams = ParamsOf<typeof SMC_TIME_PARAMS>;
@@ -156,6 +158,7 @@ export class SmcTimePlanner implements RecedingPlanner {
       particles: p.particles, depth, resampleEvery: p.resampleEvery, resampling: p.resampling, eta: p.eta, klBound: p.klBound,
       revive: this.variant.revive(p), deadline: req.deadline,
       guide: p.warmStart && this.last ? shiftSequence(this.last, m, req.shiftSteps ?? 1).subarray(0, depth * m) : undefined,
+      guideDraws: { count: guideDrawCount(p), stdScale: p.warmStartStdScale, bounded: this.bounded },
     }, this.variant.proposal(p, this.bounded, this.guide, req.reference), this.rng);
     const K = p.particles;
     const q = this.variant.rootWeights(r);
@@ -207,6 +210,11 @@ export class SmcTimePlanner implements RecedingPlanner {
       },
     };
   }
+}
+
+/** How many particles draw around the previous plan: warmStartShare of K, leaving the exact warm start and the mean particle theirs. */
+export function guideDrawCount(p: Pick<SmcTimeParams, 'particles' | 'warmStartShare'>): number {
+  return Math.max(0, Math.min(Math.round(p.warmStartShare * p.particles), p.particles - 2));
 }
 
 /** q-hat's weighted mean and std per control (the std floored at the policy's least, exp(LOG_STD_RANGE[0])): the distribution the M-step distils. */

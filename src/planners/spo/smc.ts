@@ -69,6 +69,14 @@ export interface SmcSettings {
    * policy draw). The previous optimum stays in reach, as TSMC keeps it.
    */
   guide?: Float64Array;
+  /**
+   * with a guide: particles 1..count draw around it (the guide's action plus
+   * the policy's std x stdScale, clipped where bounded) instead of from the
+   * proposal, each weighed by log pi / q of its own draw, so the last plan is
+   * refined from tick to tick as MPPI refines its mean; count at most K - 2
+   * (particle 0 is the exact warm start, the last the policy's mean)
+   */
+  guideDraws?: { count: number; stdScale: number; bounded: readonly boolean[] };
   /** the ancestor draw (tests fix the resampling history); default `resample(rng, w, resampling)` */
   resampleIndices?: (weights: Float64Array, rng: Rng) => Int32Array;
 }
@@ -188,6 +196,7 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     const stepStart = performance.now();
     if (t > 0 && settings.deadline !== undefined && stepStart + slowestStepMs >= settings.deadline) break;
     const draw = proposal(states, K, here, rng);
+    if (settings.guide && settings.guideDraws) drawAroundGuide(draw, settings.guide.subarray(t * m, (t + 1) * m), here, settings.guideDraws, rng);
     if (guided >= 0) {
       draw.actions.set(settings.guide!.subarray(t * m, (t + 1) * m), guided * m);
       draw.logCorrection[guided] = 0;
@@ -270,6 +279,31 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     trajectories: depthReached === h ? trajectories : cut(trajectories, K, h, depthReached, m),
     states, depthReached, essRatios, proposalFigures, resamples, eta, valueRoot, valueSmc,
   };
+}
+
+/**
+ * Particles 1..count: the guide's action plus N(0, (stdScale sigma)^2) at the
+ * particle's policy std sigma, clipped where bounded; log pi / q at the
+ * unclipped draw (as the policy's own wide draws are corrected).
+ */
+function drawAroundGuide(
+  draw: ProposalDraw, guide: ArrayLike<number>, policy: { mean: Float64Array; std: Float64Array },
+  { count, stdScale, bounded }: { count: number; stdScale: number; bounded: readonly boolean[] }, rng: Rng,
+): void {
+  const m = guide.length;
+  const last = Math.min(count, draw.logCorrection.length - 2);
+  for (let i = 1; i <= last; i++) {
+    let logCorrection = 0;
+    for (let j = 0; j < m; j++) {
+      const k = i * m + j;
+      const e = rng.normal();
+      const z = guide[j] + stdScale * policy.std[k] * e;
+      // log N(z; mu, sigma) - log N(z; guide, stdScale sigma)
+      logCorrection += -0.5 * ((z - policy.mean[k]) / policy.std[k]) ** 2 + 0.5 * e * e + Math.log(stdScale);
+      draw.actions[k] = bounded[j] ? Math.min(1, Math.max(-1, z)) : z;
+    }
+    draw.logCorrection[i] = logCorrection;
+  }
 }
 
 /** The first `d` steps of each of K trajectories of h steps. */

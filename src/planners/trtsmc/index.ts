@@ -22,7 +22,10 @@ export const TRTSMC_PARAMS = {
  * SPO's proposal corrects (0 at policyStdScale 1: the paper's form). The
  * per-step figure is the mean inverse temperature beta of the finite ones.
  */
-export function trustRegionProposal(alpha: number, atoms: number, scale: number, bounded: readonly boolean[], q: (states: Float64Array, count: number, z: Float64Array, perState: number) => Float64Array): Proposal {
+export function trustRegionProposal(
+  alpha: number, atoms: number, scale: number, bounded: readonly boolean[],
+  q: (states: Float64Array, count: number, z: Float64Array, perState: number) => Float64Array, meanParticle = false,
+): Proposal {
   const m = bounded.length;
   return (states, count, policy, rng) => {
     const B = atoms;
@@ -57,6 +60,16 @@ export function trustRegionProposal(alpha: number, atoms: number, scale: number,
         betaCount++;
       }
     }
+    // the last particle takes the policy's mean, as in SPO's proposal: log pi / pi_wide there is m log(scale)
+    if (meanParticle && count > 0) {
+      const i = count - 1;
+      logCorrection[i] = 0;
+      for (let j = 0; j < m; j++) {
+        const v = policy.mean[i * m + j];
+        actions[i * m + j] = bounded[j] ? Math.min(1, Math.max(-1, v)) : v;
+        if (scale !== 1) logCorrection[i] += Math.log(scale);
+      }
+    }
     return { actions, logCorrection, figure: betaCount ? betaSum / betaCount : Infinity };
   };
 }
@@ -65,7 +78,7 @@ export function trustRegionProposal(alpha: number, atoms: number, scale: number,
 export const TRTSMC_VARIANT: SmcVariant = {
   name: 'trtsmc',
   proposal: (p, bounded, guide, reference) => trustRegionProposal(p.alpha as number, p.atoms as number, p.policyStdScale as number, bounded,
-    (states, count, z, perState) => guide.prior.q(states, count, z, perState, reference)),
+    (states, count, z, perState) => guide.prior.q(states, count, z, perState, reference), p.meanParticle === true),
   // q-hat ∝ pi exp(Q-hat) over the root atoms (the root's log(pi / q) is inside Q-hat), each root against the steps it took part in
   rootWeights: (r) => normalise(r.backedUp.map((v, j) => v - r.backedUpBaseline[j])),
   revive: (p) => p.revive === true,
