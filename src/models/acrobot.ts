@@ -80,7 +80,7 @@ export const acrobot = defineModel<AcrobotParam>({
       // SMC over time on the learned value: near-greedy weights (eta 0.001), no resampling (resampling on
       // the value's 2-step advantages collapsed the particles onto its local errors: 0/20), and 60% of the
       // particles drawn around the previous plan at a tenth of the policy's std, so the catch and the
-      // balance are refined from tick to tick (0/20 -> 20/20 at K = 16, docs/results.md, issue 27)
+      // balance are refined from tick to tick (0/20 -> 19/20 at K = 16, 20/20 at K = 64, docs/results.md, issue 27)
       spo: { eta: 0.001, policyStdScale: 4, resampleEvery: 10000, warmStartShare: 0.6, warmStartStdScale: 0.1 },
       // the acrobot's 40 Hz leaves 18 ms a plan: 4 atoms (Q at 16 x 4 atoms a step is most of a plan's time);
       // alpha 0: the prior's Q twists the proposal the wrong way here (6/10 at 0.1 against 10/10)

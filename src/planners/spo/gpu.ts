@@ -9,8 +9,7 @@ import { packPrior, priorFunctionWgsl } from '../../learned/wgsl.js';
 import type { Model } from '../../models/model.js';
 import { controlScaling, toControls } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from '../receding.js';
-import { guideDrawCount } from './receding.js';
-import type { SmcTimeParams, SmcVariant } from './receding.js';
+import { guideDrawCount, type SmcTimeParams, type SmcVariant } from './receding.js';
 
 type EntryPoint = (typeof SMC_TIME_ENTRY_POINTS)[number];
 
