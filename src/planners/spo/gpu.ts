@@ -9,7 +9,7 @@ import { packPrior, priorFunctionWgsl } from '../../learned/wgsl.js';
 import type { Model } from '../../models/model.js';
 import { controlScaling, toControls } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from '../receding.js';
-import { guideDrawCount, type SmcTimeParams, type SmcVariant } from './receding.js';
+import { guideDrawCount, smcTimeReport, type SmcTimeParams, type SmcVariant } from './receding.js';
 
 type EntryPoint = (typeof SMC_TIME_ENTRY_POINTS)[number];
 
@@ -217,21 +217,15 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
     const z = slice(at.plan, H * m);
     const sigma = Array.from(slice(at.firstSigma, m), (v) => Math.max(Math.exp(LOG_STD_RANGE[0]), v));
     this.first = { mean: Array.from(slice(at.firstMean, m)), sigma };
-    const ess = Array.from(slice(at.ess, d));
-    const betas = Array.from(slice(at.beta, d), (b) => (b >= BIG ? Infinity : b));
-    const figureName = this.variant.figureName;
     const cost = out[at.cost] >= BIG ? Infinity : out[at.cost];
     return {
       controls: toControls(z, this.scaling),
       cost,
-      info: {
-        depth: d, rollouts: (K * d) / H, essRatio: out[at.finalEss], resamples: out[at.resamples], eta: out[at.eta], valueRoot: out[at.valueRoot], valueSmc: cost,
-        ...(figureName && betas.length ? { [figureName]: betas.reduce((a, b) => a + b, 0) / betas.length } : {}),
-      },
-      diagnostics: {
-        series: { ess_ratio: ess, q_hat: Array.from(q), ...(figureName ? { [figureName]: betas } : {}) },
-        ...(stepsRun < depth ? { notice: `the deadline stopped the pass at depth ${d} of ${depth}` } : {}),
-      },
+      ...smcTimeReport(this.variant, {
+        particles: K, horizon: H, depthAsked: depth, depthReached: d, stopped: stepsRun < depth, essRatios: Array.from(slice(at.ess, d)), finalEss: out[at.finalEss],
+        resamples: out[at.resamples], eta: out[at.eta], valueRoot: out[at.valueRoot], valueSmc: cost, qHat: q,
+        figures: Array.from(slice(at.beta, d), (b) => (b >= BIG ? Infinity : b)),
+      }),
     };
   }
 

@@ -190,26 +190,55 @@ export class SmcTimePlanner implements RecedingPlanner {
     this.first = firstStepOf(q, r.rootActions, m);
     const controls = new Float64Array(H * m);
     for (let t = 0; t < H; t++) controls.set(this.toPhysical(z.subarray(t * m, (t + 1) * m)), t * m);
-    const finalEss = r.essRatios.at(-1) ?? 1;
-    const figures = r.proposalFigures;
     return {
       controls,
       // the plan's cost in the value's units: V(x0) from the SMC estimate
       cost: r.valueSmc,
-      info: {
-        depth: d, rollouts: (K * d) / H, essRatio: finalEss, resamples: r.resamples, eta: r.eta, valueRoot: r.valueRoot, valueSmc: r.valueSmc,
-        ...(this.variant.figureName && figures.length ? { [this.variant.figureName]: figures.reduce((a, b) => a + b, 0) / figures.length } : {}),
-      },
-      diagnostics: {
-        series: {
-          ess_ratio: r.essRatios,
-          q_hat: Array.from(q),
-          ...(this.variant.figureName ? { [snake(this.variant.figureName)]: figures } : {}),
-        },
-        ...(d < depth ? { notice: `the deadline stopped the pass at depth ${d} of ${depth}` } : {}),
-      },
+      ...smcTimeReport(this.variant, {
+        particles: K, horizon: H, depthAsked: depth, depthReached: d, stopped: d < depth, essRatios: r.essRatios, finalEss: r.essRatios.at(-1) ?? 1,
+        resamples: r.resamples, eta: r.eta, valueRoot: r.valueRoot, valueSmc: r.valueSmc, qHat: q, figures: r.proposalFigures,
+      }),
     };
   }
+}
+
+/** What one pass reports (its status figures and series), the same from the CPU and the GPU-resident pass. */
+export interface SmcTimePass {
+  particles: number;
+  horizon: number;
+  depthAsked: number;
+  depthReached: number;
+  /** the deadline stopped the pass before the depth asked */
+  stopped: boolean;
+  essRatios: number[];
+  finalEss: number;
+  resamples: number;
+  eta: number;
+  valueRoot: number;
+  valueSmc: number;
+  qHat: ArrayLike<number>;
+  /** the proposal's figure per step, where the variant has one */
+  figures: number[];
+}
+
+export function smcTimeReport(variant: SmcVariant, pass: SmcTimePass): Pick<PlanResult, 'info' | 'diagnostics'> {
+  const { figureName } = variant;
+  const { figures, depthReached: d } = pass;
+  return {
+    info: {
+      depth: d, rollouts: (pass.particles * d) / pass.horizon, essRatio: pass.finalEss, resamples: pass.resamples, eta: pass.eta,
+      valueRoot: pass.valueRoot, valueSmc: pass.valueSmc,
+      ...(figureName && figures.length ? { [figureName]: figures.reduce((a, b) => a + b, 0) / figures.length } : {}),
+    },
+    diagnostics: {
+      series: {
+        ess_ratio: pass.essRatios,
+        q_hat: Array.from(pass.qHat),
+        ...(figureName ? { [snake(figureName)]: figures } : {}),
+      },
+      ...(pass.stopped ? { notice: `the deadline stopped the pass at depth ${d} of ${pass.depthAsked}` } : {}),
+    },
+  };
 }
 
 /** How many particles draw around the previous plan: warmStartShare of K, leaving the exact warm start and the mean particle theirs. */
