@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Controller } from '../src/controller/controller.js';
-import { PriorError } from '../src/learned/checkpoint.js';
+import { loadCheckpoint, PriorError } from '../src/learned/checkpoint.js';
 import { LearnedPrior } from '../src/learned/runtime.js';
 import { lqr } from '../src/models/lqr.js';
 import { fromPhysical } from '../src/models/model.js';
@@ -211,6 +211,32 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
     } finally {
       rmSync(whole, { recursive: true, force: true });
       rmSync(parts, { recursive: true, force: true });
+    }
+  });
+
+  it('train.init centres the prior on a trained policy: with a flat energy the particles are drawn around its weights; another shape or system is refused', async () => {
+    const first = tmp();
+    const around = tmp();
+    try {
+      await trainPolicy(LQ_TASK, resolvePolicySettings(LQ_TASK, { particles: 16, batch: 4, maxLevels: 2, priorScale: 3, lambda: 0.01 }), { out: first, resume: false, version });
+      const { theta } = fromPriorPolicy(loadCheckpoint(first).networks.policy);
+      assert.ok(Math.abs(theta[0]) > 0.3, `the trained gain is away from zero (${theta[0]}), so a centred prior shows`);
+      // lambda this large makes the energy irrelevant: the target is the prior itself, N(theta_init, (0.1 sigma_Glorot)^2)
+      const settings = resolvePolicySettings(LQ_TASK, { particles: 512, batch: 2, lambda: 1e11, priorScale: 0.1, init: first, seed: 3 });
+      await trainPolicy(LQ_TASK, settings, { out: around, resume: false, version });
+      const { mean, sd } = particleMoments(around, 3, 0, 3);
+      const std = priorStd([2, 1], 0.1);
+      for (let j = 0; j < 3; j++) {
+        assert.ok(Math.abs(mean[j] - theta[j]) < 0.25 * std[j], `parameter ${j}: particles' mean ${mean[j].toFixed(4)}, init ${theta[j].toFixed(4)}`);
+        assert.ok(Math.abs(sd[j] / std[j] - 1) < 0.15, `parameter ${j}: spread ${sd[j].toFixed(4)}, prior ${std[j].toFixed(4)}`);
+      }
+      const refused = (task: PolicyTask, pattern: RegExp) => assert.rejects(trainPolicy(task, resolvePolicySettings(task, { particles: 4, batch: 1, maxLevels: 1, init: first }), { out: tmp(), resume: false, version }),
+        (e: Error) => e instanceof InputError && pattern.test(e.message) && !e.message.includes('\n'));
+      await refused({ ...LQ_TASK, hidden: [4] }, /train\.init '.*' has layers 2 x 1, this task's policy 2 x 4 x 1/);
+      await refused(policyTask('pendulum'), /train\.init '.*' is a policy for double-integrator, this task's system is pendulum/);
+    } finally {
+      rmSync(first, { recursive: true, force: true });
+      rmSync(around, { recursive: true, force: true });
     }
   });
 

@@ -7,13 +7,13 @@ import { shutdown } from '../shutdown.js';
 import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import { InputError } from '../input-error.js';
 import { POLICY_TASK_NAMES, policyTask, PolicyTask, taskModel } from '../policy/tasks.js';
-import { PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
+import { checkInitialPolicy, PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
 
 
 export const trainPolicyCommand: Command = {
   name: 'train-policy',
   summary: 'Train a neural feedback policy by tempered SMC on exact closed-loop gradients (TSMC:D, TSMC:E; TSMC paper Section IV) or by multi-start Adam; the output is a prior checkpoint (--prior DIR: MPPI\'s sampling policy, the controller\'s fallback: policy).',
-  usage: `train-policy --task ${POLICY_TASK_NAMES.join('|')} [--method ${POLICY_METHODS.join('|')}] [--particles N] [--batch B] [--seed K] [--set train.KEY=value] [--set model.KEY=value] [--threads N] [--out DIR] [--resume] [--json]`,
+  usage: `train-policy --task ${POLICY_TASK_NAMES.join('|')} [--method ${POLICY_METHODS.join('|')}] [--particles N] [--batch B] [--seed K] [--set train.KEY=value] [--set model.KEY=value] [--threads N] [--init DIR] [--out DIR] [--resume] [--json]`,
   options: {
     task: { type: 'string', description: `the paper's task: ${POLICY_TASK_NAMES.join(', ')}`, valueName: 'NAME' },
     method: { type: 'string', description: `${POLICY_METHODS.join(', ')} (default tsmc-d); the same as --set train.method=M`, valueName: 'M' },
@@ -21,6 +21,7 @@ export const trainPolicyCommand: Command = {
     batch: { type: 'string', description: 'initial states B per evaluation (default: the task\'s); the same as --set train.batch=B', valueName: 'B' },
     seed: { type: 'string', description: 'seed (default 0); the same as --set train.seed=K', valueName: 'K' },
     set: { type: 'string', multiple: true, description: `a training setting, train.KEY=value (${Object.keys(POLICY_TRAIN_PARAMS).join(', ')}), or a model parameter of the task, model.KEY=value (e.g. model.dtS and model.horizon to match a controller's step)`, valueName: 'KEY=value' },
+    init: { type: 'string', description: 'a policy of this task (train-policy --out) to centre the prior on and draw the initial particles around, e.g. to refine it on a longer horizon; the same as --set train.init=DIR', valueName: 'DIR' },
     out: { type: 'string', description: 'output folder, a prior checkpoint (default runs/policy-TASK-TIMESTAMP)', valueName: 'DIR' },
     resume: { type: 'boolean', description: 'continue the run in --out from its last level' },
     threads: { type: 'string', description: `threads for the rollouts (default all ${MAX_THREADS} cores); the result does not depend on it`, valueName: 'N' },
@@ -85,7 +86,12 @@ function trainPolicyOptions(values: Record<string, unknown>): { task: PolicyTask
   }
   const method = stringOpt(values, 'method');
   if (method !== undefined) own.method = method;
-  return { task, settings: resolvePolicySettings(task, own), threads: optionalInteger(values, 'threads', MAX_THREADS, 1, MAX_THREADS, `this machine has ${MAX_THREADS} cores`), model: modelOverrides };
+  const init = stringOpt(values, 'init');
+  if (init !== undefined) own.init = init;
+  const settings = resolvePolicySettings(task, own);
+  // refused before --out is made
+  if (settings.init) checkInitialPolicy(task, settings.init, modelOverrides);
+  return { task, settings, threads: optionalInteger(values, 'threads', MAX_THREADS, 1, MAX_THREADS, `this machine has ${MAX_THREADS} cores`), model: modelOverrides };
 }
 
 function energyCurve(task: PolicyTask, method: string, levels: PolicyLevel[]): string {

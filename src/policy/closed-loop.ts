@@ -50,9 +50,9 @@ export function priorStd(sizes: readonly number[], scale = 1, biasStd = 0.1): Fl
   return std;
 }
 
-export function drawFromPrior(rng: Rng, std: Float64Array, count: number): Float64Array {
+export function drawFromPrior(rng: Rng, std: Float64Array, count: number, mean?: Float64Array): Float64Array {
   const out = rng.fillNormal(new Float64Array(count * std.length));
-  for (let i = 0; i < out.length; i++) out[i] *= std[i % std.length];
+  for (let i = 0; i < out.length; i++) out[i] = out[i] * std[i % std.length] + (mean?.[i % std.length] ?? 0);
   return out;
 }
 

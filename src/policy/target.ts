@@ -27,7 +27,7 @@ export function toModelStarts(model: Model, rows: readonly (readonly number[])[]
  * The policy-optimisation targets of the TSMC paper, Section IV: positions
  * are policy parameters theta (d of them), the energy the mean closed-loop
  * cost over B initial states, the prior p0(theta) an independent Gaussian
- * (std per parameter).
+ * (std per parameter; its mean zero, or a policy trained before).
  *
  * TSMC:D (`carried` false): the B starts are drawn from mu once and fixed
  * (eqs. (21)-(22)). TSMC:E (`carried` true): each particle carries its own
@@ -49,9 +49,12 @@ export class PolicyTarget implements Target {
     fixedStarts: Float64Array | undefined,
     /** where the rollouts run (a thread pool, the GPU; absent: this thread) */
     private readonly evaluator?: ClosedLoopEvaluator,
+    /** the prior's mean (train.init: a policy trained before); absent: zero */
+    private readonly priorMean?: Float64Array,
   ) {
     this.parameters = loop.parameters;
     if (priorStd.length !== this.parameters) throw new Error(`prior std has ${priorStd.length} values, the policy ${this.parameters} parameters`);
+    if (priorMean && priorMean.length !== this.parameters) throw new Error(`prior mean has ${priorMean.length} values, the policy ${this.parameters} parameters`);
     this.inverseVariance = priorStd.map((s) => 1 / (s * s));
     this.starts = fixedStarts;
     this.dim = fixedStarts ? this.parameters : this.parameters + batch * loop.model.stateDim;
@@ -83,9 +86,9 @@ export class PolicyTarget implements Target {
       out.energyGrad.set(grad.subarray(i * p, (i + 1) * p), i * dim);
       let u0 = 0;
       for (let k = 0; k < p; k++) {
-        const theta = thetas[i * p + k];
-        const g = theta * this.inverseVariance[k];
-        u0 += 0.5 * theta * g;
+        const offset = thetas[i * p + k] - (this.priorMean?.[k] ?? 0);
+        const g = offset * this.inverseVariance[k];
+        u0 += 0.5 * offset * g;
         out.priorGrad[i * dim + k] = g;
       }
       out.prior[i] = u0;

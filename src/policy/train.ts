@@ -2,15 +2,15 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../input-error.js';
-import { choice, num, ParamsOf, resolveParams } from '../params.js';
-import { saveCheckpoint, writeFileAtomic, PriorMeta } from '../learned/checkpoint.js';
+import { choice, num, ParamsOf, resolveParams, text } from '../params.js';
+import { loadCheckpoint, saveCheckpoint, writeFileAtomic, PriorMeta } from '../learned/checkpoint.js';
 import { initMlp } from '../learned/mlp.js';
 import { LOG_STD_RANGE, PriorNetworks } from '../learned/networks.js';
 import { Rng } from '../random.js';
 import { moveKernel } from '../planners/tsmc/tsmc.js';
 import { quantile } from '../samplers/stats.js';
 import { temperedSmc, TemperedState } from '../samplers/tempering.js';
-import { ClosedLoop, drawFromPrior, policyShape, PolicyShape, priorStd, toPriorPolicy } from './closed-loop.js';
+import { ClosedLoop, drawFromPrior, fromPriorPolicy, layerSizes, policyShape, PolicyShape, priorStd, toPriorPolicy } from './closed-loop.js';
 import { ClosedLoopEvaluator, ClosedLoopPool } from './pool.js';
 import type { Model } from '../models/model.js';
 import { composedMove, drawPhysicalStarts, heldStartsMass, PolicyTarget, startsRefresh, toModelStarts } from './target.js';
@@ -37,6 +37,7 @@ export const POLICY_TRAIN_PARAMS = {
   targetAcceptance: num(0.65, 'adapt the step size towards this acceptance (0 = fixed)', { min: 0, max: 0.99 }),
   maxLevels: num(1000, 'stop after this many tempering levels (or Adam blocks of 50 iterations)', { min: 1, max: 100000, integer: true }),
   priorScale: num(1, 'multiplies the prior\'s stds over the weights (Glorot) and biases (0.1)', { min: 0, max: 100, exclusive: true }),
+  init: text('', 'a policy checkpoint (train-policy --out) of this task\'s shape whose weights centre the prior, so the initial particles (gradient: the starts) are drawn around it: to refine a policy, e.g. on a longer horizon (with a smaller priorScale); empty: the prior is centred on zero', { maxLength: 4096 }),
   iterations: num(2000, 'gradient: Adam iterations per start (set it to TSMC\'s gradient evaluations per particle for an equal budget)', { min: 1, max: 1e7, integer: true }),
   learningRate: num(0.003, 'gradient: Adam\'s learning rate', { min: 0, max: 10, exclusive: true }),
   backend: choice('cpu', ['cpu', 'webgpu'] as const, 'where the rollouts and their gradients run: cpu (f64, --threads) or webgpu (f32, one invocation per particle and start)'),
@@ -136,10 +137,11 @@ async function train(
   model: Model, shape: PolicyShape, loop: ClosedLoop, evaluator: ClosedLoopEvaluator | undefined,
 ): Promise<PolicyTrainResult> {
   const std = priorStd(loop.sizes, settings.priorScale);
+  const mean = settings.init ? initialPolicy(settings.init, model, shape) : undefined;
   const setupRng = new Rng(settings.seed);
   const physical = drawPhysicalStarts(setupRng, task.starts, settings.batch);
   const carried = settings.method === 'tsmc-e';
-  const target = new PolicyTarget(loop, settings.lambda, std, settings.batch, carried ? undefined : toModelStarts(model, physical), evaluator);
+  const target = new PolicyTarget(loop, settings.lambda, std, settings.batch, carried ? undefined : toModelStarts(model, physical), evaluator, mean);
   mkdirSync(join(opts.out, 'training'), { recursive: true });
   const statePath = join(opts.out, STATE_FILE);
   let saved: SavedState | undefined;
@@ -156,7 +158,7 @@ async function train(
     if (positions.length !== settings.particles * target.dim) throw new InputError(`--resume: ${join(opts.out, PARTICLES_FILE)} holds ${positions.length} values, expected ${settings.particles * target.dim} (truncated or from another run)`);
   } else {
     positions = new Float64Array(settings.particles * target.dim);
-    const theta = drawFromPrior(setupRng, std, settings.particles);
+    const theta = drawFromPrior(setupRng, std, settings.particles, mean);
     for (let i = 0; i < settings.particles; i++) {
       positions.set(theta.subarray(i * target.parameters, (i + 1) * target.parameters), i * target.dim);
       if (carried) positions.set(toModelStarts(model, drawPhysicalStarts(setupRng, task.starts, settings.batch)), i * target.dim + target.parameters);
@@ -263,6 +265,25 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
     gradientEvaluations: ctx.levels.reduce((a, l) => a + l.gradientEvaluations, 0), wallS: (performance.now() - ctx.startMs) / 1000,
     finished: ctx.levels.length >= blocks,
   };
+}
+
+/** train.init's policy checked against the task (with its model overrides) before anything runs; throws the refusal. */
+export function checkInitialPolicy(task: PolicyTask, dir: string, modelOverrides?: Readonly<Record<string, number>>): void {
+  const model = taskModel(task, modelOverrides);
+  initialPolicy(dir, model, policyShape(model, task.hidden, task.rawScale));
+}
+
+/** The weights of train.init's policy, refused with one line unless it is a policy of this task's system, features and layers. */
+function initialPolicy(dir: string, model: Model, shape: PolicyShape): Float64Array {
+  const { meta, networks } = loadCheckpoint(dir);
+  const what = `train.init '${dir}'`;
+  if (meta.system !== model.name) throw new InputError(`${what} is a policy for ${meta.system}, this task's system is ${model.name}`);
+  const { theta, sizes } = fromPriorPolicy(networks.policy);
+  const want = layerSizes(shape);
+  if (sizes.join('x') !== want.join('x')) throw new InputError(`${what} has layers ${sizes.join(' x ')}, this task's policy ${want.join(' x ')}`);
+  if (JSON.stringify(meta.features) !== JSON.stringify(shape.features)) throw new InputError(`${what} reads other state features than this task's policy (${JSON.stringify(meta.features)})`);
+  if (!theta.every(Number.isFinite)) throw new InputError(`${what} has non-finite weights`);
+  return theta;
 }
 
 function levelSeed(seed: number, level: number): number {
