@@ -565,6 +565,27 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     await assert.rejects(valueIteration({ run: reseeded, value: { ...value, sweeps: 2, demoBound: true }, from, out: capped, resume: true, version: 'test' }), /its states drawn once are not this run's draw/);
   });
 
+  it('ceilingScale: no target exceeds that multiple of the largest cost-to-go the buffer\'s episodes demonstrated', async () => {
+    const value = resolveValueParams({ sweeps: 1, states: 64, epochs: 20, batch: 16, checkSeeds: 0, monotone: false, demoBound: false, ceilingScale: 0 });
+    const f64 = (b: Buffer) => new Float64Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
+    const targetsOf = (out: string) => f64(readFileSync(join(out, 'value-targets.bin')));
+    const plain = join(dir, 'ceiling-off');
+    await valueIteration({ run, value, from, out: plain, resume: false, version: 'test' });
+    const raw = targetsOf(plain);
+    const largest = new Demonstrations(Replay.load(join(from, 'replay.bin'), undefined, 2, undefined), model).largestCostToGo();
+    // a scale that puts the ceiling at the raw targets' median: about half of them are lowered to it, the rest kept
+    const median = Float64Array.from(raw).sort()[raw.length >> 1];
+    const capped = join(dir, 'ceiling-on');
+    const r = await valueIteration({ run, value: { ...value, ceilingScale: median / largest }, from, out: capped, resume: false, version: 'test' });
+    const bounded = targetsOf(capped);
+    const ceiling = (median / largest) * largest;
+    assert.deepEqual(Array.from(bounded), Array.from(raw, (t) => Math.min(t, ceiling)));
+    const lowered = raw.filter((t) => t > ceiling).length;
+    assert.ok(lowered > 0 && lowered < raw.length, `${lowered} of ${raw.length} lowered`);
+    // the count covers every state valued (the redrawn half too), of which the kept half's are in value-targets.bin
+    assert.ok(r.curve[0].ceilingCapped! >= lowered, `${r.curve[0].ceilingCapped} reported`);
+  });
+
   it('demonstrations: stage costs of interleaved episodes of a wrapped buffer, recomputed with the model\'s cost, closed where the record ends', () => {
     const cost = compileStageCostFunction(buildStepGraphs(model, false));
     const scaling = controlScaling(model);
@@ -585,6 +606,9 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     assert.deepEqual(short.end, states(0, 4));
     assert.ok(Math.abs(short.cost - (cost(states(0, 2), u(0, 2), u(0, 1), model.goal) + cost(states(0, 3), u(0, 3), u(0, 2), model.goal))) < 1e-12);
     assert.equal(new Demonstrations(new Replay(4, 2, 1), model).costFrom(0, 3), undefined, 'a row the buffer does not hold');
+    // the worst cost-to-go demonstrated: the largest of every held row's cost to its episode's end
+    const toEnd = [0, 1, 2, 3, 4, 5].map((r) => demos.costFrom(r, 10)!.cost);
+    assert.equal(demos.largestCostToGo(), Math.max(...toEnd));
   });
 
   it('refuses a prior without its replay buffer or with a truncated one, one for another horizon, and a floor above a plan\'s cost', async () => {

@@ -45,7 +45,7 @@ export const trainValueCommand: Command = {
         sweepsDone = sweep;
         if (!values.json && !process.stderr.isTTY) {
           const check = point.check ? `, check ${point.check.successes}/${point.check.seeds} to the goal (${point.check.wallS.toFixed(0)} s), keeping sweep ${kept}` : '';
-          console.error(`sweep ${sweep}/${total}: targets p10/p50/p90 ${point.targets.map((t) => t.toFixed(1)).join(' / ')}, fit loss ${point.fitLoss.toFixed(4)}${point.demoCapped !== undefined ? `, ${point.demoCapped} capped by the demonstrations` : ''}, value at the start ${point.startValue.toFixed(1)}${check}, ${point.wallS.toFixed(1)} s`);
+          console.error(`sweep ${sweep}/${total}: targets p10/p50/p90 ${point.targets.map((t) => t.toFixed(1)).join(' / ')}, fit loss ${point.fitLoss.toFixed(4)}${point.demoCapped !== undefined ? `, ${point.demoCapped} capped by the demonstrations` : ''}${point.ceilingCapped ? `, ${point.ceilingCapped} at the ceiling` : ''}, value at the start ${point.startValue.toFixed(1)}${check}, ${point.wallS.toFixed(1)} s`);
         }
       },
     });

@@ -69,6 +69,16 @@ export class Demonstrations {
     }
   }
 
+  /** The most any buffered state's episode paid from it to the episode's end: the worst cost-to-go the teacher demonstrated. */
+  largestCostToGo(): number {
+    let largest = 0;
+    for (const { cumulative } of this.episodes) {
+      const total = cumulative[cumulative.length - 1];
+      for (let j = 0; j < cumulative.length - 1; j++) largest = Math.max(largest, total - cumulative[j]);
+    }
+    return largest;
+  }
+
   /** The demonstrated cost over `steps` steps from buffered row `row`; undefined for a row the buffer does not hold. */
   costFrom(row: number, steps: number): DemonstratedCost | undefined {
     const e = this.episodeOf[row];

@@ -33,7 +33,7 @@ export const VALUE_PARAMS = {
   states: num(3000, 'states valued per sweep (one plan each)', { min: 16, max: 1e6, integer: true }),
   keepFraction: num(0.5, 'share of the states drawn once from the prior\'s replay buffer; the rest are redrawn each sweep from where the previous sweep\'s plans ended', { min: 0, max: 1 }),
   perturb: num(0.25, 'std of the offset added to buffered states, as a fraction of each state\'s spread in the buffer', { min: 0, max: 100 }),
-  boxFraction: num(0.2, 'share of the fixed states drawn uniformly from the box the buffer spans (widened by a fifth each side)', { min: 0, max: 1 }),
+  boxFraction: num(0, 'share of the fixed states drawn uniformly from the box the buffer spans (widened by a fifth each side); 0 by default: on the acrobot a fifth of them there (spinning arms, every link fast) took the fit\'s capacity from the swing and the holding, and the checks were worse on every seed tried', { min: 0, max: 1 }),
   epochs: num(200, 'passes over the sweep\'s states when the value network is fitted', { min: 1, max: 1e5, integer: true }),
   batch: num(256, 'states per gradient step', { min: 1, max: 65536, integer: true }),
   learningRate: num(1e-3, 'Adam learning rate', { min: 0, max: 1, exclusive: true }),
@@ -41,6 +41,7 @@ export const VALUE_PARAMS = {
   monotone: flag(true, 'never let a state\'s target fall below its bound from the last sweep (a cost-to-go of non-negative costs grows with the horizon; this keeps the planner from pulling the value down where it overshoots into the network\'s errors)'),
   monotoneBound: choice('value', ['value', 'target'] as const, 'the monotone bound: the last sweep\'s value network at every state (up to the last sweep\'s largest target), or the state\'s own target of the last sweep (the states drawn once only): the network\'s overshoot does not become a floor'),
   demoBound: flag(true, 'cap each buffered state\'s target by what the replay buffer\'s own episode (the teacher that made the prior) paid from it over the horizon this sweep\'s value stands for (sweep k: k plans; a record that ends sooner is closed by the current value): a controller that was run is feasible, so no optimal cost-to-go exceeds it, however the planner fared from there'),
+  ceilingScale: num(4, 'targets are capped at this multiple of the most any buffered state\'s episode paid to its end (the worst cost-to-go the teacher demonstrated): a plan that ends where the network extrapolates reads symexp of a linear extrapolation, and one such target (1e20 and more) outweighs the fit of every state the controller visits, sweep after sweep; a state past the cap only has to look worse than every state worth going to (0: no cap)', { min: 0, max: 1e9 }),
   floor: num(0, 'the least cost-to-go: the value is never read below it (0 where every stage cost is non-negative, as for every bundled system)', { min: -1e12, max: 1e12 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for fitting: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
 } as const;
@@ -60,6 +61,8 @@ export interface SweepPoint {
   startValue: number;
   /** targets lowered to the demonstrated cost (value.demoBound) */
   demoCapped?: number;
+  /** targets lowered to the ceiling (value.ceilingScale) */
+  ceilingCapped?: number;
   planS: number;
   /** the closed-loop check of this sweep's value (absent before checkFrom or without a check) */
   check?: CheckResult;
@@ -142,7 +145,9 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   const buffered = replay.states();
   if (buffered.length === 0) throw new InputError(`prior '${opts.from}': its replay buffer is empty`);
   const box = bufferBox(buffered);
-  const demos = value.demoBound ? new Demonstrations(replay, model) : undefined;
+  const demonstrations = new Demonstrations(replay, model);
+  const demos = value.demoBound ? demonstrations : undefined;
+  const ceiling = value.ceilingScale > 0 ? value.ceilingScale * demonstrations.largestCostToGo() : Infinity;
   // the states drawn once, with the buffer row each came from (-1: perturbed or from the box); the same draw on a resume
   const drawnOnce = fixedStates(new Rng(run.controller.seed), buffered, box, value);
   if (opts.resume) {
@@ -225,12 +230,19 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
         }
       }
       const demoCapped = demos ? capByDemonstrations(demos, drawnOnce, keep, targets, (s + 1) * model.horizon, s === 0 ? undefined : prior, reference) : undefined;
+      if (!targets.every(Number.isFinite)) throw new Error(`sweep ${s + 1}: ${targets.filter((t) => !Number.isFinite(t)).length} plans have a non-finite cost (a state outside the model's range?)`);
+      let ceilingCapped = 0;
+      for (let i = 0; i < targets.length; i++) {
+        if (targets[i] > ceiling) {
+          targets[i] = ceiling;
+          ceilingCapped++;
+        }
+      }
       lastTargets = targets.slice(0, keep);
       if (s === 0) {
         const low = targets.reduce((a, b) => Math.min(a, b), Infinity);
         if (low < value.floor) throw new Error(`a plan's cost ${low} is below value.floor ${value.floor}: this system's costs can be negative; set value.floor to a bound its cost-to-go never goes below`);
       }
-      if (!targets.every(Number.isFinite)) throw new Error(`sweep ${s + 1}: ${targets.filter((t) => !Number.isFinite(t)).length} plans have a non-finite cost (a state outside the model's range?)`);
       const planS = (performance.now() - ts) / 1000;
       const fitLoss = await fitValue(qVars, prior, pool, targets, value, rng, reference);
       await readVariables(qVars, networks.q);
@@ -241,6 +253,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
       const point: SweepPoint = {
         sweep: s + 1, targets: [at(0.1), at(0.5), at(0.9)], targetMax: sorted[sorted.length - 1], fitLoss, startValue: fitted.value(x0, 1, reference)[0],
         ...(demoCapped !== undefined ? { demoCapped } : {}),
+        ...(Number.isFinite(ceiling) ? { ceilingCapped } : {}),
         planS, wallS: (performance.now() - ts) / 1000,
       };
       // where this sweep's plans ended: the next sweep values them (a planner exploits the value's errors there)
