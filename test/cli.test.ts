@@ -89,7 +89,7 @@ describe('CLI', () => {
     ['train-policy with one particle', ['train-policy', '--task', 'acrobot', '--particles', '1'], /train-policy.particles must be >= 2/],
     ['train-policy with an unknown setting', ['train-policy', '--task', 'acrobot', '--set', 'train.lamda=3'], /unknown train-policy parameter 'lamda' \(did you mean 'lambda'\?\)/],
     ['train-policy with a run setting', ['train-policy', '--task', 'acrobot', '--set', 'mppi.samples=3'], /train-policy takes train.KEY=value \(keys: .*\) and model.KEY=value only/],
-    ['train-policy with a missing policy to start from', ['train-policy', '--task', 'acrobot', '--init', '/nonexistent/p', '--out', '/nonexistent/out'], /prior '\/nonexistent\/p': no such directory/],
+    ['train-policy with a missing policy to start from', ['train-policy', '--task', 'acrobot', '--init', '/nonexistent/p', '--out', '/nonexistent/out'], /train\.init '\/nonexistent\/p': prior '\/nonexistent\/p': no such directory/],
     ['bench policy without a prior', ['bench', 'policy', '--task', 'acrobot'], /--prior/],
     ['bench policy with a missing prior', ['bench', 'policy', '--task', 'acrobot', '--prior', '/nonexistent/p'], /prior '\/nonexistent\/p': no such directory/],
     ['a malformed planner outage', ['bench', 'mpc', '--system', 'pendulum', '--planner-outage', '6'], /--planner-outage 6: expected AT,PERIODS/],

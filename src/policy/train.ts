@@ -275,8 +275,16 @@ export function checkInitialPolicy(task: PolicyTask, dir: string, modelOverrides
 
 /** The weights of train.init's policy, refused with one line unless it is a policy of this task's system, features and layers. */
 function initialPolicy(dir: string, model: Model, shape: PolicyShape): Float64Array {
-  const { meta, networks } = loadCheckpoint(dir);
   const what = `train.init '${dir}'`;
+  let checkpoint: ReturnType<typeof loadCheckpoint>;
+  try {
+    checkpoint = loadCheckpoint(dir);
+  } catch (e) {
+    // the checkpoint's own reason, said as the setting the user gave
+    if (e instanceof InputError) throw new InputError(`${what}: ${e.message}`);
+    throw e;
+  }
+  const { meta, networks } = checkpoint;
   if (meta.system !== model.name) throw new InputError(`${what} is a policy for ${meta.system}, this task's system is ${model.name}`);
   const { theta, sizes } = fromPriorPolicy(networks.policy);
   const want = layerSizes(shape);
