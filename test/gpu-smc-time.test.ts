@@ -169,6 +169,8 @@ describe('SPO and TRT-SMC on the GPU (the whole pass in WGSL)', function () {
       const stdScale = 0.2;
       const { cpu, gpu } = await pair(name, {
         [`${name}.particles`]: K, [`${name}.resampleEvery`]: 100, [`${name}.warmStartShare`]: 0.5, [`${name}.warmStartStdScale`]: stdScale, [`${name}.policyStdScale`]: 2,
+        // TRT-SMC at alpha 0 (the acrobot's tuning): the proposal is the policy, no atom's Q is evaluated
+        ...(name === 'trtsmc' ? { 'trtsmc.alpha': 0, 'trtsmc.atoms': 4 } : {}),
       });
       const first = await gpu.plan(req);
       await gpu.plan({ ...req, shiftSteps: 1 });
@@ -177,6 +179,7 @@ describe('SPO and TRT-SMC on the GPU (the whole pass in WGSL)', function () {
       const problem = cpu.problem(req);
       // each particle's states from its recorded actions (no resampling: particles keep their places), and the policy there
       let checked = 0;
+      let policyDraws = 0;
       for (let i = 1; i < K; i++) {
         let x = [...req.x0];
         for (let t = 0; t < 10; t++) {
@@ -192,6 +195,13 @@ describe('SPO and TRT-SMC on the GPU (the whole pass in WGSL)', function () {
             assert.ok(Math.abs(lc - expected) <= 2e-3 * Math.max(1, Math.abs(expected)), `${name} particle ${i} step ${t}: log pi / q ${lc} vs ${expected}`);
             checked++;
           }
+          if (i > 4 && i < K - 1 && Math.abs(z) < 1 - 1e-6) {
+            // the policy's own draw at 2x its std (SPO's, and TRT-SMC's uniform choice among its atoms at alpha 0): log pi / pi_wide
+            const e = (z - mean[0]) / (2 * std[0]);
+            const expected = -1.5 * e * e + Math.log(2);
+            assert.ok(Math.abs(lc - expected) <= 2e-3 * Math.max(1, Math.abs(expected)), `${name} particle ${i} step ${t}: log pi / q ${lc} vs ${expected}`);
+            policyDraws++;
+          }
           if (i === K - 1) {
             assert.ok(Math.abs(z - Math.min(1, Math.max(-1, mean[0]))) < 1e-4, `${name} step ${t}: the mean particle ${z} vs the policy's mean ${mean[0]}`);
             assert.ok(Math.abs(lc - Math.log(2)) < 1e-5, `${name} step ${t}: the mean particle's correction ${lc}`);
@@ -200,6 +210,8 @@ describe('SPO and TRT-SMC on the GPU (the whole pass in WGSL)', function () {
         }
       }
       assert.ok(checked >= 30, `${name}: ${checked} draws around the guide checked`);
+      assert.ok(policyDraws >= 10, `${name}: ${policyDraws} draws from the policy checked`);
+      if (name === 'trtsmc') assert.equal(first.info.beta, 0, 'alpha 0: the mean inverse temperature');
     }
   });
 

@@ -253,6 +253,38 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
       assert.notEqual(without.actions[2], 1);
     });
 
+    it('Q only where the twisted draw is used: not at the warm start, the draws around it or the mean particle; the pass is the one that evaluates them all', () => {
+      const problem: SmcProblem = {
+        ...handProblem(),
+        policyValue: (x, count) => ({ mean: Float64Array.from(x.subarray(0, count), (v) => -0.3 * v), std: new Float64Array(count).fill(0.4), value: Float64Array.from(x.subarray(0, count), (v) => v * v) }),
+      };
+      const K = 16;
+      const B = 4;
+      const rows: number[] = [];
+      const qOf = (s: Float64Array, count: number, z: Float64Array, perState: number) => {
+        rows.push(count);
+        return Float64Array.from({ length: count * perState }, (_, b) => (s[Math.floor(b / perState)] + z[b]) ** 2);
+      };
+      const guide = Float64Array.of(0.2, -0.1, 0.05, 0);
+      for (const resampleEvery of [100, 2]) {
+        const run = (honour: boolean) => {
+          rows.length = 0;
+          const twisted = trustRegionProposal(0.3, B, 2, [true], qOf, true);
+          const proposal: Proposal = honour ? twisted : (s, count, policy, rng) => twisted(s, count, policy, rng);
+          const r = smcOverTime(problem, settings({ particles: K, depth: 4, resampleEvery, guide, guideDraws: { count: 10, stdScale: 0.1, bounded: [true] } }), proposal, new Rng(9));
+          return { r, rows: [...rows] };
+        };
+        const all = run(false);
+        const skipped = run(true);
+        // unmarked, every particle's atoms but the mean particle's
+        assert.deepEqual(all.rows, [K - 1, K - 1, K - 1, K - 1]);
+        // without resampling the warm start stays particle 0: 16 - 1 - 10 - 1 particles twist
+        if (resampleEvery === 100) assert.deepEqual(skipped.rows, [4, 4, 4, 4]);
+        else assert.ok(skipped.rows.every((c) => c <= 5), `rows ${skipped.rows}`);
+        for (const key of ['logWeights', 'rootActions', 'trajectories', 'backedUp', 'states'] as const) close(skipped.r[key], all.r[key], 0, `${key} (resample every ${resampleEvery})`);
+      }
+    });
+
     it('atoms drawn wider than the policy (policyStdScale 3) are weighed back to it: the corrected draws have the policy\'s mean and spread', () => {
       // one state, a 1-D unbounded policy N(0.2, 0.1^2), a Q preferring 0.4 (the proposal twists towards it): weighed by pi / q, the draws stand for
       // the policy. alpha 0.1: at larger alpha the temperature chosen from the atoms themselves leaves the weights approximate even for atoms

@@ -43,8 +43,14 @@ export interface ProposalDraw {
   figure?: number;
 }
 
-/** Builds the proposal at one step from the policy's output at the particles' states. */
-export type Proposal = (states: Float64Array, count: number, policy: { mean: Float64Array; std: Float64Array }, rng: Rng) => ProposalDraw;
+/**
+ * Builds the proposal at one step from the policy's output at the particles'
+ * states. `overwritten` marks the particles whose action the loop replaces
+ * (the warm start and the draws around it): a proposal may skip their costly
+ * work but draws their random numbers all the same, so every other
+ * particle's draw is the one it would be without the mark.
+ */
+export type Proposal = (states: Float64Array, count: number, policy: { mean: Float64Array; std: Float64Array }, rng: Rng, overwritten?: Uint8Array) => ProposalDraw;
 
 export interface SmcSettings {
   particles: number;
@@ -195,7 +201,10 @@ export function smcOverTime(problem: SmcProblem, settings: SmcSettings, proposal
     // anytime: a plan always has its first step; a later one only if it can end by the deadline (judged by the slowest step so far)
     const stepStart = performance.now();
     if (t > 0 && settings.deadline !== undefined && stepStart + slowestStepMs >= settings.deadline) break;
-    const draw = proposal(states, K, here, rng);
+    const overwritten = new Uint8Array(K);
+    if (settings.guide && settings.guideDraws) overwritten.fill(1, 1, guideDrawLast(settings.guideDraws.count, K) + 1);
+    if (guided >= 0) overwritten[guided] = 1;
+    const draw = proposal(states, K, here, rng, overwritten);
     if (settings.guide && settings.guideDraws) drawAroundGuide(draw, settings.guide.subarray(t * m, (t + 1) * m), here, settings.guideDraws, rng);
     if (guided >= 0) {
       draw.actions.set(settings.guide!.subarray(t * m, (t + 1) * m), guided * m);
@@ -291,7 +300,7 @@ function drawAroundGuide(
   { count, stdScale, bounded }: { count: number; stdScale: number; bounded: readonly boolean[] }, rng: Rng,
 ): void {
   const m = guide.length;
-  const last = Math.min(count, draw.logCorrection.length - 2);
+  const last = guideDrawLast(count, draw.logCorrection.length);
   for (let i = 1; i <= last; i++) {
     let logCorrection = 0;
     for (let j = 0; j < m; j++) {
@@ -305,6 +314,9 @@ function drawAroundGuide(
     draw.logCorrection[i] = logCorrection;
   }
 }
+
+/** The last particle that draws around the guide: 1..count, at most K - 2 (particle 0 is the warm start, the last the policy's mean). */
+const guideDrawLast = (count: number, K: number): number => Math.min(count, K - 2);
 
 /** The first `d` steps of each of K trajectories of h steps. */
 function cut(z: Float64Array, K: number, h: number, d: number, m: number): Float64Array {

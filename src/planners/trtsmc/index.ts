@@ -21,14 +21,19 @@ export const TRTSMC_PARAMS = {
  * pi_wide)(a_b) - log B - log q_b, the first term at the unclipped draw as
  * SPO's proposal corrects (0 at policyStdScale 1: the paper's form). The
  * per-step figure is the mean inverse temperature beta of the finite ones.
+ * Q, most of a step's time, is evaluated only at the particles whose draw
+ * is used: not at the mean particle nor at those the loop overwrites (their
+ * random numbers are drawn all the same, so the others' streams do not move),
+ * and not at all at alpha 0, where the proposal is the policy whatever Q says.
  */
 export function trustRegionProposal(
   alpha: number, atoms: number, scale: number, bounded: readonly boolean[],
   q: (states: Float64Array, count: number, z: Float64Array, perState: number) => Float64Array, meanParticle = false,
 ): Proposal {
   const m = bounded.length;
-  return (states, count, policy, rng) => {
+  return (states, count, policy, rng, overwritten) => {
     const B = atoms;
+    const n = states.length / Math.max(1, count);
     const z = new Float64Array(count * B * m);
     // log pi / pi_wide per atom: log N(z; mu, s) - log N(z; mu, scale s)
     const logRatio = new Float64Array(count * B);
@@ -43,14 +48,30 @@ export function trustRegionProposal(
         }
       }
     }
-    const values = q(states, count, z, B);
+    const meanAt = meanParticle && count > 0 ? count - 1 : -1;
+    const twisted = Array.from({ length: count }, (_, i) => i).filter((i) => i !== meanAt && !overwritten?.[i]);
+    // Q of the twisted particles' atoms, gathered into one call
+    const values = new Float64Array(count * B);
+    if (twisted.length && alpha > 0) {
+      const at = new Float64Array(twisted.length * n);
+      const za = new Float64Array(twisted.length * B * m);
+      twisted.forEach((i, r) => {
+        at.set(states.subarray(i * n, (i + 1) * n), r * n);
+        za.set(z.subarray(i * B * m, (i + 1) * B * m), r * B * m);
+      });
+      const qs = q(at, twisted.length, za, B);
+      twisted.forEach((i, r) => values.set(qs.subarray(r * B, (r + 1) * B), i * B));
+    }
     const actions = new Float64Array(count * m);
     const logCorrection = new Float64Array(count);
     let betaSum = 0;
     let betaCount = 0;
+    let next = 0;
     for (let i = 0; i < count; i++) {
-      const step = trustRegion(values.subarray(i * B, (i + 1) * B), alpha);
       let u = rng.uniform();
+      if (twisted[next] !== i) continue;
+      next++;
+      const step = trustRegion(values.subarray(i * B, (i + 1) * B), alpha);
       let k = 0;
       while (k < B - 1 && (u -= step.probs[k]) > 0) k++;
       actions.set(z.subarray((i * B + k) * m, (i * B + k + 1) * m), i * m);
@@ -61,9 +82,8 @@ export function trustRegionProposal(
       }
     }
     // the last particle takes the policy's mean, as in SPO's proposal: log pi / pi_wide there is m log(scale)
-    if (meanParticle && count > 0) {
-      const i = count - 1;
-      logCorrection[i] = 0;
+    if (meanAt >= 0) {
+      const i = meanAt;
       for (let j = 0; j < m; j++) {
         const v = policy.mean[i * m + j];
         actions[i * m + j] = bounded[j] ? Math.min(1, Math.max(-1, v)) : v;
