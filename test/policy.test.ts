@@ -24,6 +24,8 @@ import { gaussianProblem } from './gaussian-target.js';
 import { model } from './helpers.js';
 import { webgpuMissing } from './support/webgpu.js';
 import { runJob } from '../src/policy/pool.js';
+import { drawPhysicalStarts, mixtureCounts } from '../src/policy/target.js';
+import { gridStarts } from '../src/cli/bench-policy.js';
 
 /** A linear-quadratic task: the double integrator, a linear policy (no hidden layer), starts uniform on [-1, 1]^2. */
 const LQ_TASK: PolicyTask = {
@@ -129,6 +131,25 @@ describe('held coordinates in NUTS (inverse mass 0)', () => {
     held.forEach((v, i) => assert.equal(s.positions[i * p.dim + p.dim - 1], v));
     const moved = Array.from({ length: n }, (_, i) => s.positions[i * p.dim]);
     assert.ok(moved.some((v, i) => v !== start[i * p.dim]), 'the free coordinates move');
+  });
+});
+
+describe('start distributions: a mixture drawn stratified', () => {
+  it('each part gets its share of the starts (largest remainders), in order; draws and grids stay in their region', () => {
+    assert.deepEqual(mixtureCounts([0.5, 0.5], 8), [4, 4]);
+    assert.deepEqual(mixtureCounts([1, 1, 1], 10), [4, 3, 3]);
+    assert.deepEqual(mixtureCounts([0.2, 0.8], 3), [1, 2]);
+    assert.deepEqual(mixtureCounts([0.9, 0.1], 1), [1, 0]);
+    const mu = policyTask('acrobot-hold').starts;
+    assert.equal(mu.kind, 'mixture');
+    const inBox = (y: number[]) => y.every((v, j) => Math.abs(v - [Math.PI, 0, 0, 0][j]) <= [0.5, 0.5, 2, 2][j]);
+    const drawn = drawPhysicalStarts(new Rng(3), mu, 8);
+    assert.deepEqual(drawn.slice(0, 4), Array(4).fill([0, 0, 0, 0]), 'the first half hanging');
+    assert.ok(drawn.slice(4).every(inBox), 'the second half near the upright');
+    assert.equal(new Set(drawn.slice(4).map((y) => y.join())).size, 4, 'four different draws');
+    const grid = gridStarts(mu, 20);
+    assert.deepEqual(grid.slice(0, 10), Array(10).fill([0, 0, 0, 0]));
+    assert.ok(grid.length > 10 && grid.slice(10).every(inBox), `grid: ${grid.length} starts`);
   });
 });
 

@@ -16,7 +16,7 @@ import { progressBar } from './progress.js';
 import { splitSets } from './train-prior.js';
 import { InputError } from '../input-error.js';
 import { POLICY_TASK_NAMES, policyTask, PolicyTask, taskModel, taskPlant } from '../policy/tasks.js';
-import type { StartDistribution } from '../policy/target.js';
+import { mixtureCounts, type StartDistribution } from '../policy/target.js';
 
 export const benchPolicyCommand: Command = {
   name: 'bench policy',
@@ -105,8 +105,12 @@ function benchPolicyOptions(values: Record<string, unknown>) {
   return { task, dir, policy, plant, cost, sim, starts: gridStarts(task.starts, count), durationS, seed };
 }
 
-/** About `count` starts covering the distribution: a grid of cell centres over a box, the point repeated otherwise (physical units). */
+/** About `count` starts covering the distribution: a grid of cell centres over a box, the point repeated, each part of a mixture its share (physical units). */
 export function gridStarts(mu: StartDistribution, count: number): number[][] {
+  if (mu.kind === 'mixture') {
+    const counts = mixtureCounts(mu.parts.map((p) => p.share), count);
+    return mu.parts.flatMap((p, k) => (counts[k] ? gridStarts(p.region, counts[k]) : []));
+  }
   if (mu.kind === 'point') return Array.from({ length: count }, () => [...mu.y]);
   const dims = mu.lower.length;
   const k = Math.max(1, Math.round(count ** (1 / dims)));

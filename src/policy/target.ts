@@ -4,13 +4,34 @@ import { copyParticle, emptyState, Evaluation, MoveKernel, ParticleState, Target
 import type { ClosedLoop } from './closed-loop.js';
 import { ClosedLoopEvaluator, runJob } from './pool.js';
 
-/** Where a task's rollouts start: the distribution mu of initial states, in physical units (the simulator's, e.g. the pendulum's omega in rad/s). */
-export type StartDistribution =
+/** A point or a box of initial states, in physical units (the simulator's, e.g. the pendulum's omega in rad/s). */
+export type StartRegion =
   | { kind: 'point'; y: readonly number[] }
   | { kind: 'box'; lower: readonly number[]; upper: readonly number[] };
 
+/**
+ * Where a task's rollouts start: the distribution mu of initial states. A
+ * mixture is drawn stratified: of B starts, each part gets its share (largest
+ * remainders), in the parts' order, so a small batch still holds every part.
+ */
+export type StartDistribution = StartRegion | { kind: 'mixture'; parts: readonly { share: number; region: StartRegion }[] };
+
+/** How many of `count` starts each part of a mixture gets: share x count, the remainders to the largest fractions. */
+export function mixtureCounts(shares: readonly number[], count: number): number[] {
+  const total = shares.reduce((a, b) => a + b, 0);
+  const exact = shares.map((s) => (s / total) * count);
+  const counts = exact.map(Math.floor);
+  const order = exact.map((_, k) => k).sort((a, b) => (exact[b] - counts[b]) - (exact[a] - counts[a]) || a - b);
+  for (let r = count - counts.reduce((a, b) => a + b, 0), i = 0; r > 0; r--, i++) counts[order[i]]++;
+  return counts;
+}
+
 /** `count` draws from mu in physical units (row-major). */
 export function drawPhysicalStarts(rng: Rng, mu: StartDistribution, count: number): number[][] {
+  if (mu.kind === 'mixture') {
+    const counts = mixtureCounts(mu.parts.map((p) => p.share), count);
+    return mu.parts.flatMap((p, k) => drawPhysicalStarts(rng, p.region, counts[k]));
+  }
   if (mu.kind === 'point') return Array.from({ length: count }, () => [...mu.y]);
   return Array.from({ length: count }, () => mu.lower.map((lo, j) => lo + (mu.upper[j] - lo) * rng.uniform()));
 }

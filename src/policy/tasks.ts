@@ -98,6 +98,23 @@ export const POLICY_TASKS: readonly PolicyTask[] = [
     episodeS: 8,
   },
   {
+    name: 'acrobot-hold',
+    summary: 'acrobot swing-up and hold: T = 200 at 0.04 s (8 s), the model\'s costs; half the starts hanging, half near the upright, so catching and holding it has a gradient of its own (refine an acrobot policy with --init; not a paper task)',
+    system: 'acrobot',
+    model: { dtS: 0.04, horizon: 200 },
+    starts: {
+      kind: 'mixture',
+      parts: [
+        { share: 0.5, region: { kind: 'point', y: [0, 0, 0, 0] } },
+        { share: 0.5, region: { kind: 'box', lower: [PI - 0.5, -0.5, -2, -2], upper: [PI + 0.5, 0.5, 2, 2] } },
+      ],
+    },
+    rawScale: [PI, PI, 5, 5],
+    hidden: [32, 32],
+    defaults: { particles: 64, batch: 8, lambda: 3, stepSize: 0.001 },
+    episodeS: 8,
+  },
+  {
     name: 'cart-double-pendulum',
     summary: 'double pendulum on a cart swing-up from hanging down, RK4 at 0.06 s, the model\'s costs (TSMC paper VI-C); T = 150, the paper\'s 100 and 50 more to learn to hold the upright',
     system: 'cart-double-pendulum',
