@@ -415,6 +415,24 @@ describe('prior: train-prior (tiny networks, a few episodes)', function () {
     session.dispose();
   });
 
+  it('TRT-SMC\'s value targets (train.valueMix): each step keeps the plan\'s cost, and with valueMix 0 the value learns from it', async () => {
+    const run = resolveRunParams('pendulum', { planner: 'trtsmc', 'model.horizon': 5, 'trtsmc.particles': 8, 'trtsmc.atoms': 4, threads: 1 });
+    const trained = async (valueMix: number) => {
+      const dir = join(out, `mix-${valueMix}`);
+      await trainPrior({ run, train: resolveTrainParams({ episodes: 2, episodeS: 1, batch: 8, width: 8, depth: 1, valueMix }), out: dir, resume: false, version: 'test' });
+      return { replay: Replay.load(join(dir, 'replay.bin'), undefined, 2, undefined), q: loadCheckpoint(dir).networks.q };
+    };
+    const network = await trained(1);
+    const smc = await trained(0);
+    assert.equal(smc.replay.size, 20);
+    for (let i = 0; i < smc.replay.size; i++) assert.ok(Number.isFinite(smc.replay.estimate[i]) && smc.replay.estimate[i] >= 0, `row ${i}: estimate ${smc.replay.estimate[i]}`);
+    const weights = (q: typeof smc.q) => q.layers.flatMap((l) => [...l.weight, ...l.bias]);
+    assert.ok(weights(smc.q).every(Number.isFinite));
+    assert.notDeepEqual(weights(smc.q), weights(network.q), 'the targets differ, so the value does');
+    assert.throws(() => resolveTrainParams({ valueMix: 0.5, teacherModel: 'wEnergy=10' }), /train\.valueMix 0\.5 needs the acting planner to plan with the value, and train\.teacherModel 'wEnergy=10' makes it a teacher without it/);
+    assert.throws(() => resolveTrainParams({ valueMix: 1.5 }), /train\.valueMix must be <= 1, got 1\.5/);
+  });
+
   it('trains from a teacher: the acting planner has its own cost terms, the prior is for model.*', async () => {
     const run = resolveRunParams('acrobot', { planner: 'mppi', 'model.horizon': 5, 'model.wEnergy': 0, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1 });
     const r = await trainPrior({ run, train: resolveTrainParams({ episodes: 1, episodeS: 0.5, batch: 8, width: 8, depth: 1, teacherModel: 'wEnergy=10' }), out: join(out, 'teacher'), resume: false, version: 'test' });

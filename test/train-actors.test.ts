@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { initNetworks } from '../src/learned/networks.js';
 import { decodeSnapshot, encodeSnapshot } from '../src/prior/remote.js';
-import { Replay } from '../src/prior/trainer.js';
+import { bootstrapEstimate, Replay } from '../src/prior/trainer.js';
 import { Rng } from '../src/random.js';
 import type { PriorMeta } from '../src/learned/checkpoint.js';
 import { RedisServer, redisMissing } from './support/redis.js';
@@ -36,6 +36,38 @@ describe('train-prior: the replay buffer with episodes acted at once', () => {
     r.interleave = 1;
     assert.equal(r.after(0, 1), undefined, 'row 1 is another episode');
     assert.equal(r.after(5, 2), 7);
+  });
+});
+
+describe('train-prior: the acting planner\'s estimates in the buffer (train.valueMix)', () => {
+  it('a TD target bootstraps from the estimate at the state after its last row, in the same episode; none past the episode or where the planner gave none', () => {
+    const r = new Replay(10, 1, 1);
+    const order = [3, 4, 3, 4, 3, 4, 4, 4];
+    order.forEach((e, i) => r.push([i], [0], i, [i], [0], [1], e, i === 7 ? NaN : 100 + i));
+    r.interleave = 2;
+    assert.deepEqual(bootstrapEstimate(r, 0, 0.25), { share: 0.75, estimate: 102 }, 'row 2 follows row 0 in episode 3');
+    assert.deepEqual(bootstrapEstimate(r, 3, 0), { share: 1, estimate: 105 });
+    assert.deepEqual(bootstrapEstimate(r, 4, 0.5), { share: 0, estimate: 0 }, 'episode 3 ends at row 4');
+    assert.deepEqual(bootstrapEstimate(r, 6, 0.5), { share: 0, estimate: 0 }, 'row 7 has no estimate');
+    assert.deepEqual(bootstrapEstimate(r, 0, 1), { share: 0, estimate: 0 }, 'valueMix 1: the network alone');
+  });
+
+  it('the buffer\'s file keeps the estimates; a file from before them loads with none', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'replay-'));
+    const r = new Replay(4, 2, 1);
+    for (let i = 0; i < 3; i++) r.push([i, -i], [0.1 * i], i, [i + 1, -i], [0], [1], 0, 10 * i);
+    r.save(join(dir, 'replay.bin'));
+    const back = Replay.load(join(dir, 'replay.bin'), undefined, 2, undefined);
+    assert.deepEqual(Array.from(back.estimate), [0, 10, 20, NaN]);
+    assert.deepEqual(Array.from(back.x), Array.from(r.x));
+    // the older layout: the same values without the trailing estimates
+    const bytes = readFileSync(join(dir, 'replay.bin'));
+    writeFileSync(join(dir, 'old.bin'), bytes.subarray(0, bytes.length - 4 * 8));
+    const old = Replay.load(join(dir, 'old.bin'), undefined, 2, undefined);
+    assert.equal(old.size, 3);
+    assert.ok(Array.from(old.estimate).every(Number.isNaN));
+    writeFileSync(join(dir, 'bad.bin'), bytes.subarray(0, bytes.length - 8));
+    assert.throws(() => Replay.load(join(dir, 'bad.bin'), undefined, 2, undefined), /has 44 values, expected 45 \(truncated\?\)/);
   });
 });
 

@@ -35,6 +35,8 @@ export interface Transition {
   /** the planner's first-step distribution (mean, std) */
   abar: number[];
   sigma: number[];
+  /** the plan's cost: the acting planner's own estimate of the cost-to-go at x (SPO's and TRT-SMC's SMC estimate), for train.valueMix */
+  estimate: number;
   /** the true state is in the goal region after the step */
   inGoal: boolean;
   /** the version of the networks the plan used */
@@ -127,7 +129,7 @@ export async function actEpisode(a: Acting, run: RunParams, episode: number, sta
     sim.advance(u);
     const next = fromPhysical(a.model, sim.measure());
     const inGoal = inGoalRegion(a.model, fromPhysical(a.model, sim.state), a.reference) ?? false;
-    await learn({ episode, t, x, z: Array.from(toNormalised(u, a.scaling)), cost, next, abar: Array.from(first.mean), sigma: Array.from(first.sigma), inGoal, version: used });
+    await learn({ episode, t, x, z: Array.from(toNormalised(u, a.scaling)), cost, next, abar: Array.from(first.mean), sigma: Array.from(first.sigma), estimate: plan.cost, inGoal, version: used });
     x = next;
     uPrev = u;
   }

@@ -27,6 +27,7 @@ export const TRAIN_PARAMS = {
   reanalyzeCount: num(8, 'states re-planned per reanalyze', { min: 1, max: 4096, integer: true }),
   capacity: num(100000, 'replay buffer size [transitions], allocated at start', { min: 1, max: 2e6, integer: true }),
   checkpointEvery: num(10, 'episodes between checkpoints (the last episode always writes one)', { min: 1, max: 1e6, integer: true }),
+  valueMix: num(1, 'TRT-SMC\'s value mixing sigma: each TD target bootstraps from valueMix x the target network + (1 - valueMix) x the acting planner\'s own cost-to-go estimate at that state (its plan\'s cost: SPO\'s and TRT-SMC\'s SMC estimate, which then wants their gamma at train.gamma); 1: the network alone', { min: 0, max: 1 }),
   teacherModel: text('', 'model overrides (key=value,...) for the planner that acts while training, e.g. "wEnergy=10,terminalLqr=1": a teacher with hand-made cost terms whose behaviour the prior learns from, while its value learns the costs of model.* (empty: the planner uses model.* itself, with the value)', { maxLength: 1024 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for training: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),
 } as const;
@@ -45,6 +46,7 @@ export function resolveTrainParams(overrides: Record<string, unknown>): TrainPar
   const p = resolveParams('train', TRAIN_PARAMS, overrides);
   parseLambda(p.lambda);
   parseOverrideList('train.teacherModel', p.teacherModel);
+  if (p.valueMix < 1 && p.teacherModel.trim()) throw new InputError(`train.valueMix ${p.valueMix} needs the acting planner to plan with the value, and train.teacherModel '${p.teacherModel}' makes it a teacher without it (its plans' costs are the teacher's): set one of them`);
   return p;
 }
 

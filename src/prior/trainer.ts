@@ -39,7 +39,7 @@ export interface TrainProgress {
   point: EpisodePoint;
 }
 
-/** The replay buffer of (x, u, cost, x', a_bar_0, sigma_0) with each row's episode, as flat arrays. */
+/** The replay buffer of (x, u, cost, x', a_bar_0, sigma_0), each row's episode and the acting planner's estimate of the cost-to-go at x, as flat arrays. */
 export class Replay {
   readonly x: Float64Array;
   readonly z: Float64Array;
@@ -48,6 +48,8 @@ export class Replay {
   readonly abar: Float64Array;
   readonly sigma: Float64Array;
   readonly episode: Int32Array;
+  /** the acting planner's own cost-to-go estimate at x (its plan's cost; NaN: none), for train.valueMix */
+  readonly estimate: Float64Array;
   size = 0;
   private head = 0;
 
@@ -59,9 +61,10 @@ export class Replay {
     this.abar = new Float64Array(capacity * m);
     this.sigma = new Float64Array(capacity * m);
     this.episode = new Int32Array(capacity);
+    this.estimate = new Float64Array(capacity).fill(NaN);
   }
 
-  push(x: readonly number[], z: ArrayLike<number>, cost: number, next: readonly number[], abar: readonly number[], sigma: readonly number[], episode: number): void {
+  push(x: readonly number[], z: ArrayLike<number>, cost: number, next: readonly number[], abar: readonly number[], sigma: readonly number[], episode: number, estimate = NaN): void {
     const i = this.head;
     this.x.set(x, i * this.n);
     this.z.set(z, i * this.m);
@@ -70,6 +73,7 @@ export class Replay {
     this.abar.set(abar, i * this.m);
     this.sigma.set(sigma, i * this.m);
     this.episode[i] = episode;
+    this.estimate[i] = estimate;
     this.head = (this.head + 1) % this.capacity;
     this.size = Math.min(this.size + 1, this.capacity);
   }
@@ -105,7 +109,7 @@ export class Replay {
 
   save(path: string): void {
     const header = Float64Array.of(this.capacity, this.n, this.m, this.size, this.head);
-    const parts = [header, this.x, this.z, this.cost, this.next, this.abar, this.sigma, Float64Array.from(this.episode)];
+    const parts = [header, this.x, this.z, this.cost, this.next, this.abar, this.sigma, Float64Array.from(this.episode), this.estimate];
     writeFileAtomic(path, Buffer.concat(parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength))));
   }
 
@@ -118,8 +122,10 @@ export class Replay {
     capacity ??= cap;
     m ??= mm;
     if (cap !== capacity || nn !== n || mm !== m) throw new InputError(`replay buffer '${path}' holds ${cap} x (${nn} states, ${mm} controls), this run needs ${capacity} x (${n}, ${m})`);
-    const expected = 5 + capacity * (2 * n + 3 * m + 2);
-    if (all.length !== expected || !(size >= 0 && size <= capacity)) throw new InputError(`replay buffer '${path}' has ${all.length} values, expected ${expected} (truncated?)`);
+    // buffers written before the planner's estimates were kept end after the episodes
+    const withoutEstimates = 5 + capacity * (2 * n + 3 * m + 2);
+    const expected = withoutEstimates + capacity;
+    if ((all.length !== expected && all.length !== withoutEstimates) || !(size >= 0 && size <= capacity)) throw new InputError(`replay buffer '${path}' has ${all.length} values, expected ${expected} (truncated?)`);
     const r = new Replay(capacity, n, m);
     let o = 5;
     for (const a of [r.x, r.z, r.cost, r.next, r.abar, r.sigma]) {
@@ -127,6 +133,7 @@ export class Replay {
       o += a.length;
     }
     r.episode.set(all.subarray(o, o + capacity));
+    if (all.length === expected) r.estimate.set(all.subarray(o + capacity, o + 2 * capacity));
     r.size = size;
     r.head = head;
     return r;
@@ -255,6 +262,8 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     const disc = new Float32Array(B);
     const abar = new Float32Array(B * m);
     const logSigma = new Float32Array(B * m);
+    const estimateShare = new Float32Array(B);
+    const estimate = new Float32Array(B);
     for (let b = 0; b < B; b++) {
       const i = Math.floor(rng.uniform() * replay.size);
       let g = 0;
@@ -268,6 +277,9 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       }
       xs.set(replay.x.subarray(i * n, (i + 1) * n), b * n);
       boot.set(replay.next.subarray(last * n, (last + 1) * n), b * n);
+      const mix = bootstrapEstimate(replay, last, train.valueMix);
+      estimateShare[b] = mix.share;
+      estimate[b] = mix.estimate;
       zs.set(replay.z.subarray(i * m, (i + 1) * m), b * m);
       ret[b] = g;
       disc[b] = gamma ** k;
@@ -297,10 +309,13 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       // targets in cost units, regressed in symlog units; a target network's output is capped at e^40 before it
       // leaves symlog units, so states far outside the data (a spinning acrobot) cannot overflow f32
       const costOf = (v: NetVariables) => symexpT(tf.clipByValue(q(v, tB, aB), -40, 40));
-      const targetQ = symlogT(tf.add(tRet, tf.mul(tDisc, costOf(vars.qTarget))));
+      // TRT-SMC's value targets: the bootstrap mixes the target network with the planner's own estimate there (train.valueMix)
+      const tShare = tf.tensor1d(estimateShare);
+      const bootstrap = (v: NetVariables) => tf.add(tf.mul(tf.sub(1, tShare), costOf(v)), tf.mul(tShare, tf.tensor1d(estimate)));
+      const targetQ = symlogT(tf.add(tRet, tf.mul(tDisc, bootstrap(vars.qTarget))));
       const klB = klRows(sB.mean, sB.logStd, pB.mean, pB.logStd);
       const penalty = Number.isFinite(lambda) ? tf.mul(lambda / scales.kl.divisor, klB) : tf.zerosLike(klB);
-      const targetQLambda = symlogT(tf.add(tRet, tf.mul(tDisc, tf.add(costOf(vars.qLambdaTarget), penalty))));
+      const targetQLambda = symlogT(tf.add(tRet, tf.mul(tDisc, tf.add(bootstrap(vars.qLambdaTarget), penalty))));
       const fit = (name: keyof typeof optimizers, loss: () => tf.Scalar): tf.Tensor => {
         const { value, grads } = tf.variableGrads(loss, vars[name].flatMap((l) => [l.weight, l.bias]));
         optimizers[name].applyGradients(clipGradients(grads, train.gradClip) as never);
@@ -370,7 +385,8 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   };
   /** Learns from one transition (Algorithm 2's inner loop); true when the networks changed. */
   const learn = async (tr: Transition, ep: Episode): Promise<boolean> => {
-    replay.push(tr.x, tr.z, tr.cost, tr.next, tr.abar, tr.sigma, tr.episode);
+    // an estimate that is not finite crosses the queue as null: none
+    replay.push(tr.x, tr.z, tr.cost, tr.next, tr.abar, tr.sigma, tr.episode, Number.isFinite(tr.estimate) ? tr.estimate : NaN);
     ep.point.meanCost += tr.cost / act.ticks;
     ep.inGoal = tr.inGoal;
     if (tr.inGoal) ep.point.goalS += periodS;
@@ -493,6 +509,23 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     for (const o of Object.values(optimizers)) o.dispose();
   }
   return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true, actors };
+}
+
+/** The largest estimate the bootstrap takes: the target networks' own outputs are capped there too (e^40 in symlog units). */
+const ESTIMATE_CAP = Math.expm1(40);
+
+/**
+ * The bootstrap of a TD target whose last observed row is `last`: the share
+ * 1 - valueMix given to the acting planner's estimate at the state after it
+ * (TRT-SMC's V-hat = sigma V_theta + (1 - sigma) V_SMC), and that estimate;
+ * share 0 where the buffer holds no row after it in the episode or the
+ * planner gave none there.
+ */
+export function bootstrapEstimate(replay: Replay, last: number, valueMix: number): { share: number; estimate: number } {
+  if (valueMix >= 1) return { share: 0, estimate: 0 };
+  const after = replay.after(last, 1);
+  const e = after === undefined ? NaN : replay.estimate[after];
+  return Number.isFinite(e) ? { share: 1 - valueMix, estimate: Math.min(e, ESTIMATE_CAP) } : { share: 0, estimate: 0 };
 }
 
 /** Each raw feature's scale: the spread of its difference from the reference in the data (at least 1e-3). */
