@@ -21,7 +21,7 @@ import { PRIOR_PARAMS } from '../src/learned/params.js';
 import { LearnedPrior } from '../src/learned/runtime.js';
 import { percentileSpread, PercentileScale } from '../src/prior/scale.js';
 import { adaptivePriorKl, clipGradients, entropyRows, forward, head, klRows, toVariables, useBackend } from '../src/prior/tensors.js';
-import { Replay, trainPrior } from '../src/prior/trainer.js';
+import { betterWindow, Replay, trainPrior } from '../src/prior/trainer.js';
 import { Demonstrations } from '../src/prior/demonstrations.js';
 import { compileStageCostFunction, compileStepFunction } from '../src/kernels/js-source.js';
 import { resolveTrainParams } from '../src/prior/train-params.js';
@@ -404,6 +404,25 @@ describe('prior: train-prior (tiny networks, a few episodes)', function () {
     });
     assert.equal(r.meta.episodes, 3, 'episode 3 is in the checkpoint, not only episode 2');
     assert.equal((JSON.parse(readFileSync(join(out, 'train-state.json'), 'utf8')) as { episodesDone: number }).episodesDone, 3);
+  });
+
+  it('keeps the networks of the best window of episodes in --out/best: the most ended in the goal, then the lowest cost', async () => {
+    assert.ok(betterWindow({ episode: 20, episodes: 10, endInGoal: 3, meanCost: 9 }, { episode: 10, episodes: 10, endInGoal: 2, meanCost: 1 }));
+    assert.ok(!betterWindow({ episode: 20, episodes: 10, endInGoal: 2, meanCost: 1 }, { episode: 10, episodes: 10, endInGoal: 2, meanCost: 1 }), 'a tie keeps the earlier');
+    assert.ok(betterWindow({ episode: 25, episodes: 5, endInGoal: 2, meanCost: 1 }, { episode: 20, episodes: 10, endInGoal: 3, meanCost: 1 }), 'shares, not counts');
+    // the pendulum from near the top: some episodes end in the goal, some not; one window per episode
+    const run = resolveRunParams('pendulum', { planner: 'mppi', 'model.horizon': 5, 'mppi.samples': 16, 'mppi.iterations': 1, threads: 1, 'sim.x0': [2.9, 0] });
+    const dir = join(out, 'best-window');
+    const r = await trainPrior({ run, train: resolveTrainParams({ episodes: 4, episodeS: 1, batch: 8, width: 8, depth: 1, checkpointEvery: 1, startSpread: 0.5 }), out: dir, resume: false, version: 'test' });
+    let expected = 0;
+    r.curve.forEach((p, i) => {
+      const q = r.curve[expected];
+      if (Number(p.endsInGoal) > Number(q.endsInGoal) || (p.endsInGoal === q.endsInGoal && p.meanCost < q.meanCost)) expected = i;
+    });
+    assert.equal(r.best!.episode, expected + 1, `curve ${JSON.stringify(r.curve.map((p) => [p.endsInGoal, p.meanCost]))}`);
+    assert.equal(loadCheckpoint(join(dir, 'best')).meta.episodes, expected + 1, 'best/ holds that episode\'s networks');
+    assert.equal(loadCheckpoint(dir).meta.episodes, 4, '--out holds the last');
+    assert.deepEqual((JSON.parse(readFileSync(join(dir, 'train-state.json'), 'utf8')) as { best: unknown }).best, { episode: expected + 1, episodes: 1, endInGoal: Number(r.curve[expected].endsInGoal), meanCost: r.curve[expected].meanCost });
   });
 
   it('acts with SPO and distils its q-hat (the EM loop): the prior loads for SPO', async () => {

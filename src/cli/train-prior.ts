@@ -68,6 +68,7 @@ export const trainPriorCommand: Command = {
     const summary = {
       system, out, backend: result.backend, wallS: result.wallS, episodes: result.meta.episodes, updates: result.meta.updates,
       horizon: result.meta.horizon, interrupted: shutdown.received ?? null, actors: result.actors ?? null, lastEpisodes: { count: last.length, meanCost: mean(last.map((p) => p.meanCost)), endInGoal: last.filter((p) => p.endsInGoal).length },
+      best: result.best ?? null,
     };
     if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after episode ${summary.episodes}: checkpoint written to ${out} (continue with --resume)`);
     if (values.json) return printJson(summary);
@@ -75,6 +76,10 @@ export const trainPriorCommand: Command = {
     if (summary.actors) console.log(`  ${summary.actors.count} actor(s) on workers, max lag ${summary.actors.maxLag}: the networks they planned with were ${summary.actors.staleness.mean.toFixed(2)} updates behind on average, ${summary.actors.staleness.max} at most`);
     console.log(`  last ${last.length} episodes: mean cost ${summary.lastEpisodes.meanCost.toFixed(3)} per step, ${summary.lastEpisodes.endInGoal}/${last.length} end in the goal region`);
     console.log(`  prior: ${out} (use: run --prior ${out} --planner ${planner}, or --set prior.path=${out}); learning curve: ${join(out, 'learning-curve.svg')}`);
+    const best = summary.best;
+    if (best && best.episode !== summary.episodes) {
+      console.log(`  best window: episodes ${best.episode - best.episodes + 1}-${best.episode}, ${best.endInGoal}/${best.episodes} ended in the goal region (mean cost ${best.meanCost.toFixed(3)}): its networks are in ${best.dir}`);
+    }
   },
 };
 

@@ -26,7 +26,7 @@ export const TRAIN_PARAMS = {
   reanalyzeEvery: num(0, 'lazy reanalyze: every this many updates, re-plan a few buffered states with the current networks (0 = off)', { min: 0, max: 1e6, integer: true }),
   reanalyzeCount: num(8, 'states re-planned per reanalyze', { min: 1, max: 4096, integer: true }),
   capacity: num(100000, 'replay buffer size [transitions], allocated at start', { min: 1, max: 2e6, integer: true }),
-  checkpointEvery: num(10, 'episodes between checkpoints (the last episode always writes one)', { min: 1, max: 1e6, integer: true }),
+  checkpointEvery: num(10, 'episodes between checkpoints (the last episode always writes one); each checkpoint whose last checkpointEvery episodes ended in the goal more often than any before (or as often, at a lower mean cost) is also kept in --out/best', { min: 1, max: 1e6, integer: true }),
   valueMix: num(1, 'TRT-SMC\'s value mixing sigma: each TD target bootstraps from valueMix x the target network + (1 - valueMix) x the acting planner\'s own cost-to-go estimate at that state (its plan\'s cost: SPO\'s and TRT-SMC\'s SMC estimate, which then wants their gamma at train.gamma); 1: the network alone', { min: 0, max: 1 }),
   teacherModel: text('', 'model overrides (key=value,...) for the planner that acts while training, e.g. "wEnergy=10,terminalLqr=1": a teacher with hand-made cost terms whose behaviour the prior learns from, while its value learns the costs of model.* (empty: the planner uses model.* itself, with the value)', { maxLength: 1024 }),
   backend: choice('wasm', TRAIN_BACKENDS, 'TensorFlow.js backend for training: wasm (CPUs), webgpu (GPUs), cpu (pure JS, slowest)'),

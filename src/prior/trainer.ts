@@ -140,10 +140,20 @@ export class Replay {
   }
 }
 
+/** The window of episodes whose networks `best/` holds: the last `checkpointEvery` before a checkpoint. */
+export interface BestWindow {
+  /** the window's last episode (1-based), whose networks were saved */
+  episode: number;
+  episodes: number;
+  endInGoal: number;
+  meanCost: number;
+}
+
 interface TrainState {
   episodesDone: number;
   updates: number;
   curve: EpisodePoint[];
+  best?: BestWindow;
   scales: Record<'prior' | 'kl' | 'q', ReturnType<PercentileScale['toJSON']>>;
   rngSeed: number;
 }
@@ -179,6 +189,8 @@ export interface TrainResult {
   interrupted: boolean;
   /** with actors: how many, and how stale the networks they planned with were (updates behind the learner when their transition was learned from) */
   actors?: { count: number; maxLag: number; staleness: { mean: number; max: number } };
+  /** the checkpoint in `best/`: the networks at the end of the window of episodes that ended in the goal most often */
+  best?: BestWindow & { dir: string };
 }
 
 /**
@@ -242,9 +254,18 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
   // the planner that acts (the E-step) here: every step in a single process, a planner for reanalyze with actors elsewhere
   const act = await acting(run, train, current());
   const gamma = train.gamma;
+  const bestDir = join(opts.out, 'best');
   const writeCheckpoint = async () => {
     for (const k of NETWORK_NAMES) await readVariables(vars[k], networks[k]);
     const meta = saveCheckpoint(opts.out, networks, metaBase());
+    // a loop can learn and then collapse (the acting planner's own data, bootstrapped targets): the networks of the
+    // window of episodes that ended in the goal most often are kept apart, so a late collapse does not lose them
+    const window = state.curve.slice(-train.checkpointEvery);
+    const here: BestWindow = { episode: state.episodesDone, episodes: window.length, endInGoal: window.filter((p) => p.endsInGoal).length, meanCost: window.reduce((a, p) => a + p.meanCost, 0) / Math.max(1, window.length) };
+    if (window.length && betterWindow(here, state.best)) {
+      saveCheckpoint(bestDir, networks, metaBase());
+      state.best = here;
+    }
     state.scales = { prior: scales.prior.toJSON(), kl: scales.kl.toJSON(), q: scales.q.toJSON() };
     replay.save(replayPath);
     writeFileAtomic(statePath, `${JSON.stringify(state)}\n`);
@@ -508,7 +529,14 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
     }
     for (const o of Object.values(optimizers)) o.dispose();
   }
-  return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true, actors };
+  return { meta, curve: state.curve, wallS: (performance.now() - t0) / 1000, backend: backendName, interrupted: opts.signal?.aborted === true, actors, best: state.best && { ...state.best, dir: bestDir } };
+}
+
+/** More of the window's episodes ended in the goal (its share, windows may differ in length), or as many at a lower mean cost. */
+export function betterWindow(a: BestWindow, b: BestWindow | undefined): boolean {
+  if (!b) return true;
+  const share = a.endInGoal / a.episodes - b.endInGoal / b.episodes;
+  return share > 1e-12 || (Math.abs(share) <= 1e-12 && a.meanCost < b.meanCost);
 }
 
 /** The largest estimate the bootstrap takes: the target networks' own outputs are capped there too (e^40 in symlog units). */
