@@ -330,9 +330,11 @@ export async function trainPrior(opts: TrainOptions): Promise<TrainResult> {
       // targets in cost units, regressed in symlog units; a target network's output is capped at e^40 before it
       // leaves symlog units, so states far outside the data (a spinning acrobot) cannot overflow f32
       const costOf = (v: NetVariables) => symexpT(tf.clipByValue(q(v, tB, aB), -40, 40));
-      // TRT-SMC's value targets: the bootstrap mixes the target network with the planner's own estimate there (train.valueMix)
-      const tShare = tf.tensor1d(estimateShare);
-      const bootstrap = (v: NetVariables) => tf.add(tf.mul(tf.sub(1, tShare), costOf(v)), tf.mul(tShare, tf.tensor1d(estimate)));
+      // TRT-SMC's value targets: the bootstrap mixes the target network with the planner's own estimate there (train.valueMix);
+      // at 1 (every MPPI run) the network alone, with no tensor work for a zero share
+      const tShare = train.valueMix < 1 ? tf.tensor1d(estimateShare) : undefined;
+      const tEstimate = tShare && tf.tensor1d(estimate);
+      const bootstrap = (v: NetVariables) => (tShare ? tf.add(tf.mul(tf.sub(1, tShare), costOf(v)), tf.mul(tShare, tEstimate!)) : costOf(v));
       const targetQ = symlogT(tf.add(tRet, tf.mul(tDisc, bootstrap(vars.qTarget))));
       const klB = klRows(sB.mean, sB.logStd, pB.mean, pB.logStd);
       const penalty = Number.isFinite(lambda) ? tf.mul(lambda / scales.kl.divisor, klB) : tf.zerosLike(klB);
