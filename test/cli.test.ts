@@ -83,7 +83,7 @@ describe('CLI', () => {
     ['train-value without a prior', ['train-value', '--system', 'acrobot'], /--prior DIR is required/],
     ['train-value with no sweeps', ['train-value', '--system', 'acrobot', '--prior', 'p', '--sweeps', '0'], /value\.sweeps must be >= 1, got 0/],
     ['an unknown value-iteration key', ['train-value', '--system', 'acrobot', '--prior', 'p', '--set', 'value.sweps=3'], /unknown value parameter 'sweps'/],
-    ['train-policy without a task', ['train-policy'], /--task NAME is required: one of sparse-pendulum, pendulum, acrobot, acrobot-hold, cart-double-pendulum/],
+    ['train-policy without a task', ['train-policy'], /--task NAME is required: one of sparse-pendulum, pendulum-swingup, pendulum, acrobot, acrobot-hold, cart-double-pendulum/],
     ['train-policy with an unknown task', ['train-policy', '--task', 'segway'], /unknown task 'segway'/],
     ['train-policy with an unknown method', ['train-policy', '--task', 'acrobot', '--method', 'ppo'], /train-policy.method must be one of tsmc-d, tsmc-e, gradient/],
     ['train-policy with one particle', ['train-policy', '--task', 'acrobot', '--particles', '1'], /train-policy.particles must be >= 2/],

@@ -125,6 +125,21 @@ describe('first hour: one shutdown path (SIGINT, SIGTERM)', function () {
     assert.equal(JSON.parse(resumed.stdout).episodes, state.episodesDone + 1);
   });
 
+  it('SIGTERM during train-policy on one thread: exit 143 after the block under way, its state kept and resumable', async () => {
+    const out = tmp('policy');
+    // one thread: nothing in a block waits on I/O, so only a yield between blocks lets the handler run
+    const tiny = ['--task', 'pendulum', '--method', 'gradient', '--particles', '4', '--batch', '2', '--set', 'model.horizon=5', '--threads', '1'];
+    const r = await interrupt(['train-policy', ...tiny, '--set', 'train.iterations=10000000', '--out', out], 'SIGTERM', (e) => /block 3:/.test(e), 30);
+    assert.equal(r.code, 143, r.stderr);
+    assert.match(r.stderr, /interrupted \(SIGTERM\) after \d+ levels: .* holds them \(continue with --resume\)/);
+    const state = JSON.parse(readFileSync(join(out, 'training/state.json'), 'utf8')) as { levels: unknown[] };
+    assert.ok(state.levels.length >= 3 && state.levels.length < 200000, `${state.levels.length} blocks done`);
+    const more = String((state.levels.length + 1) * 50);
+    const resumed = spawnSync(process.execPath, [CLI, 'train-policy', ...tiny, '--set', `train.iterations=${more}`, '--out', out, '--resume', '--json'], { encoding: 'utf8' });
+    assert.equal(resumed.status, 0, resumed.stderr);
+    assert.equal(JSON.parse(resumed.stdout).levels, state.levels.length + 1);
+  });
+
   it('SIGINT during train-value: exit 130, the sweep under way dropped, the last whole sweep\'s checkpoint kept and resumable', async () => {
     const prior = tmp('value-prior');
     const tiny = ['--set', 'model.horizon=5', '--set', 'mppi.samples=16', '--set', 'mppi.iterations=1', '--set', 'threads=1'];

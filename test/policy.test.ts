@@ -9,7 +9,7 @@ import { lqr } from '../src/models/lqr.js';
 import { fromPhysical } from '../src/models/model.js';
 import { ClosedLoop, drawFromPrior, fromPriorPolicy, policyShape, priorStd, toPriorPolicy } from '../src/policy/closed-loop.js';
 import { PolicyTask, policyTask, taskModel } from '../src/policy/tasks.js';
-import { resolvePolicySettings, trainPolicy } from '../src/policy/train.js';
+import { checkInitialPolicy, resolvePolicySettings, trainPolicy } from '../src/policy/train.js';
 import { nutsKernel } from '../src/samplers/nuts.js';
 import { initParticles } from '../src/samplers/target.js';
 import { MppiPlanner } from '../src/planners/mppi/receding.js';
@@ -235,6 +235,23 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
     }
   });
 
+  it('the checkpoint keeps the least energy seen at any block\'s end, not the last block\'s', async () => {
+    const out = tmp();
+    try {
+      // lambda this large leaves Adam only the prior's pull towards zero weights, so the particles drawn wide leave their better gains for the zero policy's cost
+      const settings = resolvePolicySettings(LQ_TASK, { method: 'gradient', particles: 4, batch: 4, iterations: 400, learningRate: 0.05, priorScale: 3, lambda: 1e11 });
+      const run = await trainPolicy(LQ_TASK, settings, { out, resume: false, version });
+      const blockBests = run.levels.map((l) => l.energy[0]);
+      const least = Math.min(...blockBests);
+      assert.ok(blockBests[blockBests.length - 1] > least, `the case this checks: the last block (${blockBests.at(-1)}) is worse than the best (${least})`);
+      assert.equal(run.best.energy, least);
+      const { theta } = fromPriorPolicy(loadCheckpoint(out).networks.policy);
+      theta.forEach((w, k) => assert.ok(Math.abs(w - run.best.theta[k]) < 1e-6 * (1 + Math.abs(w)), `weight ${k}: checkpoint ${w}, best ${run.best.theta[k]}`));
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
   it('train.init centres the prior on a trained policy: with a flat energy the particles are drawn around its weights; another shape or system is refused', async () => {
     const first = tmp();
     const around = tmp();
@@ -258,6 +275,18 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
     } finally {
       rmSync(first, { recursive: true, force: true });
       rmSync(around, { recursive: true, force: true });
+    }
+  });
+
+  it('the sparse pendulum\'s shaping task (pendulum-swingup) trains a policy that initialises it; not another system\'s task', async () => {
+    const out = tmp();
+    try {
+      const task = policyTask('pendulum-swingup');
+      await trainPolicy(task, resolvePolicySettings(task, { particles: 4, batch: 2, maxLevels: 1 }), { out, resume: false, version, model: { horizon: 3 } });
+      assert.doesNotThrow(() => checkInitialPolicy(policyTask('sparse-pendulum'), out));
+      assert.throws(() => checkInitialPolicy(policyTask('acrobot'), out), /is a policy for pendulum, this task's system is acrobot/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
     }
   });
 

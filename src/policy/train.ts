@@ -64,9 +64,15 @@ export interface PolicyLevel {
   wallS: number;
 }
 
+interface BestPolicy {
+  theta: Float64Array;
+  energy: number;
+}
+
 export interface PolicyTrainResult {
   levels: PolicyLevel[];
-  best: { theta: Float64Array; energy: number };
+  /** the least energy at any level's end (what the checkpoint holds) */
+  best: BestPolicy;
   /** gradient evaluations per particle, all levels */
   gradientEvaluations: number;
   wallS: number;
@@ -86,6 +92,8 @@ interface SavedState {
   levels: PolicyLevel[];
   wallS: number;
   finished: boolean;
+  /** the least energy at any level's end and its policy's weights (absent in runs saved before it was kept) */
+  best?: { energy: number; theta: number[] };
 }
 
 /** Bytes the run holds at its peak: the particles with NUTS's per-particle vectors (about 13 + 2 depth of them), and one batch of closed-loop rollouts. */
@@ -166,16 +174,25 @@ async function train(
   }
   const logStdBias = headBiasFor(settings.policyStd);
   const metaBase = checkpointMeta(task, model, shape, { ...settings, ...(opts.model ? { model: opts.model } : {}) }, opts.version);
-  const writeBest = (theta: Float64Array, levels: number) => saveCheckpoint(opts.out, policyNetworks(theta, loop.sizes, logStdBias, new Rng(0)), { ...metaBase, updates: levels });
+  // the checkpoint holds the least energy seen at any level's end, not the last level's best: Adam can climb out of a good basin (on the cart double pendulum it does)
+  let best: BestPolicy | undefined = saved?.best ? { energy: saved.best.energy, theta: Float64Array.from(saved.best.theta) } : undefined;
+  const offer = (positions: Float64Array, energy: Float64Array, levels: number) => {
+    const i = bestOf(energy);
+    if (best && Number.isFinite(best.energy) && !(energy[i] < best.energy)) return;
+    best = { energy: energy[i], theta: positions.slice(i * target.dim, i * target.dim + target.parameters) };
+    saveCheckpoint(opts.out, policyNetworks(best.theta, loop.sizes, logStdBias, new Rng(0)), { ...metaBase, updates: levels });
+  };
   const startMs = performance.now() - 1000 * (saved?.wallS ?? 0);
   const levels: PolicyLevel[] = saved?.levels ?? [];
   const persist = (s: Omit<SavedState, 'task' | 'settings' | 'model' | 'levels' | 'wallS'>, particles: Float64Array) => {
     writeFileAtomic(join(opts.out, PARTICLES_FILE), particles);
-    writeFileAtomic(statePath, `${JSON.stringify({ task: task.name, settings, model: opts.model ?? {}, levels, wallS: (performance.now() - startMs) / 1000, ...s } satisfies SavedState)}\n`);
+    const kept = best && { energy: best.energy, theta: Array.from(best.theta) };
+    writeFileAtomic(statePath, `${JSON.stringify({ task: task.name, settings, model: opts.model ?? {}, levels, wallS: (performance.now() - startMs) / 1000, best: kept, ...s } satisfies SavedState)}\n`);
   };
 
   if (settings.method === 'gradient') {
-    return adamBaseline(target, positions, settings, { levels, startMs, saved, persist, writeBest, onLevel: opts.onLevel, signal: opts.signal });
+    const run = await adamBaseline(target, positions, settings, { levels, startMs, saved, persist, offer, onLevel: opts.onLevel, signal: opts.signal });
+    return { ...run, best: best ?? run.best };
   }
   const kernelFor = (stepSize: number, inverseMass?: Float64Array) => {
     const nuts = moveKernel({ kernel: 'nuts', stepSize, leapfrogSteps: 1, maxTreeDepth: settings.maxTreeDepth, inverseMass: carried ? heldStartsMass(target, inverseMass) : inverseMass });
@@ -199,15 +216,15 @@ async function train(
     };
     levels.push(level);
     finished = state.beta >= 1;
-    const best = bestOf(state.particles.energy);
-    writeBest(state.particles.positions.slice(best * target.dim, best * target.dim + target.parameters), levels.length);
+    offer(state.particles.positions, state.particles.energy, levels.length);
     persist({ beta: state.beta, stepSize: state.stepSize, logZ: state.logZ, finished }, state.particles.positions);
     opts.onLevel?.(level);
+    // a level on one thread never waits on I/O: let a signal's handler run before the next
+    await new Promise((resolve) => setImmediate(resolve));
   }
-  const best = bestOf(state.particles.energy);
-  const theta = state.particles.positions.slice(best * target.dim, best * target.dim + target.parameters);
+  const last = bestOf(state.particles.energy);
   return {
-    levels, best: { theta, energy: state.particles.energy[best] },
+    levels, best: best ?? { theta: state.particles.positions.slice(last * target.dim, last * target.dim + target.parameters), energy: state.particles.energy[last] },
     gradientEvaluations: levels.reduce((s, l) => s + l.gradientEvaluations, 0), wallS: (performance.now() - startMs) / 1000, finished,
   };
 }
@@ -220,7 +237,8 @@ async function train(
 async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: PolicyTrainSettings, ctx: {
   levels: PolicyLevel[]; startMs: number; saved?: SavedState; signal?: AbortSignal;
   persist: (st: Omit<SavedState, 'task' | 'settings' | 'model' | 'levels' | 'wallS'>, particles: Float64Array) => void;
-  writeBest: (theta: Float64Array, levels: number) => PriorMeta;
+  /** the block's particles, for the run's best */
+  offer: (positions: Float64Array, energy: Float64Array, levels: number) => void;
   onLevel?: (l: PolicyLevel) => void;
 }): Promise<PolicyTrainResult> {
   const { dim } = target;
@@ -253,10 +271,10 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
       energy: energyQuantiles(ev.energy), gradientEvaluations: done, wallS: (performance.now() - blockStart) / 1000,
     };
     ctx.levels.push(level);
-    const best = bestOf(ev.energy);
-    ctx.writeBest(positions.slice(best * dim, best * dim + target.parameters), ctx.levels.length);
+    ctx.offer(positions, ev.energy, ctx.levels.length);
     ctx.persist({ beta: 1, stepSize: s.learningRate, logZ: 0, finished: ctx.levels.length >= blocks }, positions);
     ctx.onLevel?.(level);
+    await new Promise((resolve) => setImmediate(resolve));
   }
   const best = bestOf(ev.energy);
   const theta = positions.slice(best * dim, best * dim + target.parameters);

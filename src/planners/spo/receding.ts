@@ -6,7 +6,7 @@ import type { Rng } from '../../random.js';
 import { controlScaling } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner, shiftSequence } from '../receding.js';
 import { LOG_STD_RANGE } from '../../learned/networks.js';
-import { normalise, Proposal, SmcProblem, SmcResult, smcOverTime } from './smc.js';
+import { guideDrawLast, normalise, Proposal, SmcProblem, SmcResult, smcOverTime } from './smc.js';
 
 /** SMC planning over time: the parameters SPO and TRT-SMC share (`spo.*`, `trtsmc.*`). */
 export const SMC_TIME_PARAMS = {
@@ -243,7 +243,7 @@ export function smcTimeReport(variant: SmcVariant, pass: SmcTimePass): Pick<Plan
 
 /** How many particles draw around the previous plan: warmStartShare of K, leaving the exact warm start and the mean particle theirs. */
 export function guideDrawCount(p: Pick<SmcTimeParams, 'particles' | 'warmStartShare'>): number {
-  return Math.max(0, Math.min(Math.round(p.warmStartShare * p.particles), p.particles - 2));
+  return guideDrawLast(Math.round(p.warmStartShare * p.particles), p.particles);
 }
 
 /** q-hat's weighted mean and std per control (the std floored at the policy's least, exp(LOG_STD_RANGE[0])): the distribution the M-step distils. */

@@ -316,7 +316,7 @@ function drawAroundGuide(
 }
 
 /** The last particle that draws around the guide: 1..count, at most K - 2 (particle 0 is the warm start, the last the policy's mean). */
-const guideDrawLast = (count: number, K: number): number => Math.min(count, K - 2);
+export const guideDrawLast = (count: number, K: number): number => Math.max(0, Math.min(count, K - 2));
 
 /** The first `d` steps of each of K trajectories of h steps. */
 function cut(z: Float64Array, K: number, h: number, d: number, m: number): Float64Array {
