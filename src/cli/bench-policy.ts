@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Simulator, resolveSimParams } from '../../sim/simulator.js';
 import { LearnedPrior, mismatch } from '../learned/runtime.js';
 import { loadCheckpoint, PriorError } from '../learned/checkpoint.js';
-import { fromPhysical, inGoalRegion, Model } from '../models/model.js';
+import { fromPhysical, inGoalRegion, Model, physicalNames, withUnit } from '../models/model.js';
 import { modelDefinition } from '../models/index.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
 import { compileStageCostFunction, compileTerminalCostFunction } from '../kernels/js-source.js';
@@ -75,7 +75,7 @@ export const benchPolicyCommand: Command = {
     const meanCost = outcomes.reduce((s, r) => s + r.cost, 0) / outcomes.length;
     const out = outputFolder(values, `bench-policy-${task.name}`);
     writeFileSync(join(out, 'outcomes.json'), `${JSON.stringify(outcomes, null, 1)}\n`);
-    writeFileSync(join(out, 'outcomes.svg'), outcomePlot(task, outcomes));
+    writeFileSync(join(out, 'outcomes.svg'), outcomePlot(task, plant, outcomes));
     const summary = { task: task.name, prior: o.dir, successes, reached, closestErrorMedian: closestError, starts: outcomes.length, meanCost, durationS, sim: o.sim, fallbackTicks: outcomes.reduce((s, r) => s + r.fallbacks, 0), out };
     if (values.json) return printJson(summary);
     console.log(`${task.name}: the policy alone reached and held the goal from ${successes} of ${outcomes.length} starts (reached it from ${reached}); mean trajectory cost over the task's ${cost.horizon} steps ${meanCost.toPrecision(6)}; closest approach to the goal (state distance, median over starts) ${closestError.toPrecision(3)}`);
@@ -136,12 +136,13 @@ function trajectoryCost(model: Model): (states: number[][], controls: number[][]
   };
 }
 
-function outcomePlot(task: PolicyTask, outcomes: { start: number[]; success: boolean; cost: number }[]): string {
+function outcomePlot(task: PolicyTask, plant: Model, outcomes: { start: number[]; success: boolean; cost: number }[]): string {
   const ok = outcomes.filter((o) => o.success);
   const failed = outcomes.filter((o) => !o.success);
   if (task.starts.kind === 'box' && task.starts.lower.length === 2) {
+    const [xLabel, yLabel] = physicalNames(plant).map((name, i) => withUnit(name, plant.def.physicalUnits[i]));
     return lineChart(`bench policy ${task.name}: starts that reached and held the goal (${ok.length}/${outcomes.length})`, [
-      { title: 'starts (physical units): succeeded and failed', xLabel: 'state 0', yLabel: 'state 1',
+      { title: 'starts: succeeded and failed', xLabel, yLabel,
         series: [{ name: 'succeeded', x: ok.map((o) => o.start[0]), y: ok.map((o) => o.start[1]), markers: true }, { name: 'failed', x: failed.map((o) => o.start[0]), y: failed.map((o) => o.start[1]), markers: true }] },
     ], 1, 520, 480);
   }
