@@ -75,13 +75,14 @@ describe('first hour: one shutdown path (SIGINT, SIGTERM)', function () {
     const out = tmp('sigint');
     const startedMs = Date.now();
     const r = await interrupt(['run', '--system', 'pendulum', '--planner', 'mppi', '--set', 'mppi.samples=64', '--set', 'mppi.iterations=2',
-      '--x0', '0,0', '--duration', '30', '--log-encoding', 'json', '--out', out], 'SIGINT', () => false, 4);
+      '--x0', '0,0', '--duration', '30', '--log-encoding', 'json', '--out', out], 'SIGINT', () => false, 6);
     assert.equal(r.code, 130, r.stderr);
     assert.ok(r.exitS < 10, `ended ${r.exitS.toFixed(1)} s after the signal`);
     assert.match(r.stderr, /interrupted \(SIGINT\)/);
     const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'));
     assert.equal(summary.interrupted, 'SIGINT');
-    assert.ok(summary.ticks > 10 && summary.ticks < 300, `ticks ${summary.ticks}`);
+    // the run prints nothing while it runs, so the signal comes at a fixed time: a loaded machine can spend 3-5 s starting up
+    assert.ok(summary.ticks > 5 && summary.ticks < 300, `ticks ${summary.ticks}`);
     const log = readMcap(join(out, 'run.mcap'));
     for (const topic of ['/tempered_mpc/command', '/tempered_mpc/status', '/tempered_mpc/true_state']) assert.equal(log.get(topic)?.length, summary.ticks, topic);
     const commands = log.get('/tempered_mpc/command')!;
