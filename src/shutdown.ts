@@ -3,7 +3,8 @@
  * a normal end, an error, SIGINT or SIGTERM. Each main() installs it. The first signal aborts `signal`: a command
  * that declares itself interruptible ends its loop at the next step and
  * writes what it has (the log closed and readable, the summary saying it was
- * interrupted, checkpoints whole); any other command is ended at once. A
+ * interrupted, checkpoints whole); any other command is ended at once, by
+ * the signal's default action (no handler: see install). A
  * second signal, or an interruptible command still running its grace time
  * (10 s unless it says otherwise) after the first, ends the process without
  * waiting. Every way out ends in process.exit, so nothing left behind (a
@@ -35,6 +36,11 @@ class Shutdown {
    * `finishing` word the notice (who is interrupted, what it finishes).
    */
   install(interruptible: boolean, exit: (code: number) => void, graceS = INTERRUPT_GRACE_S, who = 'tempered-mpc', finishing = 'finishing the log and summary'): void {
+    // A handler runs only when the event loop turns, and a command that computes
+    // without awaiting (bench rollout, bench to) would hold the signal until it
+    // ended. A command with nothing to finish keeps the default: the signal ends
+    // it at once, wherever it is (exit status 128 + the signal's number).
+    if (!interruptible) return;
     for (const name of Object.keys(SIGNAL_EXIT_CODES) as ShutdownSignal[]) {
       process.on(name, () => {
         const code = SIGNAL_EXIT_CODES[name];
@@ -45,11 +51,6 @@ class Shutdown {
         }
         this.received = name;
         this.abort.abort(name);
-        if (!interruptible) {
-          process.stderr.write(`${who}: interrupted (${name})\n`);
-          exit(code);
-          return;
-        }
         process.stderr.write(`${who}: interrupted (${name}): ${finishing} (${name === 'SIGINT' ? 'Ctrl-C' : name} again to quit at once)\n`);
         setTimeout(() => {
           process.stderr.write(`${who}: not finished ${graceS} s after ${name}: quitting\n`);

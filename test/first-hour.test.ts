@@ -27,7 +27,7 @@ function cli(args: string[], input = '') {
 }
 
 /** Starts the CLI, sends `signal` once `ready` holds for its stderr (or after `afterS`), and resolves with how it ended. */
-function interrupt(args: string[], signal: NodeJS.Signals, ready: (stderr: string) => boolean, afterS = 60): Promise<{ code: number | null; stderr: string; stdout: string; exitS: number }> {
+function interrupt(args: string[], signal: NodeJS.Signals, ready: (stderr: string) => boolean, afterS = 60): Promise<{ code: number | null; endedBy: NodeJS.Signals | null; stderr: string; stdout: string; exitS: number }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
@@ -44,9 +44,9 @@ function interrupt(args: string[], signal: NodeJS.Signals, ready: (stderr: strin
       stderr += d;
       if (ready(stderr)) send();
     });
-    child.on('exit', (code) => {
+    child.on('exit', (code, endedBy) => {
       clearTimeout(timer);
-      resolve({ code, stderr, stdout, exitS: (performance.now() - sentAt) / 1000 });
+      resolve({ code, endedBy, stderr, stdout, exitS: (performance.now() - sentAt) / 1000 });
     });
   });
 }
@@ -92,6 +92,14 @@ describe('first hour: one shutdown path (SIGINT, SIGTERM)', function () {
     assert.equal(commands[0].publishTime, 0n);
     assert.equal(Number(commands[5].publishTime) / 1e9, 0.5, 'published at the simulated time');
     assert.ok(existsSync(join(out, 'run.svg')));
+  });
+
+  it('SIGINT during a command with nothing to finish that computes without a pause (bench rollout, bench to): ended at once by the signal', async () => {
+    for (const args of [['bench', 'rollout', '--system', 'acrobot', '--seconds', '60', '--threads', '1'], ['bench', 'to', '--system', 'acrobot', '--particles', '1000', '--out', tmp('to')]]) {
+      const r = await interrupt(args, 'SIGINT', () => false, 3);
+      assert.equal(r.endedBy, 'SIGINT', `${args.slice(0, 2).join(' ')}: ended by ${r.endedBy ?? `exit ${r.code}`}`);
+      assert.ok(r.exitS < 2, `${args.slice(0, 2).join(' ')}: ended ${r.exitS.toFixed(1)} s after the signal`);
+    }
   });
 
   it('SIGTERM during bench soak: exit 143, results.json says it was interrupted', async () => {
