@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend } from '../kernels/index.js';
 import { readout } from '../models/model.js';
-import { PlannerName, PLANNER_NAMES, resolvePlannerParams, solve, SOLVE_SCHEMAS, SolveResult } from '../planners/solve.js';
+import { SolveMethod, SOLVE_METHODS, resolveSolveParams, solve, SOLVE_SCHEMAS, SolveResult } from '../planners/solve.js';
 import { boxPlot, lineChart, Panel } from '../plot/svg.js';
 import { quantile } from '../samplers/stats.js';
 import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, stringOpt, table, outputFolder } from './command.js';
@@ -10,7 +10,7 @@ import { progressBar } from './progress.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 import { InputError } from '../input-error.js';
 
-const METHOD_LABEL: Record<PlannerName, string> = {
+const METHOD_LABEL: Record<SolveMethod, string> = {
   tsmc: 'TSMC', nuts: 'Parallel-NUTS', mala: 'Parallel-MALA', mppi: 'Parallel-MPPI', gradient: 'Multi-start Adam',
 };
 
@@ -20,7 +20,7 @@ export const benchToCommand: Command = {
   usage: 'bench to --system NAME [--methods tsmc,nuts,...] [--particles N] [--seed K] [--backend cpu|webgpu] [--set key=value] [--out DIR] [--json]',
   options: {
     system: SYSTEM_OPTION,
-    methods: { type: 'string', description: `comma-separated subset of ${PLANNER_NAMES.join(',')} (default all)`, valueName: 'LIST' },
+    methods: { type: 'string', description: `comma-separated subset of ${SOLVE_METHODS.join(',')} (default all)`, valueName: 'LIST' },
     particles: { type: 'string', description: 'particles per method (default 100)', valueName: 'N' },
     seed: { type: 'string', description: 'seed of the shared initial particles (default 0)', valueName: 'K' },
     backend: BACKEND_OPTION,
@@ -97,17 +97,17 @@ function trajectoryChart(model: import('../models/model.js').Model, results: Sol
 
 /** The system, the methods, the seed and each method's parameters, checked. */
 function benchToOptions(values: Record<string, unknown>) {
-  const plannerKeys = new Set(PLANNER_NAMES.flatMap((p) => Object.keys(SOLVE_SCHEMAS[p])));
+  const plannerKeys = new Set(SOLVE_METHODS.flatMap((p) => Object.keys(SOLVE_SCHEMAS[p])));
   const { model, rest } = modelFromOptions(values, plannerKeys);
   const methodsText = stringOpt(values, 'methods');
-  const methods = (methodsText ? methodsText.split(',').map((s) => s.trim()) : PLANNER_NAMES) as PlannerName[];
-  for (const m of methods) if (!(PLANNER_NAMES as string[]).includes(m)) throw new InputError(`unknown method '${m}' (known: ${PLANNER_NAMES.join(', ')})`);
+  const methods = (methodsText ? methodsText.split(',').map((s) => s.trim()) : SOLVE_METHODS) as SolveMethod[];
+  for (const m of methods) if (!(SOLVE_METHODS as string[]).includes(m)) throw new InputError(`unknown method '${m}' (known: ${SOLVE_METHODS.join(', ')})`);
   const particlesText = stringOpt(values, 'particles');
   if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
   const seed = optionalInteger(values, 'seed', 0, 0);
-  const paramsFor = (m: PlannerName) => {
+  const paramsFor = (m: SolveMethod) => {
     const own = Object.fromEntries(Object.entries(rest).filter(([k]) => Object.hasOwn(SOLVE_SCHEMAS[m], k)));
-    return resolvePlannerParams(m, model.def, own);
+    return resolveSolveParams(m, model.def, own);
   };
   const allParams = Object.fromEntries(methods.map((m) => [m, paramsFor(m)]));
   return { model, methods, seed, allParams };

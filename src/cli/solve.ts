@@ -1,20 +1,20 @@
 import { createBackend } from '../kernels/index.js';
-import { parsePlanner, PLANNER_NAMES, resolvePlannerParams, solve, SOLVE_SCHEMAS } from '../planners/solve.js';
+import { parseSolveMethod, SOLVE_METHODS, resolveSolveParams, solve, SOLVE_SCHEMAS } from '../planners/solve.js';
 import { Command, JSON_OPTION, optionalInteger, parseInteger, printJson, requireString, stringOpt, table } from './command.js';
 import { progressBar } from './progress.js';
 import { BACKEND_OPTION, backendFromOptions, modelFromOptions, SET_OPTION, SYSTEM_OPTION } from './rollout.js';
 
 export function plannerFromOptions(values: Record<string, unknown>) {
-  return parsePlanner(requireString(values, 'planner'));
+  return parseSolveMethod(requireString(values, 'planner'));
 }
 
 export const solveCommand: Command = {
   name: 'solve',
   summary: 'Trajectory optimisation from the system\'s x0: TSMC or one of the TSMC paper\'s baselines, all starting from the same seeded prior particles.',
-  usage: `solve --system NAME --planner ${PLANNER_NAMES.join('|')} [--particles N] [--seed K] [--backend cpu|webgpu] [--set key=value] [--json]`,
+  usage: `solve --system NAME --planner ${SOLVE_METHODS.join('|')} [--particles N] [--seed K] [--backend cpu|webgpu] [--set key=value] [--json]`,
   options: {
     system: SYSTEM_OPTION,
-    planner: { type: 'string', description: `${PLANNER_NAMES.join(', ')}`, valueName: 'NAME' },
+    planner: { type: 'string', description: `${SOLVE_METHODS.join(', ')}`, valueName: 'NAME' },
     particles: { type: 'string', description: 'number of particles N (default 100)', valueName: 'N' },
     seed: { type: 'string', description: 'random seed (default 0)', valueName: 'K' },
     backend: BACKEND_OPTION,
@@ -33,7 +33,7 @@ export const solveCommand: Command = {
     const particlesText = stringOpt(values, 'particles');
     if (particlesText !== undefined) rest.particles = parseInteger('--particles', particlesText, 2);
     const seed = optionalInteger(values, 'seed', 0, 0);
-    const params = resolvePlannerParams(planner, model.def, rest);
+    const params = resolveSolveParams(planner, model.def, rest);
     const backend = await createBackend(model, backendFromOptions(values));
     const bar = progressBar(`${planner} on ${model.name}`, !values.json);
     const result = await solve(backend, { planner, params, seed, onProgress: (f, note) => bar.update(f, note) });

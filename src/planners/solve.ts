@@ -41,16 +41,17 @@ export const SOLVE_SCHEMAS = {
   },
 } as const satisfies Record<string, Schema>;
 
-export type PlannerName = keyof typeof SOLVE_SCHEMAS;
-export const PLANNER_NAMES = Object.keys(SOLVE_SCHEMAS) as PlannerName[];
+/** An offline trajectory optimiser (`solve --planner`, `bench to --methods`): not a receding-horizon planner of the registry, though two share a name with one. */
+export type SolveMethod = keyof typeof SOLVE_SCHEMAS;
+export const SOLVE_METHODS = Object.keys(SOLVE_SCHEMAS) as SolveMethod[];
 
-export function parsePlanner(name: string): PlannerName {
-  if (!(PLANNER_NAMES as string[]).includes(name)) throw new InputError(`unknown planner '${name}' (known: ${PLANNER_NAMES.join(', ')})`);
-  return name as PlannerName;
+export function parseSolveMethod(name: string): SolveMethod {
+  if (!(SOLVE_METHODS as string[]).includes(name)) throw new InputError(`unknown planner '${name}' (known: ${SOLVE_METHODS.join(', ')})`);
+  return name as SolveMethod;
 }
 
-/** Defaults for a planner on a system: the schema's, then the model's own (its tuning.solve: the keys this planner has), then the caller's overrides. */
-export function resolvePlannerParams<P extends PlannerName>(planner: P, def: ModelDefinition, overrides: Record<string, unknown> = {}) {
+/** Defaults for a method on a system: the schema's, then the model's own (its tuning.solve: the keys this method has), then the caller's overrides. */
+export function resolveSolveParams<P extends SolveMethod>(planner: P, def: ModelDefinition, overrides: Record<string, unknown> = {}) {
   const schema = SOLVE_SCHEMAS[planner] as Schema;
   const systemDefaults = Object.fromEntries(Object.entries(def.tuning?.solve ?? {}).filter(([k]) => Object.hasOwn(schema, k)));
   return resolveParams(planner, schema, overrides, systemDefaults) as ParamsOf<(typeof SOLVE_SCHEMAS)[P]>;
@@ -67,7 +68,7 @@ export interface SolveDiagnostics {
 
 export interface SolveResult {
   system: string;
-  planner: PlannerName;
+  planner: SolveMethod;
   backend: string;
   particles: number;
   seed: number;
@@ -83,7 +84,7 @@ export interface SolveResult {
 }
 
 export interface SolveOptions {
-  planner: PlannerName;
+  planner: SolveMethod;
   params: Record<string, number | string>;
   seed: number;
   context?: RolloutContext;

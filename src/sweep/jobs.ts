@@ -11,7 +11,7 @@ import { trainPriorCommand } from '../cli/train-prior.js';
 import { trainActorCommand } from '../cli/train-actor.js';
 import { InputError } from '../input-error.js';
 import type { JobInput } from '../queue/redis.js';
-import { PLANNER_NAMES as SOLVE_METHODS } from '../planners/solve.js';
+import { SOLVE_METHODS } from '../planners/solve.js';
 
 /** A figure a job reports; `timing` ones depend on the machine, the others only on the job's inputs (lockstep runs are deterministic). */
 export interface MetricDef {
