@@ -7,7 +7,7 @@
  * the signal's default action (no handler: see install). A
  * second signal, or an interruptible command still running its grace time
  * (10 s unless it says otherwise) after the first, ends the process without
- * waiting. Every way out ends in process.exit, so nothing left behind (a
+ * waiting. Every way out of a process with handlers ends in process.exit, so nothing left behind (a
  * planner thread, a socket) can keep the process alive.
  */
 const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
