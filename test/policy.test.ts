@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Controller } from '../src/controller/controller.js';
@@ -216,6 +216,11 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
       assert.equal(resumed.levels.length, full.levels.length);
       assert.deepEqual(readFileSync(join(parts, 'training/particles.bin')), readFileSync(join(whole, 'training/particles.bin')));
       await assert.rejects(trainPolicy(LQ_TASK, { ...settings, lambda: 0.02 }, { out: parts, resume: true, version }), /--resume: .* other settings/);
+      const statePath = join(parts, 'training/state.json');
+      const good = readFileSync(statePath, 'utf8');
+      writeFileSync(statePath, JSON.stringify({ ...JSON.parse(good), best: { energy: 1, theta: [1, 2] } }));
+      await assert.rejects(trainPolicy(LQ_TASK, settings, { out: parts, resume: true, version }), (e: Error) => e instanceof InputError && /best policy has 2 weights, expected 3/.test(e.message));
+      writeFileSync(statePath, good);
       // how far to go may change: one more level
       const further = await trainPolicy(LQ_TASK, { ...settings, maxLevels: 5 }, { out: parts, resume: true, version });
       assert.equal(further.levels.length, 5);

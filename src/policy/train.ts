@@ -164,6 +164,9 @@ async function train(
     const bin = readFileSync(join(opts.out, PARTICLES_FILE));
     positions = new Float64Array(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length));
     if (positions.length !== settings.particles * target.dim) throw new InputError(`--resume: ${join(opts.out, PARTICLES_FILE)} holds ${positions.length} values, expected ${settings.particles * target.dim} (truncated or from another run)`);
+    if (saved.best && !(Array.isArray(saved.best.theta) && saved.best.theta.length === target.parameters)) {
+      throw new InputError(`--resume: ${statePath}'s best policy has ${Array.isArray(saved.best.theta) ? saved.best.theta.length : 'no'} weights, expected ${target.parameters} (edited or from another run)`);
+    }
   } else {
     positions = new Float64Array(settings.particles * target.dim);
     const theta = drawFromPrior(setupRng, std, settings.particles, mean);
