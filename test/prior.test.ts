@@ -665,6 +665,18 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     assert.throws(() => resolveValueParams({ sweeps: 0 }), /value\.sweeps/);
   });
 
+  it('plans from --replay when the prior has no buffer of its own (a run\'s best/): the same sweeps as from the run itself', async () => {
+    const value = resolveValueParams({ sweeps: 1, states: 32, epochs: 5, batch: 16 });
+    const networksOnly = join(dir, 'networks-only');
+    const { meta, networks } = loadCheckpoint(from);
+    saveCheckpoint(networksOnly, networks, meta);
+    await assert.rejects(valueIteration({ run, value, from: networksOnly, out: join(dir, 'r0'), resume: false, version: 'test' }), /for a run's best\/, pass --replay RUN\/replay\.bin/);
+    await assert.rejects(valueIteration({ run, value, from: networksOnly, replay: join(dir, 'nope.bin'), out: join(dir, 'r1'), resume: false, version: 'test' }), /--replay '.*nope\.bin' does not exist/);
+    const own = await valueIteration({ run, value, from, out: join(dir, 'r2'), resume: false, version: 'test' });
+    const given = await valueIteration({ run, value, from: networksOnly, replay: join(from, 'replay.bin'), out: join(dir, 'r3'), resume: false, version: 'test' });
+    assert.deepEqual(given.curve.map((p) => [p.targets, p.fitLoss, p.startValue]), own.curve.map((p) => [p.targets, p.fitLoss, p.startValue]));
+  });
+
   it('the value is never read below the prior\'s valueFloor, and a malformed floor is refused at load', () => {
     const { meta, networks } = loadCheckpoint(from);
     const states = Float64Array.of(0, 0, 1, 2, Math.PI, 0);

@@ -12,10 +12,11 @@ import { InputError } from '../input-error.js';
 export const trainValueCommand: Command = {
   name: 'train-value',
   summary: 'Replace a prior\'s learned value by fitted value iteration, MPPI as the improvement operator, on the costs of model.* alone (no hand-made terms); resumable.',
-  usage: 'train-value --system NAME --prior DIR [--sweeps K] [--seed K] [--params FILE.yaml] [--set key=value] [--set value.KEY=value] [--out DIR] [--resume] [--json]',
+  usage: 'train-value --system NAME --prior DIR [--replay FILE] [--sweeps K] [--seed K] [--params FILE.yaml] [--set key=value] [--set value.KEY=value] [--out DIR] [--resume] [--json]',
   options: {
     system: RUN_OPTIONS.system,
     prior: { type: 'string', description: 'the prior (train-prior --out) whose policy, features and replay buffer are used; its value is replaced', valueName: 'DIR' },
+    replay: { type: 'string', description: 'the replay buffer whose states the sweeps plan from (default: DIR/replay.bin); for a train-prior run\'s --out/best, its run\'s --out/replay.bin', valueName: 'FILE' },
     params: RUN_OPTIONS.params,
     set: { ...RUN_OPTIONS.set, description: 'override a parameter: the planner\'s and model\'s (mppi.KEY, model.KEY, prior.KEY: the plans that make the targets) or value iteration\'s (value.KEY; see docs/priors.md)' },
     seed: RUN_OPTIONS.seed,
@@ -38,7 +39,7 @@ export const trainValueCommand: Command = {
     const bar = progressBar(`train-value ${system}`, !values.json);
     let sweepsDone = 0;
     const result = await valueIteration({
-      run: params, value, from, out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal,
+      run: params, value, from, replay: stringOpt(values, 'replay'), out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal,
       onPlan: (done, total) => bar.update((sweepsDone + done / total) / value.sweeps, `sweep ${sweepsDone + 1}/${value.sweeps}: plan ${done}/${total}`),
       onCheck: (done, total) => bar.update((sweepsDone + 1) / value.sweeps, `sweep ${sweepsDone + 1}/${value.sweeps}: closed-loop check ${done}/${total}`),
       onSweep: ({ sweep, sweeps: total, point, kept }) => {

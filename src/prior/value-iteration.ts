@@ -80,6 +80,8 @@ export interface ValueIterationOptions {
   value: ValueParams;
   /** the prior whose value is replaced: its policy, features and replay buffer are used */
   from: string;
+  /** the replay buffer the states come from; default `from`/replay.bin (train-prior's `best/` has none: pass its run's) */
+  replay?: string;
   out: string;
   resume: boolean;
   version: string;
@@ -138,12 +140,16 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   let lastTargets: Float64Array | undefined;
   let pool: number[][];
   const keep = Math.floor(value.states * value.keepFraction);
-  const replayPath = join(opts.from, 'replay.bin');
-  if (!existsSync(replayPath)) throw new InputError(`prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior`);
+  const replayPath = opts.replay ?? join(opts.from, 'replay.bin');
+  if (!existsSync(replayPath)) {
+    throw new InputError(opts.replay !== undefined
+      ? `--replay '${opts.replay}' does not exist: pass a train-prior run's replay.bin`
+      : `prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior (for a run's best/, pass --replay RUN/replay.bin)`);
+  }
   // read once: its states seed the pool, its episodes (value.demoBound) bound the targets
   const replay = Replay.load(replayPath, undefined, n, undefined);
   const buffered = replay.states();
-  if (buffered.length === 0) throw new InputError(`prior '${opts.from}': its replay buffer is empty`);
+  if (buffered.length === 0) throw new InputError(`replay buffer '${replayPath}' is empty`);
   const box = bufferBox(buffered);
   const demonstrations = new Demonstrations(replay, model);
   const demos = value.demoBound ? demonstrations : undefined;
