@@ -149,6 +149,12 @@ describe('SPO and TRT-SMC on the GPU (the whole pass in WGSL)', function () {
       assert.equal(late.info.gpuReadbacks, 1);
       assert.equal(late.controls.length, 10, 'the policy continues the plan to the horizon');
     }
+    // the std train-prior distils is floored by distilStdMin, as on the CPU: 32 actions within [-1, 1] cannot spread by 1.5
+    for (const name of ['spo', 'trtsmc']) {
+      const floored = await build(name, { [`${name}.particles`]: 32, [`${name}.distilStdMin`]: 1.5 }, 'webgpu', 5);
+      await floored.plan(req);
+      assert.deepEqual(floored.firstStep!()!.sigma, [1.5], name);
+    }
     // the guide: particle 0 follows the last plan shifted by one step, with no proposal correction
     const { gpu } = await pair('spo', { 'spo.particles': 8, 'spo.resampleEvery': 100 });
     const first = await gpu.plan(req);

@@ -349,6 +349,25 @@ describe('SMC planning over time (SPO, TRT-SMC)', () => {
       });
     }
 
+    it('distilStdMin floors the std of q-hat\'s first step that train-prior distils, never below the policy\'s least; the weighted spread where it is larger', async () => {
+      for (const name of ['spo', 'trtsmc']) {
+        const firstSigma = async (over: Record<string, unknown>) => {
+          const params = resolveRunParams('pendulum', { planner: name, 'model.horizon': 10, 'prior.path': dir, threads: 1, plannerThread: 'main', [`${name}.particles`]: 8, [`${name}.policyStdScale`]: 1, [`${name}.resampleEvery`]: 100, ...over });
+          const { planner } = await buildPlanner({ system: 'pendulum', model: params.model, planner: name, params: params.planner, prior: params.prior, backend: 'cpu', threads: 1, seed: 4 });
+          await planner.plan({ x0: [0.3, 0], uPrev: [0], reference: [...model.goal] });
+          return planner.firstStep!()!.sigma[0];
+        };
+        // near-uniform weights (eta huge, no resampling): q-hat spreads as the policy's draws do
+        const spread = await firstSigma({ [`${name}.eta`]: 1e6 });
+        assert.ok(spread > 0.03, `${name}: spread ${spread}`);
+        assert.equal(await firstSigma({ [`${name}.eta`]: 1e6, [`${name}.distilStdMin`]: spread / 2 }), spread, `${name}: a floor below the spread leaves it`);
+        assert.equal(await firstSigma({ [`${name}.eta`]: 1e6, [`${name}.distilStdMin`]: 1.5 }), 1.5, `${name}: a floor above it wins`);
+        // greedy weights: one particle carries q-hat, which has no spread of its own
+        assert.ok(Math.abs(await firstSigma({ [`${name}.eta`]: 1e-9, [`${name}.distilStdMin`]: 0 }) - 0.02) < 1e-12, `${name}: never below the policy's least std`);
+        assert.equal(await firstSigma({ [`${name}.eta`]: 1e-9, [`${name}.distilStdMin`]: 0.05 }), 0.05, `${name}: greedy q-hat distilled at the floor`);
+      }
+    });
+
     it('needs a prior: without prior.path it is refused with one line', async () => {
       for (const name of ['spo', 'trtsmc']) {
         const params = resolveRunParams('pendulum', { planner: name, threads: 1, plannerThread: 'main' });

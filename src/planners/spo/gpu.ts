@@ -4,12 +4,11 @@ import { GpuProgram, tickHeader, WebGpuBackend } from '../../kernels/webgpu.js';
 import {
   BIG, particleLayout, PARTICLE_WORKGROUP, PW_FIELDS, SMC_FLAG, SMC_HEADER, SMC_SCALAR, SMC_TIME_BUFFERS, SMC_TIME_ENTRY_POINTS, smcOutLayout, wgslSmcTimeSource,
 } from '../../kernels/wgsl-smc-time.js';
-import { LOG_STD_RANGE } from '../../learned/networks.js';
 import { packPrior, priorFunctionWgsl } from '../../learned/wgsl.js';
 import type { Model } from '../../models/model.js';
 import { controlScaling, toControls } from '../../models/controls.js';
 import { applyPlannerChanges, PlanRequest, PlanResult, PriorGuide, RecedingPlanner } from '../receding.js';
-import { guideDrawCount, smcTimeReport, type SmcTimeParams, type SmcVariant } from './receding.js';
+import { distilStdFloor, guideDrawCount, smcTimeReport, type SmcTimeParams, type SmcVariant } from './receding.js';
 
 type EntryPoint = (typeof SMC_TIME_ENTRY_POINTS)[number];
 
@@ -215,7 +214,8 @@ export class GpuSmcTimePlanner implements RecedingPlanner {
     const q = slice(at.qHat, K);
     if (!q.every(Number.isFinite)) throw new Error(`${this.name}: q-hat is not finite (the learned prior's output or the model went non-finite at every particle)`);
     const z = slice(at.plan, H * m);
-    const sigma = Array.from(slice(at.firstSigma, m), (v) => Math.max(Math.exp(LOG_STD_RANGE[0]), v));
+    const floor = distilStdFloor(this.params.distilStdMin);
+    const sigma = Array.from(slice(at.firstSigma, m), (v) => Math.max(floor, v));
     this.first = { mean: Array.from(slice(at.firstMean, m)), sigma };
     const cost = out[at.cost] >= BIG ? Infinity : out[at.cost];
     return {

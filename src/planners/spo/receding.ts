@@ -23,6 +23,7 @@ export const SMC_TIME_PARAMS = {
   warmStart: flag(true, 'one particle follows the shifted previous plan (while it or an offspring survives resampling), so the last plan stays in reach'),
   warmStartShare: num(0, 'with warmStart: the share of the particles that draw around the shifted previous plan (the policy\'s std x warmStartStdScale) rather than from the policy, each weighed by pi / q of its own draw, so the last plan is refined from tick to tick as MPPI refines its mean; at most K - 2 particles', { min: 0, max: 1 }),
   warmStartStdScale: num(0.1, 'multiplies the policy\'s std for the draws around the previous plan (warmStartShare)', { min: 0, max: 100, exclusive: true }),
+  distilStdMin: num(0.02, 'least std of q-hat\'s first step as train-prior distils it into the sampling policy (normalised units; never below the policy\'s own least, 0.02; MPPI\'s sigmaMin is its counterpart): with greedy weights, or most particles drawn around the last plan, q-hat shows almost no spread, and a policy fitted to that proposes too narrowly to explore', { min: 0, max: 2 }),
 } as const;
 
 export type SmcTimeParams = ParamsOf<typeof SMC_TIME_PARAMS>;
@@ -187,7 +188,7 @@ export class SmcTimePlanner implements RecedingPlanner {
       x = Float64Array.from(this.step(Array.from(x), this.toPhysical(mean)));
     }
     this.last = z;
-    this.first = firstStepOf(q, r.rootActions, m);
+    this.first = firstStepOf(q, r.rootActions, m, p.distilStdMin);
     const controls = new Float64Array(H * m);
     for (let t = 0; t < H; t++) controls.set(this.toPhysical(z.subarray(t * m, (t + 1) * m)), t * m);
     return {
@@ -246,13 +247,17 @@ export function guideDrawCount(p: Pick<SmcTimeParams, 'particles' | 'warmStartSh
   return guideDrawLast(Math.round(p.warmStartShare * p.particles), p.particles);
 }
 
-/** q-hat's weighted mean and std per control (the std floored at the policy's least, exp(LOG_STD_RANGE[0])): the distribution the M-step distils. */
-function firstStepOf(q: Float64Array, actions: Float64Array, m: number): { mean: number[]; sigma: number[] } {
+/** The floor of the first step's std that train-prior distils: `distilStdMin`, never below the policy's least std. */
+export const distilStdFloor = (distilStdMin: number): number => Math.max(Math.exp(LOG_STD_RANGE[0]), distilStdMin);
+
+/** q-hat's weighted mean and std per control (the std floored by `distilStdFloor`): the distribution the M-step distils. */
+function firstStepOf(q: Float64Array, actions: Float64Array, m: number, distilStdMin: number): { mean: number[]; sigma: number[] } {
   const mean = new Array<number>(m).fill(0);
   const sigma = new Array<number>(m).fill(0);
   for (let j = 0; j < q.length; j++) for (let k = 0; k < m; k++) mean[k] += q[j] * actions[j * m + k];
   for (let j = 0; j < q.length; j++) for (let k = 0; k < m; k++) sigma[k] += q[j] * (actions[j * m + k] - mean[k]) ** 2;
-  return { mean, sigma: sigma.map((v) => Math.max(Math.exp(LOG_STD_RANGE[0]), Math.sqrt(v))) };
+  const floor = distilStdFloor(distilStdMin);
+  return { mean, sigma: sigma.map((v) => Math.max(floor, Math.sqrt(v))) };
 }
 
 const snake = (name: string) => name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
