@@ -671,10 +671,12 @@ describe('prior: train-value (fitted value iteration, tiny networks)', function 
     const { meta, networks } = loadCheckpoint(from);
     saveCheckpoint(networksOnly, networks, meta);
     await assert.rejects(valueIteration({ run, value, from: networksOnly, out: join(dir, 'r0'), resume: false, version: 'test' }), /for a run's best\/, pass --replay RUN\/replay\.bin/);
-    await assert.rejects(valueIteration({ run, value, from: networksOnly, replay: join(dir, 'nope.bin'), out: join(dir, 'r1'), resume: false, version: 'test' }), /--replay '.*nope\.bin' does not exist/);
+    await assert.rejects(valueIteration({ run, value, from: networksOnly, replay: join(dir, 'nope.bin'), out: join(dir, 'r1'), resume: false, version: 'test' }), /--replay '.*nope\.bin' is not a file/);
+    await assert.rejects(valueIteration({ run, value, from: networksOnly, replay: dir, out: join(dir, 'r1'), resume: false, version: 'test' }), /--replay '.*' is not a file/);
     const own = await valueIteration({ run, value, from, out: join(dir, 'r2'), resume: false, version: 'test' });
     const given = await valueIteration({ run, value, from: networksOnly, replay: join(from, 'replay.bin'), out: join(dir, 'r3'), resume: false, version: 'test' });
     assert.deepEqual(given.curve.map((p) => [p.targets, p.fitLoss, p.startValue]), own.curve.map((p) => [p.targets, p.fitLoss, p.startValue]));
+    assert.equal((loadCheckpoint(join(dir, 'r3')).meta.training.valueIteration as { replay: string }).replay, join(from, 'replay.bin'), 'the buffer is recorded');
   });
 
   it('the value is never read below the prior\'s valueFloor, and a malformed floor is refused at load', () => {

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createBackend } from '../kernels/index.js';
 import { buildStepGraphs } from '../kernels/graphs.js';
@@ -141,9 +141,9 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
   let pool: number[][];
   const keep = Math.floor(value.states * value.keepFraction);
   const replayPath = opts.replay ?? join(opts.from, 'replay.bin');
-  if (!existsSync(replayPath)) {
+  if (!existsSync(replayPath) || !statSync(replayPath).isFile()) {
     throw new InputError(opts.replay !== undefined
-      ? `--replay '${opts.replay}' does not exist: pass a train-prior run's replay.bin`
+      ? `--replay '${opts.replay}' is not a file: pass a train-prior run's replay.bin`
       : `prior '${opts.from}' has no replay.bin: train-value draws its states from the replay buffer of the train-prior run that made the prior (for a run's best/, pass --replay RUN/replay.bin)`);
   }
   // read once: its states seed the pool, its episodes (value.demoBound) bound the targets
@@ -185,7 +185,7 @@ export async function valueIteration(opts: ValueIterationOptions): Promise<{ met
     ...base.meta, version: opts.version, gamma: 1, valueFloor: value.floor,
     training: {
       ...base.meta.training,
-      valueIteration: { ...value, sweepsDone: state.sweepsDone, valueOfSweep: sweep, check: state.curve.find((p) => p.sweep === sweep)?.check ?? null, from: opts.from, mppi: run.planners.mppi, prior: run.prior, model: run.model },
+      valueIteration: { ...value, sweepsDone: state.sweepsDone, valueOfSweep: sweep, check: state.curve.find((p) => p.sweep === sweep)?.check ?? null, from: opts.from, replay: replayPath, mppi: run.planners.mppi, prior: run.prior, model: run.model },
     },
   });
   const graphs = buildStepGraphs(model, false);
