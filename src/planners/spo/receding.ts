@@ -23,7 +23,7 @@ export const SMC_TIME_PARAMS = {
   warmStart: flag(true, 'one particle follows the shifted previous plan (while it or an offspring survives resampling), so the last plan stays in reach'),
   warmStartShare: num(0, 'with warmStart: the share of the particles that draw around the shifted previous plan (the policy\'s std x warmStartStdScale) rather than from the policy, each weighed by pi / q of its own draw, so the last plan is refined from tick to tick as MPPI refines its mean; at most K - 2 particles', { min: 0, max: 1 }),
   warmStartStdScale: num(0.1, 'multiplies the policy\'s std for the draws around the previous plan (warmStartShare)', { min: 0, max: 100, exclusive: true }),
-  distilStdMin: num(0.02, 'least std of q-hat\'s first step as train-prior distils it into the sampling policy (normalised units; never below the policy\'s own least, 0.02; MPPI\'s sigmaMin is its counterpart): with greedy weights, or most particles drawn around the last plan, q-hat shows almost no spread, and a policy fitted to that proposes too narrowly to explore', { min: 0, max: 2 }),
+  distilStdMin: num(0.02, `least std of q-hat's first step as train-prior distils it into the sampling policy (normalised units; never below the policy's own least, ${Math.exp(LOG_STD_RANGE[0]).toFixed(2)}; MPPI's sigmaMin is its counterpart): with greedy weights, or most particles drawn around the last plan, q-hat shows almost no spread, and a policy fitted to that proposes too narrowly to explore`, { min: 0, max: 2 }),
 } as const;
 
 export type SmcTimeParams = ParamsOf<typeof SMC_TIME_PARAMS>;
