@@ -30,6 +30,15 @@ describe('CLI', () => {
     assert.deepEqual(di.controlLimits, { lower: [null], upper: [null] }, 'unbounded limits are null in JSON');
   });
 
+  it('--json output past a pipe\'s 64 KiB reaches a reader slower than the command whole', () => {
+    // a shell pipe whose reader starts after the command has finished computing: the pipe fills and the command's writes wait
+    const command = `set -o pipefail; "${process.execPath}" "${CLI}" solve --system pendulum --planner gradient --particles 200 --set steps=1 --json 2>/dev/null | (sleep 2; cat)`;
+    const r = spawnSync('bash', ['-c', command], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(r.stdout.length > 65536, `the output is ${r.stdout.length} bytes: the test needs more than a pipe holds`);
+    assert.equal(JSON.parse(r.stdout).samples.length, 200);
+  });
+
   it('rollout --json returns states, controls, cost and gradient consistent with the library', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tmpc-'));
     const file = join(dir, 'u.json');

@@ -101,5 +101,16 @@ if (process.env.TEMPERED_MPC_EXIT_WITH_PARENT === '1') {
 // Every way out ends here: a planner thread or socket left open cannot keep the process alive (a disposed planner thread is let finish its plan first, at most 2 s).
 main(process.argv.slice(2)).then(async (code) => {
   await plannerThreadsClosed();
+  await Promise.all([written(process.stdout), written(process.stderr)]);
   process.exit(code);
 });
+
+/**
+ * Resolves once everything written to the stream has been taken by the OS.
+ * Writes to a pipe can be asynchronous, and process.exit drops what a reader
+ * slower than the command (`--json | node -e ...`) has not taken past the
+ * pipe's 64 KiB. A closed pipe ends it too (the EPIPE handler above).
+ */
+function written(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
