@@ -43,6 +43,17 @@ describe('physics sanity', () => {
     assert.ok(xs[10][1] < 0, 'links lag behind the accelerating cart');
   });
 
+  it('cart double pendulum\'s energy term weighs the links\' energy relative to the cart, not the cart\'s own motion', () => {
+    const m = model('cart-double-pendulum', { wEnergy: 10 });
+    const goal = [...m.goal];
+    // the stage cost's tracking terms at the default weights (wPos, wAngle, wRate), u = 0
+    const tracking = (x: number[]) => x.reduce((s, v, i) => s + [1, 1, 1, 0.05, 0.05, 0.05][i] * (v - goal[i]) ** 2, 0);
+    const stage = (x: number[]) => m.def.stageCost(x, [0], [0], goal, m.params) as number;
+    assert.ok(Math.abs(stage([0, Math.PI, Math.PI, 1.5, 0, 0]) - tracking([0, Math.PI, Math.PI, 1.5, 0, 0])) < 1e-12, 'the cart running under the upright links adds no energy error');
+    // hanging at rest: the links' energy is minus the upright's, a relative error of -2
+    assert.ok(Math.abs(stage([0, 0, 0, 0, 0, 0]) - tracking([0, 0, 0, 0, 0, 0]) - 10 * 4) < 1e-9, `hanging: energy term ${stage([0, 0, 0, 0, 0, 0]) - tracking([0, 0, 0, 0, 0, 0])}`);
+  });
+
   it('undamped variational pendulum keeps its energy bounded over long horizons (no drift)', () => {
     const m = model('pendulum', { b: 0, horizon: 3000 });
     const xs = trajectory(m, new Float64Array(m.horizon), [2.0, 0]);

@@ -193,6 +193,18 @@ describe('embedded simulation in the loop (acrobot swing-up, 40 Hz, lockstep)', 
   }
 });
 
+describe('embedded simulation in the loop (cart double pendulum swing-up, 50 Hz, lockstep)', () => {
+  const CART = fileURLToPath(new URL('../../launch/config/cart-double-pendulum.yaml', import.meta.url));
+  it('mppi swings it up with the launch file\'s parameters and balances to the end', async () => {
+    const params = resolveRunParams('cart-double-pendulum', readParamsFile(CART));
+    const { session, sim } = await assemble(params, { lockstep: true });
+    const { summary } = await runLoop(sim, session, { durationS: 8, lockstep: true });
+    session.dispose();
+    assert.ok(summary.success, JSON.stringify(summary));
+    assert.ok(summary.heldFraction! > 0.95, `in the goal ${summary.heldFraction} of the time after reaching it`);
+  });
+});
+
 describe('run command', () => {
   it('writes an MCAP log that reads back message for message, a summary and a plot', () => {
     const out = mkdtempSync(join(tmpdir(), 'tmpc-run-'));
