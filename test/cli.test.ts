@@ -39,6 +39,19 @@ describe('CLI', () => {
     assert.equal(JSON.parse(r.stdout).samples.length, 200);
   });
 
+  it('bench policy says when its runs from a single start are one run repeated (no simulator noise), and not when the noise tells them apart', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'tmpc-')), 'policy');
+    const trained = cli(['train-policy', '--task', 'acrobot', '--method', 'gradient', '--particles', '2', '--set', 'model.horizon=5', '--set', 'train.iterations=50', '--threads', '1', '--out', dir, '--json']);
+    assert.equal(trained.code, 0, trained.stderr);
+    const quiet = cli(['bench', 'policy', '--task', 'acrobot', '--prior', dir, '--starts', '3', '--seconds', '0.2', '--json']);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.match(quiet.stderr, /acrobot starts from one state and the simulator has no noise .*: its 3 runs are one run repeated/);
+    const noisy = cli(['bench', 'policy', '--task', 'acrobot', '--prior', dir, '--starts', '3', '--seconds', '0.2', '--set', 'sim.processNoise=0.02', '--json']);
+    assert.equal(noisy.code, 0, noisy.stderr);
+    assert.doesNotMatch(noisy.stderr, /one run repeated/);
+    assert.equal(JSON.parse(noisy.stdout).starts, 3);
+  });
+
   it('rollout --json returns states, controls, cost and gradient consistent with the library', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tmpc-'));
     const file = join(dir, 'u.json');

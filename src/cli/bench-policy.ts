@@ -25,7 +25,7 @@ export const benchPolicyCommand: Command = {
   options: {
     task: { type: 'string', description: `the task the policy was trained on: ${POLICY_TASK_NAMES.join(', ')}`, valueName: 'NAME' },
     prior: { type: 'string', description: 'the policy: a prior checkpoint (train-policy or train-prior --out) for the task\'s system and step', valueName: 'DIR' },
-    starts: { type: 'string', description: 'initial states: a grid of about N over a box distribution (20 x 20 for 400), N noise seeds from a single start (default 400 for a box, 20 for a point)', valueName: 'N' },
+    starts: { type: 'string', description: 'initial states: a grid of about N over a box distribution (20 x 20 for 400), N noise seeds from a single start, alike unless the simulator has noise (--set sim.processNoise=...) (default 400 for a box, 20 for a point)', valueName: 'N' },
     seconds: { type: 'string', description: 'how long each start runs (default: the task\'s episode)', valueName: 'S' },
     seed: { type: 'string', description: 'seed of the simulator\'s noise for the first start (default 1)', valueName: 'K' },
     set: { type: 'string', multiple: true, description: 'a simulator setting, sim.KEY=value (processNoise, measurementNoise, massScale, ...)', valueName: 'sim.KEY=value' },
@@ -39,6 +39,9 @@ export const benchPolicyCommand: Command = {
     const o = benchPolicyOptions(values);
     const { task, policy, plant, cost, starts, durationS } = o;
     const costOf = trajectoryCost(cost);
+    if (starts.length > 1 && task.starts.kind === 'point' && o.sim.processNoise === 0 && o.sim.measurementNoise === 0) {
+      console.error(`bench policy: note: ${task.name} starts from one state and the simulator has no noise (sim.processNoise and sim.measurementNoise are 0): its ${starts.length} runs are one run repeated; give the noise to tell them apart`);
+    }
     const bar = progressBar(`bench policy ${task.name}`, !values.json);
     const outcomes: { start: number[]; success: boolean; firstInGoalS: number | null; timeToGoalS: number | null; closestError: number; closestAtS: number; cost: number; fallbacks: number }[] = [];
     for (let k = 0; k < starts.length; k++) {
