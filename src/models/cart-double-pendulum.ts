@@ -18,7 +18,7 @@ const UPRIGHT = [0, Math.PI, Math.PI, 0, 0, 0];
  * Force on the cart = umax * clip(u, -1, 1).
  *
  * Cost (quadratic in the raw states, no wrapping):
- *   stage    wPos dx^2 + wAngle (dth1^2 + dth2^2) + wRate |dv|^2 + wControl u^2
+ *   stage    wPos (x - x_ref)^2 + wAngle |th - th_ref|^2 + wRate |rates|^2 + wControl u^2
  *            + wEnergy ((E_links - E_top) / E_top)^2
  *   terminal terminalScale * the same state terms + terminalLqr e' P e.
  * E_links is the links' energy relative to the cart (the cart's rate left
