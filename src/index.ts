@@ -13,5 +13,5 @@ export {
   weightedSquaredError, softmax, solveSpd, rk4, euler, semiImplicitEuler,
 } from './expr/expr.js';
 export type { Scalar } from './expr/expr.js';
-export { lqr, lqrCostToGo, lqrTerminalCost } from './models/lqr.js';
+export { lqr, lqrCostToGo, lqrTerminalCost, lqrTerminalTerm } from './models/lqr.js';
 export { MODELS, loadSystem, modelDefinition, isModelFile } from './models/index.js';

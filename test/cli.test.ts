@@ -115,6 +115,7 @@ describe('CLI', () => {
     ['bench policy without a prior', ['bench', 'policy', '--task', 'acrobot'], /--prior/],
     ['bench policy with a missing prior', ['bench', 'policy', '--task', 'acrobot', '--prior', '/nonexistent/p'], /prior '\/nonexistent\/p': no such directory/],
     ['a malformed planner outage', ['bench', 'mpc', '--system', 'pendulum', '--planner-outage', '6'], /--planner-outage 6: expected AT,PERIODS/],
+    ['an LQR term the parameters leave impossible', ['run', '--system', 'cart-double-pendulum', '--set', 'model.umax=0', '--set', 'model.terminalLqr=1', '--duration', '0.2', '--lockstep'], /cart-double-pendulum\.terminalLqr = 1 needs the LQR cost-to-go at the goal: .*Riccati iteration diverged/],
     ['fallback: policy without a policy', ['run', '--system', 'pendulum', '--set', 'controller.fallback=policy', '--duration', '1'], /fallback is policy, but no policy is given: set fallbackPolicy/],
   ];
   for (const [what, args, message, input] of bad) {

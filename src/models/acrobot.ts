@@ -1,6 +1,6 @@
 import { add, clamp, cos, mul, neg, rk4, Scalar, sin, solveSpd, sq, sub, weightedSquaredError } from '../expr/expr.js';
 import { num } from '../params.js';
-import { lqrCostToGo, lqrTerminalCost } from './lqr.js';
+import { lqrTerminalTerm } from './lqr.js';
 import { angleError, defineModel, ParamValues } from './model.js';
 
 /** The goal region's half-widths along q1, q2, dq1, dq2: the region's test and its plotted bands read the same numbers. */
@@ -112,13 +112,7 @@ export const acrobot = defineModel<AcrobotParam>({
   terminalCost(x, ref, p) {
     const scaled = mul(p.terminalScale, stateCost(x, ref, p));
     if (p.terminalLqr === 0) return scaled;
-    let P;
-    try {
-      P = lqrCostToGo((xs, us) => acrobotStep(xs, us, p), UPRIGHT, [0], [p.wAngle, p.wAngle, p.wRate, p.wRate], [p.wControl]);
-    } catch (e) {
-      throw new Error(`acrobot.terminalLqr = ${p.terminalLqr} needs the LQR cost-to-go at the upright: ${(e as Error).message} (check umax, or set terminalLqr to 0)`);
-    }
-    return add(scaled, mul(p.terminalLqr, lqrTerminalCost(P, x, ref)));
+    return add(scaled, lqrTerminalTerm('acrobot', p.terminalLqr, (xs, us) => acrobotStep(xs, us, p), UPRIGHT, [0], [p.wAngle, p.wAngle, p.wRate, p.wRate], [p.wControl], x, ref));
   },
 });
 

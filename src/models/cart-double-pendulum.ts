@@ -1,7 +1,7 @@
 import { add, clamp, cos, mul, rk4, Scalar, sin, solveSpd, sq, sub, weightedSquaredError } from '../expr/expr.js';
 import { num } from '../params.js';
 import { angleError, defineModel, ParamValues } from './model.js';
-import { lqrCostToGo, lqrTerminalCost } from './lqr.js';
+import { lqrTerminalTerm } from './lqr.js';
 
 /** The goal region's half-widths along x, th1, th2, dx, dth1, dth2: the region's test and its plotted bands read the same numbers. */
 const GOAL_HALF_WIDTHS = [0.5, 0.2, 0.2, 1, 1, 1] as const;
@@ -89,13 +89,7 @@ export const cartDoublePendulum = defineModel<CartParam>({
   terminalCost(x, ref, p) {
     const scaled = mul(p.terminalScale, stateCost(x, ref, p));
     if (p.terminalLqr === 0) return scaled;
-    let P;
-    try {
-      P = lqrCostToGo((xs, us) => cartStep(xs, us, p), UPRIGHT, [0], [p.wPos, p.wAngle, p.wAngle, p.wRate, p.wRate, p.wRate], [p.wControl]);
-    } catch (e) {
-      throw new Error(`cart-double-pendulum.terminalLqr = ${p.terminalLqr} needs the LQR cost-to-go at the upright: ${(e as Error).message} (check umax, or set terminalLqr to 0)`);
-    }
-    return add(scaled, mul(p.terminalLqr, lqrTerminalCost(P, x, ref)));
+    return add(scaled, lqrTerminalTerm('cart-double-pendulum', p.terminalLqr, (xs, us) => cartStep(xs, us, p), UPRIGHT, [0], [p.wPos, p.wAngle, p.wAngle, p.wRate, p.wRate, p.wRate], [p.wControl], x, ref));
   },
 });
 

@@ -1,5 +1,6 @@
 import { add, mul, Scalar, solveSpd, sub } from '../expr/expr.js';
 import { diagonalMatrix, matAdd, matMul, matSub, transpose } from '../linalg.js';
+import { InputError } from '../input-error.js';
 
 type StepFn = (x: Scalar[], u: Scalar[]) => Scalar[];
 
@@ -67,3 +68,19 @@ export function lqrTerminalCost(P: readonly (readonly number[])[], x: readonly S
   return total;
 }
 
+
+/**
+ * A model's terminalLqr term: weight x (x - ref)' P (x - ref), P the LQR
+ * cost-to-go at the goal, an equilibrium of `step` with control uEq, for the
+ * stage weights q and r. Where the parameters leave the goal unstabilisable
+ * (umax 0, say) there is no P: a refusal naming the model's setting.
+ */
+export function lqrTerminalTerm(model: string, weight: number, step: StepFn, goal: readonly number[], uEq: readonly number[], q: readonly number[], r: readonly number[], x: readonly Scalar[], ref: readonly Scalar[]): Scalar {
+  let P: number[][];
+  try {
+    P = lqrCostToGo(step, goal, uEq, q, r);
+  } catch (e) {
+    throw new InputError(`${model}.terminalLqr = ${weight} needs the LQR cost-to-go at the goal: ${(e as Error).message} (check umax, or set terminalLqr to 0)`);
+  }
+  return mul(weight, lqrTerminalCost(P, x, ref));
+}
