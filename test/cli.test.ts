@@ -111,6 +111,8 @@ describe('CLI', () => {
     ['train-policy with one particle', ['train-policy', '--task', 'acrobot', '--particles', '1'], /train-policy.particles must be >= 2/],
     ['train-policy with an unknown setting', ['train-policy', '--task', 'acrobot', '--set', 'train.lamda=3'], /unknown train-policy parameter 'lamda' \(did you mean 'lambda'\?\)/],
     ['train-policy with a run setting', ['train-policy', '--task', 'acrobot', '--set', 'mppi.samples=3'], /train-policy takes train.KEY=value \(keys: .*\) and model.KEY=value only/],
+    ['train-policy with a catch for a task without a catch region', ['train-policy', '--task', 'pendulum-swingup', '--set', 'train.catch=lqr', '--out', '/nonexistent/out'], /train\.catch = lqr: task pendulum-swingup declares no catch region/],
+    ['train-policy with rollout noise on a model whose state is not physical', ['train-policy', '--task', 'pendulum', '--set', 'train.processNoise=0.05', '--out', '/nonexistent/out'], /train\.processNoise = 0\.05: pendulum's model state is not its physical state/],
     ['train-policy with a missing policy to start from', ['train-policy', '--task', 'acrobot', '--init', '/nonexistent/p', '--out', '/nonexistent/out'], /train\.init '\/nonexistent\/p': prior '\/nonexistent\/p': no such directory/],
     ['bench policy without a prior', ['bench', 'policy', '--task', 'acrobot'], /--prior/],
     ['bench policy with a missing prior', ['bench', 'policy', '--task', 'acrobot', '--prior', '/nonexistent/p'], /prior '\/nonexistent\/p': no such directory/],

@@ -38,9 +38,9 @@ function acrobotPrior() {
   return { model, meta, networks: networks as PriorNetworks };
 }
 
-const close = (gpu: ArrayLike<number>, cpu: ArrayLike<number>, what: string) => {
+const close = (gpu: ArrayLike<number>, cpu: ArrayLike<number>, what: string, tolerance = 2e-5) => {
   const scale = Math.max(1, ...Array.from(cpu, Math.abs));
-  for (let i = 0; i < cpu.length; i++) assert.ok(Math.abs(gpu[i] - cpu[i]) <= 2e-5 * scale, `${what}[${i}]: GPU ${gpu[i]} vs CPU ${cpu[i]}`);
+  for (let i = 0; i < cpu.length; i++) assert.ok(Math.abs(gpu[i] - cpu[i]) <= tolerance * scale, `${what}[${i}]: GPU ${gpu[i]} vs CPU ${cpu[i]}`);
 };
 
 describe('the learned networks on WebGPU (f32, generated from the checkpoint)', function () {
@@ -101,5 +101,30 @@ describe('the learned networks on WebGPU (f32, generated from the checkpoint)', 
       }
     }
     assert.equal(featureDim(plain.features), networks.policy.layers[0].inputs);
+  });
+  it('a policy with an LQR catch: the GPU blends the catch into the mean as LearnedPrior does', async () => {
+    const { WebGpuBackend } = await import('../src/kernels/webgpu.js');
+    const { GpuPriorNetworks } = await import('./support/gpu-networks.js');
+    const { goalCatch } = await import('../src/policy/catch.js');
+    const { model, meta: plain, networks } = acrobotPrior();
+    const meta = { ...plain, catch: goalCatch(model, [0.7, 0.7, 5, 5], 'test') };
+    const rng = new Rng(11);
+    const count = 200;
+    // around the goal at growing distances: inside the gate, across its edge, far out; a full turn off on some (the error wraps)
+    const x = Float64Array.from({ length: count * 4 }, (_, i) => meta.reference[i % 4] + (i % 4 < 2 ? 0.6 : 4) * (Math.floor(i / 4) / count) * 2 * rng.normal() + (i % 8 === 0 ? 2 * Math.PI : 0));
+    const cpu = LearnedPrior.fromNetworks(meta, networks).policyValue(x, count, meta.reference);
+    const without = LearnedPrior.fromNetworks(plain, networks).policyValue(x, count, meta.reference);
+    const moved = cpu.mean.filter((v, r) => Math.abs(v - without.mean[r]) > 0.1).length;
+    assert.ok(moved > count / 10 && moved < count, `the catch changes some means, not all (${moved} of ${count})`);
+    const backend = await WebGpuBackend.create(model);
+    const gpu = await GpuPriorNetworks.create(backend, meta, networks, meta.reference);
+    try {
+      const out = await gpu.policyValue(x, count);
+      // the LQR's gains (up to 14 per rad) scale the f32 rounding of the states' errors
+      close(out.mean, cpu.mean, 'mean', 1e-4);
+      close(out.std, cpu.std, 'std');
+    } finally {
+      gpu.dispose();
+    }
   });
 });

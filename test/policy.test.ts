@@ -9,7 +9,10 @@ import { lqr } from '../src/models/lqr.js';
 import { fromPhysical } from '../src/models/model.js';
 import { ClosedLoop, drawFromPrior, fromPriorPolicy, policyShape, priorStd, toPriorPolicy } from '../src/policy/closed-loop.js';
 import { PolicyTask, policyTask, taskModel } from '../src/policy/tasks.js';
-import { checkInitialPolicy, resolvePolicySettings, trainPolicy } from '../src/policy/train.js';
+import { checkInitialPolicy, policyCatch, resolvePolicySettings, rolloutNoise, trainPolicy } from '../src/policy/train.js';
+import { goalCatch, type PolicyCatch } from '../src/policy/catch.js';
+import { buildStepGraphs } from '../src/kernels/graphs.js';
+import { compileStepFunction } from '../src/kernels/js-source.js';
 import { nutsKernel } from '../src/samplers/nuts.js';
 import { initParticles } from '../src/samplers/target.js';
 import { MppiPlanner } from '../src/planners/mppi/receding.js';
@@ -57,6 +60,24 @@ function particleMoments(out: string, stride: number, from: number, dim: number)
   return { mean, sd, values };
 }
 
+/** |exact gradient - central differences| / |central differences| of a closed loop's mean cost at theta (asserting the cost depends on theta). */
+function gradientError(loop: ClosedLoop, theta: Float64Array, starts: ArrayLike<number>, B: number): number {
+  const grad = new Float64Array(loop.parameters);
+  loop.evaluate(theta, starts, B, { grad });
+  const fd = new Float64Array(loop.parameters);
+  for (let k = 0; k < loop.parameters; k++) {
+    const h = 1e-6 * Math.max(1, Math.abs(theta[k]));
+    const plus = theta.slice();
+    plus[k] += h;
+    const minus = theta.slice();
+    minus[k] -= h;
+    fd[k] = (loop.evaluate(plus, starts, B) - loop.evaluate(minus, starts, B)) / (2 * h);
+  }
+  const norm = (v: Float64Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
+  assert.ok(norm(fd) > 1e-3, 'the cost depends on the policy');
+  return norm(grad.map((g, k) => g - fd[k])) / norm(fd);
+}
+
 describe('policies in the differentiable closed loop', () => {
   for (const [name, overrides, T] of [['pendulum', {}, 20], ['acrobot', { dtS: 0.04 }, 40], ['cart-double-pendulum', {}, 30], ['double-integrator', {}, 30]] as const) {
     it(`${name}: the closed-loop gradient equals central differences to 1e-6 (f64)`, () => {
@@ -66,20 +87,7 @@ describe('policies in the differentiable closed loop', () => {
       const theta = drawFromPrior(rng, priorStd(loop.sizes, 0.5), 1);
       const B = 3;
       const starts = Float64Array.from({ length: B * m.stateDim }, () => 0.3 * rng.normal());
-      const grad = new Float64Array(loop.parameters);
-      loop.evaluate(theta, starts, B, { grad });
-      const fd = new Float64Array(loop.parameters);
-      for (let k = 0; k < loop.parameters; k++) {
-        const h = 1e-6 * Math.max(1, Math.abs(theta[k]));
-        const plus = theta.slice();
-        plus[k] += h;
-        const minus = theta.slice();
-        minus[k] -= h;
-        fd[k] = (loop.evaluate(plus, starts, B) - loop.evaluate(minus, starts, B)) / (2 * h);
-      }
-      const norm = (v: Float64Array) => Math.sqrt(v.reduce((s, x) => s + x * x, 0));
-      const rel = norm(grad.map((g, k) => g - fd[k])) / norm(fd);
-      assert.ok(norm(fd) > 1e-3, 'the cost depends on the policy');
+      const rel = gradientError(loop, theta, starts, B);
       assert.ok(rel < 1e-6, `relative error ${rel.toExponential(2)}`);
     });
   }
@@ -114,6 +122,98 @@ describe('policies in the differentiable closed loop', () => {
     const back = fromPriorPolicy(toPriorPolicy(theta, loop.sizes, 0));
     assert.deepEqual(back.sizes, loop.sizes);
     back.theta.forEach((v, k) => assert.equal(v, Math.fround(theta[k])));
+  });
+});
+
+describe('a policy\'s LQR catch and noisy training rollouts', function () {
+  this.timeout(120000);
+  const acrobot = () => taskModel(policyTask('acrobot'), { horizon: 40 });
+
+  it('the closed-loop gradient with the catch and with rollout noise equals central differences to 1e-6 (f64)', () => {
+    const m = acrobot();
+    const task = policyTask('acrobot');
+    const balance = goalCatch(m, task.catchRadii!, 'test');
+    const rng = new Rng(4);
+    // one start inside the catch's gate, one on its edge, one far out: the gate's slope and the saturated LQR both enter
+    const starts = Float64Array.from([Math.PI - 0.2, 0.1, 0.5, -0.3, Math.PI + 0.55, -0.4, 2, 1, 1, 0.5, 0, 0]);
+    for (const noise of [undefined, { std: 0.5, states: [2, 3], seed: 3 }]) {
+      const loop = new ClosedLoop(m, policyShape(m, [8, 8], task.rawScale, balance), m.horizon, m.goal, noise);
+      const theta = drawFromPrior(rng, priorStd(loop.sizes, 0.5), 1);
+      const rel = gradientError(loop, theta, starts, 3);
+      assert.ok(rel < 1e-6, `relative error ${rel.toExponential(2)} (noise ${noise ? 'on' : 'off'})`);
+    }
+  });
+
+  it('the catch holds the acrobot\'s upright where the network alone lets it fall', () => {
+    const m = taskModel(policyTask('acrobot'), { horizon: 100 });
+    const task = policyTask('acrobot');
+    // inside the saturated LQR's basin at this step, which is small (from 0.1 rad off on the first link alone it does not catch)
+    const start = [Math.PI + 0.05, -0.05, 0, 0];
+    const final = (balance?: PolicyCatch) => {
+      const loop = new ClosedLoop(m, policyShape(m, task.hidden, task.rawScale, balance), m.horizon, m.goal);
+      // a network that commands nothing: all weights and biases 0
+      const finalStates = new Float64Array(m.stateDim);
+      loop.evaluate(new Float64Array(loop.parameters), start, 1, { finalStates });
+      const e = Array.from(finalStates, (v, i) => (i < 2 ? Math.atan2(Math.sin(v - m.goal[i]), Math.cos(v - m.goal[i])) : v - m.goal[i]));
+      return Math.hypot(...e);
+    };
+    assert.ok(final(goalCatch(m, task.catchRadii!, 'test')) < 0.05, 'held at the upright after 4 s');
+    assert.ok(final() > 1, 'fell without the catch');
+  });
+
+  it('a checkpoint trained with the catch acts as the closed loop trained it (bench policy, fallback, MPPI\'s prior); a malformed catch is refused', async () => {
+    const task: PolicyTask = { ...LQ_TASK, catchRadii: [0.5, 0.5] };
+    const out = tmp();
+    try {
+      const settings = resolvePolicySettings(task, { particles: 4, batch: 2, maxLevels: 1, catch: 'lqr' });
+      const run = await trainPolicy(task, settings, { out, resume: false, version });
+      const m = taskModel(task);
+      const prior = LearnedPrior.load(out, m, 'policy');
+      assert.ok(prior.meta.catch, 'the checkpoint holds the catch');
+      const loop = new ClosedLoop(taskModel(task, { horizon: 1 }), policyShape(m, task.hidden, task.rawScale, prior.meta.catch), 1, m.goal);
+      const step = compileStepFunction(buildStepGraphs(m, false));
+      for (const x of [[0.1, -0.2], [0.4, 0.3], [-1, 0.5]]) {
+        const finalStates = new Float64Array(2);
+        loop.evaluate(run.best.theta, x, 1, { finalStates });
+        const viaPrior = step(x, prior.command(x, m.goal)!, []);
+        finalStates.forEach((v, i) => assert.ok(Math.abs(v - viaPrior[i]) < 1e-5, `x1 at [${x}]: ${v} against ${viaPrior[i]}`));
+      }
+      const metaPath = join(out, 'meta.json');
+      const meta = JSON.parse(readFileSync(metaPath, 'utf8'));
+      writeFileSync(metaPath, JSON.stringify({ ...meta, catch: { ...meta.catch, gain: [[1]] } }));
+      assert.throws(() => loadCheckpoint(out), (e: Error) => e instanceof PriorError && /meta.json's catch gain must be 1 rows of 2 finite numbers/.test(e.message));
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('rollout noise: fixed draws per start (the energy is a function of theta), a start\'s draws whatever the batch', () => {
+    const m = acrobot();
+    const shape = policyShape(m, [8], policyTask('acrobot').rawScale);
+    const noisy = new ClosedLoop(m, shape, m.horizon, m.goal, { std: 0.3, states: [2, 3], seed: 1 });
+    const quiet = new ClosedLoop(m, shape, m.horizon, m.goal);
+    const theta = drawFromPrior(new Rng(1), priorStd(noisy.sizes), 1);
+    const start = [0.5, 0, 0, 0];
+    const two = new Float64Array(2);
+    noisy.evaluate(theta, [...start, ...start], 2, { perStart: two });
+    assert.notEqual(two[0], two[1], 'each start its own draws');
+    assert.equal(noisy.evaluate(theta, start, 1), two[0], 'start 0\'s draws do not depend on the batch');
+    assert.equal(noisy.evaluate(theta, start, 1), two[0], 'and repeat');
+    assert.notEqual(quiet.evaluate(theta, start, 1), two[0]);
+  });
+
+  it('refuses a catch the task has no region for, and a catch or rollout noise on WebGPU or where the model state is not the physical one', () => {
+    const at = (name: string, given: Record<string, unknown>) => {
+      const task = policyTask(name);
+      const settings = resolvePolicySettings(task, given);
+      const m = taskModel(task);
+      return () => { policyCatch(task, settings, m); rolloutNoise(task, settings, m); };
+    };
+    assert.throws(at('pendulum-swingup', { catch: 'lqr' }), (e: Error) => e instanceof InputError && /train.catch = lqr: task pendulum-swingup declares no catch region/.test(e.message));
+    assert.throws(at('acrobot', { catch: 'lqr', backend: 'webgpu' }), /train.catch = lqr runs on the CPU closed loop only/);
+    assert.throws(at('acrobot', { processNoise: 0.1, backend: 'webgpu' }), /train.processNoise = 0.1 runs on the CPU closed loop only/);
+    assert.throws(at('pendulum', { processNoise: 0.1 }), /train.processNoise = 0.1: pendulum's model state is not its physical state/);
+    assert.doesNotThrow(at('acrobot', { catch: 'lqr', processNoise: 0.1 }));
   });
 });
 

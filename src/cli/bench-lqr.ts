@@ -1,6 +1,6 @@
 import { fromPhysical, inGoalRegion, physicalAngles, resolveModel, stateDifference, toPhysical } from '../models/model.js';
 import { modelDefinition } from '../models/index.js';
-import { lqr } from '../models/lqr.js';
+import { goalLqr } from '../models/lqr.js';
 import { controlPeriodS } from '../run/setup.js';
 import { estimatorFor } from '../run/session.js';
 import { Simulator } from '../../sim/simulator.js';
@@ -43,10 +43,9 @@ export const benchLqrCommand: Command = {
     if (!(r > 0) || !q.every((w) => w >= 0)) throw new InputError(`LQR weights must be non-negative with --r positive, got --q ${q.join(',')} --r ${r}`);
     const goal = [...model.goal];
     const uEq = new Array<number>(model.controlDim).fill(0);
-    const noise = new Array<number>(model.noiseDim).fill(0);
     let K: number[][];
     try {
-      ({ K } = lqr((x, u) => def.step(x, u, noise, model.params as never), goal, uEq, q, new Array<number>(model.controlDim).fill(r)));
+      ({ K } = goalLqr(model, uEq, q, new Array<number>(model.controlDim).fill(r)));
     } catch (e) {
       // the yardstick is state feedback about an equilibrium: a plant whose goal is none has no LQR to compare with
       throw new InputError(`not applicable to ${model.name}: its goal is not a stabilisable equilibrium of the linearised plant (${(e as Error).message.replace(/^lqrCostToGo: /, '')})`);

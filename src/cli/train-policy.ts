@@ -7,7 +7,7 @@ import { shutdown } from '../shutdown.js';
 import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import { InputError } from '../input-error.js';
 import { POLICY_TASK_NAMES, policyTask, PolicyTask, taskModel } from '../policy/tasks.js';
-import { checkInitialPolicy, PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
+import { checkInitialPolicy, policyCatch, rolloutNoise, PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
 
 
 export const trainPolicyCommand: Command = {
@@ -91,6 +91,8 @@ function trainPolicyOptions(values: Record<string, unknown>): { task: PolicyTask
   const settings = resolvePolicySettings(task, own);
   // refused before --out is made
   if (settings.init) checkInitialPolicy(task, settings.init, modelOverrides);
+  policyCatch(task, settings, taskModel(task, modelOverrides));
+  rolloutNoise(task, settings, taskModel(task, modelOverrides));
   return { task, settings, threads: optionalInteger(values, 'threads', MAX_THREADS, 1, MAX_THREADS, `this machine has ${MAX_THREADS} cores`), model: modelOverrides };
 }
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Mlp } from './mlp.js';
 import { NETWORK_NAMES, PriorNetworks, StateFeatures } from './networks.js';
 import { InputError } from '../input-error.js';
+import { catchProblem, type PolicyCatch } from '../policy/catch.js';
 
 export const PRIOR_FORMAT = 'tempered-mpc-prior/1';
 
@@ -35,6 +36,8 @@ export interface PriorMeta {
   hasValue?: boolean;
   /** the least cost-to-go (0 where every stage cost is non-negative): the value is never read below it; absent: no floor */
   valueFloor?: number;
+  /** a feedback policy's LQR balance near the goal (train-policy --set train.catch=lqr): part of the policy wherever it acts, as its mean */
+  catch?: PolicyCatch;
   /** the training run's parameters, as given */
   training: Record<string, unknown>;
   episodes: number;
@@ -117,6 +120,10 @@ export function loadCheckpoint(dir: string): { meta: PriorMeta; networks: PriorN
   if (meta.valueTransform !== 'symlog') throw new PriorError(`${label}: meta.json's valueTransform ${JSON.stringify(meta.valueTransform)} is not one this version reads ('symlog')`);
   if (meta.valueFloor !== undefined && (typeof meta.valueFloor !== 'number' || !Number.isFinite(meta.valueFloor))) {
     throw new PriorError(`${label}: meta.json's valueFloor ${JSON.stringify(meta.valueFloor)} is not a finite number`);
+  }
+  if (meta.catch !== undefined) {
+    const problem = catchProblem(meta.catch, meta.stateDim, meta.controlDim);
+    if (problem) throw new PriorError(`${label}: meta.json's catch ${problem}`);
   }
   const manifest = readJson('model.json') as { weightsManifest?: { paths: string[]; weights: WeightSpec[] }[] };
   const group = manifest.weightsManifest?.[0];

@@ -3,6 +3,7 @@ import type { Rng } from '../random.js';
 import { controlScaling } from '../models/controls.js';
 import { loadCheckpoint, PriorError, PriorMeta } from './checkpoint.js';
 import { compileMlp, MlpKernel, mlpInputs, mlpOutputs } from './mlp.js';
+import { catchControl, catchGate, type PolicyCatch } from '../policy/catch.js';
 import { featureDim, policyAt, PriorNetworks, qAt, stateFeatures } from './networks.js';
 
 /** One model step in planner units, x' = f(x, u) (physical controls). */
@@ -47,9 +48,24 @@ export class LearnedPrior {
     return new LearnedPrior(meta, networks);
   }
 
-  /** pi_s(.|x) for `count` states: mean and std in normalised control units. */
+  /** pi_s(.|x) for `count` states: mean and std in normalised control units; the mean with the policy's catch where it has one. */
   policy(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): { mean: Float64Array; std: Float64Array } {
-    return policyAt(this.policyNet, stateFeatures(this.meta.features, x, count, reference), count, this.meta.bounded);
+    const out = policyAt(this.policyNet, stateFeatures(this.meta.features, x, count, reference), count, this.meta.bounded);
+    if (this.meta.catch) this.caught(out.mean, x, count, reference, this.meta.catch);
+    return out;
+  }
+
+  /** The catch blended into the network's means, in normalised units, as the closed loop it was trained in blends it in model units. */
+  private caught(mean: Float64Array, x: ArrayLike<number>, count: number, reference: ArrayLike<number>, c: PolicyCatch): void {
+    const { stateDim: n, controlDim: m, controlCenter: center, controlScale: scale, bounded } = this.meta;
+    const e = new Float64Array(n);
+    for (let r = 0; r < count; r++) {
+      const g = catchGate(c, this.meta.features.angle, x, r * n, reference, e);
+      for (let j = 0; j < m; j++) {
+        const lqr = catchControl(c, e, j, bounded[j] ? center[j] - scale[j] : -Infinity, bounded[j] ? center[j] + scale[j] : Infinity).u;
+        mean[r * m + j] = (1 - g) * mean[r * m + j] + (g * (lqr - center[j])) / scale[j];
+      }
+    }
   }
 
   /**
@@ -79,6 +95,7 @@ export class LearnedPrior {
   value(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): Float64Array {
     const features = stateFeatures(this.meta.features, x, count, reference);
     const { mean } = policyAt(this.policyNet, features, count, this.meta.bounded);
+    if (this.meta.catch) this.caught(mean, x, count, reference, this.meta.catch);
     return this.floored(qAt(this.qNet, features, mean, count));
   }
 
@@ -86,6 +103,7 @@ export class LearnedPrior {
   policyValue(x: ArrayLike<number>, count: number, reference: ArrayLike<number>): { mean: Float64Array; std: Float64Array; value: Float64Array } {
     const features = stateFeatures(this.meta.features, x, count, reference);
     const { mean, std } = policyAt(this.policyNet, features, count, this.meta.bounded);
+    if (this.meta.catch) this.caught(mean, x, count, reference, this.meta.catch);
     return { mean, std, value: this.floored(qAt(this.qNet, features, mean, count)) };
   }
 

@@ -1,6 +1,7 @@
 import { add, mul, Scalar, solveSpd, sub } from '../expr/expr.js';
 import { diagonalMatrix, matAdd, matMul, matSub, transpose } from '../linalg.js';
 import { InputError } from '../input-error.js';
+import type { Model } from './model.js';
 
 type StepFn = (x: Scalar[], u: Scalar[]) => Scalar[];
 
@@ -58,6 +59,12 @@ export function lqr(step: StepFn, xEq: readonly number[], uEq: readonly number[]
     if (change <= 1e-10 * Math.max(1, ...P.flat().map(Math.abs))) return { P, K };
   }
   throw new Error('lqrCostToGo: the Riccati iteration did not converge');
+}
+
+/** The LQR at a model's goal, an equilibrium of its step (no noise) with control uEq. */
+export function goalLqr(model: Model, uEq: readonly number[], q: readonly number[], r: readonly number[]): { P: number[][]; K: number[][] } {
+  const noise = new Array<number>(model.noiseDim).fill(0);
+  return lqr((x, u) => model.def.step(x, u, noise, model.params as never), model.goal, uEq, q, r);
 }
 
 /** (x - ref)' P (x - ref) as an expression: the LQR cost-to-go as a terminal cost. */

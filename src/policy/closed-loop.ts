@@ -4,10 +4,12 @@ import type { Model } from '../models/model.js';
 import { boundedControls, defaultFeatures, featureDim, StateFeatures } from '../learned/networks.js';
 import { controlScaling } from '../models/controls.js';
 import type { Mlp } from '../learned/mlp.js';
-import type { Rng } from '../random.js';
+import { Rng } from '../random.js';
+import { catchControl, catchGate, catchGateSlope, PolicyCatch } from './catch.js';
 
 /**
- * A deterministic feedback policy u = center + scale * squash(MLP(features(x))):
+ * A deterministic feedback policy u = center + scale * squash(MLP(features(x))),
+ * blended with an LQR balance near the goal where it has a catch (catch.ts):
  * the priors' features (angles as sin/cos of their error from the reference,
  * the other states as error / scale), ELU between layers as the priors' MLP
  * has, and tanh on bounded controls, so a trained policy is the mean of a
@@ -21,6 +23,20 @@ export interface PolicyShape {
   bounded: readonly boolean[];
   controlCenter: ArrayLike<number>;
   controlScale: ArrayLike<number>;
+  /** the LQR balance that takes over near the goal (absent: the network alone) */
+  catch?: PolicyCatch;
+}
+
+/**
+ * White process noise in the training rollouts, as the simulator adds it
+ * (std per sqrt(second) on `states`, model units): one fixed draw per start,
+ * step and state (common random numbers), so the energy stays a function of
+ * theta and its gradient exact. Start b's draws do not depend on the batch.
+ */
+export interface RolloutNoise {
+  std: number;
+  states: readonly number[];
+  seed: number;
 }
 
 export const layerSizes = (s: PolicyShape): number[] => [featureDim(s.features), ...s.hidden, s.controlDim];
@@ -124,9 +140,16 @@ export class ClosedLoop {
   private xs = new Float64Array(0);
   private us = new Float64Array(0);
   private acts: Float64Array[] = [];
+  // the catch per step t, start b and control: its gate, the network's control, the LQR's, whether the LQR saturated
+  private gates = new Float64Array(0);
+  private netUs = new Float64Array(0);
+  private lqrUs = new Float64Array(0);
+  private saturated = new Uint8Array(0);
+  // noise per start b, step t and noisy state k at (b * T + t) * states + k
+  private noiseDraws = new Float64Array(0);
   private readonly uRest: Float64Array;
 
-  constructor(readonly model: Model, readonly shape: PolicyShape, readonly horizon: number, readonly reference: readonly number[]) {
+  constructor(readonly model: Model, readonly shape: PolicyShape, readonly horizon: number, readonly reference: readonly number[], readonly noise?: RolloutNoise) {
     this.n = model.stateDim;
     this.m = model.controlDim;
     this.sizes = layerSizes(shape);
@@ -151,6 +174,16 @@ export class ClosedLoop {
     this.xs = new Float64Array((T + 1) * batch * this.n);
     this.us = new Float64Array(T * batch * this.m);
     this.acts = this.sizes.map((w) => new Float64Array(T * batch * w));
+    if (this.noise) {
+      const scale = this.noise.std * Math.sqrt(this.model.dtS);
+      this.noiseDraws = new Rng(this.noise.seed).fillNormal(new Float64Array(batch * T * this.noise.states.length)).map((v) => v * scale);
+    }
+    if (this.shape.catch) {
+      this.gates = new Float64Array(T * batch);
+      this.netUs = new Float64Array(T * batch * this.m);
+      this.lqrUs = new Float64Array(T * batch * this.m);
+      this.saturated = new Uint8Array(T * batch * this.m);
+    }
   }
 
   /**
@@ -167,6 +200,10 @@ export class ClosedLoop {
     const center = this.shape.controlCenter;
     const scale = this.shape.controlScale;
     const bounded = this.shape.bounded;
+    const c = this.shape.catch;
+    const e = new Float64Array(n);
+    // additive, so the adjoint recursion does not change
+    const noisy = this.noise?.states;
     for (let i = 0; i < batch * n; i++) xs[i] = starts[i];
     const costs = out.perStart ?? new Float64Array(batch);
     costs.fill(0, 0, batch);
@@ -219,10 +256,23 @@ export class ClosedLoop {
           if (bounded[j]) z[k] = Math.tanh(z[k]);
           us[k] = center[j] + scale[j] * z[k];
         }
+        if (c) {
+          const g = catchGate(c, f.angle, xs, x + b * n, ref, e);
+          this.gates[t * batch + b] = g;
+          for (let j = 0; j < m; j++) {
+            const k = zo + b * m + j;
+            const lqr = catchControl(c, e, j, bounded[j] ? center[j] - scale[j] : -Infinity, bounded[j] ? center[j] + scale[j] : Infinity);
+            this.netUs[k] = us[k];
+            this.lqrUs[k] = lqr.u;
+            this.saturated[k] = lqr.saturated ? 1 : 0;
+            us[k] = (1 - g) * us[k] + g * lqr.u;
+          }
+        }
         const prev = t === 0 ? this.uRest : us;
         const prevOffset = t === 0 ? 0 : (t - 1) * batch * m + b * m;
         this.forward(step, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, ref, 0);
         for (let j = 0; j < n; j++) xs[x + batch * n + b * n + j] = step[j];
+        if (noisy) for (let k = 0; k < noisy.length; k++) xs[x + batch * n + b * n + noisy[k]] += this.noiseDraws[(b * T + t) * noisy.length + k];
         costs[b] += step[n];
       }
     }
@@ -249,6 +299,8 @@ export class ClosedLoop {
     const f = this.shape.features;
     const scale = this.shape.controlScale;
     const bounded = this.shape.bounded;
+    const c = this.shape.catch;
+    const e = new Float64Array(n);
     grad.fill(0, 0, this.parameters);
     const carryPrev = new Float64Array(batch * m);
     const vjp = new Float64Array(n + 2 * m);
@@ -270,9 +322,19 @@ export class ClosedLoop {
         const prevOffset = t === 0 ? 0 : (t - 1) * batch * m + b * m;
         this.backward(vjp, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, ref, 0, adj, b * n);
         for (let j = 0; j < n; j++) adj[b * n + j] = vjp[j];
+        const g = c ? this.gates[t * batch + b] : 0;
+        if (c) catchGate(c, f.angle, xs, x + b * n, ref, e);
         for (let j = 0; j < m; j++) {
-          const gu = vjp[n + j] + carryPrev[b * m + j];
+          let gu = vjp[n + j] + carryPrev[b * m + j];
           carryPrev[b * m + j] = vjp[n + m + j];
+          if (c) {
+            // u = (1 - g) u_net + g u_lqr: the gate's and the LQR's own state dependence go straight into the adjoint, the network gets (1 - g)
+            const k = zo + b * m + j;
+            const spread = this.lqrUs[k] - this.netUs[k];
+            const row = c.gain[j];
+            for (let i = 0; i < n; i++) adj[b * n + i] += gu * (spread * catchGateSlope(c, g, e, i) - (this.saturated[k] ? 0 : g * row[i]));
+            gu *= 1 - g;
+          }
           const dz = gu * scale[j];
           const zk = z[zo + b * m + j];
           delta[b * m + j] = bounded[j] ? dz * (1 - zk * zk) : dz;
@@ -324,9 +386,9 @@ export class ClosedLoop {
 }
 
 /** A policy of this width for a model: the priors' default features (raw states divided by `rawScale` where given), its control scaling and bounds. */
-export function policyShape(model: Model, hidden: readonly number[], rawScale?: readonly number[]): PolicyShape {
+export function policyShape(model: Model, hidden: readonly number[], rawScale?: readonly number[], balance?: PolicyCatch): PolicyShape {
   const features = defaultFeatures(model);
   if (rawScale) features.scale = [...rawScale];
   const { center, scale } = controlScaling(model);
-  return { features, hidden: [...hidden], controlDim: model.controlDim, bounded: boundedControls(model), controlCenter: center, controlScale: scale };
+  return { features, hidden: [...hidden], controlDim: model.controlDim, bounded: boundedControls(model), controlCenter: center, controlScale: scale, ...(balance ? { catch: balance } : {}) };
 }

@@ -1,18 +1,23 @@
 import { Worker } from 'node:worker_threads';
-import { ClosedLoop, policyShape } from './closed-loop.js';
+import { ClosedLoop, policyShape, RolloutNoise } from './closed-loop.js';
 import { policyTask, taskModel } from './tasks.js';
+import type { PolicyCatch } from './catch.js';
 
 /** What a thread needs to build the same closed loop: a registered task by name (its model, costs and network). */
 export interface ClosedLoopSpec {
   task: string;
   /** the task's model parameters changed */
   model: Readonly<Record<string, number>>;
+  /** the policy's catch (train.catch), as the main thread built it */
+  catch?: PolicyCatch;
+  /** the training rollouts' noise (train.processNoise) */
+  noise?: RolloutNoise;
 }
 
 export function closedLoopFor(spec: ClosedLoopSpec): ClosedLoop {
   const task = policyTask(spec.task);
   const model = taskModel(task, spec.model);
-  return new ClosedLoop(model, policyShape(model, task.hidden, task.rawScale), model.horizon, model.goal);
+  return new ClosedLoop(model, policyShape(model, task.hidden, task.rawScale, spec.catch), model.horizon, model.goal, spec.noise);
 }
 
 /** `count` policies (rows of `thetas`), each from its own starts (`starts` rows of batch x n) or all from the same (one row). */

@@ -10,11 +10,12 @@ import { Rng } from '../random.js';
 import { moveKernel } from '../planners/tsmc/tsmc.js';
 import { quantile } from '../samplers/stats.js';
 import { temperedSmc, TemperedState } from '../samplers/tempering.js';
-import { ClosedLoop, drawFromPrior, fromPriorPolicy, layerSizes, policyShape, PolicyShape, priorStd, toPriorPolicy } from './closed-loop.js';
+import { ClosedLoop, RolloutNoise, drawFromPrior, fromPriorPolicy, layerSizes, policyShape, PolicyShape, priorStd, toPriorPolicy } from './closed-loop.js';
 import { ClosedLoopEvaluator, ClosedLoopPool } from './pool.js';
-import type { Model } from '../models/model.js';
+import { disturbedStates, type Model } from '../models/model.js';
 import { composedMove, drawPhysicalStarts, heldStartsMass, PolicyTarget, startsRefresh, toModelStarts } from './target.js';
 import { POLICY_TASKS, PolicyTask, taskModel } from './tasks.js';
+import { goalCatch, PolicyCatch } from './catch.js';
 
 export const POLICY_METHODS = ['tsmc-d', 'tsmc-e', 'gradient'] as const;
 export type PolicyMethod = (typeof POLICY_METHODS)[number];
@@ -41,6 +42,8 @@ export const POLICY_TRAIN_PARAMS = {
   iterations: num(2000, 'gradient: Adam iterations per start (set it to TSMC\'s gradient evaluations per particle for an equal budget)', { min: 1, max: 1e7, integer: true }),
   learningRate: num(0.003, 'gradient: Adam\'s learning rate', { min: 0, max: 10, exclusive: true }),
   backend: choice('cpu', ['cpu', 'webgpu'] as const, 'where the rollouts and their gradients run: cpu (f64, --threads) or webgpu (f32, one invocation per particle and start)'),
+  catch: choice('none', ['none', 'lqr'] as const, 'lqr: the LQR at the goal balances inside the task\'s catch region and the network swings up into it, trained with the catch in the closed loop (src/policy/catch.ts; CPU only); none: the network alone, as the paper\'s policy'),
+  processNoise: num(0, 'white noise on the joint rates in every training rollout, std per sqrt(s) as sim.processNoise with processNoiseOn rates: one fixed draw per start and step (common random numbers; with a point start, give --batch B for B draws); 0: none. CPU only', { min: 0, max: 100 }),
   policyStd: num(0.1, 'the std the checkpoint\'s sampling policy gets around the trained policy, as MPPI\'s prior (normalised control units)', { min: Math.exp(LOG_STD_RANGE[0]), max: Math.exp(LOG_STD_RANGE[1]) }),
 } as const;
 
@@ -117,8 +120,9 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
   model?: Readonly<Record<string, number>>;
 }): Promise<PolicyTrainResult> {
   const model = taskModel(task, opts.model);
-  const shape = policyShape(model, task.hidden, task.rawScale);
-  const loop = new ClosedLoop(model, shape, model.horizon, model.goal);
+  const shape = policyShape(model, task.hidden, task.rawScale, policyCatch(task, settings, model));
+  const noise = rolloutNoise(task, settings, model);
+  const loop = new ClosedLoop(model, shape, model.horizon, model.goal, noise);
   // refused before any thread or GPU buffer is made
   const bytes = memoryEstimate(loop, settings.method === 'tsmc-e' ? loop.parameters + settings.batch * model.stateDim : loop.parameters, settings);
   if (bytes > 0.5 * totalmem()) {
@@ -131,7 +135,7 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
     const { GpuClosedLoop } = await import('./gpu.js');
     evaluator = await GpuClosedLoop.create(await WebGpuBackend.create(model), loop);
   } else if (registered && (opts.threads ?? 1) > 1) {
-    evaluator = new ClosedLoopPool(loop, { task: task.name, model: opts.model ?? {} }, opts.threads!);
+    evaluator = new ClosedLoopPool(loop, { task: task.name, model: opts.model ?? {}, catch: shape.catch, noise }, opts.threads!);
   }
   try {
     return await train(task, settings, opts, model, shape, loop, evaluator);
@@ -288,6 +292,27 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
   };
 }
 
+/** The policy's catch when train.catch asks for one, refused with one line for a task without a catch region or a goal the LQR cannot hold. */
+export function policyCatch(task: PolicyTask, settings: Pick<PolicyTrainSettings, 'catch' | 'backend'>, model: Model): PolicyCatch | undefined {
+  if (settings.catch === 'none') return undefined;
+  // the WebGPU closed loop's shader has no catch
+  if (settings.backend !== 'cpu') throw new InputError(`train.catch = ${settings.catch} runs on the CPU closed loop only: set train.backend to cpu, or train.catch to none`);
+  if (!task.catchRadii) throw new InputError(`train.catch = lqr: task ${task.name} declares no catch region (its tasks.ts entry has no catchRadii)`);
+  return goalCatch(model, task.catchRadii, 'train.catch = lqr');
+}
+
+/** The training rollouts' noise when train.processNoise asks for it, refused with one line where it cannot be added as the simulator adds it. */
+export function rolloutNoise(task: PolicyTask, settings: Pick<PolicyTrainSettings, 'processNoise' | 'backend' | 'seed'>, model: Model): RolloutNoise | undefined {
+  if (settings.processNoise === 0) return undefined;
+  const what = `train.processNoise = ${settings.processNoise}`;
+  if (settings.backend !== 'cpu') throw new InputError(`${what} runs on the CPU closed loop only: set train.backend to cpu, or train.processNoise to 0`);
+  // the simulator adds it to the physical state: the same draws in model units only where the two are one
+  if (model.def.physical) throw new InputError(`${what}: ${task.system}'s model state is not its physical state, where the simulator adds the noise`);
+  const states = disturbedStates(model.def, 'rates');
+  if (typeof states === 'string') throw new InputError(`${what}: ${states}`);
+  return { std: settings.processNoise, states, seed: settings.seed * 7919 + 17 };
+}
+
 /** train.init's policy checked against the task (with its model overrides) before anything runs; throws the refusal. */
 export function checkInitialPolicy(task: PolicyTask, dir: string, modelOverrides?: Readonly<Record<string, number>>): void {
   const model = taskModel(task, modelOverrides);
@@ -370,6 +395,7 @@ function checkpointMeta(task: PolicyTask, model: Model, shape: PolicyShape, sett
     controlScale: Array.from(shape.controlScale),
     bounded: [...shape.bounded],
     hidden: [...shape.hidden],
+    ...(shape.catch ? { catch: shape.catch } : {}),
     valueTransform: 'symlog',
     gamma: 1,
     hasValue: false,
