@@ -28,6 +28,8 @@ const BUFFERS: readonly StorageSpec[] = [
  */
 export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: number } {
   const { model, shape, sizes, horizon: T, reference } = loop;
+  // train-policy refuses both for the GPU with one line (policyCatch, rolloutNoise); this shader has neither
+  if (shape.catch || loop.noise) throw new Error('the WebGPU closed loop has no catch and no rollout noise');
   const n = model.stateDim;
   const m = model.controlDim;
   const P = loop.parameters;
