@@ -310,6 +310,7 @@ export function rolloutNoise(task: PolicyTask, settings: Pick<PolicyTrainSetting
   if (model.def.physical) throw new InputError(`${what}: ${task.system}'s model state is not its physical state, where the simulator adds the noise`);
   const states = disturbedStates(model.def, 'rates');
   if (typeof states === 'string') throw new InputError(`${what}: ${states}`);
+  // a stream of its own: the starts and the initial particles draw from `seed` itself
   return { std: settings.processNoise, states, seed: settings.seed * 7919 + 17 };
 }
 
