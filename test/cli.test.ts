@@ -52,6 +52,19 @@ describe('CLI', () => {
     assert.equal(JSON.parse(noisy.stdout).starts, 3);
   });
 
+  it('train-policy --init from a policy trained with a catch, without one: a note says the catch is dropped; with it, none', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'tmpc-')), 'caught');
+    const base = ['train-policy', '--task', 'acrobot', '--method', 'gradient', '--particles', '2', '--set', 'model.horizon=5', '--set', 'train.iterations=50', '--threads', '1', '--json'];
+    const trained = cli([...base, '--set', 'train.catch=lqr', '--out', dir]);
+    assert.equal(trained.code, 0, trained.stderr);
+    const dropped = cli([...base, '--init', dir, '--out', `${dir}-dropped`]);
+    assert.equal(dropped.code, 0, dropped.stderr);
+    assert.match(dropped.stderr, /train-policy: note: train\.init '.*caught' was trained with a catch \(train\.catch = lqr\) and this run trains without one/);
+    const kept = cli([...base, '--init', dir, '--set', 'train.catch=lqr', '--out', `${dir}-kept`]);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.doesNotMatch(kept.stderr, /note:/);
+  });
+
   it('rollout --json returns states, controls, cost and gradient consistent with the library', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tmpc-'));
     const file = join(dir, 'u.json');

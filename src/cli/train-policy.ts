@@ -6,6 +6,7 @@ import { progressBar } from './progress.js';
 import { shutdown } from '../shutdown.js';
 import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import { InputError } from '../input-error.js';
+import { loadCheckpoint } from '../learned/checkpoint.js';
 import { POLICY_TASK_NAMES, policyTask, PolicyTask, taskModel } from '../policy/tasks.js';
 import { checkInitialPolicy, policyCatch, rolloutNoise, PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
 
@@ -36,6 +37,10 @@ export const trainPolicyCommand: Command = {
   },
   async run(values) {
     const { task, settings, threads, model } = trainPolicyOptions(values);
+    // its network learned to swing up into the catch: without it nothing holds the goal, which may be meant (say so, do not refuse)
+    if (settings.init && settings.catch === 'none' && loadCheckpoint(settings.init).meta.catch) {
+      console.error(`train-policy: note: train.init '${settings.init}' was trained with a catch (train.catch = lqr) and this run trains without one; give --set train.catch=lqr to keep it`);
+    }
     const out = trainingOut(values, `policy-${task.name}`);
     const bar = progressBar(`train-policy ${task.name} ${settings.method}`, !values.json);
     const line = (l: PolicyLevel) => settings.method === 'gradient'
