@@ -1,6 +1,6 @@
 import { fromPhysical, inGoalRegion, physicalAngles, resolveModel, stateDifference, toPhysical } from '../models/model.js';
 import { modelDefinition } from '../models/index.js';
-import { goalLqr } from '../models/lqr.js';
+import { goalLqr, YARDSTICK_LQR_WEIGHTS } from '../models/lqr.js';
 import { controlPeriodS } from '../run/setup.js';
 import { estimatorFor } from '../run/session.js';
 import { Simulator } from '../../sim/simulator.js';
@@ -24,8 +24,8 @@ export const benchLqrCommand: Command = {
   usage: 'bench lqr --system NAME [--q w1,w2,...] [--r W] [--seeds N] [--duration SEC] [--measured] [--params FILE.yaml] [--set sim.KEY=value] [--json]',
   options: {
     system: RUN_OPTIONS.system, duration: RUN_OPTIONS.duration, rate: RUN_OPTIONS.rate, params: RUN_OPTIONS.params, set: RUN_OPTIONS.set,
-    q: { type: 'string', description: 'LQR state weights, one per model state (default all 1)', valueName: 'w1,w2,...' },
-    r: { type: 'string', description: 'LQR control weight (default 0.01)', valueName: 'W' },
+    q: { type: 'string', description: `LQR state weights, one per model state (default all ${YARDSTICK_LQR_WEIGHTS.state})`, valueName: 'w1,w2,...' },
+    r: { type: 'string', description: `LQR control weight (default ${YARDSTICK_LQR_WEIGHTS.control})`, valueName: 'W' },
     seeds: { type: 'string', description: 'number of seeds, 0..N-1 (default 20)', valueName: 'N' },
     measured: { type: 'boolean', description: 'feed back what the controller would see instead of the true state: the simulator\'s measurements (sim.measurementNoise), through the EKF when estimator is ekf (the controller\'s estimator* parameters)' },
     json: JSON_OPTION,
@@ -37,9 +37,9 @@ export const benchLqrCommand: Command = {
     if (!def.goalRegion) throw new InputError(`system '${system}' has no goal region to hold`);
     const n = model.stateDim;
     const qText = stringOpt(values, 'q');
-    const q = qText === undefined ? new Array<number>(n).fill(1) : parseVector('--q', qText, n);
+    const q = qText === undefined ? new Array<number>(n).fill(YARDSTICK_LQR_WEIGHTS.state) : parseVector('--q', qText, n);
     const rText = stringOpt(values, 'r');
-    const r = rText === undefined ? 0.01 : parseNumber('--r', rText);
+    const r = rText === undefined ? YARDSTICK_LQR_WEIGHTS.control : parseNumber('--r', rText);
     if (!(r > 0) || !q.every((w) => w >= 0)) throw new InputError(`LQR weights must be non-negative with --r positive, got --q ${q.join(',')} --r ${r}`);
     const goal = [...model.goal];
     const uEq = new Array<number>(model.controlDim).fill(0);

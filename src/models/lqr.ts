@@ -61,6 +61,9 @@ export function lqr(step: StepFn, xEq: readonly number[], uEq: readonly number[]
   throw new Error('lqrCostToGo: the Riccati iteration did not converge');
 }
 
+/** The LQR weights of `bench lqr`'s yardstick, and of a policy's catch: every state 1, every control 0.01. */
+export const YARDSTICK_LQR_WEIGHTS = { state: 1, control: 0.01 } as const;
+
 /** The LQR at a model's goal, an equilibrium of its step (no noise) with control uEq. */
 export function goalLqr(model: Model, uEq: readonly number[], q: readonly number[], r: readonly number[]): { P: number[][]; K: number[][] } {
   const noise = new Array<number>(model.noiseDim).fill(0);
@@ -74,7 +77,6 @@ export function lqrTerminalCost(P: readonly (readonly number[])[], x: readonly S
   for (let i = 0; i < e.length; i++) for (let j = 0; j < e.length; j++) total = add(total, mul(P[i][j], mul(e[i], e[j])));
   return total;
 }
-
 
 /**
  * A model's terminalLqr term: weight x (x - ref)' P (x - ref), P the LQR

@@ -1,5 +1,5 @@
 import { InputError } from '../input-error.js';
-import { goalLqr } from '../models/lqr.js';
+import { goalLqr, YARDSTICK_LQR_WEIGHTS } from '../models/lqr.js';
 import type { Model } from '../models/model.js';
 
 /**
@@ -28,7 +28,7 @@ export interface PolicyCatch {
 /** g is 0.99995 at the goal, 0.5 on the ellipsoid and under 0.05 beyond 1.14 times its radii: nearly a switch, still differentiable. */
 export const CATCH_STEEPNESS = 10;
 
-/** The catch for a model at its goal: the LQR of `bench lqr` (state weights 1, control weight 0.01). */
+/** The catch for a model at its goal: the LQR of `bench lqr`'s yardstick (YARDSTICK_LQR_WEIGHTS). */
 export function goalCatch(model: Model, radii: readonly number[], what: string): PolicyCatch {
   if (radii.length !== model.stateDim || !radii.every((r) => r > 0 && Number.isFinite(r))) {
     throw new InputError(`${what}: the catch needs ${model.stateDim} positive radii, got [${radii.join(', ')}]`);
@@ -36,7 +36,7 @@ export function goalCatch(model: Model, radii: readonly number[], what: string):
   const uEq = new Array<number>(model.controlDim).fill(0);
   let K: number[][];
   try {
-    K = goalLqr(model, uEq, new Array<number>(model.stateDim).fill(1), new Array<number>(model.controlDim).fill(0.01)).K;
+    K = goalLqr(model, uEq, new Array<number>(model.stateDim).fill(YARDSTICK_LQR_WEIGHTS.state), new Array<number>(model.controlDim).fill(YARDSTICK_LQR_WEIGHTS.control)).K;
   } catch (e) {
     throw new InputError(`${what}: the catch needs the LQR at ${model.name}'s goal: ${(e as Error).message}`);
   }
