@@ -65,6 +65,17 @@ describe('CLI', () => {
     assert.doesNotMatch(kept.stderr, /note:/);
   });
 
+  it('train-policy whose every rollout diverges (absurd training noise) ends with exit 1 and the reason, not a result', () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'tmpc-')), 'diverged');
+    const r = cli(['train-policy', '--task', 'acrobot', '--method', 'gradient', '--particles', '2', '--batch', '2', '--set', 'model.horizon=20', '--set', 'train.iterations=50', '--set', 'train.processNoise=100', '--threads', '1', '--out', dir, '--json']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /^tempered-mpc train-policy: error: no policy gave a finite cost in 1 block: every closed-loop rollout diverged \(look at train.processNoise 100, .*\)/m);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    const sane = cli(['train-policy', '--task', 'acrobot', '--method', 'gradient', '--particles', '2', '--batch', '2', '--set', 'model.horizon=20', '--set', 'train.iterations=50', '--set', 'train.processNoise=0.1', '--threads', '1', '--out', `${dir}-sane`, '--json']);
+    assert.equal(sane.code, 0, sane.stderr);
+    assert.ok(Number.isFinite(JSON.parse(sane.stdout).bestEnergy));
+  });
+
   it('rollout --json returns states, controls, cost and gradient consistent with the library', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tmpc-'));
     const file = join(dir, 'u.json');

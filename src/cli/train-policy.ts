@@ -66,6 +66,10 @@ export const trainPolicyCommand: Command = {
       paper: task.paper ? { particles: task.paper.particles, batch: task.paper.batch, wallS: paperWallS, costs: task.paper.costs ?? null } : null,
       interrupted: shutdown.received ?? null,
     };
+    // a checkpoint holds a policy either way; one whose every rollout diverged is no result
+    if (!Number.isFinite(result.best.energy) && !summary.interrupted) {
+      throw new Error(`no policy gave a finite cost in ${summary.levels} ${settings.method === 'gradient' ? 'block' : 'level'}${summary.levels === 1 ? '' : 's'}: every closed-loop rollout diverged (look at train.processNoise ${settings.processNoise}, train.priorScale ${settings.priorScale}, model.dtS ${taskModel(task, model).dtS}); ${out} holds the last policy, not a trained one`);
+    }
     if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after ${summary.levels} levels: ${out} holds them (continue with --resume)`);
     if (values.json) return printJson(summary);
     console.log(`${task.name} by ${settings.method}: best energy ${result.best.energy.toPrecision(6)} after ${summary.levels} ${settings.method === 'gradient' ? 'blocks of 50 iterations' : 'levels'}${result.finished ? '' : ' (not finished)'}, ${summary.gradientEvaluationsPerParticle.toFixed(0)} gradient evaluations per particle, ${summary.wallS.toFixed(1)} s`);
