@@ -513,6 +513,36 @@ describe('the closed loop on WebGPU (f32)', function () {
     });
   }
 
+  it('a job larger than one GPU buffer runs in shares, with the same results as in one dispatch', async () => {
+    const { WebGpuBackend } = await import('../src/kernels/webgpu.js');
+    const { GpuClosedLoop } = await import('../src/policy/gpu.js');
+    // the pendulum's shader of the test above (compiled once per process)
+    const m = model('pendulum', {});
+    const T = 20;
+    const loop = new ClosedLoop(m, policyShape(m, [8, 8]), T, m.goal);
+    const rng = new Rng(5);
+    const [count, batch] = [5, 2];
+    const job = {
+      thetas: drawFromPrior(rng, priorStd(loop.sizes, 0.5), count),
+      starts: Float64Array.from({ length: count * batch * m.stateDim }, () => 0.3 * rng.normal()),
+      perPolicyStarts: true, count, batch,
+    };
+    const backend = await WebGpuBackend.create(m);
+    const whole = await GpuClosedLoop.create(backend, loop);
+    // the tape (T steps of x, u and the layers' values per rollout) is the largest buffer: room for two policies' rollouts
+    const tapeWords = T * (m.stateDim + m.controlDim + loop.sizes.reduce((a, b) => a + b, 0));
+    const split = await GpuClosedLoop.create(backend, loop, 2 * batch * tapeWords);
+    try {
+      const [a, b] = [await whole.evaluate(job), await split.evaluate(job)];
+      assert.deepEqual(Array.from(b.energy), Array.from(a.energy));
+      assert.deepEqual(Array.from(b.grad), Array.from(a.grad));
+      assert.ok(a.grad.some((g) => g !== 0));
+    } finally {
+      whole.dispose();
+      split.dispose();
+    }
+  });
+
   it('train-policy --set train.backend=webgpu: TSMC:D on the LQ problem finds the LQR gain as the CPU does', async () => {
     const out = tmp();
     try {

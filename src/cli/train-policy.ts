@@ -52,7 +52,7 @@ export const trainPolicyCommand: Command = {
         // beta climbs unevenly; its log is the better progress measure
         const fraction = settings.method === 'gradient' ? (l.level * 50) / settings.iterations : l.beta >= 1 ? 1 : Math.max(0, 1 + Math.log10(Math.max(l.beta, 1e-6)) / 6);
         bar.update(fraction, line(l));
-        if (!values.json && !process.stderr.isTTY) console.error(`${line(l)}, ${l.wallS.toFixed(1)} s`);
+        if (!values.json && !process.stderr.isTTY) console.error(`${line(l)}, ${l.wallS.toFixed(1)} s (rollouts ${l.rolloutS!.toFixed(1)} s)`);
       },
     });
     bar.done();
@@ -63,6 +63,8 @@ export const trainPolicyCommand: Command = {
       task: task.name, system: task.system, method: settings.method, out, particles: settings.particles, batch: settings.batch,
       seed: settings.seed, levels: result.levels.length, finished: result.finished, bestEnergy: result.best.energy,
       gradientEvaluationsPerParticle: result.gradientEvaluations, wallS: result.wallS,
+      // of wallS, the rollouts and their gradients; the rest is the sampler's own work
+      rolloutS: result.rolloutS,
       paper: task.paper ? { particles: task.paper.particles, batch: task.paper.batch, wallS: paperWallS, costs: task.paper.costs ?? null } : null,
       interrupted: shutdown.received ?? null,
     };
@@ -72,7 +74,7 @@ export const trainPolicyCommand: Command = {
     }
     if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after ${summary.levels} levels: ${out} holds them (continue with --resume)`);
     if (values.json) return printJson(summary);
-    console.log(`${task.name} by ${settings.method}: best energy ${result.best.energy.toPrecision(6)} after ${summary.levels} ${settings.method === 'gradient' ? 'blocks of 50 iterations' : 'levels'}${result.finished ? '' : ' (not finished)'}, ${summary.gradientEvaluationsPerParticle.toFixed(0)} gradient evaluations per particle, ${summary.wallS.toFixed(1)} s`);
+    console.log(`${task.name} by ${settings.method}: best energy ${result.best.energy.toPrecision(6)} after ${summary.levels} ${settings.method === 'gradient' ? 'blocks of 50 iterations' : 'levels'}${result.finished ? '' : ' (not finished)'}, ${summary.gradientEvaluationsPerParticle.toFixed(0)} gradient evaluations per particle, ${summary.wallS.toFixed(1)} s (rollouts ${summary.rolloutS.toFixed(1)} s)`);
     if (paperWallS !== null && task.paper) console.log(`  the paper: ${paperWallS} s on two workstation GPUs at N = ${task.paper.particles}, B = ${task.paper.batch} (here N = ${settings.particles}, B = ${settings.batch})`);
     if (task.paper?.costs) console.log(`  the paper's costs: TSMC ${task.paper.costs.tsmc}, PPO ${task.paper.costs.ppo}, SAC ${task.paper.costs.sac} (PPO and SAC are not run here)`);
     console.log(`  policy: ${out} (use: bench policy --task ${task.name} --prior ${out}; run --prior ${out} --set prior.value=false); curve: ${join(out, 'curve.svg')}`);

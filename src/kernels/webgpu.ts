@@ -132,14 +132,19 @@ export class GpuProgram<E extends string> {
     return new GpuProgram(backend, buffers, layout, Object.fromEntries(entryPoints.map((e, i) => [e, made[i]])) as Record<E, GPUComputePipeline>);
   }
 
+  /** The most 32-bit words one storage buffer of this adapter holds (128 MiB of them on Mesa's llvmpipe). */
+  get maxStorageWords(): number {
+    const { limits } = this.backend.gpu.device;
+    return Math.floor(Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize) / 4);
+  }
+
   /**
    * A storage buffer of `words` 32-bit words (at least one). `sizedBy` names the setting its size comes
    * from, for the refusal when the adapter cannot hold it.
    */
   storage(words: number, extraUsage = 0, sizedBy?: string): GPUBuffer {
     const bytes = Math.max(1, words) * 4;
-    const { limits } = this.backend.gpu.device;
-    const most = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
+    const most = 4 * this.maxStorageWords;
     if (bytes > most) {
       const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
       throw new InputError(`${sizedBy ?? 'a GPU buffer'} needs ${mb(bytes)} in one GPU buffer, more than this adapter's ${mb(most)}: lower it, or use backend cpu`);
@@ -189,12 +194,24 @@ export class GpuProgram<E extends string> {
 
   /** The staging buffer's contents, once the work before it is done (counted as a read-back). */
   async read(staging: GPUBuffer): Promise<Float32Array> {
+    return this.readMapped(staging, (mapped) => mapped.slice());
+  }
+
+  /**
+   * `use` applied to the staging buffer's contents in place, once the work
+   * before it is done (counted as a read-back): no copy of the whole buffer,
+   * which at tens of megabytes per read costs more than what `use` does with
+   * it. The view is valid only during `use`.
+   */
+  async readMapped<T>(staging: GPUBuffer, use: (mapped: Float32Array) => T): Promise<T> {
     await staging.mapAsync(GPUMapMode.READ);
     this.backend.counters.readbacks++;
     this.backend.counters.bytesDown += staging.size;
-    const out = new Float32Array(staging.getMappedRange().slice(0));
-    staging.unmap();
-    return out;
+    try {
+      return use(new Float32Array(staging.getMappedRange()));
+    } finally {
+      staging.unmap();
+    }
   }
 }
 

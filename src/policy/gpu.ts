@@ -150,12 +150,18 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
  */
 export class GpuClosedLoop implements ClosedLoopEvaluator {
   private buffers: { policies: number; invocations: number; TH: GPUBuffer; X0: GPUBuffer; hdr: GPUBuffer; C: GPUBuffer; G: GPUBuffer; S: GPUBuffer; staging: GPUBuffer; group: GPUBindGroup } | undefined;
+  /** The policies' weights in f32 on their way up, kept between calls: at N = 16000 a fresh one per call costs more than the conversion. */
+  private upload = new Float32Array(0);
 
-  private constructor(readonly loop: ClosedLoop, private readonly program: GpuProgram<'main'>, private readonly tapeStride: number) {}
+  private constructor(
+    readonly loop: ClosedLoop, private readonly program: GpuProgram<'main'>, private readonly tapeStride: number, private readonly maxStorageWords: number,
+  ) {}
 
-  static async create(backend: WebGpuBackend, loop: ClosedLoop): Promise<GpuClosedLoop> {
+  /** `maxStorageWords`: the most words a buffer may hold, the adapter's limit unless less is given (so a test can split a job). */
+  static async create(backend: WebGpuBackend, loop: ClosedLoop, maxStorageWords?: number): Promise<GpuClosedLoop> {
     const { code, tapeStride } = closedLoopShader(loop);
-    return new GpuClosedLoop(loop, await GpuProgram.create(backend, code, `${loop.model.name} closed loop`, BUFFERS, ['main'] as const), tapeStride);
+    const program = await GpuProgram.create(backend, code, `${loop.model.name} closed loop`, BUFFERS, ['main'] as const);
+    return new GpuClosedLoop(loop, program, tapeStride, Math.min(maxStorageWords ?? Infinity, program.maxStorageWords));
   }
 
   private reserve(policies: number, invocations: number) {
@@ -178,34 +184,52 @@ export class GpuClosedLoop implements ClosedLoopEvaluator {
 
   async evaluate(job: ClosedLoopJob): Promise<{ energy: Float64Array; grad: Float64Array }> {
     const P = this.loop.parameters;
-    const n = this.loop.model.stateDim;
     const { count, batch } = job;
+    // the tape is the largest buffer (T x about 75 words per rollout): where the adapter's buffers cannot hold every
+    // rollout at once (16000 acrobot policies need 490 MB; llvmpipe's buffers hold 128 MiB), one dispatch per share
+    const perRollout = Math.max(this.loop.horizon * this.tapeStride, P);
+    const share = Math.max(1, Math.floor(this.maxStorageWords / (perRollout * batch)));
+    const energy = new Float64Array(count);
+    const grad = new Float64Array(count * P);
+    for (let first = 0; first < count; first += share) await this.evaluateShare(job, first, Math.min(count, first + share), energy, grad);
+    return { energy, grad };
+  }
+
+  /** Policies [first, end) of the job in one dispatch, their mean costs and gradients into energy and grad. */
+  private async evaluateShare(job: ClosedLoopJob, first: number, end: number, energy: Float64Array, grad: Float64Array): Promise<void> {
+    const P = this.loop.parameters;
+    const n = this.loop.model.stateDim;
+    const { batch } = job;
+    const count = end - first;
     const invocations = count * batch;
     const b = this.reserve(count, invocations);
     const starts = new Float32Array(invocations * n);
-    for (let i = 0; i < count; i++) starts.set(job.perPolicyStarts ? job.starts.subarray(i * batch * n, (i + 1) * batch * n) : job.starts.subarray(0, batch * n), i * batch * n);
-    this.program.write(b.TH, 0, Float32Array.from(job.thetas.subarray(0, count * P)));
+    for (let i = 0; i < count; i++) starts.set(job.perPolicyStarts ? job.starts.subarray((first + i) * batch * n, (first + i + 1) * batch * n) : job.starts.subarray(0, batch * n), i * batch * n);
+    if (this.upload.length < count * P) this.upload = new Float32Array(b.policies * P);
+    const thetas = this.upload.subarray(0, count * P);
+    thetas.set(job.thetas.subarray(first * P, end * P));
+    this.program.write(b.TH, 0, thetas);
     this.program.write(b.X0, 0, starts);
     this.program.write(b.hdr, 0, Uint32Array.from([invocations, batch]));
     this.program.submit(b.group, (dispatch) => dispatch('main', Math.ceil(invocations / WORKGROUP_SIZE)), (enc) => {
       enc.copyBufferToBuffer(b.C, 0, b.staging, 0, invocations * 4);
       enc.copyBufferToBuffer(b.G, 0, b.staging, invocations * 4, invocations * P * 4);
     });
-    const out = await this.program.read(b.staging);
-    const energy = new Float64Array(count);
-    const grad = new Float64Array(count * P);
-    for (let i = 0; i < count; i++) {
-      for (let r = i * batch; r < (i + 1) * batch; r++) {
-        energy[i] += out[r] / batch;
-        const row = invocations + r * P;
-        for (let k = 0; k < P; k++) grad[i * P + k] += out[row + k] / batch;
+    await this.program.readMapped(b.staging, (out) => {
+      for (let i = 0; i < count; i++) {
+        const policy = first + i;
+        for (let r = i * batch; r < (i + 1) * batch; r++) {
+          energy[policy] += out[r] / batch;
+          const row = invocations + r * P;
+          for (let k = 0; k < P; k++) grad[policy * P + k] += out[row + k] / batch;
+        }
       }
-    }
-    return { energy, grad };
+    });
   }
 
   dispose(): void {
     if (!this.buffers) return;
+    this.upload = new Float32Array(0);
     for (const buf of [this.buffers.TH, this.buffers.X0, this.buffers.hdr, this.buffers.C, this.buffers.G, this.buffers.S, this.buffers.staging]) buf.destroy();
     this.buffers = undefined;
   }

@@ -31,6 +31,7 @@ export interface ClosedLoopJob {
 
 /** Runs jobs elsewhere than the calling thread (worker threads, the GPU). */
 export interface ClosedLoopEvaluator {
+  /** The job's mean costs and gradients, in arrays of the caller's own (nothing the evaluator reuses). */
   evaluate(job: ClosedLoopJob): Promise<{ energy: Float64Array; grad: Float64Array }>;
   dispose(): void;
 }

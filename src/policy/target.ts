@@ -61,6 +61,8 @@ export class PolicyTarget implements Target {
   readonly parameters: number;
   private readonly starts?: Float64Array;
   private readonly inverseVariance: Float64Array;
+  /** Wall time spent in the rollouts and their gradients (the evaluator's, or this thread's), so far; the rest of a run is the sampler's own work. */
+  rolloutMs = 0;
 
   constructor(
     readonly loop: ClosedLoop,
@@ -94,20 +96,29 @@ export class PolicyTarget implements Target {
   async evaluate(positions: Float64Array, count: number): Promise<Evaluation> {
     const { dim, parameters: p } = this;
     const n = this.loop.model.stateDim;
-    const thetas = new Float64Array(count * p);
+    // TSMC:D's positions are the weights alone: they go to the rollouts as they are, and the energy's gradient comes back
+    // as the evaluation's. At N = 16000 each fresh N x d array costs more (page faults) than the arithmetic on it.
+    const weightsOnly = dim === p;
+    const thetas = weightsOnly ? positions.subarray(0, count * p) : new Float64Array(count * p);
     const starts = this.starts ?? new Float64Array(count * this.batch * n);
-    for (let i = 0; i < count; i++) {
-      thetas.set(positions.subarray(i * dim, i * dim + p), i * p);
-      if (!this.starts) starts.set(positions.subarray(i * dim + p, (i + 1) * dim), i * this.batch * n);
+    if (!weightsOnly || !this.starts) {
+      for (let i = 0; i < count; i++) {
+        if (!weightsOnly) thetas.set(positions.subarray(i * dim, i * dim + p), i * p);
+        if (!this.starts) starts.set(positions.subarray(i * dim + p, (i + 1) * dim), i * this.batch * n);
+      }
     }
     const job = { thetas, starts, perPolicyStarts: !this.starts, count, batch: this.batch };
+    const rolloutStart = performance.now();
     const { energy, grad } = this.evaluator ? await this.evaluator.evaluate(job) : runJob(this.loop, job);
-    const out = { energy, energyGrad: new Float64Array(count * dim), prior: new Float64Array(count), priorGrad: new Float64Array(count * dim) };
+    this.rolloutMs += performance.now() - rolloutStart;
+    const energyGrad = weightsOnly ? grad : new Float64Array(count * dim);
+    const out = { energy, energyGrad, prior: new Float64Array(count), priorGrad: new Float64Array(count * dim) };
+    const mean = this.priorMean ?? new Float64Array(p);
     for (let i = 0; i < count; i++) {
-      out.energyGrad.set(grad.subarray(i * p, (i + 1) * p), i * dim);
+      if (!weightsOnly) energyGrad.set(grad.subarray(i * p, (i + 1) * p), i * dim);
       let u0 = 0;
       for (let k = 0; k < p; k++) {
-        const offset = thetas[i * p + k] - (this.priorMean?.[k] ?? 0);
+        const offset = thetas[i * p + k] - mean[k];
         const g = offset * this.inverseVariance[k];
         u0 += 0.5 * offset * g;
         out.priorGrad[i * dim + k] = g;

@@ -65,6 +65,8 @@ export interface PolicyLevel {
   energy: number[];
   gradientEvaluations: number;
   wallS: number;
+  /** of wallS, the time in the rollouts and their gradients (the rest is the sampler's own work); absent in levels saved before it was kept */
+  rolloutS?: number;
 }
 
 interface BestPolicy {
@@ -79,6 +81,8 @@ export interface PolicyTrainResult {
   /** gradient evaluations per particle, all levels */
   gradientEvaluations: number;
   wallS: number;
+  /** of wallS, the time in the rollouts and their gradients, the first evaluation (and a GPU's shader compile) included */
+  rolloutS: number;
   finished: boolean;
 }
 
@@ -191,6 +195,8 @@ async function train(
   };
   const startMs = performance.now() - 1000 * (saved?.wallS ?? 0);
   const levels: PolicyLevel[] = saved?.levels ?? [];
+  const resumedRolloutS = levels.reduce((a, l) => a + (l.rolloutS ?? 0), 0);
+  const rolloutS = () => resumedRolloutS + target.rolloutMs / 1000;
   const persist = (s: Omit<SavedState, 'task' | 'settings' | 'model' | 'levels' | 'wallS'>, particles: Float64Array) => {
     writeFileAtomic(join(opts.out, PARTICLES_FILE), particles);
     const kept = best && { energy: best.energy, theta: Array.from(best.theta) };
@@ -199,7 +205,7 @@ async function train(
 
   if (settings.method === 'gradient') {
     const run = await adamBaseline(target, positions, settings, { levels, startMs, saved, persist, offer, onLevel: opts.onLevel, signal: opts.signal });
-    return { ...run, best: best ?? run.best };
+    return { ...run, best: best ?? run.best, rolloutS: rolloutS() };
   }
   const kernelFor = (stepSize: number, inverseMass?: Float64Array) => {
     const nuts = moveKernel({ kernel: 'nuts', stepSize, leapfrogSteps: 1, maxTreeDepth: settings.maxTreeDepth, inverseMass: carried ? heldStartsMass(target, inverseMass) : inverseMass });
@@ -215,11 +221,13 @@ async function train(
   while (!finished && !opts.signal?.aborted) {
     if (levels.length >= settings.maxLevels) break;
     const levelStart = performance.now();
+    const rolloutMs = target.rolloutMs;
     state = await smc.step(new Rng(levelSeed(settings.seed, levels.length)), state);
     const info = state.levels[state.levels.length - 1];
     const level: PolicyLevel = {
       level: levels.length + 1, beta: state.beta, ess: info.ess, acceptance: info.acceptance, stepSize: info.stepSize,
       energy: energyQuantiles(state.particles.energy), gradientEvaluations: info.gradientEvaluations, wallS: (performance.now() - levelStart) / 1000,
+      rolloutS: (target.rolloutMs - rolloutMs) / 1000,
     };
     levels.push(level);
     finished = state.beta >= 1;
@@ -232,7 +240,7 @@ async function train(
   const last = bestOf(state.particles.energy);
   return {
     levels, best: best ?? { theta: state.particles.positions.slice(last * target.dim, last * target.dim + target.parameters), energy: state.particles.energy[last] },
-    gradientEvaluations: levels.reduce((s, l) => s + l.gradientEvaluations, 0), wallS: (performance.now() - startMs) / 1000, finished,
+    gradientEvaluations: levels.reduce((s, l) => s + l.gradientEvaluations, 0), wallS: (performance.now() - startMs) / 1000, rolloutS: rolloutS(), finished,
   };
 }
 
@@ -247,7 +255,7 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
   /** the block's particles, for the run's best */
   offer: (positions: Float64Array, energy: Float64Array, levels: number) => void;
   onLevel?: (l: PolicyLevel) => void;
-}): Promise<PolicyTrainResult> {
+}): Promise<Omit<PolicyTrainResult, 'rolloutS'>> {
   const { dim } = target;
   const N = s.particles;
   const BLOCK = 50;
@@ -260,6 +268,7 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
   const [b1, b2] = [0.9, 0.999];
   while (ctx.levels.length < blocks && !ctx.signal?.aborted) {
     const blockStart = performance.now();
+    const rolloutMs = target.rolloutMs;
     const until = Math.min(s.iterations, iteration + BLOCK);
     const done = until - iteration;
     for (; iteration < until; iteration++) {
@@ -276,6 +285,7 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
     const level: PolicyLevel = {
       level: ctx.levels.length + 1, beta: 1, ess: N, acceptance: 1, stepSize: s.learningRate,
       energy: energyQuantiles(ev.energy), gradientEvaluations: done, wallS: (performance.now() - blockStart) / 1000,
+      rolloutS: (target.rolloutMs - rolloutMs) / 1000,
     };
     ctx.levels.push(level);
     ctx.offer(positions, ev.energy, ctx.levels.length);
