@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { buildPlanner, PlannerSpec } from '../src/controller/planner-spec.js';
 import { PlannerThread, plannerThreadsClosed } from '../src/controller/planner-thread.js';
+import { skipWithoutWebGpu } from './support/webgpu.js';
 import { PlanFeedbackMaker } from '../src/controller/feedback.js';
 import { resolveRunParams } from '../src/run/setup.js';
 import { ControllerSession } from '../src/run/session.js';
@@ -213,5 +214,17 @@ describe('the planner in its own thread', () => {
     // hung for longer than the grace: terminated at 2 s
     const hungMs = await endsAfter(10_000);
     assert.ok(hungMs >= 1900 && hungMs < 4000, `terminated after ${hungMs.toFixed(0)} ms`);
+  });
+
+  it('a GPU planner thread busy past the CPU\'s grace (its first plans compile the kernels) still ends by itself, not terminated', async function () {
+    if (await skipWithoutWebGpu(this, 'the GPU planner thread\'s grace')) return;
+    const thread = await PlannerThread.start({ ...spec('mppi'), backend: 'webgpu' });
+    await thread.plan(request(0));
+    thread.blockFor(3000);
+    const t0 = performance.now();
+    thread.dispose();
+    await plannerThreadsClosed();
+    const endedMs = performance.now() - t0;
+    assert.ok(endedMs >= 2900 && endedMs < 10_000, `ended after ${endedMs.toFixed(0)} ms`);
   });
 });

@@ -39,8 +39,14 @@ export type FromPlanner =
 
 interface Pending { resolve: (r: PlanResult) => void; reject: (e: Error) => void }
 
-/** How long a disposed planner thread may take to finish the plan it is in before it is terminated. */
-const CLOSE_GRACE_MS = 2000;
+/**
+ * How long a disposed planner thread may take to finish the plan it is in
+ * before it is terminated. A GPU plan gets longer: its first plans compile
+ * the kernels (seconds each on a software adapter with a cold shader cache),
+ * and terminating the thread while Dawn still owes it a promise aborts the
+ * whole process (exit 134 after the run's summary).
+ */
+const CLOSE_GRACE_MS = { cpu: 2000, webgpu: 60_000 } as const;
 
 const closing = new Set<Promise<void>>();
 
@@ -150,7 +156,7 @@ export class PlannerThread implements RecedingPlanner {
     this.worker = undefined;
     if (!worker) return;
     const closed = new Promise<void>((resolve) => {
-      const timer = setTimeout(() => void worker.terminate().then(() => resolve()), CLOSE_GRACE_MS);
+      const timer = setTimeout(() => void worker.terminate().then(() => resolve()), CLOSE_GRACE_MS[this.spec.backend]);
       worker.once('exit', () => {
         clearTimeout(timer);
         resolve();
