@@ -6,6 +6,7 @@ import { leapfrogStepsAt, moveKernel, runTsmc } from '../src/planners/tsmc/tsmc.
 import { Rng } from '../src/random.js';
 import { resample } from '../src/samplers/resampling.js';
 import { initParticles } from '../src/samplers/target.js';
+import { nutsKernel, NutsWorkspace } from '../src/samplers/nuts.js';
 import { gaussianProblem, moments } from './gaussian-target.js';
 import { cholesky, inverse } from './linalg.js';
 import { model } from './helpers.js';
@@ -79,6 +80,31 @@ describe('move kernels leave the Gaussian target invariant', () => {
       assertMatches(p, state.positions, kernel);
     });
   }
+});
+
+describe('NUTS in a kept workspace', () => {
+  it('moves exactly as with fresh arrays, move after move, whatever the particle count, and what it returns is its own', async () => {
+    const p = gaussianProblem(1);
+    const run = async (workspace?: NutsWorkspace) => {
+      const rng = new Rng(11);
+      const out: Float64Array[] = [];
+      for (const count of [300, 120, 300]) {
+        const k = nutsKernel({ stepSize: 0.15, maxTreeDepth: 6, workspace });
+        let state = await initParticles(p.target, exactSamples(p, rng, count));
+        for (let i = 0; i < 3; i++) {
+          state = (await k.step(rng, p.target, state, 0.5 + 0.25 * i)).state;
+          out.push(state.positions);
+        }
+      }
+      return out;
+    };
+    const fresh = await run();
+    const kept = await run(new NutsWorkspace());
+    assert.equal(kept.length, fresh.length);
+    kept.forEach((positions, m) => assert.deepEqual(Array.from(positions), Array.from(fresh[m]), `move ${m}`));
+    // a later move did not write into an earlier move's result
+    assert.ok(new Set(kept.map((x) => x.buffer)).size === kept.length);
+  });
 });
 
 describe('HMC path length', () => {

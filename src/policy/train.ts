@@ -7,7 +7,7 @@ import { loadCheckpoint, saveCheckpoint, writeFileAtomic, PriorMeta } from '../l
 import { initMlp } from '../learned/mlp.js';
 import { LOG_STD_RANGE, PriorNetworks } from '../learned/networks.js';
 import { Rng } from '../random.js';
-import { moveKernel } from '../planners/tsmc/tsmc.js';
+import { nutsKernel, NutsWorkspace } from '../samplers/nuts.js';
 import { quantile } from '../samplers/stats.js';
 import { temperedSmc, TemperedState } from '../samplers/tempering.js';
 import { ClosedLoop, RolloutNoise, drawFromPrior, fromPriorPolicy, layerSizes, policyShape, PolicyShape, priorStd, toPriorPolicy } from './closed-loop.js';
@@ -207,8 +207,10 @@ async function train(
     const run = await adamBaseline(target, positions, settings, { levels, startMs, saved, persist, offer, onLevel: opts.onLevel, signal: opts.signal });
     return { ...run, best: best ?? run.best, rolloutS: rolloutS() };
   }
+  // every level's moves work in the same arrays (at N = 16000 fresh ones cost more than the moves' arithmetic)
+  const workspace = new NutsWorkspace();
   const kernelFor = (stepSize: number, inverseMass?: Float64Array) => {
-    const nuts = moveKernel({ kernel: 'nuts', stepSize, leapfrogSteps: 1, maxTreeDepth: settings.maxTreeDepth, inverseMass: carried ? heldStartsMass(target, inverseMass) : inverseMass });
+    const nuts = nutsKernel({ stepSize, maxTreeDepth: settings.maxTreeDepth, inverseMass: carried ? heldStartsMass(target, inverseMass) : inverseMass, workspace });
     return carried ? composedMove([nuts, startsRefresh((rng, count) => toModelStarts(model, drawPhysicalStarts(rng, task.starts, count)))]) : nuts;
   };
   const smc = temperedSmc(target, kernelFor, {

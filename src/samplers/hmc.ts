@@ -71,9 +71,9 @@ export function unitMassIfNone(inverseMass: Float64Array | undefined, dim: numbe
  * coordinate neither moves nor enters the kinetic energy or the U-turn test
  * (auxiliary variables another move refreshes, as TSMC:E's starts).
  */
-export function drawMomentum(rng: Rng, n: number, minv: Float64Array): Float64Array {
+export function drawMomentum(rng: Rng, n: number, minv: Float64Array, into?: Float64Array): Float64Array {
   const dim = minv.length;
-  const r = rng.fillNormal(new Float64Array(n * dim));
+  const r = rng.fillNormal(into ?? new Float64Array(n * dim));
   for (let o = 0; o < r.length; o += dim) for (let j = 0; j < dim; j++) r[o + j] = minv[j] > 0 ? r[o + j] / Math.sqrt(minv[j]) : 0;
   return r;
 }

@@ -7,6 +7,29 @@ export interface NutsParams {
   maxTreeDepth: number;
   /** diagonal of the inverse mass matrix (one value per dimension; default identity) */
   inverseMass?: Float64Array;
+  /** the move's arrays, kept from one move to the next (absent: fresh ones each move) */
+  workspace?: NutsWorkspace;
+}
+
+/**
+ * The arrays a NUTS move works in (trajectory ends, momenta, checkpoints),
+ * kept between moves: one per run, for one sampler at a time. At N x d in
+ * the tens of millions (16000 policies of 1254 weights: 160 MB per array, and
+ * some 20 of them) fresh arrays each move cost more in page faults than the
+ * move's arithmetic. What a move returns is always its own.
+ */
+export class NutsWorkspace {
+  private readonly arrays = new Map<string, Float64Array>();
+
+  /** The array named `name`, `length` long, holding whatever the last move left in it. */
+  take(name: string, length: number): Float64Array {
+    let kept = this.arrays.get(name);
+    if (!kept || kept.length < length) {
+      kept = new Float64Array(length);
+      this.arrays.set(name, kept);
+    }
+    return kept.subarray(0, length);
+  }
 }
 
 // A leaf whose energy exceeds the start by this much ends the trajectory (divergence).
@@ -24,37 +47,44 @@ const GROUPS = 2;
  * of them are evaluated in one batch. A particle stops when its trajectory
  * turns, diverges or reaches the depth limit; the others carry on.
  */
-export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass }: NutsParams): MoveKernel {
+export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass, workspace }: NutsParams): MoveKernel {
   return {
     name: 'nuts',
     async step(rng: Rng, target: Target, s: ParticleState, beta: number) {
       const { dim, lambda } = target;
       const n = s.count;
       const D = maxTreeDepth;
-      const vec = () => new Float64Array(n * dim);
+      const ws = workspace ?? new NutsWorkspace();
+      const vec = (name: string) => ws.take(name, n * dim);
+      const copyOf = (name: string, from: Float64Array) => {
+        const v = vec(name);
+        v.set(from.subarray(0, n * dim));
+        return v;
+      };
       // Trajectory ends (position, momentum, potential gradient) and the leaf the next step continues from.
-      const qL = s.positions.slice(), qR = s.positions.slice(), qC = s.positions.slice();
+      const qL = copyOf('qL', s.positions), qR = copyOf('qR', s.positions), qC = copyOf('qC', s.positions);
       const minv = unitMassIfNone(inverseMass, dim);
-      const rL = drawMomentum(rng, n, minv);
-      const rR = rL.slice(), rC = rL.slice();
-      const gL = vec();
+      const rL = drawMomentum(rng, n, minv, vec('rL'));
+      const rR = copyOf('rR', rL), rC = copyOf('rC', rL);
+      const gL = vec('gL');
       for (let i = 0; i < n; i++) potentialGrad(s, i, dim, beta, lambda, gL, i * dim);
-      const gR = gL.slice(), gC = gL.slice();
+      const gR = copyOf('gR', gL), gC = copyOf('gC', gL);
       const h0 = Float64Array.from({ length: n }, (_, i) => potential(s, i, beta, lambda) + 0.5 * kineticNorm(rL, minv, i * dim, dim));
       // Whole tree and current subtree summaries.
       const treeLogW = new Float64Array(n); // log sum of exp(h0 - H) over the tree's leaves; the start leaf has 0
-      const treeRSum = rL.slice();
+      const treeRSum = copyOf('treeRSum', rL);
       const subLogW = new Float64Array(n).fill(-Infinity);
-      const subRSum = vec();
-      const rCk = new Float64Array(n * D * dim);
-      const rSumCk = new Float64Array(n * D * dim);
+      const subRSum = vec('subRSum').fill(0);
+      // a checkpoint is written before it is read, within each subtree
+      const rCk = ws.take('rCk', n * D * dim);
+      const rSumCk = ws.take('rSumCk', n * D * dim);
       const depth = new Int32Array(n);
       const leaf = new Int32Array(n);
       const dir = Int8Array.from({ length: n }, () => (rng.uniform() < 0.5 ? -1 : 1));
       const active = new Uint8Array(n).fill(D > 0 ? 1 : 0);
       // Candidate proposals keep only their position; gradients are recomputed once at the end.
-      const proposal = s.positions.slice();
-      const subProposal = new Float64Array(n * dim);
+      const proposal = copyOf('proposal', s.positions);
+      const subProposal = vec('subProposal');
       const moved = new Uint8Array(n);
       const subMoved = new Uint8Array(n);
       const accSum = new Float64Array(n);
@@ -86,7 +116,7 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass }: NutsPar
 
       const idx = Array.from({ length: G }, (_, g) => new Int32Array(bounds[g + 1] - bounds[g]));
       const counts = new Int32Array(G);
-      const batches = Array.from({ length: G }, (_, g) => new Float64Array((bounds[g + 1] - bounds[g]) * dim));
+      const batches = Array.from({ length: G }, (_, g) => ws.take(`batch${g}`, (bounds[g + 1] - bounds[g]) * dim));
       const pending: (PendingEvaluation | undefined)[] = new Array(G);
       // One leapfrog position step for the group's active particles, their rollouts started.
       const launch = (g: number) => {
@@ -189,7 +219,7 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass }: NutsPar
       const state = emptyState(n, dim);
       for (let i = 0; i < n; i++) if (!moved[i]) copyParticle(s, i, state, i, dim);
       if (changed.length) {
-        const q = new Float64Array(changed.length * dim);
+        const q = ws.take('moved', changed.length * dim);
         changed.forEach((i, b) => q.set(proposal.subarray(i * dim, (i + 1) * dim), b * dim));
         const fresh: ParticleState = { count: changed.length, positions: q, ...(await target.evaluate(q, changed.length)) };
         changed.forEach((i, b) => copyParticle(fresh, b, state, i, dim));
