@@ -27,7 +27,7 @@ import { gaussianProblem } from './gaussian-target.js';
 import { model } from './helpers.js';
 import { webgpuMissing } from './support/webgpu.js';
 import { runJob } from '../src/policy/pool.js';
-import { drawPhysicalStarts, mixtureCounts } from '../src/policy/target.js';
+import { drawPhysicalStarts, mixtureCounts, PolicyTarget } from '../src/policy/target.js';
 import { gridStarts } from '../src/cli/bench-policy.js';
 
 /** A linear-quadratic task: the double integrator, a linear policy (no hidden layer), starts uniform on [-1, 1]^2. */
@@ -231,6 +231,31 @@ describe('held coordinates in NUTS (inverse mass 0)', () => {
     held.forEach((v, i) => assert.equal(s.positions[i * p.dim + p.dim - 1], v));
     const moved = Array.from({ length: n }, (_, i) => s.positions[i * p.dim]);
     assert.ok(moved.some((v, i) => v !== start[i * p.dim]), 'the free coordinates move');
+  });
+});
+
+describe('the policy target', () => {
+  it('an evaluation into lent arrays equals a fresh one and fills them (TSMC:D and TSMC:E)', async () => {
+    const m = model('pendulum', {});
+    const loop = new ClosedLoop(m, policyShape(m, [8, 8]), 20, m.goal);
+    const rng = new Rng(9);
+    const [count, batch] = [4, 3];
+    const starts = Float64Array.from({ length: batch * m.stateDim }, () => 0.5 * rng.normal());
+    const std = priorStd(loop.sizes, 0.5);
+    for (const target of [new PolicyTarget(loop, 2, std, batch, starts), new PolicyTarget(loop, 2, std, batch, undefined)]) {
+      const positions = new Float64Array(count * target.dim);
+      const thetas = drawFromPrior(rng, std, count);
+      for (let i = 0; i < count; i++) {
+        positions.set(thetas.subarray(i * target.parameters, (i + 1) * target.parameters), i * target.dim);
+        if (target.carried) positions.set(starts, i * target.dim + target.parameters);
+      }
+      const fresh = await target.evaluate(positions, count);
+      // longer than needed and full of stale values, as a kept workspace's arrays are
+      const lent = { energy: new Float64Array(count + 2).fill(7), energyGrad: new Float64Array((count + 2) * target.dim).fill(7), prior: new Float64Array(count + 2).fill(7), priorGrad: new Float64Array((count + 2) * target.dim).fill(7) };
+      const into = await target.evaluate(positions, count, lent);
+      for (const key of ['energy', 'energyGrad', 'prior', 'priorGrad'] as const) assert.deepEqual(Array.from(into[key]), Array.from(fresh[key]), `${target.carried ? 'E' : 'D'}: ${key}`);
+      assert.equal(into.priorGrad.buffer, lent.priorGrad.buffer);
+    }
   });
 });
 

@@ -93,7 +93,7 @@ export class PolicyTarget implements Target {
     return this.starts ?? positions.subarray(i * this.dim + this.parameters, (i + 1) * this.dim);
   }
 
-  async evaluate(positions: Float64Array, count: number): Promise<Evaluation> {
+  async evaluate(positions: Float64Array, count: number, lent?: Evaluation): Promise<Evaluation> {
     const { dim, parameters: p } = this;
     const n = this.loop.model.stateDim;
     // TSMC:D's positions are the weights alone: they go to the rollouts as they are, and the energy's gradient comes back
@@ -111,11 +111,16 @@ export class PolicyTarget implements Target {
     const rolloutStart = performance.now();
     const { energy, grad } = this.evaluator ? await this.evaluator.evaluate(job) : runJob(this.loop, job);
     this.rolloutMs += performance.now() - rolloutStart;
-    const energyGrad = weightsOnly ? grad : new Float64Array(count * dim);
-    const out = { energy, energyGrad, prior: new Float64Array(count), priorGrad: new Float64Array(count * dim) };
+    const energyGrad = weightsOnly ? grad : lent?.energyGrad.subarray(0, count * dim) ?? new Float64Array(count * dim);
+    const out = { energy, energyGrad, prior: lent?.prior.subarray(0, count) ?? new Float64Array(count), priorGrad: lent?.priorGrad.subarray(0, count * dim) ?? new Float64Array(count * dim) };
     const mean = this.priorMean ?? new Float64Array(p);
     for (let i = 0; i < count; i++) {
-      if (!weightsOnly) energyGrad.set(grad.subarray(i * p, (i + 1) * p), i * dim);
+      if (!weightsOnly) {
+        energyGrad.set(grad.subarray(i * p, (i + 1) * p), i * dim);
+        // the carried starts: neither the energy's gradient nor the prior's is taken there
+        energyGrad.fill(0, i * dim + p, (i + 1) * dim);
+        out.priorGrad.fill(0, i * dim + p, (i + 1) * dim);
+      }
       let u0 = 0;
       for (let k = 0; k < p; k++) {
         const offset = thetas[i * p + k] - mean[k];

@@ -118,6 +118,12 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass, workspace
       const counts = new Int32Array(G);
       const batches = Array.from({ length: G }, (_, g) => ws.take(`batch${g}`, (bounds[g + 1] - bounds[g]) * dim));
       const pending: (PendingEvaluation | undefined)[] = new Array(G);
+      // the leapfrog steps' evaluations are used once, in `advance`: each group lends its own arrays for them
+      const lent = (name: string, count: number): Evaluation => ({
+        energy: ws.take(`${name}.energy`, count), energyGrad: ws.take(`${name}.energyGrad`, count * dim),
+        prior: ws.take(`${name}.prior`, count), priorGrad: ws.take(`${name}.priorGrad`, count * dim),
+      });
+      const groupLent = Array.from({ length: G }, (_, g) => lent(`group${g}`, bounds[g + 1] - bounds[g]));
       // One leapfrog position step for the group's active particles, their rollouts started.
       const launch = (g: number) => {
         let m = 0;
@@ -129,7 +135,7 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass, workspace
         }
         const batch = batches[g].subarray(0, m * dim);
         firstHalfStep(idx[g], m, dim, dir, eps, minv, rC, gC, qC, batch);
-        pending[g] = submitEvaluation(target, batch, m);
+        pending[g] = submitEvaluation(target, batch, m, groupLent[g]);
       };
       for (let g = 0; g < G; g++) launch(g);
       while (pending.some((p) => p !== undefined)) {
@@ -221,7 +227,7 @@ export function nutsKernel({ stepSize: eps, maxTreeDepth, inverseMass, workspace
       if (changed.length) {
         const q = ws.take('moved', changed.length * dim);
         changed.forEach((i, b) => q.set(proposal.subarray(i * dim, (i + 1) * dim), b * dim));
-        const fresh: ParticleState = { count: changed.length, positions: q, ...(await target.evaluate(q, changed.length)) };
+        const fresh: ParticleState = { count: changed.length, positions: q, ...(await target.evaluate(q, changed.length, lent('moved', changed.length))) };
         changed.forEach((i, b) => copyParticle(fresh, b, state, i, dim));
         evals += changed.length / n;
       }

@@ -14,7 +14,13 @@ export interface Evaluation {
 export interface Target {
   readonly dim: number;
   readonly lambda: number;
-  evaluate(positions: Float64Array, count: number): Promise<Evaluation>;
+  /**
+   * `lent`: arrays the caller lends for the result (at least count, and
+   * count x dim, long), which a target may fill and return views of instead
+   * of fresh arrays; a caller that lends them keeps the result only until it
+   * lends them again. Targets that ignore it return arrays of the caller's own.
+   */
+  evaluate(positions: Float64Array, count: number, lent?: Evaluation): Promise<Evaluation>;
   /**
    * Starts an evaluation and returns before it is done where the target can
    * run it in the background (rollouts on worker threads), so a sampler can
@@ -22,7 +28,7 @@ export interface Target {
    * unchanged until `result` is awaited. Targets without it are evaluated
    * when `result` is called.
    */
-  submit?(positions: Float64Array, count: number): PendingEvaluation;
+  submit?(positions: Float64Array, count: number, lent?: Evaluation): PendingEvaluation;
 }
 
 export interface PendingEvaluation {
@@ -30,8 +36,8 @@ export interface PendingEvaluation {
 }
 
 /** The target's own `submit`, or an evaluation deferred to `result`. */
-export function submitEvaluation(target: Target, positions: Float64Array, count: number): PendingEvaluation {
-  return target.submit ? target.submit(positions, count) : { result: () => target.evaluate(positions, count) };
+export function submitEvaluation(target: Target, positions: Float64Array, count: number, lent?: Evaluation): PendingEvaluation {
+  return target.submit ? target.submit(positions, count, lent) : { result: () => target.evaluate(positions, count, lent) };
 }
 
 /** A batch of particles with their cached evaluations. */
