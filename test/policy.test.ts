@@ -340,6 +340,9 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
       const resumed = await trainPolicy(LQ_TASK, settings, { out: parts, resume: true, version });
       assert.equal(resumed.levels.length, full.levels.length);
       assert.deepEqual(readFileSync(join(parts, 'training/particles.bin')), readFileSync(join(whole, 'training/particles.bin')));
+      // where the time went: each level's rollouts within its wall time; the resumed run's total counts the levels before
+      for (const l of resumed.levels) assert.ok(l.rolloutS! > 0 && l.rolloutS! <= l.wallS, `level ${l.level}: rollouts ${l.rolloutS} s of ${l.wallS} s`);
+      assert.ok(resumed.rolloutS >= resumed.levels.reduce((a, l) => a + l.rolloutS!, 0) && resumed.rolloutS <= resumed.wallS, `run: rollouts ${resumed.rolloutS} s of ${resumed.wallS} s`);
       await assert.rejects(trainPolicy(LQ_TASK, { ...settings, lambda: 0.02 }, { out: parts, resume: true, version }), /--resume: .* other settings/);
       const statePath = join(parts, 'training/state.json');
       const good = readFileSync(statePath, 'utf8');
