@@ -26,8 +26,8 @@ import { InputError } from '../src/input-error.js';
 import { gaussianProblem } from './gaussian-target.js';
 import { model } from './helpers.js';
 import { webgpuMissing } from './support/webgpu.js';
-import { runJob } from '../src/policy/pool.js';
-import { drawPhysicalStarts, mixtureCounts, PolicyTarget } from '../src/policy/target.js';
+import { closedLoopFor, ClosedLoopPool, runJob } from '../src/policy/pool.js';
+import { drawPhysicalStarts, mixtureCounts, PolicyTarget, toModelStarts } from '../src/policy/target.js';
 import { gridStarts } from '../src/cli/bench-policy.js';
 
 /** A linear-quadratic task: the double integrator, a linear policy (no hidden layer), starts uniform on [-1, 1]^2. */
@@ -255,6 +255,29 @@ describe('the policy target', () => {
       const into = await target.evaluate(positions, count, lent);
       for (const key of ['energy', 'energyGrad', 'prior', 'priorGrad'] as const) assert.deepEqual(Array.from(into[key]), Array.from(fresh[key]), `${target.carried ? 'E' : 'D'}: ${key}`);
       assert.equal(into.priorGrad.buffer, lent.priorGrad.buffer);
+      assert.equal(into.energyGrad.buffer, lent.energyGrad.buffer);
+    }
+  });
+});
+
+describe('the closed loop on worker threads', () => {
+  it('a pool of threads gives exactly this thread\'s costs and gradients, also into a lent array', async () => {
+    const spec = { task: 'acrobot', model: { horizon: 30 } };
+    const loop = closedLoopFor(spec);
+    const rng = new Rng(2);
+    const count = 5;
+    const job = { thetas: drawFromPrior(rng, priorStd(loop.sizes, 0.5), count), starts: toModelStarts(loop.model, [[0.2, -0.1, 0, 0.3]]), perPolicyStarts: false, count, batch: 1 };
+    const here = runJob(loop, job);
+    const pool = new ClosedLoopPool(loop, spec, 2);
+    try {
+      const gradInto = new Float64Array((count + 2) * loop.parameters).fill(7);
+      for (const there of [await pool.evaluate(job), await pool.evaluate({ ...job, gradInto })]) {
+        assert.deepEqual(Array.from(there.energy), Array.from(here.energy));
+        assert.deepEqual(Array.from(there.grad), Array.from(here.grad));
+      }
+      assert.deepEqual(Array.from(gradInto.subarray(0, count * loop.parameters)), Array.from(here.grad));
+    } finally {
+      pool.dispose();
     }
   });
 });
@@ -561,9 +584,12 @@ describe('the closed loop on WebGPU (f32)', function () {
     const tapeWords = T * (m.stateDim + m.controlDim + loop.sizes.reduce((a, b) => a + b, 0));
     const split = await GpuClosedLoop.create(backend, loop, 2 * batch * tapeWords);
     try {
-      const [a, b] = [await whole.evaluate(job), await split.evaluate(job)];
+      // the split job's gradients into a longer array holding stale values, as a kept workspace's
+      const gradInto = new Float64Array((count + 1) * loop.parameters).fill(7);
+      const [a, b] = [await whole.evaluate(job), await split.evaluate({ ...job, gradInto })];
       assert.deepEqual(Array.from(b.energy), Array.from(a.energy));
       assert.deepEqual(Array.from(b.grad), Array.from(a.grad));
+      assert.equal(b.grad.buffer, gradInto.buffer);
       assert.ok(a.grad.some((g) => g !== 0));
     } finally {
       whole.dispose();

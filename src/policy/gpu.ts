@@ -190,7 +190,8 @@ export class GpuClosedLoop implements ClosedLoopEvaluator {
     const perRollout = Math.max(this.loop.horizon * this.tapeStride, P);
     const share = Math.max(1, Math.floor(this.maxStorageWords / (perRollout * batch)));
     const energy = new Float64Array(count);
-    const grad = new Float64Array(count * P);
+    // the shares add each rollout's row into it
+    const grad = job.gradInto?.subarray(0, count * P).fill(0) ?? new Float64Array(count * P);
     for (let first = 0; first < count; first += share) await this.evaluateShare(job, first, Math.min(count, first + share), energy, grad);
     return { energy, grad };
   }

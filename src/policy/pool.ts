@@ -27,11 +27,13 @@ export interface ClosedLoopJob {
   perPolicyStarts: boolean;
   count: number;
   batch: number;
+  /** where the mean gradients go (count x parameters long, or longer); absent: a fresh array */
+  gradInto?: Float64Array;
 }
 
 /** Runs jobs elsewhere than the calling thread (worker threads, the GPU). */
 export interface ClosedLoopEvaluator {
-  /** The job's mean costs and gradients, in arrays of the caller's own (nothing the evaluator reuses). */
+  /** The job's mean costs and gradients: the gradients in the job's `gradInto`, else like the costs in arrays of the caller's own (nothing the evaluator reuses). */
   evaluate(job: ClosedLoopJob): Promise<{ energy: Float64Array; grad: Float64Array }>;
   dispose(): void;
 }
@@ -40,7 +42,7 @@ export function runJob(loop: ClosedLoop, job: ClosedLoopJob): { energy: Float64A
   const p = loop.parameters;
   const rows = job.batch * loop.model.stateDim;
   const energy = new Float64Array(job.count);
-  const grad = new Float64Array(job.count * p);
+  const grad = job.gradInto?.subarray(0, job.count * p) ?? new Float64Array(job.count * p);
   for (let i = 0; i < job.count; i++) {
     const starts = job.perPolicyStarts ? job.starts.subarray(i * rows, (i + 1) * rows) : job.starts;
     energy[i] = loop.evaluate(job.thetas.subarray(i * p, (i + 1) * p), starts, job.batch, { grad: grad.subarray(i * p, (i + 1) * p) });
@@ -76,6 +78,7 @@ export class ClosedLoopPool implements ClosedLoopEvaluator {
     const bounds = Array.from({ length: shares + 1 }, (_, k) => Math.round((k * job.count) / shares));
     const part = (k: number): ClosedLoopJob => ({
       ...job,
+      gradInto: undefined, // a worker's share comes back in its own message; the caller's array is filled here
       count: bounds[k + 1] - bounds[k],
       thetas: job.thetas.slice(bounds[k] * p, bounds[k + 1] * p),
       starts: job.perPolicyStarts ? job.starts.slice(bounds[k] * rows, bounds[k + 1] * rows) : job.starts,
@@ -93,7 +96,7 @@ export class ClosedLoopPool implements ClosedLoopEvaluator {
     const own = runJob(this.loop, part(0));
     const all = [own, ...(await Promise.all(remote))];
     const energy = new Float64Array(job.count);
-    const grad = new Float64Array(job.count * p);
+    const grad = job.gradInto?.subarray(0, job.count * p) ?? new Float64Array(job.count * p);
     all.forEach((r, k) => {
       energy.set(r.energy, bounds[k]);
       grad.set(r.grad, bounds[k] * p);

@@ -107,7 +107,8 @@ export class PolicyTarget implements Target {
         if (!this.starts) starts.set(positions.subarray(i * dim + p, (i + 1) * dim), i * this.batch * n);
       }
     }
-    const job = { thetas, starts, perPolicyStarts: !this.starts, count, batch: this.batch };
+    // TSMC:D's energy gradient is the rollouts' own: they fill the lent array
+    const job = { thetas, starts, perPolicyStarts: !this.starts, count, batch: this.batch, gradInto: weightsOnly ? lent?.energyGrad : undefined };
     const rolloutStart = performance.now();
     const { energy, grad } = this.evaluator ? await this.evaluator.evaluate(job) : runJob(this.loop, job);
     this.rolloutMs += performance.now() - rolloutStart;
