@@ -28,8 +28,8 @@ const BUFFERS: readonly StorageSpec[] = [
  */
 export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: number } {
   const { model, shape, sizes, horizon: T, reference } = loop;
-  // train-policy refuses both for the GPU with one line (policyCatch, rolloutNoise); this shader has neither
-  if (shape.catch || loop.noise) throw new Error('the WebGPU closed loop has no catch and no rollout noise');
+  // train-policy refuses rollout noise for the GPU with one line (rolloutNoise); this shader has none
+  if (loop.noise) throw new Error('the WebGPU closed loop has no rollout noise');
   const n = model.stateDim;
   const m = model.controlDim;
   const P = loop.parameters;
@@ -87,8 +87,14 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
   const z0 = actOffset[sizes.length - 1];
   for (let j = 0; j < m; j++) {
     if (shape.bounded[j]) L.push(`S[b + ${z0 + j}u] = tanh(clamp(S[b + ${z0 + j}u], -15.0, 15.0));`);
-    L.push(`u${j} = ${f32(shape.controlCenter[j])} + ${f32(shape.controlScale[j])} * S[b + ${z0 + j}u]; S[b + ${n + j}u] = u${j};`);
+    L.push(`u${j} = ${f32(shape.controlCenter[j])} + ${f32(shape.controlScale[j])} * S[b + ${z0 + j}u];`);
   }
+  if (shape.catch) {
+    L.push('{', ...catchStatements(loop));
+    for (let j = 0; j < m; j++) L.push(`u${j} = (1.0 - cg) * u${j} + cg * clq${j};`);
+    L.push('}');
+  }
+  for (let j = 0; j < m; j++) L.push(`S[b + ${n + j}u] = u${j};`);
   L.push(...fwd.code, `acc = acc + ${fwd.refs[n]};`);
   L.push(xs.map((_, i) => `let nx${i} = ${fwd.refs[i]};`).join(' '), xs.map((x, i) => `${x} = nx${i};`).join(' '));
   L.push(ps.map((p, j) => `${p} = u${j};`).join(' '), '}');
@@ -107,13 +113,32 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
     `if (t > 0u) { ${ps.map((p, j) => `${p} = S[b - ${stride}u + ${n + j}u];`).join(' ')} } else { ${ps.map((p, j) => `${p} = ${f32(shape.controlCenter[j])};`).join(' ')} }`,
     '{',
     ...back.code,
-    ...Array.from({ length: m }, (_, j) => {
-      const z = `S[b + ${z0 + j}u]`;
-      const dz = `(${back.refs[n + j]} + q${j}) * ${f32(shape.controlScale[j])}`;
-      return `d[${j}] = ${shape.bounded[j] ? `${dz} * (1.0 - ${z} * ${z})` : dz}; q${j} = ${back.refs[n + m + j]};`;
-    }),
+    // dJ/du_j: the model's, and the next step's through its previous control
+    indexedNames('gu', m).map((gu, j) => `var ${gu}: f32 = ${back.refs[n + j]} + q${j};`).join(' '),
+    indexedNames('q', m).map((q, j) => `${q} = ${back.refs[n + m + j]};`).join(' '),
     adj.map((_, i) => `let na${i} = ${back.refs[i]};`).join(' '),
     adj.map((a, i) => `${a} = na${i};`).join(' '),
+  );
+  if (shape.catch) {
+    // u = (1 - g) u_net + g u_lqr: the gate's and the LQR's own state dependence go straight into the adjoint, the network gets (1 - g)
+    const c = shape.catch;
+    L.push('{', ...catchStatements(loop));
+    for (let j = 0; j < m; j++) {
+      L.push(`let cspread${j} = clq${j} - (${f32(shape.controlCenter[j])} + ${f32(shape.controlScale[j])} * S[b + ${z0 + j}u]);`);
+      for (let i = 0; i < n; i++) {
+        const slope = `${f32(-c.steepness * 2 / c.radii[i] ** 2)} * cg * (1.0 - cg) * ce${i}`;
+        L.push(`a${i} = a${i} + gu${j} * (cspread${j} * ${slope} - select(cg * ${f32(c.gain[j][i])}, 0.0, csat${j}));`);
+      }
+      L.push(`gu${j} = gu${j} * (1.0 - cg);`);
+    }
+    L.push('}');
+  }
+  L.push(
+    ...Array.from({ length: m }, (_, j) => {
+      const z = `S[b + ${z0 + j}u]`;
+      const dz = `gu${j} * ${f32(shape.controlScale[j])}`;
+      return `d[${j}] = ${shape.bounded[j] ? `${dz} * (1.0 - ${z} * ${z})` : dz};`;
+    }),
     '}',
   );
   for (let l = sizes.length - 2; l >= 0; l--) {
@@ -142,6 +167,36 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
   }
   L.push('}', '}', '}');
   return { code: L.filter((l) => l.trim() !== '').join('\n'), tapeStride: stride };
+}
+
+/**
+ * The catch (catch.ts) at the state x0..x{n-1}: the error ce_i (angles
+ * wrapped), the gate cg, and each control's LQR value clq_j, saturated at the
+ * control's limits (csat_j: whether it was).
+ */
+function catchStatements(loop: ClosedLoop): string[] {
+  const { model, shape, reference } = loop;
+  const c = shape.catch!;
+  const n = model.stateDim;
+  const L: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const d = `(x${i} - ${f32(reference[i])})`;
+    L.push(`let ce${i} = ${shape.features.angle[i] ? `atan2(sin${d}, cos${d})` : d};`);
+  }
+  const q = Array.from({ length: n }, (_, i) => `ce${i} * ce${i} * ${f32(1 / c.radii[i] ** 2)}`).join(' + ');
+  // the exponent clamped: f32's exp overflows past 88, where the gate is 0 or 1 to f32 precision anyway
+  L.push(`let cg = 1.0 / (1.0 + exp(clamp(${f32(-c.steepness)} * (1.0 - (${q})), -80.0, 80.0)));`);
+  for (let j = 0; j < model.controlDim; j++) {
+    const raw = [f32(c.uEq[j]), ...c.gain[j].map((k, i) => `${f32(-k)} * ce${i}`)].join(' + ');
+    L.push(`let craw${j} = ${raw};`);
+    if (shape.bounded[j]) {
+      const [lo, hi] = [shape.controlCenter[j] - shape.controlScale[j], shape.controlCenter[j] + shape.controlScale[j]];
+      L.push(`let clq${j} = clamp(craw${j}, ${f32(lo)}, ${f32(hi)}); let csat${j} = craw${j} > ${f32(hi)} || craw${j} < ${f32(lo)};`);
+    } else {
+      L.push(`let clq${j} = craw${j}; let csat${j} = false;`);
+    }
+  }
+  return L;
 }
 
 /**

@@ -42,7 +42,7 @@ export const POLICY_TRAIN_PARAMS = {
   iterations: num(2000, 'gradient: Adam iterations per start (set it to TSMC\'s gradient evaluations per particle for an equal budget)', { min: 1, max: 1e7, integer: true }),
   learningRate: num(0.003, 'gradient: Adam\'s learning rate', { min: 0, max: 10, exclusive: true }),
   backend: choice('cpu', ['cpu', 'webgpu'] as const, 'where the rollouts and their gradients run: cpu (f64, --threads) or webgpu (f32, one invocation per particle and start)'),
-  catch: choice('none', ['none', 'lqr'] as const, 'lqr: the LQR at the goal balances inside the task\'s catch region and the network swings up into it, trained with the catch in the closed loop (src/policy/catch.ts; CPU only); none: the network alone, as the paper\'s policy'),
+  catch: choice('none', ['none', 'lqr'] as const, 'lqr: the LQR at the goal balances inside the task\'s catch region and the network swings up into it, trained with the catch in the closed loop (src/policy/catch.ts); none: the network alone, as the paper\'s policy'),
   processNoise: num(0, 'white noise on the joint rates in every training rollout, std per sqrt(s) as sim.processNoise with processNoiseOn rates: one fixed draw per start and step (common random numbers; with a point start, give --batch B for B draws); 0: none. CPU only', { min: 0, max: 100 }),
   policyStd: num(0.1, 'the std the checkpoint\'s sampling policy gets around the trained policy, as MPPI\'s prior (normalised control units)', { min: Math.exp(LOG_STD_RANGE[0]), max: Math.exp(LOG_STD_RANGE[1]) }),
 } as const;
@@ -305,10 +305,8 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
 }
 
 /** The policy's catch when train.catch asks for one, refused with one line for a task without a catch region or a goal the LQR cannot hold. */
-export function policyCatch(task: PolicyTask, settings: Pick<PolicyTrainSettings, 'catch' | 'backend'>, model: Model): PolicyCatch | undefined {
+export function policyCatch(task: PolicyTask, settings: Pick<PolicyTrainSettings, 'catch'>, model: Model): PolicyCatch | undefined {
   if (settings.catch === 'none') return undefined;
-  // the WebGPU closed loop's shader has no catch
-  if (settings.backend !== 'cpu') throw new InputError(`train.catch = ${settings.catch} runs on the CPU closed loop only: set train.backend to cpu, or train.catch to none`);
   if (!task.catchRadii) throw new InputError(`train.catch = lqr: task ${task.name} declares no catch region (its tasks.ts entry has no catchRadii)`);
   return goalCatch(model, task.catchRadii, 'train.catch = lqr');
 }
