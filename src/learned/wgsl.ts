@@ -1,5 +1,5 @@
 import { wgsl } from '../expr/emit.js';
-import type { PolicyCatch } from '../policy/catch.js';
+import { catchWgsl, type PolicyCatch } from '../policy/catch.js';
 import type { PriorMeta } from './checkpoint.js';
 import type { Mlp } from './mlp.js';
 import { featureDim, LOG_STD_RANGE, PriorNetworks, StateFeatures } from './networks.js';
@@ -137,7 +137,7 @@ export function priorFunctionWgsl(meta: PriorMeta, networks: PriorNetworks, buff
       `out.mean[${j}] = ${meta.bounded[j] ? `tanh(clamp(${raw}[${j}], -15.0, 15.0))` : `${raw}[${j}]`};`,
       `out.deviation[${j}] = exp(${f32(lo)} + ${f32(0.5 * (hi - lo))} * (tanh(clamp(${raw}[${m + j}], -15.0, 15.0)) + 1.0));`,
     ].join(' ')),
-    ...(meta.catch ? catchStatements(meta, meta.catch) : []),
+    ...(meta.catch ? catchBlend(meta, meta.catch) : []),
     'let v = prior_q_of_features(p0, out.mean);',
     'out.value = v.value; out.finite = out.finite && v.finite;',
     'return out;',
@@ -164,26 +164,8 @@ export function priorFunctionWgsl(meta: PriorMeta, networks: PriorNetworks, buff
   ].filter(Boolean).join('\n');
 }
 
-/**
- * The policy's catch blended into out.mean (normalised units), as
- * LearnedPrior.policy blends it: the gate on the wrapped error x - r, the
- * saturated LQR, in f32 with the catch's numbers as literals.
- */
-function catchStatements(meta: PriorMeta, c: PolicyCatch): string[] {
-  const n = meta.stateDim;
-  const lines = [`var ce: array<f32, ${n}>;`, 'var cq: f32 = 0.0;'];
-  for (let i = 0; i < n; i++) {
-    lines.push(meta.features.angle[i] ? `{ let d = x[${i}] - r[${i}]; ce[${i}] = atan2(sin(d), cos(d)); }` : `ce[${i}] = x[${i}] - r[${i}];`);
-    lines.push(`cq = cq + (ce[${i}] / ${f32(c.radii[i])}) * (ce[${i}] / ${f32(c.radii[i])});`);
-  }
-  // the exponent clamped: WGSL may assume no infinity
-  lines.push(`let cg = 1.0 / (1.0 + exp(clamp(${f32(-c.steepness)} * (1.0 - cq), -80.0, 80.0)));`);
-  meta.bounded.forEach((bounded, j) => {
-    const terms = c.gain[j].map((k, i) => `${f32(k)} * ce[${i}]`).join(' + ');
-    const [center, scale] = [meta.controlCenter[j], meta.controlScale[j]];
-    const u = `${f32(c.uEq[j])} - (${terms})`;
-    const saturated = bounded ? `clamp(${u}, ${f32(center - scale)}, ${f32(center + scale)})` : u;
-    lines.push(`out.mean[${j}] = (1.0 - cg) * out.mean[${j}] + cg * (${saturated} - ${f32(center)}) / ${f32(scale)};`);
-  });
-  return lines;
+/** The catch blended into the policy's mean (normalised units): (1 - g) mean + g (u_lqr - center) / scale. */
+function catchBlend(meta: PriorMeta, c: PolicyCatch): string[] {
+  const at = { angle: meta.features.angle, bounded: meta.bounded, controlCenter: meta.controlCenter, controlScale: meta.controlScale, x: (i: number) => `x[${i}]`, r: (i: number) => `r[${i}]` };
+  return ['{', ...catchWgsl(c, at), ...meta.bounded.map((_, j) => `out.mean[${j}] = (1.0 - cg) * out.mean[${j}] + cg * (clq${j} - ${f32(meta.controlCenter[j])}) / ${f32(meta.controlScale[j])};`), '}'];
 }

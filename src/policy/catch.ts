@@ -1,3 +1,4 @@
+import { wgsl } from '../expr/emit.js';
 import { InputError } from '../input-error.js';
 import { goalLqr, YARDSTICK_LQR_WEIGHTS } from '../models/lqr.js';
 import type { Model } from '../models/model.js';
@@ -82,4 +83,44 @@ export function catchControl(c: PolicyCatch, e: ArrayLike<number>, j: number, lo
   if (u > upper) return { u: upper, saturated: true };
   if (u < lower) return { u: lower, saturated: true };
   return { u, saturated: false };
+}
+
+/** Where a WGSL catch reads the state and the goal, and how the controls are bounded (a policy's shape or a prior's meta). */
+export interface CatchWgslContext {
+  angle: readonly boolean[];
+  bounded: readonly boolean[];
+  controlCenter: ArrayLike<number>;
+  controlScale: ArrayLike<number>;
+  /** the WGSL of state coordinate i, and of the goal's */
+  x: (i: number) => string;
+  r: (i: number) => string;
+}
+
+/**
+ * The catch as WGSL statements, one source for every shader that has it (the
+ * prior's mean, the closed loop trained on the GPU): `ce{i}` the error (angles
+ * wrapped), `cg` the gate, `clq{j}` each control's LQR value saturated at its
+ * limits (model units) and `csat{j}` whether it was, as catchGate and
+ * catchControl compute them.
+ */
+export function catchWgsl(c: PolicyCatch, at: CatchWgslContext): string[] {
+  const f32 = (v: number) => wgsl.literal(v);
+  const L: string[] = [];
+  c.radii.forEach((_, i) => {
+    const d = `(${at.x(i)} - ${at.r(i)})`;
+    L.push(`let ce${i} = ${at.angle[i] ? `atan2(sin${d}, cos${d})` : d};`);
+  });
+  const q = c.radii.map((radius, i) => `ce${i} * ce${i} * ${f32(1 / radius ** 2)}`).join(' + ');
+  // the exponent clamped: f32's exp overflows past 88 (and WGSL may assume no infinity), where the gate is 0 or 1 to f32 precision anyway
+  L.push(`let cg = 1.0 / (1.0 + exp(clamp(${f32(-c.steepness)} * (1.0 - (${q})), -80.0, 80.0)));`);
+  c.gain.forEach((row, j) => {
+    L.push(`let craw${j} = ${[f32(c.uEq[j]), ...row.map((k, i) => `${f32(-k)} * ce${i}`)].join(' + ')};`);
+    if (at.bounded[j]) {
+      const [lo, hi] = [at.controlCenter[j] - at.controlScale[j], at.controlCenter[j] + at.controlScale[j]];
+      L.push(`let clq${j} = clamp(craw${j}, ${f32(lo)}, ${f32(hi)}); let csat${j} = craw${j} > ${f32(hi)} || craw${j} < ${f32(lo)};`);
+    } else {
+      L.push(`let clq${j} = craw${j}; let csat${j} = false;`);
+    }
+  });
+  return L;
 }

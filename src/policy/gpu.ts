@@ -3,6 +3,7 @@ import { buildStepGraphs, loopInvariantNodes } from '../kernels/graphs.js';
 import { GpuProgram, storageDeclarations, StorageSpec, WebGpuBackend } from '../kernels/webgpu.js';
 import { WORKGROUP_SIZE } from '../kernels/wgsl-source.js';
 import { denseLayerStatements, featureStatements } from '../learned/wgsl.js';
+import { catchWgsl } from './catch.js';
 import type { ClosedLoop } from './closed-loop.js';
 import type { ClosedLoopEvaluator, ClosedLoopJob } from './pool.js';
 
@@ -58,6 +59,7 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
     o += (sizes[l] + 1) * sizes[l + 1];
   }
   const widest = Math.max(...sizes);
+  const catchAt = { ...shape, angle: f.angle, x: (i: number) => `x${i}`, r: (i: number) => `r${i}` };
   const L: string[] = [
     ...storageDeclarations(BUFFERS),
     `@compute @workgroup_size(${WORKGROUP_SIZE})`,
@@ -90,7 +92,7 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
     L.push(`u${j} = ${f32(shape.controlCenter[j])} + ${f32(shape.controlScale[j])} * S[b + ${z0 + j}u];`);
   }
   if (shape.catch) {
-    L.push('{', ...catchStatements(loop));
+    L.push('{', ...catchWgsl(shape.catch, catchAt));
     for (let j = 0; j < m; j++) L.push(`u${j} = (1.0 - cg) * u${j} + cg * clq${j};`);
     L.push('}');
   }
@@ -122,7 +124,7 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
   if (shape.catch) {
     // u = (1 - g) u_net + g u_lqr: the gate's and the LQR's own state dependence go straight into the adjoint, the network gets (1 - g)
     const c = shape.catch;
-    L.push('{', ...catchStatements(loop));
+    L.push('{', ...catchWgsl(shape.catch, catchAt));
     for (let j = 0; j < m; j++) {
       L.push(`let cspread${j} = clq${j} - (${f32(shape.controlCenter[j])} + ${f32(shape.controlScale[j])} * S[b + ${z0 + j}u]);`);
       for (let i = 0; i < n; i++) {
@@ -167,36 +169,6 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
   }
   L.push('}', '}', '}');
   return { code: L.filter((l) => l.trim() !== '').join('\n'), tapeStride: stride };
-}
-
-/**
- * The catch (catch.ts) at the state x0..x{n-1}: the error ce_i (angles
- * wrapped), the gate cg, and each control's LQR value clq_j, saturated at the
- * control's limits (csat_j: whether it was).
- */
-function catchStatements(loop: ClosedLoop): string[] {
-  const { model, shape, reference } = loop;
-  const c = shape.catch!;
-  const n = model.stateDim;
-  const L: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const d = `(x${i} - ${f32(reference[i])})`;
-    L.push(`let ce${i} = ${shape.features.angle[i] ? `atan2(sin${d}, cos${d})` : d};`);
-  }
-  const q = Array.from({ length: n }, (_, i) => `ce${i} * ce${i} * ${f32(1 / c.radii[i] ** 2)}`).join(' + ');
-  // the exponent clamped: f32's exp overflows past 88, where the gate is 0 or 1 to f32 precision anyway
-  L.push(`let cg = 1.0 / (1.0 + exp(clamp(${f32(-c.steepness)} * (1.0 - (${q})), -80.0, 80.0)));`);
-  for (let j = 0; j < model.controlDim; j++) {
-    const raw = [f32(c.uEq[j]), ...c.gain[j].map((k, i) => `${f32(-k)} * ce${i}`)].join(' + ');
-    L.push(`let craw${j} = ${raw};`);
-    if (shape.bounded[j]) {
-      const [lo, hi] = [shape.controlCenter[j] - shape.controlScale[j], shape.controlCenter[j] + shape.controlScale[j]];
-      L.push(`let clq${j} = clamp(craw${j}, ${f32(lo)}, ${f32(hi)}); let csat${j} = craw${j} > ${f32(hi)} || craw${j} < ${f32(lo)};`);
-    } else {
-      L.push(`let clq${j} = craw${j}; let csat${j} = false;`);
-    }
-  }
-  return L;
 }
 
 /**
