@@ -57,12 +57,12 @@ export class LearnedPrior {
 
   /** The catch blended into the network's means, in normalised units, as the closed loop it was trained in blends it in model units. */
   private caught(mean: Float64Array, x: ArrayLike<number>, count: number, reference: ArrayLike<number>, c: PolicyCatch): void {
-    const { stateDim: n, controlDim: m, controlCenter: center, controlScale: scale, bounded } = this.meta;
+    const { stateDim: n, controlDim: m, controlCenter: center, controlScale: scale } = this.meta;
     const e = new Float64Array(n);
     for (let r = 0; r < count; r++) {
       const g = catchGate(c, this.meta.features.angle, x, r * n, reference, e);
       for (let j = 0; j < m; j++) {
-        const lqr = catchControl(c, e, j, bounded[j] ? center[j] - scale[j] : -Infinity, bounded[j] ? center[j] + scale[j] : Infinity).u;
+        const lqr = catchControl(c, e, j, this.meta).u;
         mean[r * m + j] = (1 - g) * mean[r * m + j] + (g * (lqr - center[j])) / scale[j];
       }
     }

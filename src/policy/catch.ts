@@ -75,8 +75,21 @@ export function catchGateSlope(c: PolicyCatch, g: number, e: ArrayLike<number>, 
   return -c.steepness * g * (1 - g) * 2 * e[i] / c.radii[i] ** 2;
 }
 
-/** Control j of the LQR, saturated at [lower, upper] (model units), and whether it saturated. */
-export function catchControl(c: PolicyCatch, e: ArrayLike<number>, j: number, lower: number, upper: number): { u: number; saturated: boolean } {
+/** How a policy's controls are bounded (a policy's shape or a prior's meta): bounded ones within center +- scale. */
+export interface ControlLimits {
+  bounded: readonly boolean[];
+  controlCenter: ArrayLike<number>;
+  controlScale: ArrayLike<number>;
+}
+
+/** Control j's limits [lower, upper] in model units (unbounded: the whole line). */
+export function controlLimits(at: ControlLimits, j: number): [number, number] {
+  return at.bounded[j] ? [at.controlCenter[j] - at.controlScale[j], at.controlCenter[j] + at.controlScale[j]] : [-Infinity, Infinity];
+}
+
+/** Control j of the LQR, saturated at its limits (model units), and whether it saturated. */
+export function catchControl(c: PolicyCatch, e: ArrayLike<number>, j: number, limits: ControlLimits): { u: number; saturated: boolean } {
+  const [lower, upper] = controlLimits(limits, j);
   let u = c.uEq[j];
   const row = c.gain[j];
   for (let i = 0; i < row.length; i++) u -= row[i] * e[i];
@@ -86,11 +99,8 @@ export function catchControl(c: PolicyCatch, e: ArrayLike<number>, j: number, lo
 }
 
 /** Where a WGSL catch reads the state and the goal, and how the controls are bounded (a policy's shape or a prior's meta). */
-export interface CatchWgslContext {
+export interface CatchWgslContext extends ControlLimits {
   angle: readonly boolean[];
-  bounded: readonly boolean[];
-  controlCenter: ArrayLike<number>;
-  controlScale: ArrayLike<number>;
   /** the WGSL of state coordinate i, and of the goal's */
   x: (i: number) => string;
   r: (i: number) => string;
@@ -116,7 +126,7 @@ export function catchWgsl(c: PolicyCatch, at: CatchWgslContext): string[] {
   c.gain.forEach((row, j) => {
     L.push(`let craw${j} = ${[f32(c.uEq[j]), ...row.map((k, i) => `${f32(-k)} * ce${i}`)].join(' + ')};`);
     if (at.bounded[j]) {
-      const [lo, hi] = [at.controlCenter[j] - at.controlScale[j], at.controlCenter[j] + at.controlScale[j]];
+      const [lo, hi] = controlLimits(at, j);
       L.push(`let clq${j} = clamp(craw${j}, ${f32(lo)}, ${f32(hi)}); let csat${j} = craw${j} > ${f32(hi)} || craw${j} < ${f32(lo)};`);
     } else {
       L.push(`let clq${j} = craw${j}; let csat${j} = false;`);

@@ -261,7 +261,7 @@ export class ClosedLoop {
           this.gates[t * batch + b] = g;
           for (let j = 0; j < m; j++) {
             const k = zo + b * m + j;
-            const lqr = catchControl(c, e, j, bounded[j] ? center[j] - scale[j] : -Infinity, bounded[j] ? center[j] + scale[j] : Infinity);
+            const lqr = catchControl(c, e, j, this.shape);
             this.netUs[k] = us[k];
             this.lqrUs[k] = lqr.u;
             this.saturated[k] = lqr.saturated ? 1 : 0;

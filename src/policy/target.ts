@@ -61,6 +61,8 @@ export class PolicyTarget implements Target {
   readonly parameters: number;
   private readonly starts?: Float64Array;
   private readonly inverseVariance: Float64Array;
+  /** the prior's mean (train.init: a policy trained before); zero when none is given */
+  private readonly priorMean: Float64Array;
   /** Wall time spent in the rollouts and their gradients (the evaluator's, or this thread's), so far; the rest of a run is the sampler's own work. */
   rolloutMs = 0;
 
@@ -73,11 +75,12 @@ export class PolicyTarget implements Target {
     /** where the rollouts run (a thread pool, the GPU; absent: this thread) */
     private readonly evaluator?: ClosedLoopEvaluator,
     /** the prior's mean (train.init: a policy trained before); absent: zero */
-    private readonly priorMean?: Float64Array,
+    priorMean?: Float64Array,
   ) {
     this.parameters = loop.parameters;
     if (priorStd.length !== this.parameters) throw new Error(`prior std has ${priorStd.length} values, the policy ${this.parameters} parameters`);
     if (priorMean && priorMean.length !== this.parameters) throw new Error(`prior mean has ${priorMean.length} values, the policy ${this.parameters} parameters`);
+    this.priorMean = priorMean ?? new Float64Array(this.parameters);
     this.inverseVariance = priorStd.map((s) => 1 / (s * s));
     this.starts = fixedStarts;
     this.dim = fixedStarts ? this.parameters : this.parameters + batch * loop.model.stateDim;
@@ -114,7 +117,7 @@ export class PolicyTarget implements Target {
     this.rolloutMs += performance.now() - rolloutStart;
     const energyGrad = weightsOnly ? grad : lent?.energyGrad.subarray(0, count * dim) ?? new Float64Array(count * dim);
     const out = { energy, energyGrad, prior: lent?.prior.subarray(0, count) ?? new Float64Array(count), priorGrad: lent?.priorGrad.subarray(0, count * dim) ?? new Float64Array(count * dim) };
-    const mean = this.priorMean ?? new Float64Array(p);
+    const mean = this.priorMean;
     for (let i = 0; i < count; i++) {
       if (!weightsOnly) {
         energyGrad.set(grad.subarray(i * p, (i + 1) * p), i * dim);
