@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpu, model } from './helpers.js';
+import { skipWithoutWebGpu } from './support/webgpu.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -63,6 +64,14 @@ describe('CLI', () => {
     const kept = cli([...base, '--init', dir, '--set', 'train.catch=lqr', '--out', `${dir}-kept`]);
     assert.equal(kept.code, 0, kept.stderr);
     assert.doesNotMatch(kept.stderr, /note:/);
+  });
+
+  it('train-policy on the GPU with more starts per policy than one GPU buffer holds: exit 2, the reason naming --batch', async function () {
+    if (await skipWithoutWebGpu(this, 'the GPU closed loop\'s buffer refusal')) return;
+    const r = cli(['train-policy', '--task', 'acrobot', '--particles', '2', '--batch', '100000', '--set', 'train.backend=webgpu', '--out', join(mkdtempSync(join(tmpdir(), 'tmpc-')), 'policy')]);
+    assert.equal(r.code, 2, r.stderr);
+    // (the software adapter prints its own warnings first)
+    assert.match(r.stderr.trim().split('\n').at(-1)!, /^tempered-mpc train-policy: error: 100000 rollouts \(--batch 100000 per policy\) x \d+ .* more than this adapter's \d+ MB/);
   });
 
   it('train-policy whose every rollout diverges (absurd training noise) ends with exit 1 and the reason, not a result', () => {

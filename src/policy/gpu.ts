@@ -198,12 +198,14 @@ export class GpuClosedLoop implements ClosedLoopEvaluator {
     const P = this.loop.parameters;
     const n = this.loop.model.stateDim;
     const copy = GPUBufferUsage.COPY_DST;
+    // the job is split into shares of whole policies: only a policy's own B starts (--batch) can outgrow a buffer
+    const rollouts = `${invocations} rollouts (--batch ${invocations / policies} per policy)`;
     const TH = p.storage(policies * P, copy, `${policies} policies x ${P} parameters`);
-    const X0 = p.storage(invocations * n, copy, `${invocations} rollouts' starts`);
+    const X0 = p.storage(invocations * n, copy, `${rollouts}' starts`);
     const hdr = p.storage(2, copy);
     const C = p.storage(invocations, GPUBufferUsage.COPY_SRC);
-    const G = p.storage(invocations * P, GPUBufferUsage.COPY_SRC, `${invocations} rollouts x ${P} parameters of gradient`);
-    const S = p.storage(invocations * this.loop.horizon * this.tapeStride, 0, `${invocations} rollouts x ${this.loop.horizon} steps x ${this.tapeStride} values of tape`);
+    const G = p.storage(invocations * P, GPUBufferUsage.COPY_SRC, `${rollouts} x ${P} parameters of gradient`);
+    const S = p.storage(invocations * this.loop.horizon * this.tapeStride, 0, `${rollouts} x ${this.loop.horizon} steps x ${this.tapeStride} values of tape`);
     const staging = p.staging(invocations * (1 + P));
     this.buffers = { policies, invocations, TH, X0, hdr, C, G, S, staging, group: p.bindGroup({ TH, X0, hdr, C, G, S }) };
     return this.buffers;
