@@ -1,18 +1,15 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { McapWriter } from '@mcap/core';
-import { stringify } from '@foxglove/rosmsg';
-import { MessageWriter } from '@foxglove/rosmsg2-serialization';
-import { definitionsOf, TYPES } from '../src/interfaces/definitions.js';
 import { modelDefinition } from '../src/models/index.js';
 import { blockTridiagonalFactor, invert } from '../src/linalg.js';
 import { resolveModel } from '../src/models/model.js';
 import { readControlLog } from '../src/sysid/log.js';
 import { readParamsFile } from '../src/run/params-file.js';
+import { writeRos2Bag } from './support/ros2-bag.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const PENDULUM_YAML = fileURLToPath(new URL('../../launch/config/pendulum.yaml', import.meta.url));
@@ -24,34 +21,6 @@ function cli(args: string[]) {
 
 type Estimate = { key: string; estimate: number | null; interval95: [number, number] | null; reason?: string };
 const estimateOf = (stdout: string, key: string): Estimate => (JSON.parse(stdout) as { estimates: Estimate[] }).estimates.find((e) => e.key === key)!;
-
-/** A `ros2 bag record` of the state and command topics, as rosbag2's MCAP writer stores it: CDR messages, ros2msg schemas. */
-async function writeRos2Bag(path: string, states: { timeS: number; position: number[]; velocity: number[] }[], commands: { timeS: number; u: number[] }[]): Promise<void> {
-  const chunks: Uint8Array[] = [];
-  let position = 0n;
-  const writer = new McapWriter({ writable: { write: async (b: Uint8Array) => { chunks.push(b.slice()); position += BigInt(b.byteLength); }, position: () => position } });
-  await writer.start({ profile: 'ros2', library: 'rosbag2 (stand-in: the test writes the format)' });
-  const channel = async (topic: string, type: string) => {
-    const definitions = definitionsOf(type);
-    const schemaId = await writer.registerSchema({ name: type, encoding: 'ros2msg', data: new TextEncoder().encode(stringify(definitions)) });
-    const id = await writer.registerChannel({ topic, schemaId, messageEncoding: 'cdr', metadata: new Map() });
-    return { id, writer: new MessageWriter(definitions) };
-  };
-  const stateChannel = await channel('/robot/state', TYPES.jointState);
-  const commandChannel = await channel('/robot/command', TYPES.command);
-  const ns = (t: number) => BigInt(Math.round(t * 1e9));
-  for (const s of states) {
-    const sec = Math.floor(s.timeS);
-    const data = stateChannel.writer.writeMessage({ header: { stamp: { sec, nanosec: Math.round((s.timeS - sec) * 1e9) }, frame_id: '' }, name: ['theta'], position: s.position, velocity: s.velocity, effort: [] });
-    await writer.addMessage({ channelId: stateChannel.id, sequence: 0, logTime: ns(s.timeS), publishTime: ns(s.timeS), data });
-  }
-  for (const c of commands) {
-    const data = commandChannel.writer.writeMessage({ layout: { dim: [], data_offset: 0 }, data: c.u });
-    await writer.addMessage({ channelId: commandChannel.id, sequence: 0, logTime: ns(c.timeS), publishTime: ns(c.timeS), data });
-  }
-  await writer.end();
-  writeFileSync(path, Buffer.concat(chunks));
-}
 
 describe('identify: model parameters from logs', function () {
   this.timeout(600000);
@@ -86,7 +55,10 @@ describe('identify: model parameters from logs', function () {
     // the same data as a ROS 2 bag (CDR, another topic name): the same estimates
     const model = resolveModel(modelDefinition('pendulum'));
     const log = readControlLog(join(dir, 'log', 'run.mcap'), model);
-    await writeRos2Bag(join(dir, 'bag.mcap'), log.timesS.map((timeS, i) => ({ timeS: timeS + 1000, position: [log.states[i][0]], velocity: [log.states[i][1]] })),
+    // the run's clock from its first state at 0 (not the wall clock's time of writing it), one period apart
+    assert.equal(log.timesS[0], 0);
+    assert.ok(log.timesS.every((t, i) => i === 0 || Math.abs(t - log.timesS[i - 1] - log.timesS[1]) < 1e-9), `state times ${log.timesS.slice(0, 4)}`);
+    await writeRos2Bag(join(dir, 'bag.mcap'), ['theta'], log.timesS.map((timeS, i) => ({ timeS: timeS + 1000, position: [log.states[i][0]], velocity: [log.states[i][1]] })),
       log.commands.map((c) => ({ timeS: c.timeS + 1000, u: c.u })));
     const fromBag = cli(['identify', '--system', 'pendulum', '--log', join(dir, 'bag.mcap'), '--params', 'm,b', '--out', join(dir, 'fit-bag'), '--json']);
     assert.equal(fromBag.code, 0, fromBag.stderr);

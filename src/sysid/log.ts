@@ -66,7 +66,9 @@ export function readControlLog(path: string, model: Model, topics: { state?: str
   reader.append(readFileSync(path));
   const schemas = new Map<number, { name: string; encoding: string; data: Uint8Array }>();
   const channels = new Map<number, { topic: string; schemaName: string; decode?: Decode }>();
-  const messages = new Map<string, { timeS: number; message: Record<string, unknown> }[]>();
+  // a message's time: its publish time where the writer sets them (a `run` log: the run's clock, so its first messages are at 0), else its log time
+  const messages = new Map<string, { timeS: number; logTimeS: number; message: Record<string, unknown> }[]>();
+  let publishTimesSet = false;
   try {
     for (let rec = reader.nextRecord(); rec; rec = reader.nextRecord()) {
       if (rec.type === 'Schema') schemas.set(rec.id, { name: rec.name, encoding: rec.encoding, data: rec.data });
@@ -77,7 +79,8 @@ export function readControlLog(path: string, model: Model, topics: { state?: str
         const channel = channels.get(rec.channelId);
         if (!channel?.decode) continue;
         const list = messages.get(channel.topic) ?? [];
-        list.push({ timeS: Number(rec.publishTime || rec.logTime) * 1e-9, message: channel.decode(rec.data) });
+        list.push({ timeS: Number(rec.publishTime) * 1e-9, logTimeS: Number(rec.logTime) * 1e-9, message: channel.decode(rec.data) });
+        publishTimesSet ||= rec.publishTime !== 0n;
         messages.set(channel.topic, list);
       }
     }
@@ -85,6 +88,7 @@ export function readControlLog(path: string, model: Model, topics: { state?: str
     throw refuse(`not a readable MCAP file: ${String((e as Error).message).split('\n')[0]}`);
   }
   if (!reader.done()) throw refuse('ends early (no MCAP footer): a log cut off while it was written; recover it with `mcap recover`');
+  if (!publishTimesSet) for (const list of messages.values()) for (const entry of list) entry.timeS = entry.logTimeS;
   const topicList = () => [...new Set([...channels.values()].map((c) => c.topic))].join(', ') || 'none';
   const pick = (given: string | undefined, suffix: string, role: string) => {
     if (given !== undefined) {
