@@ -6,7 +6,7 @@ import { Controller } from '../src/controller/controller.js';
 import { loadCheckpoint, PriorError } from '../src/learned/checkpoint.js';
 import { LearnedPrior } from '../src/learned/runtime.js';
 import { lqr } from '../src/models/lqr.js';
-import { fromPhysical } from '../src/models/model.js';
+import { fromPhysical, inGoalRegion } from '../src/models/model.js';
 import { ClosedLoop, drawFromPrior, fromPriorPolicy, policyShape, priorStd, toPriorPolicy } from '../src/policy/closed-loop.js';
 import { PolicyTask, policyTask, taskModel } from '../src/policy/tasks.js';
 import { checkInitialPolicy, policyCatch, resolvePolicySettings, rolloutNoise, trainPolicy } from '../src/policy/train.js';
@@ -29,6 +29,8 @@ import { webgpuMissing } from './support/webgpu.js';
 import { closedLoopFor, ClosedLoopPool, runJob } from '../src/policy/pool.js';
 import { drawPhysicalStarts, mixtureCounts, PolicyTarget, toModelStarts } from '../src/policy/target.js';
 import { gridStarts } from '../src/cli/bench-policy.js';
+import { costTrack, trackReference } from '../src/policy/track.js';
+import { writeRos2Bag } from './support/ros2-bag.js';
 
 /** A linear-quadratic task: the double integrator, a linear policy (no hidden layer), starts uniform on [-1, 1]^2. */
 const LQ_TASK: PolicyTask = {
@@ -278,6 +280,103 @@ describe('the closed loop on worker threads', () => {
       assert.deepEqual(Array.from(gradInto.subarray(0, count * loop.parameters)), Array.from(here.grad));
     } finally {
       pool.dispose();
+    }
+  });
+});
+
+describe('train.track: a recorded run as the closed loop\'s cost reference', function () {
+  this.timeout(120000);
+  const acrobotTask = policyTask('acrobot');
+  /** An acrobot run as a ROS 2 bag at 50 Hz: q1 eased from hanging to upright over 2 s (q2 at rest), then held there; `from` and `to` move its ends. */
+  async function acrobotLog(path: string, from = 0, to = Math.PI): Promise<number[][]> {
+    const states: number[][] = [];
+    for (let k = 0; k <= 200; k++) {
+      const s = Math.min(1, (k * 0.02) / 2);
+      const ease = s * s * (3 - 2 * s);
+      const rate = s < 1 ? (to - from) * 6 * s * (1 - s) / 2 : 0;
+      states.push([from + (to - from) * ease, 0, rate, 0]);
+    }
+    await writeRos2Bag(path, ['q1', 'q2'], states.map((y, k) => ({ timeS: 5 + k * 0.02, position: y.slice(0, 2), velocity: y.slice(2) })),
+      states.map((_, k) => ({ timeS: 5 + k * 0.02, u: [0] })));
+    return states;
+  }
+
+  it('the closed-loop gradient against a per-step reference equals central differences; a track that is the goal throughout changes nothing', () => {
+    const m = model('cart-double-pendulum');
+    const T = 30;
+    const rng = new Rng(6);
+    const shape = policyShape(m, [8, 8]);
+    const track = Float64Array.from({ length: (T + 1) * m.stateDim }, (_, i) => m.goal[i % m.stateDim] + 0.5 * rng.normal());
+    const tracked = new ClosedLoop(m, shape, T, m.goal, undefined, track);
+    const plain = new ClosedLoop(m, shape, T, m.goal);
+    const theta = drawFromPrior(rng, priorStd(plain.sizes, 0.5), 1);
+    const starts = Float64Array.from({ length: 3 * m.stateDim }, () => 0.3 * rng.normal());
+    const rel = gradientError(tracked, theta, starts, 3);
+    assert.ok(rel < 1e-6, `relative error ${rel.toExponential(2)}`);
+    assert.notEqual(tracked.evaluate(theta, starts, 3), plain.evaluate(theta, starts, 3));
+    const atGoal = new ClosedLoop(m, shape, T, m.goal, undefined, Float64Array.from({ length: (T + 1) * m.stateDim }, (_, i) => m.goal[i % m.stateDim]));
+    const [g1, g2] = [new Float64Array(plain.parameters), new Float64Array(plain.parameters)];
+    assert.equal(atGoal.evaluate(theta, starts, 3, { grad: g1 }), plain.evaluate(theta, starts, 3, { grad: g2 }));
+    assert.deepEqual(Array.from(g1), Array.from(g2));
+    assert.throws(() => new ClosedLoop(m, shape, T, m.goal, undefined, track.subarray(1)), /track holds 185 values, expected 31 steps of 6 states/);
+  });
+
+  it('the reference: the log\'s state nearest each step until it enters the goal region, the goal after; threads carry it', async () => {
+    const dir = tmp();
+    try {
+      const path = join(dir, 'swing.mcap');
+      const states = await acrobotLog(path);
+      const m = taskModel(acrobotTask);
+      const track = trackReference(acrobotTask, m, path);
+      assert.equal(track.length, (m.horizon + 1) * 4);
+      // the log is at 0.02 s, the task's step 0.04 s: step t is sample 2t
+      const arrival = states.findIndex((y) => inGoalRegion(m, y) === true);
+      assert.ok(arrival > 50 && arrival < 100, `arrival at sample ${arrival}`);
+      for (let t = 0; t <= m.horizon; t++) {
+        const expected = 2 * t < arrival ? states[2 * t] : m.goal;
+        for (let j = 0; j < 4; j++) assert.ok(Math.abs(track[t * 4 + j] - expected[j]) < 1e-12, `step ${t}, state ${j}: ${track[t * 4 + j]} against ${expected[j]}`);
+      }
+      // the same costs and gradients on worker threads as here
+      const spec = { task: 'acrobot', model: {}, track };
+      const loop = closedLoopFor(spec);
+      const job = { thetas: drawFromPrior(new Rng(8), priorStd(loop.sizes, 0.5), 3), starts: toModelStarts(m, [[0, 0, 0, 0]]), perPolicyStarts: false, count: 3, batch: 1 };
+      const here = runJob(loop, job);
+      assert.notDeepEqual(Array.from(here.energy), Array.from(runJob(closedLoopFor({ task: 'acrobot', model: {} }), job).energy));
+      const pool = new ClosedLoopPool(loop, spec, 2);
+      try {
+        const there = await pool.evaluate(job);
+        assert.deepEqual(Array.from(there.energy), Array.from(here.energy));
+        assert.deepEqual(Array.from(there.grad), Array.from(here.grad));
+      } finally {
+        pool.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a task with a start region, a log from elsewhere or one that never reaches the goal, WebGPU, a missing file', async () => {
+    const dir = tmp();
+    try {
+      const good = join(dir, 'good.mcap');
+      await acrobotLog(good);
+      const elsewhere = join(dir, 'elsewhere.mcap');
+      await acrobotLog(elsewhere, 0.5);
+      const short = join(dir, 'short.mcap');
+      await acrobotLog(short, 0, 2);
+      const at = (name: string, given: Record<string, unknown>) => () => {
+        const task = policyTask(name);
+        costTrack(task, resolvePolicySettings(task, given), taskModel(task));
+      };
+      assert.throws(at('pendulum', { track: good }), (e: Error) => e instanceof InputError && /train.track = .*good.mcap: task pendulum starts from a region/.test(e.message));
+      assert.throws(at('acrobot', { track: elsewhere }), (e: Error) => e instanceof InputError && /the log starts at \[0.5, 0, 0, 0\], task acrobot at \[0, 0, 0, 0\]/.test(e.message));
+      assert.throws(at('acrobot', { track: short }), (e: Error) => e instanceof InputError && /the log never enters acrobot's goal region/.test(e.message));
+      assert.throws(at('acrobot', { track: good, backend: 'webgpu' }), (e: Error) => e instanceof InputError && /train.track runs on the CPU closed loop only/.test(e.message));
+      assert.throws(at('acrobot', { track: join(dir, 'none.mcap') }), (e: Error) => e instanceof InputError && /none.mcap: no such file/.test(e.message));
+      assert.doesNotThrow(at('acrobot', { track: good }));
+      assert.equal(costTrack(acrobotTask, resolvePolicySettings(acrobotTask, {}), taskModel(acrobotTask)), undefined);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -149,8 +149,15 @@ export class ClosedLoop {
   private noiseDraws = new Float64Array(0);
   private readonly uRest: Float64Array;
 
-  constructor(readonly model: Model, readonly shape: PolicyShape, readonly horizon: number, readonly reference: readonly number[], readonly noise?: RolloutNoise) {
+  /**
+   * `reference`: what the policy's features and catch see, and the costs'
+   * reference; `track` ((T + 1) x n, model units, train.track): the costs'
+   * reference at each step instead, so the rollouts are scored against a
+   * recorded trajectory while the policy still sees its error from the goal.
+   */
+  constructor(readonly model: Model, readonly shape: PolicyShape, readonly horizon: number, readonly reference: readonly number[], readonly noise?: RolloutNoise, readonly track?: Float64Array) {
     this.n = model.stateDim;
+    if (track && track.length !== (horizon + 1) * this.n) throw new Error(`track holds ${track.length} values, expected ${horizon + 1} steps of ${this.n} states`);
     this.m = model.controlDim;
     this.sizes = layerSizes(shape);
     this.d = this.sizes[0];
@@ -196,6 +203,7 @@ export class ClosedLoop {
     this.reserve(batch);
     const { xs, us, acts } = this;
     const ref = this.reference;
+    const costRef = this.track ?? ref;
     const f = this.shape.features;
     const center = this.shape.controlCenter;
     const scale = this.shape.controlScale;
@@ -270,7 +278,7 @@ export class ClosedLoop {
         }
         const prev = t === 0 ? this.uRest : us;
         const prevOffset = t === 0 ? 0 : (t - 1) * batch * m + b * m;
-        this.forward(step, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, ref, 0);
+        this.forward(step, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, costRef, this.track ? t * n : 0);
         for (let j = 0; j < n; j++) xs[x + batch * n + b * n + j] = step[j];
         if (noisy) for (let k = 0; k < noisy.length; k++) xs[x + batch * n + b * n + noisy[k]] += this.noiseDraws[(b * T + t) * noisy.length + k];
         costs[b] += step[n];
@@ -280,7 +288,7 @@ export class ClosedLoop {
     const last = T * batch * n;
     const adj = new Float64Array(batch * n);
     for (let b = 0; b < batch; b++) {
-      this.terminal(term, 0, xs, last + b * n, ref, 0);
+      this.terminal(term, 0, xs, last + b * n, costRef, this.track ? T * n : 0);
       costs[b] += term[0];
       for (let j = 0; j < n; j++) adj[b * n + j] = term[1 + j];
     }
@@ -296,6 +304,7 @@ export class ClosedLoop {
   private backpropagate(theta: Float64Array, batch: number, adj: Float64Array, grad: Float64Array): void {
     const { n, m, d, sizes, horizon: T, xs, us, acts } = this;
     const ref = this.reference;
+    const costRef = this.track ?? ref;
     const f = this.shape.features;
     const scale = this.shape.controlScale;
     const bounded = this.shape.bounded;
@@ -320,7 +329,7 @@ export class ClosedLoop {
       for (let b = 0; b < batch; b++) {
         const prev = t === 0 ? this.uRest : us;
         const prevOffset = t === 0 ? 0 : (t - 1) * batch * m + b * m;
-        this.backward(vjp, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, ref, 0, adj, b * n);
+        this.backward(vjp, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, costRef, this.track ? t * n : 0, adj, b * n);
         for (let j = 0; j < n; j++) adj[b * n + j] = vjp[j];
         const g = c ? this.gates[t * batch + b] : 0;
         if (c) catchGate(c, f.angle, xs, x + b * n, ref, e);

@@ -31,6 +31,7 @@ export function closedLoopShader(loop: ClosedLoop): { code: string; tapeStride: 
   const { model, shape, sizes, horizon: T, reference } = loop;
   // train-policy refuses rollout noise for the GPU with one line (rolloutNoise); this shader has none
   if (loop.noise) throw new Error('the WebGPU closed loop has no rollout noise');
+  if (loop.track) throw new Error('the WebGPU closed loop scores against the goal only (no train.track)');
   const n = model.stateDim;
   const m = model.controlDim;
   const P = loop.parameters;

@@ -12,12 +12,14 @@ export interface ClosedLoopSpec {
   catch?: PolicyCatch;
   /** the training rollouts' noise (train.processNoise) */
   noise?: RolloutNoise;
+  /** the costs' reference per step (train.track) */
+  track?: Float64Array;
 }
 
 export function closedLoopFor(spec: ClosedLoopSpec): ClosedLoop {
   const task = policyTask(spec.task);
   const model = taskModel(task, spec.model);
-  return new ClosedLoop(model, policyShape(model, task.hidden, task.rawScale, spec.catch), model.horizon, model.goal, spec.noise);
+  return new ClosedLoop(model, policyShape(model, task.hidden, task.rawScale, spec.catch), model.horizon, model.goal, spec.noise, spec.track);
 }
 
 /** `count` policies (rows of `thetas`), each from its own starts (`starts` rows of batch x n) or all from the same (one row). */

@@ -16,6 +16,7 @@ import { disturbedStates, type Model } from '../models/model.js';
 import { composedMove, drawPhysicalStarts, heldStartsMass, PolicyTarget, startsRefresh, toModelStarts } from './target.js';
 import { POLICY_TASKS, PolicyTask, taskModel } from './tasks.js';
 import { goalCatch, PolicyCatch } from './catch.js';
+import { costTrack } from './track.js';
 
 export const POLICY_METHODS = ['tsmc-d', 'tsmc-e', 'gradient'] as const;
 export type PolicyMethod = (typeof POLICY_METHODS)[number];
@@ -43,6 +44,7 @@ export const POLICY_TRAIN_PARAMS = {
   learningRate: num(0.003, 'gradient: Adam\'s learning rate', { min: 0, max: 10, exclusive: true }),
   backend: choice('cpu', ['cpu', 'webgpu'] as const, 'where the rollouts and their gradients run: cpu (f64, --threads) or webgpu (f32, one invocation per particle and start)'),
   catch: choice('none', ['none', 'lqr'] as const, 'lqr: the LQR at the goal balances inside the task\'s catch region and the network swings up into it, trained with the catch in the closed loop (src/policy/catch.ts); none: the network alone, as the paper\'s policy'),
+  track: text('', 'a run\'s MCAP log (run --out DIR writes DIR/run.mcap) from the task\'s start that the training rollouts\' costs track step by step, the goal after the run entered its goal region: a controller\'s swing-up as shaping (src/policy/track.ts); the policy still sees only its error from the goal. CPU only; empty: the goal', { maxLength: 4096 }),
   processNoise: num(0, 'white noise on the joint rates in every training rollout, std per sqrt(s) as sim.processNoise with processNoiseOn rates: one fixed draw per start and step (common random numbers; with a point start, give --batch B for B draws); 0: none. CPU only', { min: 0, max: 100 }),
   policyStd: num(0.1, 'the std the checkpoint\'s sampling policy gets around the trained policy, as MPPI\'s prior (normalised control units)', { min: Math.exp(LOG_STD_RANGE[0]), max: Math.exp(LOG_STD_RANGE[1]) }),
 } as const;
@@ -126,7 +128,8 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
   const model = taskModel(task, opts.model);
   const shape = policyShape(model, task.hidden, task.rawScale, policyCatch(task, settings, model));
   const noise = rolloutNoise(task, settings, model);
-  const loop = new ClosedLoop(model, shape, model.horizon, model.goal, noise);
+  const track = costTrack(task, settings, model);
+  const loop = new ClosedLoop(model, shape, model.horizon, model.goal, noise, track);
   // refused before any thread or GPU buffer is made
   const bytes = memoryEstimate(loop, settings.method === 'tsmc-e' ? loop.parameters + settings.batch * model.stateDim : loop.parameters, settings);
   if (bytes > 0.5 * totalmem()) {
@@ -139,7 +142,7 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
     const { GpuClosedLoop } = await import('./gpu.js');
     evaluator = await GpuClosedLoop.create(await WebGpuBackend.create(model), loop);
   } else if (registered && (opts.threads ?? 1) > 1) {
-    evaluator = new ClosedLoopPool(loop, { task: task.name, model: opts.model ?? {}, catch: shape.catch, noise }, opts.threads!);
+    evaluator = new ClosedLoopPool(loop, { task: task.name, model: opts.model ?? {}, catch: shape.catch, noise, track }, opts.threads!);
   }
   try {
     return await train(task, settings, opts, model, shape, loop, evaluator);
