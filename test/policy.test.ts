@@ -462,6 +462,9 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
       const resumed = await trainPolicy(LQ_TASK, settings, { out: parts, resume: true, version });
       assert.equal(resumed.levels.length, full.levels.length);
       assert.deepEqual(readFileSync(join(parts, 'training/particles.bin')), readFileSync(join(whole, 'training/particles.bin')));
+      // the population's ancestry carries over: the same lineages per level
+      assert.deepEqual(resumed.levels.map((l) => l.lineages), full.levels.map((l) => l.lineages));
+      assert.ok(full.levels.every((l) => l.lineages! >= 1 && l.lineages! <= 16), `lineages ${full.levels.map((l) => l.lineages)}`);
       // where the time went: each level's rollouts within its wall time; the resumed run's total counts the levels before
       for (const l of resumed.levels) assert.ok(l.rolloutS! > 0 && l.rolloutS! <= l.wallS, `level ${l.level}: rollouts ${l.rolloutS} s of ${l.wallS} s`);
       assert.ok(resumed.rolloutS >= resumed.levels.reduce((a, l) => a + l.rolloutS!, 0) && resumed.rolloutS <= resumed.wallS, `run: rollouts ${resumed.rolloutS} s of ${resumed.wallS} s`);

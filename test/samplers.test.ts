@@ -5,7 +5,8 @@ import { ControlPrior, TrajectoryTarget } from '../src/planners/problem.js';
 import { leapfrogStepsAt, moveKernel, runTsmc } from '../src/planners/tsmc/tsmc.js';
 import { Rng } from '../src/random.js';
 import { resample } from '../src/samplers/resampling.js';
-import { initParticles } from '../src/samplers/target.js';
+import { initParticles, type MoveKernel, type Target } from '../src/samplers/target.js';
+import { temperedSmc } from '../src/samplers/tempering.js';
 import { nutsKernel, NutsWorkspace } from '../src/samplers/nuts.js';
 import { gaussianProblem, moments } from './gaussian-target.js';
 import { cholesky, inverse } from './linalg.js';
@@ -58,8 +59,35 @@ describe('tempered SMC is exact on a Gaussian target (double integrator, AR(1) p
         assert.ok(level.ess >= 0.8 * 1000 * 0.999 || level.beta === 1, `ESS ${level.ess} at beta ${level.beta}`);
         assert.ok(level.acceptance > 0.5);
       }
+      // resampling only ever loses lines; moves that mix keep many
+      assert.ok(s.levels.every((l, k) => l.lineages <= (k ? s.levels[k - 1].lineages : 1000)), `lineages ${s.levels.map((l) => l.lineages)}`);
+      assert.equal(new Set(s.roots).size, s.levels.at(-1)!.lineages);
+      assert.ok(s.levels.at(-1)!.lineages > 50, `lineages ${s.levels.at(-1)!.lineages}`);
     });
   }
+});
+
+describe('tempered SMC\'s lineages', () => {
+  it('count the initial particles the population descends from: with moves that never move, every particle is its root\'s copy, and a sharp target leaves a few', async () => {
+    const n = 200;
+    const initial = Float64Array.from({ length: n }, (_, i) => -1 + (2 * i + 1) / n);
+    const target: Target = { dim: 1, lambda: 1, evaluate: async (x, count) => ({ energy: Float64Array.from(x.subarray(0, count), (v) => 1e4 * v * v), energyGrad: new Float64Array(count), prior: new Float64Array(count), priorGrad: new Float64Array(count) }) };
+    const still: MoveKernel = { name: 'still', step: async (_rng, _t, state) => ({ state, info: { acceptance: 0, accepted: 0, divergent: 0, gradientEvaluations: 0 } }) };
+    const smc = temperedSmc(target, () => still, { rho: 0.8, resampling: 'systematic', movesPerLevel: 1, maxLevels: 100, stepSize: 1, targetAcceptance: 0 });
+    const rng = new Rng(3);
+    let state = await smc.init(initial);
+    assert.deepEqual(Array.from(state.roots), Array.from({ length: n }, (_, i) => i));
+    while (state.beta < 1) state = await smc.step(rng, state);
+    for (let i = 0; i < n; i++) assert.equal(state.particles.positions[i], initial[state.roots[i]]);
+    const lineages = state.levels.map((l) => l.lineages);
+    assert.ok(lineages.every((c, k) => c >= 1 && c <= (k ? lineages[k - 1] : n)), `lineages ${lineages}`);
+    assert.equal(lineages.at(-1), new Set(state.roots).size);
+    // exp(-1e4 x^2) on a grid of spacing 0.01: a handful of points near 0 carry the weight
+    assert.ok(lineages.at(-1)! <= 5, `lineages ${lineages}`);
+    // ancestry carried on (a resumed run) counts on from it
+    const resumed = await smc.init(state.particles.positions, state.beta, state.roots);
+    assert.deepEqual(Array.from(resumed.roots), Array.from(state.roots));
+  });
 });
 
 describe('move kernels leave the Gaussian target invariant', () => {

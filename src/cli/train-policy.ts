@@ -45,7 +45,7 @@ export const trainPolicyCommand: Command = {
     const bar = progressBar(`train-policy ${task.name} ${settings.method}`, !values.json);
     const line = (l: PolicyLevel) => settings.method === 'gradient'
       ? `block ${l.level}: best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`
-      : `level ${l.level} beta ${l.beta.toExponential(2)} ESS ${l.ess.toFixed(0)} acc ${l.acceptance.toFixed(2)} best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`;
+      : `level ${l.level} beta ${l.beta.toExponential(2)} ESS ${l.ess.toFixed(0)} lineages ${l.lineages} acc ${l.acceptance.toFixed(2)} best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`;
     const result = await trainPolicy(task, settings, {
       out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal, threads, model,
       onLevel: (l) => {

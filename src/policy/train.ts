@@ -69,6 +69,8 @@ export interface PolicyLevel {
   wallS: number;
   /** of wallS, the time in the rollouts and their gradients (the rest is the sampler's own work); absent in levels saved before it was kept */
   rolloutS?: number;
+  /** TSMC: how many initial particles the population still descends from (1: collapsed onto one particle's line); absent for Adam's blocks and levels saved before it was kept */
+  lineages?: number;
 }
 
 interface BestPolicy {
@@ -90,6 +92,8 @@ export interface PolicyTrainResult {
 
 const STATE_FILE = 'training/state.json';
 const PARTICLES_FILE = 'training/particles.bin';
+/** each particle's initial ancestor (Int32), so a resumed run counts lineages as the uninterrupted one */
+const ROOTS_FILE = 'training/roots.bin';
 
 interface SavedState {
   task: string;
@@ -220,7 +224,7 @@ async function train(
     rho: settings.rho, resampling: 'systematic', movesPerLevel: settings.movesPerLevel, maxLevels: settings.maxLevels,
     stepSize: settings.stepSize, targetAcceptance: settings.targetAcceptance,
   });
-  let state: TemperedState = await smc.init(positions, saved?.beta ?? 0);
+  let state: TemperedState = await smc.init(positions, saved?.beta ?? 0, saved ? savedRoots(join(opts.out, ROOTS_FILE), settings.particles) : undefined);
   if (saved) state = { ...state, stepSize: saved.stepSize, logZ: saved.logZ };
   let finished = saved?.finished ?? false;
   while (!finished && !opts.signal?.aborted) {
@@ -232,11 +236,12 @@ async function train(
     const level: PolicyLevel = {
       level: levels.length + 1, beta: state.beta, ess: info.ess, acceptance: info.acceptance, stepSize: info.stepSize,
       energy: energyQuantiles(state.particles.energy), gradientEvaluations: info.gradientEvaluations, wallS: (performance.now() - levelStart) / 1000,
-      rolloutS: (target.rolloutMs - rolloutMs) / 1000,
+      rolloutS: (target.rolloutMs - rolloutMs) / 1000, lineages: info.lineages,
     };
     levels.push(level);
     finished = state.beta >= 1;
     offer(state.particles.positions, state.particles.energy, levels.length);
+    writeFileAtomic(join(opts.out, ROOTS_FILE), state.roots);
     persist({ beta: state.beta, stepSize: state.stepSize, logZ: state.logZ, finished }, state.particles.positions);
     opts.onLevel?.(level);
     // a level on one thread never waits on I/O: let a signal's handler run before the next
@@ -247,6 +252,14 @@ async function train(
     levels, best: best ?? { theta: state.particles.positions.slice(last * target.dim, last * target.dim + target.parameters), energy: state.particles.energy[last] },
     gradientEvaluations: levels.reduce((s, l) => s + l.gradientEvaluations, 0), wallS: (performance.now() - startMs) / 1000, rolloutS: rolloutS(), finished,
   };
+}
+
+/** A resumed run's ancestry (absent or not N of them, as in runs saved before it was kept: each particle its own again). */
+function savedRoots(path: string, particles: number): Int32Array | undefined {
+  if (!existsSync(path)) return undefined;
+  const bin = readFileSync(path);
+  const roots = new Int32Array(bin.buffer.slice(bin.byteOffset, bin.byteOffset + bin.length));
+  return roots.length === particles && roots.every((r) => r >= 0 && r < particles) ? roots : undefined;
 }
 
 /**

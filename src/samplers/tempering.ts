@@ -44,6 +44,8 @@ export interface LevelInfo {
   energyMax: number;
   /** particles whose energy was NaN or infinite (treated as infinite cost) */
   nonFinite: number;
+  /** how many of the initial particles the population still descends from after this level's resampling: N at the start, 1 when every particle is a copy of one line (the moves then explore from a single point) */
+  lineages: number;
   /** wall time of the level [ms] */
   wallMs: number;
 }
@@ -54,6 +56,8 @@ export interface TemperedState {
   stepSize: number;
   logZ: number;
   levels: LevelInfo[];
+  /** each particle's ancestor among the initial particles, through every resampling */
+  roots: Int32Array;
 }
 
 /**
@@ -64,10 +68,10 @@ export interface TemperedState {
  */
 export function temperedSmc(target: Target, kernelFor: (stepSize: number, inverseMass?: Float64Array) => MoveKernel, params: TemperingParams) {
   return {
-    /** Particles taken as draws from the tempered target at startBeta (0: the prior). */
-    async init(positions: Float64Array, startBeta = 0): Promise<TemperedState> {
+    /** Particles taken as draws from the tempered target at startBeta (0: the prior); `roots` carries their ancestry on from an earlier run (default: each its own). */
+    async init(positions: Float64Array, startBeta = 0, roots?: Int32Array): Promise<TemperedState> {
       const particles = await initParticles(target, positions);
-      return { particles, beta: startBeta, stepSize: params.stepSize, logZ: 0, levels: [] };
+      return { particles, beta: startBeta, stepSize: params.stepSize, logZ: 0, levels: [], roots: roots ?? Int32Array.from({ length: particles.count }, (_, i) => i) };
     },
 
     /** One level: reweight to the next beta, resample, move. */
@@ -88,6 +92,7 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number, invers
       const weights = normalise(logIncr);
       const inverseMass = params.massMatrix === 'diagonal' ? populationVariance(particles.positions, weights, target.dim) : undefined;
       const ancestors = resample(rng, weights, params.resampling, n);
+      const roots = Int32Array.from(ancestors, (a) => state.roots[a]);
       let moved = emptyState(n, target.dim);
       ancestors.forEach((a, i) => copyParticle(particles, a, moved, i, target.dim));
       const infos: MoveInfo[] = [];
@@ -113,9 +118,10 @@ export function temperedSmc(target: Target, kernelFor: (stepSize: number, invers
         energyMedian: quantile(e, 0.5),
         energyMax: Math.max(...e),
         nonFinite,
+        lineages: new Set(roots).size,
         wallMs: performance.now() - startMs,
       };
-      return { particles: moved, beta: next, stepSize, logZ, levels: [...state.levels, level] };
+      return { particles: moved, beta: next, stepSize, logZ, levels: [...state.levels, level], roots };
     },
 
     /**
