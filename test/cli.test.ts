@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -51,6 +51,22 @@ describe('CLI', () => {
     assert.equal(noisy.code, 0, noisy.stderr);
     assert.doesNotMatch(noisy.stderr, /one run repeated/);
     assert.equal(JSON.parse(noisy.stdout).starts, 3);
+  });
+
+  it('train-policy says once when TSMC\'s population has collapsed onto one line (lineages 1), and Adam never', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tmpc-'));
+    const r = cli(['train-policy', '--task', 'pendulum', '--particles', '4', '--batch', '2', '--seed', '1', '--threads', '1', '--out', join(dir, 'd'), '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const levels = JSON.parse(readFileSync(join(dir, 'd', 'curve.json'), 'utf8')) as { level: number; lineages: number }[];
+    const first = levels.find((l) => l.lineages === 1);
+    assert.ok(first, `lineages ${levels.map((l) => l.lineages)}`);
+    const notes = r.stderr.split('\n').filter((line) => line.includes('collapsed onto one line'));
+    assert.equal(notes.length, 1, r.stderr);
+    assert.match(notes[0], new RegExp(`^train-policy: note: from level ${first.level} every particle descends from one initial particle \\(lineages 1 of 4\\)`));
+    const adam = cli(['train-policy', '--task', 'pendulum', '--method', 'gradient', '--particles', '4', '--batch', '2', '--set', 'train.iterations=50', '--threads', '1', '--out', join(dir, 'g'), '--json']);
+    assert.equal(adam.code, 0, adam.stderr);
+    assert.doesNotMatch(adam.stderr, /collapsed/);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('train-policy --init from a policy trained with a catch, without one: a note says the catch is dropped; with it, none', () => {

@@ -46,6 +46,7 @@ export const trainPolicyCommand: Command = {
     const line = (l: PolicyLevel) => settings.method === 'gradient'
       ? `block ${l.level}: best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`
       : `level ${l.level} beta ${l.beta.toExponential(2)} ESS ${l.ess.toFixed(0)} lineages ${l.lineages} acc ${l.acceptance.toFixed(2)} best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`;
+    let collapseSaid = false;
     const result = await trainPolicy(task, settings, {
       out, resume: values.resume === true, version: PROJECT_VERSION, signal: shutdown.signal, threads, model,
       onLevel: (l) => {
@@ -53,6 +54,11 @@ export const trainPolicyCommand: Command = {
         const fraction = settings.method === 'gradient' ? (l.level * 50) / settings.iterations : l.beta >= 1 ? 1 : Math.max(0, 1 + Math.log10(Math.max(l.beta, 1e-6)) / 6);
         bar.update(fraction, line(l));
         if (!values.json && !process.stderr.isTTY) console.error(`${line(l)}, ${l.wallS.toFixed(1)} s (rollouts ${l.rolloutS!.toFixed(1)} s)`);
+        // said once: from here the levels refine one policy, not a population (docs/policies.md, lineages)
+        if (l.lineages === 1 && settings.particles > 1 && !collapseSaid) {
+          collapseSaid = true;
+          console.error(`train-policy: note: from level ${l.level} every particle descends from one initial particle (lineages 1 of ${settings.particles}): the population has collapsed onto one line, and the levels left refine one policy`);
+        }
       },
     });
     bar.done();
