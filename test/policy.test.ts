@@ -373,6 +373,7 @@ describe('train.track: a recorded run as the closed loop\'s cost reference', fun
       assert.throws(at('acrobot', { track: short }), (e: Error) => e instanceof InputError && /the log never enters acrobot's goal region/.test(e.message));
       assert.throws(at('acrobot', { track: good, backend: 'webgpu' }), (e: Error) => e instanceof InputError && /train.track runs on the CPU closed loop only/.test(e.message));
       assert.throws(at('acrobot', { track: join(dir, 'none.mcap') }), (e: Error) => e instanceof InputError && /none.mcap: no such file/.test(e.message));
+      assert.throws(at('acrobot', { track: dir }), (e: Error) => e instanceof InputError && /: not a file \(an MCAP log is one file/.test(e.message));
       assert.doesNotThrow(at('acrobot', { track: good }));
       assert.equal(costTrack(acrobotTask, resolvePolicySettings(acrobotTask, {}), taskModel(acrobotTask)), undefined);
     } finally {

@@ -8,7 +8,7 @@ import { InputError } from '../input-error.js';
 import type { Model } from '../models/model.js';
 import { physicalNames } from '../models/model.js';
 
-/** The largest log `identify` reads into memory. */
+/** The largest log read into memory (identify, train.track). */
 const MAX_LOG_BYTES = 2 * 1024 ** 3;
 
 /** What identification needs of a log: the measured physical states in time, and the commands applied between them. */
@@ -55,13 +55,15 @@ const stampS = (m: Record<string, unknown>): number | undefined => {
  */
 export function readControlLog(path: string, model: Model, topics: { state?: string; command?: string } = {}): ControlLog {
   const refuse = (why: string) => new InputError(`log ${path}: ${why}`);
-  let size: number;
+  let stat: ReturnType<typeof statSync>;
   try {
-    size = statSync(path).size;
+    stat = statSync(path);
   } catch {
     throw refuse('no such file');
   }
-  if (size > MAX_LOG_BYTES) throw refuse(`${(size / 1024 ** 3).toFixed(1)} GiB is more than identify reads (${MAX_LOG_BYTES / 1024 ** 3} GiB): cut it with \`mcap filter\` or \`ros2 bag convert\``);
+  if (!stat.isFile()) throw refuse('not a file (an MCAP log is one file: a rosbag2 folder holds it as *.mcap)');
+  const size = stat.size;
+  if (size > MAX_LOG_BYTES) throw refuse(`${(size / 1024 ** 3).toFixed(1)} GiB is more than a log read into memory may be (${MAX_LOG_BYTES / 1024 ** 3} GiB): cut it with \`mcap filter\` or \`ros2 bag convert\``);
   const reader = new McapStreamReader();
   reader.append(readFileSync(path));
   const schemas = new Map<number, { name: string; encoding: string; data: Uint8Array }>();
