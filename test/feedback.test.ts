@@ -160,6 +160,59 @@ export default defineModel({
   });
 });
 
+describe('iLQG to convergence (FeedbackBuilder.optimise: trajectory optimisation, train.teacher\'s)', () => {
+  it('a linear-quadratic plan: the first iteration reaches the optimum one refinement step finds, and nothing lowers it after', () => {
+    const di = model('double-integrator');
+    const fb = new FeedbackBuilder(di);
+    const zero = new Float64Array(di.horizon);
+    const step = fb.build([1, 0], zero, [0], [0, 0], true);
+    const costs: number[] = [];
+    const found = fb.optimise([1, 0], zero, [0], [0, 0], { iterations: 50, onIteration: (_, c) => costs.push(c) });
+    assert.ok(Math.abs(costs[0] - step.refinement!.costAfter) <= 1e-9 * step.refinement!.costAfter, `first iteration ${costs[0]} against ${step.refinement!.costAfter}`);
+    // after it only rounding is left to lower
+    assert.ok(found.converged && found.iterations <= 3, `${found.iterations} iterations`);
+    assert.equal(found.costBefore, step.refinement!.costBefore);
+    assert.ok(Math.abs(found.cost - step.refinement!.costAfter) <= 1e-9 * step.refinement!.costAfter, `${found.cost} against ${step.refinement!.costAfter}`);
+  });
+
+  it('a path to follow, one state per step: from zero controls it finds a cost no higher than the controls that drew the path', () => {
+    const di = model('double-integrator');
+    const fb = new FeedbackBuilder(di);
+    const drawn = Float64Array.from({ length: di.horizon }, (_, k) => Math.sin(0.4 * k));
+    const path = [[0.5, 0]];
+    for (let k = 0; k < di.horizon; k++) {
+      const [p, v] = path[k];
+      path.push([p + di.dtS * v, v + di.dtS * drawn[k]]);
+    }
+    // along its own path the drawn controls pay only their control cost
+    const drawnCost = drawn.reduce((a, u) => a + 0.01 * u * u, 0);
+    const found = fb.optimise([0.5, 0], new Float64Array(di.horizon), [0], Float64Array.from(path.flat()), { iterations: 50 });
+    assert.ok(found.costBefore > 10 * drawnCost, `the zero controls leave the path (${found.costBefore})`);
+    assert.ok(found.cost <= drawnCost + 1e-12, `found ${found.cost}, the drawn controls ${drawnCost}`);
+    assert.throws(() => fb.optimise([0.5, 0], new Float64Array(di.horizon), [0], [0, 0, 0], { iterations: 1 }), /reference holds 3 values: one state \(2\) or one for each of 21 steps/);
+  });
+
+  it('a pendulum swing-up from rest: every iteration lowers the cost, the controls stay within the limits, and the states are the controls\' rollout', () => {
+    const pendulum = model('pendulum');
+    const fb = new FeedbackBuilder(pendulum);
+    const costs: number[] = [];
+    // (not from hanging at rest exactly: there every gradient is zero)
+    const found = fb.optimise([0.1, 0], new Float64Array(pendulum.horizon), [0], pendulum.goal, { iterations: 200, onIteration: (_, c) => costs.push(c) });
+    assert.equal(costs.length, found.iterations);
+    assert.ok(found.iterations > 5, `${found.iterations} iterations`);
+    costs.forEach((c, i) => assert.ok(c < (i ? costs[i - 1] : found.costBefore), `iteration ${i + 1}: ${c}`));
+    assert.equal(costs.at(-1), found.cost);
+    assert.ok(found.converged, 'it converges well within 200 iterations');
+    // it swings up: the last state at the upright, at rest (the pendulum's goal is theta = pi)
+    const last = found.states.slice(-2);
+    assert.ok(Math.abs(last[0] - Math.PI) < 0.1 && Math.abs(last[1]) < 0.1, `x_T = [${Array.from(last)}]`);
+    assert.ok(found.controls.every((u) => u >= -1 && u <= 1), 'within the limits');
+    assert.ok(found.controls.some((u) => Math.abs(u) === 1), 'a swing-up from rest saturates (the case the clamped feedforward is for)');
+    const again = fb.build([0.1, 0], found.controls, [0], pendulum.goal);
+    assert.deepEqual(Array.from(again.states), Array.from(found.states));
+  });
+});
+
 describe('EKF process noise on the joint rates', () => {
   it('is refused at configure for a system not measured as joints, naming the setting', async () => {
     const params = resolveRunParams('pusher-slider', { estimator: 'ekf', estimatorProcessNoiseOn: 'rates', plannerThread: 'main', threads: 1 });

@@ -51,6 +51,30 @@ type Compiled = (...arrays: (readonly number[])[]) => number[];
 
 /** Step sizes tried on the feedforward correction, largest first (iLQG's backtracking line search). */
 const LINE_SEARCH = [1, 0.5, 0.25, 0.125];
+/** optimise's line search: further down, since far from an optimum the quadratic model holds only near the path */
+const OPTIMISE_LINE_SEARCH = [1, 0.5, 0.25, 0.1, 0.05, 0.01];
+/** optimise's Levenberg-Marquardt term on Q_uu, relative to the terminal Hessian's scale: where it starts and is kept above, and past where no step is taken (converged) */
+const FIRST_REGULARISATION = 1e-9;
+const MAX_REGULARISATION = 1e6;
+/** optimise: a step that lowers the cost by less than this share of it ends the run (converged) */
+const CONVERGED_RELATIVE = 1e-12;
+
+/** The costs' reference at plan step k (0 to horizon). */
+type ReferenceAt = (k: number) => readonly number[];
+
+/** What FeedbackBuilder.optimise found. */
+export interface TrajectoryOptimum {
+  /** (horizon + 1) x stateDim, and horizon x controlDim (physical) */
+  states: Float64Array;
+  controls: Float64Array;
+  /** the model's cost of the path from the controls given, and of the one found */
+  costBefore: number;
+  cost: number;
+  /** iterations that lowered the cost */
+  iterations: number;
+  /** whether it stopped because no regularisation found a lower cost (not for want of iterations) */
+  converged: boolean;
+}
 
 /** A plan's linearisation: the forward pass of iLQG. */
 interface Linearisation {
@@ -109,7 +133,8 @@ export class FeedbackBuilder {
    * command) instead of carrying its sampling noise.
    */
   build(x0: readonly number[], controls: Float64Array, uPrev: readonly number[], reference: readonly number[], refine = false): PlanFeedback {
-    const lin = this.linearise(x0, controls, uPrev, reference);
+    const goal = () => reference;
+    const lin = this.linearise(x0, controls, uPrev, goal);
     const { states } = lin;
     const dropped = (problem: string): PlanFeedback => ({ states, controls, gains: undefined, problem });
     if (!states.every(Number.isFinite) || !Number.isFinite(lin.cost)) return dropped('the plan\'s predicted states or cost are not finite');
@@ -118,13 +143,13 @@ export class FeedbackBuilder {
     const plan: PlanFeedback = { states, controls, gains: pass.gains, problem: '' };
     if (!refine) return plan;
     for (const alpha of LINE_SEARCH) {
-      const trial = this.rollout(x0, lin, pass, alpha, uPrev, reference);
+      const trial = this.rollout(x0, lin, pass, alpha, uPrev, goal);
       if (trial.cost < lin.cost) return { ...plan, states: trial.states, controls: trial.controls, refinement: { costBefore: lin.cost, costAfter: trial.cost, alpha } };
     }
     return { ...plan, refinement: { costBefore: lin.cost, costAfter: lin.cost, alpha: 0 } };
   }
 
-  private linearise(x0: readonly number[], controls: Float64Array, uPrev: readonly number[], reference: readonly number[]): Linearisation {
+  private linearise(x0: readonly number[], controls: Float64Array, uPrev: readonly number[], reference: ReferenceAt): Linearisation {
     const { stateDim: n, controlDim: m } = this.model;
     const d = n + m + m;
     const horizon = controls.length / m;
@@ -137,7 +162,7 @@ export class FeedbackBuilder {
     let previous = [...uPrev];
     for (let k = 0; k < horizon; k++) {
       const uk = Array.from(controls.subarray(k * m, (k + 1) * m));
-      const out = this.stage(x, uk, previous, reference);
+      const out = this.stage(x, uk, previous, reference(k));
       const at = (offset: number, rows: number, cols: number, stride: number, r0 = 0, c0 = 0) =>
         Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => out[offset + (r0 + i) * stride + c0 + j]));
       lin.A.push(at(n, n, n, n + m));
@@ -156,15 +181,84 @@ export class FeedbackBuilder {
       states.set(x, (k + 1) * n);
       previous = uk;
     }
-    const t = this.terminal(x, reference);
+    const t = this.terminal(x, reference(horizon));
     lin.cost += t[0];
     lin.terminalGradient = t.slice(1, 1 + n);
     lin.terminalHessian = symmetric(t.slice(1 + n), n);
     return lin;
   }
 
-  /** iLQG's backward pass: the gains K_k and feedforward k_k, or why there are none. */
-  private backward(lin: Linearisation): { gains: Float64Array; K: number[][][]; feedforward: number[][] } | string {
+  /**
+   * iLQG run to convergence from `controls` (physical, horizon x
+   * controlDim): trajectory optimisation of the model's own cost from x0,
+   * as Tassa, Erez and Todorov (2012) give it, with their Levenberg-Marquardt
+   * regularisation on Q_uu (raised tenfold while no step of the line search
+   * lowers the cost, lowered threefold after each that does) and the
+   * feedforward clamped to the control limits, where the clamped controls
+   * get no feedback (their box-constrained backward pass, exact for one
+   * control). `reference`: the costs' reference, one state for every step
+   * (the goal), or (horizon + 1) rows of stateDim, one for each step (a path
+   * to follow). Stops after `iterations`, or where no regularisation finds a
+   * lower cost or a step lowers it by less than a 1e-12 share (converged).
+   */
+  optimise(
+    x0: readonly number[], controls: Float64Array, uPrev: readonly number[], reference: readonly number[] | Float64Array,
+    opts: { iterations: number; onIteration?: (iteration: number, cost: number) => void },
+  ): TrajectoryOptimum {
+    const { stateDim: n } = this.model;
+    const horizon = controls.length / this.model.controlDim;
+    const path = reference.length === (horizon + 1) * n;
+    if (!path && reference.length !== n) throw new Error(`reference holds ${reference.length} values: one state (${n}) or one for each of ${horizon + 1} steps`);
+    const rows = Array.from({ length: path ? horizon + 1 : 1 }, (_, k) => Array.from(reference).slice(k * n, (k + 1) * n));
+    const referenceAt: ReferenceAt = path ? (k) => rows[k] : () => rows[0];
+    let lin = this.linearise(x0, controls, uPrev, referenceAt);
+    const costBefore = lin.cost;
+    let regularisation = FIRST_REGULARISATION;
+    let iteration = 0;
+    let converged = false;
+    while (iteration < opts.iterations) {
+      const pass = this.backward(lin, regularisation, true);
+      let next: { states: Float64Array; controls: Float64Array; cost: number } | undefined;
+      if (typeof pass !== 'string') {
+        for (const alpha of OPTIMISE_LINE_SEARCH) {
+          const trial = this.rollout(x0, lin, pass, alpha, uPrev, referenceAt);
+          if (trial.cost < lin.cost) {
+            next = trial;
+            break;
+          }
+        }
+      }
+      if (!next) {
+        regularisation *= 10;
+        if (regularisation > MAX_REGULARISATION) {
+          converged = true;
+          break;
+        }
+        continue;
+      }
+      iteration++;
+      regularisation = Math.max(FIRST_REGULARISATION, regularisation / 3);
+      const lowered = lin.cost - next.cost;
+      lin = this.linearise(x0, next.controls, uPrev, referenceAt);
+      opts.onIteration?.(iteration, lin.cost);
+      // what is left is rounding
+      if (lowered <= CONVERGED_RELATIVE * Math.abs(lin.cost)) {
+        converged = true;
+        break;
+      }
+    }
+    return { states: lin.states, controls: lin.controls, cost: lin.cost, costBefore, iterations: iteration, converged };
+  }
+
+  /**
+   * iLQG's backward pass: the gains K_k and feedforward k_k, or why there
+   * are none. `regularisation` (relative to the terminal Hessian's scale) is
+   * added to Q_uu's diagonal where K and k are solved for; `clampToLimits`
+   * keeps u_k + k_k within the control limits, dropping the clamped
+   * controls' feedback.
+   */
+  private backward(lin: Linearisation, regularisation = 0, clampToLimits = false): { gains: Float64Array; K: number[][][]; feedforward: number[][] } | string {
+    const { lower, upper } = this.model.controlLimits;
     const { stateDim: n, controlDim: m } = this.model;
     const horizon = lin.A.length;
     let V = clipToPsd(lin.terminalHessian);
@@ -190,11 +284,21 @@ export class FeedbackBuilder {
       const Qxx = add(lxx, matMul(at, Va));
       const Quu = add(luu, matMul(bt, matMul(V, b)));
       const Qux = add(lux, matMul(bt, Va));
-      const L = regularisedCholesky(symmetrise(Quu));
+      const L = regularisedCholesky(symmetrise(Quu).map((row, i) => row.map((q, j) => (i === j ? q + regularisation * scale : q))));
       if (!L) return `Q_uu at plan step ${k} is singular: neither the cost nor the value weighs the controls there`;
       // K = -Quu^-1 Qux, column by column; k = -Quu^-1 Qu
       const K = transpose(transpose(Qux).map((col) => choleskySolve(L, col.map((x) => -x))));
       const ff = choleskySolve(L, Qu.map((x) => -x));
+      if (clampToLimits) {
+        for (let i = 0; i < m; i++) {
+          const u = lin.controls[k * m + i];
+          const clamped = Math.min(upper[i] - u, Math.max(lower[i] - u, ff[i]));
+          if (clamped !== ff[i]) {
+            ff[i] = clamped;
+            K[i] = K[i].map(() => 0);
+          }
+        }
+      }
       // V = Qxx + K'Quu K + K'Qux + Qux'K and v = Qx + K'Quu k + K'Qu + Qux'k: the full forms stay right when Q_uu was shifted
       const KtQux = matMul(transpose(K), Qux);
       V = symmetrise(add(add(Qxx, matMul(transpose(K), matMul(Quu, K))), add(KtQux, transpose(KtQux))));
@@ -212,7 +316,7 @@ export class FeedbackBuilder {
 
   /** The closed-loop rollout of the line search: u_k = ubar_k + alpha k_k + K_k (x_k - xbar_k), clamped to the limits. */
   private rollout(
-    x0: readonly number[], lin: Linearisation, pass: { K: number[][][]; feedforward: number[][] }, alpha: number, uPrev: readonly number[], reference: readonly number[],
+    x0: readonly number[], lin: Linearisation, pass: { K: number[][][]; feedforward: number[][] }, alpha: number, uPrev: readonly number[], reference: ReferenceAt,
   ): { states: Float64Array; controls: Float64Array; cost: number } {
     const { stateDim: n, controlDim: m, controlLimits: { lower, upper } } = this.model;
     const horizon = lin.A.length;
@@ -229,14 +333,14 @@ export class FeedbackBuilder {
         const raw = ubar + alpha * pass.feedforward[k][i] + dot(pass.K[k][i], e);
         return Math.min(upper[i], Math.max(lower[i], raw));
       });
-      const out = this.stageValue(x, u, previous, reference);
+      const out = this.stageValue(x, u, previous, reference(k));
       cost += out[n];
       x = out.slice(0, n);
       controls.set(u, k * m);
       states.set(x, (k + 1) * n);
       previous = u;
     }
-    cost += this.terminalValue(x, reference)[0];
+    cost += this.terminalValue(x, reference(horizon))[0];
     return { states, controls, cost: Number.isFinite(cost) ? cost : Infinity };
   }
 }
