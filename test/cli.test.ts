@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,6 +80,15 @@ describe('CLI', () => {
     const kept = cli([...base, '--init', dir, '--set', 'train.catch=lqr', '--out', `${dir}-kept`]);
     assert.equal(kept.code, 0, kept.stderr);
     assert.doesNotMatch(kept.stderr, /note:/);
+  });
+
+  it('train-policy refuses a teacher it cannot run before it makes --out: exit 2, one line', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'tmpc-')), 'never');
+    const r = cli(['train-policy', '--task', 'acrobot', '--set', 'train.teacher=ilqg', '--out', out]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^tempered-mpc train-policy: error: train.teacher = ilqg runs with --method gradient: each round changes the energy/);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+    assert.equal(existsSync(out), false);
   });
 
   it('train-policy on the GPU with more starts per policy than one GPU buffer holds: exit 2, the reason naming --batch', async function () {

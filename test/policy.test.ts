@@ -9,7 +9,8 @@ import { lqr } from '../src/models/lqr.js';
 import { fromPhysical, inGoalRegion } from '../src/models/model.js';
 import { ClosedLoop, drawFromPrior, fromPriorPolicy, policyShape, priorStd, toPriorPolicy } from '../src/policy/closed-loop.js';
 import { PolicyTask, policyTask, taskModel } from '../src/policy/tasks.js';
-import { checkInitialPolicy, policyCatch, resolvePolicySettings, rolloutNoise, trainPolicy } from '../src/policy/train.js';
+import { checkInitialPolicy, policyCatch, resolvePolicySettings, rolloutNoise, teacherProblem, trainPolicy } from '../src/policy/train.js';
+import { IlqgTeacher } from '../src/policy/teacher.js';
 import { goalCatch, type PolicyCatch } from '../src/policy/catch.js';
 import { buildStepGraphs } from '../src/kernels/graphs.js';
 import { compileStepFunction } from '../src/kernels/js-source.js';
@@ -379,6 +380,72 @@ describe('train.track: a recorded run as the closed loop\'s cost reference', fun
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('train.teacher = ilqg: policy iteration with iLQG as the teacher', function () {
+  this.timeout(300000);
+  const acrobotTask = policyTask('acrobot');
+
+  it('a lesson: the policy\'s own cost from the start, and iLQG\'s cheaper path from its closed loop, starting at the start', () => {
+    const m = taskModel(acrobotTask, { horizon: 30 });
+    const shape = policyShape(m, acrobotTask.hidden, acrobotTask.rawScale);
+    const teacher = new IlqgTeacher(acrobotTask, m, shape, 200);
+    const plain = new ClosedLoop(m, shape, 30, m.goal);
+    const theta = drawFromPrior(new Rng(4), priorStd(plain.sizes, 1), 1);
+    const lesson = teacher.lesson(theta);
+    assert.equal(lesson.policyCost, plain.evaluate(theta, [0, 0, 0, 0], 1));
+    assert.equal(teacher.cost(theta), lesson.policyCost);
+    assert.ok(lesson.teacherIterations > 0 && lesson.teacherCost < lesson.policyCost, `${lesson.policyCost} -> ${lesson.teacherCost} in ${lesson.teacherIterations}`);
+    assert.equal(lesson.track!.length, 31 * 4);
+    assert.deepEqual(Array.from(lesson.track!.subarray(0, 4)), [0, 0, 0, 0]);
+    // the path is scored as train.track's: set on a loop or given at its making, the same costs
+    const tracked = new ClosedLoop(m, shape, 30, m.goal, undefined, lesson.track);
+    plain.setTrack(lesson.track);
+    assert.equal(plain.evaluate(theta, [0, 0, 0, 0], 1), tracked.evaluate(theta, [0, 0, 0, 0], 1));
+    plain.setTrack(undefined);
+    assert.equal(plain.evaluate(theta, [0, 0, 0, 0], 1), lesson.policyCost);
+  });
+
+  it('rounds: each begins with a lesson; the checkpoint keeps the least own cost, not a tracking energy; threads carry each round\'s path', async () => {
+    const outs = [tmp(), tmp()];
+    try {
+      const settings = resolvePolicySettings(acrobotTask, { method: 'gradient', particles: 3, iterations: 150, teacher: 'ilqg', teacherEvery: 50, teacherIterations: 100, learningRate: 0.01 });
+      const runs = [];
+      for (const [k, threads] of [1, 2].entries()) runs.push(await trainPolicy(acrobotTask, settings, { out: outs[k], resume: false, version, threads, model: { horizon: 30 } }));
+      const [one, two] = runs;
+      assert.deepEqual(one.levels.map((l) => l.lesson !== undefined), [true, true, true]);
+      const m = taskModel(acrobotTask, { horizon: 30 });
+      const teacher = new IlqgTeacher(acrobotTask, m, policyShape(m, acrobotTask.hidden, acrobotTask.rawScale), 1);
+      assert.equal(one.best.energy, teacher.cost(one.best.theta), 'the best is kept by its own cost');
+      assert.ok(one.best.energy <= Math.min(...one.levels.map((l) => l.lesson!.policyCost)), 'no round\'s start was better');
+      // each round's tracking energy is a distance from its path, not a cost the checkpoint compares
+      assert.notEqual(one.levels[0].energy[0], one.levels[0].lesson!.policyCost);
+      const { theta } = fromPriorPolicy(loadCheckpoint(outs[0]).networks.policy);
+      theta.forEach((w, k) => assert.ok(Math.abs(w - one.best.theta[k]) < 1e-6 * (1 + Math.abs(w)), `weight ${k}`));
+      // the workers score against each round's new path: the same run on two threads
+      assert.deepEqual(two.levels.map((l) => l.energy), one.levels.map((l) => l.energy));
+      assert.equal(two.best.energy, one.best.energy);
+      // from train.init the first lesson starts from its policy itself, not only from starts drawn (wide here) around it
+      const initCost = teacher.cost(theta);
+      const refined = await trainPolicy(acrobotTask, { ...settings, init: outs[0], priorScale: 3, iterations: 50 }, { out: outs[1], resume: false, version, model: { horizon: 30 } });
+      assert.ok(refined.levels[0].lesson!.policyCost <= initCost, `first lesson from ${refined.levels[0].lesson!.policyCost}, the init's own cost ${initCost}`);
+      assert.ok(refined.best.energy <= initCost, `kept ${refined.best.energy}`);
+    } finally {
+      for (const out of outs) rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses TSMC, WebGPU and a task with a start region, with one line each', async () => {
+    const refused = (name: string, given: Record<string, unknown>, why: RegExp) => {
+      const task = policyTask(name);
+      assert.match(teacherProblem(task, resolvePolicySettings(task, { teacher: 'ilqg', ...given }))!, why);
+    };
+    refused('acrobot', { method: 'tsmc-d' }, /^train.teacher = ilqg runs with --method gradient: each round changes the energy/);
+    refused('acrobot', { method: 'gradient', backend: 'webgpu' }, /^train.teacher = ilqg runs on the CPU closed loop only/);
+    refused('pendulum', { method: 'gradient' }, /^train.teacher = ilqg: task pendulum starts from a region/);
+    assert.equal(teacherProblem(acrobotTask, resolvePolicySettings(acrobotTask, { teacher: 'ilqg', method: 'gradient' })), undefined);
+    await assert.rejects(trainPolicy(acrobotTask, resolvePolicySettings(acrobotTask, { teacher: 'ilqg' }), { out: tmp(), resume: false, version }), (e: Error) => e instanceof InputError && /--method gradient/.test(e.message));
   });
 });
 

@@ -8,7 +8,7 @@ import { PROJECT_VERSION, splitSets, trainingOut } from './train-prior.js';
 import { InputError } from '../input-error.js';
 import { loadCheckpoint } from '../learned/checkpoint.js';
 import { POLICY_TASK_NAMES, policyTask, PolicyTask, taskModel } from '../policy/tasks.js';
-import { checkInitialPolicy, policyCatch, rolloutNoise, PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
+import { checkInitialPolicy, teacherProblem, policyCatch, rolloutNoise, PolicyLevel, POLICY_METHODS, POLICY_TRAIN_PARAMS, resolvePolicySettings, trainPolicy } from '../policy/train.js';
 
 
 export const trainPolicyCommand: Command = {
@@ -43,8 +43,11 @@ export const trainPolicyCommand: Command = {
     }
     const out = trainingOut(values, `policy-${task.name}`);
     const bar = progressBar(`train-policy ${task.name} ${settings.method}`, !values.json);
+    const lessonNote = (l: PolicyLevel) => l.lesson
+      ? ` (round from own cost ${l.lesson.policyCost.toPrecision(6)}: iLQG's path ${l.lesson.teacherCost.toPrecision(6)} in ${l.lesson.teacherIterations} iterations, ${l.lesson.wallS.toFixed(1)} s)`
+      : '';
     const line = (l: PolicyLevel) => settings.method === 'gradient'
-      ? `block ${l.level}: best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`
+      ? `block ${l.level}: best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}${lessonNote(l)}`
       : `level ${l.level} beta ${l.beta.toExponential(2)} ESS ${l.ess.toFixed(0)} lineages ${l.lineages} acc ${l.acceptance.toFixed(2)} best ${l.energy[0].toPrecision(6)} median ${l.energy[3].toPrecision(6)}`;
     let collapseSaid = false;
     const result = await trainPolicy(task, settings, {
@@ -67,7 +70,8 @@ export const trainPolicyCommand: Command = {
     const paperWallS = settings.method === 'gradient' || !task.paper ? null : task.paper.wallS[settings.method];
     const summary = {
       task: task.name, system: task.system, method: settings.method, out, particles: settings.particles, batch: settings.batch,
-      seed: settings.seed, levels: result.levels.length, finished: result.finished, bestEnergy: result.best.energy,
+      // with a teacher, the policy's own cost (its energy with the task's reference, not a round's path)
+      seed: settings.seed, teacher: settings.teacher, levels: result.levels.length, finished: result.finished, bestEnergy: result.best.energy,
       gradientEvaluationsPerParticle: result.gradientEvaluations, wallS: result.wallS,
       // of wallS, the rollouts and their gradients; the rest is the sampler's own work
       rolloutS: result.rolloutS,
@@ -80,7 +84,7 @@ export const trainPolicyCommand: Command = {
     }
     if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after ${summary.levels} levels: ${out} holds them (continue with --resume)`);
     if (values.json) return printJson(summary);
-    console.log(`${task.name} by ${settings.method}: best energy ${result.best.energy.toPrecision(6)} after ${summary.levels} ${settings.method === 'gradient' ? 'blocks of 50 iterations' : 'levels'}${result.finished ? '' : ' (not finished)'}, ${summary.gradientEvaluationsPerParticle.toFixed(0)} gradient evaluations per particle, ${summary.wallS.toFixed(1)} s (rollouts ${summary.rolloutS.toFixed(1)} s)`);
+    console.log(`${task.name} by ${settings.method}${settings.teacher === 'none' ? '' : ` with teacher ${settings.teacher}`}: best ${settings.teacher === 'none' ? 'energy' : 'own cost'} ${result.best.energy.toPrecision(6)} after ${summary.levels} ${settings.method === 'gradient' ? 'blocks of 50 iterations' : 'levels'}${result.finished ? '' : ' (not finished)'}, ${summary.gradientEvaluationsPerParticle.toFixed(0)} gradient evaluations per particle, ${summary.wallS.toFixed(1)} s (rollouts ${summary.rolloutS.toFixed(1)} s)`);
     if (paperWallS !== null && task.paper) console.log(`  the paper: ${paperWallS} s on two workstation GPUs at N = ${task.paper.particles}, B = ${task.paper.batch} (here N = ${settings.particles}, B = ${settings.batch})`);
     if (task.paper?.costs) console.log(`  the paper's costs: TSMC ${task.paper.costs.tsmc}, PPO ${task.paper.costs.ppo}, SAC ${task.paper.costs.sac} (PPO and SAC are not run here)`);
     console.log(`  policy: ${out} (use: bench policy --task ${task.name} --prior ${out}; run --prior ${out} --set prior.value=false); curve: ${join(out, 'curve.svg')}`);
@@ -110,6 +114,8 @@ function trainPolicyOptions(values: Record<string, unknown>): { task: PolicyTask
   if (settings.init) checkInitialPolicy(task, settings.init, modelOverrides);
   policyCatch(task, settings, taskModel(task, modelOverrides));
   rolloutNoise(task, settings, taskModel(task, modelOverrides));
+  const teacher = teacherProblem(task, settings);
+  if (teacher) throw new InputError(teacher);
   return { task, settings, threads: optionalInteger(values, 'threads', MAX_THREADS, 1, MAX_THREADS, `this machine has ${MAX_THREADS} cores`), model: modelOverrides };
 }
 

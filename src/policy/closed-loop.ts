@@ -148,6 +148,7 @@ export class ClosedLoop {
   // noise per start b, step t and noisy state k at (b * T + t) * states + k
   private noiseDraws = new Float64Array(0);
   private readonly uRest: Float64Array;
+  private costTrack: Float64Array | undefined;
 
   /**
    * `reference`: what the policy's features and catch see, and the costs'
@@ -155,9 +156,9 @@ export class ClosedLoop {
    * reference at each step instead, so the rollouts are scored against a
    * recorded trajectory while the policy still sees its error from the goal.
    */
-  constructor(readonly model: Model, readonly shape: PolicyShape, readonly horizon: number, readonly reference: readonly number[], readonly noise?: RolloutNoise, readonly track?: Float64Array) {
+  constructor(readonly model: Model, readonly shape: PolicyShape, readonly horizon: number, readonly reference: readonly number[], readonly noise?: RolloutNoise, track?: Float64Array) {
     this.n = model.stateDim;
-    if (track && track.length !== (horizon + 1) * this.n) throw new Error(`track holds ${track.length} values, expected ${horizon + 1} steps of ${this.n} states`);
+    this.setTrack(track);
     this.m = model.controlDim;
     this.sizes = layerSizes(shape);
     this.d = this.sizes[0];
@@ -172,6 +173,23 @@ export class ClosedLoop {
     this.terminal = compileVectorKernel([g.terminal, ...g.gradTerminal], [['X', 'x', this.n], ['R', 'r', this.n]]);
     // u_{-1}, which costs on the control's rate see at t = 0: the control's centre (0 where symmetric)
     this.uRest = Float64Array.from(shape.controlCenter);
+  }
+
+  /** the costs' reference per step ((T + 1) x n), or undefined: the reference */
+  get track(): Float64Array | undefined {
+    return this.costTrack;
+  }
+
+  /** Scores the rollouts against `track` from the next evaluation on (train.teacher refreshes it between rounds). */
+  setTrack(track: Float64Array | undefined): void {
+    if (track && track.length !== (this.horizon + 1) * this.n) throw new Error(`track holds ${track.length} values, expected ${this.horizon + 1} steps of ${this.n} states`);
+    this.costTrack = track && Float64Array.from(track);
+  }
+
+  /** One rollout of theta from `start` (n values): its cost, states ((T + 1) x n) and controls (T x m), copies of the caller's own. */
+  rollout(theta: Float64Array, start: ArrayLike<number>): { cost: number; states: Float64Array; controls: Float64Array } {
+    const cost = this.evaluate(theta, start, 1);
+    return { cost, states: this.xs.slice(0, (this.horizon + 1) * this.n), controls: this.us.slice(0, this.horizon * this.m) };
   }
 
   private reserve(batch: number): void {

@@ -37,8 +37,13 @@ export interface ClosedLoopJob {
 export interface ClosedLoopEvaluator {
   /** The job's mean costs and gradients: the gradients in the job's `gradInto`, else like the costs in arrays of the caller's own (nothing the evaluator reuses). */
   evaluate(job: ClosedLoopJob): Promise<{ energy: Float64Array; grad: Float64Array }>;
+  /** The costs' reference per step for the jobs after this call (train.teacher's rounds); absent where the evaluator cannot carry one. */
+  setTrack?(track: Float64Array | undefined): void;
   dispose(): void;
 }
+
+/** A pool worker's messages: a job, or the costs' new reference per step for the jobs after it. */
+export type ClosedLoopMessage = ClosedLoopJob | { track: Float64Array | undefined };
 
 export function runJob(loop: ClosedLoop, job: ClosedLoopJob): { energy: Float64Array; grad: Float64Array } {
   const p = loop.parameters;
@@ -67,6 +72,12 @@ export class ClosedLoopPool implements ClosedLoopEvaluator {
       w.unref();
       return w;
     });
+  }
+
+  setTrack(track: Float64Array | undefined): void {
+    this.loop.setTrack(track);
+    // the workers take messages in order: every job after this one sees the new track
+    for (const w of this.workers) w.postMessage({ track } satisfies ClosedLoopMessage);
   }
 
   get threads(): number {

@@ -61,8 +61,8 @@ export class PolicyTarget implements Target {
   readonly parameters: number;
   private readonly starts?: Float64Array;
   private readonly inverseVariance: Float64Array;
-  /** the prior's mean (train.init: a policy trained before); zero when none is given */
-  private readonly priorMean: Float64Array;
+  /** the prior's mean (train.init: a policy trained before; train.teacher: the last round's best); zero when none is given */
+  private priorMean: Float64Array;
   /** Wall time spent in the rollouts and their gradients (the evaluator's, or this thread's), so far; the rest of a run is the sampler's own work. */
   rolloutMs = 0;
 
@@ -85,6 +85,19 @@ export class PolicyTarget implements Target {
     this.starts = fixedStarts;
     this.dim = fixedStarts ? this.parameters : this.parameters + batch * loop.model.stateDim;
     if (fixedStarts && fixedStarts.length !== batch * loop.model.stateDim) throw new Error(`${fixedStarts.length / loop.model.stateDim} starts given, batch is ${batch}`);
+  }
+
+  /** Centres the prior on `mean` (train.teacher: each round a trust region around the last round's best policy). */
+  recentre(mean: Float64Array): void {
+    if (mean.length !== this.parameters) throw new Error(`prior mean has ${mean.length} values, the policy ${this.parameters} parameters`);
+    this.priorMean = Float64Array.from(mean);
+  }
+
+  /** Scores the rollouts against `track` ((T + 1) x n) from the next evaluation on, wherever they run. */
+  setTrack(track: Float64Array | undefined): void {
+    if (this.evaluator && !this.evaluator.setTrack) throw new Error('the rollouts\' evaluator cannot change the costs\' reference');
+    if (this.evaluator?.setTrack) this.evaluator.setTrack(track);
+    else this.loop.setTrack(track);
   }
 
   get carried(): boolean {

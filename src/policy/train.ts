@@ -17,6 +17,7 @@ import { composedMove, drawPhysicalStarts, heldStartsMass, PolicyTarget, startsR
 import { POLICY_TASKS, PolicyTask, taskModel } from './tasks.js';
 import { goalCatch, PolicyCatch } from './catch.js';
 import { costTrack } from './track.js';
+import { IlqgTeacher } from './teacher.js';
 
 export const POLICY_METHODS = ['tsmc-d', 'tsmc-e', 'gradient'] as const;
 export type PolicyMethod = (typeof POLICY_METHODS)[number];
@@ -45,6 +46,9 @@ export const POLICY_TRAIN_PARAMS = {
   backend: choice('cpu', ['cpu', 'webgpu'] as const, 'where the rollouts and their gradients run: cpu (f64, --threads) or webgpu (f32, one invocation per particle and start)'),
   catch: choice('none', ['none', 'lqr'] as const, 'lqr: the LQR at the goal balances inside the task\'s catch region and the network swings up into it, trained with the catch in the closed loop (src/policy/catch.ts); none: the network alone, as the paper\'s policy'),
   track: text('', 'a run\'s MCAP log (run --out DIR writes DIR/run.mcap) from the task\'s start that the training rollouts\' costs track step by step, the goal after the run entered its goal region: a controller\'s swing-up as shaping (src/policy/track.ts); the policy still sees only its error from the goal. CPU only; empty: the goal', { maxLength: 4096 }),
+  teacher: choice('none', ['none', 'ilqg'] as const, 'gradient, a task with one start: ilqg: rounds of policy iteration with iLQG as the teacher: each round the best policy\'s closed loop is improved by iLQG on the task\'s own cost, and the round\'s rollouts track that path (src/policy/teacher.ts); the checkpoint keeps the policy of least own cost. none: the energy alone'),
+  teacherEvery: num(4000, 'train.teacher: Adam iterations per round', { min: 50, max: 1e7, integer: true }),
+  teacherIterations: num(3000, 'train.teacher: iLQG iterations per round at most (it stops earlier where no step lowers the cost)', { min: 1, max: 1e6, integer: true }),
   processNoise: num(0, 'white noise on the joint rates in every training rollout, std per sqrt(s) as sim.processNoise with processNoiseOn rates: one fixed draw per start and step (common random numbers; with a point start, give --batch B for B draws); 0: none. CPU only', { min: 0, max: 100 }),
   policyStd: num(0.1, 'the std the checkpoint\'s sampling policy gets around the trained policy, as MPPI\'s prior (normalised control units)', { min: Math.exp(LOG_STD_RANGE[0]), max: Math.exp(LOG_STD_RANGE[1]) }),
 } as const;
@@ -71,6 +75,8 @@ export interface PolicyLevel {
   rolloutS?: number;
   /** TSMC: how many initial particles the population still descends from (1: collapsed onto one particle's line); absent for Adam's blocks and levels saved before it was kept */
   lineages?: number;
+  /** train.teacher: the lesson that began a round with this block (the energies of a round are its tracking energies; the policies' own costs are the lessons') */
+  lesson?: { policyCost: number; teacherCost: number; teacherIterations: number; wallS: number };
 }
 
 interface BestPolicy {
@@ -134,6 +140,7 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
   const noise = rolloutNoise(task, settings, model);
   const track = costTrack(task, settings, model);
   const loop = new ClosedLoop(model, shape, model.horizon, model.goal, noise, track);
+  const teacher = policyTeacher(task, settings, model, shape);
   // refused before any thread or GPU buffer is made
   const bytes = memoryEstimate(loop, settings.method === 'tsmc-e' ? loop.parameters + settings.batch * model.stateDim : loop.parameters, settings);
   if (bytes > 0.5 * totalmem()) {
@@ -149,7 +156,7 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
     evaluator = new ClosedLoopPool(loop, { task: task.name, model: opts.model ?? {}, catch: shape.catch, noise, track }, opts.threads!);
   }
   try {
-    return await train(task, settings, opts, model, shape, loop, evaluator);
+    return await train(task, settings, opts, model, shape, loop, evaluator, teacher);
   } finally {
     evaluator?.dispose();
   }
@@ -157,7 +164,7 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
 
 async function train(
   task: PolicyTask, settings: PolicyTrainSettings, opts: Parameters<typeof trainPolicy>[2],
-  model: Model, shape: PolicyShape, loop: ClosedLoop, evaluator: ClosedLoopEvaluator | undefined,
+  model: Model, shape: PolicyShape, loop: ClosedLoop, evaluator: ClosedLoopEvaluator | undefined, teacher: IlqgTeacher | undefined,
 ): Promise<PolicyTrainResult> {
   const std = priorStd(loop.sizes, settings.priorScale);
   const mean = settings.init ? initialPolicy(settings.init, model, shape) : undefined;
@@ -211,7 +218,8 @@ async function train(
   };
 
   if (settings.method === 'gradient') {
-    const run = await adamBaseline(target, positions, settings, { levels, startMs, saved, persist, offer, onLevel: opts.onLevel, signal: opts.signal });
+    const rounds = teacher && { teacher, priorStd: std, trackFirst: settings.track !== '' && !saved, init: mean };
+    const run = await adamBaseline(target, positions, settings, { levels, startMs, saved, persist, offer, onLevel: opts.onLevel, signal: opts.signal, rounds });
     return { ...run, best: best ?? run.best, rolloutS: rolloutS() };
   }
   // every level's moves work in the same arrays (at N = 16000 fresh ones cost more than the moves' arithmetic)
@@ -273,6 +281,8 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
   /** the block's particles, for the run's best */
   offer: (positions: Float64Array, energy: Float64Array, levels: number) => void;
   onLevel?: (l: PolicyLevel) => void;
+  /** train.teacher: its rounds (the first tracks train.track's log where one is given) */
+  rounds?: { teacher: IlqgTeacher; priorStd: Float64Array; trackFirst: boolean; init?: Float64Array };
 }): Promise<Omit<PolicyTrainResult, 'rolloutS'>> {
   const { dim } = target;
   const N = s.particles;
@@ -281,16 +291,62 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
   // Adam's moments are not checkpointed: a resumed run restarts them (said in the docs)
   const m1 = new Float64Array(N * dim);
   const m2 = new Float64Array(N * dim);
-  let ev = await target.evaluate(positions, N);
   let iteration = ctx.levels.length * BLOCK;
+  // Adam's step count, from the round's start (its bias correction restarts with its moments)
+  let roundStart = iteration;
   const [b1, b2] = [0.9, 0.999];
+  const rounds = ctx.rounds;
+  /** the round's policy of least own cost at any block's end: the next round's lesson starts from it; before the first, train.init's policy itself (the starts are only drawn around it, and a swing-up does not survive every draw) */
+  let roundBest: BestPolicy | undefined;
+  if (rounds?.init && !ctx.saved) {
+    const energy = rounds.teacher.cost(rounds.init);
+    if (Number.isFinite(energy)) roundBest = { energy, theta: Float64Array.from(rounds.init) };
+  }
+  /** each particle's own cost (a round's energies are its tracking energies, and Adam's path through a round is not monotone), offered for the run's best and the round's */
+  const offerOwnCosts = () => {
+    const own = new Float64Array(N);
+    for (let i = 0; i < N; i++) own[i] = rounds!.teacher.cost(positions.subarray(i * dim, i * dim + target.parameters));
+    ctx.offer(positions, own, ctx.levels.length);
+    const i = bestOf(own);
+    if (!roundBest || own[i] < roundBest.energy || !Number.isFinite(roundBest.energy)) roundBest = { energy: own[i], theta: positions.slice(i * dim, i * dim + target.parameters) };
+  };
+  /**
+   * A round: the lesson from the last round's best policy (by own cost; not
+   * the run's best, which would repeat its lesson when a round does not beat
+   * it), its path as the track, every start drawn around that policy afresh
+   * (the first is the policy).
+   */
+  const beginRound = (): PolicyLevel['lesson'] => {
+    const begun = performance.now();
+    offerOwnCosts();
+    const best = roundBest!;
+    roundBest = undefined;
+    const lesson = rounds!.teacher.lesson(best.theta);
+    // a policy whose own rollout diverged teaches nothing: the round keeps the last path
+    if (lesson.track) target.setTrack(lesson.track);
+    target.recentre(best.theta);
+    const drawn = drawFromPrior(new Rng(levelSeed(s.seed, ctx.levels.length) ^ 0x5bd1e995), rounds!.priorStd, N, best.theta);
+    for (let i = 0; i < N; i++) positions.set(i === 0 ? best.theta : drawn.subarray(i * target.parameters, (i + 1) * target.parameters), i * dim);
+    m1.fill(0);
+    m2.fill(0);
+    roundStart = iteration;
+    return { policyCost: lesson.policyCost, teacherCost: lesson.teacherCost, teacherIterations: lesson.teacherIterations, wallS: (performance.now() - begun) / 1000 };
+  };
+  // train.init's policy is a candidate for the run's best too: a run that never beats it keeps it
+  if (roundBest) ctx.offer(roundBest.theta, Float64Array.of(roundBest.energy), ctx.levels.length);
+  let lesson = rounds && !rounds.trackFirst ? beginRound() : undefined;
+  let ev = await target.evaluate(positions, N);
   while (ctx.levels.length < blocks && !ctx.signal?.aborted) {
+    if (rounds && !lesson && iteration - roundStart >= s.teacherEvery) {
+      lesson = beginRound();
+      ev = await target.evaluate(positions, N);
+    }
     const blockStart = performance.now();
     const rolloutMs = target.rolloutMs;
     const until = Math.min(s.iterations, iteration + BLOCK);
     const done = until - iteration;
     for (; iteration < until; iteration++) {
-      const t = iteration + 1;
+      const t = iteration - roundStart + 1;
       for (let k = 0; k < N * dim; k++) {
         const g = ev.energyGrad[k] / s.lambda + ev.priorGrad[k];
         if (!Number.isFinite(g)) continue;
@@ -303,10 +359,16 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
     const level: PolicyLevel = {
       level: ctx.levels.length + 1, beta: 1, ess: N, acceptance: 1, stepSize: s.learningRate,
       energy: energyQuantiles(ev.energy), gradientEvaluations: done, wallS: (performance.now() - blockStart) / 1000,
-      rolloutS: (target.rolloutMs - rolloutMs) / 1000,
+      rolloutS: (target.rolloutMs - rolloutMs) / 1000, ...(lesson ? { lesson } : {}),
     };
+    lesson = undefined;
     ctx.levels.push(level);
-    ctx.offer(positions, ev.energy, ctx.levels.length);
+    // with a teacher the energies are distances from a path: the run's best is chosen by own cost
+    if (rounds) {
+      offerOwnCosts();
+    } else {
+      ctx.offer(positions, ev.energy, ctx.levels.length);
+    }
     ctx.persist({ beta: 1, stepSize: s.learningRate, logZ: 0, finished: ctx.levels.length >= blocks }, positions);
     ctx.onLevel?.(level);
     await new Promise((resolve) => setImmediate(resolve));
@@ -325,6 +387,23 @@ export function policyCatch(task: PolicyTask, settings: Pick<PolicyTrainSettings
   if (settings.catch === 'none') return undefined;
   if (!task.catchRadii) throw new InputError(`train.catch = lqr: task ${task.name} declares no catch region (its tasks.ts entry has no catchRadii)`);
   return goalCatch(model, task.catchRadii, 'train.catch = lqr');
+}
+
+/** Why train.teacher's rounds cannot run with these settings, as the one line to refuse with; undefined where they can (or no teacher is asked for). */
+export function teacherProblem(task: PolicyTask, settings: Pick<PolicyTrainSettings, 'teacher' | 'method' | 'backend'>): string | undefined {
+  if (settings.teacher === 'none') return undefined;
+  const what = `train.teacher = ${settings.teacher}`;
+  if (settings.method !== 'gradient') return `${what} runs with --method gradient: each round changes the energy, which tempering's sequence of targets cannot follow (refine its policy with --method ${settings.method} --init DIR after)`;
+  if (settings.backend !== 'cpu') return `${what} runs on the CPU closed loop only: set train.backend to cpu`;
+  if (task.starts.kind !== 'point') return `${what}: task ${task.name} starts from a region, and the teacher plans from the one state a task starts at (tasks with one start: ${POLICY_TASKS.filter((t) => t.starts.kind === 'point').map((t) => t.name).join(', ')})`;
+  return undefined;
+}
+
+/** The teacher train.teacher asks for, refused with one line where its rounds cannot run. */
+function policyTeacher(task: PolicyTask, settings: PolicyTrainSettings, model: Model, shape: PolicyShape): IlqgTeacher | undefined {
+  const problem = teacherProblem(task, settings);
+  if (problem) throw new InputError(problem);
+  return settings.teacher === 'none' ? undefined : new IlqgTeacher(task, model, shape, settings.teacherIterations);
 }
 
 /** The training rollouts' noise when train.processNoise asks for it, refused with one line where it cannot be added as the simulator adds it. */
