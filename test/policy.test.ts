@@ -436,6 +436,22 @@ describe('train.teacher = ilqg: policy iteration with iLQG as the teacher', func
     }
   });
 
+  it('a resumed run begins a new round where it stopped, from its saved starts; another teacher setting is refused', async () => {
+    const out = tmp();
+    try {
+      const settings = resolvePolicySettings(acrobotTask, { method: 'gradient', particles: 2, iterations: 150, teacher: 'ilqg', teacherEvery: 100, teacherIterations: 50, learningRate: 0.01 });
+      const stop = new AbortController();
+      const first = await trainPolicy(acrobotTask, settings, { out, resume: false, version, signal: stop.signal, model: { horizon: 20 }, onLevel: (l) => l.level === 1 && stop.abort() });
+      assert.equal(first.levels.length, 1);
+      const resumed = await trainPolicy(acrobotTask, settings, { out, resume: true, version, model: { horizon: 20 } });
+      assert.deepEqual(resumed.levels.map((l) => l.lesson !== undefined), [true, true, false]);
+      assert.ok(resumed.best.energy <= first.best.energy);
+      await assert.rejects(trainPolicy(acrobotTask, { ...settings, teacherEvery: 50 }, { out, resume: true, version, model: { horizon: 20 } }), /--resume: .* other settings/);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+
   it('refuses TSMC, WebGPU and a task with a start region, with one line each', async () => {
     const refused = (name: string, given: Record<string, unknown>, why: RegExp) => {
       const task = policyTask(name);
