@@ -26,12 +26,12 @@ export interface Lesson {
  *
  * Why: a policy's cost over a long horizon is a sharp landscape (the TSMC
  * paper's Section S-X.D: the closed loop's gradients grow through the
- * policy's own state sensitivity), and on the cart double pendulum every
- * gradient on the task's own cost led away from the swing-up (measured,
- * docs/results.md). An open-loop path is optimised well by iLQG, whose
- * feedback gains keep each step near the last path, and following a path is
- * a smooth problem for the policy's gradients. The teacher only proposes:
- * what the run keeps is the policy whose own cost is lowest.
+ * policy's own state sensitivity), and on the cart double pendulum TSMC:D
+ * on the task's own cost gave a swing-up up for cheaper non-swing-ups
+ * (measured, docs/results.md). An open-loop path is optimised well by iLQG,
+ * whose feedback gains keep each step near the last path, and following a
+ * path is a smooth problem for the policy's gradients. The teacher only
+ * proposes: what the run keeps is the policy whose own cost is lowest.
  */
 export class IlqgTeacher {
   private readonly plain: ClosedLoop;
