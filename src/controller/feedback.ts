@@ -209,7 +209,8 @@ export class FeedbackBuilder {
     const horizon = controls.length / this.model.controlDim;
     const path = reference.length === (horizon + 1) * n;
     if (!path && reference.length !== n) throw new Error(`reference holds ${reference.length} values: one state (${n}) or one for each of ${horizon + 1} steps`);
-    const rows = Array.from({ length: path ? horizon + 1 : 1 }, (_, k) => Array.from(reference).slice(k * n, (k + 1) * n));
+    const values = Array.from(reference);
+    const rows = Array.from({ length: path ? horizon + 1 : 1 }, (_, k) => values.slice(k * n, (k + 1) * n));
     const referenceAt: ReferenceAt = path ? (k) => rows[k] : () => rows[0];
     let lin = this.linearise(x0, controls, uPrev, referenceAt);
     const costBefore = lin.cost;
