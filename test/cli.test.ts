@@ -82,6 +82,21 @@ describe('CLI', () => {
     assert.doesNotMatch(kept.stderr, /note:/);
   });
 
+  it('train-policy with a teacher: the curve plots each round\'s own cost and iLQG\'s path; --json says the best is an own cost', () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'tmpc-')), 'taught');
+    const r = cli(['train-policy', '--task', 'acrobot', '--method', 'gradient', '--particles', '2', '--set', 'model.horizon=20', '--set', 'train.iterations=100',
+      '--set', 'train.teacher=ilqg', '--set', 'train.teacherEvery=50', '--set', 'train.teacherIterations=20', '--threads', '1', '--out', out, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const summary = JSON.parse(r.stdout);
+    assert.equal(summary.teacher, 'ilqg');
+    const curve = JSON.parse(readFileSync(join(out, 'curve.json'), 'utf8'));
+    assert.equal(curve.filter((l: { lesson?: unknown }) => l.lesson).length, 2);
+    assert.ok(summary.bestEnergy <= Math.min(...curve.filter((l: { lesson?: { policyCost: number } }) => l.lesson).map((l: { lesson: { policyCost: number } }) => l.lesson.policyCost)));
+    const svg = readFileSync(join(out, 'curve.svg'), 'utf8');
+    assert.match(svg, /each round: its policy's own cost, iLQG's path/);
+    assert.match(svg, /tracking energy \(from the round's path\)/);
+  });
+
   it('train-policy refuses a teacher it cannot run before it makes --out: exit 2, one line', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'tmpc-')), 'never');
     const r = cli(['train-policy', '--task', 'acrobot', '--set', 'train.teacher=ilqg', '--out', out]);

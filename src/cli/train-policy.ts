@@ -123,11 +123,17 @@ function energyCurve(task: PolicyTask, method: string, levels: PolicyLevel[]): s
   const x = levels.map((l) => l.level);
   const q = (k: number) => levels.map((l) => l.energy[k]);
   const positive = levels.every((l) => l.energy.every((e) => !(e <= 0)));
-  return lineChart(`train-policy ${task.name} (${method}): particle energies per level`, [
-    { title: 'energy (mean closed-loop cost): min, p10, p25, median, p75, p90', xLabel: method === 'gradient' ? 'block of 50 Adam iterations' : 'tempering level', logY: positive,
-      series: [['min', 0], ['p10', 1], ['p25', 2], ['median', 3], ['p75', 4], ['p90', 5]].map(([name, k]) => ({ name: name as string, x, y: q(k as number) })) },
-    { title: method === 'gradient' ? 'gradient evaluations per block' : 'beta and acceptance', xLabel: 'level',
+  const rounds = levels.filter((l) => l.lesson);
+  // with a teacher the energies are distances from each round's path; the policies' own costs are the rounds'
+  const second = rounds.length
+    ? { title: 'each round: its policy\'s own cost, iLQG\'s path', xLabel: 'block where the round began', logY: positive,
+      series: [{ name: 'policy', x: rounds.map((l) => l.level), y: rounds.map((l) => l.lesson!.policyCost) }, { name: 'iLQG path', x: rounds.map((l) => l.level), y: rounds.map((l) => l.lesson!.teacherCost) }] }
+    : { title: method === 'gradient' ? 'gradient evaluations per block' : 'beta and acceptance', xLabel: 'level',
       series: method === 'gradient' ? [{ name: 'evaluations', x, y: levels.map((l) => l.gradientEvaluations) }]
-        : [{ name: 'beta', x, y: levels.map((l) => l.beta) }, { name: 'acceptance', x, y: levels.map((l) => l.acceptance) }] },
+        : [{ name: 'beta', x, y: levels.map((l) => l.beta) }, { name: 'acceptance', x, y: levels.map((l) => l.acceptance) }] };
+  return lineChart(`train-policy ${task.name} (${method}): particle energies per level`, [
+    { title: `${rounds.length ? 'tracking energy (from the round\'s path)' : 'energy (mean closed-loop cost)'}: min, p10, p25, median, p75, p90`, xLabel: method === 'gradient' ? 'block of 50 Adam iterations' : 'tempering level', logY: positive,
+      series: [['min', 0], ['p10', 1], ['p25', 2], ['median', 3], ['p75', 4], ['p90', 5]].map(([name, k]) => ({ name: name as string, x, y: q(k as number) })) },
+    second,
   ], 1);
 }
