@@ -149,6 +149,17 @@ describe('first hour: one shutdown path (SIGINT, SIGTERM)', function () {
     assert.equal(JSON.parse(resumed.stdout).levels, state.levels.length + 1);
   });
 
+  it('SIGINT during train.teacher\'s lesson (iLQG, seconds without a block): exit 130 within a slice, not after the lesson', async () => {
+    const out = tmp('taught');
+    // at T = 300 this lesson runs about 300 iLQG iterations, some 9 s on this machine, before the first block
+    const args = ['train-policy', '--task', 'cart-double-pendulum', '--method', 'gradient', '--particles', '2', '--set', 'model.horizon=300', '--set', 'train.iterations=50',
+      '--set', 'train.teacher=ilqg', '--set', 'train.teacherIterations=1000000', '--threads', '1', '--out', out];
+    const r = await interrupt(args, 'SIGINT', () => false, 3);
+    assert.equal(r.code, 130, r.stderr);
+    assert.match(r.stderr, /interrupted \(SIGINT\) after 0 levels/);
+    assert.ok(r.exitS < 2, `ended ${r.exitS.toFixed(2)} s after the signal`);
+  });
+
   it('SIGINT during train-value: exit 130, the sweep under way dropped, the last whole sweep\'s checkpoint kept and resumable', async () => {
     const prior = tmp('value-prior');
     const tiny = ['--set', 'model.horizon=5', '--set', 'mppi.samples=16', '--set', 'mppi.iterations=1', '--set', 'threads=1'];

@@ -11,6 +11,7 @@ import { ClosedLoop, drawFromPrior, fromPriorPolicy, policyShape, priorStd, toPr
 import { PolicyTask, policyTask, taskModel } from '../src/policy/tasks.js';
 import { checkInitialPolicy, policyCatch, resolvePolicySettings, rolloutNoise, teacherProblem, trainPolicy } from '../src/policy/train.js';
 import { IlqgTeacher } from '../src/policy/teacher.js';
+import { FeedbackBuilder } from '../src/controller/feedback.js';
 import { goalCatch, type PolicyCatch } from '../src/policy/catch.js';
 import { buildStepGraphs } from '../src/kernels/graphs.js';
 import { compileStepFunction } from '../src/kernels/js-source.js';
@@ -387,13 +388,13 @@ describe('train.teacher = ilqg: policy iteration with iLQG as the teacher', func
   this.timeout(300000);
   const acrobotTask = policyTask('acrobot');
 
-  it('a lesson: the policy\'s own cost from the start, and iLQG\'s cheaper path from its closed loop, starting at the start', () => {
+  it('a lesson: the policy\'s own cost from the start, and iLQG\'s cheaper path from its closed loop, starting at the start', async () => {
     const m = taskModel(acrobotTask, { horizon: 30 });
     const shape = policyShape(m, acrobotTask.hidden, acrobotTask.rawScale);
     const teacher = new IlqgTeacher(acrobotTask, m, shape, 200);
     const plain = new ClosedLoop(m, shape, 30, m.goal);
     const theta = drawFromPrior(new Rng(4), priorStd(plain.sizes, 1), 1);
-    const lesson = teacher.lesson(theta);
+    const lesson = await teacher.lesson(theta);
     assert.equal(lesson.policyCost, plain.evaluate(theta, [0, 0, 0, 0], 1));
     assert.equal(teacher.cost(theta), lesson.policyCost);
     assert.ok(lesson.teacherIterations > 0 && lesson.teacherCost < lesson.policyCost, `${lesson.policyCost} -> ${lesson.teacherCost} in ${lesson.teacherIterations}`);
@@ -405,6 +406,27 @@ describe('train.teacher = ilqg: policy iteration with iLQG as the teacher', func
     assert.equal(plain.evaluate(theta, [0, 0, 0, 0], 1), tracked.evaluate(theta, [0, 0, 0, 0], 1));
     plain.setTrack(undefined);
     assert.equal(plain.evaluate(theta, [0, 0, 0, 0], 1), lesson.policyCost);
+  });
+
+  it('a lesson runs iLQG in slices of 200 ms that repeat one uninterrupted run exactly; a signal ends it after the slice under way', async () => {
+    const cartTask = policyTask('cart-double-pendulum');
+    const m = taskModel(cartTask, { horizon: 100 });
+    const shape = policyShape(m, cartTask.hidden, cartTask.rawScale);
+    const teacher = new IlqgTeacher(cartTask, m, shape, 250);
+    const loop = new ClosedLoop(m, shape, 100, m.goal);
+    const theta = drawFromPrior(new Rng(5), priorStd(loop.sizes, 1), 1);
+    const lesson = await teacher.lesson(theta);
+    assert.ok(lesson.teacherIterations > 200, `${lesson.teacherIterations} iterations: a case of several 200 ms slices`);
+    const own = loop.rollout(theta, m.x0);
+    const whole = new FeedbackBuilder(m).optimise(Array.from(m.x0), own.controls, [0], m.goal, { iterations: 250 });
+    assert.equal(whole.iterations, lesson.teacherIterations);
+    assert.equal(whole.cost, lesson.teacherCost);
+    assert.deepEqual(Array.from(whole.states), Array.from(lesson.track!));
+    const stop = new AbortController();
+    stop.abort();
+    const cut = await teacher.lesson(theta, stop.signal);
+    assert.ok(cut.teacherIterations > 0 && cut.teacherIterations < lesson.teacherIterations, `cut after ${cut.teacherIterations} iterations`);
+    assert.ok(cut.teacherCost < cut.policyCost && cut.teacherCost > lesson.teacherCost, `cut ${cut.teacherCost}, whole ${lesson.teacherCost}`);
   });
 
   it('rounds: each begins with a lesson; the checkpoint keeps the least own cost, not a tracking energy; threads carry each round\'s path', async () => {

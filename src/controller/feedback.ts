@@ -74,6 +74,8 @@ export interface TrajectoryOptimum {
   iterations: number;
   /** whether it stopped because no regularisation found a lower cost (not for want of iterations) */
   converged: boolean;
+  /** the regularisation the next iteration would start from: given back as opts.regularisation, a run continued from these controls repeats an uninterrupted one */
+  regularisation: number;
 }
 
 /** A plan's linearisation: the forward pass of iLQG. */
@@ -200,10 +202,13 @@ export class FeedbackBuilder {
    * (the goal), or (horizon + 1) rows of stateDim, one for each step (a path
    * to follow). Stops after `iterations`, or where no regularisation finds a
    * lower cost or a step lowers it by less than a 1e-12 share (converged).
+   * Synchronous: a caller that must stay responsive runs it in slices
+   * (`untilMs`: stop after the iteration that passes this performance.now()),
+   * each from the last one's controls and regularisation.
    */
   optimise(
     x0: readonly number[], controls: Float64Array, uPrev: readonly number[], reference: readonly number[] | Float64Array,
-    opts: { iterations: number; onIteration?: (iteration: number, cost: number) => void },
+    opts: { iterations: number; onIteration?: (iteration: number, cost: number) => void; regularisation?: number; untilMs?: number },
   ): TrajectoryOptimum {
     const { stateDim: n } = this.model;
     const horizon = controls.length / this.model.controlDim;
@@ -214,7 +219,7 @@ export class FeedbackBuilder {
     const referenceAt: ReferenceAt = path ? (k) => rows[k] : () => rows[0];
     let lin = this.linearise(x0, controls, uPrev, referenceAt);
     const costBefore = lin.cost;
-    let regularisation = FIRST_REGULARISATION;
+    let regularisation = opts.regularisation ?? FIRST_REGULARISATION;
     let iteration = 0;
     let converged = false;
     while (iteration < opts.iterations) {
@@ -247,8 +252,9 @@ export class FeedbackBuilder {
         converged = true;
         break;
       }
+      if (opts.untilMs !== undefined && performance.now() >= opts.untilMs) break;
     }
-    return { states: lin.states, controls: lin.controls, cost: lin.cost, costBefore, iterations: iteration, converged };
+    return { states: lin.states, controls: lin.controls, cost: lin.cost, costBefore, iterations: iteration, converged, regularisation };
   }
 
   /**

@@ -221,7 +221,8 @@ export class ClosedLoop {
     this.reserve(batch);
     const { xs, us, acts } = this;
     const ref = this.reference;
-    const costRef = this.track ?? ref;
+    const track = this.costTrack;
+    const costRef = track ?? ref;
     const f = this.shape.features;
     const center = this.shape.controlCenter;
     const scale = this.shape.controlScale;
@@ -296,7 +297,7 @@ export class ClosedLoop {
         }
         const prev = t === 0 ? this.uRest : us;
         const prevOffset = t === 0 ? 0 : (t - 1) * batch * m + b * m;
-        this.forward(step, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, costRef, this.track ? t * n : 0);
+        this.forward(step, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, costRef, track ? t * n : 0);
         for (let j = 0; j < n; j++) xs[x + batch * n + b * n + j] = step[j];
         if (noisy) for (let k = 0; k < noisy.length; k++) xs[x + batch * n + b * n + noisy[k]] += this.noiseDraws[(b * T + t) * noisy.length + k];
         costs[b] += step[n];
@@ -306,7 +307,7 @@ export class ClosedLoop {
     const last = T * batch * n;
     const adj = new Float64Array(batch * n);
     for (let b = 0; b < batch; b++) {
-      this.terminal(term, 0, xs, last + b * n, costRef, this.track ? T * n : 0);
+      this.terminal(term, 0, xs, last + b * n, costRef, track ? T * n : 0);
       costs[b] += term[0];
       for (let j = 0; j < n; j++) adj[b * n + j] = term[1 + j];
     }
@@ -322,7 +323,8 @@ export class ClosedLoop {
   private backpropagate(theta: Float64Array, batch: number, adj: Float64Array, grad: Float64Array): void {
     const { n, m, d, sizes, horizon: T, xs, us, acts } = this;
     const ref = this.reference;
-    const costRef = this.track ?? ref;
+    const track = this.costTrack;
+    const costRef = track ?? ref;
     const f = this.shape.features;
     const scale = this.shape.controlScale;
     const bounded = this.shape.bounded;
@@ -347,7 +349,7 @@ export class ClosedLoop {
       for (let b = 0; b < batch; b++) {
         const prev = t === 0 ? this.uRest : us;
         const prevOffset = t === 0 ? 0 : (t - 1) * batch * m + b * m;
-        this.backward(vjp, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, costRef, this.track ? t * n : 0, adj, b * n);
+        this.backward(vjp, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, costRef, track ? t * n : 0, adj, b * n);
         for (let j = 0; j < n; j++) adj[b * n + j] = vjp[j];
         const g = c ? this.gates[t * batch + b] : 0;
         if (c) catchGate(c, f.angle, xs, x + b * n, ref, e);

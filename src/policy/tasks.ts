@@ -149,6 +149,12 @@ export const POLICY_TASKS: readonly PolicyTask[] = [
 
 export const POLICY_TASK_NAMES = POLICY_TASKS.map((t) => t.name);
 
+/** Why `what` (a setting that plans or records from one state) cannot run on a task with a start region; undefined where the task starts from one state. */
+export function startRegionProblem(task: PolicyTask, what: string, why: string): string | undefined {
+  if (task.starts.kind === 'point') return undefined;
+  return `${what}: task ${task.name} starts from a region, and ${why} (tasks with one start: ${POLICY_TASKS.filter((t) => t.starts.kind === 'point').map((t) => t.name).join(', ')})`;
+}
+
 export function policyTask(name: string): PolicyTask {
   const task = POLICY_TASKS.find((t) => t.name === name);
   if (!task) throw new InputError(`unknown task '${name}': known tasks are ${POLICY_TASK_NAMES.join(', ')}`);

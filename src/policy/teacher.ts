@@ -3,6 +3,9 @@ import { fromPhysical, type Model } from '../models/model.js';
 import { ClosedLoop, type PolicyShape } from './closed-loop.js';
 import type { PolicyTask } from './tasks.js';
 
+/** iLQG's time between two looks at the event loop [ms]: a signal is heard this soon, and each slice costs one linearisation more */
+const LESSON_SLICE_MS = 200;
+
 /** What one round's teacher found: the policy's own cost, and the path it is to track next. */
 export interface Lesson {
   /** the policy's cost on the task's own cost, from the task's start */
@@ -51,12 +54,29 @@ export class IlqgTeacher {
     return this.plain.evaluate(theta, this.start, 1);
   }
 
-  /** The policy's cost and, from its closed loop, the cheaper path near it that the next round tracks. */
-  lesson(theta: Float64Array): Lesson {
+  /**
+   * The policy's cost and, from its closed loop, the cheaper path near it
+   * that the next round tracks. iLQG runs in slices of about
+   * LESSON_SLICE_MS with the event loop let in between, so a signal is heard
+   * within one (a lesson can take minutes); once `signal` is aborted the
+   * lesson ends with the path found so far. The slices repeat one
+   * uninterrupted run exactly, wherever they fall.
+   */
+  async lesson(theta: Float64Array, signal?: AbortSignal): Promise<Lesson> {
     const own = this.plain.rollout(theta, this.start);
     if (!Number.isFinite(own.cost)) return { policyCost: own.cost, teacherCost: own.cost, teacherIterations: 0, track: undefined };
     // u_{-1} as the closed loop has it: the control's centre
-    const found = this.ilqg.optimise(this.start, own.controls, Array.from(this.plain.shape.controlCenter), this.model.goal, { iterations: this.iterations });
-    return { policyCost: own.cost, teacherCost: found.cost, teacherIterations: found.iterations, track: found.states };
+    const uRest = Array.from(this.plain.shape.controlCenter);
+    const slice = (controls: Float64Array, done: number, regularisation?: number) =>
+      this.ilqg.optimise(this.start, controls, uRest, this.model.goal, { iterations: this.iterations - done, regularisation, untilMs: performance.now() + LESSON_SLICE_MS });
+    let found = slice(own.controls, 0);
+    let iterations = found.iterations;
+    while (!found.converged && iterations < this.iterations) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (signal?.aborted) break;
+      found = slice(found.controls, iterations, found.regularisation);
+      iterations += found.iterations;
+    }
+    return { policyCost: own.cost, teacherCost: found.cost, teacherIterations: iterations, track: found.states };
   }
 }

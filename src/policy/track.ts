@@ -1,7 +1,7 @@
 import { InputError } from '../input-error.js';
 import { fromPhysical, inGoalRegion, stateAngles, type Model } from '../models/model.js';
 import { readControlLog } from '../sysid/log.js';
-import { POLICY_TASKS, type PolicyTask } from './tasks.js';
+import { startRegionProblem, type PolicyTask } from './tasks.js';
 
 /** How far (model units, each state; angles wrapped) a tracked log's first state may be from the task's start. */
 export const TRACK_START_TOLERANCE = 0.05;
@@ -21,9 +21,7 @@ export const TRACK_START_TOLERANCE = 0.05;
  */
 export function trackReference(task: PolicyTask, model: Model, path: string): Float64Array {
   const what = `train.track = ${path}`;
-  if (task.starts.kind !== 'point') {
-    throw new InputError(`${what}: task ${task.name} starts from a region, and a recorded run is tracked from the one state it starts at (tasks with one start: ${POLICY_TASKS.filter((t) => t.starts.kind === 'point').map((t) => t.name).join(', ')})`);
-  }
+  if (task.starts.kind !== 'point') throw new InputError(startRegionProblem(task, what, 'a recorded run is tracked from the one state it starts at')!);
   const log = readControlLog(path, model);
   const n = model.stateDim;
   const states = log.states.map((y) => fromPhysical(model, y));

@@ -14,7 +14,7 @@ import { ClosedLoop, RolloutNoise, drawFromPrior, fromPriorPolicy, layerSizes, p
 import { ClosedLoopEvaluator, ClosedLoopPool } from './pool.js';
 import { disturbedStates, type Model } from '../models/model.js';
 import { composedMove, drawPhysicalStarts, heldStartsMass, PolicyTarget, startsRefresh, toModelStarts } from './target.js';
-import { POLICY_TASKS, PolicyTask, taskModel } from './tasks.js';
+import { POLICY_TASKS, PolicyTask, startRegionProblem, taskModel } from './tasks.js';
 import { goalCatch, PolicyCatch } from './catch.js';
 import { costTrack } from './track.js';
 import { IlqgTeacher } from './teacher.js';
@@ -316,12 +316,12 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
    * it), its path as the track, every start drawn around that policy afresh
    * (the first is the policy).
    */
-  const beginRound = (): PolicyLevel['lesson'] => {
+  const beginRound = async (): Promise<PolicyLevel['lesson']> => {
     const begun = performance.now();
     offerOwnCosts();
     const best = roundBest!;
     roundBest = undefined;
-    const lesson = rounds!.teacher.lesson(best.theta);
+    const lesson = await rounds!.teacher.lesson(best.theta, ctx.signal);
     // a policy whose own rollout diverged teaches nothing: the round keeps the last path
     if (lesson.track) target.setTrack(lesson.track);
     target.recentre(best.theta);
@@ -334,11 +334,13 @@ async function adamBaseline(target: PolicyTarget, positions: Float64Array, s: Po
   };
   // train.init's policy is a candidate for the run's best too: a run that never beats it keeps it
   if (roundBest) ctx.offer(roundBest.theta, Float64Array.of(roundBest.energy), ctx.levels.length);
-  let lesson = rounds && !rounds.trackFirst ? beginRound() : undefined;
+  let lesson = rounds && !rounds.trackFirst ? await beginRound() : undefined;
   let ev = await target.evaluate(positions, N);
   while (ctx.levels.length < blocks && !ctx.signal?.aborted) {
     if (rounds && !lesson && iteration - roundStart >= s.teacherEvery) {
-      lesson = beginRound();
+      lesson = await beginRound();
+      // a lesson cut short by a signal starts no round: a resumed run begins a new one here
+      if (ctx.signal?.aborted) break;
       ev = await target.evaluate(positions, N);
     }
     const blockStart = performance.now();
@@ -395,8 +397,7 @@ export function teacherProblem(task: PolicyTask, settings: Pick<PolicyTrainSetti
   const what = `train.teacher = ${settings.teacher}`;
   if (settings.method !== 'gradient') return `${what} runs with --method gradient: each round changes the energy, which tempering's sequence of targets cannot follow (refine its policy with --method ${settings.method} --init DIR after)`;
   if (settings.backend !== 'cpu') return `${what} runs on the CPU closed loop only: set train.backend to cpu`;
-  if (task.starts.kind !== 'point') return `${what}: task ${task.name} starts from a region, and the teacher plans from the one state a task starts at (tasks with one start: ${POLICY_TASKS.filter((t) => t.starts.kind === 'point').map((t) => t.name).join(', ')})`;
-  return undefined;
+  return startRegionProblem(task, what, 'the teacher plans from the one state a task starts at');
 }
 
 /** The teacher train.teacher asks for, refused with one line where its rounds cannot run. */
