@@ -387,13 +387,16 @@ describe('train.track: a recorded run as the closed loop\'s cost reference', fun
 describe('train.teacher = ilqg: policy iteration with iLQG as the teacher', function () {
   this.timeout(300000);
   const acrobotTask = policyTask('acrobot');
+  /** A task's model at horizon T, its teacher of `iterations`, a plain closed loop and a policy drawn from the prior with `seed`. */
+  function teaching(task: PolicyTask, T: number, iterations: number, seed: number) {
+    const m = taskModel(task, { horizon: T });
+    const shape = policyShape(m, task.hidden, task.rawScale);
+    const plain = new ClosedLoop(m, shape, T, m.goal);
+    return { m, shape, plain, teacher: new IlqgTeacher(task, m, shape, iterations), theta: drawFromPrior(new Rng(seed), priorStd(plain.sizes, 1), 1) };
+  }
 
   it('a lesson: the policy\'s own cost from the start, and iLQG\'s cheaper path from its closed loop, starting at the start', async () => {
-    const m = taskModel(acrobotTask, { horizon: 30 });
-    const shape = policyShape(m, acrobotTask.hidden, acrobotTask.rawScale);
-    const teacher = new IlqgTeacher(acrobotTask, m, shape, 200);
-    const plain = new ClosedLoop(m, shape, 30, m.goal);
-    const theta = drawFromPrior(new Rng(4), priorStd(plain.sizes, 1), 1);
+    const { m, shape, plain, teacher, theta } = teaching(acrobotTask, 30, 200, 4);
     const lesson = await teacher.lesson(theta);
     assert.equal(lesson.policyCost, plain.evaluate(theta, [0, 0, 0, 0], 1));
     assert.equal(teacher.cost(theta), lesson.policyCost);
@@ -409,12 +412,7 @@ describe('train.teacher = ilqg: policy iteration with iLQG as the teacher', func
   });
 
   it('a lesson runs iLQG in slices of 200 ms that repeat one uninterrupted run exactly; a signal ends it after the slice under way', async () => {
-    const cartTask = policyTask('cart-double-pendulum');
-    const m = taskModel(cartTask, { horizon: 100 });
-    const shape = policyShape(m, cartTask.hidden, cartTask.rawScale);
-    const teacher = new IlqgTeacher(cartTask, m, shape, 250);
-    const loop = new ClosedLoop(m, shape, 100, m.goal);
-    const theta = drawFromPrior(new Rng(5), priorStd(loop.sizes, 1), 1);
+    const { m, plain: loop, teacher, theta } = teaching(policyTask('cart-double-pendulum'), 100, 250, 5);
     const lesson = await teacher.lesson(theta);
     assert.ok(lesson.teacherIterations > 200, `${lesson.teacherIterations} iterations: a case of several 200 ms slices`);
     const own = loop.rollout(theta, m.x0);
