@@ -82,13 +82,15 @@ describe('CLI', () => {
     assert.doesNotMatch(kept.stderr, /note:/);
   });
 
-  it('train-policy with a teacher: the curve plots each round\'s own cost and iLQG\'s path; --json says the best is an own cost', () => {
+  it('train-policy with a teacher and training noise: the curve plots each round\'s own cost and iLQG\'s path; --json says the best is an own cost, and its cost without noise', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'tmpc-')), 'taught');
-    const r = cli(['train-policy', '--task', 'acrobot', '--method', 'gradient', '--particles', '2', '--set', 'model.horizon=20', '--set', 'train.iterations=100',
+    const r = cli(['train-policy', '--task', 'acrobot', '--method', 'gradient', '--particles', '2', '--batch', '2', '--set', 'model.horizon=20', '--set', 'train.iterations=100',
+      '--set', 'train.processNoise=0.05', '--set', 'train.measurementNoise=0.01',
       '--set', 'train.teacher=ilqg', '--set', 'train.teacherEvery=50', '--set', 'train.teacherIterations=20', '--threads', '1', '--out', out, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const summary = JSON.parse(r.stdout);
     assert.equal(summary.teacher, 'ilqg');
+    assert.ok(Number.isFinite(summary.noiseFreeCost) && summary.noiseFreeCost !== summary.bestEnergy, `own cost ${summary.bestEnergy}, without noise ${summary.noiseFreeCost}`);
     const curve = JSON.parse(readFileSync(join(out, 'curve.json'), 'utf8'));
     assert.equal(curve.filter((l: { lesson?: unknown }) => l.lesson).length, 2);
     assert.ok(summary.bestEnergy <= Math.min(...curve.filter((l: { lesson?: { policyCost: number } }) => l.lesson).map((l: { lesson: { policyCost: number } }) => l.lesson.policyCost)));

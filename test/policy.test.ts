@@ -10,7 +10,7 @@ import { fromPhysical, inGoalRegion } from '../src/models/model.js';
 import { ClosedLoop, drawFromPrior, fromPriorPolicy, policyShape, priorStd, toPriorPolicy } from '../src/policy/closed-loop.js';
 import { PolicyTask, policyTask, taskModel } from '../src/policy/tasks.js';
 import { checkInitialPolicy, policyCatch, resolvePolicySettings, rolloutNoise, teacherProblem, trainPolicy } from '../src/policy/train.js';
-import { IlqgTeacher } from '../src/policy/teacher.js';
+import { IlqgTeacher, JUDGED_ROLLOUTS } from '../src/policy/teacher.js';
 import { FeedbackBuilder } from '../src/controller/feedback.js';
 import { goalCatch, type PolicyCatch } from '../src/policy/catch.js';
 import { buildStepGraphs } from '../src/kernels/graphs.js';
@@ -140,11 +140,12 @@ describe('a policy\'s LQR catch and noisy training rollouts', function () {
     const rng = new Rng(4);
     // one start inside the catch's gate, one on its edge, one far out: the gate's slope and the saturated LQR both enter
     const starts = Float64Array.from([Math.PI - 0.2, 0.1, 0.5, -0.3, Math.PI + 0.55, -0.4, 2, 1, 1, 0.5, 0, 0]);
-    for (const noise of [undefined, { std: 0.5, states: [2, 3], seed: 3 }]) {
+    const noises = { none: undefined, process: { std: 0.5, states: [2, 3], seed: 3 }, measurement: { std: 0, states: [], measurementStd: 0.05, seed: 3 }, both: { std: 0.5, states: [2, 3], measurementStd: 0.05, seed: 3 } };
+    for (const [name, noise] of Object.entries(noises)) {
       const loop = new ClosedLoop(m, policyShape(m, [8, 8], task.rawScale, balance), m.horizon, m.goal, noise);
       const theta = drawFromPrior(rng, priorStd(loop.sizes, 0.5), 1);
       const rel = gradientError(loop, theta, starts, 3);
-      assert.ok(rel < 1e-6, `relative error ${rel.toExponential(2)} (noise ${noise ? 'on' : 'off'})`);
+      assert.ok(rel < 1e-6, `relative error ${rel.toExponential(2)} (noise: ${name})`);
     }
   });
 
@@ -206,6 +207,27 @@ describe('a policy\'s LQR catch and noisy training rollouts', function () {
     assert.notEqual(quiet.evaluate(theta, start, 1), two[0]);
   });
 
+  it('measurement noise: the policy sees the state plus its draw, the dynamics the true state', () => {
+    const m = acrobot();
+    const shape = policyShape(m, [8], policyTask('acrobot').rawScale);
+    const std = 0.2;
+    const measured = new ClosedLoop(m, shape, m.horizon, m.goal, { std: 0, states: [], measurementStd: std, seed: 1 });
+    const quiet = new ClosedLoop(m, shape, m.horizon, m.goal);
+    const theta = drawFromPrior(new Rng(1), priorStd(measured.sizes), 1);
+    const start = [0.5, 0, 0, 0];
+    const { states, controls } = measured.rollout(theta, start);
+    // the same draws, as the loop takes them: one stream, start 0's T x n first
+    const draws = new Rng(1 + 1).fillNormal(new Float64Array(m.horizon * m.stateDim)).map((v) => v * std);
+    const sees = (t: number) => Array.from(states.subarray(t * m.stateDim, (t + 1) * m.stateDim), (v, j) => v + draws[t * m.stateDim + j]);
+    // the policy's control at step t is the quiet loop's control from the seen state, one step long
+    const one = new ClosedLoop(m, shape, 1, m.goal);
+    for (const t of [0, 1, 17]) assert.equal(one.rollout(theta, sees(t)).controls[0], controls[t], `step ${t}`);
+    // and the true states follow the model from those controls: the quiet loop from the same start differs
+    assert.notDeepEqual(Array.from(quiet.rollout(theta, start).states), Array.from(states));
+    const twice = measured.rollout(theta, start);
+    assert.deepEqual(Array.from(twice.states), Array.from(states), 'fixed draws');
+  });
+
   it('refuses a catch the task has no region for, and rollout noise on WebGPU or where the model state is not the physical one', () => {
     const at = (name: string, given: Record<string, unknown>) => {
       const task = policyTask(name);
@@ -216,6 +238,8 @@ describe('a policy\'s LQR catch and noisy training rollouts', function () {
     assert.throws(at('pendulum-swingup', { catch: 'lqr' }), (e: Error) => e instanceof InputError && /train.catch = lqr: task pendulum-swingup declares no catch region/.test(e.message));
     assert.doesNotThrow(at('acrobot', { catch: 'lqr', backend: 'webgpu' }));
     assert.throws(at('acrobot', { processNoise: 0.1, backend: 'webgpu' }), /train.processNoise = 0.1 runs on the CPU closed loop only/);
+    assert.throws(at('acrobot', { processNoise: 0.1, measurementNoise: 0.01, backend: 'webgpu' }), /train.processNoise = 0.1 and train.measurementNoise = 0.01 runs on the CPU closed loop only: set train.backend to cpu, or train.processNoise and train.measurementNoise to 0/);
+    assert.throws(at('pendulum', { measurementNoise: 0.01 }), /train.measurementNoise = 0.01: pendulum's model state is not its physical state/);
     assert.throws(at('pendulum', { processNoise: 0.1 }), /train.processNoise = 0.1: pendulum's model state is not its physical state/);
     assert.doesNotThrow(at('acrobot', { catch: 'lqr', processNoise: 0.1 }));
   });
@@ -411,6 +435,25 @@ describe('train.teacher = ilqg: policy iteration with iLQG as the teacher', func
     assert.equal(plain.evaluate(theta, [0, 0, 0, 0], 1), lesson.policyCost);
   });
 
+  it('with training noise a policy\'s own cost is the mean over its noise-free rollout and draws of its own (the lesson\'s path still from its noise-free loop)', async () => {
+    const { m, shape, plain, theta } = teaching(acrobotTask, 30, 50, 4);
+    const noise = { std: 0.3, states: [2, 3], measurementStd: 0.02, seed: 9 };
+    const teacher = new IlqgTeacher(acrobotTask, m, shape, 50, noise);
+    const draws = JUDGED_ROLLOUTS - 1;
+    const quiet = plain.evaluate(theta, [0, 0, 0, 0], 1);
+    // not the training's draws (seed 9; its measurement noise 10): a stream of its own
+    const judged = (seed: number) => (quiet + draws * new ClosedLoop(m, shape, 30, m.goal, { ...noise, seed }).evaluate(theta, new Float64Array(4 * draws), draws)) / JUDGED_ROLLOUTS;
+    const cost = teacher.cost(theta);
+    assert.equal(cost, judged(11));
+    assert.notEqual(cost, judged(9));
+    assert.notEqual(cost, quiet);
+    assert.equal(teacher.noiseFreeCost(theta), quiet);
+    const lesson = await teacher.lesson(theta);
+    assert.equal(lesson.policyCost, cost);
+    const unperturbed = await new IlqgTeacher(acrobotTask, m, shape, 50).lesson(theta);
+    assert.deepEqual(Array.from(lesson.track!), Array.from(unperturbed.track!));
+  });
+
   it('a lesson runs iLQG in slices of 200 ms that repeat one uninterrupted run exactly; a signal ends it after the slice under way', async () => {
     const { m, plain: loop, teacher, theta } = teaching(policyTask('cart-double-pendulum'), 100, 250, 5);
     const lesson = await teacher.lesson(theta);
@@ -577,7 +620,11 @@ describe('TSMC:D and TSMC:E (policy optimisation)', function () {
       const good = readFileSync(statePath, 'utf8');
       writeFileSync(statePath, JSON.stringify({ ...JSON.parse(good), best: { energy: 1, theta: [1, 2] } }));
       await assert.rejects(trainPolicy(LQ_TASK, settings, { out: parts, resume: true, version }), (e: Error) => e instanceof InputError && /best policy has 2 weights, expected 3/.test(e.message));
-      writeFileSync(statePath, good);
+      // a run saved before a setting existed resumes with it at its default, and not with another value
+      const older = JSON.parse(good);
+      delete older.settings.measurementNoise;
+      writeFileSync(statePath, JSON.stringify(older));
+      await assert.rejects(trainPolicy(LQ_TASK, { ...settings, measurementNoise: 0.1 }, { out: parts, resume: true, version }), /--resume: .* other settings/);
       // how far to go may change: one more level
       const further = await trainPolicy(LQ_TASK, { ...settings, maxLevels: 5 }, { out: parts, resume: true, version });
       assert.equal(further.levels.length, 5);

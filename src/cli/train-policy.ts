@@ -71,7 +71,8 @@ export const trainPolicyCommand: Command = {
     const summary = {
       task: task.name, system: task.system, method: settings.method, out, particles: settings.particles, batch: settings.batch,
       // with a teacher, the policy's own cost (its energy with the task's reference, not a round's path)
-      seed: settings.seed, teacher: settings.teacher, levels: result.levels.length, finished: result.finished, bestEnergy: result.best.energy,
+      // with training noise, under its draws; noiseFreeCost then gives it without
+      seed: settings.seed, teacher: settings.teacher, levels: result.levels.length, finished: result.finished, bestEnergy: result.best.energy, noiseFreeCost: result.noiseFreeCost ?? null,
       gradientEvaluationsPerParticle: result.gradientEvaluations, wallS: result.wallS,
       // of wallS, the rollouts and their gradients; the rest is the sampler's own work
       rolloutS: result.rolloutS,
@@ -84,7 +85,7 @@ export const trainPolicyCommand: Command = {
     }
     if (summary.interrupted) console.error(`interrupted (${summary.interrupted}) after ${summary.levels} levels: ${out} holds them (continue with --resume)`);
     if (values.json) return printJson(summary);
-    console.log(`${task.name} by ${settings.method}${settings.teacher === 'none' ? '' : ` with teacher ${settings.teacher}`}: best ${settings.teacher === 'none' ? 'energy' : 'own cost'} ${result.best.energy.toPrecision(6)} after ${summary.levels} ${settings.method === 'gradient' ? 'blocks of 50 iterations' : 'levels'}${result.finished ? '' : ' (not finished)'}, ${summary.gradientEvaluationsPerParticle.toFixed(0)} gradient evaluations per particle, ${summary.wallS.toFixed(1)} s (rollouts ${summary.rolloutS.toFixed(1)} s)`);
+    console.log(`${task.name} by ${settings.method}${settings.teacher === 'none' ? '' : ` with teacher ${settings.teacher}`}: best ${settings.teacher === 'none' ? 'energy' : 'own cost'} ${result.best.energy.toPrecision(6)}${result.noiseFreeCost === undefined ? '' : ` under the training noise (${result.noiseFreeCost.toPrecision(6)} without)`} after ${summary.levels} ${settings.method === 'gradient' ? 'blocks of 50 iterations' : 'levels'}${result.finished ? '' : ' (not finished)'}, ${summary.gradientEvaluationsPerParticle.toFixed(0)} gradient evaluations per particle, ${summary.wallS.toFixed(1)} s (rollouts ${summary.rolloutS.toFixed(1)} s)`);
     if (paperWallS !== null && task.paper) console.log(`  the paper: ${paperWallS} s on two workstation GPUs at N = ${task.paper.particles}, B = ${task.paper.batch} (here N = ${settings.particles}, B = ${settings.batch})`);
     if (task.paper?.costs) console.log(`  the paper's costs: TSMC ${task.paper.costs.tsmc}, PPO ${task.paper.costs.ppo}, SAC ${task.paper.costs.sac} (PPO and SAC are not run here)`);
     console.log(`  policy: ${out} (use: bench policy --task ${task.name} --prior ${out}; run --prior ${out} --set prior.value=false); curve: ${join(out, 'curve.svg')}`);

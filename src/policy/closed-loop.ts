@@ -28,14 +28,18 @@ export interface PolicyShape {
 }
 
 /**
- * White process noise in the training rollouts, as the simulator adds it
- * (std per sqrt(second) on `states`, model units): one fixed draw per start,
- * step and state (common random numbers), so the energy stays a function of
- * theta and its gradient exact. Start b's draws do not depend on the batch.
+ * Noise in the training rollouts, as the simulator adds it: white process
+ * noise (std per sqrt(second) on `states`, model units) and measurement
+ * noise (std on every state the policy and its catch see; the dynamics and
+ * costs keep the true state). One fixed draw per start, step and state
+ * (common random numbers), so the energy stays a function of theta and its
+ * gradient exact. Start b's draws do not depend on the batch.
  */
 export interface RolloutNoise {
   std: number;
   states: readonly number[];
+  /** the measurement noise's std (0: the policy sees the true state) */
+  measurementStd?: number;
   seed: number;
 }
 
@@ -147,6 +151,10 @@ export class ClosedLoop {
   private saturated = new Uint8Array(0);
   // noise per start b, step t and noisy state k at (b * T + t) * states + k
   private noiseDraws = new Float64Array(0);
+  // measurement noise per start b, step t and state j at (b * T + t) * n + j
+  private measurementDraws = new Float64Array(0);
+  // what the policy saw at step t, start b: xs plus the measurement noise ((T + 1) x batch x n, as xs); xs itself without it
+  private seen = new Float64Array(0);
   private readonly uRest: Float64Array;
   private costTrack: Float64Array | undefined;
 
@@ -203,6 +211,12 @@ export class ClosedLoop {
       const scale = this.noise.std * Math.sqrt(this.model.dtS);
       this.noiseDraws = new Rng(this.noise.seed).fillNormal(new Float64Array(batch * T * this.noise.states.length)).map((v) => v * scale);
     }
+    const measured = this.noise?.measurementStd ?? 0;
+    if (measured > 0) {
+      // a stream of its own, so adding it leaves the process draws as they were
+      this.measurementDraws = new Rng(this.noise!.seed + 1).fillNormal(new Float64Array(batch * T * this.n)).map((v) => v * measured);
+      this.seen = new Float64Array(this.xs.length);
+    } else this.seen = this.xs;
     if (this.shape.catch) {
       this.gates = new Float64Array(T * batch);
       this.netUs = new Float64Array(T * batch * this.m);
@@ -219,7 +233,7 @@ export class ClosedLoop {
   evaluate(theta: Float64Array, starts: ArrayLike<number>, batch: number, out: { grad?: Float64Array; perStart?: Float64Array; finalStates?: Float64Array } = {}): number {
     const { n, m, d, sizes, horizon: T } = this;
     this.reserve(batch);
-    const { xs, us, acts } = this;
+    const { xs, us, acts, seen } = this;
     const ref = this.reference;
     const track = this.costTrack;
     const costRef = track ?? ref;
@@ -237,13 +251,15 @@ export class ClosedLoop {
     const step = new Float64Array(n + 1);
     for (let t = 0; t < T; t++) {
       const x = t * batch * n;
+      // measured; additive, so the state's adjoint takes the policy's part unchanged
+      if (seen !== xs) for (let b = 0; b < batch; b++) for (let j = 0; j < n; j++) seen[x + b * n + j] = xs[x + b * n + j] + this.measurementDraws[(b * T + t) * n + j];
       // features
       const feat = acts[0];
       const fo = t * batch * d;
       for (let b = 0; b < batch; b++) {
         let k = fo + b * d;
         for (let j = 0; j < n; j++) {
-          const e = xs[x + b * n + j] - ref[j];
+          const e = seen[x + b * n + j] - ref[j];
           if (f.angle[j]) {
             feat[k++] = Math.sin(e);
             feat[k++] = Math.cos(e);
@@ -284,7 +300,7 @@ export class ClosedLoop {
           us[k] = center[j] + scale[j] * z[k];
         }
         if (c) {
-          const g = catchGate(c, f.angle, xs, x + b * n, ref, e);
+          const g = catchGate(c, f.angle, seen, x + b * n, ref, e);
           this.gates[t * batch + b] = g;
           for (let j = 0; j < m; j++) {
             const k = zo + b * m + j;
@@ -352,7 +368,7 @@ export class ClosedLoop {
         this.backward(vjp, 0, xs, x + b * n, us, zo + b * m, prev, prevOffset, costRef, track ? t * n : 0, adj, b * n);
         for (let j = 0; j < n; j++) adj[b * n + j] = vjp[j];
         const g = c ? this.gates[t * batch + b] : 0;
-        if (c) catchGate(c, f.angle, xs, x + b * n, ref, e);
+        if (c) catchGate(c, f.angle, this.seen, x + b * n, ref, e);
         for (let j = 0; j < m; j++) {
           let gu = vjp[n + j] + carryPrev[b * m + j];
           carryPrev[b * m + j] = vjp[n + m + j];

@@ -10,7 +10,7 @@ export interface ClosedLoopSpec {
   model: Readonly<Record<string, number>>;
   /** the policy's catch (train.catch), as the main thread built it */
   catch?: PolicyCatch;
-  /** the training rollouts' noise (train.processNoise) */
+  /** the training rollouts' noise (train.processNoise, train.measurementNoise) */
   noise?: RolloutNoise;
   /** the costs' reference per step (train.track) */
   track?: Float64Array;

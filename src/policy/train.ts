@@ -50,6 +50,7 @@ export const POLICY_TRAIN_PARAMS = {
   teacherEvery: num(4000, 'train.teacher: Adam iterations per round', { min: 50, max: 1e7, integer: true }),
   teacherIterations: num(3000, 'train.teacher: iLQG iterations per round at most (it stops earlier where no step lowers the cost)', { min: 1, max: 1e6, integer: true }),
   processNoise: num(0, 'white noise on the joint rates in every training rollout, std per sqrt(s) as sim.processNoise with processNoiseOn rates: one fixed draw per start and step (common random numbers; with a point start, give --batch B for B draws); 0: none. CPU only', { min: 0, max: 100 }),
+  measurementNoise: num(0, 'noise on every state the policy sees in the training rollouts (the dynamics keep the true state), std as sim.measurementNoise: one fixed draw per start, step and state, as train.processNoise; 0: none. CPU only', { min: 0, max: 100 }),
   policyStd: num(0.1, 'the std the checkpoint\'s sampling policy gets around the trained policy, as MPPI\'s prior (normalised control units)', { min: Math.exp(LOG_STD_RANGE[0]), max: Math.exp(LOG_STD_RANGE[1]) }),
 } as const;
 
@@ -94,6 +95,8 @@ export interface PolicyTrainResult {
   /** of wallS, the time in the rollouts and their gradients, the first evaluation (and a GPU's shader compile) included */
   rolloutS: number;
   finished: boolean;
+  /** with a teacher and training noise (best.energy then being the cost under the training noise's draws), the best policy's cost without noise */
+  noiseFreeCost?: number;
 }
 
 const STATE_FILE = 'training/state.json';
@@ -140,7 +143,7 @@ export async function trainPolicy(task: PolicyTask, settings: PolicyTrainSetting
   const noise = rolloutNoise(task, settings, model);
   const track = costTrack(task, settings, model);
   const loop = new ClosedLoop(model, shape, model.horizon, model.goal, noise, track);
-  const teacher = policyTeacher(task, settings, model, shape);
+  const teacher = policyTeacher(task, settings, model, shape, noise);
   // refused before any thread or GPU buffer is made
   const bytes = memoryEstimate(loop, settings.method === 'tsmc-e' ? loop.parameters + settings.batch * model.stateDim : loop.parameters, settings);
   if (bytes > 0.5 * totalmem()) {
@@ -180,7 +183,9 @@ async function train(
     saved = JSON.parse(readFileSync(statePath, 'utf8')) as SavedState;
     // how far to go (maxLevels, iterations) may change: the levels already run do not depend on it
     const same = (a: PolicyTrainSettings) => JSON.stringify({ ...a, maxLevels: 0, iterations: 0 });
-    if (saved.task !== task.name || same(saved.settings) !== same(settings) || JSON.stringify(saved.model) !== JSON.stringify(opts.model ?? {})) {
+    // a setting added since the run was saved is taken at its default, which the run had in effect
+    const savedSettings = { ...resolvePolicySettings(task, {}), ...saved.settings };
+    if (saved.task !== task.name || same(savedSettings) !== same(settings) || JSON.stringify(saved.model) !== JSON.stringify(opts.model ?? {})) {
       throw new InputError(`--resume: ${opts.out} holds a run of task ${saved.task} with other settings (${JSON.stringify({ ...saved.settings, model: saved.model })}); resume with the same ones, or give a new --out`);
     }
     const bin = readFileSync(join(opts.out, PARTICLES_FILE));
@@ -220,7 +225,8 @@ async function train(
   if (settings.method === 'gradient') {
     const rounds = teacher && { teacher, priorStd: std, trackFirst: settings.track !== '' && !saved, init: mean };
     const run = await adamBaseline(target, positions, settings, { levels, startMs, saved, persist, offer, onLevel: opts.onLevel, signal: opts.signal, rounds });
-    return { ...run, best: best ?? run.best, rolloutS: rolloutS() };
+    const kept = best ?? run.best;
+    return { ...run, best: kept, rolloutS: rolloutS(), ...(teacher && loop.noise ? { noiseFreeCost: teacher.noiseFreeCost(kept.theta) } : {}) };
   }
   // every level's moves work in the same arrays (at N = 16000 fresh ones cost more than the moves' arithmetic)
   const workspace = new NutsWorkspace();
@@ -401,23 +407,29 @@ export function teacherProblem(task: PolicyTask, settings: Pick<PolicyTrainSetti
 }
 
 /** The teacher train.teacher asks for, refused with one line where its rounds cannot run. */
-function policyTeacher(task: PolicyTask, settings: PolicyTrainSettings, model: Model, shape: PolicyShape): IlqgTeacher | undefined {
+function policyTeacher(task: PolicyTask, settings: PolicyTrainSettings, model: Model, shape: PolicyShape, noise: RolloutNoise | undefined): IlqgTeacher | undefined {
   const problem = teacherProblem(task, settings);
   if (problem) throw new InputError(problem);
-  return settings.teacher === 'none' ? undefined : new IlqgTeacher(task, model, shape, settings.teacherIterations);
+  return settings.teacher === 'none' ? undefined : new IlqgTeacher(task, model, shape, settings.teacherIterations, noise);
 }
 
-/** The training rollouts' noise when train.processNoise asks for it, refused with one line where it cannot be added as the simulator adds it. */
-export function rolloutNoise(task: PolicyTask, settings: Pick<PolicyTrainSettings, 'processNoise' | 'backend' | 'seed'>, model: Model): RolloutNoise | undefined {
-  if (settings.processNoise === 0) return undefined;
-  const what = `train.processNoise = ${settings.processNoise}`;
-  if (settings.backend !== 'cpu') throw new InputError(`${what} runs on the CPU closed loop only: set train.backend to cpu, or train.processNoise to 0`);
+/** The training rollouts' noise when train.processNoise or train.measurementNoise asks for it, refused with one line where it cannot be added as the simulator adds it. */
+export function rolloutNoise(task: PolicyTask, settings: Pick<PolicyTrainSettings, 'processNoise' | 'measurementNoise' | 'backend' | 'seed'>, model: Model): RolloutNoise | undefined {
+  const given = (['processNoise', 'measurementNoise'] as const).filter((key) => settings[key] > 0);
+  if (given.length === 0) return undefined;
+  const what = given.map((key) => `train.${key} = ${settings[key]}`).join(' and ');
+  const zero = given.map((key) => `train.${key}`).join(' and ');
+  if (settings.backend !== 'cpu') throw new InputError(`${what} runs on the CPU closed loop only: set train.backend to cpu, or ${zero} to 0`);
   // the simulator adds it to the physical state: the same draws in model units only where the two are one
   if (model.def.physical) throw new InputError(`${what}: ${task.system}'s model state is not its physical state, where the simulator adds the noise`);
-  const states = disturbedStates(model.def, 'rates');
-  if (typeof states === 'string') throw new InputError(`${what}: ${states}`);
+  let states: readonly number[] = [];
+  if (settings.processNoise > 0) {
+    const rates = disturbedStates(model.def, 'rates');
+    if (typeof rates === 'string') throw new InputError(`train.processNoise = ${settings.processNoise}: ${rates}`);
+    states = rates;
+  }
   // a stream of its own: the starts and the initial particles draw from `seed` itself
-  return { std: settings.processNoise, states, seed: settings.seed * 7919 + 17 };
+  return { std: settings.processNoise, states, measurementStd: settings.measurementNoise, seed: settings.seed * 7919 + 17 };
 }
 
 /** train.init's policy checked against the task (with its model overrides) before anything runs; throws the refusal. */
