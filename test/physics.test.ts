@@ -36,6 +36,22 @@ describe('physics sanity', () => {
     assert.ok(drift < 1e-5 * Math.max(1, Math.abs(e0)), `energy drift ${drift} of ${e0}`);
   });
 
+  it('cart double pendulum with substeps: k RK4 steps of dtS / k per time step, nearer the fine integration', () => {
+    const controls = Float64Array.from({ length: 40 }, (_, t) => Math.sin(0.3 * t));
+    const x0 = [0, 2.5, 3.5, 0.5, 4, -3];
+    const at = (dtS: number, substeps: number, horizon: number, u: Float64Array) => trajectory(model('cart-double-pendulum', { dtS, substeps, horizon }), u, x0);
+    // the same control held over two half steps
+    const held = Float64Array.from({ length: 80 }, (_, t) => controls[t >> 1]);
+    const two = at(0.06, 2, 40, controls);
+    const halves = at(0.03, 1, 80, held);
+    for (let t = 0; t <= 40; t++) two[t].forEach((v, j) => assert.ok(Math.abs(v - halves[2 * t][j]) < 1e-9 * (1 + Math.abs(v)), `step ${t}, state ${j}`));
+    // and nearer the simulator's 10 than the paper's one RK4 step (over a few steps: the swing's chaos amplifies any gap later)
+    const fine = at(0.06, 10, 40, controls)[5];
+    const gap = (xs: number[]) => Math.hypot(...xs.map((v, j) => v - fine[j]));
+    const one = at(0.06, 1, 40, controls)[5];
+    assert.ok(gap(two[5]) < 0.1 * gap(one), `substeps 2: ${gap(two[5])}, 1: ${gap(one)}`);
+  });
+
   it('cart force accelerates the cart in its direction', () => {
     const m = model('cart-double-pendulum', { horizon: 10 });
     const xs = trajectory(m, new Float64Array(m.horizon).fill(0.5), [0, 0, 0, 0, 0, 0]);
