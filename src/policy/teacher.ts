@@ -58,7 +58,7 @@ export class IlqgTeacher {
     if (task.starts.kind !== 'point') throw new Error(`task ${task.name} starts from a region: the teacher plans from one start (train.ts refuses this first)`);
     // the task's own cost: no track, no training noise
     this.plain = new ClosedLoop(model, shape, model.horizon, model.goal);
-    // draws of its own: a stream the training's (seed, seed + 1) do not use
+    // draws of its own: streams (seed + 2, + 3) the training's (seed, seed + 1) do not use
     this.noisy = noise && new ClosedLoop(model, shape, model.horizon, model.goal, { ...noise, seed: noise.seed + 2 });
     this.ilqg = new FeedbackBuilder(model);
     this.start = fromPhysical(model, task.starts.y);
@@ -68,9 +68,9 @@ export class IlqgTeacher {
   /**
    * The policy's own cost: the task's cost from its start; with training
    * noise, the mean over its noise-free rollout and JUDGED_ROLLOUTS - 1 draws
-   * of that noise (what the checkpoint keeps the least of: judged noise-free
-   * only, the cheapest policy is the one whose swing-up the least noise
-   * breaks; measured, docs/results.md).
+   * of that noise: what each round starts from and the checkpoint keeps the
+   * least of. Judged noise-free only, a fragile start's noise-free cost stood
+   * against every policy the noisy rounds found (measured, docs/results.md).
    */
   cost(theta: Float64Array): number {
     const quiet = this.noiseFreeCost(theta);
