@@ -71,7 +71,7 @@ export const trainPolicyCommand: Command = {
     const summary = {
       task: task.name, system: task.system, method: settings.method, out, particles: settings.particles, batch: settings.batch,
       // with a teacher, the policy's own cost (its energy with the task's reference, not a round's path)
-      // with training noise, under its draws; noiseFreeCost then gives it without
+      // with training noise, judged under it (its noise-free rollout and draws of its own); noiseFreeCost then gives it without
       seed: settings.seed, teacher: settings.teacher, levels: result.levels.length, finished: result.finished, bestEnergy: result.best.energy, noiseFreeCost: result.noiseFreeCost ?? null,
       gradientEvaluationsPerParticle: result.gradientEvaluations, wallS: result.wallS,
       // of wallS, the rollouts and their gradients; the rest is the sampler's own work

@@ -95,7 +95,7 @@ export interface PolicyTrainResult {
   /** of wallS, the time in the rollouts and their gradients, the first evaluation (and a GPU's shader compile) included */
   rolloutS: number;
   finished: boolean;
-  /** with a teacher and training noise (best.energy then being the cost under the training noise's draws), the best policy's cost without noise */
+  /** with a teacher and training noise (best.energy then being the cost judged under that noise: IlqgTeacher.cost), the best policy's cost without noise */
   noiseFreeCost?: number;
 }
 
