@@ -73,7 +73,11 @@ export class IlqgTeacher {
    * against every policy the noisy rounds found (measured, docs/results.md).
    */
   cost(theta: Float64Array): number {
-    const quiet = this.noiseFreeCost(theta);
+    return this.judged(theta, this.noiseFreeCost(theta));
+  }
+
+  /** The own cost from the noise-free one already rolled out. */
+  private judged(theta: Float64Array, quiet: number): number {
     if (!this.noisy) return quiet;
     const draws = JUDGED_ROLLOUTS - 1;
     return (quiet + draws * this.noisy.evaluate(theta, this.noisyStarts, draws)) / JUDGED_ROLLOUTS;
@@ -93,9 +97,9 @@ export class IlqgTeacher {
    * uninterrupted run exactly, wherever they fall.
    */
   async lesson(theta: Float64Array, signal?: AbortSignal): Promise<Lesson> {
-    const policyCost = this.cost(theta);
     // iLQG improves the noise-free closed loop: a path is one realisation, and the noise-free one is the task's
     const own = this.plain.rollout(theta, this.start);
+    const policyCost = this.judged(theta, own.cost);
     if (!Number.isFinite(own.cost)) return { policyCost, teacherCost: own.cost, teacherIterations: 0, track: undefined };
     // u_{-1} as the closed loop has it: the control's centre
     const uRest = Array.from(this.plain.shape.controlCenter);

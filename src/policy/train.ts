@@ -418,8 +418,8 @@ export function rolloutNoise(task: PolicyTask, settings: Pick<PolicyTrainSetting
   const given = (['processNoise', 'measurementNoise'] as const).filter((key) => settings[key] > 0);
   if (given.length === 0) return undefined;
   const what = given.map((key) => `train.${key} = ${settings[key]}`).join(' and ');
-  const zero = given.map((key) => `train.${key}`).join(' and ');
-  if (settings.backend !== 'cpu') throw new InputError(`${what} runs on the CPU closed loop only: set train.backend to cpu, or ${zero} to 0`);
+  const keys = given.map((key) => `train.${key}`).join(' and ');
+  if (settings.backend !== 'cpu') throw new InputError(`${what} runs on the CPU closed loop only: set train.backend to cpu, or ${keys} to 0`);
   // the simulator adds it to the physical state: the same draws in model units only where the two are one
   if (model.def.physical) throw new InputError(`${what}: ${task.system}'s model state is not its physical state, where the simulator adds the noise`);
   let states: readonly number[] = [];
